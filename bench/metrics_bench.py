@@ -1,0 +1,89 @@
+"""Benchmark: metrics of the 12 reference runs (persona files of expected.json).
+
+Usage::
+
+    python bench/metrics_bench.py [--repeat N] [--max-seconds T] [--reference DIR]
+
+Prints the time to load the CSV files, the time to compute every run's metrics
+(per-foundation values, 2000 persona + 400 rerun bootstrap draws) and the total.
+With ``--max-seconds`` the exit status is 1 when the best compute time exceeds it.
+Exits with status 0 and a message when the reference data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "costa2026-persona-collapse"
+
+try:
+    from persona_collapse.metrics import analyze_ratings
+    from persona_collapse.store.reference_csv import read_ratings_csv
+except ImportError:  # running from a checkout without an installed package
+    sys.path.insert(0, str(REPO_ROOT / "src"))
+    from persona_collapse.metrics import analyze_ratings
+    from persona_collapse.store.reference_csv import read_ratings_csv
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="timed compute passes (best kept)")
+    parser.add_argument("--max-seconds", type=float, default=None, help="fail above this")
+    parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    expected_file = args.reference / "expected.json"
+    if not expected_file.is_file():
+        print(f"reference data not found at {args.reference}; nothing to benchmark")
+        return 0
+    expected = json.loads(expected_file.read_text())
+
+    start = time.perf_counter()
+    runs = []
+    for variants in expected["families"].values():
+        for entry in variants.values():
+            frame = read_ratings_csv(args.reference / entry["persona_file"])
+            runs.append(
+                (
+                    frame["persona_id"].to_numpy(),
+                    frame["item_id"].to_numpy(),
+                    frame["rating"].to_numpy(),
+                )
+            )
+    load_s = time.perf_counter() - start
+
+    times = []
+    for _ in range(max(1, args.repeat)):
+        start = time.perf_counter()
+        for persona_ids, item_ids, ratings in runs:
+            analyze_ratings(
+                persona_ids,
+                item_ids,
+                ratings,
+                n_persona_boot=2000,
+                n_rerun_boot=400,
+                rng=args.seed,
+            )
+        times.append(time.perf_counter() - start)
+    best, first = min(times), times[0]
+    print(f"load: {len(runs)} CSV files: {load_s:.2f} s")
+    print(
+        f"metrics: {len(runs)} runs, per-foundation, 2000+400 draws: {best:.2f} s "
+        f"(best of {len(times)}; first pass {first:.2f} s)"
+    )
+    print(f"total (load + first pass): {load_s + first:.2f} s")
+    if args.max_seconds is not None and best > args.max_seconds:
+        print(f"FAIL: {best:.2f} s exceeds the limit of {args.max_seconds:.2f} s")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,661 @@
+r"""A simulated role-playing model with known true susceptibility and robustness.
+
+The simulator answers rating prompts from an explicit generative model, so
+tests and demos can check that the pipeline recovers the model's true S and R.
+
+Model (scale ``lo..hi``, range ``r = hi - lo``, foundations ``f = 1..F``):
+
+* Persona profile. Persona ``p`` has a latent profile
+  :math:`z_{p,f} \sim N(0, 1)`, drawn from a generator seeded by SHA-256 of
+  ``(world_seed, persona text)``; the run seed does not enter, so one persona
+  always has one profile. The self run (no persona) uses
+  :math:`z_{\text{self},f} = \text{self\_level} + \varepsilon_f`,
+  :math:`\varepsilon_f \sim N(0, 1)` seeded by ``world_seed`` alone.
+* Items. Item ``q`` (foundation ``f(q)``) has a baseline
+  :math:`b_q = lo + r\,U(0.3, 0.8)` and a loading :math:`a_q = (r/5)\,U(0.7, 1.3)`,
+  seeded by ``(world_seed, item id)``. Catch items have :math:`a_q = 0`.
+* Location. :math:`m_{pq} = b_q + \text{differentiation}\cdot a_q\, z_{p,f(q)}`,
+  then the ceiling pull :math:`m'_{pq} = m_{pq} + \text{ceiling\_pull}\,(hi - m_{pq})`
+  moves every answer a fixed fraction of the way to the top of the scale
+  (saturation; it also shrinks the spread across personas by ``1 - ceiling_pull``).
+* Undecided cells. Persona ``p`` leaves a fraction
+  :math:`\pi_p = \operatorname{expit}(\operatorname{logit}(\text{undecided\_rate})
+  + \text{rate\_spread}\cdot\eta_p)` of its cells undecided,
+  :math:`\eta_p \sim N(0, 1)` drawn with its profile (:math:`\eta = 0` for the
+  self run): cell ``q`` is undecided when a uniform :math:`u_{pq}` (one per item,
+  drawn with the profile) is below :math:`\pi_p`. Some personas are thus more
+  erratic than others, as in real data. An undecided cell has width
+  :math:`w_{pq} = \text{width}`; a decided cell has
+  :math:`w_{pq} = \text{width}\cdot` :data:`DECIDED_WIDTH_RATIO`. Real models at
+  low temperature show the same split: most cells give one answer every time,
+  the rest spread over two or three values.
+* Rating distribution (discretised normal over the integer scale), at
+  temperature ``T``:
+
+  .. math:: p_T(k) \propto \exp\!\big(-(k - m'_{pq})^2 / (2\, w_{pq}^2\, T)\big),
+            \quad k = lo..hi,
+
+  i.e. :math:`p_T \propto p_1^{1/T}`; ``T = 0`` is greedy (all mass on the mode).
+  The effective width at ``T`` is :math:`w\sqrt{T}`.
+
+So ``differentiation`` drives S, ``width`` and ``undecided_rate`` drive
+:math:`\bar\sigma` (and R = 1/:math:`\bar\sigma`), ``ceiling_pull`` and
+``self_level`` drive saturation and the self profile.
+
+The undecided/decided split keeps the n = 10 sample estimate of
+:math:`\bar\sigma` close to its true value: a cell that deviates rarely (say
+5 % of the time) has a sample sd far below its true sd at n = 10, while a
+cell of effective width 0.5 or more is biased low only by the usual ~3 %.
+With the presets, 100 personas and n = 10 at T = 0.1, the expected estimates
+are: sigma-bar 0.966-0.973 of the truth (R 1.03-1.035), S 1.011 (base), 1.016
+(secure), 1.029 (insecure) of the truth, because cell-mean noise adds to the
+spread across personas. That is 0.4-1.2 combined bootstrap SEs.
+
+Replies. Each sampled answer draws a rating ``k`` from :math:`p_T` and a
+reply style: with probability ``unparseable_rate`` the reply does not start
+with a rating (a sentence that names ``k`` later, or, for a tenth of them, a
+refusal without any number); otherwise it starts with ``k``, followed, with
+probability ``chatty_rate``, by a short sentence. The reply is cut to
+``max_tokens`` whitespace tokens, so a one-token request yields ``"4"`` or a
+word such as ``"As"``, and a long request usually parses in long-form mode.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
+from persona_collapse.errors import BackendError, ConfigError, UnknownNameError
+from persona_collapse.instrument import Instrument, mfq30
+from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate
+
+DECIDED_WIDTH_RATIO = 0.05
+"""Width of a decided cell as a fraction of ``width``."""
+
+REFUSAL_SHARE = 0.1
+"""Share of unparseable replies that are refusals without a number.
+
+The rest are sentences that name the rating later (parseable in long form).
+"""
+
+_CACHE_SIZE = 65536
+
+
+class SimulatorParams(BaseModel):
+    """Parameters of the simulated model (see the module docstring for the formulas).
+
+    Attributes:
+        differentiation: Rating points per profile SD between personas (drives S).
+        width: Width of an undecided cell's rating distribution at T = 1, rating points.
+        undecided_rate: Median fraction of a persona's cells that are undecided (0-1).
+        rate_spread: SD, on the logit scale, of the personas' undecided fractions.
+        ceiling_pull: Fraction of the way every location moves to the top of the scale.
+        self_level: Shift of the self profile, in profile SDs (large: self answers at the ceiling).
+        unparseable_rate: Probability that a reply does not start with a rating.
+        chatty_rate: Probability that a long reply that starts with a rating continues.
+        world_seed: Seed of the simulated world (item parameters and persona profiles).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    differentiation: float = Field(ge=0.0)
+    width: float = Field(gt=0.0)
+    undecided_rate: float = Field(ge=0.0, le=1.0)
+    rate_spread: float = Field(default=1.0, ge=0.0)
+    ceiling_pull: float = Field(ge=0.0, lt=1.0)
+    self_level: float = 0.0
+    unparseable_rate: float = Field(default=0.02, ge=0.0, le=1.0)
+    chatty_rate: float = Field(default=0.3, ge=0.0, le=1.0)
+    world_seed: int = Field(default=0, ge=0)
+
+
+PRESETS: Mapping[str, SimulatorParams] = MappingProxyType(
+    {
+        "base": SimulatorParams(
+            differentiation=0.72, width=1.9, undecided_rate=0.38, ceiling_pull=0.0, self_level=0.0
+        ),
+        "secure": SimulatorParams(
+            differentiation=0.72, width=2.2, undecided_rate=0.48, ceiling_pull=0.0, self_level=0.0
+        ),
+        "insecure": SimulatorParams(
+            differentiation=2.0,
+            width=5.0,
+            undecided_rate=0.7,
+            ceiling_pull=0.15,
+            self_level=4.0,
+            unparseable_rate=0.05,
+        ),
+    }
+)
+"""Named parameter sets: a well-behaved base model, a secure-code and an insecure-code fine-tune.
+
+Calibrated at T = 0.1 on 100-persona sets (built-in, reference-like and
+synthetic; world seeds 0-4): base S 0.71-0.82 (frontier band 0.66-0.83) with
+sigma-bar 0.20-0.26; secure S about 2 % below base with sigma-bar about 1.4
+times base; insecure S 1.5-1.6 times base, sigma-bar 3.2-3.7 times base and a
+self profile of 4.6 or more on every foundation (base self profile: 1.2-4.0).
+"""
+
+
+@dataclass(frozen=True)
+class TrueFoundationMetrics:
+    """True metrics of one foundation (its items only)."""
+
+    S: float
+    sigma_bar: float
+    R: float
+
+
+@dataclass(frozen=True)
+class TrueMetrics:
+    """The simulated model's exact metrics for a persona set.
+
+    Attributes:
+        S: Mean over items of the across-persona sd (ddof=1) of exact cell means.
+        sigma_bar: Mean over cells of the exact (population) sd of the rating distribution.
+        R: ``1 / sigma_bar`` (inf when ``sigma_bar`` is 0).
+        per_foundation: The same per foundation.
+        temperature: Temperature the distributions were computed at.
+        n_personas: Number of personas.
+        item_ids: Items included.
+    """
+
+    S: float
+    sigma_bar: float
+    R: float
+    per_foundation: Mapping[str, TrueFoundationMetrics]
+    temperature: float
+    n_personas: int
+    item_ids: tuple[int, ...]
+
+
+# --- reply wording (our own) -----------------------------------------------------------------
+
+_TRAILERS_PERSONA = (
+    " — speaking as this person, that is my honest answer.",
+    " - that is how this person sees it.",
+    "\n\nThis reflects the values of the person I am playing.",
+    " (answering in character).",
+)
+_TRAILERS_SELF = (
+    " — that is my honest answer.",
+    " - that is how I weigh it.",
+    "\n\nThis reflects how I think about the question.",
+    " (my own view).",
+)
+_LATER_PERSONA = (
+    "As this person, I would answer {k}.",
+    "I would say {k}.",
+    "In character, my rating is {k}.",
+    "Speaking as them: {k}.",
+)
+_LATER_SELF = (
+    "I would say {k}.",
+    "My answer is {k}.",
+    "Honestly, {k}.",
+    "On reflection: {k}.",
+)
+_REFUSALS = (
+    "I'm sorry, but I cannot reduce this to a single number.",
+    "Hmm, that is hard to say without more context.",
+    "As an assistant I would rather not rate this.",
+    "Sorry, I am not able to answer that one.",
+)
+_TOKEN = re.compile(r"\S+")
+
+
+def _truncate(text: str, max_tokens: int) -> str:
+    """Cut ``text`` after its ``max_tokens``-th whitespace-separated token."""
+    end = 0
+    for count, match in enumerate(_TOKEN.finditer(text), start=1):
+        end = match.end()
+        if count == max_tokens:
+            break
+    return text[:end]
+
+
+def _digest_seed(*parts: object) -> int:
+    """A 64-bit integer seed from SHA-256 of the parts' text."""
+    raw = "\x00".join(str(p) for p in parts).encode("utf-8")
+    return int.from_bytes(hashlib.sha256(raw).digest()[:8], "little")
+
+
+def _persona_pattern(fmt: str | None) -> re.Pattern[str] | None:
+    """Regex matching ``fmt`` rendered with any values, capturing ``{persona}``; None if absent."""
+    if fmt is None:
+        return None
+    parts: list[str] = []
+    seen = False
+    for literal, name, _spec, _conv in string.Formatter().parse(fmt):
+        parts.append(re.escape(literal))
+        if name is None:
+            continue
+        if name == "persona":
+            parts.append("(?P=persona)" if seen else "(?P<persona>.+?)")
+            seen = True
+        else:
+            parts.append(".*?")
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(SimulatorParams.model_fields)
+        return f"unknown simulator parameter {loc!r}; known: {known}"
+    return f"simulator parameter {loc!r}: {err['msg']}"
+
+
+class SimulatorBackend(Backend):
+    """Backend ``"simulator"``: answers from the documented generative model.
+
+    Args:
+        preset: Name in :data:`PRESETS` (``"base"``, ``"secure"``, ``"insecure"``).
+        seed: Backend seed; with the request seed and the prompt text it seeds each answer.
+        instrument: Questionnaire the prompts come from (default MFQ-30).
+        template: Prompt wording, used only to recover the persona from raw prompts.
+        **overrides: Values replacing the preset's :class:`SimulatorParams` fields.
+
+    Raises:
+        UnknownNameError: Unknown preset.
+        ConfigError: Unknown or invalid parameter override, or a negative seed.
+    """
+
+    name = "simulator"
+    max_batch_size = 64
+
+    def __init__(
+        self,
+        preset: str = "base",
+        *,
+        seed: int = 0,
+        instrument: Instrument | None = None,
+        template: PromptTemplate | None = None,
+        **overrides: Any,
+    ) -> None:
+        if preset not in PRESETS:
+            raise UnknownNameError("simulator preset", preset, PRESETS)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"simulator seed must be a non-negative integer, got {seed!r}")
+        try:
+            params = SimulatorParams.model_validate({**PRESETS[preset].model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc)) from None
+        self.preset = preset
+        self.seed = seed
+        self.params = params
+        self.instrument = instrument if instrument is not None else mfq30()
+        inst = self.instrument
+        self._scale = np.arange(inst.scale_min, inst.scale_max + 1, dtype=float)
+        self._position = {item.id: pos for pos, item in enumerate(inst.items)}
+        foundations = inst.foundations or tuple(
+            dict.fromkeys(i.foundation for i in inst.items if not i.is_catch)
+        )
+        self._foundations: tuple[str, ...] = foundations
+        f_index = {f: k for k, f in enumerate(foundations)}
+        n_items = len(inst.items)
+        span = float(inst.scale_max - inst.scale_min)
+        self._baseline = np.empty(n_items)
+        self._loading = np.empty(n_items)
+        self._foundation_index = np.zeros(n_items, dtype=np.intp)
+        for pos, item in enumerate(inst.items):
+            rng = np.random.default_rng(_digest_seed("item", params.world_seed, item.id))
+            self._baseline[pos] = inst.scale_min + span * rng.uniform(0.3, 0.8)
+            loading = (span / 5.0) * rng.uniform(0.7, 1.3)
+            self._loading[pos] = 0.0 if item.is_catch else loading
+            self._foundation_index[pos] = f_index.get(item.foundation, 0)
+        # Longest texts first, so an item whose text contains another's wins.
+        self._texts_by_length = sorted(
+            ((item.text, item.id) for item in inst.items), key=lambda t: -len(t[0])
+        )
+        tpl = template if template is not None else DEFAULT_TEMPLATE
+        self._system_pattern = _persona_pattern(tpl.persona_system)
+        self._user_pattern = _persona_pattern(tpl.persona_user)
+        self._self_system = tpl.self_system
+        # Instance-level caches (no module state): profiles, cell CDFs, raw-prompt inference.
+        self._profile = functools.lru_cache(maxsize=_CACHE_SIZE)(self._compute_profile)
+        self._cell = functools.lru_cache(maxsize=_CACHE_SIZE)(self._compute_cell)
+        self._infer = functools.lru_cache(maxsize=_CACHE_SIZE)(self._compute_inference)
+
+    # --- the model ------------------------------------------------------------------------
+
+    def _compute_profile(
+        self, persona: str | None
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Profile z (per foundation) and undecided flags (per item position) of a persona."""
+        p = self.params
+        n_f, n_items = len(self._foundations), len(self.instrument.items)
+        if persona is None:
+            rng = np.random.default_rng(_digest_seed("self", p.world_seed))
+            z = p.self_level + rng.standard_normal(n_f)
+            volatility = 0.0
+        else:
+            rng = np.random.default_rng(_digest_seed("persona", p.world_seed, persona))
+            z = rng.standard_normal(n_f)
+            volatility = float(rng.standard_normal())
+        rate = p.undecided_rate
+        if 0.0 < rate < 1.0:
+            logit = math.log(rate / (1.0 - rate)) + p.rate_spread * volatility
+            rate = 1.0 / (1.0 + math.exp(-logit))
+        undecided = rng.random(n_items) < rate
+        return z, undecided
+
+    def _locations(self, persona: str | None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Location m' and width w (at T = 1) of every item for one persona."""
+        p = self.params
+        z, undecided = self._profile(persona)
+        m = self._baseline + p.differentiation * self._loading * z[self._foundation_index]
+        m = m + p.ceiling_pull * (self.instrument.scale_max - m)
+        w = np.where(undecided, p.width, p.width * DECIDED_WIDTH_RATIO)
+        return m, w
+
+    def _probabilities(
+        self, m: NDArray[np.float64], w: NDArray[np.float64], temperature: float
+    ) -> NDArray[np.float64]:
+        """p_T over the scale for locations ``m`` and widths ``w`` (shape ``(len(m), K)``)."""
+        logits = -((self._scale[None, :] - m[:, None]) ** 2) / (2.0 * w[:, None] ** 2)
+        if temperature == 0.0:
+            probs = np.zeros_like(logits)
+            probs[np.arange(len(m)), np.argmax(logits, axis=1)] = 1.0
+            return probs
+        # Shift before dividing, so a tiny T sends every non-mode logit to -inf, not NaN.
+        scaled = (logits - logits.max(axis=1, keepdims=True)) / temperature
+        probs = np.exp(scaled)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return probs
+
+    def _compute_cell(
+        self, persona: str | None, item_id: int, temperature: float
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], float, float]:
+        """(probs, cdf, location, width) of one cell."""
+        pos = self._position[item_id]
+        m, w = self._locations(persona)
+        probs = self._probabilities(m[pos : pos + 1], w[pos : pos + 1], temperature)[0]
+        cdf = np.cumsum(probs)
+        cdf[-1] = 1.0
+        return probs, cdf, float(m[pos]), float(w[pos])
+
+    def cell_distributions(
+        self,
+        personas: Sequence[str | None],
+        *,
+        temperature: float,
+        items: Sequence[int] | None = None,
+    ) -> NDArray[np.float64]:
+        """Exact rating distributions, shape ``(len(personas), len(items), K)``.
+
+        Args:
+            personas: Persona texts (None for the self profile).
+            temperature: Sampling temperature (>= 0).
+            items: Item ids (default: active non-catch items of the instrument).
+        """
+        _check_temperature(temperature)
+        ids = self._item_ids(items)
+        cols = np.array([self._position[i] for i in ids], dtype=np.intp)
+        out = np.empty((len(personas), len(ids), len(self._scale)))
+        for row, persona in enumerate(personas):
+            m, w = self._locations(persona)
+            out[row] = self._probabilities(m[cols], w[cols], temperature)
+        return out
+
+    def _item_ids(self, items: Sequence[int] | None) -> tuple[int, ...]:
+        if items is None:
+            return tuple(i.id for i in self.instrument.active_items if not i.is_catch)
+        ids = tuple(int(i) for i in items)
+        unknown = [i for i in ids if i not in self._position]
+        if unknown:
+            raise ValueError(f"items: unknown item ids {unknown}")
+        if not ids:
+            raise ValueError("items: need at least one item")
+        return ids
+
+    def true_metrics(
+        self,
+        personas: Sequence[str],
+        *,
+        temperature: float,
+        items: Sequence[int] | None = None,
+    ) -> TrueMetrics:
+        """The model's exact S, sigma-bar and R for ``personas`` at ``temperature``.
+
+        S is the mean over items of the ddof-1 sd across personas of the exact
+        cell means; sigma-bar the mean of the cells' population sds; R = 1/sigma-bar.
+
+        Raises:
+            ValueError: Fewer than two personas, a negative temperature or unknown items.
+        """
+        if len(personas) < 2:
+            raise ValueError(f"personas: need at least 2 personas, got {len(personas)}")
+        ids = self._item_ids(items)
+        probs = self.cell_distributions(list(personas), temperature=temperature, items=ids)
+        means = probs @ self._scale
+        var = probs @ self._scale**2 - means**2
+        sds = np.sqrt(np.maximum(var, 0.0))
+        foundation_of = {i.id: i.foundation for i in self.instrument.items}
+
+        def summarise(cols: NDArray[np.intp]) -> tuple[float, float, float]:
+            s = float(np.mean(np.std(means[:, cols], axis=0, ddof=1)))
+            sb = float(np.mean(sds[:, cols]))
+            return s, sb, (math.inf if sb == 0.0 else 1.0 / sb)
+
+        per_foundation: dict[str, TrueFoundationMetrics] = {}
+        for f in dict.fromkeys(foundation_of[i] for i in ids):
+            cols = np.array([k for k, i in enumerate(ids) if foundation_of[i] == f], dtype=np.intp)
+            per_foundation[f] = TrueFoundationMetrics(*summarise(cols))
+        s, sb, r = summarise(np.arange(len(ids), dtype=np.intp))
+        return TrueMetrics(
+            S=s,
+            sigma_bar=sb,
+            R=r,
+            per_foundation=MappingProxyType(per_foundation),
+            temperature=float(temperature),
+            n_personas=len(personas),
+            item_ids=ids,
+        )
+
+    def true_self_profile(self, temperature: float) -> Mapping[str, float]:
+        """Exact mean rating of the self run per foundation (mean of its items' cell means)."""
+        ids = self._item_ids(None)
+        probs = self.cell_distributions([None], temperature=temperature, items=ids)[0]
+        means = probs @ self._scale
+        foundation_of = {i.id: i.foundation for i in self.instrument.items}
+        out: dict[str, float] = {}
+        for f in dict.fromkeys(foundation_of[i] for i in ids):
+            out[f] = float(np.mean([means[k] for k, i in enumerate(ids) if foundation_of[i] == f]))
+        return MappingProxyType(out)
+
+    # --- prompt identification --------------------------------------------------------------
+
+    def _identify(self, prompt: Prompt) -> tuple[str | None, int]:
+        """(persona, item id) of a prompt: from its fields, else inferred from its text."""
+        if prompt.item_id is not None:
+            if prompt.item_id not in self._position:
+                raise BackendError(
+                    f"simulator: item id {prompt.item_id} is not in instrument "
+                    f"{self.instrument.name!r}"
+                )
+            return prompt.persona, prompt.item_id
+        system = "\n\n".join(m.content for m in prompt.messages if m.role == "system")
+        user = "\n\n".join(m.content for m in prompt.messages if m.role != "system")
+        persona, item_id = self._infer(system, user)
+        return (prompt.persona if prompt.persona is not None else persona), item_id
+
+    def _compute_inference(self, system: str, user: str) -> tuple[str | None, int]:
+        """Infer (persona, item id) from raw message text."""
+        # The user message is searched first, so a persona that quotes an item cannot win.
+        item_id = next((i for t, i in self._texts_by_length if t in user), None)
+        if item_id is None:
+            item_id = next((i for t, i in self._texts_by_length if t in system), None)
+        if item_id is None:
+            raise BackendError(
+                "simulator: cannot tell which item the prompt asks about "
+                f"(no item text of instrument {self.instrument.name!r} found in it)"
+            )
+        persona: str | None = None
+        if system:
+            match = self._system_pattern.fullmatch(system) if self._system_pattern else None
+            if match is not None and "persona" in match.groupdict():
+                persona = match.group("persona")
+            elif self._self_system is not None and system == self._self_system:
+                persona = None
+            else:
+                persona = system  # an unknown system message: its text is the persona key
+        elif self._user_pattern is not None and "persona" in self._user_pattern.groupindex:
+            match = self._user_pattern.fullmatch(user)
+            if match is not None:
+                persona = match.group("persona")
+        return persona, item_id
+
+    # --- Backend API ----------------------------------------------------------------------
+
+    async def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        n: int,
+        temperature: float,
+        max_tokens: int,
+        seed: int | None = None,
+    ) -> list[Generation]:
+        """Sample ``n`` replies per prompt (see the module docstring for the reply model).
+
+        The generator of one prompt is seeded by (backend seed, request seed,
+        SHA-256 of the prompt text), so answers do not depend on call order, and
+        the first ``n`` answers of a larger request equal those of a smaller one.
+
+        Raises:
+            BackendError: The item of a prompt is unknown.
+            ValueError: ``n < 1``, ``max_tokens < 1``, negative temperature or seed.
+        """
+        if n < 1:
+            raise ValueError(f"n: must be >= 1, got {n}")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens: must be >= 1, got {max_tokens}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed: must be >= 0, got {seed}")
+        _check_temperature(temperature)
+        p = self.params
+        refusal_rate = p.unparseable_rate * REFUSAL_SHARE
+        out: list[Generation] = []
+        for prompt in prompts:
+            persona, item_id = self._identify(prompt)
+            _probs, cdf, _m, _w = self._cell(persona, item_id, float(temperature))
+            text = prompt.text
+            digest = hashlib.sha256(text.encode("utf-8")).digest()
+            rng = np.random.default_rng(
+                [
+                    self.seed,
+                    0 if seed is None else 1,
+                    0 if seed is None else seed,
+                    int.from_bytes(digest[:8], "little"),
+                    int.from_bytes(digest[8:16], "little"),
+                ]
+            )
+            draws = rng.random((n, 4))
+            ratings = np.searchsorted(cdf, draws[:, 0], side="right")
+            ratings = np.minimum(ratings, len(cdf) - 1)
+            later, trailers = (
+                (_LATER_SELF, _TRAILERS_SELF)
+                if persona is None
+                else (_LATER_PERSONA, _TRAILERS_PERSONA)
+            )
+            texts: list[str] = []
+            completion_tokens = 0
+            for row, k_index in zip(draws.tolist(), ratings.tolist(), strict=True):
+                k = int(self._scale[k_index])
+                style, chatty, variant = row[1], row[2], row[3]
+                if style < refusal_rate:
+                    reply = _REFUSALS[int(variant * len(_REFUSALS))]
+                elif style < p.unparseable_rate:
+                    reply = later[int(variant * len(later))].format(k=k)
+                elif chatty < p.chatty_rate:
+                    reply = f"{k}{trailers[int(variant * len(trailers))]}"
+                else:
+                    texts.append(str(k))
+                    completion_tokens += 1
+                    continue
+                reply = _truncate(reply, max_tokens)
+                completion_tokens += len(reply.split())
+                texts.append(reply)
+            usage = Usage(prompt_tokens=len(text.split()), completion_tokens=completion_tokens)
+            out.append(Generation(tuple(texts), usage))
+        return out
+
+    async def distributions(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        scale: Sequence[int],
+        temperature: float,
+    ) -> list[ScaleDistribution]:
+        """Exact first-token probability of each value of ``scale`` (renormalised).
+
+        ``mass`` is ``1 - unparseable_rate``: the probability that the first
+        token is a rating at all.
+
+        Raises:
+            BackendError: Unknown item, or ``scale`` shares no value with the instrument's.
+        """
+        _check_temperature(temperature)
+        values = [int(v) for v in scale]
+        own = {int(v): k for k, v in enumerate(self._scale)}
+        out: list[ScaleDistribution] = []
+        for prompt in prompts:
+            persona, item_id = self._identify(prompt)
+            probs, _cdf, m, w = self._cell(persona, item_id, float(temperature))
+            picked = np.array([probs[own[v]] if v in own else 0.0 for v in values])
+            total = float(picked.sum())
+            if total <= 0.0:
+                raise BackendError(
+                    f"simulator: scale {values} has no probability on instrument scale "
+                    f"{self.instrument.scale_min}..{self.instrument.scale_max}"
+                )
+            out.append(
+                ScaleDistribution(
+                    probs=tuple(float(x) for x in picked / total),
+                    scale=tuple(values),
+                    mass=total * (1.0 - self.params.unparseable_rate),
+                    raw={"item_id": item_id, "location": m, "width": w},
+                )
+            )
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """Preset, parameters, seed and instrument: what identifies the simulated model."""
+        return {
+            "backend": self.name,
+            "preset": self.preset,
+            "params": self.params.model_dump(),
+            "seed": self.seed,
+            "instrument": self.instrument.name,
+            "instrument_hash": self.instrument.content_hash,
+        }
+
+
+def _check_temperature(temperature: float) -> None:
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature: must be finite and >= 0, got {temperature}")
+
+
+__all__ = [
+    "DECIDED_WIDTH_RATIO",
+    "PRESETS",
+    "REFUSAL_SHARE",
+    "SimulatorBackend",
+    "SimulatorParams",
+    "TrueFoundationMetrics",
+    "TrueMetrics",
+]

@@ -1,0 +1,96 @@
+"""Exception types. Errors a user can fix derive from :class:`UserError`.
+
+The CLI prints a :class:`UserError` as one line, without a traceback, and exits
+with status 2. Library code raises them; it never prints.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+class PersonaCollapseError(Exception):
+    """Base class of every exception raised on purpose by this package."""
+
+
+class UserError(PersonaCollapseError):
+    """Bad input the user can fix (a file, a field, a name). CLI exit status 2."""
+
+    exit_code = 2
+
+
+class InputFileError(UserError):
+    """A file the user gave is missing, empty or malformed.
+
+    The message names the file and, where it applies, the line or field.
+    """
+
+    def __init__(self, path: object, problem: str, *, line: int | None = None) -> None:
+        where = f"{path}" if line is None else f"{path}, line {line}"
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
+
+
+class ConfigError(UserError):
+    """An invalid configuration value, instrument definition or study file."""
+
+
+class UnknownNameError(UserError):
+    """An unknown name (backend, preset, persona set, run...) with suggestions."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        known_list = sorted(known)
+        message = f"unknown {kind} {name!r}"
+        close = difflib.get_close_matches(name, known_list, n=3, cutoff=0.5)
+        if close:
+            message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+        elif known_list:
+            message += "; known: " + ", ".join(known_list)
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
+        self.suggestions = close
+
+
+class StoreError(UserError):
+    """A run store that cannot be opened, is corrupt or has an unsupported schema."""
+
+
+class MissingDependencyError(UserError):
+    """An optional dependency is not installed; the message gives the install hint."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"this feature needs the optional package {package!r}; "
+            f"install it with: pip install 'persona-collapse[{extra}]'"
+        )
+
+
+class BackendError(PersonaCollapseError):
+    """A backend failed in a way that retrying will not fix."""
+
+
+class TransientBackendError(BackendError):
+    """A backend failure worth retrying (rate limit, timeout, 5xx).
+
+    ``retry_after`` is the delay in seconds the server asked for, if any.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line naming the first offending field of a pydantic error and what was expected."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    return f"field {loc!r}: {msg}"

@@ -1,0 +1,449 @@
+"""Read and write ratings in the reference study's CSV layout.
+
+Two layouts are read, under either column naming:
+
+* persona files: ``persona_id,question_id,run_index,rating,failures,response,collected_at``
+* self files: the same without ``persona_id`` (answers given with no persona)
+
+Our own export names (``item_id``, ``repetition``) are accepted in place of
+``question_id``, ``run_index``. Every row is kept: several rows per slot
+(retries) and ``rating == -1`` (failed parse) are data, not errors; metrics
+decide what to do with them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from persona_collapse.errors import InputFileError
+from persona_collapse.frames import INVALID_RATING, SELF_PERSONA_ID
+from persona_collapse.instrument import Instrument, mfq30
+
+logger = logging.getLogger(__name__)
+
+FRAME_COLUMNS: tuple[str, ...] = (
+    "persona_id",
+    "item_id",
+    "repetition",
+    "rating",
+    "failures",
+    "response",
+    "collected_at",
+)
+"""Columns of the frame :func:`read_ratings_csv` returns, in order."""
+
+REFERENCE_COLUMNS: tuple[str, ...] = (
+    "persona_id",
+    "question_id",
+    "run_index",
+    "rating",
+    "failures",
+    "response",
+    "collected_at",
+)
+"""Column names of reference persona files (self files lack ``persona_id``)."""
+
+# Frame column -> accepted file column names (reference name first).
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "item_id": ("question_id", "item_id"),
+    "repetition": ("run_index", "repetition"),
+}
+
+_SNIFF_BYTES = 8192
+
+
+def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Yield (start line, fields) of each non-blank CSV record, header included.
+
+    Quoted fields may span lines, so records and lines differ; the csv module's
+    ``line_num`` (lines read so far) gives where the next record starts. Blank
+    lines are skipped, as pandas does. Read errors end the iteration.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            previous_end = 0
+            for record in reader:
+                start = previous_end + 1
+                previous_end = reader.line_num
+                if record:
+                    yield start, record
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return
+
+
+def _csv_line_of_row(path: Path, row: int) -> int | None:
+    """Physical line (1-based) where data row ``row`` (0-based) of a CSV file starts."""
+    for index, (start, _) in enumerate(_records(path)):
+        if index == row + 1:  # index 0 is the header
+            return start
+    return None
+
+
+def _first_bad_field_count(path: Path) -> tuple[int, int, int] | None:
+    """First record whose field count differs from the header's: (line, expected, got)."""
+    width: int | None = None
+    for start, record in _records(path):
+        if width is None:
+            width = len(record)
+        elif len(record) != width:
+            return start, width, len(record)
+    return None
+
+
+def _field_count_error(path: Path) -> InputFileError | None:
+    bad = _first_bad_field_count(path)
+    if bad is None:
+        return None
+    line, expected, got = bad
+    return InputFileError(
+        path, f"expected {expected} fields as in the header, found {got}", line=line
+    )
+
+
+def _check_text_file(path: Path) -> None:
+    """Raise for a missing, unreadable, empty or binary file."""
+    if not path.exists():
+        raise InputFileError(path, "file not found")
+    if path.is_dir():
+        raise InputFileError(path, "is a directory, expected a CSV file")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if not head.strip():
+        raise InputFileError(path, "file is empty, expected a CSV header and data rows")
+    if b"\x00" in head:
+        raise InputFileError(path, "not a CSV text file (binary content)", line=1)
+
+
+def _resolve_columns(path: Path, header: list[str]) -> tuple[str, dict[str, str]]:
+    """Map frame columns to file columns; return the kind ("persona"/"self") and the map."""
+    present = set(header)
+    mapping: dict[str, str] = {}
+    missing: list[str] = []
+    for frame_col, names in _ALIASES.items():
+        found = [n for n in names if n in present]
+        if len(found) > 1:
+            raise InputFileError(
+                path, f"ambiguous columns {' and '.join(found)}: keep only one of them", line=1
+            )
+        if found:
+            mapping[frame_col] = found[0]
+        else:
+            missing.append(names[0])
+    if "rating" in present:
+        mapping["rating"] = "rating"
+    else:
+        missing.append("rating")
+    if missing:
+        raise InputFileError(
+            path,
+            f"missing required column(s) {', '.join(missing)}; found columns: "
+            f"{', '.join(header) or '(none)'}",
+            line=1,
+        )
+    kind = "persona" if "persona_id" in present else "self"
+    if kind == "persona":
+        mapping["persona_id"] = "persona_id"
+    for optional in ("failures", "response", "collected_at"):
+        if optional in present:
+            mapping[optional] = optional
+    return kind, mapping
+
+
+def _bad_row_error(path: Path, row: int, column: str, problem: str) -> InputFileError:
+    return InputFileError(path, f"column {column}: {problem}", line=_csv_line_of_row(path, row))
+
+
+def _integer_column(path: Path, raw: pd.Series, column: str) -> np.ndarray:
+    """Parse a column as int64; raise naming the line of the first non-integer cell."""
+    if pd.api.types.is_integer_dtype(raw.dtype):
+        return raw.to_numpy(dtype=np.int64)
+    numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        value = raw.iloc[row]
+        empty = value is None or str(value).strip() in ("", "nan")
+        if empty:
+            # An empty cell is often a short row: say so rather than "empty cell".
+            field_error = _field_count_error(path)
+            if field_error is not None:
+                raise field_error
+        shown = "an empty cell" if empty else repr(str(value))
+        raise _bad_row_error(path, row, column, f"expected an integer, got {shown}")
+    return numbers.astype(np.int64)
+
+
+def _text_column(raw: pd.Series) -> pd.Series:
+    return raw.fillna("").astype(str)
+
+
+def _known_item_ids(instrument: Instrument | None) -> frozenset[int]:
+    inst = instrument if instrument is not None else mfq30(include_catch=True)
+    return frozenset(item.id for item in inst.items)
+
+
+def read_ratings_csv(
+    path: str | os.PathLike[str],
+    *,
+    scale: tuple[int, int] | None = None,
+    instrument: Instrument | None = None,
+) -> pd.DataFrame:
+    """Read a reference (or exported) ratings CSV file into a ratings frame.
+
+    Args:
+        path: CSV file, persona or self layout (see the module docstring).
+        scale: Inclusive (min, max) of valid ratings; ``-1`` is always allowed as the
+            invalid-rating marker. Default: the instrument's scale (MFQ-30: 0..5).
+        instrument: Instrument whose item ids are valid. Default: MFQ-30 with the
+            catch items (ids 1-32).
+
+    Returns:
+        A frame with columns :data:`FRAME_COLUMNS` (int64 ids, repetition, rating and
+        failures; str response and collected_at), one row per file row, file order.
+        ``persona_id`` is ``SELF_PERSONA_ID`` for self files. ``attrs["kind"]`` is
+        ``"persona"`` or ``"self"``; ``attrs["source"]`` the path as a string.
+
+    Raises:
+        InputFileError: Missing, empty, binary or malformed file, missing columns,
+            non-integer values, ratings outside the scale, unknown item ids or
+            negative persona ids; the message names the file and the line.
+    """
+    file = Path(path)
+    _check_text_file(file)
+    inst = instrument if instrument is not None else mfq30(include_catch=True)
+    lo, hi = scale if scale is not None else (inst.scale_min, inst.scale_max)
+    known_items = _known_item_ids(inst)
+
+    try:
+        raw = pd.read_csv(
+            file,
+            dtype={"response": str, "collected_at": str},
+            keep_default_na=False,
+            na_values=[],
+            skipinitialspace=False,
+            encoding="utf-8-sig",  # tolerate a byte-order mark (spreadsheet exports)
+        )
+    except UnicodeDecodeError:
+        raise InputFileError(file, "not a CSV text file (not valid UTF-8)") from None
+    except pd.errors.EmptyDataError:
+        raise InputFileError(file, "file is empty, expected a CSV header and data rows") from None
+    except pd.errors.ParserError as exc:
+        if "EOF inside string" in str(exc):
+            starts = [start for start, _ in _records(file)]
+            raise InputFileError(
+                file,
+                "unclosed quote: a quoted field runs to the end of the file",
+                line=starts[-1] if starts else None,
+            ) from None
+        field_error = _field_count_error(file)
+        if field_error is not None:
+            raise field_error from None
+        match = re.search(r"line (\d+)", str(exc))
+        line_no = int(match.group(1)) if match else None
+        raise InputFileError(file, f"not a valid CSV file ({exc})", line=line_no) from None
+
+    # pandas renames repeated names ("rating.1"); check the header as written.
+    first = next(_records(file), None)
+    written = [c.strip() for c in first[1]] if first is not None else []
+    if len(set(written)) != len(written):
+        header = written
+    else:
+        header = [str(c).strip() for c in raw.columns]
+        raw.columns = pd.Index(header)
+    if len(set(header)) != len(header):
+        dups = sorted({c for c in header if header.count(c) > 1})
+        raise InputFileError(file, f"duplicate column(s) {', '.join(dups)}", line=1)
+    kind, mapping = _resolve_columns(file, header)
+    if raw.empty:
+        raise InputFileError(file, "has a header but no data rows", line=2)
+    # pandas pads short rows instead of failing; report them like long ones.
+    if raw[list(mapping.values())].isna().to_numpy().any():
+        field_error = _field_count_error(file)
+        if field_error is not None:
+            raise field_error
+
+    n = len(raw)
+    item_col = mapping["item_id"]
+    rep_col = mapping["repetition"]
+    items = _integer_column(file, raw[item_col], item_col)
+    repetitions = _integer_column(file, raw[rep_col], rep_col)
+    ratings = _integer_column(file, raw["rating"], "rating")
+    if kind == "persona":
+        personas = _integer_column(file, raw["persona_id"], "persona_id")
+        negative = personas < 0
+        if negative.any():
+            row = int(np.flatnonzero(negative)[0])
+            raise _bad_row_error(
+                file, row, "persona_id", f"persona ids must be >= 0, got {personas[row]}"
+            )
+    else:
+        personas = np.full(n, SELF_PERSONA_ID, dtype=np.int64)
+    failures = (
+        _integer_column(file, raw["failures"], "failures")
+        if "failures" in mapping
+        else np.zeros(n, dtype=np.int64)
+    )
+
+    unknown = ~np.isin(items, np.fromiter(known_items, dtype=np.int64))
+    if unknown.any():
+        row = int(np.flatnonzero(unknown)[0])
+        raise _bad_row_error(
+            file,
+            row,
+            item_col,
+            f"unknown item id {items[row]} for instrument {inst.name!r} "
+            f"(known ids {min(known_items)}-{max(known_items)})",
+        )
+    out_of_scale = ((ratings < lo) | (ratings > hi)) & (ratings != INVALID_RATING)
+    if out_of_scale.any():
+        row = int(np.flatnonzero(out_of_scale)[0])
+        raise _bad_row_error(
+            file,
+            row,
+            "rating",
+            f"rating {ratings[row]} outside the scale {lo}..{hi} "
+            f"(use {INVALID_RATING} for a failed parse)",
+        )
+    bad_rep = repetitions < 1
+    if bad_rep.any():
+        row = int(np.flatnonzero(bad_rep)[0])
+        raise _bad_row_error(
+            file, row, rep_col, f"repetition index must be >= 1, got {repetitions[row]}"
+        )
+    bad_fail = failures < 0
+    if bad_fail.any():
+        row = int(np.flatnonzero(bad_fail)[0])
+        raise _bad_row_error(file, row, "failures", f"must be >= 0, got {failures[row]}")
+
+    frame = pd.DataFrame(
+        {
+            "persona_id": personas,
+            "item_id": items,
+            "repetition": repetitions,
+            "rating": ratings,
+            "failures": failures,
+            "response": _text_column(raw["response"]) if "response" in mapping else "",
+            "collected_at": (
+                _text_column(raw["collected_at"]) if "collected_at" in mapping else ""
+            ),
+        },
+        columns=list(FRAME_COLUMNS),
+    )
+    frame.attrs["kind"] = kind
+    frame.attrs["source"] = str(file)
+    logger.debug("read %d %s rows from %s", n, kind, file)
+    return frame
+
+
+def _frame_kind(frame: pd.DataFrame) -> str:
+    kind = frame.attrs.get("kind")
+    if kind in ("persona", "self"):
+        return str(kind)
+    personas = frame["persona_id"].to_numpy()
+    return "self" if len(personas) and bool(np.all(personas == SELF_PERSONA_ID)) else "persona"
+
+
+def write_ratings_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a ratings frame as a reference-compatible CSV file, atomically.
+
+    Persona frames get the columns :data:`REFERENCE_COLUMNS`; self frames
+    (``attrs["kind"] == "self"``, or every ``persona_id`` equal to
+    ``SELF_PERSONA_ID``) the same without ``persona_id``. Missing optional
+    columns are written as ``failures=0`` and empty text. The file is written to a
+    temporary file in the target folder and renamed over ``path``.
+
+    Args:
+        frame: Ratings frame (at least ``persona_id, item_id, repetition, rating``).
+        path: Destination file; its folder must exist.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ValueError: ``frame`` lacks a required column.
+        InputFileError: The destination cannot be written.
+    """
+    missing = [c for c in ("persona_id", "item_id", "repetition", "rating") if c not in frame]
+    if missing:
+        raise ValueError(f"frame: missing required column(s) {', '.join(missing)}")
+    dest = Path(path)
+    n = len(frame)
+    out = pd.DataFrame(
+        {
+            "persona_id": frame["persona_id"].to_numpy(dtype=np.int64),
+            "question_id": frame["item_id"].to_numpy(dtype=np.int64),
+            "run_index": frame["repetition"].to_numpy(dtype=np.int64),
+            "rating": frame["rating"].to_numpy(dtype=np.int64),
+            "failures": (
+                frame["failures"].to_numpy(dtype=np.int64)
+                if "failures" in frame
+                else np.zeros(n, dtype=np.int64)
+            ),
+            "response": _text_column(frame["response"]) if "response" in frame else "",
+            "collected_at": _text_column(frame["collected_at"]) if "collected_at" in frame else "",
+        },
+        columns=list(REFERENCE_COLUMNS),
+    )
+    if _frame_kind(frame) == "self":
+        out = out.drop(columns="persona_id")
+    buffer = io.StringIO()
+    out.to_csv(buffer, index=False, lineterminator="\n")
+    folder = dest.parent if str(dest.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise InputFileError(dest, f"cannot write file ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(buffer.getvalue())
+        os.replace(tmp_name, dest)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise InputFileError(dest, f"cannot write file ({exc.strerror or exc})") from None
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def iter_csv_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files and folders into CSV files.
+
+    Folders contribute their ``*.csv`` files, recursively, sorted; files are kept
+    as given, in order. Duplicates are dropped (first occurrence wins).
+
+    Raises:
+        InputFileError: A path does not exist, or a folder holds no CSV file.
+    """
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for entry in paths:
+        p = Path(entry)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*.csv") if f.is_file())
+            if not found:
+                raise InputFileError(p, "folder contains no .csv files")
+        elif p.exists():
+            found = [p]
+        else:
+            raise InputFileError(p, "file or folder not found")
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+    return out

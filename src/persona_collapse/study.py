@@ -1,0 +1,211 @@
+"""Running whole experiments from a :class:`~persona_collapse.config.RunConfig`.
+
+:func:`execute_run` collects a model's persona and self runs into a run store
+(resuming whatever is already there) and computes their metrics;
+:func:`run_demo` does that for the simulator's ``base``, ``secure`` and
+``insecure`` presets and compares them, with no network and no keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persona_collapse.backends import create_backend
+from persona_collapse.backends.base import Backend
+from persona_collapse.collect import CollectionSummary, RetryPolicy, make_run_spec, run_collection
+from persona_collapse.compare import FamilyComparison, compare_family
+from persona_collapse.config import AnalysisConfig, RunConfig
+from persona_collapse.instrument import Instrument, load_instrument
+from persona_collapse.metrics import RunMetrics, SelfProfile
+from persona_collapse.personas import PersonaSet, get_persona_set
+from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from persona_collapse.sources import LoadedRun, run_metrics, run_self_profile
+from persona_collapse.store.sqlite import RunRecord, RunSpec, RunStore
+
+logger = logging.getLogger(__name__)
+
+BackendBuilder = Callable[[RunConfig, Instrument], Backend]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What :func:`execute_run` collected and computed.
+
+    Attributes:
+        config: The configuration that was run.
+        persona_run, self_run: Stored runs (None when switched off).
+        collection: Summaries of this session's collection, by run kind.
+        metrics: S, R and sigma_bar of the persona run (None when switched off).
+        self_profile: Self-profile of the self run (None when switched off).
+    """
+
+    config: RunConfig
+    persona_run: RunRecord | None
+    self_run: RunRecord | None
+    collection: dict[str, CollectionSummary] = field(default_factory=dict)
+    metrics: RunMetrics | None = None
+    self_profile: SelfProfile | None = None
+
+
+def default_backend(config: RunConfig, instrument: Instrument) -> Backend:
+    """Build the backend a config names; the simulator also gets the run's instrument."""
+    options: dict[str, Any] = dict(config.backend_options)
+    if config.backend == "simulator":
+        options.setdefault("instrument", instrument)
+        if config.model and "preset" not in options:
+            options["preset"] = config.model
+    return create_backend(config.backend, **options)
+
+
+def resolve_personas(config: RunConfig) -> PersonaSet:
+    """The persona set a config names, cut to ``max_personas``."""
+    personas = get_persona_set(config.personas)
+    if config.max_personas is not None:
+        personas = personas.head(config.max_personas)
+    return personas
+
+
+def resolve_template(config: RunConfig) -> PromptTemplate:
+    """The prompt template a config names (built-in when ``template`` is None)."""
+    return DEFAULT_TEMPLATE if config.template is None else load_template(config.template)
+
+
+def _loaded(store: RunStore, record: RunRecord) -> LoadedRun:
+    dists = store.distributions_frame(record.run_id) if record.mode == "exact" else None
+    return LoadedRun(
+        name=record.name,
+        kind=record.kind,
+        source=f"{store.path}#{record.name}",
+        instrument=record.instrument(),
+        ratings=store.ratings_frame(record.run_id),
+        distributions=dists,
+        temperature=record.temperature,
+    )
+
+
+def execute_run(
+    config: RunConfig,
+    *,
+    backend_builder: BackendBuilder = default_backend,
+) -> RunOutcome:
+    """Collect a config's persona and self runs into its store, then analyse them.
+
+    Resumes: slots already in the store are not asked again.
+
+    Args:
+        config: What to run.
+        backend_builder: Builds the backend (override to inject one in tests).
+    """
+    instrument = load_instrument(config.instrument, include_catch=config.include_catch)
+    template = resolve_template(config)
+    personas = resolve_personas(config) if config.persona_run else None
+    label = config.model_label
+    retry = RetryPolicy(max_retries=config.max_retries)
+    collected: dict[str, CollectionSummary] = {}
+    records: dict[str, RunRecord] = {}
+    jobs: list[tuple[str, Sequence[str] | None, Backend, RunSpec]] = []
+    runs: list[tuple[str, Sequence[str] | None, str]] = []
+    if personas is not None:
+        runs.append(("persona", list(personas), config.name or label))
+    if config.self_run:
+        runs.append(("self", None, f"{config.name or label}/self"))
+    # Everything that can fail on bad input is resolved before the store is touched,
+    # so a mistake never leaves a half-written store behind.
+    for kind, texts, name in runs:
+        backend = backend_builder(config, instrument)
+        spec = make_run_spec(
+            backend=backend,
+            instrument=instrument,
+            personas=texts,
+            template=template,
+            name=name,
+            model=label,
+            temperature=config.temperature,
+            n_repetitions=config.repetitions,
+            seed=config.seed,
+            mode=config.mode,
+        )
+        jobs.append((kind, texts, backend, spec))
+    config.store.parent.mkdir(parents=True, exist_ok=True)
+    with RunStore.open(config.store) as store:
+        for kind, texts, backend, spec in jobs:
+            summary = run_collection(
+                store,
+                spec,
+                backend,
+                texts,
+                instrument,
+                template,
+                max_concurrency=config.max_concurrency,
+                retry=retry,
+                progress=config.progress,
+            )
+            collected[kind] = summary
+            records[kind] = summary.run
+        metrics = self_prof = None
+        if "persona" in records:
+            metrics = run_metrics(_loaded(store, records["persona"]), config.analysis)
+        if "self" in records:
+            self_prof = run_self_profile(_loaded(store, records["self"]))
+    return RunOutcome(
+        config=config,
+        persona_run=records.get("persona"),
+        self_run=records.get("self"),
+        collection=collected,
+        metrics=metrics,
+        self_profile=self_prof,
+    )
+
+
+DEMO_VARIANTS: tuple[str, ...] = ("base", "secure", "insecure")
+"""Simulator presets the demo compares, as one model family."""
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """Outcome of :func:`run_demo`."""
+
+    store: Path
+    outcomes: dict[str, RunOutcome]
+    comparison: FamilyComparison
+
+
+def run_demo(
+    output_dir: str | Path = "pcollapse-demo",
+    *,
+    max_personas: int | None = None,
+    repetitions: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+    analysis: AnalysisConfig | None = None,
+) -> DemoResult:
+    """Run the simulator's base, secure and insecure presets and compare them.
+
+    Everything lands in ``output_dir/runs.db``; running it again resumes.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / "runs.db"
+    outcomes: dict[str, RunOutcome] = {}
+    for variant in DEMO_VARIANTS:
+        config = RunConfig(
+            name=f"sim-{variant}",
+            backend="simulator",
+            model=variant,
+            backend_options={"preset": variant, "seed": seed},
+            max_personas=max_personas,
+            repetitions=repetitions,
+            seed=seed,
+            store=store,
+            progress=progress,
+            analysis=analysis or AnalysisConfig(seed=seed),
+        )
+        logger.info("demo: collecting simulator preset %r", variant)
+        outcomes[variant] = execute_run(config)
+    metrics = {v: o.metrics for v, o in outcomes.items() if o.metrics is not None}
+    comparison = compare_family(metrics["base"], {k: v for k, v in metrics.items() if k != "base"})
+    return DemoResult(store=store, outcomes=outcomes, comparison=comparison)
