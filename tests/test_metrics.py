@@ -10,7 +10,9 @@ import pytest
 
 from persona_collapse.instrument import FOUNDATIONS
 from persona_collapse.metrics import (
+    RunMetrics,
     _resample_sums,
+    _resample_two_valued,
     analyze_distributions,
     analyze_ratings,
     cell_moments,
@@ -181,17 +183,35 @@ def test_resample_sums_equal_a_direct_resampling(table: list[list[float]]) -> No
     values = np.asarray(table, dtype=np.float64)
     n = values.shape[1]
     s1, s2 = _resample_sums(values, n, 30, np.random.default_rng(9))
-    # Same stream, direct computation: floor(u * n') per draw, then plain sums.
-    u = np.random.default_rng(9).random((30, len(values), n), dtype=np.float32)
+    # Same stream, direct computation: draws laid out (n, B, C), index floor(u * n').
+    u = np.random.default_rng(9).random((n, 30, len(values)), dtype=np.float32)
     idx = (u * np.nextafter(np.float32(n), np.float32(0))).astype(int)
-    x = values[np.arange(len(values))[None, :, None], idx]
-    np.testing.assert_allclose(s1, x.sum(axis=2), rtol=1e-12)
-    np.testing.assert_allclose(s2, (x * x).sum(axis=2), rtol=1e-12)
+    x = values[np.arange(len(values))[None, None, :], idx]
+    np.testing.assert_allclose(s1, x.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(s2, (x * x).sum(axis=0), rtol=1e-12)
+
+
+def test_two_valued_cells_resample_as_binomial_counts() -> None:
+    # Cells {2 x 1, 8 x 4} and {9 x 0, 1 x 3}: K ~ Binomial(10, 0.8) and (10, 0.1).
+    low, high = np.array([1.0, 0.0]), np.array([4.0, 3.0])
+    n_high, n = np.array([8, 1]), 10
+    mean, sd = _resample_two_valued(low, high, n_high, n, 20000, np.random.default_rng(4))
+    k = np.rint((mean - low) * n / (high - low)).astype(int)
+    np.testing.assert_allclose(mean, low + k * (high - low) / n, rtol=1e-12)
+    for c in range(2):
+        draws = [high[c]] * k[0, c] + [low[c]] * (n - k[0, c])
+        assert sd[0, c] == pytest.approx(np.std(draws, ddof=1), rel=1e-12, abs=1e-15)
+        q = n_high[c] / n
+        pmf = np.array([math.comb(n, j) * q**j * (1 - q) ** (n - j) for j in range(n + 1)])
+        freq = np.bincount(k[:, c], minlength=n + 1) / len(k)
+        # Binomial standard error of each frequency, 5 sigma plus a floor.
+        assert np.all(np.abs(freq - pmf) <= 5 * np.sqrt(pmf * (1 - pmf) / len(k)) + 1e-4)
 
 
 def _naive_replicates(
-    mu: np.ndarray, cells: list[list[np.ndarray]], draws: int, seed: int, mode: str
-) -> tuple[float, float]:
+    cells: list[list[np.ndarray]], draws: int, seed: int, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-item replicates (draws, Q) of sd_p(mu) and mean_p(sigma), computed plainly."""
     rng = np.random.default_rng(seed)
     s_rep, sig_rep = [], []
     for _ in range(draws):
@@ -202,34 +222,40 @@ def _naive_replicates(
             chosen = [[rng.choice(c, size=len(c)) for c in row] for row in cells]
         m = np.array([[c.mean() for c in row] for row in chosen])
         s = np.array([[c.std(ddof=1) if len(c) > 1 else 0.0 for c in row] for row in chosen])
-        s_rep.append(np.std(m, axis=0, ddof=1).mean())
-        sig_rep.append(s.mean())
-    return float(np.std(s_rep, ddof=1)), float(np.std(sig_rep, ddof=1))
+        s_rep.append(np.std(m, axis=0, ddof=1))
+        sig_rep.append(s.mean(axis=0))
+    return np.array(s_rep), np.array(sig_rep)
 
 
 def test_bootstrap_errors_agree_with_a_naive_bootstrap() -> None:
     rng = np.random.default_rng(11)
     rows = []
     for p in range(8):
-        for q in (1, 2):
-            n = int(rng.integers(2, 6))
-            rows += [(p, q, float(v)) for v in rng.integers(0, 4, n)]
+        for q, top in ((1, 6), (2, 2), (3, 3)):  # spread differs by item; 2: two-valued
+            n = 4 if p % 3 else 3  # cells of all items share sizes: groups mix items
+            rows += [(p, q, float(v)) for v in rng.integers(0, top, n)]
     data = columns(rows)
     cells = cell_ratings(*data)
-    nested = [[cells.values[p, q, : cells.counts[p, q]] for q in range(2)] for p in range(8)]
-    mu, _ = cell_moments(cells)
+    nested = [[cells.values[p, q, : cells.counts[p, q]] for q in range(3)] for p in range(8)]
+    fmap = {1: "A", 2: "B", 3: "C"}
+
+    def check(result: RunMetrics, s_rep: np.ndarray, sig_rep: np.ndarray) -> None:
+        assert result.S_se == pytest.approx(np.std(s_rep.mean(axis=1), ddof=1), rel=0.1)
+        assert result.sigma_bar_se == pytest.approx(np.std(sig_rep.mean(axis=1), ddof=1), rel=0.1)
+        for col, name in enumerate("ABC"):
+            found = result.per_foundation[name]
+            assert found.S_se == pytest.approx(np.std(s_rep[:, col], ddof=1), rel=0.1), name
+            assert found.sigma_bar_se == pytest.approx(np.std(sig_rep[:, col], ddof=1), rel=0.1), (
+                name
+            )
+
     # Rerun part alone: one persona draw has sd 0 by definition.
-    rerun = analyze_ratings(*data, foundations=TWO, n_persona_boot=1, n_rerun_boot=3000, rng=1)
-    naive_s, naive_sig = _naive_replicates(mu, nested, 1500, 2, "rerun")
-    assert rerun.S_se == pytest.approx(naive_s, rel=0.1)
-    assert rerun.sigma_bar_se == pytest.approx(naive_sig, rel=0.1)
-    persona = analyze_ratings(*data, foundations=TWO, n_persona_boot=4000, n_rerun_boot=0, rng=1)
-    naive_s, naive_sig = _naive_replicates(mu, nested, 3000, 3, "persona")
-    assert persona.S_se == pytest.approx(naive_s, rel=0.1)
-    assert persona.sigma_bar_se == pytest.approx(naive_sig, rel=0.1)
-    both = analyze_ratings(*data, foundations=TWO, n_persona_boot=4000, n_rerun_boot=3000, rng=1)
-    combined = math.hypot(rerun.S_se, persona.S_se)
-    assert both.S_se == pytest.approx(combined, rel=0.1)
+    rerun = analyze_ratings(*data, foundations=fmap, n_persona_boot=1, n_rerun_boot=4000, rng=1)
+    check(rerun, *_naive_replicates(nested, 2000, 2, "rerun"))
+    persona = analyze_ratings(*data, foundations=fmap, n_persona_boot=4000, n_rerun_boot=0, rng=1)
+    check(persona, *_naive_replicates(nested, 3000, 3, "persona"))
+    both = analyze_ratings(*data, foundations=fmap, n_persona_boot=4000, n_rerun_boot=4000, rng=1)
+    assert both.S_se == pytest.approx(math.hypot(rerun.S_se, persona.S_se), rel=0.1)
 
 
 def test_standard_error_shrinks_with_more_personas() -> None:
@@ -377,3 +403,28 @@ def test_self_profile() -> None:
     assert prof.items == {"A": (1, 2), "B": (3,)}
     assert prof.missing_items == (4,)
     assert json.loads(json.dumps(prof.to_dict()))["mean"]["B"] == 2.0
+
+
+def test_self_profile_from_distributions_matches_hand_values() -> None:
+    from persona_collapse.metrics import self_profile_from_distributions
+
+    scale = [0, 1, 2, 3, 4, 5]
+    # items 1 and 6 are Harm/Care; item 2 Fairness/Reciprocity
+    probs = np.array(
+        [
+            [0, 0, 0, 0, 0.5, 0.5],  # mean 4.5, sd 0.5
+            [0, 0, 0, 0, 0, 1.0],  # mean 5, sd 0
+            [0, 0, 1.0, 0, 0, 0],  # mean 2, sd 0
+        ]
+    )
+    prof = self_profile_from_distributions([1, 2, 6], probs, scale=scale)
+    assert prof.mean["Harm/Care"] == pytest.approx((4.5 + 2.0) / 2)
+    assert prof.sd["Harm/Care"] == pytest.approx(0.25)
+    assert prof.mean["Fairness/Reciprocity"] == pytest.approx(5.0)
+    # sharpening to a tenth of the temperature pushes item 1 nowhere (tie) but keeps sums
+    sharp = self_profile_from_distributions([1, 2, 6], probs, scale=scale, temperature=0.1)
+    assert sharp.mean["Harm/Care"] == pytest.approx(prof.mean["Harm/Care"])
+    with pytest.raises(ValueError, match="probs"):
+        self_profile_from_distributions([1, 2], probs, scale=scale)
+    with pytest.raises(ValueError, match="distinct"):
+        self_profile_from_distributions([1, 1, 6], probs, scale=scale)

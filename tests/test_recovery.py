@@ -66,3 +66,33 @@ def test_presets_show_the_collapse_pattern(tmp_path: Path) -> None:
     assert profile is not None and min(profile.mean.values()) > 4.3
     base_profile = results["base"].self_profile
     assert base_profile is not None and min(base_profile.mean.values()) < 4.0
+
+
+def test_exact_mode_equals_the_true_values(tmp_path: Path) -> None:
+    """In exact mode the stored distributions give the simulator's true S and R."""
+    config = RunConfig(
+        model="secure",
+        mode="exact",
+        max_personas=25,
+        store=tmp_path / "exact.db",
+        progress=False,
+    )
+    built: list[SimulatorBackend] = []
+
+    def build(cfg: RunConfig, instrument: Instrument) -> SimulatorBackend:
+        built.append(SimulatorBackend("secure", instrument=instrument))
+        return built[-1]
+
+    outcome = execute_run(config, backend_builder=build)
+    m = outcome.metrics
+    assert m is not None and m.method == "exact"
+    truth = built[0].true_metrics(list(builtin_personas().head(25)), temperature=0.1)
+    assert pytest.approx(truth.S, rel=1e-9) == m.S
+    assert m.sigma_bar == pytest.approx(truth.sigma_bar, rel=1e-9)
+    for foundation, fm in m.per_foundation.items():
+        assert pytest.approx(truth.per_foundation[foundation].S, rel=1e-9) == fm.S
+    profile = outcome.self_profile
+    assert profile is not None
+    true_profile = built[0].true_self_profile(0.1)
+    for foundation, value in true_profile.items():
+        assert profile.mean[foundation] == pytest.approx(value, rel=1e-9)

@@ -303,7 +303,20 @@ def runs(store: Annotated[Path, typer.Argument(help="Run store.")]) -> None:
 
         raise InputFileError(store, "run store not found")
     table = Table(title=str(store), title_justify="left")
-    for col in ("id", "name", "kind", "model", "T", "mode", "n", "slots", "failed", "status"):
+    columns = (
+        "id",
+        "name",
+        "kind",
+        "model",
+        "T",
+        "mode",
+        "n",
+        "slots",
+        "failed",
+        "cells",
+        "status",
+    )
+    for col in columns:
         table.add_column(col)
     with RunStore.open(store, create=False) as st:
         for rec in st.list_runs():
@@ -318,6 +331,7 @@ def runs(store: Annotated[Path, typer.Argument(help="Run store.")]) -> None:
                 str(rec.n_repetitions),
                 str(c.slots),
                 str(c.failed),
+                str(c.distributions),
                 rec.status,
             )
     _out().print(table)

@@ -21,7 +21,13 @@ from persona_collapse.config import AnalysisConfig
 from persona_collapse.errors import InputFileError, UnknownNameError, UserError
 from persona_collapse.frames import SELF_PERSONA_ID
 from persona_collapse.instrument import Instrument, mfq30
-from persona_collapse.metrics import RunMetrics, SelfProfile, analyze_distributions, analyze_ratings
+from persona_collapse.metrics import (
+    RunMetrics,
+    SelfProfile,
+    analyze_distributions,
+    analyze_ratings,
+    self_profile_from_distributions,
+)
 from persona_collapse.metrics import self_profile as compute_self_profile
 from persona_collapse.store.reference_csv import iter_csv_files, read_ratings_csv
 from persona_collapse.store.sqlite import RunStore
@@ -186,6 +192,17 @@ def run_metrics(run: LoadedRun, analysis: AnalysisConfig | None = None) -> RunMe
 
 def run_self_profile(run: LoadedRun) -> SelfProfile:
     """Per-foundation self-profile of a run (normally a self run)."""
+    if run.distributions is not None and len(run.distributions):
+        d = run.distributions
+        if run.kind == "persona":
+            d = d[d["persona_id"] == SELF_PERSONA_ID]
+        scale = run.instrument.scale
+        return self_profile_from_distributions(
+            d["item_id"].to_numpy(),
+            d[[f"p{k}" for k in scale]].to_numpy(dtype=float),
+            scale=scale,
+            foundations=run.foundations,
+        )
     r = run.ratings
     if run.kind == "persona":
         r = r[r["persona_id"] == SELF_PERSONA_ID] if (r["persona_id"] < 0).any() else r
