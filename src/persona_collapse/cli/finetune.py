@@ -1,0 +1,3 @@
+"""Producing and verifying variants: datasets, fine-tuning, emergent-misalignment checks."""
+
+from __future__ import annotations
