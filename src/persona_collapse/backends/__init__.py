@@ -29,6 +29,8 @@ BackendFactory = Callable[..., Backend]
 BUILTIN_BACKENDS: Mapping[str, str] = MappingProxyType(
     {
         "simulator": "persona_collapse.backends.simulator:SimulatorBackend",
+        "openai": "persona_collapse.backends.openai_compat:OpenAIBackend",
+        "transformers": "persona_collapse.backends.hf:TransformersBackend",
     }
 )
 """Built-in backend names and the ``module:attribute`` that implements each."""
