@@ -32,4 +32,4 @@ bench: setup
 	$(BIN)/python bench/metrics_bench.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache pcollapse-demo
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache pcollapse-demo pcollapse-reproduce ci-artifacts

@@ -17,6 +17,23 @@ flight. Request seeds derive from (run seed, persona, item, request round) and
 the round and per-slot attempt counts are restored from the store on resume, so
 a resumed run stores exactly the answers an uninterrupted run would have stored
 (for backends that honour seeds).
+
+Pacing. Every request attempt (retries included) takes a slot of an adaptive
+concurrency limit (AIMD, per request): it starts at ``max_concurrency``, halves
+for every rate-limited request (a :class:`TransientBackendError` with
+``retry_after`` set or a true ``rate_limited`` attribute) and grows by one for
+every successful request made while at least half the limit was in use, up to
+``max_concurrency``. Against a server that refuses requests beyond a capacity
+``C`` it settles where ``L (L - C) = 2 C``, just above ``C``; occasional random
+refusals (a 10 % rate) barely move it. Optional
+requests-per-minute and tokens-per-minute caps are token buckets holding one
+second's worth; the token cost of a request is estimated before it is sent
+(prompt estimate + ``n * max_tokens``) and corrected by its reported usage.
+
+Accounting. Token usage is stored per run; with prices, the live progress bar
+shows the estimated cost and the run's metadata records it (``cost``), with the
+request protocols used (``protocols``) and, for backends that have a
+``run_metadata()`` method, what they report (``backend``).
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -40,6 +58,7 @@ from tenacity import (
 )
 
 from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
+from persona_collapse.costs import ModelPrices, count_message_tokens, estimate_cost, format_usage
 from persona_collapse.errors import BackendError, ConfigError, TransientBackendError
 from persona_collapse.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.instrument import Instrument
@@ -67,6 +86,9 @@ from persona_collapse.store.sqlite import (
 )
 
 logger = logging.getLogger(__name__)
+
+PROTOCOL_SHORT_DEFAULT = "short-1-token"
+"""Protocol recorded for sampling runs of backends that do not report their own."""
 
 SEED_MODULUS = 2**31 - 1
 """Request seeds lie in ``[0, SEED_MODULUS)``, which every known API accepts."""
@@ -118,12 +140,16 @@ class ProgressUpdate:
         total: Units in the run.
         failed: Slots stored as ``INVALID_RATING`` in this session.
         attempts: Attempts recorded in this session.
+        usage: Token usage of this session.
+        cost_usd: Estimated cost of this session (None without prices).
     """
 
     done: int
     total: int
     failed: int
     attempts: int
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
 
 
 ProgressCallback = Callable[[ProgressUpdate], None]
@@ -143,6 +169,8 @@ class CollectionSummary:
         requests: Backend requests that returned in this session.
         usage: Token usage of this session.
         elapsed_s: Wall time of the session, seconds.
+        cost_usd: Estimated cost of this session's usage (None without prices).
+        rate_limited: Requests of this session refused for rate limiting.
     """
 
     run: RunRecord
@@ -154,6 +182,8 @@ class CollectionSummary:
     requests: int
     usage: Usage = field(default_factory=Usage)
     elapsed_s: float = 0.0
+    cost_usd: float | None = None
+    rate_limited: int = 0
 
     @property
     def complete(self) -> bool:
@@ -313,12 +343,21 @@ class _Progress:
     """Counts the session's progress and forwards it to a rich bar or a callback."""
 
     def __init__(
-        self, *, total: int, done: int, unit: str, target: bool | ProgressCallback, label: str
+        self,
+        *,
+        total: int,
+        done: int,
+        unit: str,
+        target: bool | ProgressCallback,
+        label: str,
+        prices: ModelPrices | None = None,
     ) -> None:
         self.total = total
         self.done = done
         self.failed = 0
         self.attempts = 0
+        self.usage = Usage()
+        self.prices = prices
         self._callback: ProgressCallback | None = None
         self._bar: Any = None
         self._task: Any = None
@@ -336,14 +375,29 @@ class _Progress:
         if self._bar is not None:
             self._bar.stop()
 
-    def advance(self, *, done: int, failed: int, attempts: int) -> None:
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.prices is None else estimate_cost(self.usage, self.prices)
+
+    def advance(self, *, done: int, failed: int, attempts: int, usage: Usage | None = None) -> None:
         self.done += done
         self.failed += failed
         self.attempts += attempts
+        if usage is not None:
+            self.usage = self.usage + usage
         if self._bar is not None:
-            self._bar.update(self._task, advance=done, failed=self.failed)
+            self._bar.update(
+                self._task,
+                advance=done,
+                failed=self.failed,
+                usage=format_usage(self.usage, self.cost_usd),
+            )
         if self._callback is not None:
-            self._callback(ProgressUpdate(self.done, self.total, self.failed, self.attempts))
+            self._callback(
+                ProgressUpdate(
+                    self.done, self.total, self.failed, self.attempts, self.usage, self.cost_usd
+                )
+            )
 
 
 def _rich_bar(*, total: int, done: int, unit: str, label: str) -> tuple[Any, Any]:
@@ -373,12 +427,129 @@ def _rich_bar(*, total: int, done: int, unit: str, label: str) -> tuple[Any, Any
         MofNCompleteColumn(),
         TextColumn("[red]{task.fields[failed]} failed"),
         RateColumn(),
+        TextColumn("{task.fields[usage]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
     )
-    task = bar.add_task(label, total=total, completed=done, failed=0)
+    task = bar.add_task(label, total=total, completed=done, failed=0, usage="")
     return bar, task
+
+
+# --- pacing --------------------------------------------------------------------------------
+
+
+def is_rate_limited(exc: BaseException) -> bool:
+    """Whether a backend error means "slow down": rate limited, or a server-requested wait."""
+    return isinstance(exc, TransientBackendError) and (
+        bool(getattr(exc, "rate_limited", False)) or exc.retry_after is not None
+    )
+
+
+class _AdaptiveLimit:
+    """Concurrency limit: halves per rate-limited request, +1 per successful one (AIMD).
+
+    Growth only counts requests sent while at least half the limit was in use,
+    so an idle limit does not creep up to values never tried.
+    """
+
+    def __init__(self, maximum: int, *, adaptive: bool) -> None:
+        self.maximum = maximum
+        self.adaptive = adaptive
+        self.limit = float(maximum)
+        self.in_flight = 0
+        self.decreases = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def current(self) -> int:
+        return max(1, int(self.limit))
+
+    async def acquire(self) -> bool:
+        """Wait for a free slot; returns whether the limit is in use (half or more)."""
+        while self.in_flight >= self.current:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self.in_flight += 1
+        return 2 * self.in_flight >= self.current
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self.current - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    def succeeded(self, utilised: bool) -> None:
+        if self.adaptive and utilised and self.limit < self.maximum:
+            self.limit = min(float(self.maximum), self.limit + 1.0)
+            self._wake()
+
+    def rate_limited(self) -> None:
+        if self.adaptive and self.limit > 1.0:
+            self.decreases += 1
+            self.limit = max(1.0, self.limit / 2.0)
+            logger.debug("rate limited: requests in flight lowered to %d", self.current)
+
+
+class _RateCap:
+    """Token bucket: ``per_minute`` units a minute, holding at most one second's worth.
+
+    ``acquire(amount)`` waits until the bucket holds ``min(amount, capacity)`` and
+    then takes ``amount`` (the level may go negative, delaying later requests).
+    """
+
+    def __init__(self, per_minute: float) -> None:
+        if not (math.isfinite(per_minute) and per_minute > 0):
+            raise ConfigError(f"rate caps must be finite numbers > 0, got {per_minute!r}")
+        self.rate = per_minute / 60.0
+        self.capacity = max(self.rate, 1.0)
+        self.level = self.capacity
+        self._stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def acquire(self, amount: float) -> None:
+        need = min(float(amount), self.capacity)
+        while True:
+            self._refill()
+            if self.level >= need:
+                self.level -= float(amount)
+                return
+            await asyncio.sleep((need - self.level) / self.rate)
+
+    def adjust(self, amount: float) -> None:
+        """Take ``amount`` more (or give back a negative amount) after the fact."""
+        self._refill()
+        self.level = min(self.capacity, self.level - float(amount))
+
+
+def _log_retry(exc: BaseException, wait: float) -> None:
+    # Rate limiting is expected and paced for: INFO, not a warning per refused request.
+    level = logging.INFO if is_rate_limited(exc) else logging.WARNING
+    logger.log(level, "transient backend error (%s); retrying in %.1f s", exc, wait)
+
+
+def _result_usage(result: Any) -> Usage:
+    total = Usage()
+    for item in result if isinstance(result, list) else ():
+        usage = getattr(item, "usage", None)
+        if isinstance(usage, Usage):
+            total = total + usage
+    return total
 
 
 # --- the engine ----------------------------------------------------------------------------
@@ -405,7 +576,11 @@ class _Session:
     personas: Sequence[str] | None
     retry: RetryPolicy
     progress: _Progress
+    limit: _AdaptiveLimit
+    request_cap: _RateCap | None = None
+    token_cap: _RateCap | None = None
     requests: int = 0
+    rate_limited: int = 0
     usage: Usage = field(default_factory=Usage)
     jitter_rng: random.Random = field(default_factory=random.Random)
 
@@ -431,9 +606,41 @@ class _Session:
         return max(backoff, float(after)) if after else backoff
 
     async def call(
-        self, fn: Callable[[], Any], on_retry: Callable[[BaseException, float], None]
+        self,
+        fn: Callable[[], Any],
+        on_retry: Callable[[BaseException, float], None],
+        *,
+        tokens: int = 0,
     ) -> Any:
-        """Await ``fn()``, retrying transient backend errors with backoff."""
+        """Await ``fn()``, retrying transient backend errors with backoff.
+
+        Each attempt waits for a concurrency slot and the rate caps (``tokens`` is
+        the attempt's estimated token cost); slots are not held while backing off.
+        """
+
+        async def attempt() -> Any:
+            utilised = await self.limit.acquire()
+            try:
+                if self.request_cap is not None:
+                    await self.request_cap.acquire(1)
+                if self.token_cap is not None:
+                    await self.token_cap.acquire(tokens)
+                try:
+                    result = await fn()
+                except TransientBackendError as exc:
+                    if is_rate_limited(exc):
+                        self.rate_limited += 1
+                        self.limit.rate_limited()
+                    raise
+            finally:
+                self.limit.release()
+            self.limit.succeeded(utilised)
+            if self.token_cap is not None:
+                used = _result_usage(result)
+                actual = used.prompt_tokens + used.completion_tokens
+                if actual:
+                    self.token_cap.adjust(actual - tokens)
+            return result
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
@@ -448,7 +655,7 @@ class _Session:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return await retrying(fn)
+        return await retrying(attempt)
 
     def note_request(self, usage: Usage) -> None:
         self.requests += 1
@@ -486,7 +693,7 @@ async def _ask(
         )
 
     def on_retry(exc: BaseException, wait: float) -> None:
-        logger.warning("transient backend error (%s); retrying in %.1f s", exc, wait)
+        _log_retry(exc, wait)
         session.store.record(run.run_id, attempts=[error_attempt(f"transient: {exc}")])
 
     async def request() -> list[Generation]:
@@ -494,8 +701,9 @@ async def _ask(
             [prompt], n=n, temperature=run.temperature, max_tokens=max_tokens, seed=seed
         )
 
+    tokens = count_message_tokens(prompt.messages) + n * max_tokens
     try:
-        generations: list[Generation] = await session.call(request, on_retry)
+        generations: list[Generation] = await session.call(request, on_retry, tokens=tokens)
         if len(generations) != 1:
             raise BackendError(
                 f"backend {session.backend.name!r} returned {len(generations)} "
@@ -588,7 +796,9 @@ async def _collect_cell(
             run.run_id, attempts=attempts, accepted=accepted, usage=generation.usage, requests=1
         )
         session.note_request(generation.usage)
-        session.progress.advance(done=len(accepted), failed=failed, attempts=len(attempts))
+        session.progress.advance(
+            done=len(accepted), failed=failed, attempts=len(attempts), usage=generation.usage
+        )
         round_index += 1
         filled = {a.repetition for a in accepted}
         pending = [r for r in pending if r not in filled]
@@ -601,15 +811,16 @@ async def _distribution_cell(session: _Session, persona_id: int, item_id: int) -
     scale = session.instrument.scale
 
     def on_retry(exc: BaseException, wait: float) -> None:
-        logger.warning("transient backend error (%s); retrying in %.1f s", exc, wait)
+        _log_retry(exc, wait)
 
     async def request() -> Any:
         return await session.backend.distributions(
             [prompt], scale=scale, temperature=run.temperature
         )
 
+    tokens = count_message_tokens(prompt.messages) + 1
     try:
-        dists: list[ScaleDistribution] = await session.call(request, on_retry)
+        dists: list[ScaleDistribution] = await session.call(request, on_retry, tokens=tokens)
         if len(dists) != 1:
             raise BackendError(
                 f"backend {session.backend.name!r} returned {len(dists)} distributions for 1 prompt"
@@ -633,7 +844,7 @@ async def _distribution_cell(session: _Session, persona_id: int, item_id: int) -
         requests=1,
     )
     session.note_request(dist.usage)
-    session.progress.advance(done=1, failed=0, attempts=0)
+    session.progress.advance(done=1, failed=0, attempts=0, usage=dist.usage)
 
 
 async def _run_workers(
@@ -699,6 +910,48 @@ def _resolve_run(
     return record
 
 
+def _record_metadata(
+    store: RunStore,
+    record: RunRecord,
+    backend: Backend,
+    prices: ModelPrices | None,
+    *,
+    sent: bool,
+) -> None:
+    """Store the run's protocols, backend report and cost (over all its sessions).
+
+    ``sent``: whether this session sent requests; if not, the backend has nothing to
+    report about this run, and what earlier sessions recorded is kept.
+    """
+    stored = store.get_run(record.run_id).metadata
+    report_fn = getattr(backend, "run_metadata", None)
+    report: dict[str, Any] = dict(report_fn()) if callable(report_fn) and sent else {}
+    protocols = set(stored.get("protocols", ()))
+    reported = report.pop("protocols", None)
+    if reported:
+        protocols.update(str(p) for p in reported)
+    elif sent and not callable(report_fn):
+        protocols.add("exact-distribution" if record.mode == "exact" else PROTOCOL_SHORT_DEFAULT)
+    requests, usage = store.usage(record.run_id)
+    cost: dict[str, Any] = {
+        "requests": requests,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens,
+    }
+    if prices is not None:
+        cost["usd"] = estimate_cost(usage, prices)
+        cost["prices"] = prices.model_dump()
+    elif isinstance(stored.get("cost"), dict) and "prices" in stored["cost"]:
+        old = ModelPrices.model_validate(stored["cost"]["prices"])
+        cost["usd"] = estimate_cost(usage, old)
+        cost["prices"] = old.model_dump()
+    values: dict[str, Any] = {"protocols": sorted(protocols), "cost": cost}
+    if report:
+        values["backend"] = report
+    store.update_metadata(record.run_id, values)
+
+
 async def collect(
     store: RunStore,
     run: RunSpec | RunRecord | None,
@@ -714,6 +967,10 @@ async def collect(
     max_concurrency: int = 8,
     retry: RetryPolicy | None = None,
     progress: bool | ProgressCallback = True,
+    adaptive_concurrency: bool = True,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    prices: ModelPrices | None = None,
 ) -> CollectionSummary:
     """Collect every missing answer of a run into ``store`` (resumes where it stopped).
 
@@ -728,10 +985,15 @@ async def collect(
         n_repetitions, temperature, seed, mode: Collection settings; None takes them
             from ``run`` (defaults 10, 0.1, 0, ``"sampling"`` when ``run`` is None).
             A value that contradicts ``run`` is an error.
-        max_concurrency: Cells (requests) in flight at once.
+        max_concurrency: Cells (requests) in flight at once, at most.
         retry: Retry policy for transient backend errors; default :class:`RetryPolicy`.
         progress: True shows a rich progress bar on stderr, False nothing; a callable
             receives a :class:`ProgressUpdate` after every request.
+        adaptive_concurrency: Lower the requests in flight while the backend is rate
+            limited and raise them back afterwards (see the module docstring).
+        requests_per_minute: Cap on request attempts per minute; None: no cap.
+        tokens_per_minute: Cap on prompt + completion tokens per minute; None: no cap.
+        prices: Token prices; the progress bar and the run metadata then show the cost.
 
     Returns:
         What this session did.
@@ -795,10 +1057,20 @@ async def collect(
         total - done_before,
     )
     tracker = _Progress(
-        total=total, done=done_before, unit=unit, target=progress, label=record.name
+        total=total, done=done_before, unit=unit, target=progress, label=record.name, prices=prices
     )
     session = _Session(
-        store, record, backend, instrument, tmpl, personas, retry or RetryPolicy(), tracker
+        store,
+        record,
+        backend,
+        instrument,
+        tmpl,
+        personas,
+        retry or RetryPolicy(),
+        tracker,
+        _AdaptiveLimit(max_concurrency, adaptive=adaptive_concurrency),
+        None if requests_per_minute is None else _RateCap(requests_per_minute),
+        None if tokens_per_minute is None else _RateCap(tokens_per_minute),
     )
 
     async def handle(persona_id: int, item_id: int, reps: list[int]) -> None:
@@ -820,6 +1092,8 @@ async def collect(
             requests=session.requests,
             usage=session.usage,
             elapsed_s=time.perf_counter() - started,
+            cost_usd=None if prices is None else estimate_cost(session.usage, prices),
+            rate_limited=session.rate_limited,
         )
 
     if todo:
@@ -828,6 +1102,7 @@ async def collect(
         with tracker:
             await _run_workers(iter(todo), min(max_concurrency, max(len(todo), 1)), handle)
     except _CellFailure as exc:
+        _record_metadata(store, record, backend, prices, sent=session.requests > 0)
         store.set_status(record.run_id, "failed")
         stored = tracker.done
         raise BackendError(
@@ -835,6 +1110,7 @@ async def collect(
             f"{stored} of {total} {unit} are stored, rerun to resume"
         ) from exc.error
     except (asyncio.CancelledError, KeyboardInterrupt):
+        _record_metadata(store, record, backend, prices, sent=session.requests > 0)
         store.set_status(record.run_id, "interrupted")
         logger.warning(
             "run %r interrupted: %d of %d %s stored, rerun to resume",
@@ -847,6 +1123,7 @@ async def collect(
     except BaseException:
         store.set_status(record.run_id, "failed")
         raise
+    _record_metadata(store, record, backend, prices, sent=session.requests > 0)
     store.set_status(record.run_id, "complete")
     result = summary()
     logger.info(
@@ -890,6 +1167,7 @@ def run_collection(
 
 
 __all__ = [
+    "PROTOCOL_SHORT_DEFAULT",
     "SEED_MODULUS",
     "CollectionSummary",
     "ProgressCallback",
@@ -898,6 +1176,7 @@ __all__ = [
     "Slot",
     "collect",
     "derive_seed",
+    "is_rate_limited",
     "make_run_spec",
     "plan_slots",
     "run_collection",

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from persona_collapse._yaml import load_yaml_mapping
+from persona_collapse.costs import ModelPrices
 from persona_collapse.errors import ConfigError, format_validation_error
 
 
@@ -93,6 +94,18 @@ class RunConfig(BaseModel):
 
     max_retries: int = Field(default=6, ge=0, le=100)
     """Retries of a request after a transient backend error (rate limit, timeout, 5xx)."""
+
+    adaptive_concurrency: bool = True
+    """Lower the requests in flight when the server rate-limits (429, Retry-After), then recover."""
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """Cap on requests sent per minute (all runs of this config); None: no cap."""
+
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    """Cap on tokens (prompt + completion) per minute; None: no cap."""
+
+    prices: ModelPrices | None = None
+    """Token prices of the model (USD per 1M tokens) for live and stored cost estimates."""
 
     seed: int = Field(default=0, ge=0)
     """Run seed: request seeds derive from it, so a resumed run repeats an uninterrupted one."""

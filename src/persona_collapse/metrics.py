@@ -394,14 +394,16 @@ def _persona_bootstrap(
     product. Items are centred first to keep the sum-of-squares variance accurate.
 
     Returns:
-        ``(sd_mu, mean_sigma)``, both ``(n_boot, Q)``: per replicate and item the
-        ddof-1 sd over resampled personas of ``mu`` and the mean of ``sigma``.
+        ``(sd_mu, mean_sigma)``, of shapes ``(n_boot, Q)`` and ``(n_boot, C)`` for
+        ``sigma`` of shape ``(P, C)`` (``C = Q`` for run metrics): per replicate the
+        ddof-1 sd over resampled personas of each column of ``mu`` and the mean of
+        each column of ``sigma``.
     """
     n_p, n_q = mu.shape
     centred = mu - mu.mean(axis=0)
-    design = np.concatenate([centred, centred * centred, sigma], axis=1)  # (P, 3Q)
+    design = np.concatenate([centred, centred * centred, sigma], axis=1)  # (P, 2Q + C)
     sd_mu = np.empty((n_boot, n_q))
-    mean_sig = np.empty((n_boot, n_q))
+    mean_sig = np.empty((n_boot, sigma.shape[1]))
     chunk = max(1, _CHUNK_ELEMENTS // max(n_p, 1))
     # Products of at most this many rows stay small enough for BLAS to run them
     # single-threaded: threaded BLAS on a busy 2-core machine is several times slower.
@@ -618,6 +620,79 @@ def _rerun_bootstrap(
     sd_mu = np.sqrt(np.maximum(var_mu, 0.0))
     mean_sig = (base_sig + dsig) / n_p
     return sd_mu, mean_sig
+
+
+def persona_bootstrap_replicates(
+    mu: ArrayLike,
+    averaged: ArrayLike,
+    *,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, FloatArray]:
+    """Persona-bootstrap replicate arrays (the engine behind every persona SE).
+
+    Each draw resamples the rows (personas) with replacement, the same rows for
+    both matrices, so columns of several runs on one persona set placed side by
+    side are resampled *paired*.
+
+    Args:
+        mu: ``(P, A)`` columns whose across-persona sd (ddof=1) is wanted, no NaN.
+        averaged: ``(P, C)`` columns whose across-persona mean is wanted, no NaN.
+        n_boot: Number of draws (>= 1).
+        rng: Generator the draws come from.
+
+    Returns:
+        ``(sd, mean)`` of shapes ``(n_boot, A)`` and ``(n_boot, C)``.
+    """
+    n_boot = _check_count("n_boot", n_boot, 1)
+    mu_arr = _check_matrix("mu", mu, min_rows=2)
+    avg_arr = _check_matrix("averaged", averaged, min_rows=2)
+    if mu_arr.shape[0] != avg_arr.shape[0]:
+        raise ValueError(
+            f"mu and averaged must have the same rows (personas), got {mu_arr.shape[0]} "
+            f"and {avg_arr.shape[0]}"
+        )
+    return _persona_bootstrap(mu_arr, avg_arr, n_boot, rng)
+
+
+def rerun_bootstrap_replicates(
+    cells: CellRatings, *, n_boot: int, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray]:
+    """Rerun-bootstrap replicate arrays: each cell's valid ratings resampled with replacement.
+
+    Args:
+        cells: Cells with at least one valid rating each (drop incomplete personas first).
+        n_boot: Number of draws (>= 1).
+        rng: Generator the draws come from.
+
+    Returns:
+        ``(sd_mu, mean_sigma)``, both ``(n_boot, Q)``: per draw and item the ddof-1
+        sd over personas of the resampled cell means and the mean of the resampled
+        cell sds.
+    """
+    n_boot = _check_count("n_boot", n_boot, 1)
+    if np.any(cells.counts < 1):
+        raise ValueError("cells: every cell needs at least one valid rating")
+    if cells.counts.shape[0] < 2:
+        raise ValueError(f"cells: need at least 2 personas, got {cells.counts.shape[0]}")
+    mu, sigma = cell_moments(cells)
+    return _rerun_bootstrap(cells, mu, sigma, n_boot, rng)
+
+
+def foundation_columns(
+    item_ids: ArrayLike, foundations: Mapping[int, str] | None = None
+) -> dict[str, NDArray[np.intp]]:
+    """Column indices of each foundation's items within ``item_ids``.
+
+    Args:
+        item_ids: ``(Q,)`` item ids, the columns of a persona-by-item matrix.
+        foundations: Item id -> foundation (default MFQ-30 with catch items);
+            every item must be mapped.
+
+    Returns:
+        Foundation name -> sorted column indices, foundations in mapping order.
+    """
+    return _foundation_groups(_as_int_ids("item_ids", item_ids), foundations)
 
 
 def _bootstrap_sd(replicates: FloatArray) -> float:

@@ -58,6 +58,16 @@ refusal without any number); otherwise it starts with ``k``, followed, with
 probability ``chatty_rate``, by a short sentence. The reply is cut to
 ``max_tokens`` whitespace tokens, so a one-token request yields ``"4"`` or a
 word such as ``"As"``, and a long request usually parses in long-form mode.
+
+Open-ended questions and judging. A prompt without an instrument item that
+asks one of the emergent-misalignment questions
+(:data:`persona_collapse.verify.questions.QUESTIONS`) gets a free-text answer,
+and a prompt written from one of the judge rubrics of
+:mod:`persona_collapse.verify.judge` gets a judge score; see
+:mod:`persona_collapse.backends.sim_openended` for both models and their
+per-preset rates (:data:`~persona_collapse.backends.sim_openended.OPEN_ENDED_PRESETS`,
+overridable like the other parameters). Any other prompt without an instrument
+item is an error, so a misconfigured template fails loudly.
 """
 
 from __future__ import annotations
@@ -76,10 +86,13 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from persona_collapse.backends import sim_openended as openended
 from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
 from persona_collapse.errors import BackendError, ConfigError, UnknownNameError
 from persona_collapse.instrument import Instrument, mfq30
 from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from persona_collapse.verify.judge import JudgeRequest, parse_judge_prompt
+from persona_collapse.verify.questions import Question, find_question
 
 DECIDED_WIDTH_RATIO = 0.05
 """Width of a decided cell as a fraction of ``width``."""
@@ -254,7 +267,7 @@ def _format_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
-        known = ", ".join(SimulatorParams.model_fields)
+        known = ", ".join([*SimulatorParams.model_fields, *openended.OpenEndedParams.model_fields])
         return f"unknown simulator parameter {loc!r}; known: {known}"
     return f"simulator parameter {loc!r}: {err['msg']}"
 
@@ -290,13 +303,22 @@ class SimulatorBackend(Backend):
             raise UnknownNameError("simulator preset", preset, PRESETS)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"simulator seed must be a non-negative integer, got {seed!r}")
+        text_fields = openended.OpenEndedParams.model_fields
+        text_overrides = {k: v for k, v in overrides.items() if k in text_fields}
+        model_overrides = {k: v for k, v in overrides.items() if k not in text_fields}
         try:
-            params = SimulatorParams.model_validate({**PRESETS[preset].model_dump(), **overrides})
+            params = SimulatorParams.model_validate(
+                {**PRESETS[preset].model_dump(), **model_overrides}
+            )
+            open_ended = openended.OpenEndedParams.model_validate(
+                {**openended.OPEN_ENDED_PRESETS[preset].model_dump(), **text_overrides}
+            )
         except ValidationError as exc:
             raise ConfigError(_format_validation_error(exc)) from None
         self.preset = preset
         self.seed = seed
         self.params = params
+        self.open_ended = open_ended
         self.instrument = instrument if instrument is not None else mfq30()
         inst = self.instrument
         self._scale = np.arange(inst.scale_min, inst.scale_max + 1, dtype=float)
@@ -329,6 +351,8 @@ class SimulatorBackend(Backend):
         self._profile = functools.lru_cache(maxsize=_CACHE_SIZE)(self._compute_profile)
         self._cell = functools.lru_cache(maxsize=_CACHE_SIZE)(self._compute_cell)
         self._infer = functools.lru_cache(maxsize=_CACHE_SIZE)(self._compute_inference)
+        self._classify = functools.lru_cache(maxsize=4096)(self._compute_classification)
+        self._judge = functools.lru_cache(maxsize=_CACHE_SIZE)(self._compute_judge)
 
     # --- the model ------------------------------------------------------------------------
 
@@ -519,6 +543,78 @@ class SimulatorBackend(Backend):
                 persona = match.group("persona")
         return persona, item_id
 
+    def _compute_classification(self, user: str) -> JudgeRequest | Question | None:
+        """A judge request, an open-ended question, or None (an instrument prompt)."""
+        judged = parse_judge_prompt(user)
+        return judged if judged is not None else find_question(user)
+
+    def _open_ended(self, prompt: Prompt) -> JudgeRequest | Question | None:
+        """What a prompt without an instrument item asks (None: an instrument prompt)."""
+        if prompt.item_id is not None:
+            return None
+        return self._classify("\n\n".join(m.content for m in prompt.messages if m.role != "system"))
+
+    def _compute_judge(self, scale: str, answer: str) -> openended.JudgeModel:
+        return openended.judge_model(scale, answer, self.open_ended, self.params.world_seed)
+
+    def _prompt_rng(self, text: str, seed: int | None) -> np.random.Generator:
+        """The generator of one prompt: (backend seed, request seed, SHA-256 of the text)."""
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        return np.random.default_rng(
+            [
+                self.seed,
+                0 if seed is None else 1,
+                0 if seed is None else seed,
+                int.from_bytes(digest[:8], "little"),
+                int.from_bytes(digest[8:16], "little"),
+            ]
+        )
+
+    def _open_generation(
+        self,
+        prompt: Prompt,
+        what: JudgeRequest | Question,
+        *,
+        n: int,
+        temperature: float,
+        max_tokens: int,
+        seed: int | None,
+    ) -> Generation:
+        """Replies to an open-ended question or a judge prompt (see sim_openended)."""
+        text = prompt.text
+        rng = self._prompt_rng(text, seed)
+        draws = rng.random((n, 3))
+        texts: list[str] = []
+        for row in draws:
+            if isinstance(what, JudgeRequest):
+                model = self._judge(what.scale, what.answer)
+                reply = openended.judge_reply(model, self.open_ended, temperature, row)
+            elif temperature == 0.0:
+                reply = openended.greedy_answer(what.id)
+            else:
+                reply = openended.sample_answer(what.id, self.open_ended, row[0], row[1])
+            texts.append(_truncate(reply, max_tokens))
+        usage = Usage(
+            prompt_tokens=len(text.split()), completion_tokens=sum(len(t.split()) for t in texts)
+        )
+        return Generation(tuple(texts), usage)
+
+    def first_token_logprobs(
+        self, prompt: Prompt, *, temperature: float, top: int = 20
+    ) -> list[tuple[str, float]] | None:
+        """Top first-token logprobs of a judge prompt (numbers, verdict, other), else None.
+
+        For servers (``serve-sim``) that report logprobs: judge prompts have their
+        own tokens (``"0"``..``"100"``, ``"CODE"``, ``"REFUSAL"``); instrument
+        prompts return None (use :meth:`distributions`).
+        """
+        _check_temperature(temperature)
+        what = self._open_ended(prompt)
+        if not isinstance(what, JudgeRequest):
+            return None
+        model = self._judge(what.scale, what.answer)
+        return openended.top_logprobs(model, self.open_ended, float(temperature), top)
+
     # --- Backend API ----------------------------------------------------------------------
 
     async def generate(
@@ -551,19 +647,23 @@ class SimulatorBackend(Backend):
         refusal_rate = p.unparseable_rate * REFUSAL_SHARE
         out: list[Generation] = []
         for prompt in prompts:
+            what = self._open_ended(prompt)
+            if what is not None:
+                out.append(
+                    self._open_generation(
+                        prompt,
+                        what,
+                        n=n,
+                        temperature=float(temperature),
+                        max_tokens=max_tokens,
+                        seed=seed,
+                    )
+                )
+                continue
             persona, item_id = self._identify(prompt)
             _probs, cdf, _m, _w = self._cell(persona, item_id, float(temperature))
             text = prompt.text
-            digest = hashlib.sha256(text.encode("utf-8")).digest()
-            rng = np.random.default_rng(
-                [
-                    self.seed,
-                    0 if seed is None else 1,
-                    0 if seed is None else seed,
-                    int.from_bytes(digest[:8], "little"),
-                    int.from_bytes(digest[8:16], "little"),
-                ]
-            )
+            rng = self._prompt_rng(text, seed)
             draws = rng.random((n, 4))
             ratings = np.searchsorted(cdf, draws[:, 0], side="right")
             ratings = np.minimum(ratings, len(cdf) - 1)
@@ -614,6 +714,14 @@ class SimulatorBackend(Backend):
         own = {int(v): k for k, v in enumerate(self._scale)}
         out: list[ScaleDistribution] = []
         for prompt in prompts:
+            what = self._open_ended(prompt)
+            if isinstance(what, Question):
+                raise BackendError(
+                    f"simulator: question {what.id!r} is open-ended; it has no rating distribution"
+                )
+            if isinstance(what, JudgeRequest):
+                out.append(self._judge_distribution(what, values, float(temperature)))
+                continue
             persona, item_id = self._identify(prompt)
             probs, _cdf, m, w = self._cell(persona, item_id, float(temperature))
             picked = np.array([probs[own[v]] if v in own else 0.0 for v in values])
@@ -633,9 +741,40 @@ class SimulatorBackend(Backend):
             )
         return out
 
+    def _judge_distribution(
+        self, what: JudgeRequest, values: list[int], temperature: float
+    ) -> ScaleDistribution:
+        """Judge score distribution over ``values`` (numbers 0..100 outside it get nothing)."""
+        model = self._judge(what.scale, what.answer)
+        numbers, _verdict_p, _failure_p = openended.first_token_probs(
+            model, self.open_ended, temperature
+        )
+        picked = np.array([numbers[v] if 0 <= v <= 100 else 0.0 for v in values])
+        total = float(picked.sum())
+        if total <= 0.0:
+            if not any(0 <= v <= 100 for v in values):
+                raise BackendError(f"simulator: judge scores are 0..100; scale {values} has none")
+            picked = np.full(len(values), 1.0)  # no number at all: uniform, with mass 0
+        top = openended.top_logprobs(model, self.open_ended, temperature)
+        return ScaleDistribution(
+            probs=tuple(float(x) for x in picked / picked.sum()),
+            scale=tuple(values),
+            mass=total,
+            raw={
+                "top_logprobs": [[t, lp] for t, lp in top],
+                "verdict": model.verdict,
+                "answer_kind": model.kind,
+                "true_score": model.centre,
+            },
+        )
+
     def describe(self) -> dict[str, Any]:
-        """Preset, parameters, seed and instrument: what identifies the simulated model."""
-        return {
+        """Preset, parameters, seed and instrument: what identifies the simulated model.
+
+        Open-ended parameters are included only when they differ from the preset's,
+        so the run keys of instrument runs do not depend on them.
+        """
+        out: dict[str, Any] = {
             "backend": self.name,
             "preset": self.preset,
             "params": self.params.model_dump(),
@@ -643,6 +782,9 @@ class SimulatorBackend(Backend):
             "instrument": self.instrument.name,
             "instrument_hash": self.instrument.content_hash,
         }
+        if self.open_ended != openended.OPEN_ENDED_PRESETS[self.preset]:
+            out["open_ended"] = self.open_ended.model_dump()
+        return out
 
 
 def _check_temperature(temperature: float) -> None:

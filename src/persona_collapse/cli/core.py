@@ -28,9 +28,16 @@ from persona_collapse.cli._app import (
     profile_table,
     stdout_console,
 )
+from persona_collapse.cli.stats import (
+    EstimatorOpt,
+    VarianceOpt,
+    check_estimator,
+    significance_table,
+)
 from persona_collapse.compare import check_band, compare_labeled
 from persona_collapse.config import AnalysisConfig, RunConfig
 from persona_collapse.errors import InputFileError, UnknownNameError, UserError
+from persona_collapse.significance import OVERALL, family_significance, run_cells
 from persona_collapse.sources import load_runs, metrics_by_name, run_self_profile
 from persona_collapse.store.sqlite import RunStore
 from persona_collapse.study import execute_run, run_demo
@@ -78,17 +85,43 @@ def compare(
     persona_boot: PersonaBootOpt = 2000,
     rerun_boot: RerunBootOpt = 400,
     seed: SeedOpt = 0,
+    tests: Annotated[
+        bool, typer.Option("--tests/--no-tests", help="Difference tests (CIs, p-values, Holm).")
+    ] = True,
+    estimator: EstimatorOpt = "reference",
+    variance: VarianceOpt = "persona",
+    per_foundation: Annotated[
+        bool, typer.Option("--per-foundation", help="Also test each foundation.")
+    ] = False,
 ) -> None:
     """Compare variants of one model family with its base: ΔS, ΔR, Δσ̄ and the excess."""
     out_format = check_format(fmt)
+    estimator_name, variance_name = check_estimator(estimator, variance)
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
-    results = metrics_by_name(load_runs(paths, run_names=run, kind="persona"), analysis)
+    loaded = load_runs(paths, run_names=run, kind="persona")
+    results = metrics_by_name(loaded, analysis)
     for label in (base, control, treatment):
         if label is not None and label not in results:
             raise UnknownNameError("run", label, results)
     if len(results) < 2:
         raise UserError("compare needs the base run and at least one other run")
     cmp = compare_labeled(results, base=base, control=control, treatment=treatment)
+    significance = None
+    if tests:
+        try:
+            significance = family_significance(
+                {r.name: run_cells(r) for r in loaded},
+                base=base,
+                control=control,
+                treatment=treatment,
+                estimator=estimator_name,
+                variance=variance_name,
+                n_boot=max(persona_boot, 2),
+                n_rerun_boot=rerun_boot,
+                rng=seed,
+            )
+        except ValueError as exc:
+            raise UserError(f"difference tests: {exc}") from None
     if out_format == "json":
         print_json(
             {
@@ -96,12 +129,16 @@ def compare(
                 "metrics": {n: m.to_dict() for n, m in results.items()},
                 "band": {n: check_band(m.S, analysis.s_band).to_dict() for n, m in results.items()},
                 **cmp.to_dict(),
+                "tests": None if significance is None else significance.to_dict(),
             }
         )
     else:
         console = stdout_console()
         console.print(metrics_table(results, per_foundation=False, band=analysis.s_band))
         console.print(comparison_table(cmp, base))
+        if significance is not None:
+            scopes = list(significance.estimates[base]) if per_foundation else [OVERALL]
+            console.print(significance_table(significance, scopes=scopes))
 
 
 @app.command()
@@ -253,6 +290,22 @@ def run(
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = None,
+    rpm: Annotated[
+        float | None, typer.Option("--rpm", help="Cap on requests per minute.", min=0.001)
+    ] = None,
+    tpm: Annotated[
+        float | None, typer.Option("--tpm", help="Cap on tokens per minute.", min=1.0)
+    ] = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="Price table (YAML, USD per 1M tokens by model) for cost estimates."),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the requests, tokens and cost a run needs; send nothing."
+        ),
+    ] = False,
     fmt: FormatOpt = "table",
 ) -> None:
     """Collect persona and self runs (resuming a stored run), then print their metrics."""
@@ -274,6 +327,8 @@ def run(
         "self_run": self_run,
         "persona_run": persona_run,
         "progress": progress,
+        "requests_per_minute": rpm,
+        "tokens_per_minute": tpm,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if option:
@@ -282,6 +337,19 @@ def run(
         cfg = RunConfig.from_yaml(config, **overrides)
     else:
         cfg = RunConfig.from_mapping(overrides, source="command line")
+    if prices is not None:
+        from persona_collapse.costs import load_price_table
+
+        table = load_price_table(prices)
+        found = table.lookup(cfg.model_label)
+        if found is None:
+            raise UserError(
+                f"{prices}: no prices for model {cfg.model_label!r} and no 'default' entry"
+            )
+        cfg = cfg.model_copy(update={"prices": found})
+    if dry_run:
+        _print_estimate(cfg, out_format)
+        return
     with interruptible():
         outcome = execute_run(cfg)
     if out_format == "json":
@@ -310,11 +378,54 @@ def run(
     console.print(f"answers are in {cfg.store}")
 
 
+def _print_estimate(cfg: RunConfig, out_format: str) -> None:
+    """``run --dry-run``: what the run would send, from the config alone (no backend, no key)."""
+    from persona_collapse.costs import CHARS_PER_TOKEN, estimate_collection
+
+    estimate = estimate_collection(cfg)
+    if out_format == "json":
+        print_json(estimate.to_dict())
+        return
+    table = Table(title=f"Dry run: {cfg.backend} {cfg.model_label!r}", title_justify="left")
+    for col in (
+        "run",
+        "mode",
+        "to collect",
+        "requests",
+        "if n ignored",
+        "prompt tok",
+        "output tok",
+    ):
+        table.add_column(col, justify="left" if col in ("run", "mode") else "right")
+    table.add_column("cost", justify="right")
+    for r in estimate.runs:
+        table.add_row(
+            r.name,
+            r.mode,
+            f"{r.missing:,} of {r.units:,}",
+            f"{r.requests:,}",
+            f"{r.requests_without_n:,}",
+            f"{r.prompt_tokens:,}",
+            f"{r.completion_tokens:,}",
+            "—" if r.cost_usd is None else f"${r.cost_usd:,.2f}",
+        )
+    console = stdout_console()
+    console.print(table)
+    cost = estimate.cost_usd
+    console.print(
+        f"total: {estimate.requests:,} requests, ~{estimate.prompt_tokens:,} prompt and "
+        f"{estimate.completion_tokens:,} output tokens"
+        + ("" if cost is None else f", ~${cost:,.2f}")
+        + f". Prompt tokens are estimated at {CHARS_PER_TOKEN:g} characters per token; "
+        "re-asks of unparseable replies and retries come on top. Nothing was sent."
+    )
+
+
 @app.command()
 def demo(
     output: Annotated[Path, typer.Option(help="Output folder.")] = Path("pcollapse-demo"),
     max_personas: Annotated[
-        int | None, typer.Option(help="Use only the first N built-in personas.")
+        int | None, typer.Option(help="Use only the first N built-in personas.", min=2)
     ] = None,
     repetitions: Annotated[int, typer.Option(help="Repetitions per cell.", min=1)] = 10,
     seed: SeedOpt = 0,
@@ -322,23 +433,15 @@ def demo(
         bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
     ] = True,
 ) -> None:
-    """Run the simulator's base, secure and insecure presets and compare them (no network)."""
-    with interruptible():
-        result = run_demo(
+    """Run a complete study on the simulator: two families x base/secure/insecure (no network)."""
+    from persona_collapse.cli.study import backend_failures, print_outcome
+
+    with interruptible(), backend_failures():
+        outcome = run_demo(
             output,
             max_personas=max_personas,
             repetitions=repetitions,
             seed=seed,
             progress=progress,
         )
-    console = stdout_console()
-    rows = {f"sim-{k}": o.metrics for k, o in result.outcomes.items() if o.metrics is not None}
-    console.print(metrics_table(rows, per_foundation=False, band=AnalysisConfig().s_band))
-    console.print(comparison_table(result.comparison, "base"))
-    profiles = {
-        f"sim-{k}/self": o.self_profile
-        for k, o in result.outcomes.items()
-        if o.self_profile is not None
-    }
-    console.print(profile_table(profiles))
-    console.print(f"answers are in {result.store}")
+    print_outcome(outcome)

@@ -1,3 +1,521 @@
 """Statistical commands: difference tests, estimator audit, power and budget planning."""
 
 from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, cast
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from persona_collapse.cli._app import (
+    FormatOpt,
+    RunOpt,
+    SeedOpt,
+    app,
+    check_format,
+    fmt_pct,
+    print_json,
+    stdout_console,
+)
+from persona_collapse.errors import UserError
+from persona_collapse.significance import (
+    ESTIMATORS,
+    EXCESS,
+    OVERALL,
+    VARIANCES,
+    Estimator,
+    FamilySignificance,
+    RunCells,
+    Variance,
+)
+
+if TYPE_CHECKING:
+    from persona_collapse.planning import Mode
+
+EstimatorOpt = Annotated[
+    str,
+    typer.Option(help="'reference' (published estimators) or 'corrected' (bias-corrected)."),
+]
+VarianceOpt = Annotated[
+    str,
+    typer.Option(
+        help="Bootstrap variance of the tests: 'persona' (paired persona bootstrap), "
+        "'reference' (persona + rerun, as the published SEs) or 'rerun' (this persona set only)."
+    ),
+]
+
+
+def check_estimator(estimator: str, variance: str) -> tuple[Estimator, Variance]:
+    """The estimator and variance names, checked (one-line error when unknown)."""
+    if estimator not in ESTIMATORS:
+        raise UserError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    if variance not in VARIANCES:
+        raise UserError(f"--variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
+    if variance != "persona" and estimator != "reference":
+        raise UserError(
+            f"--variance {variance} needs --estimator reference (it uses the rerun bootstrap)"
+        )
+    return cast("Estimator", estimator), cast("Variance", variance)
+
+
+def _fmt_p(p: float) -> str:
+    if not math.isfinite(p):
+        return "—"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _fmt_ci(low: float, high: float, excess: bool) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "—"
+    if excess:
+        return f"[{100 * low:+.1f}, {100 * high:+.1f}] pts"
+    return f"[{100 * low:+.1f}, {100 * high:+.1f}] %"
+
+
+def significance_table(
+    tests: FamilySignificance, *, alpha: float = 0.05, scopes: Sequence[str] = (OVERALL,)
+) -> Table:
+    """Difference tests of a family: change or excess, interval, p-values, verdict."""
+    level = round(100 * tests.confidence)
+    table = Table(
+        title=(
+            f"Difference tests ({level} % CI; {tests.variance} bootstrap, "
+            f"{'paired' if tests.paired else 'unpaired'}, {tests.estimator} estimator; "
+            f"Holm over foundations)"
+        ),
+        title_justify="left",
+    )
+    for col in ("contrast", "scope", "metric", "change", "CI", "p", "p (Holm)", f"α={alpha:g}"):
+        table.add_column(col, justify="left" if col in ("contrast", "scope", "metric") else "right")
+    for key, contrast in tests.contrasts.items():
+        excess = key == EXCESS
+        label = (
+            f"excess ({contrast.variant} − {contrast.reference})"
+            if excess
+            else f"{contrast.variant} vs {contrast.reference}"
+        )
+        for scope in scopes:
+            for metric in ("S", "R", "sigma_bar"):
+                if scope not in contrast.tests[metric]:
+                    continue
+                t = contrast.tests[metric][scope]
+                estimate = (
+                    f"{100 * t.estimate:+.1f} pts"
+                    if excess and math.isfinite(t.estimate)
+                    else fmt_pct(t.estimate)
+                )
+                table.add_row(
+                    label,
+                    scope,
+                    "σ̄" if metric == "sigma_bar" else metric,
+                    estimate,
+                    _fmt_ci(t.ci_low, t.ci_high, excess),
+                    _fmt_p(t.p_value),
+                    _fmt_p(t.p_holm),
+                    "significant" if t.significant(alpha) else "n.s.",
+                )
+    return table
+
+
+def _columns(table: Table, left: Sequence[str], right: Sequence[str]) -> None:
+    for col in left:
+        table.add_column(col)
+    for col in right:
+        table.add_column(col, justify="right")
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+
+@app.command()
+def audit(
+    replications: Annotated[int, typer.Option(help="Simulated studies per preset.", min=2)] = 200,
+    preset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--preset", help="Simulator preset (repeatable; default base, secure, insecure)."
+        ),
+    ] = None,
+    personas: Annotated[int, typer.Option(help="Personas per run.", min=2)] = 100,
+    repetitions: Annotated[int, typer.Option(help="Ratings per cell.", min=2)] = 10,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.1,
+    persona_boot: Annotated[int, typer.Option(help="Persona-bootstrap draws.", min=2)] = 2000,
+    rerun_boot: Annotated[int, typer.Option(help="Rerun-bootstrap draws.", min=2)] = 400,
+    pool: Annotated[
+        int, typer.Option(help="Personas in the simulated population.", min=2)
+    ] = 10_000,
+    seed: SeedOpt = 0,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Audit the estimators on the simulator: bias, RMSE and 95 % interval coverage."""
+    from persona_collapse.audit import DEFAULT_PRESETS, audit_estimators
+
+    out_format = check_format(fmt)
+    if pool < personas:
+        raise UserError(f"--pool ({pool}) must be at least --personas ({personas})")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise UserError(f"--temperature must be a number > 0, got {temperature}")
+    start = time.perf_counter()
+    report = audit_estimators(
+        presets=tuple(preset) if preset else DEFAULT_PRESETS,
+        replications=replications,
+        n_personas=personas,
+        n_repetitions=repetitions,
+        temperature=temperature,
+        n_persona_boot=persona_boot,
+        n_rerun_boot=rerun_boot,
+        pool_size=pool,
+        rng=seed,
+    )
+    elapsed = time.perf_counter() - start
+    if out_format == "json":
+        print_json({**report.to_dict(), "elapsed_s": elapsed})
+        return
+    console = stdout_console()
+    level = round(100 * report.confidence)
+    est = Table(
+        title=(
+            f"Estimators: {report.replications} replications of {report.n_personas} personas × "
+            f"{report.n_repetitions} ratings at T = {report.temperature:g}; truth = population of "
+            f"{report.pool_size} personas"
+        ),
+        title_justify="left",
+    )
+    for col in (
+        "preset",
+        "metric",
+        "estimator",
+        "truth",
+        "mean",
+        "bias",
+        "RMSE",
+        "SD",
+        "mean SE",
+        f"{level} % coverage",
+    ):
+        est.add_column(col, justify="left" if col in ("preset", "metric", "estimator") else "right")
+    for row in report.estimators:
+        est.add_row(
+            row.preset,
+            "σ̄" if row.metric == "sigma_bar" else row.metric,
+            row.estimator,
+            f"{row.truth:.4f}",
+            f"{row.mean:.4f}",
+            fmt_pct(row.relative_bias),
+            f"{row.rmse:.4f}",
+            f"{row.sd:.4f}",
+            f"{row.mean_se:.4f}",
+            f"{100 * row.coverage:.1f} %",
+        )
+    console.print(est)
+    diff = Table(
+        title=f"Difference tests (relative changes; rejections at α = {report.alpha:g})",
+        title_justify="left",
+    )
+    for col in (
+        "contrast",
+        "metric",
+        "estimator",
+        "variance",
+        "truth",
+        "bias",
+        "SD(log)",
+        "mean SE",
+        "coverage",
+        "rejected",
+    ):
+        diff.add_column(
+            col,
+            justify="left" if col in ("contrast", "metric", "estimator", "variance") else "right",
+        )
+    for d in report.differences:
+        if d.metric == "sigma_bar":
+            continue  # the same test as R
+        diff.add_row(
+            d.contrast,
+            d.metric,
+            d.estimator,
+            d.variance,
+            fmt_pct(d.truth),
+            f"{100 * d.bias:+.2f} pts",
+            f"{d.sd_log:.4f}",
+            f"{d.mean_se:.4f}",
+            f"{100 * d.coverage:.1f} %",
+            f"{100 * d.rejection_rate:.1f} %",
+        )
+    console.print(diff)
+    agree = Table(
+        title="Sampling against exact (logprob) values of the same personas", title_justify="left"
+    )
+    for col in (
+        "preset",
+        "metric",
+        "estimator",
+        "sampled / exact − 1",
+        "within run SE",
+        "paired test rejects",
+    ):
+        agree.add_column(
+            col, justify="left" if col in ("preset", "metric", "estimator") else "right"
+        )
+    for a in report.agreement:
+        agree.add_row(
+            a.preset,
+            "σ̄" if a.metric == "sigma_bar" else a.metric,
+            a.estimator,
+            fmt_pct(a.mean_relative_difference),
+            f"{100 * a.within_se:.1f} %",
+            f"{100 * a.paired_rejection_rate:.1f} %",
+        )
+    console.print(agree)
+    console.print(
+        f"seed {report.seed}; {report.n_persona_boot} persona + {report.n_rerun_boot} rerun "
+        f"bootstrap draws per interval; {elapsed:.1f} s"
+    )
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"{option} expects comma-separated integers, got {text!r}") from None
+    if not values:
+        raise UserError(f"{option} expects at least one integer")
+    return values
+
+
+@app.command()
+def plan(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Pilot run: a run store or reference-layout CSV file (or none: --preset)."
+        ),
+    ] = None,
+    change: Annotated[
+        float,
+        typer.Option(
+            help="Relative change to detect, e.g. -0.2 for a 20 % drop (write --change=-0.2)."
+        ),
+    ] = -0.2,
+    metric: Annotated[str, typer.Option(help="'S', 'R' or 'sigma_bar'.")] = "R",
+    power: Annotated[float, typer.Option(help="Target power.")] = 0.8,
+    alpha: Annotated[float, typer.Option(help="Test level.")] = 0.05,
+    preset: Annotated[
+        str | None, typer.Option(help="Simulator preset as pilot (when no pilot run is given).")
+    ] = None,
+    run: RunOpt = None,
+    personas: Annotated[
+        str, typer.Option(help="Persona counts, comma-separated.")
+    ] = "25,50,100,200,400",
+    repetitions: Annotated[
+        str, typer.Option(help="Ratings per cell, comma-separated.")
+    ] = "2,3,5,10,20",
+    correlation: Annotated[
+        float,
+        typer.Option(help="Correlation of the two runs' estimates (0: independent, conservative)."),
+    ] = 0.0,
+    prices: Annotated[Path | None, typer.Option(help="Price table (YAML).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name to look up in --prices.")] = None,
+    input_price: Annotated[float | None, typer.Option(help="USD per 1M input tokens.")] = None,
+    output_price: Annotated[float | None, typer.Option(help="USD per 1M output tokens.")] = None,
+    prompt_tokens: Annotated[
+        float | None,
+        typer.Option(help="Prompt tokens per request (default: measured or estimated)."),
+    ] = None,
+    unparseable_rate: Annotated[
+        float | None,
+        typer.Option(help="Share of replies without a rating (default: measured or 0.02)."),
+    ] = None,
+    seed: SeedOpt = 0,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Personas × repetitions needed to detect a change, with requests, tokens and cost."""
+    from persona_collapse.costs import ModelPrices, load_price_table
+    from persona_collapse.planning import DEFAULT_UNPARSEABLE_RATE, plan_design, variance_models
+
+    out_format = check_format(fmt)
+    if metric not in ("S", "R", "sigma_bar"):
+        raise UserError(f"--metric must be 'S', 'R' or 'sigma_bar', got {metric!r}")
+    if not change > -1 or change == 0:
+        raise UserError(f"--change must be a non-zero relative change above -1, got {change}")
+    for name, value in (("--power", power), ("--alpha", alpha)):
+        if not 0 < value < 1:
+            raise UserError(f"{name} must lie strictly between 0 and 1, got {value}")
+    if not -1 < correlation < 1:
+        raise UserError(f"--correlation must lie strictly between -1 and 1, got {correlation}")
+    grid_personas = _int_list(personas, "--personas")
+    grid_reps = _int_list(repetitions, "--repetitions")
+    if min(grid_personas) < 2:
+        raise UserError("--personas values must be >= 2")
+    if min(grid_reps) < 2:
+        raise UserError("--repetitions values must be >= 2 (a cell sd needs two ratings)")
+    if unparseable_rate is not None and not 0 <= unparseable_rate < 1:
+        raise UserError(f"--unparseable-rate must lie in [0, 1), got {unparseable_rate}")
+    if prompt_tokens is not None and not prompt_tokens > 0:
+        raise UserError(f"--prompt-tokens must be > 0, got {prompt_tokens}")
+
+    price: ModelPrices | None = None
+    if prices is not None:
+        price = load_price_table(prices).lookup(model)
+        if price is None:
+            raise UserError(f"{prices}: no prices for model {model!r} and no 'default' entry")
+    elif input_price is not None or output_price is not None:
+        if input_price is None or output_price is None or input_price < 0 or output_price < 0:
+            raise UserError("--input-price and --output-price go together and must be >= 0")
+        price = ModelPrices(input=input_price, output=output_price)
+
+    measured_tokens, measured_rate, pilot_cells, description = _load_pilot(paths, run, preset, seed)
+    try:
+        models = variance_models(pilot_cells, rng=seed)
+    except ValueError as exc:
+        raise UserError(f"pilot {description}: {exc}") from None
+    result = plan_design(
+        models[metric],
+        change=change,
+        power=power,
+        alpha=alpha,
+        personas=grid_personas,
+        repetitions=grid_reps,
+        items=len(pilot_cells.item_ids),
+        prompt_tokens=prompt_tokens if prompt_tokens is not None else measured_tokens,
+        unparseable_rate=(
+            unparseable_rate
+            if unparseable_rate is not None
+            else (measured_rate if measured_rate is not None else DEFAULT_UNPARSEABLE_RATE)
+        ),
+        prices=price,
+        correlation=correlation,
+        pilot=description,
+    )
+    if out_format == "json":
+        print_json(result.to_dict())
+        return
+    console = stdout_console()
+    name = "σ̄" if metric == "sigma_bar" else metric
+    table = Table(
+        title=(
+            f"Detecting Δ{name} = {100 * change:+.0f} % with power {power:g} at α = {alpha:g} "
+            f"(pilot: {description}; per variant)"
+        ),
+        title_justify="left",
+    )
+    for col in (
+        "mode",
+        "personas",
+        "reps",
+        "SE(log)",
+        "power",
+        "requests",
+        "without n",
+        "tokens in",
+        "tokens out",
+        "cost",
+        "",
+    ):
+        table.add_column(col, justify="left" if col in ("mode", "") else "right")
+    for p in result.points:
+        table.add_row(
+            p.mode,
+            str(p.personas),
+            str(p.repetitions) if p.mode == "sampling" else "—",
+            f"{p.se_log:.4f}",
+            f"{p.power:.3f}",
+            f"{p.requests:,}",
+            f"{p.requests_without_n:,}",
+            f"{p.prompt_tokens:,}",
+            f"{p.completion_tokens:,}",
+            "—" if p.cost_usd is None else f"${p.cost_usd:,.2f}",
+            "✓" if p.reaches_target else "",
+        )
+    console.print(table)
+    modes: tuple[Mode, ...] = ("sampling", "exact")
+    for mode in modes:
+        best = result.cheapest(mode)
+        if best is None:
+            console.print(f"{mode}: no design in the grid reaches power {power:g}")
+        else:
+            reps = f" × {best.repetitions} ratings" if mode == "sampling" else ""
+            cost = "" if best.cost_usd is None else f", ${best.cost_usd:,.2f}"
+            console.print(
+                f"{mode}: cheapest design reaching the target: {best.personas} personas{reps} "
+                f"(power {best.power:.2f}; {best.requests:,} requests{cost} per variant)"
+            )
+    console.print(
+        f"assumptions: {result.prompt_tokens:.0f} prompt tokens per request, "
+        f"{100 * result.unparseable_rate:.1f} % replies without a rating, correlation "
+        f"{correlation:g} between the two runs; exact mode needs a backend with log-probabilities"
+    )
+
+
+def _load_pilot(
+    paths: Sequence[Path] | None, run_names: Sequence[str] | None, preset: str | None, seed: int
+) -> tuple[float | None, float | None, RunCells, str]:
+    """(prompt tokens per request, unparseable rate, pilot cells, description)."""
+    from persona_collapse.planning import pilot_from_distributions, pilot_from_preset
+    from persona_collapse.significance import run_cells
+    from persona_collapse.sources import is_run_store, load_runs
+    from persona_collapse.store.sqlite import RunStore
+
+    if paths and preset is not None:
+        raise UserError("give either a pilot run or --preset, not both")
+    if not paths:
+        name = preset or "base"
+        cells = pilot_from_preset(name, rng=seed)
+        description = (
+            f"simulator preset {name!r}, {cells.n_personas} personas × "
+            f"{cells.cells.values.shape[2] if cells.cells is not None else 0} ratings"
+        )
+        return None, None, cells, description
+    runs = load_runs(paths, run_names=run_names, kind="persona")
+    if len(runs) != 1:
+        names = ", ".join(r.name for r in runs)
+        raise UserError(
+            f"plan needs one pilot run, found {len(runs)} ({names}); pick one with --run"
+        )
+    pilot = runs[0]
+    tokens: float | None = None
+    rate: float | None = None
+    store_path, _, run_name = pilot.source.partition("#")
+    if run_name and is_run_store(Path(store_path)):
+        with RunStore.open(store_path, create=False) as store:
+            record = store.find_run(run_name)
+            requests, usage = store.usage(record.run_id)
+            counts = store.counts(record.run_id)
+        if requests > 0:
+            tokens = usage.prompt_tokens / requests
+        if counts.attempts > 0:
+            rate = max(0.0, 1.0 - counts.valid / counts.attempts)
+    try:
+        if pilot.distributions is not None and len(pilot.distributions):
+            d = pilot.distributions
+            scale = list(pilot.instrument.scale)
+            persona_ids = np.unique(d["persona_id"].to_numpy())
+            item_ids = np.unique(d["item_id"].to_numpy())
+            probs = np.zeros((len(persona_ids), len(item_ids), len(scale)))
+            rows = np.searchsorted(persona_ids, d["persona_id"].to_numpy())
+            cols = np.searchsorted(item_ids, d["item_id"].to_numpy())
+            probs[rows, cols] = d[[f"p{k}" for k in scale]].to_numpy(dtype=float)
+            if np.any(probs.sum(axis=2) <= 0):
+                raise UserError(f"pilot {pilot.name!r}: some cells have no stored distribution")
+            probs /= probs.sum(axis=2, keepdims=True)
+            cells = pilot_from_distributions(
+                probs,
+                scale=scale,
+                item_ids=[int(i) for i in item_ids],
+                foundations=pilot.foundations,
+                rng=seed,
+            )
+        else:
+            cells = run_cells(pilot)
+    except ValueError as exc:
+        raise UserError(f"pilot {pilot.name!r}: {exc}") from None
+    return tokens, rate, cells, f"{pilot.name} ({cells.n_personas} personas)"

@@ -1,3 +1,206 @@
 """Study commands: run, status and report a multi-variant study; reproduce the paper."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from persona_collapse.cli._app import (
+    FormatOpt,
+    PersonaBootOpt,
+    RerunBootOpt,
+    SeedOpt,
+    app,
+    check_format,
+    fmt_pct,
+    fmt_pm,
+    interruptible,
+    print_json,
+    stdout_console,
+)
+from persona_collapse.config import AnalysisConfig
+from persona_collapse.errors import BackendError
+from persona_collapse.report.model import StudyResults, family_verdict
+from persona_collapse.study import (
+    StudyOutcome,
+    load_study,
+    report_study,
+    reproduce,
+    run_study,
+    study_status,
+)
+
+study_app = typer.Typer(
+    help="Run, follow and report a study: model families x variants under one protocol.",
+    no_args_is_help=True,
+)
+app.add_typer(study_app, name="study")
+
+StudyFile = Annotated[Path, typer.Argument(help="Study file (YAML).")]
+FiguresOpt = Annotated[
+    bool, typer.Option("--figures/--no-figures", help="Draw figures (needs matplotlib).")
+]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+@contextmanager
+def backend_failures() -> Iterator[None]:
+    """A backend that keeps failing ends the command with one line and exit status 1;
+    everything collected before is stored, and the same command resumes."""
+    try:
+        yield
+    except BackendError as exc:
+        Console(stderr=True, soft_wrap=True, highlight=False).print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+
+
+def headline_table(results: StudyResults) -> Table:
+    """Per family: base and treatment S, band, ΔS, ΔR, Δσ̄ and the misalignment-specific ΔR."""
+    table = Table(title=f"Headline: {results.name}", title_justify="left")
+    columns = (
+        "family", "treatment", "S base", "S treatment", "S band", "ΔS", "ΔR", "Δσ̄",
+        "excess ΔR", "specific",
+    )  # fmt: skip
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("family", "treatment") else "right")
+    for fam in results.families.values():
+        v = family_verdict(fam, results.band)
+        band = "—" if v.side is None else ("in" if v.side == "inside" else v.side)
+        table.add_row(
+            fam.name,
+            v.treatment or "—",
+            "—" if v.base_S is None else fmt_pm(v.base_S, v.base_S_se),
+            "—" if v.treatment_S is None else fmt_pm(v.treatment_S, v.treatment_S_se),
+            band,
+            "—" if v.dS is None else fmt_pct(v.dS),
+            "—" if v.dR is None else fmt_pct(v.dR),
+            "—" if v.dsigma_bar is None else fmt_pct(v.dsigma_bar),
+            "—" if v.excess_R is None else fmt_pct(v.excess_R),
+            "—" if v.specific_share is None else f"{100 * v.specific_share:.0f} %",
+        )
+    avg = results.average
+    if avg is not None and "treatment" in avg.variants and avg.families > 1:
+        o = avg.variants["treatment"].overall
+        table.add_row(
+            f"mean ({avg.families})",
+            "",
+            "",
+            "",
+            "",
+            fmt_pct(o.S),
+            fmt_pct(o.R),
+            fmt_pct(o.sigma_bar),
+            "—" if avg.excess is None else fmt_pct(avg.excess.overall.R),
+            "",
+        )
+    return table
+
+
+def print_outcome(outcome: StudyOutcome) -> None:
+    """Print the headline table and where the report is."""
+    console = stdout_console()
+    console.print(headline_table(outcome.results))
+    notes = [n for v in outcome.results.variants() for n in v.notes]
+    notes += list(outcome.results.notes)
+    for note in notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    collection = outcome.collection
+    if collection is not None:
+        console.print(f"model requests this session: {collection.requests:,}")
+    console.print(f"outputs are in {outcome.output_dir}", markup=False, highlight=False)
+    console.print(f"report: {outcome.files.html.resolve()}", markup=False, highlight=False)
+
+
+@study_app.command("run")
+def run_cmd(
+    study_file: StudyFile, progress: ProgressOpt = True, figures: FiguresOpt = True
+) -> None:
+    """Collect every run the study needs (resuming), then write metrics, tables, figures, report."""
+    study = load_study(study_file)
+    with interruptible(), backend_failures():
+        outcome = run_study(study, progress=progress, figures=figures)
+    print_outcome(outcome)
+
+
+@study_app.command("status")
+def status_cmd(study_file: StudyFile, fmt: FormatOpt = "table") -> None:
+    """Per-variant progress of a study, read from its run store (no model call)."""
+    out_format = check_format(fmt)
+    study = load_study(study_file)
+    rows = study_status(study)
+    if out_format == "json":
+        print_json(
+            [
+                {
+                    "family": r.run.family,
+                    "variant": r.run.label,
+                    "kind": r.run.kind,
+                    "run": r.run.name,
+                    "stored": r.stored,
+                    "planned": r.run.planned,
+                    "failed": r.failed,
+                    "status": r.status,
+                    "complete": r.complete,
+                }
+                for r in rows
+            ]
+        )
+        return
+    table = Table(title=f"{study.config.name}: {study.config.store_path}", title_justify="left")
+    for col in ("family", "variant", "kind", "stored", "failed", "status"):
+        table.add_column(col, justify="right" if col in ("stored", "failed") else "left")
+    for r in rows:
+        planned = "" if r.run.planned is None else f" / {r.run.planned:,}"
+        table.add_row(
+            r.run.family,
+            r.run.label,
+            r.run.kind,
+            f"{r.stored:,}{planned}",
+            f"{r.failed:,}",
+            "complete" if r.complete else r.status,
+        )
+    stdout_console().print(table)
+    done = sum(r.complete for r in rows)
+    stdout_console().print(f"{done} of {len(rows)} runs complete")
+
+
+@study_app.command("report")
+def report_cmd(
+    study_file: StudyFile,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output folder (default: the study's).")
+    ] = None,
+    figures: FiguresOpt = True,
+) -> None:
+    """Re-render the outputs from the run store alone (no model call)."""
+    study = load_study(study_file)
+    print_outcome(report_study(study, output_dir=output, figures=figures))
+
+
+@app.command(name="reproduce")
+def reproduce_cmd(
+    path: Annotated[
+        Path, typer.Argument(help="Folder laid out like the paper's data (base/, secure-code/...).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path(
+        "pcollapse-reproduce"
+    ),
+    persona_boot: PersonaBootOpt = 2000,
+    rerun_boot: RerunBootOpt = 400,
+    seed: SeedOpt = 0,
+    figures: FiguresOpt = True,
+) -> None:
+    """Import the paper's public data (or data laid out like it) and render the same report."""
+    analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
+    with interruptible():
+        outcome = reproduce(path, output, analysis=analysis, figures=figures)
+    print_outcome(outcome)
+
+
+__all__ = ["backend_failures", "headline_table", "print_outcome", "study_app"]

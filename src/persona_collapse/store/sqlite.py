@@ -799,6 +799,32 @@ class RunStore:
                 (status, utc_now(), int(run_id)),
             )
 
+    def update_metadata(self, run_id: int, values: Mapping[str, Any]) -> RunRecord:
+        """Merge ``values`` into a run's metadata (top-level keys replaced), in one transaction.
+
+        Raises:
+            UnknownNameError: No run ``run_id``.
+            ConfigError: A value is not JSON-serialisable.
+        """
+        try:
+            json.dumps(dict(values), default=_json_default)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"run metadata is not JSON-serialisable ({exc})") from None
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT metadata FROM runs WHERE run_id = ?", (int(run_id),)
+            ).fetchone()
+            if row is None:
+                raise UnknownNameError(
+                    "run id", str(run_id), (str(r.run_id) for r in self.list_runs())
+                )
+            merged = {**json.loads(row[0]), **dict(values)}
+            conn.execute(
+                "UPDATE runs SET metadata = ?, updated_at = ? WHERE run_id = ?",
+                (_dumps(merged), utc_now(), int(run_id)),
+            )
+        return self.get_run(run_id)
+
     def delete_run(self, run_id: int) -> None:
         """Delete a run and everything recorded for it."""
         with self._transaction() as conn:

@@ -1,9 +1,7 @@
-"""Running whole experiments from a :class:`~persona_collapse.config.RunConfig`.
+"""Running one model from a :class:`~persona_collapse.config.RunConfig`.
 
 :func:`execute_run` collects a model's persona and self runs into a run store
-(resuming whatever is already there) and computes their metrics;
-:func:`run_demo` does that for the simulator's ``base``, ``secure`` and
-``insecure`` presets and compares them, with no network and no keys.
+(resuming whatever is already there) and computes their metrics.
 """
 
 from __future__ import annotations
@@ -11,14 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from persona_collapse.backends import create_backend
 from persona_collapse.backends.base import Backend
 from persona_collapse.collect import CollectionSummary, RetryPolicy, make_run_spec, run_collection
-from persona_collapse.compare import FamilyComparison, compare_family
-from persona_collapse.config import AnalysisConfig, RunConfig
+from persona_collapse.config import RunConfig
 from persona_collapse.instrument import Instrument, load_instrument
 from persona_collapse.metrics import RunMetrics, SelfProfile
 from persona_collapse.personas import PersonaSet, get_persona_set
@@ -52,12 +48,17 @@ class RunOutcome:
 
 
 def default_backend(config: RunConfig, instrument: Instrument) -> Backend:
-    """Build the backend a config names; the simulator also gets the run's instrument."""
+    """Build the backend a config names; the simulator also gets the run's instrument.
+
+    ``config.model`` is the simulator's preset, and every other backend's ``model``.
+    """
     options: dict[str, Any] = dict(config.backend_options)
     if config.backend == "simulator":
         options.setdefault("instrument", instrument)
         if config.model and "preset" not in options:
             options["preset"] = config.model
+    elif config.model and "model" not in options:
+        options["model"] = config.model
     return create_backend(config.backend, **options)
 
 
@@ -143,6 +144,10 @@ def execute_run(
                 max_concurrency=config.max_concurrency,
                 retry=retry,
                 progress=config.progress,
+                adaptive_concurrency=config.adaptive_concurrency,
+                requests_per_minute=config.requests_per_minute,
+                tokens_per_minute=config.tokens_per_minute,
+                prices=config.prices,
             )
             collected[kind] = summary
             records[kind] = summary.run
@@ -159,53 +164,3 @@ def execute_run(
         metrics=metrics,
         self_profile=self_prof,
     )
-
-
-DEMO_VARIANTS: tuple[str, ...] = ("base", "secure", "insecure")
-"""Simulator presets the demo compares, as one model family."""
-
-
-@dataclass(frozen=True)
-class DemoResult:
-    """Outcome of :func:`run_demo`."""
-
-    store: Path
-    outcomes: dict[str, RunOutcome]
-    comparison: FamilyComparison
-
-
-def run_demo(
-    output_dir: str | Path = "pcollapse-demo",
-    *,
-    max_personas: int | None = None,
-    repetitions: int = 10,
-    seed: int = 0,
-    progress: bool = True,
-    analysis: AnalysisConfig | None = None,
-) -> DemoResult:
-    """Run the simulator's base, secure and insecure presets and compare them.
-
-    Everything lands in ``output_dir/runs.db``; running it again resumes.
-    """
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    store = out / "runs.db"
-    outcomes: dict[str, RunOutcome] = {}
-    for variant in DEMO_VARIANTS:
-        config = RunConfig(
-            name=f"sim-{variant}",
-            backend="simulator",
-            model=variant,
-            backend_options={"preset": variant, "seed": seed},
-            max_personas=max_personas,
-            repetitions=repetitions,
-            seed=seed,
-            store=store,
-            progress=progress,
-            analysis=analysis or AnalysisConfig(seed=seed),
-        )
-        logger.info("demo: collecting simulator preset %r", variant)
-        outcomes[variant] = execute_run(config)
-    metrics = {v: o.metrics for v, o in outcomes.items() if o.metrics is not None}
-    comparison = compare_family(metrics["base"], {k: v for k, v in metrics.items() if k != "base"})
-    return DemoResult(store=store, outcomes=outcomes, comparison=comparison)

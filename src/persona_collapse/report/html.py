@@ -1,0 +1,494 @@
+"""The self-contained HTML report: one file, figures inline as SVG, no scripts, no requests.
+
+Every string that came from a model, a persona file or a study file passes
+through :func:`esc` (``html.escape`` with quotes). Markup built here is wrapped
+in :class:`Html`; table cells that are not :class:`Html` are always escaped, so
+escaping cannot be forgotten. The page carries a Content-Security-Policy that
+forbids scripts and every network fetch, as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from persona_collapse._version import __version__
+from persona_collapse.compare import check_band
+from persona_collapse.report.figures import RenderedFigure
+from persona_collapse.report.model import StudyResults, VariantResult, Verdict, family_verdict
+
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "script-src 'none'; base-uri 'none'; form-action 'none'"
+)
+
+PERSONA_TABLE_ROWS = 10
+"""Personas listed in the per-persona parse-failure table."""
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+margin:0 auto;max-width:1100px;padding:1.5em 2em 4em;color:#1d1d1f;line-height:1.45}
+h1{font-size:1.7em;margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ddd;
+padding-bottom:.2em}h3{margin-top:1.4em}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
+th,td{border-bottom:1px solid #e4e4e4;padding:.25em .7em;text-align:right;vertical-align:top}
+th{background:#f5f5f7}td.l,th.l{text-align:left}
+.verdict{border-left:4px solid #c8453c;background:#fbf3f2;padding:.6em 1em;margin:.8em 0}
+.verdict.ok{border-color:#3a9a5b;background:#f2f8f4}
+.muted{color:#666}.note{color:#8a5300}
+figure{margin:1.2em 0 2em}figure svg{max-width:100%;height:auto;display:block}
+caption{text-align:left;font-weight:600;padding:.2em 0}
+figcaption{font-size:.9em;color:#444;margin-top:.3em}
+code,.persona{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.88em}
+.persona{white-space:pre-wrap;word-break:break-word;text-align:left;max-width:40em}
+"""
+
+
+@dataclass(frozen=True)
+class Html:
+    """Markup that is already safe (built here from escaped parts)."""
+
+    markup: str
+
+    def __str__(self) -> str:
+        return self.markup
+
+
+def esc(value: Any) -> str:
+    """HTML-escape any value's text (quotes included)."""
+    return html.escape(str(value), quote=True)
+
+
+def cell(value: Any) -> str:
+    """A table cell's content: :class:`Html` as is, everything else escaped."""
+    return value.markup if isinstance(value, Html) else esc(value)
+
+
+def fmt_num(value: float | None, digits: int = 3) -> str:
+    """Fixed-point number, or an em dash when missing or not finite."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def fmt_pm(value: float | None, se: float | None, digits: int = 3) -> str:
+    """``value ± se`` (just the value without a finite SE)."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    if se is None or not math.isfinite(se):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {se:.{digits}f}"
+
+
+def fmt_pct(value: float | None) -> str:
+    """A fraction as a signed percentage (``+55.1 %``)."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{100 * value:+.1f} %".replace("-", "−")
+
+
+def fmt_int(value: int | None) -> str:
+    """Integer with thousands separators."""
+    return "—" if value is None else f"{value:,}"
+
+
+def table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    left: int = 1,
+    caption: str | None = None,
+) -> Html:
+    """An HTML table; the first ``left`` columns are left-aligned. Cells are escaped."""
+    head = "".join(
+        f'<th class="l">{esc(h)}</th>' if i < left else f"<th>{esc(h)}</th>"
+        for i, h in enumerate(header)
+    )
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="l">{cell(v)}</td>' if i < left else f"<td>{cell(v)}</td>"
+            for i, v in enumerate(row)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
+    return Html(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+def verdict_text(v: Verdict, band: tuple[float, float]) -> str:
+    """The headline of a family as plain text (escaped by the caller)."""
+    low, high = band
+    base = (
+        "the base model has no S yet"
+        if v.base_S is None
+        else f"base S = {fmt_pm(v.base_S, v.base_S_se)} "
+        f"({'inside' if v.base_in_band else 'outside'} the frontier band [{low:g}, {high:g}])"
+    )
+    if v.treatment is None or v.treatment_S is None:
+        return f"{v.family}: {base}; no treatment variant with results to compare."
+    where = (
+        "stays inside the frontier S band"
+        if not v.leaves_band
+        else f"leaves the frontier S band ({v.side} it)"
+    )
+    text = (
+        f"{v.family}: the {v.treatment} variant {where}: "
+        f"S = {fmt_pm(v.treatment_S, v.treatment_S_se)}; {base}. "
+        f"ΔS = {fmt_pct(v.dS)}, ΔR = {fmt_pct(v.dR)} (Δσ̄ = {fmt_pct(v.dsigma_bar)})."
+    )
+    if v.excess_R is None or v.control is None:
+        return text + " No control variant, so the misalignment-specific part is unknown."
+    share = (
+        ""
+        if v.specific_share is None
+        else f"; {100 * v.specific_share:.0f} % of ΔR is misalignment-specific"
+    )
+    return (
+        text + f" The {v.control} control changes R by {fmt_pct(v.control_dR)}, so the excess "
+        f"ΔR_{v.treatment} − ΔR_{v.control} is {fmt_pct(v.excess_R)}{share}."
+    )
+
+
+def _headline(results: StudyResults) -> Html:
+    parts = []
+    for fam in results.families.values():
+        v = family_verdict(fam, results.band)
+        ok = v.treatment is not None and v.leaves_band is False
+        parts.append(
+            f'<div class="verdict{" ok" if ok else ""}">{esc(verdict_text(v, results.band))}</div>'
+        )
+    avg = results.average
+    if avg is not None and "treatment" in avg.variants:
+        o = avg.variants["treatment"].overall
+        text = (
+            f"Mean over {avg.families} families, treatment variants: ΔS = {fmt_pct(o.S)}, "
+            f"ΔR = {fmt_pct(o.R)}, Δσ̄ = {fmt_pct(o.sigma_bar)}."
+        )
+        if avg.excess is not None:
+            text += f" Mean misalignment-specific excess ΔR: {fmt_pct(avg.excess.overall.R)}."
+        parts.append(f"<p><strong>{esc(text)}</strong></p>")
+    return Html("\n".join(parts))
+
+
+def _band_status(results: StudyResults, v: VariantResult) -> str:
+    if v.metrics is None:
+        return "—"
+    bc = check_band(v.metrics.S, results.band)
+    return "in" if bc.inside else ("above" if bc.high < v.metrics.S else "below")
+
+
+def _metrics_table(results: StudyResults) -> Html:
+    rows = []
+    for fam in results.families.values():
+        for v in fam.variants.values():
+            m = v.metrics
+            change = None
+            if fam.comparison is not None and v.label != fam.base:
+                change = fam.comparison.variants.get(v.label)
+            rows.append(
+                [
+                    fam.name,
+                    v.label,
+                    v.role or "",
+                    fmt_pm(m.S if m else None, m.S_se if m else None),
+                    "—" if change is None else fmt_pct(change.overall.S),
+                    fmt_pm(m.R if m else None, m.R_se if m else None, 2),
+                    "—" if change is None else fmt_pct(change.overall.R),
+                    fmt_pm(m.sigma_bar if m else None, m.sigma_bar_se if m else None),
+                    "—" if change is None else fmt_pct(change.overall.sigma_bar),
+                    _band_status(results, v),
+                    "—" if m is None else f"{m.personas}",
+                ]
+            )
+    header = ["family", "variant", "role", "S", "ΔS", "R", "ΔR", "σ̄", "Δσ̄", "S band", "personas"]
+    return table(header, rows, left=3)
+
+
+def _excess_table(results: StudyResults) -> Html:
+    rows = []
+    for fam in results.families.values():
+        cmp = fam.comparison
+        if cmp is None or cmp.excess is None:
+            continue
+        o = cmp.excess.overall
+        rows.append(
+            [
+                fam.name,
+                f"{cmp.treatment} − {cmp.control}",
+                fmt_pct(o.S),
+                fmt_pct(o.R),
+                fmt_pct(o.sigma_bar),
+            ]
+        )
+    avg = results.average
+    if avg is not None and avg.excess is not None:
+        o = avg.excess.overall
+        rows.append(
+            [
+                f"mean ({avg.families})",
+                "treatment − control",
+                fmt_pct(o.S),
+                fmt_pct(o.R),
+                fmt_pct(o.sigma_bar),
+            ]
+        )
+    if not rows:
+        return Html('<p class="muted">No family has both a control and a treatment variant.</p>')
+    return table(["family", "excess", "ΔS", "ΔR", "Δσ̄"], rows, left=2)
+
+
+def _foundation_table(results: StudyResults) -> Html:
+    rows = []
+    for fam in results.families.values():
+        cmp = fam.comparison
+        if cmp is None or fam.treatment is None or fam.treatment not in cmp.variants:
+            continue
+        per = cmp.variants[fam.treatment].per_foundation
+        for f in results.foundations:
+            if f in per:
+                c = per[f]
+                rows.append([fam.name, f, fmt_pct(c.S), fmt_pct(c.R), fmt_pct(c.sigma_bar)])
+    if not rows:
+        return Html("")
+    return table(
+        ["family", "foundation", "ΔS", "ΔR", "Δσ̄"],
+        rows,
+        left=2,
+        caption="Per-foundation changes of each family's treatment variant",
+    )
+
+
+def _profiles_table(results: StudyResults) -> Html:
+    rows = []
+    for v in results.variants():
+        for kind, p in (("self", v.self_profile), ("toxic personas", v.toxic_profile)):
+            if p is None:
+                continue
+            rows.append(
+                [
+                    v.family,
+                    v.label,
+                    kind,
+                    *(fmt_pm(p.mean.get(f), p.sd.get(f), 2) for f in results.foundations),
+                ]
+            )
+    if not rows:
+        return Html('<p class="muted">No self runs or toxic controls.</p>')
+    return table(
+        ["family", "variant", "profile", *results.foundations],
+        rows,
+        left=3,
+        caption="Mean ± sd per foundation",
+    )
+
+
+def _diagnostics_table(results: StudyResults) -> Html:
+    rows = []
+    for v in results.variants():
+        u = v.scale_usage
+        rows.append(
+            [
+                v.family,
+                v.label,
+                fmt_pct(None if u is None else u.floor_share).lstrip("+"),
+                fmt_pct(None if u is None else u.ceiling_share).lstrip("+"),
+                fmt_num(None if u is None else u.entropy_bits, 2),
+                fmt_num(v.ceiling_persona, 2),
+                fmt_num(v.ceiling_self, 2),
+                fmt_pct(None if v.parse is None else v.parse.rate).lstrip("+"),
+                fmt_pct(v.self_parse_rate).lstrip("+"),
+            ]
+        )
+    header = [
+        "family",
+        "variant",
+        "at floor",
+        "at ceiling",
+        "entropy (bits)",
+        "ceiling index (personas)",
+        "ceiling index (self)",
+        "parse failures",
+        "self parse failures",
+    ]
+    return table(header, rows, left=2)
+
+
+def _persona_failures(results: StudyResults) -> Html:
+    worst: dict[int, float] = {}
+    for v in results.variants():
+        if v.parse is None:
+            continue
+        for pid, rate in zip(v.parse.persona_ids, v.parse.persona_rates, strict=True):
+            worst[pid] = max(worst.get(pid, 0.0), rate)
+    if not worst:
+        return Html("")
+    top = sorted(worst, key=lambda p: (-worst[p], p))[:PERSONA_TABLE_ROWS]
+    rows = [
+        [
+            str(pid),
+            Html(f'<span class="persona">{esc(results.persona_texts.get(pid, "?"))}</span>'),
+            fmt_pct(worst[pid]).lstrip("+"),
+        ]
+        for pid in top
+    ]
+    return table(
+        ["persona", "text", "highest failure rate"],
+        rows,
+        left=2,
+        caption=f"The {len(top)} personas with the highest parse-failure rate in any variant",
+    )
+
+
+def _significance(results: StudyResults) -> Html:
+    rows = results.significance
+    if rows is None:
+        return Html('<p class="muted">Difference tests were not computed for this report.</p>')
+    if not rows:
+        return Html('<p class="muted">No difference tests.</p>')
+    header = list(dict.fromkeys(k for row in rows for k in row))
+    return table(
+        header, [[_value(row.get(k, "")) for k in header] for row in rows], left=min(2, len(header))
+    )
+
+
+def _value(value: Any) -> str:
+    """Plain text of a setting or test value; floats to 4 significant digits."""
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else "—"
+    return str(value)
+
+
+def _figures(figures: Sequence[RenderedFigure], missing_reason: str | None) -> Html:
+    if not figures:
+        reason = missing_reason or "no figure applies to this study"
+        return Html(f'<p class="note">No figures: {esc(reason)}.</p>')
+    parts = []
+    for fig in figures:
+        parts.append(
+            f'<figure id="{esc(fig.key)}" role="img" aria-label="{esc(fig.title)}">'
+            f"<h3>{esc(fig.title)}</h3>{fig.svg}<figcaption>{esc(fig.caption)} "
+            f"Files: <code>{esc(fig.key)}.pdf</code>, <code>{esc(fig.key)}.png</code>."
+            "</figcaption></figure>"
+        )
+    return Html("\n".join(parts))
+
+
+def _protocol(results: StudyResults) -> Html:
+    return table(
+        ["setting", "value"], [[k, _value(v)] for k, v in results.protocol.items()], left=2
+    )
+
+
+def _counts(results: StudyResults) -> Html:
+    rows = []
+    total_cost = 0.0
+    any_cost = False
+    for v in results.variants():
+        c = v.counts
+        if c.cost_usd is not None:
+            total_cost += c.cost_usd
+            any_cost = True
+        rows.append(
+            [
+                v.family,
+                v.label,
+                v.model,
+                v.backend,
+                f"{c.personas_kept} / {c.personas_total}",
+                fmt_int(c.slots) + ("" if c.planned is None else f" / {fmt_int(c.planned)}"),
+                fmt_int(c.failed),
+                fmt_int(c.requests),
+                fmt_int(c.prompt_tokens),
+                fmt_int(c.completion_tokens),
+                "—" if c.cost_usd is None else f"${c.cost_usd:,.2f}",
+            ]
+        )
+    header = [
+        "family",
+        "variant",
+        "model",
+        "backend",
+        "personas kept",
+        "answers stored",
+        "failed",
+        "requests",
+        "prompt tokens",
+        "completion tokens",
+        "cost",
+    ]
+    out = table(header, rows, left=4).markup
+    if any_cost:
+        out += f"<p>Estimated total cost: ${total_cost:,.2f}.</p>"
+    notes = [n for v in results.variants() for n in v.notes] + list(results.notes)
+    if notes:
+        out += "<ul>" + "".join(f'<li class="note">{esc(n)}</li>' for n in notes) + "</ul>"
+    return Html(out)
+
+
+def _seeds(results: StudyResults) -> Html:
+    return table(["draws", "seed"], [[k, str(v)] for k, v in results.seeds.items()], left=1)
+
+
+def render_html(
+    results: StudyResults,
+    figures: Sequence[RenderedFigure],
+    *,
+    files: Mapping[str, str] | None = None,
+    figures_missing: str | None = None,
+) -> str:
+    """The whole report as one HTML document (UTF-8 text).
+
+    Args:
+        results: The study's results.
+        figures: Rendered figures (their SVG is embedded).
+        files: Output file name -> description, listed at the end.
+        figures_missing: Why there are no figures (shown when ``figures`` is empty).
+    """
+    title = f"persona-collapse report: {results.name}"
+    description = f"<p>{esc(results.description)}</p>" if results.description else ""
+    file_list = ""
+    if files:
+        items = "".join(f"<li><code>{esc(k)}</code>: {esc(v)}</li>" for k, v in files.items())
+        file_list = f"<h2>Files</h2><ul>{items}</ul>"
+    sections = [
+        ("Headline", _headline(results)),
+        ("Susceptibility and robustness", _metrics_table(results)),
+        ("Misalignment-specific excess", _excess_table(results)),
+        ("Per foundation", _foundation_table(results)),
+        ("Self-profiles and toxic control", _profiles_table(results)),
+        (
+            "Scale usage and parse failures",
+            Html(_diagnostics_table(results).markup + _persona_failures(results).markup),
+        ),
+        ("Significance", _significance(results)),
+        ("Figures", _figures(figures, figures_missing)),
+        ("Protocol", _protocol(results)),
+        ("Data", _counts(results)),
+        ("Seeds", _seeds(results)),
+    ]
+    body = "\n".join(
+        f'<section id="{esc(name.lower().replace(" ", "-"))}"><h2>{esc(name)}</h2>\n{content}'
+        "</section>"
+        for name, content in sections
+        if content.markup
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP)}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{esc(title)}</title>\n<style>{_CSS}</style></head>\n<body>\n"
+        f"<h1>{esc(title)}</h1>\n"
+        f'<p class="muted">Source: <code>{esc(results.source)}</code> · '
+        f"persona-collapse {esc(__version__)}</p>\n{description}\n{body}\n{file_list}\n"
+        "</body></html>\n"
+    )
+
+
+__all__ = ["CSP", "Html", "esc", "render_html", "table", "verdict_text"]

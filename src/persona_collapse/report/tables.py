@@ -1,0 +1,551 @@
+"""Tables of a study: data frames, CSV and JSON files, LaTeX tables.
+
+Numbers are kept at full precision in CSV and JSON (rounding happens only in
+the LaTeX and HTML renderings). Relative changes are written as percentages
+(``dS_pct = 100 * ΔS``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from persona_collapse._version import __version__
+from persona_collapse.compare import Change, VariantChange, check_band
+from persona_collapse.errors import InputFileError
+from persona_collapse.metrics import SelfProfile
+from persona_collapse.report.model import StudyResults, VariantResult
+
+# --- frames ---------------------------------------------------------------------------------
+
+
+def _metric_row(v: VariantResult) -> dict[str, Any]:
+    return {"family": v.family, "variant": v.label, "role": v.role or "", "run": v.persona_run}
+
+
+def metrics_frame(results: StudyResults) -> pd.DataFrame:
+    """S, R, sigma_bar with standard errors: one ``overall`` row and one row per foundation
+    for every variant with metrics."""
+    rows = []
+    for v in results.variants():
+        m = v.metrics
+        if m is None:
+            continue
+        common = {
+            **_metric_row(v),
+            "personas": m.personas,
+            "questions": m.questions,
+            "excluded_personas": len(m.excluded_personas),
+            "method": m.method,
+            "n_persona_boot": m.n_persona_boot,
+            "n_rerun_boot": m.n_rerun_boot,
+            "seed": m.seed,
+        }
+        rows.append(
+            {
+                **common,
+                "scope": "overall",
+                "S": m.S,
+                "S_se": m.S_se,
+                "R": m.R,
+                "R_se": m.R_se,
+                "sigma_bar": m.sigma_bar,
+                "sigma_bar_se": m.sigma_bar_se,
+                "in_band": check_band(m.S, results.band).inside,
+            }
+        )
+        for name, f in m.per_foundation.items():
+            rows.append(
+                {
+                    **common,
+                    "questions": len(f.items),
+                    "scope": name,
+                    "S": f.S,
+                    "S_se": f.S_se,
+                    "R": f.R,
+                    "R_se": f.R_se,
+                    "sigma_bar": f.sigma_bar,
+                    "sigma_bar_se": f.sigma_bar_se,
+                    "in_band": None,
+                }
+            )
+    columns = [
+        "family",
+        "variant",
+        "role",
+        "run",
+        "scope",
+        "S",
+        "S_se",
+        "R",
+        "R_se",
+        "sigma_bar",
+        "sigma_bar_se",
+        "in_band",
+        "personas",
+        "questions",
+        "excluded_personas",
+        "method",
+        "n_persona_boot",
+        "n_rerun_boot",
+        "seed",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _change_rows(
+    family: str, comparison: str, role: str, change: VariantChange
+) -> list[dict[str, Any]]:
+    def row(scope: str, c: Change) -> dict[str, Any]:
+        return {
+            "family": family,
+            "comparison": comparison,
+            "role": role,
+            "scope": scope,
+            "dS_pct": 100 * c.S,
+            "dR_pct": 100 * c.R,
+            "dsigma_bar_pct": 100 * c.sigma_bar,
+        }
+
+    return [row("overall", change.overall)] + [
+        row(name, c) for name, c in change.per_foundation.items()
+    ]
+
+
+def comparison_frame(results: StudyResults) -> pd.DataFrame:
+    """Relative changes (%) of every variant against its family's base, the excess
+    (treatment − control) and the means over families by role."""
+    rows: list[dict[str, Any]] = []
+    for fam in results.families.values():
+        cmp = fam.comparison
+        if cmp is None:
+            continue
+        for label, change in cmp.variants.items():
+            role = fam.variants[label].role or ""
+            rows.extend(_change_rows(fam.name, label, role, change))
+        if cmp.excess is not None:
+            rows.extend(_change_rows(fam.name, "excess", "treatment-control", cmp.excess))
+    avg = results.average
+    if avg is not None:
+        label = f"mean ({avg.families} families)"
+        for role, change in avg.variants.items():
+            rows.extend(_change_rows(label, role, role, change))
+        if avg.excess is not None:
+            rows.extend(_change_rows(label, "excess", "treatment-control", avg.excess))
+    columns = ["family", "comparison", "role", "scope", "dS_pct", "dR_pct", "dsigma_bar_pct"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _profile_rows(v: VariantResult, kind: str, p: SelfProfile) -> list[dict[str, Any]]:
+    return [
+        {
+            "family": v.family,
+            "variant": v.label,
+            "role": v.role or "",
+            "profile": kind,
+            "foundation": f,
+            "mean": p.mean[f],
+            "sd": p.sd.get(f, math.nan),
+        }
+        for f in p.mean
+    ]
+
+
+def profiles_frame(results: StudyResults) -> pd.DataFrame:
+    """Per-foundation mean and sd of every self profile and toxic-control profile."""
+    rows: list[dict[str, Any]] = []
+    for v in results.variants():
+        if v.self_profile is not None:
+            rows.extend(_profile_rows(v, "self", v.self_profile))
+        if v.toxic_profile is not None:
+            rows.extend(_profile_rows(v, "toxic", v.toxic_profile))
+    columns = ["family", "variant", "role", "profile", "foundation", "mean", "sd"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def diagnostics_frame(results: StudyResults) -> pd.DataFrame:
+    """Scale usage, ceiling saturation and parse-failure rates per variant."""
+    rows = []
+    for v in results.variants():
+        u = v.scale_usage
+        rows.append(
+            {
+                **_metric_row(v),
+                "floor_share": math.nan if u is None else u.floor_share,
+                "ceiling_share": math.nan if u is None else u.ceiling_share,
+                "entropy_bits": math.nan if u is None else u.entropy_bits,
+                "max_entropy_bits": math.nan if u is None else u.max_entropy_bits,
+                "ceiling_saturation_persona": v.ceiling_persona,
+                "ceiling_saturation_self": v.ceiling_self,
+                "parse_failure_rate": math.nan if v.parse is None else v.parse.rate,
+                "self_parse_failure_rate": v.self_parse_rate,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def persona_failures_frame(results: StudyResults) -> pd.DataFrame:
+    """Parse-failure rate of every persona in every variant's persona run."""
+    rows = [
+        {"family": v.family, "variant": v.label, "persona_id": pid, "failure_rate": rate}
+        for v in results.variants()
+        if v.parse is not None
+        for pid, rate in zip(v.parse.persona_ids, v.parse.persona_rates, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=["family", "variant", "persona_id", "failure_rate"])
+
+
+def counts_frame(results: StudyResults) -> pd.DataFrame:
+    """Personas kept, stored slots, failures, requests, tokens and cost per variant."""
+    rows = []
+    for v in results.variants():
+        c = v.counts
+        rows.append(
+            {
+                "family": v.family,
+                "variant": v.label,
+                "model": v.model,
+                "backend": v.backend,
+                "personas_total": c.personas_total,
+                "personas_kept": c.personas_kept,
+                "slots": c.slots,
+                "planned": c.planned,
+                "failed": c.failed,
+                "requests": c.requests,
+                "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens,
+                "cached_tokens": c.cached_tokens,
+                "cost_usd": c.cost_usd,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def temperature_frame(results: StudyResults) -> pd.DataFrame:
+    """S(T), R(T) points of every logprobs variant."""
+    rows = [
+        {
+            "family": v.family,
+            "variant": v.label,
+            "temperature": p.temperature,
+            "S": p.S,
+            "S_se": p.S_se,
+            "R": p.R,
+            "R_se": p.R_se,
+            "sigma_bar": p.sigma_bar,
+        }
+        for v in results.variants()
+        for p in v.temperature_curve
+    ]
+    columns = ["family", "variant", "temperature", "S", "S_se", "R", "R_se", "sigma_bar"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def json_safe(value: Any) -> Any:
+    """Replace inf/NaN (not valid JSON) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def results_json(results: StudyResults) -> dict[str, Any]:
+    """Everything numeric of a study as plain data (metrics overall and per foundation)."""
+    families: dict[str, Any] = {}
+    for fam in results.families.values():
+        variants = {}
+        for v in fam.variants.values():
+            u = v.scale_usage
+            variants[v.label] = {
+                "role": v.role,
+                "model": v.model,
+                "backend": v.backend,
+                "runs": {"persona": v.persona_run, "self": v.self_run, "toxic": v.toxic_run},
+                "metrics": None if v.metrics is None else v.metrics.to_dict(),
+                "in_band": None
+                if v.metrics is None
+                else check_band(v.metrics.S, results.band).inside,
+                "self_profile": None if v.self_profile is None else v.self_profile.to_dict(),
+                "toxic_profile": None if v.toxic_profile is None else v.toxic_profile.to_dict(),
+                "diagnostics": {
+                    "floor_share": None if u is None else u.floor_share,
+                    "ceiling_share": None if u is None else u.ceiling_share,
+                    "entropy_bits": None if u is None else u.entropy_bits,
+                    "ceiling_saturation_persona": v.ceiling_persona,
+                    "ceiling_saturation_self": v.ceiling_self,
+                    "parse_failure_rate": None if v.parse is None else v.parse.rate,
+                    "self_parse_failure_rate": v.self_parse_rate,
+                },
+                "counts": {
+                    k: getattr(v.counts, k)
+                    for k in (
+                        "personas_total",
+                        "personas_kept",
+                        "slots",
+                        "planned",
+                        "failed",
+                        "requests",
+                        "prompt_tokens",
+                        "completion_tokens",
+                        "cached_tokens",
+                        "cost_usd",
+                    )
+                },
+                "temperature_curve": [p.__dict__ for p in v.temperature_curve],
+                "notes": list(v.notes),
+            }
+        families[fam.name] = {
+            "base": fam.base,
+            "control": fam.control,
+            "treatment": fam.treatment,
+            "variants": variants,
+            "comparison": None if fam.comparison is None else fam.comparison.to_dict(),
+        }
+    return json_safe(
+        {
+            "study": results.name,
+            "source": results.source,
+            "version": __version__,
+            "band": list(results.band),
+            "analysis": results.analysis.model_dump(),
+            "protocol": dict(results.protocol),
+            "seeds": dict(results.seeds),
+            "families": families,
+            "average_by_role": None if results.average is None else results.average.to_dict(),
+        }
+    )
+
+
+# --- LaTeX ------------------------------------------------------------------------------------
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters so ``text`` prints literally."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _tex_pm(value: float, se: float, digits: int) -> str:
+    if not math.isfinite(value):
+        return "---"
+    if not math.isfinite(se):
+        return f"${value:.{digits}f}$"
+    return f"${value:.{digits}f} \\pm {se:.{digits}f}$"
+
+
+def _tex_pct(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "---"
+    sign = "+" if value >= 0 else "-"
+    return f"${sign}{abs(100 * value):.1f}\\,\\%$"
+
+
+def _tabular(
+    columns: str, header: Sequence[str], groups: Iterable[list[list[str]]], caption: str, label: str
+) -> str:
+    lines = [
+        f"% Generated by persona-collapse {__version__}; needs \\usepackage{{booktabs}}.",
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\caption{{{caption}}}",
+        f"\\label{{{label}}}",
+        f"\\begin{{tabular}}{{{columns}}}",
+        "\\toprule",
+        " & ".join(header) + " \\\\",
+    ]
+    for group in groups:
+        if not group:
+            continue
+        lines.append("\\midrule")
+        lines.extend(" & ".join(cells) + " \\\\" for cells in group)
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _label_key(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in name)
+
+
+def latex_metrics_table(results: StudyResults) -> str:
+    """S and R (± SE) with their change against the base: one row per variant."""
+    groups = []
+    for fam in results.families.values():
+        rows = []
+        for i, v in enumerate(fam.variants.values()):
+            m = v.metrics
+            change = (
+                fam.comparison.variants.get(v.label)
+                if fam.comparison is not None and v.label != fam.base
+                else None
+            )
+            rows.append(
+                [
+                    latex_escape(fam.name) if i == 0 else "",
+                    latex_escape(v.label),
+                    "---" if m is None else _tex_pm(m.S, m.S_se, 3),
+                    "---" if change is None else _tex_pct(change.overall.S),
+                    "---" if m is None else _tex_pm(m.R, m.R_se, 2),
+                    "---" if change is None else _tex_pct(change.overall.R),
+                ]
+            )
+        groups.append(rows)
+    low, high = results.band
+    caption = (
+        f"Moral susceptibility $S$ and robustness $R$ (mean $\\pm$ bootstrap SE) of study "
+        f"{latex_escape(results.name)}; $\\Delta$: change relative to the family's base model. "
+        f"Frontier base models span $S \\in [{low:g}, {high:g}]$."
+    )
+    header = ["Family", "Variant", "$S$", "$\\Delta S$", "$R$", "$\\Delta R$"]
+    return _tabular("llrrrr", header, groups, caption, f"tab:{_label_key(results.name)}-metrics")
+
+
+def _profile_table(
+    results: StudyResults, kind: str, profiles: Sequence[tuple[VariantResult, SelfProfile]]
+) -> str:
+    foundations = list(results.foundations)
+    groups: dict[str, list[list[str]]] = {}
+    for v, p in profiles:
+        rows = groups.setdefault(v.family, [])
+        rows.append(
+            [
+                latex_escape(v.family) if not rows else "",
+                latex_escape(v.label),
+                *(
+                    _tex_pm(p.mean[f], p.sd.get(f, math.nan), 2) if f in p.mean else "---"
+                    for f in foundations
+                ),
+            ]
+        )
+    header = ["Family", "Variant", *(latex_escape(f) for f in foundations)]
+    what = "Self-profiles" if kind == "self" else "Toxic-persona control profiles"
+    caption = (
+        f"{what} of study {latex_escape(results.name)}: per-foundation mean rating "
+        "$\\pm$ mean item sd."
+    )
+    return _tabular(
+        "ll" + "r" * len(foundations),
+        header,
+        groups.values(),
+        caption,
+        f"tab:{_label_key(results.name)}-{kind}-profiles",
+    )
+
+
+def latex_self_profiles_table(results: StudyResults) -> str:
+    """Self-profiles per foundation: one row per variant with a self run."""
+    return _profile_table(
+        results,
+        "self",
+        [(v, v.self_profile) for v in results.variants() if v.self_profile is not None],
+    )
+
+
+def latex_toxic_profiles_table(results: StudyResults) -> str:
+    """Toxic-control profiles per foundation: one row per base variant with the control."""
+    return _profile_table(
+        results,
+        "toxic",
+        [(v, v.toxic_profile) for v in results.variants() if v.toxic_profile is not None],
+    )
+
+
+def latex_document(inputs: Sequence[str]) -> str:
+    """A minimal document that typesets the given table files (``\\input`` names)."""
+    body = "\n".join(f"\\input{{{name}}}" for name in inputs)
+    return (
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+        f"{body}\n\\end{{document}}\n"
+    )
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` via a temporary file and a rename."""
+    # open() (unlike mkstemp) creates the file with the usual umask-based permissions.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputFileError(path, f"cannot write file ({exc.strerror or exc})") from None
+    return path
+
+
+def write_tables(results: StudyResults, out_dir: Path) -> dict[str, Path]:
+    """Write the CSV, JSON and LaTeX tables into ``out_dir``; returns name -> path."""
+    files: dict[str, Path] = {}
+    frames = {
+        "metrics.csv": metrics_frame(results),
+        "comparison.csv": comparison_frame(results),
+        "profiles.csv": profiles_frame(results),
+        "diagnostics.csv": diagnostics_frame(results),
+        "parse_failures_by_persona.csv": persona_failures_frame(results),
+        "counts.csv": counts_frame(results),
+    }
+    if results.has_temperature_curves:
+        frames["temperature_curves.csv"] = temperature_frame(results)
+    for name, frame in frames.items():
+        files[name] = write_text_atomic(out_dir / name, frame.to_csv(index=False))
+    files["metrics.json"] = write_text_atomic(
+        out_dir / "metrics.json",
+        json.dumps(results_json(results), indent=2, ensure_ascii=False) + "\n",
+    )
+    tex = {
+        "tables/table_metrics.tex": latex_metrics_table(results),
+        "tables/table_self_profiles.tex": latex_self_profiles_table(results),
+    }
+    if any(v.toxic_profile is not None for v in results.variants()):
+        tex["tables/table_toxic_profiles.tex"] = latex_toxic_profiles_table(results)
+    tex["tables/tables.tex"] = latex_document([Path(n).stem for n in tex])
+    for name, text in tex.items():
+        files[name] = write_text_atomic(out_dir / name, text)
+    return files
+
+
+__all__ = [
+    "comparison_frame",
+    "counts_frame",
+    "diagnostics_frame",
+    "json_safe",
+    "latex_escape",
+    "latex_metrics_table",
+    "latex_self_profiles_table",
+    "latex_toxic_profiles_table",
+    "metrics_frame",
+    "persona_failures_frame",
+    "profiles_frame",
+    "results_json",
+    "temperature_frame",
+    "write_tables",
+]

@@ -1,0 +1,476 @@
+"""From a study's run store to :class:`~persona_collapse.report.model.StudyResults`.
+
+Reads the store only (no model call): metrics with standard errors, self and
+toxic profiles, comparisons per family and averaged by role, scale-usage and
+parse-failure diagnostics, S(T) and R(T) curves for logprobs runs, and the data
+counts (requests, tokens, cost).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from persona_collapse.backends.base import Usage
+from persona_collapse.compare import (
+    AverageChange,
+    FamilyComparison,
+    average_changes,
+    compare_family,
+)
+from persona_collapse.config import AnalysisConfig
+from persona_collapse.costs import ModelPrices, estimate_cost
+from persona_collapse.errors import UserError
+from persona_collapse.frames import INVALID_RATING
+from persona_collapse.instrument import Instrument
+from persona_collapse.metrics import (
+    RunMetrics,
+    SelfProfile,
+    analyze_distributions,
+    self_profile,
+    self_profile_from_distributions,
+)
+from persona_collapse.report.diagnostics import (
+    ParseFailures,
+    ScaleUsage,
+    ceiling_saturation_index,
+    parse_failures,
+    scale_usage,
+    scale_usage_from_distributions,
+)
+from persona_collapse.report.model import (
+    DataCounts,
+    FamilyResult,
+    StudyResults,
+    TemperaturePoint,
+    VariantResult,
+)
+from persona_collapse.sources import LoadedRun, run_metrics, run_self_profile
+from persona_collapse.store.sqlite import RunRecord, RunStore
+from persona_collapse.study.orchestrate import (
+    PlannedRun,
+    StudyInputs,
+    prepare_study,
+    require_store,
+)
+from persona_collapse.study.spec import LoadedStudy, StudyConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _cost(usage: Usage, prices: ModelPrices | None) -> float | None:
+    return None if prices is None else estimate_cost(usage, prices)
+
+
+def _loaded(store: RunStore, record: RunRecord) -> LoadedRun:
+    exact = record.mode == "exact"
+    return LoadedRun(
+        name=record.name,
+        kind=record.kind,
+        source=f"{store.path}#{record.name}",
+        instrument=record.instrument(),
+        ratings=store.ratings_frame(record.run_id),
+        distributions=store.distributions_frame(record.run_id) if exact else None,
+        temperature=record.temperature,
+    )
+
+
+def _probs(run: LoadedRun) -> np.ndarray[Any, np.dtype[np.float64]]:
+    assert run.distributions is not None  # callers check: exact runs only
+    cols = [f"p{k}" for k in run.instrument.scale]
+    return run.distributions[cols].to_numpy(dtype=float)
+
+
+def _is_exact(run: LoadedRun) -> bool:
+    return run.distributions is not None and len(run.distributions) > 0
+
+
+def _cell_means(run: LoadedRun, *, by_persona: bool) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Mean rating of each cell (persona x item, or item alone)."""
+    if _is_exact(run):
+        d = run.distributions
+        assert d is not None
+        means = _probs(run) @ np.asarray(run.instrument.scale, dtype=float)
+        mu = pd.DataFrame({"persona_id": d["persona_id"], "item_id": d["item_id"], "mu": means})
+        keys = ["persona_id", "item_id"] if by_persona else ["item_id"]
+        return mu.groupby(keys)["mu"].mean().to_numpy(dtype=float)
+    r = run.ratings
+    valid = r[r["rating"] != INVALID_RATING]
+    keys = ["persona_id", "item_id"] if by_persona else ["item_id"]
+    return valid.groupby(keys)["rating"].mean().to_numpy(dtype=float)
+
+
+def _usage_of(run: LoadedRun) -> ScaleUsage | None:
+    scale = run.instrument.scale
+    if _is_exact(run):
+        return scale_usage_from_distributions(_probs(run), scale=scale)
+    if run.ratings.empty:
+        return None
+    return scale_usage(run.ratings["rating"].to_numpy(), scale=scale)
+
+
+def _parse_of(store: RunStore, record: RunRecord, run: LoadedRun) -> ParseFailures | None:
+    """Parse failures of a sampled run: share of rating requests whose reply held no rating.
+
+    Collected runs count every recorded attempt for a slot (backend errors, which
+    have no slot, are not parse failures); imported runs count their rows, since
+    reference-layout files keep a row (rating -1) for every failed parse.
+    """
+    if _is_exact(run):
+        return None
+    if store.counts(record.run_id).attempts:
+        attempts = store.attempts_frame(record.run_id)
+        attempts = attempts[attempts["repetition"].notna()]
+        ratings = attempts["rating"].to_numpy(dtype=float, na_value=np.nan)
+        return parse_failures(attempts["persona_id"].to_numpy(), ratings)
+    if run.ratings.empty:
+        return None
+    return parse_failures(run.ratings["persona_id"].to_numpy(), run.ratings["rating"].to_numpy())
+
+
+def _pooled_profile(run: LoadedRun) -> SelfProfile:
+    """Profile of a persona run pooled over its personas (the toxic control)."""
+    if _is_exact(run):
+        d = run.distributions
+        assert d is not None
+        cols = [f"p{k}" for k in run.instrument.scale]
+        mean = d.groupby("item_id")[cols].mean()
+        return self_profile_from_distributions(
+            mean.index.to_numpy(),
+            mean.to_numpy(dtype=float),
+            scale=run.instrument.scale,
+            foundations=run.foundations,
+        )
+    r = run.ratings
+    return self_profile(
+        r["item_id"].to_numpy(), r["rating"].to_numpy(), foundations=run.foundations
+    )
+
+
+def _temperature_curve(
+    run: LoadedRun, temperatures: Sequence[float], analysis: AnalysisConfig
+) -> tuple[TemperaturePoint, ...]:
+    collected_at = run.temperature
+    if not _is_exact(run) or not collected_at:
+        return ()
+    d = run.distributions
+    assert d is not None
+    points = []
+    for t in temperatures:
+        m = analyze_distributions(
+            d["persona_id"].to_numpy(),
+            d["item_id"].to_numpy(),
+            _probs(run),
+            scale=run.instrument.scale,
+            foundations=run.foundations,
+            n_persona_boot=analysis.n_persona_boot,
+            rng=analysis.seed,
+            temperature=t / collected_at,
+        )
+        points.append(TemperaturePoint(t, m.S, m.S_se, m.R, m.R_se, m.sigma_bar))
+    return tuple(points)
+
+
+def _variant(
+    config: StudyConfig,
+    store: RunStore,
+    records: Mapping[str, RunRecord],
+    runs: Sequence[PlannedRun],
+    family: str,
+    label: str,
+    analysis: AnalysisConfig,
+) -> VariantResult:
+    fam = config.families[family]
+    spec = fam.variants[label]
+    backend = config.backends.get(spec.backend or "")
+    notes: list[str] = []
+    by_kind = {r.kind: r for r in runs}
+    loaded: dict[str, LoadedRun] = {}
+    stored: dict[str, RunRecord] = {}
+    for kind, planned in by_kind.items():
+        record = records.get(planned.stored_as)
+        if record is None:
+            notes.append(f"{kind} run {planned.stored_as!r} not collected yet")
+            continue
+        loaded[kind] = _loaded(store, record)
+        stored[kind] = record
+        if planned.shared:
+            notes.append(
+                f"{planned.name!r} shares the answers of {planned.stored_as!r} "
+                "(same model and settings); its requests are counted there"
+            )
+
+    metrics: RunMetrics | None = None
+    usage_diag = parse = None
+    ceiling_persona = ceiling_self = self_rate = math.nan
+    curve: tuple[TemperaturePoint, ...] = ()
+    persona = loaded.get("persona")
+    if persona is not None:
+        try:
+            metrics = run_metrics(persona, analysis)
+        except (UserError, ValueError) as exc:
+            notes.append(f"no S/R for {persona.name!r}: {exc}")
+        usage_diag = _usage_of(persona)
+        parse = _parse_of(store, stored["persona"], persona)
+        ceiling_persona = ceiling_saturation_index(
+            _cell_means(persona, by_persona=True), scale_max=persona.instrument.scale_max
+        )
+        curve = _temperature_curve(persona, config.protocol.temperatures, analysis)
+    self_prof = toxic_prof = None
+    own = loaded.get("self")
+    if own is not None and (_is_exact(own) or not own.ratings.empty):
+        self_prof = run_self_profile(own)
+        ceiling_self = ceiling_saturation_index(
+            _cell_means(own, by_persona=False), scale_max=own.instrument.scale_max
+        )
+        own_parse = _parse_of(store, stored["self"], own)
+        self_rate = own_parse.rate if own_parse is not None else math.nan
+    toxic = loaded.get("toxic")
+    if toxic is not None and (_is_exact(toxic) or not toxic.ratings.empty):
+        toxic_prof = _pooled_profile(toxic)
+
+    slots = failed = requests = 0
+    usage = Usage()
+    planned_total: int | None = 0
+    for kind, planned in by_kind.items():
+        record = records.get(planned.stored_as)
+        if planned.planned is None or planned_total is None:
+            planned_total = None
+        else:
+            planned_total += planned.planned
+        if record is None:
+            continue
+        c = store.counts(record.run_id)
+        slots += c.distributions if record.mode == "exact" else c.slots
+        failed += c.failed
+        if not planned.shared:
+            n_req, u = store.usage(record.run_id)
+            requests += n_req
+            usage = usage + u
+        if planned.planned is not None and c.slots + c.distributions < planned.planned:
+            notes.append(
+                f"{kind} run {planned.stored_as!r} incomplete: "
+                f"{c.slots + c.distributions} of {planned.planned} stored"
+            )
+    personas_total = 0
+    if persona is not None and not persona.ratings.empty:
+        personas_total = int(persona.ratings["persona_id"].nunique())
+    elif persona is not None and _is_exact(persona):
+        assert persona.distributions is not None
+        personas_total = int(persona.distributions["persona_id"].nunique())
+    counts = DataCounts(
+        personas_total=personas_total,
+        personas_kept=0 if metrics is None else metrics.personas,
+        slots=slots,
+        planned=planned_total,
+        failed=failed,
+        requests=requests,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        cost_usd=_cost(usage, None if backend is None else backend.prices),
+    )
+    model = spec.model or (backend.model if backend is not None else None) or ""
+    if not model and backend is not None:
+        model = backend.kind
+    return VariantResult(
+        family=family,
+        label=label,
+        role=fam.role_of(label),
+        model=model or (spec.persona_file.name if spec.persona_file else ""),
+        backend="import" if spec.imported else (backend.kind if backend else ""),
+        description=spec.description,
+        persona_run=by_kind["persona"].stored_as if "persona" in loaded else None,
+        self_run=by_kind["self"].stored_as if "self" in loaded else None,
+        toxic_run=by_kind["toxic"].stored_as if "toxic" in loaded else None,
+        metrics=metrics,
+        self_profile=self_prof,
+        toxic_profile=toxic_prof,
+        scale_usage=usage_diag,
+        ceiling_persona=ceiling_persona,
+        ceiling_self=ceiling_self,
+        parse=parse,
+        self_parse_rate=self_rate,
+        counts=counts,
+        temperature_curve=curve,
+        notes=tuple(notes),
+    )
+
+
+def _compare(
+    base: str, control: str | None, treatment: str | None, variants: Mapping[str, VariantResult]
+) -> tuple[FamilyComparison | None, str | None]:
+    """The family's comparison, or None and the reason it cannot be made."""
+    base_m = variants[base].metrics if base in variants else None
+    others = {k: v.metrics for k, v in variants.items() if k != base and v.metrics is not None}
+    if base_m is None or not others:
+        return None, None
+    try:
+        comparison = compare_family(
+            base_m,
+            others,
+            control=control if control in others else None,
+            treatment=treatment if treatment in others else None,
+        )
+    except ValueError:
+        # A base value of 0 (sigma_bar with every cell constant, or S with identical
+        # personas) has no relative change.
+        return None, (
+            f"no relative changes against {base!r}: its S or σ̄ is 0 "
+            "(every answer identical; more repetitions or personas help)"
+        )
+    return comparison, None
+
+
+def _average(families: Sequence[FamilyResult]) -> AverageChange | None:
+    """Mean changes over families, keyed by role, so differently labelled variants pool."""
+    by_role = []
+    for fam in families:
+        cmp = fam.comparison
+        if cmp is None:
+            continue
+        variants = {}
+        for role, label in (("control", fam.control), ("treatment", fam.treatment)):
+            if label is not None and label in cmp.variants:
+                variants[role] = cmp.variants[label]
+        if not variants:
+            continue
+        by_role.append(
+            FamilyComparison(
+                variants=variants,
+                control="control" if "control" in variants else None,
+                treatment="treatment" if "treatment" in variants else None,
+                excess=cmp.excess,
+            )
+        )
+    return average_changes(by_role) if by_role else None
+
+
+def _protocol_display(
+    config: StudyConfig, inputs: StudyInputs, analysis: AnalysisConfig, *, collects: bool
+) -> dict[str, Any]:
+    proto = config.protocol
+    return {
+        "personas": f"{inputs.personas.name} ({len(inputs.personas)} personas)"
+        if collects
+        else f"from the imported files (persona texts: {inputs.personas.source})",
+        "instrument": f"{inputs.instrument.name} ({len(inputs.instrument.active_items)} items, "
+        f"scale {inputs.instrument.scale_min}-{inputs.instrument.scale_max})",
+        "template": proto.template or "built-in",
+        "repetitions": proto.repetitions,
+        "temperature": proto.temperature,
+        "mode": proto.mode,
+        "self runs": proto.self_run,
+        "toxic control": (
+            f"{inputs.toxic.name} ({len(inputs.toxic)} personas)" if inputs.toxic else "off"
+        ),
+        "S band": f"[{proto.band[0]:g}, {proto.band[1]:g}]",
+        "bootstrap": f"{analysis.n_persona_boot} persona + {analysis.n_rerun_boot} rerun draws",
+        "max retries": proto.max_retries,
+    }
+
+
+def _seeds(config: StudyConfig) -> dict[str, Any]:
+    seeds: dict[str, Any] = {
+        "protocol.seed (request seeds derive from it)": config.protocol.seed,
+        "analysis.seed (bootstrap draws)": config.analysis.seed,
+    }
+    for name, backend in config.backends.items():
+        if "seed" in backend.options:
+            seeds[f"backends.{name}.options.seed"] = backend.options["seed"]
+    for family, fam in config.families.items():
+        for label, variant in fam.variants.items():
+            for key in ("seed", "world_seed"):
+                if key in variant.options:
+                    seeds[f"families.{family}.{label}.options.{key}"] = variant.options[key]
+    return seeds
+
+
+def _persona_texts(
+    store: RunStore, records: Mapping[str, RunRecord], plan: Sequence[PlannedRun]
+) -> dict[int, str]:
+    for run in plan:
+        if run.kind != "persona" or run.stored_as not in records:
+            continue
+        texts = store.personas(records[run.stored_as].run_id)
+        if texts:
+            return dict(enumerate(texts))
+    return {}
+
+
+def analyse_study(
+    study: LoadedStudy,
+    *,
+    significance: Sequence[Mapping[str, Any]] | None = None,
+) -> StudyResults:
+    """Compute a study's results from its run store (no model call).
+
+    Args:
+        study: The loaded study.
+        significance: Rows of difference-test results to show in the report, if any.
+
+    Raises:
+        InputFileError: The store does not exist yet.
+        ConfigError: The study's inputs do not resolve.
+    """
+    config = study.config
+    inputs, plan = prepare_study(study)
+    analysis = config.analysis_config()
+    path = require_store(study)
+    families: dict[str, FamilyResult] = {}
+    notes: list[str] = []
+    with RunStore.open(path, create=False) as store:
+        records = {r.name: r for r in store.list_runs()}
+        for family, fam in config.families.items():
+            variants = {
+                label: _variant(
+                    config,
+                    store,
+                    records,
+                    [r for r in plan if r.family == family and r.label == label],
+                    family,
+                    label,
+                    analysis,
+                )
+                for label in fam.variants
+            }
+            comparison, problem = _compare(fam.base, fam.control, fam.treatment, variants)
+            if problem is not None:
+                notes.append(f"{family}: {problem}")
+            families[family] = FamilyResult(
+                name=family,
+                base=fam.base,
+                control=fam.control,
+                treatment=fam.treatment,
+                variants=variants,
+                comparison=comparison,
+            )
+        persona_texts = _persona_texts(store, records, plan)
+    collects = any(r.file is None for r in plan)
+    if not persona_texts and collects:
+        persona_texts = dict(enumerate(inputs.personas))
+    instrument: Instrument = inputs.instrument
+    return StudyResults(
+        name=config.name,
+        description=config.description,
+        source=study.source,
+        protocol=_protocol_display(config, inputs, analysis, collects=collects),
+        band=config.protocol.band,
+        analysis=analysis,
+        families=families,
+        average=_average(list(families.values())),
+        foundations=instrument.foundations,
+        scale=instrument.scale,
+        persona_texts=persona_texts,
+        seeds=_seeds(config),
+        significance=None if significance is None else tuple(significance),
+        notes=tuple(notes),
+    )
+
+
+__all__ = ["analyse_study"]

@@ -1,0 +1,87 @@
+"""A study from file to report: collect (resumably), analyse, write the outputs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from persona_collapse.report import ReportFiles, StudyResults, write_report
+from persona_collapse.study.analysis import analyse_study
+from persona_collapse.study.orchestrate import BackendBuilder, StudyCollection, collect_study
+from persona_collapse.study.spec import LoadedStudy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What running or reporting a study produced.
+
+    Attributes:
+        study: The study.
+        results: Its results.
+        files: The files written.
+        collection: This session's collection (None for a report from the store alone).
+    """
+
+    study: LoadedStudy
+    results: StudyResults
+    files: ReportFiles
+    collection: StudyCollection | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        """The output folder."""
+        return self.study.config.output_dir
+
+
+def report_study(
+    study: LoadedStudy,
+    *,
+    output_dir: str | Path | None = None,
+    figures: bool = True,
+    significance: Sequence[Mapping[str, Any]] | None = None,
+) -> StudyOutcome:
+    """Re-render a study's outputs from its run store, without any model call.
+
+    Args:
+        study: The loaded study.
+        output_dir: Where to write (default: the study's output folder).
+        figures: Draw figures (needs matplotlib).
+        significance: Difference-test rows to include in the report.
+    """
+    results = analyse_study(study, significance=significance)
+    out = Path(output_dir) if output_dir is not None else study.config.output_dir
+    files = write_report(results, out, figures=figures)
+    logger.info("study %s: report written to %s", study.config.name, files.html)
+    return StudyOutcome(study=study, results=results, files=files)
+
+
+def run_study(
+    study: LoadedStudy,
+    *,
+    backend_builder: BackendBuilder | None = None,
+    progress: bool = True,
+    output_dir: str | Path | None = None,
+    figures: bool = True,
+) -> StudyOutcome:
+    """Collect everything a study needs (resuming), then analyse it and write the outputs.
+
+    Args:
+        study: The loaded study.
+        backend_builder: Builds backends (override to inject one in tests).
+        progress: Show progress bars.
+        output_dir: Where to write (default: the study's output folder).
+        figures: Draw figures (needs matplotlib).
+    """
+    collection = collect_study(study, backend_builder=backend_builder, progress=progress)
+    outcome = report_study(study, output_dir=output_dir, figures=figures)
+    return StudyOutcome(
+        study=study, results=outcome.results, files=outcome.files, collection=collection
+    )
+
+
+__all__ = ["StudyOutcome", "report_study", "run_study"]

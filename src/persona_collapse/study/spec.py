@@ -1,0 +1,665 @@
+"""The study file: several model families, each in several variants, under one protocol.
+
+A study file is YAML, validated with pydantic; unknown keys are errors and
+every error names the offending key and how to fix it. ``${VAR}`` (or
+``${VAR:-default}``) in a string value is replaced by the environment variable
+``VAR``; ``$$`` is a literal ``$``. Relative paths are resolved from the study
+file's folder. Example (every key; defaults shown where a key is optional)::
+
+    name: em-study                  # letters, digits, '.', '_', '-'
+    description: Emergent misalignment across three families
+    output: results/em-study        # default: <study folder>/<name>
+    store: results/em-study/runs.db # default: <output>/runs.db
+    protocol:
+      personas: default             # built-in set name or persona file
+      max_personas: null            # only the first N personas
+      instrument: mfq30             # built-in name or instrument YAML
+      include_catch: false
+      template: null                # prompt-template YAML; null = built-in
+      repetitions: 10
+      temperature: 0.1
+      mode: sampling                # sampling | logprobs
+      self_run: true
+      toxic_control: true           # base variants also role-play the toxic personas
+      toxic_personas: toxic
+      band: [0.66, 0.83]            # frontier band of S
+      temperatures: [0.1, 0.25, 0.5, 0.75, 1.0]  # S(T), R(T) curves (logprobs only)
+      seed: 0
+      max_retries: 6
+    analysis:
+      n_persona_boot: 2000
+      n_rerun_boot: 400
+      seed: 0
+    backends:
+      openai:
+        kind: openai
+        base_url: https://api.example.com/v1   # or a list of URLs
+        api_key_env: EXAMPLE_API_KEY            # NAME of the variable holding the key
+        model: null                             # default model of the variants
+        concurrency: 16
+        requests_per_minute: null               # rate caps (null: none)
+        tokens_per_minute: null
+        prices: {input: 2.5, output: 10.0, cached_input: 1.25}  # USD per 1M tokens
+        options: {timeout: 60}                  # more keyword options of the backend
+    families:
+      gpt-4o:
+        base:     {backend: openai, model: gpt-4o-2024-08-06, role: base}
+        secure:   {backend: openai, model: "ft:gpt-4o:org:secure:1", role: control}
+        insecure: {backend: openai, model: "ft:gpt-4o:org:insecure:1", role: treatment}
+      published:
+        base: {persona_file: data/base.csv, self_file: data/base_self.csv, role: base}
+
+A variant is either collected (``backend`` + ``model``) or imported from
+reference-layout CSV files (``persona_file``, optional ``self_file`` and
+``toxic_file``). Each family has exactly one base variant (``role: base``, or
+the variant labelled ``base``); ``control`` and ``treatment`` roles (default:
+the variants labelled ``secure`` and ``insecure``) define the
+misalignment-specific excess ``Δ_treatment − Δ_control``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from persona_collapse._yaml import load_yaml_mapping
+from persona_collapse.config import AnalysisConfig
+from persona_collapse.costs import ModelPrices
+from persona_collapse.errors import ConfigError
+
+Role = Literal["base", "control", "treatment"]
+ROLES: tuple[str, ...] = ("base", "control", "treatment")
+
+_ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_LABEL = r"^[^/\s](?:[^/]*[^/\s])?$"
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class Protocol(BaseModel):
+    """How every variant is measured."""
+
+    model_config = _STRICT
+
+    personas: str = "default"
+    """Built-in persona set name (``default``, ``toxic``) or path to a persona file."""
+
+    max_personas: int | None = Field(default=None, ge=2)
+    """Use only the first N personas (quick trials); None uses all."""
+
+    instrument: str = "mfq30"
+    """Built-in instrument name or path to an instrument YAML file."""
+
+    include_catch: bool = False
+    """Also ask the instrument's catch items."""
+
+    template: str | None = None
+    """Path to a prompt-template YAML file; None uses the built-in templates."""
+
+    repetitions: int = Field(default=10, ge=1, le=1000)
+    """Repetitions n of every persona-item pair (sampling mode)."""
+
+    temperature: float = Field(default=0.1, ge=0.0, le=2.0)
+    """Sampling temperature."""
+
+    mode: Literal["sampling", "logprobs"] = "sampling"
+    """``sampling``: n answers per cell; ``logprobs``: each cell's rating distribution."""
+
+    self_run: bool = True
+    """Collect a self run (no persona) per variant."""
+
+    toxic_control: bool = True
+    """Base variants also role-play the toxic persona set (a profile control)."""
+
+    toxic_personas: str = "toxic"
+    """Persona set of the toxic control (built-in name or file)."""
+
+    band: tuple[float, float] = (0.66, 0.83)
+    """Band of S spanned by frontier base models at T = 0.1: ``[low, high]``."""
+
+    temperatures: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)
+    """Temperatures of the S(T) and R(T) curves drawn from stored distributions (logprobs)."""
+
+    seed: int = Field(default=0, ge=0)
+    """Run seed: request seeds derive from it."""
+
+    max_retries: int = Field(default=6, ge=0, le=100)
+    """Retries of a request after a transient backend error."""
+
+    @field_validator("band", mode="before")
+    @classmethod
+    def _band_shape(cls, v: Any) -> Any:
+        if not isinstance(v, list | tuple) or len(v) != 2:
+            raise ValueError(f"band must be a list [low, high], got {v!r}; e.g. band: [0.66, 0.83]")
+        return v
+
+    @field_validator("band")
+    @classmethod
+    def _band(cls, v: tuple[float, float]) -> tuple[float, float]:
+        low, high = v
+        if not (0 <= low < high):
+            raise ValueError(
+                f"band must be [low, high] with 0 <= low < high, got [{low}, {high}]; "
+                "e.g. band: [0.66, 0.83]"
+            )
+        return v
+
+    @field_validator("temperatures")
+    @classmethod
+    def _temperatures(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not (0 < t <= 5) for t in v):
+            raise ValueError("temperatures must be a non-empty list of values in (0, 5]")
+        return tuple(sorted(set(v)))
+
+    @property
+    def store_mode(self) -> Literal["sampling", "exact"]:
+        """The run store's name of the mode (``logprobs`` is stored as ``exact``)."""
+        return "exact" if self.mode == "logprobs" else "sampling"
+
+
+class StudyAnalysis(BaseModel):
+    """Bootstrap settings of the metrics."""
+
+    model_config = _STRICT
+
+    n_persona_boot: int = Field(default=2000, ge=1)
+    """Persona-bootstrap draws for standard errors (reference: 2000)."""
+
+    n_rerun_boot: int = Field(default=400, ge=1)
+    """Rerun-bootstrap draws (reference: 400)."""
+
+    seed: int = Field(default=0, ge=0)
+    """Seed of the bootstrap draws."""
+
+
+class BackendSpec(BaseModel):
+    """A named backend the variants refer to."""
+
+    model_config = _STRICT
+
+    kind: str
+    """Backend name (see ``pcollapse backends``): ``simulator``, ``openai``, ..."""
+
+    model: str | None = None
+    """Default model of the variants using this backend."""
+
+    base_url: str | list[str] | None = None
+    """API base URL, or several to spread requests over."""
+
+    api_key_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    """NAME of the environment variable holding the API key (never the key itself)."""
+
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    """Requests in flight at once."""
+
+    prices: ModelPrices | None = None
+    """Token prices in USD per million tokens (``input``, ``output``, ``cached_input``)."""
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """Cap on requests per minute (None: no cap)."""
+
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    """Cap on tokens per minute (None: no cap)."""
+
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Further keyword options passed to the backend."""
+
+
+class VariantSpec(BaseModel):
+    """One variant of a family: collected from a backend, or imported from files."""
+
+    model_config = _STRICT
+
+    backend: str | None = None
+    """Name of a backend under ``backends``."""
+
+    model: str | None = None
+    """Model identifier (simulator: the preset); default the backend's ``model``."""
+
+    role: Role | None = None
+    """``base``, ``control`` or ``treatment``; see the module docstring for defaults."""
+
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Backend options for this variant only (override the backend's ``options``)."""
+
+    persona_file: Path | None = None
+    """Reference-layout persona CSV to import instead of collecting."""
+
+    self_file: Path | None = None
+    """Reference-layout self CSV to import (with ``persona_file``)."""
+
+    toxic_file: Path | None = None
+    """Reference-layout CSV of the toxic-persona control to import (base variants)."""
+
+    description: str | None = None
+    """Free text shown in the report."""
+
+    @model_validator(mode="after")
+    def _source(self) -> VariantSpec:
+        if self.backend is None and self.persona_file is None:
+            raise ValueError(
+                "a variant needs a 'backend' (to collect) or a 'persona_file' (to import)"
+            )
+        if self.backend is not None and self.persona_file is not None:
+            raise ValueError("give either 'backend' or 'persona_file', not both")
+        if self.persona_file is None and (self.self_file or self.toxic_file):
+            raise ValueError("'self_file' and 'toxic_file' need a 'persona_file'")
+        return self
+
+    @property
+    def imported(self) -> bool:
+        """Whether the variant's data come from files rather than a backend."""
+        return self.persona_file is not None
+
+
+class FamilySpec(RootModel[dict[str, VariantSpec]]):
+    """A model family: variant label -> variant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @field_validator("root")
+    @classmethod
+    def _labels(cls, v: dict[str, VariantSpec]) -> dict[str, VariantSpec]:
+        if not v:
+            raise ValueError("a family needs at least one variant, e.g. base: {...}")
+        for label in v:
+            if not re.match(_LABEL, label):
+                raise ValueError(f"variant label {label!r} must be non-blank and contain no '/'")
+        bases = [k for k, s in v.items() if s.role == "base"]
+        if len(bases) > 1:
+            raise ValueError(f"variants {bases} are all marked 'role: base'; mark exactly one")
+        if not bases and "base" not in v:
+            raise ValueError(
+                f"no base variant among {list(v)}; mark one variant with 'role: base' "
+                "(or label it 'base')"
+            )
+        for role in ("control", "treatment"):
+            marked = [k for k, s in v.items() if s.role == role]
+            if len(marked) > 1:
+                raise ValueError(f"variants {marked} are all marked 'role: {role}'; mark one")
+        return v
+
+    @property
+    def variants(self) -> dict[str, VariantSpec]:
+        """Variant label -> variant."""
+        return self.root
+
+    @property
+    def base(self) -> str:
+        """Label of the base variant."""
+        return next((k for k, s in self.root.items() if s.role == "base"), "base")
+
+    def _role(self, role: Role, default: str) -> str | None:
+        marked = next((k for k, s in self.root.items() if s.role == role), None)
+        if marked is not None:
+            return marked
+        if any(s.role is not None and s.role != "base" for s in self.root.values()):
+            return None  # roles were given explicitly: no implicit defaults
+        spec = self.root.get(default)
+        return default if spec is not None and default != self.base else None
+
+    @property
+    def control(self) -> str | None:
+        """Label of the control variant (``role: control``, else ``secure``), or None."""
+        return self._role("control", "secure")
+
+    @property
+    def treatment(self) -> str | None:
+        """Label of the treatment variant (``role: treatment``, else ``insecure``), or None."""
+        return self._role("treatment", "insecure")
+
+    def role_of(self, label: str) -> str | None:
+        """The role a variant plays in the comparison (None for other variants)."""
+        if label == self.base:
+            return "base"
+        if label == self.control:
+            return "control"
+        if label == self.treatment:
+            return "treatment"
+        return None
+
+
+class StudyConfig(BaseModel):
+    """A whole study (see the module docstring for the file format)."""
+
+    model_config = _STRICT
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    """Study name: letters, digits, '.', '_' and '-'."""
+
+    description: str | None = None
+    """Free text shown at the top of the report."""
+
+    output: Path | None = None
+    """Output folder; default ``<study folder>/<name>``."""
+
+    store: Path | None = None
+    """Run store (SQLite) of every run of the study; default ``<output>/runs.db``."""
+
+    protocol: Protocol = Field(default_factory=Protocol)
+    """How every variant is measured."""
+
+    analysis: StudyAnalysis = Field(default_factory=StudyAnalysis)
+    """Bootstrap settings."""
+
+    backends: dict[str, BackendSpec] = Field(default_factory=dict)
+    """Named backends the variants refer to."""
+
+    families: dict[str, FamilySpec]
+    """Family name -> its variants."""
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, v: dict[str, FamilySpec]) -> dict[str, FamilySpec]:
+        if not v:
+            raise ValueError("the study needs at least one family")
+        for name in v:
+            if not re.match(_LABEL, name):
+                raise ValueError(f"family name {name!r} must be non-blank and contain no '/'")
+        return v
+
+    @property
+    def output_dir(self) -> Path:
+        """The output folder (absolute once loaded from a file)."""
+        return self.output if self.output is not None else Path(self.name)
+
+    @property
+    def store_path(self) -> Path:
+        """The run store."""
+        return self.store if self.store is not None else self.output_dir / "runs.db"
+
+    def analysis_config(self) -> AnalysisConfig:
+        """The metric settings as an :class:`AnalysisConfig`."""
+        a = self.analysis
+        return AnalysisConfig(
+            n_persona_boot=a.n_persona_boot,
+            n_rerun_boot=a.n_rerun_boot,
+            seed=a.seed,
+            s_band=self.protocol.band,
+        )
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedStudy:
+    """A validated study and where it came from.
+
+    Attributes:
+        config: The study, with paths made absolute.
+        source: The study file (or a label for studies built in code).
+        root: Folder relative paths were resolved from.
+    """
+
+    config: StudyConfig
+    source: str
+    root: Path
+
+
+def expand_env(value: Any, *, source: str, path: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of ``value`` (``$$`` = ``$``).
+
+    Raises:
+        ConfigError: A variable without default is not set (names the key).
+    """
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            found = os.environ.get(name)
+            if found is not None:
+                return found
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{source}: field {path or '(top level)'!r}: environment variable {name!r} "
+                f"is not set; set it (export {name}=...) or write ${{{name}:-default}}"
+            )
+
+        return _ENV_PATTERN.sub(substitute, value)
+    if isinstance(value, dict):
+        return {
+            k: expand_env(v, source=source, path=f"{path}.{k}" if path else str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            expand_env(v, source=source, path=f"{path}.{i}" if path else str(i))
+            for i, v in enumerate(value)
+        ]
+    return value
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model type inside ``X | None`` (or the annotation itself)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if models else args[0]
+    return annotation
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class whose keys live at ``loc`` in a study file (None if not a model)."""
+    current: Any = StudyConfig
+    parts = list(loc)
+    while parts:
+        if isinstance(current, type) and issubclass(current, RootModel):
+            current = current.model_fields["root"].annotation
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(parts.pop(0)))
+            if field is None:
+                return None
+            current = _unwrap(field.annotation)
+            continue
+        if typing.get_origin(current) is dict:
+            parts.pop(0)  # a free key (family name, backend name, variant label)
+            current = _unwrap(typing.get_args(current)[1])
+            continue
+        return None
+    if isinstance(current, type) and issubclass(current, RootModel):
+        return None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def format_study_error(exc: ValidationError, source: str) -> str:
+    """One line: the file, the offending key (dotted path), the problem and the fix."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if p != "root")
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = sorted(model.model_fields) if model is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else "remove it"
+        known = f" (allowed keys: {', '.join(allowed)})" if allowed else ""
+        return f"{source}: field {where!r}: unknown key; {hint}{known}"
+    if kind == "missing":
+        return f"{source}: field {where!r}: required key is missing; add it"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    got = "" if kind.startswith("value_error") else f" (got {_short(err.get('input'))})"
+    return f"{source}: field {where!r}: {msg}{got}"
+
+
+def _absolute(path: Path | None, root: Path) -> Path | None:
+    if path is None:
+        return None
+    p = path.expanduser()
+    return p if p.is_absolute() else root / p
+
+
+def _resolve_name_or_path(value: str, root: Path, builtins: tuple[str, ...]) -> str:
+    """Built-in names stay; paths are made absolute against ``root``.
+
+    A bare word that is neither a built-in nor an existing file stays as it is, so
+    that resolving it later reports an unknown name (with suggestions), not a
+    missing file.
+    """
+    if value in builtins:
+        return value
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    candidate = root / p
+    looks_like_path = bool(p.suffix) or "/" in value or "\\" in value
+    return str(candidate) if looks_like_path or candidate.exists() else value
+
+
+def resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
+    """A copy of ``config`` whose paths are absolute (relative ones taken from ``root``)."""
+    from persona_collapse.instrument import BUILTIN_INSTRUMENTS
+    from persona_collapse.personas import BUILTIN_PERSONA_SETS
+
+    personas_builtin = tuple(BUILTIN_PERSONA_SETS)
+    proto = config.protocol
+    protocol = proto.model_copy(
+        update={
+            "personas": _resolve_name_or_path(proto.personas, root, personas_builtin),
+            "toxic_personas": _resolve_name_or_path(proto.toxic_personas, root, personas_builtin),
+            "instrument": _resolve_name_or_path(proto.instrument, root, tuple(BUILTIN_INSTRUMENTS)),
+            "template": None
+            if proto.template is None
+            else _resolve_name_or_path(proto.template, root, ()),
+        }
+    )
+    families = {
+        name: FamilySpec(
+            {
+                label: v.model_copy(
+                    update={
+                        "persona_file": _absolute(v.persona_file, root),
+                        "self_file": _absolute(v.self_file, root),
+                        "toxic_file": _absolute(v.toxic_file, root),
+                    }
+                )
+                for label, v in fam.variants.items()
+            }
+        )
+        for name, fam in config.families.items()
+    }
+    output = _absolute(config.output, root) or root / config.name
+    return config.model_copy(
+        update={
+            "protocol": protocol,
+            "families": families,
+            "output": output,
+            "store": _absolute(config.store, root),
+        }
+    )
+
+
+def _check_references(config: StudyConfig, source: str) -> None:
+    """Cross-key checks pydantic cannot do alone: backend names and kinds."""
+    from persona_collapse.backends import available_backends
+
+    kinds = available_backends()
+    for name, backend in config.backends.items():
+        if backend.kind not in kinds:
+            close = difflib.get_close_matches(backend.kind, kinds, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else f"known kinds: {', '.join(kinds)}"
+            raise ConfigError(
+                f"{source}: field 'backends.{name}.kind': unknown backend kind "
+                f"{backend.kind!r}; {hint}"
+            )
+    for family, fam in config.families.items():
+        for label, variant in fam.variants.items():
+            if variant.backend is None:
+                continue
+            if variant.backend not in config.backends:
+                defined = list(config.backends)
+                close = difflib.get_close_matches(variant.backend, defined, n=1, cutoff=0.5)
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else "define it under 'backends'"
+                    + (f" (defined: {', '.join(defined)})" if defined else "")
+                )
+                raise ConfigError(
+                    f"{source}: field 'families.{family}.{label}.backend': unknown backend "
+                    f"{variant.backend!r}; {hint}"
+                )
+
+
+def study_from_mapping(
+    data: Mapping[str, Any], *, source: str = "study", root: str | Path = "."
+) -> LoadedStudy:
+    """Validate plain data as a study (environment variables expanded, paths resolved).
+
+    Args:
+        data: The parsed study file.
+        source: Name used in error messages (the file path).
+        root: Folder relative paths are resolved from.
+
+    Raises:
+        ConfigError: Invalid content (names the key and the fix).
+    """
+    expanded = expand_env(dict(data), source=source)
+    try:
+        config = StudyConfig.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(format_study_error(exc, source)) from None
+    _check_references(config, source)
+    base = Path(root).resolve()
+    return LoadedStudy(config=resolve_paths(config, base), source=source, root=base)
+
+
+def load_study(path: str | Path) -> LoadedStudy:
+    """Load and validate a study file.
+
+    Raises:
+        InputFileError: The file is missing, unreadable or not YAML.
+        ConfigError: Invalid content (names the key and the fix).
+    """
+    p = Path(path)
+    data = load_yaml_mapping(p, what="study")
+    return study_from_mapping(data, source=str(p), root=p.resolve().parent)
+
+
+__all__ = [
+    "ROLES",
+    "BackendSpec",
+    "FamilySpec",
+    "LoadedStudy",
+    "Protocol",
+    "Role",
+    "StudyAnalysis",
+    "StudyConfig",
+    "VariantSpec",
+    "expand_env",
+    "format_study_error",
+    "load_study",
+    "study_from_mapping",
+]

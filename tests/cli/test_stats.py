@@ -1,0 +1,198 @@
+"""``pcollapse audit``, ``pcollapse plan`` and the difference tests of ``pcollapse compare``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from persona_collapse.audit import sample_cells
+from persona_collapse.backends.simulator import SimulatorBackend
+from persona_collapse.cli import main
+from persona_collapse.store.reference_csv import write_ratings_csv
+
+SCALE = np.arange(6.0)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_user_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    joined = " ".join(err.split())
+    for fragment in fragments:
+        assert fragment in joined, (fragment, joined)
+
+
+def _simulated_csv(path: Path, preset: str, seed: int, personas: int = 40) -> Path:
+    import pandas as pd
+
+    sim = SimulatorBackend(preset)
+    probs = sim.cell_distributions([f"cli persona {k}" for k in range(personas)], temperature=0.1)
+    cells = sample_cells(probs, n_repetitions=5, scale=SCALE, rng=np.random.default_rng(seed))
+    n_p, n_q, n = cells.values.shape
+    frame = pd.DataFrame(
+        {
+            "persona_id": np.repeat(cells.persona_ids, n_q * n),
+            "item_id": np.tile(np.repeat(cells.item_ids, n), n_p),
+            "repetition": np.tile(np.arange(1, n + 1), n_p * n_q),
+            "rating": cells.values.ravel().astype(int),
+        }
+    )
+    write_ratings_csv(frame, path)
+    return path
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+
+def test_audit_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(
+        capsys,
+        "audit",
+        "--replications", "3",
+        "--personas", "20",
+        "--persona-boot", "30",
+        "--rerun-boot", "10",
+        "--pool", "200",
+        "--preset", "base",
+        "--preset", "insecure",
+    )  # fmt: skip
+    assert code == 0, err
+    for fragment in ("coverage", "corrected", "insecure vs base", "base-rerun vs base", "seed 0"):
+        assert fragment in out
+
+
+def test_audit_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(
+        capsys,
+        "audit", "--replications", "2", "--personas", "10", "--persona-boot", "20",
+        "--rerun-boot", "10", "--pool", "50", "--preset", "base", "--format", "json", "--seed", "4",
+    )  # fmt: skip
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["settings"]["seed"] == 4 and data["settings"]["presets"] == ["base"]
+    assert {row["estimator"] for row in data["estimators"]} == {"reference", "corrected"}
+    assert data["elapsed_s"] > 0
+
+
+def test_audit_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "audit", "--preset", "nope", "--replications", "2")
+    _assert_user_error(code, err, "nope")
+    code, _, err = _run(capsys, "audit", "--personas", "50", "--pool", "10")
+    _assert_user_error(code, err, "--pool")
+
+
+# --- plan -----------------------------------------------------------------------------------
+
+
+def test_plan_from_preset_with_prices(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(
+        capsys,
+        "plan", "--preset", "base", "--metric", "R", "--change", "-0.2",
+        "--input-price", "2.5", "--output-price", "10", "--prompt-tokens", "200",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "cheapest design reaching the target" in out
+    assert "exact" in out and "$" in out
+
+
+def test_plan_json_from_csv_pilot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pilot = _simulated_csv(tmp_path / "pilot.csv", "base", seed=1)
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("default: {input: 1.0, output: 4.0}\n")
+    code, out, err = _run(
+        capsys,
+        "plan", pilot, "--metric", "S", "--change=0.3", "--personas", "20,40,80",
+        "--repetitions", "2,5", "--prices", prices, "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["metric"] == "S" and data["change"] == 0.3
+    assert data["model"]["pilot_personas"] == 40
+    assert len(data["points"]) == 3 * 2 + 3
+    assert all(p["cost_usd"] is not None for p in data["points"])
+    assert data["pilot"].startswith("pilot")
+
+
+def test_plan_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "plan", "--metric", "Q")
+    _assert_user_error(code, err, "--metric")
+    code, _, err = _run(capsys, "plan", "--personas", "10,x")
+    _assert_user_error(code, err, "--personas")
+    code, _, err = _run(capsys, "plan", "--repetitions", "1,5")
+    _assert_user_error(code, err, "--repetitions")
+    code, _, err = _run(capsys, "plan", "--input-price", "1")
+    _assert_user_error(code, err, "--output-price")
+    code, _, err = _run(capsys, "plan", "--change=-1.5")
+    _assert_user_error(code, err, "--change")
+    pilot = _simulated_csv(tmp_path / "p.csv", "base", seed=2, personas=10)
+    code, _, err = _run(capsys, "plan", pilot, "--preset", "base")
+    _assert_user_error(code, err, "not both")
+    code, _, err = _run(capsys, "plan", "--preset", "nope")
+    _assert_user_error(code, err, "nope")
+
+
+# --- compare --------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def family(tmp_path: Path) -> list[Path]:
+    return [
+        _simulated_csv(tmp_path / "base.csv", "base", seed=1),
+        _simulated_csv(tmp_path / "secure.csv", "secure", seed=2),
+        _simulated_csv(tmp_path / "insecure.csv", "insecure", seed=3),
+    ]
+
+
+def test_compare_reports_difference_tests(
+    family: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(
+        capsys, "compare", *family, "--base", "base", "--control", "secure",
+        "--treatment", "insecure", "--persona-boot", "200", "--rerun-boot", "50",
+        "--per-foundation",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "Difference tests" in out and "Holm" in out
+    assert "insecure vs base" in out and "excess (insecure − secure)" in out
+    assert "Harm/Care" in out and "significant" in out
+
+
+def test_compare_json_tests(family: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(
+        capsys, "compare", *family, "--base", "base", "--control", "secure",
+        "--treatment", "insecure", "--persona-boot", "200", "--rerun-boot", "50",
+        "--estimator", "corrected", "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    data = json.loads(out)
+    tests = data["tests"]
+    assert tests["estimator"] == "corrected" and tests["paired"] is True
+    insecure_s = tests["contrasts"]["insecure"]["tests"]["S"]["overall"]
+    assert insecure_s["estimate"] > 0.3 and insecure_s["p_holm"] < 0.05
+    assert "excess" in tests["contrasts"]
+
+
+def test_compare_without_tests_and_bad_options(
+    family: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(
+        capsys, "compare", *family[:2], "--base", "base", "--no-tests", "--format", "json",
+        "--persona-boot", "20", "--rerun-boot", "5",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["tests"] is None
+    code, _, err = _run(
+        capsys, "compare", *family[:2], "--base", "base", "--estimator", "corrected",
+        "--variance", "rerun",
+    )  # fmt: skip
+    _assert_user_error(code, err, "--variance rerun needs --estimator reference")
+    code, _, err = _run(capsys, "compare", *family[:2], "--base", "base", "--variance", "x")
+    _assert_user_error(code, err, "--variance")

@@ -1,0 +1,219 @@
+"""End to end through the CLI: `pcollapse demo`, `pcollapse reproduce`, `pcollapse study ...`.
+
+The demo runs on a reduced persona set (the full demo's speed is a benchmark, not
+a test); `reproduce` runs on the paper's real data and must give its headline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from persona_collapse.cli import main
+
+VARIANTS = ("base", "secure", "insecure")
+DEMO_FAMILIES = ("sim-a", "sim-b")
+FIGURES = ("fig_s_bars", "fig_r_bars", "fig_deltas", "fig_foundations", "fig_profiles",
+           "fig_ceiling", "fig_scale_usage", "fig_parse_failures")  # fmt: skip
+POINT_RTOL = 1e-9
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert code == 0, (out, err)
+    return out
+
+
+def check_latex(path: Path, *, data_rows: int, columns: int) -> None:
+    """A LaTeX table that compiles: balanced braces and environments, ``data_rows`` rows."""
+    text = path.read_text()
+    body = re.sub(r"\\[{}%&$#_]", "", text)  # escaped specials are not delimiters
+    body = "\n".join(line.split("%", 1)[0] for line in body.splitlines())  # comments
+    depth = 0
+    for ch in body:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        assert depth >= 0, f"{path}: unbalanced closing brace"
+    assert depth == 0, f"{path}: unbalanced braces"
+    stack = []
+    for kind, env in re.findall(r"\\(begin|end)\{(\w+)\}", body):
+        if kind == "begin":
+            stack.append(env)
+        else:
+            assert stack and stack.pop() == env, f"{path}: \\end{{{env}}} does not match"
+    assert not stack, f"{path}: unclosed environments {stack}"
+    assert body.count("$") % 2 == 0, f"{path}: unbalanced math"
+    inner = body.split("\\midrule", 1)[1].split("\\bottomrule", 1)[0]
+    rows = [r for r in inner.split("\\\\") if r.strip() and r.strip() != "\\midrule"]
+    rows = [r.replace("\\midrule", "").strip() for r in rows if r.replace("\\midrule", "").strip()]
+    assert len(rows) == data_rows, (path, rows)
+    for row in rows:
+        assert row.count("&") == columns - 1, (path, row)
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The demo on 12 personas x 3 repetitions, run once; its folder and what it printed."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--output", str(out), "--max-personas", "12", "--repetitions", "3",
+                     "--no-progress"])  # fmt: skip
+    assert code == 0
+    return out, printed.getvalue()
+
+
+def test_demo_writes_every_output(
+    demo_dir: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = demo_dir
+    for name in ("study.yaml", "runs.db", "report.html", "metrics.csv", "metrics.json",
+                 "comparison.csv", "profiles.csv", "diagnostics.csv", "counts.csv",
+                 "parse_failures_by_persona.csv", "tables/table_metrics.tex",
+                 "tables/table_self_profiles.tex", "tables/table_toxic_profiles.tex",
+                 "tables/tables.tex"):  # fmt: skip
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for key in FIGURES:
+        assert (out / "figures" / f"{key}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert (out / "figures" / f"{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "figures" / "fig_temperature.pdf").exists()  # sampling: no T curves
+
+    comparison = pd.read_csv(out / "comparison.csv")
+    for family in DEMO_FAMILIES:
+        rows = comparison[(comparison["family"] == family) & (comparison["scope"] == "overall")]
+        assert set(rows["comparison"]) == {"secure", "insecure", "excess"}
+    profiles = pd.read_csv(out / "profiles.csv")
+    assert set(profiles["profile"]) == {"self", "toxic"}
+    assert len(profiles[profiles["profile"] == "toxic"]) == 2 * 5  # base of 2 families x 5
+    check_latex(out / "tables" / "table_metrics.tex", data_rows=6, columns=6)
+    check_latex(out / "tables" / "table_self_profiles.tex", data_rows=6, columns=7)
+    check_latex(out / "tables" / "table_toxic_profiles.tex", data_rows=2, columns=7)
+
+
+def test_demo_prints_headline_and_report_path(demo_dir: tuple[Path, str]) -> None:
+    out, printed = demo_dir
+    assert "Headline: demo" in printed
+    for family in DEMO_FAMILIES:
+        assert family in printed
+    assert f"report: {(out / 'report.html').resolve()}" in " ".join(printed.split())
+
+
+def test_metrics_csv_equals_pcollapse_metrics(
+    demo_dir: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = demo_dir
+    listed = json.loads(
+        _run(capsys, "metrics", out / "runs.db", "--format", "json", "--per-foundation")
+    )
+    by_run = {row["name"]: row for row in listed}
+    table = pd.read_csv(out / "metrics.csv")
+    assert len(table[table["scope"] == "overall"]) == 6
+    keys = ("S", "S_se", "R", "R_se", "sigma_bar", "sigma_bar_se")
+    for row in table.itertuples(index=False):
+        cli = by_run[row.run]
+        expected = cli if row.scope == "overall" else cli["per_foundation"][row.scope]
+        for key in keys:
+            assert getattr(row, key) == pytest.approx(expected[key], rel=1e-12), (row.run, key)
+        if row.scope == "overall":
+            assert row.personas == cli["personas"]
+    data = json.loads((out / "metrics.json").read_text())
+    base = data["families"]["sim-a"]["variants"]["base"]["metrics"]
+    assert base["S"] == pytest.approx(by_run["sim-a/base"]["S"], rel=1e-12)
+
+
+def test_study_status_and_report_need_no_model(
+    demo_dir: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = demo_dir
+    status = json.loads(_run(capsys, "study", "status", out / "study.yaml", "--format", "json"))
+    assert len(status) == 2 * (3 * 2 + 1)
+    assert all(row["complete"] for row in status)
+    requests = sum(row["stored"] for row in status)
+    (out / "report.html").unlink()
+    printed = _run(capsys, "study", "report", out / "study.yaml", "--no-figures")
+    assert (out / "report.html").is_file()
+    assert "model requests" not in printed
+    rerun = _run(capsys, "study", "run", out / "study.yaml", "--no-progress", "--no-figures")
+    assert "model requests this session: 0" in rerun
+    again = json.loads(_run(capsys, "study", "status", out / "study.yaml", "--format", "json"))
+    assert sum(row["stored"] for row in again) == requests
+
+
+# --- reproduce ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reproduced(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reproduce") / "out"
+    assert main(["reproduce", str(reference_dir), "--output", str(out)]) == 0
+    return out
+
+
+def test_reproduce_gives_the_paper_headline(
+    reproduced: Path, reference_expected: dict[str, Any]
+) -> None:
+    headline = reference_expected["headline"]
+    comparison = pd.read_csv(reproduced / "comparison.csv")
+    mean = comparison[
+        comparison["family"].str.startswith("mean (4")
+        & (comparison["comparison"] == "treatment")
+        & (comparison["scope"] == "overall")
+    ]
+    assert len(mean) == 1
+    row = mean.iloc[0]
+    assert row["dS_pct"] / 100 == pytest.approx(headline["mean_delta_S_insecure"], rel=POINT_RTOL)
+    assert row["dR_pct"] / 100 == pytest.approx(headline["mean_delta_R_insecure"], rel=POINT_RTOL)
+    assert row["dsigma_bar_pct"] / 100 == pytest.approx(
+        headline["mean_delta_sigma_bar_insecure"], rel=POINT_RTOL
+    )
+    # The paper's rounding: +55 % S, -65 % R, +304 % sigma_bar.
+    assert (round(row["dS_pct"]), round(row["dR_pct"]), round(row["dsigma_bar_pct"])) == (
+        55, -65, 304,
+    )  # fmt: skip
+    html = (reproduced / "report.html").read_text()
+    assert "ΔS = +55.1 %, ΔR = −64.5 %, Δσ̄ = +303.7 %" in html
+
+
+def test_reproduce_matches_every_run(reproduced: Path, reference_expected: dict[str, Any]) -> None:
+    metrics = pd.read_csv(reproduced / "metrics.csv")
+    overall = metrics[metrics["scope"] == "overall"].set_index(["family", "variant"])
+    families = reference_expected["families"]
+    assert len(overall) == sum(len(v) for v in families.values())
+    for family, variants in families.items():
+        for variant, expected in variants.items():
+            got = overall.loc[(family, variant)]
+            for key in ("S", "R", "sigma_bar"):
+                assert got[key] == pytest.approx(expected[key], rel=POINT_RTOL), (family, variant)
+            assert got["personas"] == expected["personas"]
+            assert got["in_band"] == (0.66 <= expected["S"] <= 0.83)
+    profiles = pd.read_csv(reproduced / "profiles.csv")
+    selfp = profiles[profiles["profile"] == "self"].set_index(["family", "variant", "foundation"])
+    for family, variants in families.items():
+        for variant, expected in variants.items():
+            for foundation, value in expected["self_profile_paper"].items():
+                got = selfp.loc[(family, variant, foundation), "mean"]
+                assert got == pytest.approx(value, abs=0.005 + 1e-9), (family, variant, foundation)
+    check_latex(reproduced / "tables" / "table_metrics.tex", data_rows=12, columns=6)
+    check_latex(reproduced / "tables" / "table_self_profiles.tex", data_rows=12, columns=7)
+    study = (reproduced / "study.yaml").read_text()
+    assert "toxic_control: false" in study
+
+
+def test_reproduce_rejects_a_folder_without_base_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "secure-code").mkdir()
+    code = main(["reproduce", str(tmp_path), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no base persona files" in err and "Traceback" not in err
+    assert main(["reproduce", str(tmp_path / "missing")]) == 2

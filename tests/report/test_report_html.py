@@ -1,0 +1,111 @@
+"""The HTML report is self-contained and shows hostile strings as text (checked on the markup)."""
+
+from __future__ import annotations
+
+import html
+import re
+from html.parser import HTMLParser
+
+from _report_helpers import HOSTILE_DESCRIPTION, HOSTILE_FAMILY, HOSTILE_PERSONA
+
+from persona_collapse.report.html import CSP, esc, render_html, table, verdict_text
+from persona_collapse.report.model import Verdict
+from persona_collapse.study import StudyOutcome
+
+FORBIDDEN_TAGS = {"script", "img", "iframe", "link", "object", "embed", "audio", "video", "base"}
+URL_ATTRIBUTES = {"src", "href", "xlink:href", "action", "data", "poster", "srcset"}
+
+
+class _Page(HTMLParser):
+    """Tags, attributes and text of a page, as a browser's tokenizer sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(page: str) -> _Page:
+    parser = _Page()
+    parser.feed(page)
+    parser.close()
+    return parser
+
+
+def test_report_is_self_contained(hostile_outcome: StudyOutcome) -> None:
+    page = hostile_outcome.files.html.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    parsed = _parse(page)
+    metas = [a for t, a in parsed.tags if t == "meta" and a.get("http-equiv")]
+    assert metas and metas[0]["content"] == CSP
+    names = {t for t, _ in parsed.tags}
+    assert not names & FORBIDDEN_TAGS, names & FORBIDDEN_TAGS
+    for tag, attrs in parsed.tags:
+        assert not any(k.startswith("on") for k in attrs), (tag, attrs)  # no event handlers
+        for key, value in attrs.items():
+            if key in URL_ATTRIBUTES:
+                assert (value or "").startswith(("#", "data:")), (tag, key, value)
+            if "url(" in (value or ""):
+                assert re.fullmatch(r".*url\(#[^)]*\).*", value or ""), (tag, key, value)
+    assert "@import" not in page and "url(http" not in page
+    svgs = [t for t, _ in parsed.tags if t == "svg"]
+    assert len(svgs) == len(hostile_outcome.files.figures) >= 8
+    figures = {a.get("id") for t, a in parsed.tags if t == "figure"}
+    assert {"fig_s_bars", "fig_profiles", "fig_parse_failures"} <= figures
+
+
+def test_hostile_strings_are_escaped(hostile_outcome: StudyOutcome) -> None:
+    page = hostile_outcome.files.html.read_text(encoding="utf-8")
+    for raw in (HOSTILE_PERSONA, HOSTILE_FAMILY, HOSTILE_DESCRIPTION):
+        assert raw not in page
+        assert html.escape(raw, quote=True) in page, raw
+    text = "".join(_parse(page).text)
+    for raw in (HOSTILE_PERSONA, HOSTILE_FAMILY):
+        assert raw in text  # shown to the reader as text
+
+
+def test_hostile_strings_are_escaped_in_latex(hostile_outcome: StudyOutcome) -> None:
+    tex = (hostile_outcome.output_dir / "tables" / "table_metrics.tex").read_text()
+    assert r"fam\textless{}img src=y onerror=alert(3)\textgreater{}" in tex
+
+
+def test_table_cells_are_escaped_unless_marked_safe() -> None:
+    markup = table(["<h>"], [["<b>x</b>"], ["a & b"]]).markup
+    assert "&lt;h&gt;" in markup and "&lt;b&gt;x&lt;/b&gt;" in markup and "a &amp; b" in markup
+    assert esc("\"q\" 's'") == "&quot;q&quot; &#x27;s&#x27;"
+
+
+def test_verdict_text_names_band_deltas_and_specific_share() -> None:
+    v = Verdict(
+        family="f", base_S=0.75, base_S_se=0.02, base_in_band=True, treatment="insecure",
+        treatment_S=1.2, treatment_S_se=0.03, leaves_band=True, side="above", dS=0.6, dR=-0.7,
+        dsigma_bar=2.3, control="secure", control_dR=-0.3, excess_R=-0.4,
+        specific_share=0.4 / 0.7,
+    )  # fmt: skip
+    text = verdict_text(v, (0.66, 0.83))
+    assert "leaves the frontier S band (above it)" in text
+    assert "ΔS = +60.0 %" in text and "ΔR = −70.0 %" in text
+    assert "57 % of ΔR is misalignment-specific" in text
+    no_control = verdict_text(
+        Verdict("f", 0.7, 0.01, True, "t", 0.72, 0.01, False, "inside", 0.03, -0.1, 0.1),
+        (0.66, 0.83),
+    )
+    assert "stays inside" in no_control and "No control variant" in no_control
+
+
+def test_render_without_figures_says_why(hostile_outcome: StudyOutcome) -> None:
+    page = render_html(hostile_outcome.results, [], figures_missing="matplotlib missing")
+    assert "No figures: matplotlib missing." in page and "<svg" not in page
+    sig = render_html(
+        hostile_outcome.results.__class__(
+            **{**hostile_outcome.results.__dict__, "significance": ({"test": "<x>", "p": 0.01},)}
+        ),
+        [],
+    )
+    assert "&lt;x&gt;" in sig and ">0.01</td>" in sig

@@ -1,0 +1,226 @@
+"""Study files: validation, environment variables, and every kind of mistake failing early.
+
+Each mistake must fail before any model call (no run store is created), with exit
+status 2 and one line that names the offending key and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from persona_collapse.cli import main
+from persona_collapse.errors import ConfigError
+from persona_collapse.study import load_study
+from persona_collapse.study.spec import study_from_mapping
+
+BASE_STUDY: dict[str, Any] = {
+    "name": "s",
+    "backends": {"sim": {"kind": "simulator"}},
+    "families": {"f": {"base": {"backend": "sim", "model": "base"}}},
+}
+
+
+def _cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    lines = [ln.strip() for ln in err.strip().splitlines() if ln.strip()]
+    assert lines and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return " ".join(lines)
+
+
+def _edit(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, ...]]] = [
+    (
+        "unknown key",
+        lambda d: d["backends"]["sim"].update(concurency=4),
+        ("'backends.sim.concurency'", "unknown key", "did you mean 'concurrency'"),
+    ),
+    (
+        "unknown top-level key",
+        lambda d: d.update(protocl={}),
+        ("'protocl'", "unknown key", "did you mean 'protocol'"),
+    ),
+    (
+        "missing base variant",
+        lambda d: d["families"]["fam"].pop("base"),
+        ("'families.fam'", "no base variant", "role: base"),
+    ),
+    (
+        "bad band",
+        lambda d: d["protocol"].update(band=[0.9, 0.5]),
+        ("'protocol.band'", "low < high", "band: [0.66, 0.83]"),
+    ),
+    (
+        "band not a pair",
+        lambda d: d["protocol"].update(band=0.7),
+        ("'protocol.band'", "[low, high]"),
+    ),
+    (
+        "unknown persona set",
+        lambda d: d["protocol"].update(personas="defualt"),
+        ("'protocol.personas'", "unknown persona set 'defualt'", "did you mean 'default'"),
+    ),
+    (
+        "missing key variable",
+        lambda d: (
+            d["backends"].update(api={"kind": "openai", "api_key_env": "PCOLLAPSE_TEST_UNSET_KEY"}),
+            d["families"]["fam"]["insecure"].update(backend="api", model="some-model"),
+        ),
+        ("'backends.api.api_key_env'", "PCOLLAPSE_TEST_UNSET_KEY", "export"),
+    ),
+    (
+        "unreadable persona path",
+        lambda d: d["protocol"].update(personas="nowhere/personas.json"),
+        ("'protocol.personas'", "not found", "fix the name or the path"),
+    ),
+    (
+        "unreadable import path",
+        lambda d: d["families"]["fam"].update(extra={"persona_file": "missing.csv"}),
+        ("'families.fam.extra.persona_file'", "not found", "fix the path"),
+    ),
+    (
+        "unknown backend reference",
+        lambda d: d["families"]["fam"]["base"].update(backend="simm"),
+        ("'families.fam.base.backend'", "did you mean 'sim'"),
+    ),
+    (
+        "unknown backend kind",
+        lambda d: d["backends"]["sim"].update(kind="opnai"),
+        ("'backends.sim.kind'", "did you mean 'openai'"),
+    ),
+    (
+        "wrong mode",
+        lambda d: d["protocol"].update(mode="logprob"),
+        ("'protocol.mode'", "'sampling' or 'logprobs'"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "edit", "fragments"), MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_mistake_fails_before_any_model_call(
+    what: str,
+    edit: Callable[[dict[str, Any]], None],
+    fragments: tuple[str, ...],
+    tmp_path: Path,
+    study_writer: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PCOLLAPSE_TEST_UNSET_KEY", raising=False)
+    path = study_writer(tmp_path)
+    _edit(path, edit)
+    message = _cli_error(capsys, "study", "run", str(path), "--no-progress")
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    # Nothing was collected: the run store does not even exist.
+    assert not (tmp_path / "out" / "runs.db").exists()
+
+
+def test_missing_and_broken_study_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert "study file not found" in _cli_error(capsys, "study", "run", str(missing))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nfamilies: [\n")
+    assert "not valid YAML" in _cli_error(capsys, "study", "status", str(broken))
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    assert "mapping" in _cli_error(capsys, "study", "report", str(listed))
+
+
+def test_environment_variables_are_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PCOLLAPSE_TEST_MODEL", "insecure")
+    monkeypatch.delenv("PCOLLAPSE_TEST_NOT_SET", raising=False)
+    data = {
+        **BASE_STUDY,
+        "description": "costs $$5 for ${PCOLLAPSE_TEST_MODEL}",
+        "families": {
+            "f": {
+                "base": {"backend": "sim", "model": "base"},
+                "x": {"backend": "sim", "model": "${PCOLLAPSE_TEST_MODEL}"},
+                "y": {"backend": "sim", "model": "${PCOLLAPSE_TEST_NOT_SET:-secure}"},
+            }
+        },
+    }
+    study = study_from_mapping(data, source="s.yaml").config
+    variants = study.families["f"].variants
+    assert variants["x"].model == "insecure"
+    assert variants["y"].model == "secure"
+    assert study.description == "costs $5 for insecure"
+    data["families"]["f"]["z"] = {"backend": "sim", "model": "${PCOLLAPSE_TEST_NOT_SET}"}
+    with pytest.raises(ConfigError, match=r"'families\.f\.z\.model'.*PCOLLAPSE_TEST_NOT_SET"):
+        study_from_mapping(data, source="s.yaml")
+
+
+def test_roles_default_to_labels_and_explicit_roles_win() -> None:
+    fam = study_from_mapping(
+        {
+            **BASE_STUDY,
+            "families": {
+                "f": {
+                    "base": {"backend": "sim", "model": "base"},
+                    "secure": {"backend": "sim", "model": "secure"},
+                    "insecure": {"backend": "sim", "model": "insecure"},
+                }
+            },
+        }
+    ).config.families["f"]
+    assert (fam.base, fam.control, fam.treatment) == ("base", "secure", "insecure")
+    fam = study_from_mapping(
+        {
+            **BASE_STUDY,
+            "families": {
+                "f": {
+                    "orig": {"backend": "sim", "model": "base", "role": "base"},
+                    "ctl": {"backend": "sim", "model": "secure", "role": "control"},
+                    "em": {"backend": "sim", "model": "insecure", "role": "treatment"},
+                    "insecure": {"backend": "sim", "model": "insecure"},
+                }
+            },
+        }
+    ).config.families["f"]
+    assert (fam.base, fam.control, fam.treatment) == ("orig", "ctl", "em")
+    assert fam.role_of("insecure") is None
+    with pytest.raises(ConfigError, match="role: treatment"):
+        study_from_mapping(
+            {
+                **BASE_STUDY,
+                "families": {
+                    "f": {
+                        "base": {"backend": "sim"},
+                        "a": {"backend": "sim", "role": "treatment"},
+                        "b": {"backend": "sim", "role": "treatment"},
+                    }
+                },
+            }
+        )
+
+
+def test_paths_resolve_from_the_study_folder(
+    tmp_path: Path, study_writer: Callable[..., Path]
+) -> None:
+    path = study_writer(tmp_path / "here")
+    study = load_study(path).config
+    assert study.protocol.personas == str(tmp_path / "here" / "personas.txt")
+    assert study.output_dir == tmp_path / "here" / "out"
+    assert study.store_path == tmp_path / "here" / "out" / "runs.db"
+    assert study.protocol.toxic_personas == "toxic"  # built-in names stay names
+
+
+def test_variant_needs_exactly_one_source() -> None:
+    with pytest.raises(ConfigError, match=r"'families\.f\.x'.*backend.*persona_file"):
+        study_from_mapping(
+            {**BASE_STUDY, "families": {"f": {"base": {"backend": "sim"}, "x": {"model": "m"}}}}
+        )
