@@ -590,3 +590,44 @@ def test_simulator_exact_mode(store: RunStore) -> None:
     assert len(frame) == 5 * 30
     probs = frame[[f"p{k}" for k in range(6)]].to_numpy()
     assert abs(probs.sum(axis=1) - 1).max() < 1e-9
+
+
+class _BatchCountingSimulator(SimulatorBackend):
+    """The simulator with a small batch limit that records each distributions() batch."""
+
+    max_batch_size = 7
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batches: list[int] = []
+
+    async def distributions(
+        self, prompts: Sequence[Prompt], *, scale: Sequence[int], temperature: float
+    ) -> list[ScaleDistribution]:
+        self.batches.append(len(prompts))
+        return await super().distributions(prompts, scale=scale, temperature=temperature)
+
+
+def test_exact_mode_batches_cells_up_to_the_backend_limit(tmp_path: Path) -> None:
+    instrument = mfq30()
+    personas = list(builtin_personas().head(3))
+    backend = _BatchCountingSimulator(instrument=instrument)
+    with RunStore.open(tmp_path / "exact.db") as store:
+        summary = run_collection(
+            store, None, backend, personas, instrument, mode="exact", progress=False
+        )
+        frame = store.distributions_frame(summary.run.run_id)
+    cells = 3 * 30
+    assert summary.total == cells and summary.complete
+    assert max(backend.batches) == 7 and sum(backend.batches) == cells
+    assert summary.requests == len(backend.batches) == -(-cells // 7)
+    assert len(frame) == cells
+    assert not frame.duplicated(["persona_id", "item_id"]).any()
+    # how cells are batched does not change the stored distributions (7 vs 64 per call)
+    single = SimulatorBackend(instrument=instrument)
+    with RunStore.open(tmp_path / "single.db") as store:
+        ref = run_collection(
+            store, None, single, personas, instrument, mode="exact", progress=False
+        )
+        ref_frame = store.distributions_frame(ref.run.run_id)
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), ref_frame.reset_index(drop=True))

@@ -46,9 +46,9 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -442,7 +442,7 @@ def _rich_bar(*, total: int, done: int, unit: str, label: str) -> tuple[Any, Any
 def is_rate_limited(exc: BaseException) -> bool:
     """Whether a backend error means "slow down": rate limited, or a server-requested wait."""
     return isinstance(exc, TransientBackendError) and (
-        bool(getattr(exc, "rate_limited", False)) or exc.retry_after is not None
+        exc.rate_limited or exc.retry_after is not None
     )
 
 
@@ -804,10 +804,14 @@ async def _collect_cell(
         pending = [r for r in pending if r not in filled]
 
 
-async def _distribution_cell(session: _Session, persona_id: int, item_id: int) -> None:
-    """Store the exact rating distribution of one cell."""
+async def _distribution_cells(session: _Session, cells: Sequence[tuple[int, int]]) -> None:
+    """Store the exact rating distributions of a batch of cells (one backend call).
+
+    Batches hold at most ``backend.max_batch_size`` cells: a local model scores them
+    in one padded forward pass, which is where exact mode gets its speed.
+    """
     run = session.run
-    prompt = session.prompt(persona_id, item_id)
+    prompts = [session.prompt(persona_id, item_id) for persona_id, item_id in cells]
     scale = session.instrument.scale
 
     def on_retry(exc: BaseException, wait: float) -> None:
@@ -815,49 +819,57 @@ async def _distribution_cell(session: _Session, persona_id: int, item_id: int) -
 
     async def request() -> Any:
         return await session.backend.distributions(
-            [prompt], scale=scale, temperature=run.temperature
+            prompts, scale=scale, temperature=run.temperature
         )
 
-    tokens = count_message_tokens(prompt.messages) + 1
+    tokens = sum(count_message_tokens(p.messages) + 1 for p in prompts)
     try:
         dists: list[ScaleDistribution] = await session.call(request, on_retry, tokens=tokens)
-        if len(dists) != 1:
+        if len(dists) != len(prompts):
             raise BackendError(
-                f"backend {session.backend.name!r} returned {len(dists)} distributions for 1 prompt"
+                f"backend {session.backend.name!r} returned {len(dists)} distributions "
+                f"for {len(prompts)} prompts"
             )
-        dist = dists[0]
-        if tuple(dist.scale) != tuple(scale) or len(dist.probs) != len(scale):
-            raise BackendError(
-                f"backend {session.backend.name!r} returned a distribution over {dist.scale}, "
-                f"expected {scale}"
-            )
+        for dist in dists:
+            if tuple(dist.scale) != tuple(scale) or len(dist.probs) != len(scale):
+                raise BackendError(
+                    f"backend {session.backend.name!r} returned a distribution over "
+                    f"{dist.scale}, expected {scale}"
+                )
     except BackendError as exc:
-        raise _CellFailure(persona_id, item_id, exc) from exc
+        raise _CellFailure(cells[0][0], cells[0][1], exc) from exc
+    usage = Usage()
+    for dist in dists:
+        usage = usage + dist.usage
     session.store.record(
         run.run_id,
         distributions=[
             DistributionRecord(
                 persona_id, item_id, tuple(dist.scale), tuple(dist.probs), dist.mass, dist.raw
             )
+            for (persona_id, item_id), dist in zip(cells, dists, strict=True)
         ],
-        usage=dist.usage,
+        usage=usage,
         requests=1,
     )
-    session.note_request(dist.usage)
-    session.progress.advance(done=1, failed=0, attempts=0, usage=dist.usage)
+    session.note_request(usage)
+    session.progress.advance(done=len(cells), failed=0, attempts=0, usage=usage)
+
+
+_Unit = TypeVar("_Unit")
 
 
 async def _run_workers(
-    cells: Iterator[tuple[int, int, list[int]]],
+    units: Iterator[_Unit],
     worker_count: int,
-    handle: Callable[[int, int, list[int]], Any],
+    handle: Callable[[_Unit], Awaitable[None]],
 ) -> None:
-    """Process ``cells`` with ``worker_count`` workers; the first failure cancels the rest."""
+    """Process ``units`` with ``worker_count`` workers; the first failure cancels the rest."""
 
     async def worker() -> None:
-        # next() never awaits, so workers cannot take the same cell.
-        for persona_id, item_id, reps in cells:
-            await handle(persona_id, item_id, reps)
+        # next() never awaits, so workers cannot take the same unit.
+        for unit in units:
+            await handle(unit)
 
     tasks = [asyncio.create_task(worker()) for _ in range(worker_count)]
     try:
@@ -924,13 +936,12 @@ def _record_metadata(
     report about this run, and what earlier sessions recorded is kept.
     """
     stored = store.get_run(record.run_id).metadata
-    report_fn = getattr(backend, "run_metadata", None)
-    report: dict[str, Any] = dict(report_fn()) if callable(report_fn) and sent else {}
+    report: dict[str, Any] = dict(backend.run_metadata()) if sent else {}
     protocols = set(stored.get("protocols", ()))
     reported = report.pop("protocols", None)
     if reported:
         protocols.update(str(p) for p in reported)
-    elif sent and not callable(report_fn):
+    elif sent:
         protocols.add("exact-distribution" if record.mode == "exact" else PROTOCOL_SHORT_DEFAULT)
     requests, usage = store.usage(record.run_id)
     cost: dict[str, Any] = {
@@ -1073,13 +1084,12 @@ async def collect(
         None if tokens_per_minute is None else _RateCap(tokens_per_minute),
     )
 
-    async def handle(persona_id: int, item_id: int, reps: list[int]) -> None:
-        if exact:
-            await _distribution_cell(session, persona_id, item_id)
-        else:
-            await _collect_cell(
-                session, persona_id, item_id, reps, history.get((persona_id, item_id))
-            )
+    async def collect_one(cell: tuple[int, int, list[int]]) -> None:
+        persona_id, item_id, reps = cell
+        await _collect_cell(session, persona_id, item_id, reps, history.get((persona_id, item_id)))
+
+    async def score_batch(batch: list[tuple[int, int]]) -> None:
+        await _distribution_cells(session, batch)
 
     def summary() -> CollectionSummary:
         return CollectionSummary(
@@ -1100,7 +1110,17 @@ async def collect(
         store.set_status(record.run_id, "running")
     try:
         with tracker:
-            await _run_workers(iter(todo), min(max_concurrency, max(len(todo), 1)), handle)
+            if exact:
+                batch_size = max(1, int(backend.max_batch_size))
+                batches = [
+                    [(p, q) for p, q, _ in todo[i : i + batch_size]]
+                    for i in range(0, len(todo), batch_size)
+                ]
+                workers = min(max_concurrency, max(len(batches), 1))
+                await _run_workers(iter(batches), workers, score_batch)
+            else:
+                workers = min(max_concurrency, max(len(todo), 1))
+                await _run_workers(iter(todo), workers, collect_one)
     except _CellFailure as exc:
         _record_metadata(store, record, backend, prices, sent=session.requests > 0)
         store.set_status(record.run_id, "failed")

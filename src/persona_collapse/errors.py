@@ -80,12 +80,17 @@ class BackendError(PersonaCollapseError):
 class TransientBackendError(BackendError):
     """A backend failure worth retrying (rate limit, timeout, 5xx).
 
-    ``retry_after`` is the delay in seconds the server asked for, if any.
+    ``retry_after`` is the delay in seconds the server asked for, if any;
+    ``rate_limited`` says the server refused for rate limiting (the engine then
+    lowers its concurrency).
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, rate_limited: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.rate_limited = rate_limited
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -147,6 +147,14 @@ class Backend(ABC):
         """
         raise NotImplementedError(f"backend {self.name!r} cannot return rating distributions")
 
+    def run_metadata(self) -> dict[str, Any]:
+        """What the backend learned while serving a run, stored with the run.
+
+        For example the request protocols it used (``"protocols"``: a list) or which
+        endpoints support ``n``. Default: nothing. Must never contain secrets.
+        """
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """Settings that identify this backend in a run key. Must never contain secrets."""
         return {"backend": self.name}

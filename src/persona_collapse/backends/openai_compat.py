@@ -442,11 +442,11 @@ class OpenAIBackend(Backend):
             if status in _TRANSIENT_STATUSES or status >= 500:
                 if status >= 500:
                     self._mark_unhealthy(endpoint)
-                error = TransientBackendError(
-                    text, retry_after=parse_retry_after(dict(exc.response.headers))
+                return TransientBackendError(
+                    text,
+                    retry_after=parse_retry_after(dict(exc.response.headers)),
+                    rate_limited=status == 429,
                 )
-                error.rate_limited = status == 429  # type: ignore[attr-defined]
-                return error
             if status in (401, 403):
                 text += f" (check the key in ${self.api_key_env})" if self.api_key_env else ""
             return BackendError(text)

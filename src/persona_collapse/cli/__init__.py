@@ -20,7 +20,7 @@ from persona_collapse._version import __version__
 # Importing a command module registers its commands on ``app``.
 from persona_collapse.cli import core, finetune, serve, stats, study, verify  # noqa: F401
 from persona_collapse.cli._app import app, stdout_console
-from persona_collapse.errors import UserError
+from persona_collapse.errors import BackendError, UserError
 
 
 @app.callback(invoke_without_command=True)
@@ -45,9 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except UserError as exc:
-        Console(stderr=True, soft_wrap=True, highlight=False).print(f"error: {exc}", markup=False)
+        _print_error(str(exc))
         return exc.exit_code
+    except BackendError as exc:
+        # The model side failed (after the engine's retries); what was collected is stored.
+        _print_error(f"{exc} (answers collected so far are stored; run again to resume)")
+        return 1
     return 0
+
+
+def _print_error(message: str) -> None:
+    Console(stderr=True, soft_wrap=True, highlight=False).print(f"error: {message}", markup=False)
 
 
 def entry_point() -> None:
