@@ -213,10 +213,19 @@ def test_write_rejects_frame_without_required_columns(tmp_path: Path) -> None:
         write_ratings_csv(pd.DataFrame({"persona_id": [0]}), tmp_path / "x.csv")
 
 
-def test_write_to_missing_folder_raises_input_file_error(tmp_path: Path) -> None:
+def test_write_creates_missing_folders(tmp_path: Path) -> None:
     frame = pd.DataFrame({"persona_id": [0], "item_id": [1], "repetition": [1], "rating": [3]})
+    dest = write_ratings_csv(frame, tmp_path / "missing" / "x.csv")
+    assert read_ratings_csv(dest)["rating"].tolist() == [3]
+
+
+def test_unwritable_destination_raises_input_file_error(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"persona_id": [0], "item_id": [1], "repetition": [1], "rating": [3]})
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
     with pytest.raises(InputFileError, match="cannot write"):
-        write_ratings_csv(frame, tmp_path / "missing" / "x.csv")
+        write_ratings_csv(frame, blocker / "x.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing half-written
 
 
 # --- file expansion -----------------------------------------------------------------------

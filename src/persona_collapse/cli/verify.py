@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from persona_collapse._files import write_text_atomic
 from persona_collapse.cli._app import (
     FormatOpt,
     app,
@@ -103,26 +102,15 @@ def _progress_bar(enabled: bool, label: str) -> Iterator[Callable[[VerifyProgres
         yield update
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so no half-written file remains."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_outputs(output: Path, outcomes: list[VerifyOutcome]) -> None:
     import pandas as pd
 
     data = {"store": str(outcomes[0].store), "results": [o.result.to_dict() for o in outcomes]}
-    _write_atomic(output / RESULTS_NAME, json.dumps(json_safe(data), indent=2) + "\n")
+    write_text_atomic(output / RESULTS_NAME, json.dumps(json_safe(data), indent=2) + "\n")
     frames = [o.answers.assign(variant=o.result.name) for o in outcomes]
-    _write_atomic(output / ANSWERS_NAME, pd.concat(frames, ignore_index=True).to_csv(index=False))
+    write_text_atomic(
+        output / ANSWERS_NAME, pd.concat(frames, ignore_index=True).to_csv(index=False)
+    )
 
 
 @app.command(name="verify")

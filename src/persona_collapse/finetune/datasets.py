@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from persona_collapse._files import write_bytes_atomic
 from persona_collapse.backends.base import Message
 from persona_collapse.errors import (
     ConfigError,
@@ -323,18 +324,8 @@ def write_chat_jsonl(examples: Iterable[ChatExample], path: str | os.PathLike[st
     p = Path(path)
     items = tuple(examples)
     data = _jsonl_bytes(items)
-    _atomic_write(p, data)
+    write_bytes_atomic(p, data)
     return ChatDataset(items, p, hashlib.sha256(data).hexdigest())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -573,7 +564,7 @@ def fetch_dataset(
         "examples": len(dataset),
         "fetched_at": fetched_at,
     }
-    _atomic_write(record_path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+    write_bytes_atomic(record_path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
     logger.info(
         "downloaded %s to %s (%d examples, sha256 %s)", url, data_path, len(dataset), digest
     )

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from persona_collapse._files import write_text_atomic
 from persona_collapse.errors import MissingDependencyError
 from persona_collapse.report.figures import RenderedFigure, render_figures
 from persona_collapse.report.html import render_html
@@ -25,7 +26,7 @@ from persona_collapse.report.model import (
     Verdict,
     family_verdict,
 )
-from persona_collapse.report.tables import write_tables, write_text_atomic
+from persona_collapse.report.tables import write_tables
 
 logger = logging.getLogger(__name__)
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from persona_collapse._files import write_text_atomic
 from persona_collapse._version import __version__
 from persona_collapse.compare import Change, VariantChange, check_band
-from persona_collapse.errors import InputFileError
 from persona_collapse.metrics import SelfProfile
 from persona_collapse.report.model import StudyResults, VariantResult
 
@@ -485,21 +484,6 @@ def latex_document(inputs: Sequence[str]) -> str:
 
 
 # --- files ------------------------------------------------------------------------------------
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` via a temporary file and a rename."""
-    # open() (unlike mkstemp) creates the file with the usual umask-based permissions.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputFileError(path, f"cannot write file ({exc.strerror or exc})") from None
-    return path
 
 
 def write_tables(results: StudyResults, out_dir: Path) -> dict[str, Path]:

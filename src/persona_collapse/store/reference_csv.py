@@ -18,13 +18,13 @@ import io
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from persona_collapse._files import write_text_atomic
 from persona_collapse.errors import InputFileError
 from persona_collapse.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.instrument import Instrument, mfq30
@@ -402,22 +402,7 @@ def write_ratings_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path
         out = out.drop(columns="persona_id")
     buffer = io.StringIO()
     out.to_csv(buffer, index=False, lineterminator="\n")
-    folder = dest.parent if str(dest.parent) else Path(".")
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputFileError(dest, f"cannot write file ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp_name, dest)
-    except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise InputFileError(dest, f"cannot write file ({exc.strerror or exc})") from None
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return dest
+    return write_text_atomic(dest, buffer.getvalue(), newline="")
 
 
 def iter_csv_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -39,19 +39,18 @@ import logging
 import math
 import os
 import sqlite3
-import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from persona_collapse._files import atomic_path
 from persona_collapse.backends.base import Usage
 from persona_collapse.errors import (
     ConfigError,
@@ -63,6 +62,7 @@ from persona_collapse.errors import (
 )
 from persona_collapse.frames import DISTRIBUTION_PREFIX, INVALID_RATING
 from persona_collapse.instrument import Instrument, instrument_from_dict, mfq30
+from persona_collapse.store.base import SQLiteStore
 
 logger = logging.getLogger(__name__)
 
@@ -452,143 +452,18 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class RunStore:
+class RunStore(SQLiteStore):
     """A SQLite run store. Use :meth:`open`, preferably as a context manager.
 
     Not thread-safe: use one store object per thread (several processes may
     open the same file; SQLite serialises their writes).
     """
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
-        self.path = path
-        self._conn = connection
-
-    # --- opening -------------------------------------------------------------------------
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> RunStore:
-        """Open (and, if ``create``, create) the run store at ``path``.
-
-        Raises:
-            StoreError: The file is missing (``create=False``), not SQLite, not a run
-                store, corrupt, or written by a newer version of persona-collapse.
-        """
-        file = Path(path)
-        if file.is_dir():
-            raise StoreError(f"{file}: is a directory, expected a run store file")
-        if not file.exists():
-            if not create:
-                raise StoreError(f"{file}: run store not found")
-            try:
-                file.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(
-                    f"{file}: cannot create run store ({exc.strerror or exc})"
-                ) from None
-        try:
-            conn = sqlite3.connect(file, isolation_level=None, timeout=30.0)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{file}: cannot open run store ({exc})") from None
-        store = cls(file, conn)
-        try:
-            store._initialise()
-        except sqlite3.OperationalError as exc:
-            conn.close()
-            raise StoreError(f"{file}: cannot open run store ({exc})") from None
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StoreError(
-                f"{file}: not a persona-collapse run store or corrupt ({exc})"
-            ) from None
-        except BaseException:
-            conn.close()
-            raise
-        return store
-
-    def _initialise(self) -> None:
-        conn = self._conn
-        # Reading the header first makes a non-SQLite file fail here, before any write.
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-        tables = {
-            r[0]
-            for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )
-        }
-        if version == 0 and app_id == 0 and not tables:
-            self._create_schema()
-        elif app_id != APPLICATION_ID:
-            raise StoreError(
-                f"{self.path}: an SQLite database but not a persona-collapse run store"
-            )
-        elif version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path}: run store schema version {version} is newer than this "
-                f"persona-collapse supports ({SCHEMA_VERSION}); upgrade persona-collapse"
-            )
-        elif version < 1 or not tables >= _EXPECTED_TABLES:
-            raise StoreError(f"{self.path}: run store is damaged (schema version {version})")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 30000")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            logger.warning("%s: WAL journaling unavailable, using %s", self.path, mode)
-        # With WAL, NORMAL keeps every committed transaction across a process crash.
-        conn.execute("PRAGMA synchronous = NORMAL")
-
-    def _create_schema(self) -> None:
-        with self._transaction() as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        logger.info("created run store %s (schema version %d)", self.path, SCHEMA_VERSION)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back on any exception.
-
-        Raises:
-            StoreError: The database is locked by another writer for too long, the
-                disk is full or the file became unwritable.
-        """
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"{self.path}: cannot write to the run store ({exc})") from None
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        self._conn.close()
-
-    def __enter__(self) -> RunStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"RunStore({str(self.path)!r})"
-
-    @property
-    def schema_version(self) -> int:
-        """Schema version of the open file."""
-        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+    KIND = "run store"
+    APPLICATION_ID = APPLICATION_ID
+    SCHEMA_VERSION = SCHEMA_VERSION
+    SCHEMA = _SCHEMA
+    EXPECTED_TABLES = _EXPECTED_TABLES
 
     # --- runs ----------------------------------------------------------------------------
 
@@ -1271,23 +1146,9 @@ class RunStore:
             import pyarrow  # noqa: F401
         except ImportError:
             raise MissingDependencyError("pyarrow", "parquet") from None
-        try:
-            fd, tmp_name = tempfile.mkstemp(
-                prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent if str(dest.parent) else "."
-            )
-            os.close(fd)
-        except OSError as exc:
-            raise InputFileError(dest, f"cannot write file ({exc.strerror or exc})") from None
-        try:
-            frame.attrs.clear()  # attrs are not parquet metadata; keep the file plain
-            frame.to_parquet(tmp_name, index=False)
-            os.replace(tmp_name, dest)
-        except OSError as exc:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise InputFileError(dest, f"cannot write file ({exc.strerror or exc})") from None
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        frame.attrs.clear()  # attrs are not parquet metadata; keep the file plain
+        with atomic_path(dest) as tmp:
+            frame.to_parquet(tmp, index=False)
         return dest
 
 

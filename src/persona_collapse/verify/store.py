@@ -29,19 +29,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pandas as pd
 
 from persona_collapse.backends.base import Usage
-from persona_collapse.errors import ConfigError, StoreError
+from persona_collapse.errors import ConfigError
+from persona_collapse.store.base import SQLiteStore
 from persona_collapse.store.sqlite import public_settings, utc_now
 
 logger = logging.getLogger(__name__)
@@ -247,110 +243,14 @@ class FailedReply:
     problem: str
 
 
-class VerifyStore:
+class VerifyStore(SQLiteStore):
     """A SQLite verification store. Use :meth:`open`, preferably as a context manager."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
-        self.path = path
-        self._conn = connection
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> VerifyStore:
-        """Open (and, if ``create``, create) the verification store at ``path``.
-
-        Raises:
-            StoreError: Missing (``create=False``), not SQLite, not a verification
-                store, or written by a newer version.
-        """
-        file = Path(path)
-        if file.is_dir():
-            raise StoreError(f"{file}: is a directory, expected a verification store file")
-        if not file.exists():
-            if not create:
-                raise StoreError(f"{file}: verification store not found")
-            try:
-                file.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"{file}: cannot create store ({exc.strerror or exc})") from None
-        try:
-            conn = sqlite3.connect(file, isolation_level=None, timeout=30.0)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{file}: cannot open verification store ({exc})") from None
-        store = cls(file, conn)
-        try:
-            store._initialise()
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StoreError(f"{file}: not a verification store or corrupt ({exc})") from None
-        except BaseException:
-            conn.close()
-            raise
-        return store
-
-    def _initialise(self) -> None:
-        conn = self._conn
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-        tables = {
-            r[0]
-            for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )
-        }
-        if version == 0 and app_id == 0 and not tables:
-            with self._transaction() as tx:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        tx.execute(statement)
-                tx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif app_id != APPLICATION_ID:
-            raise StoreError(
-                f"{self.path}: an SQLite database but not a persona-collapse verification store"
-            )
-        elif version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path}: verification store schema version {version} is newer than this "
-                f"persona-collapse supports ({SCHEMA_VERSION}); upgrade persona-collapse"
-            )
-        elif not tables >= _EXPECTED_TABLES:
-            raise StoreError(f"{self.path}: verification store is damaged")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"{self.path}: cannot write to the store ({exc})") from None
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        self._conn.close()
-
-    def __enter__(self) -> VerifyStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"VerifyStore({str(self.path)!r})"
+    KIND = "verification store"
+    APPLICATION_ID = APPLICATION_ID
+    SCHEMA_VERSION = SCHEMA_VERSION
+    SCHEMA = _SCHEMA
+    EXPECTED_TABLES = _EXPECTED_TABLES
 
     # --- runs and judges -------------------------------------------------------------------
 
