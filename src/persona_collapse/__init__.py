@@ -4,6 +4,7 @@ The public API is what this module re-exports.
 """
 
 from persona_collapse._version import __version__
+from persona_collapse.audit import audit_estimators
 from persona_collapse.backends import available_backends, create_backend
 from persona_collapse.backends.base import (
     Backend,
@@ -22,6 +23,7 @@ from persona_collapse.compare import (
     relative_change,
 )
 from persona_collapse.config import AnalysisConfig, RunConfig
+from persona_collapse.costs import ModelPrices, estimate_cost
 from persona_collapse.errors import (
     BackendError,
     ConfigError,
@@ -50,11 +52,22 @@ from persona_collapse.personas import (
     load_personas,
     toxic_personas,
 )
+from persona_collapse.planning import plan_design
 from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate, extract_rating, load_template
+from persona_collapse.significance import family_significance, holm, study_significance
 from persona_collapse.sources import LoadedRun, load_runs, run_metrics, run_self_profile
 from persona_collapse.store.reference_csv import read_ratings_csv, write_ratings_csv
 from persona_collapse.store.sqlite import RunStore
-from persona_collapse.study import RunOutcome, execute_run, run_demo
+from persona_collapse.study import (
+    RunOutcome,
+    StudyConfig,
+    execute_run,
+    load_study,
+    reproduce,
+    run_demo,
+    run_study,
+)
+from persona_collapse.verify import VerifyConfig, run_verify
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -71,6 +84,7 @@ __all__ = [
     "Item",
     "LoadedRun",
     "Message",
+    "ModelPrices",
     "PersonaCollapseError",
     "PersonaSet",
     "Prompt",
@@ -83,13 +97,16 @@ __all__ = [
     "ScaleDistribution",
     "SelfProfile",
     "StoreError",
+    "StudyConfig",
     "TransientBackendError",
     "UnknownNameError",
     "Usage",
     "UserError",
+    "VerifyConfig",
     "__version__",
     "analyze_distributions",
     "analyze_ratings",
+    "audit_estimators",
     "available_backends",
     "average_changes",
     "builtin_personas",
@@ -97,23 +114,32 @@ __all__ = [
     "collect",
     "compare_family",
     "create_backend",
+    "estimate_cost",
     "execute_run",
     "extract_rating",
+    "family_significance",
     "get_persona_set",
+    "holm",
     "load_instrument",
     "load_personas",
     "load_runs",
+    "load_study",
     "load_template",
     "mean_sigma",
     "mfq30",
+    "plan_design",
     "read_ratings_csv",
     "relative_change",
+    "reproduce",
     "robustness",
     "run_collection",
     "run_demo",
     "run_metrics",
     "run_self_profile",
+    "run_study",
+    "run_verify",
     "self_profile",
+    "study_significance",
     "susceptibility",
     "toxic_personas",
     "write_ratings_csv",
