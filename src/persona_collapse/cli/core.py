@@ -28,7 +28,7 @@ from persona_collapse.cli._app import (
     profile_table,
     stdout_console,
 )
-from persona_collapse.cli.stats import (
+from persona_collapse.cli._significance import (
     EstimatorOpt,
     VarianceOpt,
     check_estimator,
@@ -43,7 +43,7 @@ from persona_collapse.store.sqlite import RunStore
 from persona_collapse.study import execute_run, run_demo
 
 
-@app.command()
+@app.command(rich_help_panel="Analyse")
 def metrics(
     paths: Paths,
     run: RunOpt = None,
@@ -74,7 +74,7 @@ def metrics(
         )
 
 
-@app.command()
+@app.command(rich_help_panel="Analyse")
 def compare(
     paths: Paths,
     base: Annotated[str, typer.Option(help="Name of the base run.")],
@@ -141,7 +141,7 @@ def compare(
             console.print(significance_table(significance, scopes=scopes))
 
 
-@app.command()
+@app.command(rich_help_panel="Analyse")
 def profile(paths: Paths, run: RunOpt = None, fmt: FormatOpt = "table") -> None:
     """Self-profiles: per-foundation mean and sd of the model's own answers."""
     out_format = check_format(fmt)
@@ -153,7 +153,7 @@ def profile(paths: Paths, run: RunOpt = None, fmt: FormatOpt = "table") -> None:
         stdout_console().print(profile_table(profiles))
 
 
-@app.command(name="import")
+@app.command(name="import", rich_help_panel="Runs and stores")
 def import_(
     files: Annotated[list[Path], typer.Argument(help="Reference-layout CSV files or folders.")],
     store: Annotated[Path, typer.Option(help="Run store to import into (created if new).")],
@@ -179,7 +179,7 @@ def import_(
             console.print(f"imported {path} as {record.name!r} ({counts.slots} slots)")
 
 
-@app.command()
+@app.command(rich_help_panel="Runs and stores")
 def export(
     store: Annotated[Path, typer.Argument(help="Run store.")],
     run: Annotated[str, typer.Option(help="Run name or id.")],
@@ -197,7 +197,7 @@ def export(
     stdout_console().print(f"wrote {path}")
 
 
-@app.command()
+@app.command(rich_help_panel="Runs and stores")
 def runs(store: Annotated[Path, typer.Argument(help="Run store.")]) -> None:
     """List the runs of a store with their progress."""
     if not store.is_file():
@@ -237,7 +237,7 @@ def runs(store: Annotated[Path, typer.Argument(help="Run store.")]) -> None:
     stdout_console().print(table)
 
 
-@app.command()
+@app.command(rich_help_panel="Collect")
 def backends() -> None:
     """List the available backends."""
     for name in available_backends():
@@ -257,7 +257,7 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
-@app.command()
+@app.command(rich_help_panel="Collect")
 def run(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="Run configuration (YAML).")
@@ -421,7 +421,7 @@ def _print_estimate(cfg: RunConfig, out_format: str) -> None:
     )
 
 
-@app.command()
+@app.command(rich_help_panel="Studies")
 def demo(
     output: Annotated[Path, typer.Option(help="Output folder.")] = Path("pcollapse-demo"),
     max_personas: Annotated[

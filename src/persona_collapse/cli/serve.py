@@ -25,7 +25,7 @@ def _sim_params(pairs: list[str] | None) -> dict[str, Any]:
     return params
 
 
-@app.command(name="serve-sim")
+@app.command(name="serve-sim", rich_help_panel="Collect")
 def serve_sim(
     host: Annotated[
         str, typer.Option(help="Address to listen on (loopback by default; others expose it).")

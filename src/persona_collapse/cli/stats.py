@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -24,115 +24,14 @@ from persona_collapse.cli._app import (
 )
 from persona_collapse.errors import UserError
 from persona_collapse.significance import (
-    ESTIMATORS,
-    EXCESS,
-    OVERALL,
-    VARIANCES,
-    Estimator,
-    FamilySignificance,
     RunCells,
-    Variance,
 )
 
 if TYPE_CHECKING:
     from persona_collapse.planning import Mode
 
-EstimatorOpt = Annotated[
-    str,
-    typer.Option(help="'reference' (published estimators) or 'corrected' (bias-corrected)."),
-]
-VarianceOpt = Annotated[
-    str,
-    typer.Option(
-        help="Bootstrap variance of the tests: 'persona' (paired persona bootstrap), "
-        "'reference' (persona + rerun, as the published SEs) or 'rerun' (this persona set only)."
-    ),
-]
 
-
-def check_estimator(estimator: str, variance: str) -> tuple[Estimator, Variance]:
-    """The estimator and variance names, checked (one-line error when unknown)."""
-    if estimator not in ESTIMATORS:
-        raise UserError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
-    if variance not in VARIANCES:
-        raise UserError(f"--variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
-    if variance != "persona" and estimator != "reference":
-        raise UserError(
-            f"--variance {variance} needs --estimator reference (it uses the rerun bootstrap)"
-        )
-    return cast("Estimator", estimator), cast("Variance", variance)
-
-
-def _fmt_p(p: float) -> str:
-    if not math.isfinite(p):
-        return "—"
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
-def _fmt_ci(low: float, high: float, excess: bool) -> str:
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "—"
-    if excess:
-        return f"[{100 * low:+.1f}, {100 * high:+.1f}] pts"
-    return f"[{100 * low:+.1f}, {100 * high:+.1f}] %"
-
-
-def significance_table(
-    tests: FamilySignificance, *, alpha: float = 0.05, scopes: Sequence[str] = (OVERALL,)
-) -> Table:
-    """Difference tests of a family: change or excess, interval, p-values, verdict."""
-    level = round(100 * tests.confidence)
-    table = Table(
-        title=(
-            f"Difference tests ({level} % CI; {tests.variance} bootstrap, "
-            f"{'paired' if tests.paired else 'unpaired'}, {tests.estimator} estimator; "
-            f"Holm over foundations)"
-        ),
-        title_justify="left",
-    )
-    for col in ("contrast", "scope", "metric", "change", "CI", "p", "p (Holm)", f"α={alpha:g}"):
-        table.add_column(col, justify="left" if col in ("contrast", "scope", "metric") else "right")
-    for key, contrast in tests.contrasts.items():
-        excess = key == EXCESS
-        label = (
-            f"excess ({contrast.variant} − {contrast.reference})"
-            if excess
-            else f"{contrast.variant} vs {contrast.reference}"
-        )
-        for scope in scopes:
-            for metric in ("S", "R", "sigma_bar"):
-                if scope not in contrast.tests[metric]:
-                    continue
-                t = contrast.tests[metric][scope]
-                estimate = (
-                    f"{100 * t.estimate:+.1f} pts"
-                    if excess and math.isfinite(t.estimate)
-                    else fmt_pct(t.estimate)
-                )
-                table.add_row(
-                    label,
-                    scope,
-                    "σ̄" if metric == "sigma_bar" else metric,
-                    estimate,
-                    _fmt_ci(t.ci_low, t.ci_high, excess),
-                    _fmt_p(t.p_value),
-                    _fmt_p(t.p_holm),
-                    "significant" if t.significant(alpha) else "n.s.",
-                )
-    return table
-
-
-def _columns(table: Table, left: Sequence[str], right: Sequence[str]) -> None:
-    for col in left:
-        table.add_column(col)
-    for col in right:
-        table.add_column(col, justify="right")
-
-
-# --- audit ----------------------------------------------------------------------------------
-
-
-@app.command()
+@app.command(rich_help_panel="Statistics")
 def audit(
     replications: Annotated[int, typer.Option(help="Simulated studies per preset.", min=2)] = 200,
     preset: Annotated[
@@ -292,7 +191,7 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
-@app.command()
+@app.command(rich_help_panel="Statistics")
 def plan(
     paths: Annotated[
         list[Path] | None,

@@ -40,7 +40,7 @@ study_app = typer.Typer(
     help="Run, follow and report a study: model families x variants under one protocol.",
     no_args_is_help=True,
 )
-app.add_typer(study_app, name="study")
+app.add_typer(study_app, name="study", rich_help_panel="Studies")
 
 StudyFile = Annotated[Path, typer.Argument(help="Study file (YAML).")]
 FiguresOpt = Annotated[
@@ -183,7 +183,7 @@ def report_cmd(
     print_outcome(report_study(study, output_dir=output, figures=figures))
 
 
-@app.command(name="reproduce")
+@app.command(name="reproduce", rich_help_panel="Studies")
 def reproduce_cmd(
     path: Annotated[
         Path, typer.Argument(help="Folder laid out like the paper's data (base/, secure-code/...).")
