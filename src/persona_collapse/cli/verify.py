@@ -113,7 +113,7 @@ def _write_outputs(output: Path, outcomes: list[VerifyOutcome]) -> None:
     )
 
 
-@app.command(name="verify")
+@app.command(name="verify", rich_help_panel="Variants")
 def verify_command(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="Verification settings (YAML).")
