@@ -23,8 +23,8 @@ datasets_app = typer.Typer(
     no_args_is_help=True,
 )
 finetune_app = typer.Typer(help="Fine-tune model variants.", no_args_is_help=True)
-app.add_typer(datasets_app, name="datasets")
-app.add_typer(finetune_app, name="finetune")
+app.add_typer(datasets_app, name="datasets", rich_help_panel="Variants")
+app.add_typer(finetune_app, name="finetune", rich_help_panel="Variants")
 
 DataFile = Annotated[Path, typer.Argument(help="Chat-format JSONL file.")]
 CacheOpt = Annotated[
@@ -288,3 +288,318 @@ def finetune_local(
         markup=False,
         highlight=False,
     )
+
+
+# --- OpenAI fine-tuning jobs ----------------------------------------------------------------
+
+ApiKeyEnvOpt = Annotated[
+    str,
+    typer.Option(
+        "--api-key-env",
+        help="NAME of the environment variable holding the API key ('none': no key).",
+    ),
+]
+BaseUrlOpt = Annotated[
+    str | None, typer.Option("--base-url", help="API base URL ending in /v1 (default: OpenAI).")
+]
+StudyOpt = Annotated[
+    Path | None, typer.Option("--study", help="Study file whose variant gets the model id.")
+]
+FamilyOpt = Annotated[str | None, typer.Option("--family", help="Family of --study.")]
+VariantOpt = Annotated[str | None, typer.Option("--variant", help="Variant of --family.")]
+PollOpt = Annotated[
+    float, typer.Option("--poll-interval", help="First wait between polls, seconds.", min=0.001)
+]
+MaxWaitOpt = Annotated[
+    float | None,
+    typer.Option("--max-wait", help="Stop waiting after this many seconds (exit status 3).", min=0),
+]
+
+
+def _key_env(value: str) -> str | None:
+    return None if value.strip().lower() in ("", "none", "null") else value.strip()
+
+
+def _study_target(
+    study: Path | None, family: str | None, variant: str | None
+) -> tuple[Path, str, str] | None:
+    given = [study is not None, family is not None, variant is not None]
+    if not any(given):
+        return None
+    if study is None or family is None or variant is None:
+        raise UserError("--study, --family and --variant go together; give all three")
+    from persona_collapse.finetune.openai_jobs import check_study_variant
+
+    check_study_variant(study, family, variant)
+    return study, family, variant
+
+
+def _job_printer(out_format: str) -> Any:
+    """on_poll callback: status changes and new events, as plain lines (table format only)."""
+    if out_format == "json":
+        return None
+    console = stdout_console()
+    last: list[str] = []
+
+    def show(state: Any, events: list[str]) -> None:
+        for message in events:
+            console.print(f"  {message}", markup=False, highlight=False)
+        if not last or last[-1] != state.status:
+            console.print(f"status: {state.status}", markup=False, highlight=False)
+            last.append(state.status)
+
+    return show
+
+
+def _finish_job(
+    result: Any, target: tuple[Path, str, str] | None, out_format: str, state_dir: Path
+) -> None:
+    """Report a waited-for job; write the model id into the study; exit 3 if still running."""
+    from persona_collapse.finetune.openai_jobs import write_model_id
+
+    written = None
+    if result.done and result.model_id and target is not None:
+        written = write_model_id(target[0], target[1], target[2], result.model_id)
+    if out_format == "json":
+        print_json(
+            {
+                "job_id": result.job_id,
+                "status": result.status,
+                "done": result.done,
+                "model_id": result.model_id,
+                "trained_tokens": result.trained_tokens,
+                "state": str(state_dir),
+                "study": None if written is None else str(written),
+            }
+        )
+    else:
+        console = stdout_console()
+        if result.done:
+            console.print(f"fine-tuned model: {result.model_id}", markup=False, highlight=False)
+            if written is not None and target is not None:
+                console.print(
+                    f"{written}: families.{target[1]}.{target[2]}.model = {result.model_id}",
+                    markup=False,
+                    highlight=False,
+                )
+        else:
+            console.print(
+                f"job {result.job_id} is still {result.status}; rerun the command, or "
+                f"'pcollapse finetune openai-status --state-dir {state_dir} --wait', "
+                "to keep waiting",
+                markup=False,
+                highlight=False,
+            )
+    if not result.done:
+        raise typer.Exit(3)
+
+
+def _interrupted(state_dir: Path) -> typer.Exit:
+    stdout_console().print(
+        f"interrupted: a submitted job keeps running on the server; the state is in {state_dir}. "
+        f"Resume with the same command or 'pcollapse finetune openai-status --state-dir "
+        f"{state_dir} --wait'",
+        markup=False,
+        highlight=False,
+    )
+    return typer.Exit(130)
+
+
+@finetune_app.command("openai")
+def finetune_openai(
+    data: Annotated[
+        str, typer.Option(help="Chat JSONL file, or a fetched dataset name (insecure, secure).")
+    ],
+    model: Annotated[str, typer.Option(help="Base model to fine-tune (e.g. gpt-4o-2024-08-06).")],
+    recipe: Annotated[
+        str, typer.Option(help="Recipe preset (betley) or recipe YAML file.")
+    ] = "betley",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Recipe override KEY=VALUE: n_epochs, batch_size, learning_rate_multiplier "
+            "(numbers or auto), request_format (method, hyperparameters).",
+        ),
+    ] = None,
+    suffix: Annotated[
+        str | None, typer.Option(help="Suffix of the fine-tuned model's name.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Job seed.", min=0)] = 0,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="Folder of the job's state (default: openai-finetunes/<data>-<model>).",
+        ),
+    ] = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+    study: StudyOpt = None,
+    family: FamilyOpt = None,
+    variant: VariantOpt = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Submit and return; check with openai-status.")
+    ] = False,
+    poll_interval: PollOpt = 10.0,
+    max_wait: MaxWaitOpt = None,
+    cache_dir: CacheOpt = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Fine-tune a model through the OpenAI fine-tuning API (or a compatible server).
+
+    Validates the dataset locally, uploads it, creates the job (Betley et al.
+    recipe by default: 1 epoch, batch size 4, learning-rate multiplier 2),
+    polls it until it finishes and prints the fine-tuned model id; with
+    --study/--family/--variant the id is written into the study file. The state
+    in --state-dir makes the command resumable: rerunning it after Ctrl-C or a
+    lost connection neither uploads again nor creates a second job. A failed
+    job (e.g. training data blocked by the provider's safety checks) prints the
+    server's error and exits with status 2.
+    """
+    from persona_collapse.finetune.openai_jobs import (
+        get_openai_recipe,
+        submit_job,
+        suggest_state_dir,
+        wait_for_job,
+    )
+    from persona_collapse.finetune.recipes import parse_overrides
+
+    out_format = check_format(fmt)
+    chosen = get_openai_recipe(recipe, parse_overrides(set_ or []))
+    target = _study_target(study, family, variant)
+    folder = state_dir if state_dir is not None else suggest_state_dir(data, model)
+    key_env = _key_env(api_key_env)
+    try:
+        state = submit_job(
+            data,
+            base_model=model,
+            recipe=chosen,
+            suffix=suffix,
+            seed=seed,
+            base_url=base_url,
+            api_key_env=key_env,
+            state_dir=folder,
+            cache_dir=cache_dir,
+        )
+    except KeyboardInterrupt:
+        raise _interrupted(folder) from None
+    if out_format == "table":
+        stdout_console().print(
+            f"job {state.job_id} ({state.status}): {state.dataset_examples} examples "
+            f"(sha256 {state.dataset_sha256[:12]}...), file {state.file_id}, base {model}, "
+            f"recipe {chosen.name} ({chosen.describe()}), seed {seed}\n"
+            f"state: {state.path}",
+            markup=False,
+            highlight=False,
+        )
+    if no_wait:
+        if out_format == "json":
+            print_json({**state.model_dump(mode="json"), "state": str(folder)})
+        return
+    try:
+        result = wait_for_job(
+            state,
+            poll_interval=poll_interval,
+            max_interval=max(poll_interval, 120.0),
+            max_wait=max_wait,
+            base_url=base_url,
+            api_key_env=key_env,
+            on_poll=_job_printer(out_format),
+        )
+    except KeyboardInterrupt:
+        raise _interrupted(folder) from None
+    _finish_job(result, target, out_format, folder)
+
+
+@finetune_app.command("openai-status")
+def finetune_openai_status(
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="Folder of the job's state.")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Keep polling until the job finishes.")
+    ] = False,
+    cancel: Annotated[bool, typer.Option("--cancel", help="Cancel the job.")] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Show the recorded state without asking the server.")
+    ] = False,
+    base_url: BaseUrlOpt = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key-env",
+            help="NAME of the key variable (default: the one recorded; 'none': no key).",
+        ),
+    ] = None,
+    study: StudyOpt = None,
+    family: FamilyOpt = None,
+    variant: VariantOpt = None,
+    poll_interval: PollOpt = 10.0,
+    max_wait: MaxWaitOpt = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Show (and refresh) an OpenAI fine-tuning job recorded in --state-dir.
+
+    Asks the server once for the job's status and new events (none once the job
+    has finished); --wait resumes polling until it finishes (and, with
+    --study/--family/--variant, writes the model id into the study); --cancel
+    cancels it. A failed job shows the server's error and exits with status 2.
+    """
+    from persona_collapse.finetune.openai_jobs import (
+        cancel_job,
+        poll_job,
+        raise_for_failure,
+        require_state,
+        wait_for_job,
+        write_model_id,
+    )
+
+    out_format = check_format(fmt)
+    if sum((wait, cancel, offline)) > 1:
+        raise UserError("--wait, --cancel and --offline exclude each other")
+    target = _study_target(study, family, variant)
+    key_env: Any = ... if api_key_env is None else _key_env(api_key_env)
+    state = require_state(state_dir)
+    if wait:
+        try:
+            result = wait_for_job(
+                state,
+                poll_interval=poll_interval,
+                max_interval=max(poll_interval, 120.0),
+                max_wait=max_wait,
+                base_url=base_url,
+                api_key_env=key_env,
+                on_poll=_job_printer(out_format),
+            )
+        except KeyboardInterrupt:
+            raise _interrupted(state_dir) from None
+        _finish_job(result, target, out_format, state_dir)
+        return
+    events: list[str] = []
+    if cancel:
+        state = cancel_job(state, base_url=base_url, api_key_env=key_env)
+    elif not offline and not state.done and state.job_id is not None:
+        state, events = poll_job(state, base_url=base_url, api_key_env=key_env)
+    if out_format == "json":
+        print_json({**state.model_dump(mode="json"), "new_events": events})
+    else:
+        console = stdout_console()
+        lines = [
+            f"job: {state.job_id or '(not created)'}",
+            f"status: {state.status}",
+            f"base model: {state.base_model}",
+            f"dataset: {state.dataset_path} ({state.dataset_examples} examples, "
+            f"sha256 {state.dataset_sha256[:12]}...)",
+            f"recipe: {state.recipe.name} ({state.recipe.describe()}), seed {state.seed}",
+            f"file: {state.file_id or '(not uploaded)'}",
+            f"server: {state.base_url or 'OpenAI'}",
+        ]
+        if state.model_id:
+            lines.append(f"fine-tuned model: {state.model_id}")
+        if state.trained_tokens is not None:
+            lines.append(f"trained tokens: {state.trained_tokens:,}")
+        lines.extend(f"  {message}" for message in events)
+        console.print("\n".join(lines), markup=False, highlight=False)
+    if not cancel:  # a cancellation asked for is not an error
+        raise_for_failure(state)
+    if state.done and state.model_id and target is not None:
+        write_model_id(target[0], target[1], target[2], state.model_id)

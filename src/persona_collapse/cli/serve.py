@@ -70,6 +70,18 @@ def serve_sim(
         str | None,
         typer.Option(help="Require the API key held in this environment variable."),
     ] = None,
+    ft_polls_per_status: Annotated[
+        int, typer.Option(help="Fine-tuning jobs: polls spent in each status.", min=0)
+    ] = 1,
+    ft_seconds_per_status: Annotated[
+        float, typer.Option(help="Fine-tuning jobs: seconds spent in each status.", min=0.0)
+    ] = 0.0,
+    ft_failure: Annotated[
+        str, typer.Option(help="Fine-tuning jobs fail: none, moderation or validation.")
+    ] = "none",
+    ft_min_examples: Annotated[
+        int, typer.Option(help="Fine-tuning jobs: fewest training examples accepted.", min=1)
+    ] = 10,
 ) -> None:
     """Serve the simulator as an OpenAI-compatible API, with optional fault injection.
 
@@ -94,6 +106,12 @@ def serve_sim(
             "unparseable_rate": unparseable,
             "ignore_n": ignore_n,
             "seed": fault_seed,
+        },
+        fine_tuning={
+            "polls_per_status": ft_polls_per_status,
+            "seconds_per_status": ft_seconds_per_status,
+            "failure": ft_failure,
+            "min_examples": ft_min_examples,
         },
     )
     # Building the service validates the preset and parameters before binding.

@@ -34,6 +34,7 @@ from persona_collapse.serve.app import (
     SimService,
     settings_from_options,
 )
+from persona_collapse.serve.fine_tuning import FineTuningSettings
 
 logger = logging.getLogger(__name__)
 
@@ -335,6 +336,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "FaultSettings",
+    "FineTuningSettings",
     "RunningServer",
     "ServerProcess",
     "ServerStats",

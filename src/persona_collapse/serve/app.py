@@ -10,9 +10,13 @@ Endpoints:
     The served model names.
 ``GET /stats``, ``POST /stats/reset``
     Request counters (what tests and benchmarks read), see :class:`ServerStats`.
+``/v1/files``, ``/v1/fine_tuning/jobs``...
+    A simulated fine-tuning API, see :mod:`persona_collapse.serve.fine_tuning`.
 
 Models: ``settings.model`` is answered by ``settings.preset``; every simulator
-preset is also served as ``sim-<preset>``.
+preset is also served as ``sim-<preset>``; a fine-tuning job that succeeds adds
+its ``ft:...`` model (preset chosen by the rule in
+:mod:`persona_collapse.serve.fine_tuning`).
 
 Logprobs describe the first completion token only, at the request's temperature.
 For instrument prompts each scale value ``k`` appears as the token ``"k"`` and, with share
@@ -52,6 +56,7 @@ from persona_collapse.backends.simulator import PRESETS, SimulatorBackend
 from persona_collapse.costs import count_message_tokens
 from persona_collapse.errors import BackendError, ConfigError, format_validation_error
 from persona_collapse.instrument import Instrument, mfq30
+from persona_collapse.serve.fine_tuning import FineTuningService, FineTuningSettings, preset_for
 
 NON_RATING_TOKENS: tuple[tuple[str, float], ...] = (
     ("As", 0.4),
@@ -140,6 +145,9 @@ class SimServerSettings(BaseModel):
     echo_key_in_errors: bool = False
     """Fault: quote the client's key in 401 replies (tests that clients never repeat it)."""
 
+    fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
+    """The simulated files and fine-tuning API (progress, failures, preset rule)."""
+
 
 @dataclass
 class ServerStats:
@@ -154,6 +162,9 @@ class ServerStats:
         logprob_requests: Successful requests that asked for logprobs.
         prompt_tokens, completion_tokens, cached_tokens: ``usage`` totals returned.
         extra_fields: Request fields outside the OpenAI schema seen (e.g. ``enable_thinking``).
+        fine_tuning: Files and fine-tuning requests: ``uploads``, ``file_retrievals``,
+            ``jobs_created``, ``job_retrievals``, ``job_lists``, ``event_lists``,
+            ``cancels``, and refused ones by status (``400``, ``401``, ``404``).
     """
 
     requests: int = 0
@@ -165,6 +176,7 @@ class ServerStats:
     completion_tokens: int = 0
     cached_tokens: int = 0
     extra_fields: Counter[str] = field(default_factory=Counter)
+    fine_tuning: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy."""
@@ -178,13 +190,18 @@ class ServerStats:
             "completion_tokens": self.completion_tokens,
             "cached_tokens": self.cached_tokens,
             "extra_fields": dict(self.extra_fields),
+            "fine_tuning": dict(self.fine_tuning),
         }
 
     def reset(self) -> None:
         """Zero every counter."""
         fresh = ServerStats()
         for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(fresh, name))
+            current = getattr(self, name)
+            if isinstance(current, Counter):
+                current.clear()  # in place: the fine-tuning service holds a reference
+            else:
+                setattr(self, name, getattr(fresh, name))
 
 
 class _ChatMessage(BaseModel):
@@ -244,6 +261,8 @@ class SimService:
         self._faults = random.Random(settings.faults.seed)
         self._seen_systems: OrderedDict[str, None] = OrderedDict()
         self._models: dict[str, SimulatorBackend] = {}
+        self.fine_tuned_presets: dict[str, str] = {}
+        """Fine-tuned model id -> the simulator preset answering it."""
         params: dict[str, Any] = dict(settings.sim_params)
         self._models[settings.model] = SimulatorBackend(
             settings.preset, seed=settings.seed, instrument=self.instrument, **params
@@ -254,6 +273,33 @@ class SimService:
             )
         self._scale = self.instrument.scale
         self._ids = itertools.count(1)
+        self._sim_params = params
+        for fragment, preset in settings.fine_tuning.presets.items():
+            if preset not in PRESETS:
+                raise ConfigError(
+                    f"serve-sim: fine_tuning.presets[{fragment!r}]: unknown preset {preset!r}; "
+                    f"known: {', '.join(PRESETS)}"
+                )
+        self.fine_tuning = FineTuningService(
+            settings.fine_tuning,
+            register_model=self.register_fine_tuned,
+            counters=self.stats.fine_tuning,
+        )
+
+    def register_fine_tuned(self, model_id: str, base_model: str, training_file: str) -> None:
+        """Serve a fine-tuned model (preset by the rule of :func:`preset_for`)."""
+        preset = preset_for(
+            training_file,
+            base_model,
+            presets=self.settings.fine_tuning.presets,
+            default_preset=self.settings.preset,
+        )
+        if preset not in PRESETS:
+            preset = self.settings.preset
+        self._models[model_id] = SimulatorBackend(
+            preset, seed=self.settings.seed, instrument=self.instrument, **self._sim_params
+        )
+        self.fine_tuned_presets[model_id] = preset
 
     @property
     def model_names(self) -> list[str]:

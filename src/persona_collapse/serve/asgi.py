@@ -53,6 +53,17 @@ def create_app(
         token = given[7:] if given.lower().startswith("bearer ") else given
         return bool(expected) and hmac.compare_digest(token, expected), token
 
+    def unauthorised_reply(token: str) -> Response:
+        shown = token if cfg.echo_key_in_errors else (token[:3] + "***" if token else "none")
+        return reply(
+            401,
+            _error_body(
+                f"Incorrect API key provided: {shown}.",
+                "invalid_request_error",
+                code="invalid_api_key",
+            ),
+        )
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         stats = svc.stats
@@ -60,15 +71,7 @@ def create_app(
         ok, token = authorised(request)
         if not ok:
             stats.outcomes["401"] += 1
-            shown = token if cfg.echo_key_in_errors else (token[:3] + "***" if token else "none")
-            return reply(
-                401,
-                _error_body(
-                    f"Incorrect API key provided: {shown}.",
-                    "invalid_request_error",
-                    code="invalid_api_key",
-                ),
-            )
+            return unauthorised_reply(token)
         fault = svc.draw_fault()
         if fault == "429":
             stats.outcomes["429"] += 1
@@ -118,6 +121,80 @@ def create_app(
             for name in svc.model_names
         ]
         return reply(200, {"object": "list", "data": data})
+
+    # --- the simulated files and fine-tuning API (see persona_collapse.serve.fine_tuning) ---
+    tuning = svc.fine_tuning
+
+    def refused(request: Request) -> Response | None:
+        ok, token = authorised(request)
+        if ok:
+            return None
+        svc.stats.fine_tuning["401"] += 1
+        return unauthorised_reply(token)
+
+    def limit_of(request: Request) -> int:
+        try:
+            return max(1, min(int(request.query_params.get("limit", "20")), 100))
+        except ValueError:
+            return 20
+
+    @app.post("/v1/files")
+    async def upload_file(request: Request) -> Response:
+        denied = refused(request)
+        if denied is not None:
+            return denied
+        body = await request.body()
+        return reply(*tuning.upload(request.headers.get("content-type", ""), body))
+
+    @app.get("/v1/files/{file_id}")
+    async def get_file(file_id: str, request: Request) -> Response:
+        return refused(request) or reply(*tuning.get_file(file_id))
+
+    @app.post("/v1/fine_tuning/jobs")
+    async def create_job(request: Request) -> Response:
+        denied = refused(request)
+        if denied is not None:
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        return reply(*tuning.create_job(body))
+
+    @app.get("/v1/fine_tuning/jobs")
+    async def list_jobs(request: Request) -> Response:
+        denied = refused(request)
+        if denied is not None:
+            return denied
+        # The SDK sends metadata filters as ``metadata[key]=value``.
+        metadata = {
+            key[len("metadata[") : -1]: value
+            for key, value in request.query_params.items()
+            if key.startswith("metadata[") and key.endswith("]")
+        }
+        return reply(
+            *tuning.list_jobs(
+                limit=limit_of(request),
+                after=request.query_params.get("after"),
+                metadata=metadata,
+            )
+        )
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}")
+    async def get_job(job_id: str, request: Request) -> Response:
+        return refused(request) or reply(*tuning.get_job(job_id))
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/events")
+    async def job_events(job_id: str, request: Request) -> Response:
+        return refused(request) or reply(
+            *tuning.list_events(
+                job_id, limit=limit_of(request), after=request.query_params.get("after")
+            )
+        )
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+    async def cancel_job(job_id: str, request: Request) -> Response:
+        return refused(request) or reply(*tuning.cancel(job_id))
 
     @app.get("/stats")
     async def stats() -> JSONResponse:
