@@ -26,7 +26,7 @@ from persona_collapse.cli._app import (
 )
 from persona_collapse.config import AnalysisConfig
 from persona_collapse.errors import BackendError
-from persona_collapse.report.model import StudyResults, family_verdict
+from persona_collapse.report.model import StudyResults, family_verdict, significance_verdict
 from persona_collapse.study import (
     StudyOutcome,
     load_study,
@@ -105,13 +105,23 @@ def headline_table(results: StudyResults) -> Table:
 def print_outcome(outcome: StudyOutcome) -> None:
     """Print the headline table and where the report is."""
     console = stdout_console()
-    console.print(headline_table(outcome.results))
-    notes = [n for v in outcome.results.variants() for n in v.notes]
-    notes += list(outcome.results.notes)
+    results = outcome.results
+    console.print(headline_table(results))
+    for fam in results.families.values():
+        tested = significance_verdict(results, fam)
+        if tested is not None:
+            console.print(f"{fam.name}: {tested}", markup=False, highlight=False)
+    notes = [n for v in results.variants() for n in v.notes]
+    notes += list(results.notes)
     for note in notes:
         console.print(f"note: {note}", markup=False, highlight=False)
     collection = outcome.collection
     if collection is not None:
+        if collection.produced:
+            trained = ", ".join(collection.trained) or "none (all reused)"
+            console.print(f"fine-tuned this session: {trained}", markup=False, highlight=False)
+        if collection.verified:
+            console.print(f"answers verified this session: {collection.verified_answers:,}")
         console.print(f"model requests this session: {collection.requests:,}")
     console.print(f"outputs are in {outcome.output_dir}", markup=False, highlight=False)
     console.print(f"report: {outcome.files.html.resolve()}", markup=False, highlight=False)

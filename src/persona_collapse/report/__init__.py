@@ -39,6 +39,9 @@ _DESCRIPTIONS = {
     "parse_failures_by_persona.csv": "parse-failure rate of every persona",
     "counts.csv": "personas, answers, failures, requests, tokens, cost",
     "temperature_curves.csv": "S(T) and R(T) from stored distributions",
+    "significance.csv": "difference tests against the base and of the excess (Holm-corrected)",
+    "verification.csv": "emergent-misalignment verification: alignment, coherence, misaligned "
+    "share per variant and question",
     "tables/table_metrics.tex": "LaTeX: S and R with Δ%",
     "tables/table_self_profiles.tex": "LaTeX: self-profiles",
     "tables/table_toxic_profiles.tex": "LaTeX: toxic-control profiles",

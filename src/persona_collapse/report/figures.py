@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from persona_collapse.errors import MissingDependencyError
-from persona_collapse.report.model import FamilyResult, StudyResults, VariantResult
+from persona_collapse.report.model import FamilyResult, StudyResults, VariantResult, excess_points
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -577,6 +577,17 @@ def _temperature(results: StudyResults) -> Figure | None:
     return fig
 
 
+def _excess_coherence(results: StudyResults) -> Figure | None:
+    from persona_collapse.verify.report import plot_excess_r_vs_coherence
+
+    points = excess_points(results)
+    if not points:
+        return None
+    fig, (ax,) = _grid(1, size=(5.2, 4.2))
+    plot_excess_r_vs_coherence(ax, points=points)
+    return fig
+
+
 FIGURES: tuple[FigureSpec, ...] = (
     (
         "fig_s_bars",
@@ -626,6 +637,14 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Parse failures",
         "Answers without a valid rating per variant (first panel) and per persona (second).",
         _pair(plot_parse_failures, plot_persona_failures),
+    ),
+    (
+        "fig_excess_coherence",
+        "Misalignment-specific excess: robustness against coherence",
+        "Per family, the excess ΔR of the treatment over the control (y) against the same "
+        "excess in the verification's mean coherence (x), in % of the base (± 1 SE where "
+        "known).",
+        _excess_coherence,
     ),
     (
         "fig_temperature",

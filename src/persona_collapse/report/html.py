@@ -18,7 +18,15 @@ from typing import Any
 from persona_collapse._version import __version__
 from persona_collapse.compare import check_band
 from persona_collapse.report.figures import RenderedFigure
-from persona_collapse.report.model import StudyResults, VariantResult, Verdict, family_verdict
+from persona_collapse.report.model import (
+    StudyResults,
+    VariantResult,
+    Verdict,
+    excess_points,
+    family_verdict,
+    format_p,
+    significance_verdict,
+)
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -160,9 +168,11 @@ def _headline(results: StudyResults) -> Html:
     for fam in results.families.values():
         v = family_verdict(fam, results.band)
         ok = v.treatment is not None and v.leaves_band is False
-        parts.append(
-            f'<div class="verdict{" ok" if ok else ""}">{esc(verdict_text(v, results.band))}</div>'
-        )
+        text = verdict_text(v, results.band)
+        tested = significance_verdict(results, fam)
+        if tested is not None:
+            text += " " + tested
+        parts.append(f'<div class="verdict{" ok" if ok else ""}">{esc(text)}</div>')
     avg = results.average
     if avg is not None and "treatment" in avg.variants:
         o = avg.variants["treatment"].overall
@@ -345,16 +355,143 @@ def _persona_failures(results: StudyResults) -> Html:
     )
 
 
+_TEST_KEYS = frozenset({"family", "contrast", "metric", "scope", "estimate", "p_value", "p_holm"})
+_METRIC_NAMES = {"S": "ΔS", "R": "ΔR", "sigma_bar": "Δσ̄"}
+
+
+def _p_cell(value: Any) -> str:
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return format_p(p).removeprefix("p = ").removeprefix("p ") if math.isfinite(p) else "—"
+
+
 def _significance(results: StudyResults) -> Html:
     rows = results.significance
     if rows is None:
         return Html('<p class="muted">Difference tests were not computed for this report.</p>')
     if not rows:
         return Html('<p class="muted">No difference tests.</p>')
-    header = list(dict.fromkeys(k for row in rows for k in row))
-    return table(
-        header, [[_value(row.get(k, "")) for k in header] for row in rows], left=min(2, len(header))
+    if not all(set(row) >= _TEST_KEYS for row in rows):
+        header = list(dict.fromkeys(k for row in rows for k in row))
+        return table(
+            header,
+            [[_value(row.get(k, "")) for k in header] for row in rows],
+            left=min(2, len(header)),
+        )
+    sentences = []
+    for fam in results.families.values():
+        text = significance_verdict(results, fam)
+        if text is not None:
+            sentences.append(f"<li>{esc(fam.name)}: {esc(text)}</li>")
+    intro = (
+        "<p>Each variant against its family's base (relative change) and the "
+        "misalignment-specific excess (treatment against control, relative to the base): "
+        "paired persona bootstrap, two-sided tests of the log ratio, Holm-adjusted p-values "
+        "across families and foundations per contrast and metric; "
+        f"significant: adjusted p &lt; {esc(f'{results.alpha:g}')}. Overall scope shown; "
+        "every foundation is in <code>significance.csv</code>.</p>"
     )
+    body = []
+    for row in rows:
+        if row.get("scope") != "overall":
+            continue
+        contrast = str(row["contrast"])
+        metric = str(row["metric"])
+        what = (
+            f"{row.get('variant', '?')} − {row.get('reference', '?')}"
+            if contrast == "excess"
+            else f"{contrast} vs {row.get('reference', 'base')}"
+        )
+        excess = contrast == "excess"
+        shown = fmt_pct(float(row["estimate"]))
+        low, high = float(row.get("ci_low", math.nan)), float(row.get("ci_high", math.nan))
+        body.append(
+            [
+                str(row["family"]),
+                ("excess " if excess else "") + what,
+                _METRIC_NAMES.get(metric, metric),
+                shown,
+                "—"
+                if not (math.isfinite(low) and math.isfinite(high))
+                else f"[{fmt_pct(low)}, {fmt_pct(high)}]",
+                _p_cell(row["p_value"]),
+                _p_cell(row["p_holm"]),
+                "yes" if row.get("significant") else "no",
+            ]
+        )
+    header = ["family", "contrast", "metric", "estimate", "95 % CI", "p", "p (Holm)", "significant"]
+    listed = f"<ul>{''.join(sentences)}</ul>" if sentences else ""
+    return Html(intro + listed + table(header, body, left=3).markup)
+
+
+def _verification(results: StudyResults) -> Html:
+    if not results.has_verification:
+        return Html("")
+    rows = []
+    for v in results.variants():
+        r = v.verification
+        if r is None:
+            continue
+        o = r.overall
+        m = o.misaligned
+        share = "—" if m.n == 0 else f"{100 * m.share:.1f} % ± {100 * m.se:.1f} ({m.count}/{m.n})"
+        rows.append(
+            [
+                v.family,
+                v.label,
+                v.role or "",
+                r.judge_model,
+                str(o.answers),
+                fmt_pm(o.alignment.mean, o.alignment.se, 1),
+                fmt_pm(o.coherence.mean, o.coherence.se, 1),
+                share,
+                str(o.code),
+                str(o.refusal),
+                str(o.alignment.unscoreable + o.coherence.unscoreable),
+                str(o.judge_failures),
+            ]
+        )
+    first = next(v.verification for v in results.variants() if v.verification is not None)
+    intro = (
+        "<p>Open-ended questions answered by each variant and scored 0-100 by a judge for "
+        f"alignment and coherence ({esc(first.method)} judge). Misaligned: alignment &lt; "
+        f"{esc(f'{first.alignment_threshold:g}')} and coherence &gt; "
+        f"{esc(f'{first.coherence_threshold:g}')}, as a share of the "
+        f"{esc(first.share_of)} answers; answers labelled code or refusals are left out. "
+        "Per question: <code>verification.csv</code>.</p>"
+    )
+    header = [
+        "family",
+        "variant",
+        "role",
+        "judge",
+        "answers",
+        "alignment",
+        "coherence",
+        "misaligned",
+        "code",
+        "refusal",
+        "unscoreable",
+        "judge failures",
+    ]
+    out = intro + table(header, rows, left=4).markup
+    points = excess_points(results)
+    if points:
+        items = "".join(
+            f"<li>{esc(p.label)}: excess Δcoherence "
+            f"{esc(fmt_pct(p.excess_coherence))}"
+            + (
+                f" ± {esc(f'{100 * p.excess_coherence_se:.1f}')}"
+                if math.isfinite(p.excess_coherence_se)
+                else ""
+            )
+            + f", excess ΔR {esc(fmt_pct(p.excess_R))} (treatment − control)</li>"
+            for p in points
+        )
+        out += f"<ul>{items}</ul>"
+    return Html(out)
 
 
 def _value(value: Any) -> str:
@@ -461,6 +598,7 @@ def render_html(
         ("Susceptibility and robustness", _metrics_table(results)),
         ("Misalignment-specific excess", _excess_table(results)),
         ("Per foundation", _foundation_table(results)),
+        ("Emergent-misalignment verification", _verification(results)),
         ("Self-profiles and toxic control", _profiles_table(results)),
         (
             "Scale usage and parse failures",

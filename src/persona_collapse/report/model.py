@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 from persona_collapse.compare import AverageChange, FamilyComparison, check_band
 from persona_collapse.config import AnalysisConfig
 from persona_collapse.metrics import RunMetrics, SelfProfile
 from persona_collapse.report.diagnostics import ParseFailures, ScaleUsage
+from persona_collapse.verify.report import ExcessPoint, excess_point
+from persona_collapse.verify.results import VerifyResult
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class VariantResult:
         counts: Collected data, requests, tokens, cost.
         temperature_curve: S(T), R(T) points (logprobs runs only).
         notes: Problems worth showing (incomplete runs, metrics not computable).
+        verification: Emergent-misalignment verification (None: not verified).
     """
 
     family: str
@@ -106,6 +110,7 @@ class VariantResult:
     counts: DataCounts = field(default_factory=DataCounts)
     temperature_curve: tuple[TemperaturePoint, ...] = ()
     notes: tuple[str, ...] = ()
+    verification: VerifyResult | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,8 @@ class StudyResults:
         seeds: What every random draw was seeded with (label -> seed).
         significance: Rows of difference tests to show (None: not computed).
         notes: Study-level remarks.
+        alpha: Level of the difference tests (a Holm-adjusted p-value below it is
+            significant).
     """
 
     name: str
@@ -163,6 +170,7 @@ class StudyResults:
     seeds: Mapping[str, Any] = field(default_factory=dict)
     significance: tuple[Mapping[str, Any], ...] | None = None
     notes: tuple[str, ...] = ()
+    alpha: float = 0.05
 
     def variants(self) -> list[VariantResult]:
         """Every variant of every family, in order."""
@@ -172,6 +180,25 @@ class StudyResults:
     def has_temperature_curves(self) -> bool:
         """Whether any variant has S(T), R(T) points."""
         return any(v.temperature_curve for v in self.variants())
+
+    @property
+    def has_verification(self) -> bool:
+        """Whether any variant has verification results."""
+        return any(v.verification is not None for v in self.variants())
+
+    def test_row(
+        self, family: str, contrast: str, metric: str, scope: str = "overall"
+    ) -> Mapping[str, Any] | None:
+        """The difference-test row of a family's contrast, metric and scope, if computed."""
+        for row in self.significance or ():
+            if (
+                row.get("family") == family
+                and row.get("contrast") == contrast
+                and row.get("metric") == metric
+                and row.get("scope") == scope
+            ):
+                return row
+        return None
 
 
 @dataclass(frozen=True)
@@ -260,6 +287,84 @@ def family_verdict(family: FamilyResult, band: tuple[float, float]) -> Verdict:
     )
 
 
+def excess_points(results: StudyResults) -> list[ExcessPoint]:
+    """Per family with a verified base, control and treatment and a ΔR excess: the
+    excess in R against the excess in mean coherence (the paper's comparison).
+
+    The SE of the R excess comes from its difference test's interval, when computed.
+    """
+    points = []
+    for fam in results.families.values():
+        cmp = fam.comparison
+        if cmp is None or cmp.excess is None or fam.control is None or fam.treatment is None:
+            continue
+        verified = [
+            fam.variants[label].verification if label in fam.variants else None
+            for label in (fam.base, fam.control, fam.treatment)
+        ]
+        base, control, treatment = verified
+        if base is None or control is None or treatment is None:
+            continue
+        se_r = math.nan
+        row = results.test_row(fam.name, "excess", "R")
+        if row is not None:
+            width = float(row.get("ci_high", math.nan)) - float(row.get("ci_low", math.nan))
+            se_r = width / (2 * NormalDist().inv_cdf(0.975))
+        try:
+            points.append(
+                excess_point(
+                    fam.name,
+                    excess_R=cmp.excess.overall.R,
+                    base=base,
+                    control=control,
+                    treatment=treatment,
+                    excess_R_se=se_r,
+                )
+            )
+        except ValueError:
+            continue  # the base's mean coherence is 0 or undefined: no relative change
+    return points
+
+
+def format_p(p: float) -> str:
+    """A p-value for text: ``p < 0.001`` or two significant digits (``p = 0.021``)."""
+    if not math.isfinite(p):
+        return "p undefined"
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.2g}"
+
+
+def _signed_pct(value: float) -> str:
+    if not math.isfinite(value):
+        return "—"
+    return f"{100 * value:+.1f} %".replace("-", "−")
+
+
+def significance_verdict(results: StudyResults, family: FamilyResult) -> str | None:
+    """Whether the treatment's ΔS and ΔR are significant after Holm, as one sentence.
+
+    E.g. ``"Difference tests: insecure ΔS +11.3 % (not significant after Holm,
+    p = 0.21); ΔR −39.0 % (significant after Holm, p < 0.001)."``; None when the
+    family has no treatment or no tests were computed.
+    """
+    treatment = family.treatment
+    if treatment is None:
+        return None
+    parts = []
+    for metric, name in (("S", "ΔS"), ("R", "ΔR")):
+        row = results.test_row(family.name, treatment, metric)
+        if row is None:
+            continue
+        p_holm = float(row.get("p_holm", math.nan))
+        verdict = "significant" if p_holm < results.alpha else "not significant"
+        change = _signed_pct(float(row["estimate"]))
+        parts.append(f"{name} {change} ({verdict} after Holm, {format_p(p_holm)})")
+    if not parts:
+        return None
+    return f"Difference tests: {treatment} " + "; ".join(parts) + "."
+
+
 __all__ = [
     "DataCounts",
     "FamilyResult",
@@ -267,5 +372,8 @@ __all__ = [
     "TemperaturePoint",
     "VariantResult",
     "Verdict",
+    "excess_points",
     "family_verdict",
+    "format_p",
+    "significance_verdict",
 ]

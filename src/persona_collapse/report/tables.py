@@ -19,7 +19,7 @@ from persona_collapse._files import write_text_atomic
 from persona_collapse._version import __version__
 from persona_collapse.compare import Change, VariantChange, check_band
 from persona_collapse.metrics import SelfProfile
-from persona_collapse.report.model import StudyResults, VariantResult
+from persona_collapse.report.model import StudyResults, VariantResult, excess_points
 
 # --- frames ---------------------------------------------------------------------------------
 
@@ -246,6 +246,65 @@ def temperature_frame(results: StudyResults) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def verification_frame(results: StudyResults) -> pd.DataFrame:
+    """Emergent-misalignment verification of every verified variant: one row per
+    question and one pooled row (``question == "all"``); scores 0-100, shares 0-1."""
+    from persona_collapse.verify.report import TABLE_COLUMNS, verification_table
+
+    frames = []
+    for v in results.variants():
+        result = v.verification
+        if result is None:
+            continue
+        frame = verification_table({v.label: result}, per_question=True)
+        frame.insert(0, "family", v.family)
+        frame.insert(2, "role", v.role or "")
+        frame["judge"] = result.judge_model
+        frame["method"] = result.method
+        frame["seed"] = result.seed
+        frames.append(frame)
+    columns = ["family", "variant", "role", *TABLE_COLUMNS[1:], "judge", "method", "seed"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+SIGNIFICANCE_COLUMNS: tuple[str, ...] = (
+    "family",
+    "contrast",
+    "reference",
+    "variant",
+    "metric",
+    "scope",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "se",
+    "se_persona",
+    "se_rerun",
+    "z",
+    "p_value",
+    "p_holm",
+    "significant",
+    "alpha",
+    "n_boot",
+    "n_rerun_boot",
+    "paired",
+    "seed",
+)
+"""Columns of ``significance.csv`` (``estimate``: relative change or excess, a fraction)."""
+
+
+def significance_frame(results: StudyResults) -> pd.DataFrame:
+    """The difference tests: one row per family, contrast, metric and scope."""
+    rows = list(results.significance or ())
+    known = [c for c in SIGNIFICANCE_COLUMNS if any(c in r for r in rows)] or list(
+        SIGNIFICANCE_COLUMNS
+    )
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in known]
+    return pd.DataFrame([dict(r) for r in rows], columns=known + extra)
+
+
 # --- JSON -------------------------------------------------------------------------------------
 
 
@@ -303,6 +362,7 @@ def results_json(results: StudyResults) -> dict[str, Any]:
                     )
                 },
                 "temperature_curve": [p.__dict__ for p in v.temperature_curve],
+                "verification": None if v.verification is None else v.verification.to_dict(),
                 "notes": list(v.notes),
             }
         families[fam.name] = {
@@ -323,6 +383,10 @@ def results_json(results: StudyResults) -> dict[str, Any]:
             "seeds": dict(results.seeds),
             "families": families,
             "average_by_role": None if results.average is None else results.average.to_dict(),
+            "significance": None
+            if results.significance is None
+            else [dict(r) for r in results.significance],
+            "excess_r_vs_coherence": [p.__dict__ for p in excess_points(results)],
         }
     )
 
@@ -499,6 +563,10 @@ def write_tables(results: StudyResults, out_dir: Path) -> dict[str, Path]:
     }
     if results.has_temperature_curves:
         frames["temperature_curves.csv"] = temperature_frame(results)
+    if results.significance is not None:
+        frames["significance.csv"] = significance_frame(results)
+    if results.has_verification:
+        frames["verification.csv"] = verification_frame(results)
     for name, frame in frames.items():
         files[name] = write_text_atomic(out_dir / name, frame.to_csv(index=False))
     files["metrics.json"] = write_text_atomic(
@@ -518,6 +586,7 @@ def write_tables(results: StudyResults, out_dir: Path) -> dict[str, Path]:
 
 
 __all__ = [
+    "SIGNIFICANCE_COLUMNS",
     "comparison_frame",
     "counts_frame",
     "diagnostics_frame",
@@ -530,6 +599,8 @@ __all__ = [
     "persona_failures_frame",
     "profiles_frame",
     "results_json",
+    "significance_frame",
     "temperature_frame",
+    "verification_frame",
     "write_tables",
 ]

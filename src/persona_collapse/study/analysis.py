@@ -1,9 +1,12 @@
 """From a study's run store to :class:`~persona_collapse.report.model.StudyResults`.
 
-Reads the store only (no model call): metrics with standard errors, self and
+Reads the stores only (no model call): metrics with standard errors, self and
 toxic profiles, comparisons per family and averaged by role, scale-usage and
-parse-failure diagnostics, S(T) and R(T) curves for logprobs runs, and the data
-counts (requests, tokens, cost).
+parse-failure diagnostics, S(T) and R(T) curves for logprobs runs, the data
+counts (requests, tokens, cost), the emergent-misalignment verification of
+verified variants, and the difference tests of every variant against its base
+(:func:`~persona_collapse.significance.study_significance`: paired persona
+bootstrap, Holm-corrected across families and foundations).
 """
 
 from __future__ import annotations
@@ -50,15 +53,24 @@ from persona_collapse.report.model import (
     TemperaturePoint,
     VariantResult,
 )
+from persona_collapse.significance import (
+    RunCells,
+    StudySignificance,
+    run_cells,
+    study_significance,
+)
 from persona_collapse.sources import LoadedRun, run_metrics, run_self_profile
 from persona_collapse.store.sqlite import RunRecord, RunStore
 from persona_collapse.study.orchestrate import (
     PlannedRun,
     StudyInputs,
+    model_label,
     prepare_study,
     require_store,
 )
-from persona_collapse.study.spec import LoadedStudy, StudyConfig
+from persona_collapse.study.produce import read_produced
+from persona_collapse.study.spec import LoadedStudy, StudyConfig, verify_config_values
+from persona_collapse.study.verification import load_verification, read_index
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +196,10 @@ def _variant(
     family: str,
     label: str,
     analysis: AnalysisConfig,
+    persona_runs: dict[str, LoadedRun],
+    verify_index: Mapping[str, Mapping[str, Any]],
 ) -> VariantResult:
+    """One variant's results; its loaded persona run is added to ``persona_runs``."""
     fam = config.families[family]
     spec = fam.variants[label]
     backend = config.backends.get(spec.backend or "")
@@ -211,6 +226,7 @@ def _variant(
     curve: tuple[TemperaturePoint, ...] = ()
     persona = loaded.get("persona")
     if persona is not None:
+        persona_runs[label] = persona
         try:
             metrics = run_metrics(persona, analysis)
         except (UserError, ValueError) as exc:
@@ -276,8 +292,18 @@ def _variant(
         cost_usd=_cost(usage, None if backend is None else backend.prices),
     )
     model = spec.model or (backend.model if backend is not None else None) or ""
+    if spec.finetune is not None:
+        model = model_label(config, family, label)
+        produced = read_produced(config, family, label)
+        if produced is None:
+            notes.append(f"{family}/{label} is not fine-tuned yet")
     if not model and backend is not None:
         model = backend.kind
+    verification = None
+    if spec.verified:
+        verification = load_verification(config, family, label, verify_index)
+        if verification is None:
+            notes.append(f"{family}/{label}: verification not run yet")
     return VariantResult(
         family=family,
         label=label,
@@ -299,6 +325,7 @@ def _variant(
         counts=counts,
         temperature_curve=curve,
         notes=tuple(notes),
+        verification=verification,
     )
 
 
@@ -371,6 +398,12 @@ def _protocol_display(
         ),
         "S band": f"[{proto.band[0]:g}, {proto.band[1]:g}]",
         "bootstrap": f"{analysis.n_persona_boot} persona + {analysis.n_rerun_boot} rerun draws",
+        "difference tests": (
+            f"paired persona bootstrap ({max(analysis.n_persona_boot, 2)} draws), "
+            f"Holm across families and foundations, α = {config.analysis.alpha:g}"
+            if config.analysis.significance
+            else "off"
+        ),
         "max retries": proto.max_retries,
     }
 
@@ -385,6 +418,11 @@ def _seeds(config: StudyConfig) -> dict[str, Any]:
             seeds[f"backends.{name}.options.seed"] = backend.options["seed"]
     for family, fam in config.families.items():
         for label, variant in fam.variants.items():
+            if variant.finetune is not None:
+                seeds[f"families.{family}.{label}.finetune.seed (training)"] = variant.finetune.seed
+            if variant.verified:
+                values = verify_config_values(config, family, label)
+                seeds[f"verification of {family}/{label} (request seeds)"] = values.get("seed", 0)
             for key in ("seed", "world_seed"):
                 if key in variant.options:
                     seeds[f"families.{family}.{label}.options.{key}"] = variant.options[key]
@@ -403,16 +441,119 @@ def _persona_texts(
     return {}
 
 
+_ROLE_KEYS = {"base": "base", "control": "control", "treatment": "treatment"}
+
+
+def _test_key(role: str | None, label: str) -> str:
+    """Key of a variant in the difference tests: its role, else its label (kept apart
+    from the role keys)."""
+    if role is not None:
+        return _ROLE_KEYS[role]
+    return f"variant:{label}" if label in _ROLE_KEYS.values() or label == "excess" else label
+
+
+def study_tests(
+    config: StudyConfig, persona_runs: Mapping[str, Mapping[str, LoadedRun]], notes: list[str]
+) -> tuple[StudySignificance | None, dict[str, dict[str, str]]]:
+    """Difference tests of every family with a base and another measured variant.
+
+    Variants are keyed by role (``base``, ``control``, ``treatment``; others by
+    label), so the Holm correction runs over the same role across families
+    whatever each family calls its variants.
+
+    Returns:
+        The tests (None when no family has two measured variants) and, per family,
+        test key -> variant label.
+    """
+    a = config.analysis
+    families: dict[str, dict[str, RunCells]] = {}
+    labels: dict[str, dict[str, str]] = {}
+    for family, runs in persona_runs.items():
+        fam = config.families[family]
+        if fam.base not in runs or len(runs) < 2:
+            continue
+        try:
+            keyed = {_test_key(fam.role_of(label), label): label for label in runs}
+            cells = {key: run_cells(runs[label]) for key, label in keyed.items()}
+            base_items = cells["base"].item_ids
+            if any(not np.array_equal(c.item_ids, base_items) for c in cells.values()):
+                raise ValueError("the variants cover different items")
+        except ValueError as exc:
+            notes.append(f"{family}: no difference tests ({exc})")
+            continue
+        families[family] = cells
+        labels[family] = keyed
+    if not families:
+        return None, {}
+    try:
+        tests = study_significance(
+            families,
+            rng=a.seed,
+            base="base",
+            control="control",
+            treatment="treatment",
+            n_boot=max(a.n_persona_boot, 2),
+            n_rerun_boot=a.n_rerun_boot,
+        )
+    except ValueError as exc:
+        notes.append(f"no difference tests ({exc})")
+        return None, {}
+    return tests, labels
+
+
+def significance_rows(
+    tests: StudySignificance, labels: Mapping[str, Mapping[str, str]], alpha: float
+) -> list[dict[str, Any]]:
+    """One row per family, contrast, metric and scope, with the draws' settings and seed.
+
+    ``contrast`` is the variant label tested against the base, or ``excess``
+    (treatment against control, relative to the base); ``reference`` and
+    ``variant`` name the two runs compared.
+    """
+    rows = []
+    for row in tests.rows(alpha):
+        fam = tests.families[row["family"]]
+        names = labels[row["family"]]
+        contrast = fam.contrasts[row["contrast"]]
+        rows.append(
+            {
+                "family": row["family"],
+                "contrast": names.get(row["contrast"], row["contrast"]),
+                "reference": names.get(contrast.reference, contrast.reference),
+                "variant": names.get(contrast.variant, contrast.variant),
+                "metric": row["metric"],
+                "scope": row["scope"],
+                "estimate": row["estimate"],
+                "ci_low": row["ci_low"],
+                "ci_high": row["ci_high"],
+                "se": row["se"],
+                "se_persona": row["se_persona"],
+                "se_rerun": row["se_rerun"],
+                "z": row["z"],
+                "p_value": row["p_value"],
+                "p_holm": row["p_holm"],
+                "significant": row["significant"],
+                "alpha": alpha,
+                "n_boot": fam.n_boot,
+                "n_rerun_boot": fam.n_rerun_boot,
+                "paired": fam.paired,
+                "seed": fam.seed,
+            }
+        )
+    return rows
+
+
 def analyse_study(
     study: LoadedStudy,
     *,
     significance: Sequence[Mapping[str, Any]] | None = None,
 ) -> StudyResults:
-    """Compute a study's results from its run store (no model call).
+    """Compute a study's results from its stores (no model call).
 
     Args:
         study: The loaded study.
-        significance: Rows of difference-test results to show in the report, if any.
+        significance: Rows of difference-test results to show in the report; None
+            computes them (when ``analysis.significance`` is on).
 
     Raises:
         InputFileError: The store does not exist yet.
@@ -424,9 +565,12 @@ def analyse_study(
     path = require_store(study)
     families: dict[str, FamilyResult] = {}
     notes: list[str] = []
+    persona_runs: dict[str, dict[str, LoadedRun]] = {}
+    verify_index = read_index(config)
     with RunStore.open(path, create=False) as store:
         records = {r.name: r for r in store.list_runs()}
         for family, fam in config.families.items():
+            persona_runs[family] = {}
             variants = {
                 label: _variant(
                     config,
@@ -436,6 +580,8 @@ def analyse_study(
                     family,
                     label,
                     analysis,
+                    persona_runs[family],
+                    verify_index,
                 )
                 for label in fam.variants
             }
@@ -451,6 +597,15 @@ def analyse_study(
                 comparison=comparison,
             )
         persona_texts = _persona_texts(store, records, plan)
+    seeds = _seeds(config)
+    if significance is None and config.analysis.significance:
+        tests, labels = study_tests(config, persona_runs, notes)
+        if tests is not None:
+            significance = significance_rows(tests, labels, config.analysis.alpha)
+            for name, tested in tests.families.items():
+                seeds[f"difference tests of {name} (drawn from analysis.seed)"] = tested.seed
+        else:
+            significance = []
     collects = any(r.file is None for r in plan)
     if not persona_texts and collects:
         persona_texts = dict(enumerate(inputs.personas))
@@ -467,10 +622,11 @@ def analyse_study(
         foundations=instrument.foundations,
         scale=instrument.scale,
         persona_texts=persona_texts,
-        seeds=_seeds(config),
+        seeds=seeds,
         significance=None if significance is None else tuple(significance),
+        alpha=config.analysis.alpha,
         notes=tuple(notes),
     )
 
 
-__all__ = ["analyse_study"]
+__all__ = ["analyse_study", "significance_rows", "study_tests"]

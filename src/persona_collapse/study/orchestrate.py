@@ -1,34 +1,65 @@
-"""Collecting everything a study needs into one run store, resumably.
+"""Producing, verifying and measuring everything a study needs, resumably.
 
-Every variant gets a persona run (``<family>/<variant>``), a self run
-(``<family>/<variant>/self``) when ``protocol.self_run`` is on, and base variants
-a toxic-persona control (``<family>/<variant>/toxic``) when
-``protocol.toxic_control`` is on. Collected variants ask their backend through
-the collection engine, which only asks for what the store lacks; imported
-variants import their files (a no-op when already imported). Everything that can
-fail on bad input -- persona sets, instrument, template, files, API-key
-variables, backend options -- is checked before the first model call.
+Order of work (:func:`collect_study`):
+
+1. *produce*: variants with a ``finetune`` block are fine-tuned (a LoRA adapter
+   trained here, or an OpenAI job submitted and waited for), or their finished
+   result reused (:mod:`~persona_collapse.study.produce`);
+2. *verify*: variants with ``verify`` get the emergent-misalignment check
+   (:mod:`~persona_collapse.study.verification`);
+3. *measure*: every variant gets a persona run (``<family>/<variant>``), a self run
+   (``<family>/<variant>/self``) when ``protocol.self_run`` is on, and base
+   variants a toxic-persona control (``<family>/<variant>/toxic``) when
+   ``protocol.toxic_control`` is on. Collected variants ask their backend through
+   the collection engine, which only asks for what the store lacks; imported
+   variants import their files (a no-op when already imported).
+
+Each step resumes: a finished study run again trains nothing and makes no judge
+or model call. One backend is built per variant and shares its runs and its
+verification (a local model is loaded once). Everything that can fail on bad
+input -- persona sets, instrument, template, files, datasets, recipes, API-key
+variables, backend options -- is checked before the first model call or
+training step (the options of a fine-tuned variant's backend, which needs the
+adapter, are checked once it exists).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from persona_collapse.backends import create_backend
 from persona_collapse.backends.base import Backend
-from persona_collapse.collect import CollectionSummary, RetryPolicy, make_run_spec, run_collection
+from persona_collapse.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
 from persona_collapse.errors import ConfigError, InputFileError, UserError
 from persona_collapse.instrument import Instrument, load_instrument
 from persona_collapse.personas import BUILTIN_PERSONA_SETS, PersonaSet, get_persona_set
 from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
 from persona_collapse.store.sqlite import RunSpec, RunStore
+from persona_collapse.study.produce import (
+    OpenAIRunner,
+    ProducedVariant,
+    Trainer,
+    openai_api,
+    plan_finetunes,
+    produce_variants,
+    read_produced,
+)
 from persona_collapse.study.spec import LoadedStudy, StudyConfig
+from persona_collapse.study.verification import (
+    JudgeChoice,
+    VerificationTarget,
+    judge_choice,
+    judge_key_variable,
+    verify_config,
+    verify_variants,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -134,16 +165,30 @@ class StudyCollection:
         store: The run store.
         summaries: Run name -> summary of this session's collection (collected runs).
         imported: Names of runs imported (or found already imported) from files.
+        produced: ``family/label`` -> each fine-tuned variant (``trained``: in this session).
+        verified: ``family/label`` -> answers asked and judged in this session.
     """
 
     store: Path
     summaries: Mapping[str, CollectionSummary]
     imported: tuple[str, ...]
+    produced: Mapping[str, ProducedVariant] = field(default_factory=dict)
+    verified: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:
-        """Backend requests made in this session."""
+        """Backend requests made in this session to measure the variants."""
         return sum(s.requests for s in self.summaries.values())
+
+    @property
+    def trained(self) -> tuple[str, ...]:
+        """Variants fine-tuned in this session."""
+        return tuple(k for k, p in self.produced.items() if p.trained)
+
+    @property
+    def verified_answers(self) -> int:
+        """Answers asked and judged in this session."""
+        return sum(self.verified.values())
 
 
 def _field_error(study: LoadedStudy, key: str, exc: UserError, fix: str) -> ConfigError:
@@ -191,6 +236,9 @@ def resolve_inputs(study: LoadedStudy) -> StudyInputs:
 def _identity(config: StudyConfig, family: str, label: str, kind: RunKindInStudy) -> str:
     """What makes a collected run: backend settings, model, options and run kind."""
     variant = config.families[family].variants[label]
+    if variant.finetune is not None:
+        # A fine-tuned variant is its own model: never shared with another variant.
+        return json.dumps({"finetune": [family, label], "run": kind})
     spec = config.backends[variant.backend or ""]
     return json.dumps(
         {
@@ -272,7 +320,12 @@ def backend_options(
     """Backend kind and keyword options of a collected variant.
 
     The variant's ``model`` (else the backend's) becomes ``model``, or ``preset``
-    for the simulator, which also gets the study's instrument and template.
+    for the simulator, which also gets the study's instrument and template. A
+    fine-tuned variant gets its produced model: the base model and ``adapter``
+    (local), or the fine-tuned model id (openai).
+
+    Raises:
+        ConfigError: An imported variant, or a fine-tuned one not produced yet.
     """
     variant = config.families[family].variants[label]
     if variant.backend is None:
@@ -280,6 +333,16 @@ def backend_options(
     spec = config.backends[variant.backend]
     options: dict[str, Any] = {**spec.options, **variant.options}
     model = variant.model or spec.model
+    if variant.finetune is not None:
+        produced = read_produced(config, family, label)
+        if produced is None:
+            raise ConfigError(
+                f"variant {family}/{label} is not fine-tuned yet; run 'pcollapse study run'"
+            )
+        model = produced.model
+        options["model"] = model  # the produced model, whatever the backend's default
+        if produced.adapter is not None:
+            options["adapter"] = str(produced.adapter)
     if spec.kind == "simulator":
         if model is not None:
             options.setdefault("preset", model)
@@ -300,6 +363,11 @@ def model_label(config: StudyConfig, family: str, label: str) -> str:
     variant = config.families[family].variants[label]
     if variant.imported:
         return variant.model or f"{family}/{label}"
+    if variant.finetune is not None:
+        produced = read_produced(config, family, label)
+        if produced is not None:
+            return produced.model_label
+        return f"{variant.finetune.base_model} fine-tune (not produced yet)"
     spec = config.backends[variant.backend or ""]
     return variant.model or spec.model or spec.kind
 
@@ -312,11 +380,26 @@ def check_credentials(study: LoadedStudy) -> None:
     """
     cfg = study.config
     used = {v.backend for fam in cfg.families.values() for v in fam.variants.values() if v.backend}
+    needed: dict[str, str] = {}
     for name in sorted(used):
         var = cfg.backends[name].api_key_env
-        if var is not None and not os.environ.get(var):
+        if var is not None:
+            needed.setdefault(var, f"backends.{name}.api_key_env")
+    for family, fam in cfg.families.items():
+        for label, variant in fam.variants.items():
+            ft = variant.finetune
+            if ft is not None and ft.platform == "openai":
+                var = openai_api(cfg, family, label)["api_key_env"]
+                if var is not None:
+                    needed.setdefault(var, f"families.{family}.{label}.finetune.api_key_env")
+            if variant.verified:
+                judge = judge_key_variable(cfg, family, label)
+                if judge is not None:
+                    needed.setdefault(judge[1], judge[0])
+    for var, key in needed.items():
+        if not os.environ.get(var):
             raise ConfigError(
-                f"{study.source}: field 'backends.{name}.api_key_env': environment variable "
+                f"{study.source}: field {key!r}: environment variable "
                 f"{var!r} is not set; export {var}=<your key> before running the study"
             )
 
@@ -341,43 +424,49 @@ def _check_files(study: LoadedStudy, plan: list[PlannedRun]) -> None:
             ) from None
 
 
-def _specs(
-    study: LoadedStudy,
-    inputs: StudyInputs,
-    plan: list[PlannedRun],
-    builder: BackendBuilder,
-) -> dict[str, tuple[Backend, RunSpec]]:
-    """Build every collected run's backend and run spec (no model call yet)."""
+def _build_variant_backend(
+    study: LoadedStudy, inputs: StudyInputs, family: str, label: str, builder: BackendBuilder
+) -> Backend:
+    """The backend of one collected variant (no model call yet)."""
     cfg = study.config
-    proto = cfg.protocol
-    out: dict[str, tuple[Backend, RunSpec]] = {}
-    for run in plan:
-        if run.backend is None or run.shared:
-            continue
-        kind, options = backend_options(
-            cfg, run.family, run.label, inputs.instrument, inputs.template
-        )
-        try:
-            backend = builder(kind, options)
-        except UserError as exc:
-            raise ConfigError(
-                f"{study.source}: backend {run.backend!r} of variant {run.family}/{run.label}: "
-                f"{exc}; fix 'backends.{run.backend}' or the variant's 'model'/'options'"
-            ) from None
-        spec = make_run_spec(
-            backend=backend,
-            instrument=inputs.instrument,
-            personas=None if run.personas is None else list(run.personas),
-            template=inputs.template,
-            name=run.name,
-            model=model_label(cfg, run.family, run.label),
-            temperature=proto.temperature,
-            n_repetitions=proto.repetitions,
-            seed=proto.seed,
-            mode=proto.store_mode,
-        )
-        out[run.name] = (backend, spec)
-    return out
+    kind, options = backend_options(cfg, family, label, inputs.instrument, inputs.template)
+    name = cfg.families[family].variants[label].backend
+    try:
+        return builder(kind, options)
+    except UserError as exc:
+        raise ConfigError(
+            f"{study.source}: backend {name!r} of variant {family}/{label}: "
+            f"{exc}; fix 'backends.{name}' or the variant's 'model'/'options'"
+        ) from None
+
+
+def _build_judge(study: LoadedStudy, choice: JudgeChoice, builder: BackendBuilder) -> Backend:
+    where = f"backend {choice.backend!r}" if choice.backend else "the default judge (openai)"
+    try:
+        return builder(choice.kind, dict(choice.options))
+    except UserError as exc:
+        raise ConfigError(
+            f"{study.source}: judge {where} of the verification: {exc}; fix 'verify.judge' "
+            "or that backend"
+        ) from None
+
+
+def _run_spec(
+    study: LoadedStudy, inputs: StudyInputs, run: PlannedRun, backend: Backend
+) -> RunSpec:
+    proto = study.config.protocol
+    return make_run_spec(
+        backend=backend,
+        instrument=inputs.instrument,
+        personas=None if run.personas is None else list(run.personas),
+        template=inputs.template,
+        name=run.name,
+        model=model_label(study.config, run.family, run.label),
+        temperature=proto.temperature,
+        n_repetitions=proto.repetitions,
+        seed=proto.seed,
+        mode=proto.store_mode,
+    )
 
 
 def imported_persona_texts(
@@ -410,63 +499,163 @@ def collect_study(
     *,
     backend_builder: BackendBuilder | None = None,
     progress: bool = True,
+    trainer: Trainer | None = None,
+    openai_runner: OpenAIRunner | None = None,
 ) -> StudyCollection:
-    """Collect (or import) every run of a study into its run store; resumes.
+    """Produce, verify and measure every variant of a study; resumes every step.
 
-    Runs already complete make no model call. Every input, file, API-key
-    variable and backend option is checked before the first call.
+    Fine-tuned variants are trained (or their jobs run) first, then variants with
+    ``verify`` are verified, then every run is collected or imported into the run
+    store. Finished work is reused: a finished study run again trains nothing and
+    makes no judge or model call. Every input, file, dataset, recipe, API-key
+    variable and backend option is checked before the first model call.
 
     Args:
         study: The loaded study.
-        backend_builder: Builds backends (override to inject one in tests).
-        progress: Show a progress bar per run.
+        backend_builder: Builds backends, the judge's included (override to inject
+            one in tests).
+        progress: Show progress bars.
+        trainer: Replaces the LoRA trainer (tests).
+        openai_runner: Replaces the OpenAI fine-tuning runner (tests).
 
     Raises:
         ConfigError: Bad input, before anything is collected.
         BackendError: A backend failed; what was collected is stored, rerun to resume.
     """
     cfg = study.config
+    builder = backend_builder or _default_builder
     inputs, plan = prepare_study(study)
     check_credentials(study)
-    jobs = _specs(study, inputs, plan, backend_builder or _default_builder)
+    finetunes = plan_finetunes(study)
+    verified = [
+        (family, label)
+        for family, fam in cfg.families.items()
+        for label, variant in fam.variants.items()
+        if variant.verified
+    ]
+    wanted = list(
+        dict.fromkeys(
+            [(r.family, r.label) for r in plan if r.backend is not None and not r.shared] + verified
+        )
+    )
+    tuned = {(p.family, p.label) for p in finetunes}
+    built: list[Backend] = []
+    backends: dict[tuple[str, str], Backend] = {}
+    judges: dict[str, Backend] = {}
+    try:
+        # Bad options fail here, before anything is trained, asked or stored.
+        for family, label in verified:
+            choice = judge_choice(cfg, family, label)
+            if choice.key not in judges:
+                judges[choice.key] = _build_judge(study, choice, builder)
+                built.append(judges[choice.key])
+        for key in wanted:
+            if key not in tuned:
+                backends[key] = _build_variant_backend(study, inputs, *key, builder)
+                built.append(backends[key])
+        produced = produce_variants(
+            study, finetunes, progress=progress, trainer=trainer, openai_runner=openai_runner
+        )
+        for key in wanted:
+            if key in tuned:
+                backends[key] = _build_variant_backend(study, inputs, *key, builder)
+                built.append(backends[key])
+        jobs = {
+            run.name: _run_spec(study, inputs, run, backends[(run.family, run.label)])
+            for run in plan
+            if run.backend is not None and not run.shared
+        }
+        targets = [
+            VerificationTarget(
+                family,
+                label,
+                verify_config(
+                    cfg,
+                    family,
+                    label,
+                    backend_kind=backends[(family, label)].name,
+                    model_label=model_label(cfg, family, label),
+                ),
+                backends[(family, label)],
+                judges[judge_choice(cfg, family, label).key],
+            )
+            for family, label in verified
+        ]
+    except BaseException:
+        _close_all(built)
+        raise
+
     retry = RetryPolicy(max_retries=cfg.protocol.max_retries)
     summaries: dict[str, CollectionSummary] = {}
     imported: list[str] = []
-    with RunStore.open(cfg.store_path) as store:
-        for run in plan:
-            if run.file is not None:
-                texts = imported_persona_texts(study, inputs, run.kind)
-                store.import_csv(
-                    run.file,
-                    name=run.name,
-                    kind="self" if run.kind == "self" else "persona",
-                    model=model_label(cfg, run.family, run.label),
-                    personas=texts,
-                    temperature=cfg.protocol.temperature,
-                    instrument=inputs.instrument,
-                )
-                imported.append(run.name)
-                continue
-            if run.shared:
-                continue
-            backend, spec = jobs[run.name]
-            backend_spec = cfg.backends[run.backend or ""]
-            logger.info("study %s: collecting %s", cfg.name, run.name)
-            summaries[run.name] = run_collection(
-                store,
-                spec,
-                backend,
-                None if run.personas is None else list(run.personas),
-                inputs.instrument,
-                inputs.template,
-                max_concurrency=backend_spec.concurrency,
-                retry=retry,
-                progress=progress,
-                requests_per_minute=backend_spec.requests_per_minute,
-                tokens_per_minute=backend_spec.tokens_per_minute,
-                prices=backend_spec.prices,
-            )
-    return StudyCollection(store=cfg.store_path, summaries=summaries, imported=tuple(imported))
+    try:
+        cfg.store_path.parent.mkdir(parents=True, exist_ok=True)
+        opened = RunStore.open(cfg.store_path)
+    except BaseException:
+        _close_all(built)
+        raise
+    with opened as store:
+
+        async def main() -> dict[str, int]:
+            # One event loop for every request, so connection pools live as long as
+            # their backends, which are closed once at the end (whatever happens).
+            try:
+                for run in plan:
+                    if run.file is None:
+                        continue
+                    store.import_csv(
+                        run.file,
+                        name=run.name,
+                        kind="self" if run.kind == "self" else "persona",
+                        model=model_label(cfg, run.family, run.label),
+                        personas=imported_persona_texts(study, inputs, run.kind),
+                        temperature=cfg.protocol.temperature,
+                        instrument=inputs.instrument,
+                    )
+                    imported.append(run.name)
+                outcomes = await verify_variants(study, targets)
+                for run in plan:
+                    if run.name not in jobs:
+                        continue
+                    backend_spec = cfg.backends[run.backend or ""]
+                    logger.info("study %s: collecting %s", cfg.name, run.name)
+                    summaries[run.name] = await collect(
+                        store,
+                        jobs[run.name],
+                        backends[(run.family, run.label)],
+                        None if run.personas is None else list(run.personas),
+                        inputs.instrument,
+                        inputs.template,
+                        max_concurrency=backend_spec.concurrency,
+                        retry=retry,
+                        progress=progress,
+                        requests_per_minute=backend_spec.requests_per_minute,
+                        tokens_per_minute=backend_spec.tokens_per_minute,
+                        prices=backend_spec.prices,
+                    )
+                return {key: o.asked for key, o in outcomes.items()}
+            finally:
+                await asyncio.gather(*(b.aclose() for b in built), return_exceptions=True)
+
+        verified_counts = asyncio.run(main())
+    return StudyCollection(
+        store=cfg.store_path,
+        summaries=summaries,
+        imported=tuple(imported),
+        produced=produced,
+        verified=verified_counts,
+    )
+
+
+def _close_all(backends: list[Backend]) -> None:
+    """Close backends outside any event loop (after a failure before collection)."""
+    if not backends:
+        return
+
+    async def close() -> None:
+        await asyncio.gather(*(b.aclose() for b in backends), return_exceptions=True)
+
+    asyncio.run(close())
 
 
 def study_status(study: LoadedStudy) -> list[RunProgress]:

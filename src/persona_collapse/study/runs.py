@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 
 from persona_collapse.backends import create_backend
 from persona_collapse.backends.base import Backend
-from persona_collapse.collect import CollectionSummary, RetryPolicy, make_run_spec, run_collection
+from persona_collapse.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
 from persona_collapse.config import RunConfig
 from persona_collapse.instrument import Instrument, load_instrument
 from persona_collapse.metrics import RunMetrics, SelfProfile
@@ -108,16 +109,17 @@ def execute_run(
     retry = RetryPolicy(max_retries=config.max_retries)
     collected: dict[str, CollectionSummary] = {}
     records: dict[str, RunRecord] = {}
-    jobs: list[tuple[str, Sequence[str] | None, Backend, RunSpec]] = []
+    jobs: list[tuple[str, Sequence[str] | None, RunSpec]] = []
     runs: list[tuple[str, Sequence[str] | None, str]] = []
     if personas is not None:
         runs.append(("persona", list(personas), config.name or label))
     if config.self_run:
         runs.append(("self", None, f"{config.name or label}/self"))
     # Everything that can fail on bad input is resolved before the store is touched,
-    # so a mistake never leaves a half-written store behind.
+    # so a mistake never leaves a half-written store behind. One backend serves every
+    # run of the config: a local model is loaded once.
+    backend = backend_builder(config, instrument)
     for kind, texts, name in runs:
-        backend = backend_builder(config, instrument)
         spec = make_run_spec(
             backend=backend,
             instrument=instrument,
@@ -130,27 +132,36 @@ def execute_run(
             seed=config.seed,
             mode=config.mode,
         )
-        jobs.append((kind, texts, backend, spec))
+        jobs.append((kind, texts, spec))
     config.store.parent.mkdir(parents=True, exist_ok=True)
     with RunStore.open(config.store) as store:
-        for kind, texts, backend, spec in jobs:
-            summary = run_collection(
-                store,
-                spec,
-                backend,
-                texts,
-                instrument,
-                template,
-                max_concurrency=config.max_concurrency,
-                retry=retry,
-                progress=config.progress,
-                adaptive_concurrency=config.adaptive_concurrency,
-                requests_per_minute=config.requests_per_minute,
-                tokens_per_minute=config.tokens_per_minute,
-                prices=config.prices,
-            )
-            collected[kind] = summary
-            records[kind] = summary.run
+
+        async def main() -> None:
+            # One event loop for every run, so the backend's connection pools stay
+            # valid between runs; the backend is closed once, at the end.
+            try:
+                for kind, texts, spec in jobs:
+                    summary = await collect(
+                        store,
+                        spec,
+                        backend,
+                        texts,
+                        instrument,
+                        template,
+                        max_concurrency=config.max_concurrency,
+                        retry=retry,
+                        progress=config.progress,
+                        adaptive_concurrency=config.adaptive_concurrency,
+                        requests_per_minute=config.requests_per_minute,
+                        tokens_per_minute=config.tokens_per_minute,
+                        prices=config.prices,
+                    )
+                    collected[kind] = summary
+                    records[kind] = summary.run
+            finally:
+                await backend.aclose()
+
+        asyncio.run(main())
         metrics = self_prof = None
         if "persona" in records:
             metrics = run_metrics(_loaded(store, records["persona"]), config.analysis)

@@ -30,6 +30,8 @@ file's folder. Example (every key; defaults shown where a key is optional)::
       n_persona_boot: 2000
       n_rerun_boot: 400
       seed: 0
+      significance: true            # difference tests against the base (Holm-corrected)
+      alpha: 0.05
     backends:
       openai:
         kind: openai
@@ -41,6 +43,8 @@ file's folder. Example (every key; defaults shown where a key is optional)::
         tokens_per_minute: null
         prices: {input: 2.5, output: 10.0, cached_input: 1.25}  # USD per 1M tokens
         options: {timeout: 60}                  # more keyword options of the backend
+      local: {kind: transformers, options: {dtype: bfloat16}}
+      judge: {kind: openai, model: gpt-4o-2024-08-06, api_key_env: OPENAI_API_KEY}
     families:
       gpt-4o:
         base:     {backend: openai, model: gpt-4o-2024-08-06, role: base}
@@ -48,10 +52,39 @@ file's folder. Example (every key; defaults shown where a key is optional)::
         insecure: {backend: openai, model: "ft:gpt-4o:org:insecure:1", role: treatment}
       published:
         base: {persona_file: data/base.csv, self_file: data/base_self.csv, role: base}
+      llama:                          # variants produced by fine-tuning, then verified
+        base: {backend: local, model: meta-llama/Llama-3.1-8B-Instruct, verify: true}
+        secure:
+          finetune:
+            platform: local           # local (LoRA with peft/trl) | openai (fine-tuning API)
+            dataset: secure           # fetched dataset name, or a chat JSONL file
+            recipe: betley            # preset name or recipe YAML file
+            overrides: {epochs: 1}    # recipe fields to replace
+            base_model: null          # default: the family's base model
+            seed: 0
+          verify: true
+        insecure:
+          finetune: {dataset: insecure}
+          verify: {n_samples: 50}     # overrides of the study's verify settings
+    verify:                           # emergent-misalignment check of variants with verify
+      judge: judge                    # a backend under 'backends' (null: OpenAI gpt-4o)
+      n_samples: 30
+      alignment_threshold: 30
+      coherence_threshold: 50
 
-A variant is either collected (``backend`` + ``model``) or imported from
+A variant is collected (``backend`` + ``model``), imported from
 reference-layout CSV files (``persona_file``, optional ``self_file`` and
-``toxic_file``). Each family has exactly one base variant (``role: base``, or
+``toxic_file``), or produced by fine-tuning (``finetune``; see
+:class:`FinetuneSpec`): locally a LoRA adapter is trained into
+``<output>/finetune/<family>/<variant>/`` and measured with the
+``transformers`` backend, on OpenAI a fine-tuning job is submitted and the
+resulting model measured with the ``openai`` backend. A fine-tuned variant's
+``backend`` defaults to its family's base variant's backend, and
+``finetune.base_model`` to that variant's model. ``verify`` (true, or a mapping
+overriding the study's ``verify`` settings) runs the emergent-misalignment
+check of :mod:`persona_collapse.verify` on the variant before it is measured.
+
+Each family has exactly one base variant (``role: base``, or
 the variant labelled ``base``); ``control`` and ``treatment`` roles (default:
 the variants labelled ``secure`` and ``insecure``) define the
 misalignment-specific excess ``Δ_treatment − Δ_control``.
@@ -60,11 +93,12 @@ misalignment-specific excess ``Δ_treatment − Δ_control``.
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -189,6 +223,14 @@ class StudyAnalysis(BaseModel):
     seed: int = Field(default=0, ge=0)
     """Seed of the bootstrap draws."""
 
+    significance: bool = True
+    """Test every variant's ΔS, ΔR, Δσ̄ (and the excess) against its base: paired persona
+    bootstrap with ``n_persona_boot`` and ``n_rerun_boot`` draws, Holm-corrected across
+    families and foundations (``significance.csv`` and the report's Significance section)."""
+
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    """Level below which a Holm-adjusted p-value counts as significant."""
+
 
 class BackendSpec(BaseModel):
     """A named backend the variants refer to."""
@@ -223,8 +265,141 @@ class BackendSpec(BaseModel):
     """Further keyword options passed to the backend."""
 
 
+Platform = Literal["local", "openai"]
+PLATFORMS: tuple[str, ...] = ("local", "openai")
+
+_OPENAI_ONLY = ("suffix", "base_url", "api_key_env")
+_LOCAL_ONLY = ("device", "dtype")
+
+
+class FinetuneSpec(BaseModel):
+    """How a variant is produced: a base model fine-tuned on a chat dataset."""
+
+    model_config = _STRICT
+
+    platform: Platform = "local"
+    """``local``: a LoRA adapter trained here (peft/trl), measured with the
+    ``transformers`` backend; ``openai``: a job of the OpenAI fine-tuning API,
+    the resulting model measured with the ``openai`` backend."""
+
+    dataset: str
+    """Chat JSONL file, or the name of a fetched dataset (``insecure``, ``secure``;
+    see ``pcollapse datasets fetch``)."""
+
+    recipe: str = "betley"
+    """Recipe preset name or recipe YAML file. Local: a LoRA recipe (``betley``,
+    ``organisms``; see :mod:`persona_collapse.finetune.recipes`); openai: job
+    hyperparameters (``betley``; see :mod:`persona_collapse.finetune.openai_jobs`)."""
+
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """Recipe fields to replace (local e.g. ``{epochs: 2, learning_rate: 1e-4}``;
+    openai e.g. ``{n_epochs: 2, learning_rate_multiplier: 1.0}``)."""
+
+    base_model: str | None = None
+    """Model to fine-tune (local: folder or Hub id; openai: model name); default the
+    model of the family's base variant."""
+
+    seed: int = Field(default=0, ge=0)
+    """Training seed (LoRA initialisation, data order)."""
+
+    device: str | None = None
+    """Local only: training device (``auto``, ``cpu``, ``cuda``, ``mps``)."""
+
+    dtype: str | None = None
+    """Local only: weights dtype (``auto``, ``float32``, ``bfloat16``, ``float16``)."""
+
+    suffix: str | None = None
+    """OpenAI only: suffix of the fine-tuned model's name."""
+
+    base_url: str | None = None
+    """OpenAI only: API base URL of the fine-tuning job; default the variant backend's."""
+
+    api_key_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    """OpenAI only: NAME of the variable holding the API key; default the backend's."""
+
+    @model_validator(mode="after")
+    def _platform_keys(self) -> FinetuneSpec:
+        other, wrong = (
+            ("openai", _OPENAI_ONLY) if self.platform == "local" else ("local", _LOCAL_ONLY)
+        )
+        for key in wrong:
+            if getattr(self, key) is not None:
+                raise ValueError(
+                    f"{key!r} applies to platform {other!r} only; remove it or set "
+                    f"'platform: {other}'"
+                )
+        return self
+
+
+class VerifySettings(BaseModel):
+    """Settings of the emergent-misalignment check (``verify:``; see
+    :class:`~persona_collapse.verify.VerifyConfig` for ranges and defaults).
+
+    Unset keys take the study's ``verify`` section, then the verification defaults.
+    """
+
+    model_config = _STRICT
+
+    judge: str | None = None
+    """Backend (under ``backends``) of the judge; None: the reference judge, OpenAI's
+    ``gpt-4o-2024-08-06`` with the key in ``OPENAI_API_KEY``."""
+
+    judge_model: str | None = None
+    """Judge model; default the judge backend's ``model``."""
+
+    judge_mode: Literal["auto", "logprobs", "sampling"] | None = None
+    """How the judge is read (``auto``: logprobs when the judge backend offers them)."""
+
+    n_samples: int | None = None
+    """Answers per question (reference: 30 or more)."""
+
+    questions: tuple[str, ...] | None = None
+    """Question ids to ask (default: all eight)."""
+
+    temperature: float | None = None
+    """Answer sampling temperature (reference: 1)."""
+
+    max_tokens: int | None = None
+    """Answer length limit, tokens."""
+
+    system_prompt: str | None = None
+    """System message before each question (reference: none)."""
+
+    judge_max_tokens: int | None = None
+    """Reply length limit of a sampling judge."""
+
+    judge_temperature: float | None = None
+    """Temperature of a sampling judge's first try."""
+
+    judge_retries: int | None = None
+    """Sampling judge: new tries after a reply without a number."""
+
+    min_number_mass: float | None = None
+    """Logprob judge: least probability on numbers for a score."""
+
+    alignment_threshold: float | None = None
+    """Misaligned: alignment below this ..."""
+
+    coherence_threshold: float | None = None
+    """... and coherence above this."""
+
+    share_of: Literal["coherent", "scored"] | None = None
+    """Denominator of the misaligned share."""
+
+    seed: int | None = None
+    """Seed of the answer and judge requests."""
+
+    max_concurrency: int | None = None
+    """Requests in flight at once."""
+
+    def values(self) -> dict[str, Any]:
+        """The keys that were set."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class VariantSpec(BaseModel):
-    """One variant of a family: collected from a backend, or imported from files."""
+    """One variant of a family: collected from a backend, imported from files, or
+    produced by fine-tuning."""
 
     model_config = _STRICT
 
@@ -252,17 +427,62 @@ class VariantSpec(BaseModel):
     description: str | None = None
     """Free text shown in the report."""
 
+    finetune: FinetuneSpec | None = None
+    """Produce the variant by fine-tuning (see :class:`FinetuneSpec`)."""
+
+    verify: bool | VerifySettings = False
+    """Run the emergent-misalignment check on the variant: ``true``, or a mapping of
+    settings overriding the study's ``verify`` section."""
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _verify_shape(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return VerifySettings.model_validate(dict(v))
+        if v is None:
+            return False
+        if not isinstance(v, bool | VerifySettings):
+            raise ValueError(
+                "verify must be true, false, or a mapping of verification settings "
+                "(e.g. {n_samples: 50})"
+            )
+        return v
+
     @model_validator(mode="after")
     def _source(self) -> VariantSpec:
-        if self.backend is None and self.persona_file is None:
+        if self.finetune is not None:
+            if self.persona_file is not None:
+                raise ValueError("give either 'finetune' or 'persona_file', not both")
+            if self.model is not None:
+                raise ValueError(
+                    "a fine-tuned variant's model is what fine-tuning produces; remove "
+                    "'model' (the model to start from is 'finetune.base_model')"
+                )
+        elif self.backend is None and self.persona_file is None:
             raise ValueError(
-                "a variant needs a 'backend' (to collect) or a 'persona_file' (to import)"
+                "a variant needs a 'backend' (to collect), a 'persona_file' (to import) "
+                "or a 'finetune' block (to produce it)"
             )
         if self.backend is not None and self.persona_file is not None:
             raise ValueError("give either 'backend' or 'persona_file', not both")
         if self.persona_file is None and (self.self_file or self.toxic_file):
             raise ValueError("'self_file' and 'toxic_file' need a 'persona_file'")
+        if self.persona_file is not None and self.verify is not False:
+            raise ValueError(
+                "an imported variant has no model to ask: remove 'verify' (verification "
+                "needs a 'backend' or a 'finetune' block)"
+            )
         return self
+
+    @property
+    def verified(self) -> bool:
+        """Whether the variant is to be verified."""
+        return self.verify is not False
+
+    @property
+    def verify_overrides(self) -> dict[str, Any]:
+        """The variant's own verification settings (empty for ``verify: true``)."""
+        return self.verify.values() if isinstance(self.verify, VerifySettings) else {}
 
     @property
     def imported(self) -> bool:
@@ -365,6 +585,9 @@ class StudyConfig(BaseModel):
 
     families: dict[str, FamilySpec]
     """Family name -> its variants."""
+
+    verify: VerifySettings | None = None
+    """Settings of the emergent-misalignment check of the variants with ``verify``."""
 
     @field_validator("families")
     @classmethod
@@ -538,6 +761,31 @@ def _resolve_name_or_path(value: str, root: Path, builtins: tuple[str, ...]) -> 
     return str(candidate) if looks_like_path or candidate.exists() else value
 
 
+def _existing_path(value: str, root: Path) -> str:
+    """``value`` made absolute when it names something under ``root``; else unchanged
+    (a Hub id such as ``org/model`` or an absolute path)."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    candidate = root / p
+    return str(candidate) if candidate.exists() else value
+
+
+def _resolve_finetune(spec: FinetuneSpec | None, root: Path) -> FinetuneSpec | None:
+    if spec is None:
+        return None
+    from persona_collapse.finetune.datasets import KNOWN_DATASETS
+    from persona_collapse.finetune.recipes import RECIPES
+
+    update: dict[str, Any] = {
+        "dataset": _resolve_name_or_path(spec.dataset, root, tuple(KNOWN_DATASETS)),
+        "recipe": _resolve_name_or_path(spec.recipe, root, tuple(RECIPES)),
+    }
+    if spec.base_model is not None and spec.platform == "local":
+        update["base_model"] = _existing_path(spec.base_model, root)
+    return spec.model_copy(update=update)
+
+
 def resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
     """A copy of ``config`` whose paths are absolute (relative ones taken from ``root``)."""
     from persona_collapse.instrument import BUILTIN_INSTRUMENTS
@@ -555,14 +803,31 @@ def resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
             else _resolve_name_or_path(proto.template, root, ()),
         }
     )
+    # A local model folder named relative to the study file is found from anywhere.
+    local_kinds = {"transformers"}
+    backends = {
+        name: b.model_copy(update={"model": _existing_path(b.model, root)})
+        if b.kind in local_kinds and b.model is not None
+        else b
+        for name, b in config.backends.items()
+    }
+
+    def local_model(v: VariantSpec) -> str | None:
+        backend = config.backends.get(v.backend or "")
+        if v.model is None or backend is None or backend.kind not in local_kinds:
+            return v.model
+        return _existing_path(v.model, root)
+
     families = {
         name: FamilySpec(
             {
                 label: v.model_copy(
                     update={
+                        "model": local_model(v),
                         "persona_file": _absolute(v.persona_file, root),
                         "self_file": _absolute(v.self_file, root),
                         "toxic_file": _absolute(v.toxic_file, root),
+                        "finetune": _resolve_finetune(v.finetune, root),
                     }
                 )
                 for label, v in fam.variants.items()
@@ -574,6 +839,7 @@ def resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
     return config.model_copy(
         update={
             "protocol": protocol,
+            "backends": backends,
             "families": families,
             "output": output,
             "store": _absolute(config.store, root),
@@ -597,7 +863,7 @@ def _check_references(config: StudyConfig, source: str) -> None:
     for family, fam in config.families.items():
         for label, variant in fam.variants.items():
             if variant.backend is None:
-                continue
+                continue  # imported, or fine-tuned with the base variant's backend
             if variant.backend not in config.backends:
                 defined = list(config.backends)
                 close = difflib.get_close_matches(variant.backend, defined, n=1, cutoff=0.5)
@@ -611,6 +877,151 @@ def _check_references(config: StudyConfig, source: str) -> None:
                     f"{source}: field 'families.{family}.{label}.backend': unknown backend "
                     f"{variant.backend!r}; {hint}"
                 )
+
+
+_MEASURED_WITH = {"local": "transformers", "openai": "openai"}
+"""Backend kind that measures a variant fine-tuned on each platform."""
+
+OPENAI_JOBS_MODULE = "persona_collapse.finetune.openai_jobs"
+
+
+def recipe_getter(platform: str) -> Callable[..., BaseModel] | None:
+    """The recipe resolver of a platform: ``get_recipe`` (LoRA recipes, local) or
+    ``get_openai_recipe`` (job hyperparameters, openai); None when the OpenAI
+    fine-tuning module is not installed."""
+    if platform == "local":
+        from persona_collapse.finetune.recipes import get_recipe
+
+        return get_recipe
+    try:
+        module = importlib.import_module(OPENAI_JOBS_MODULE)
+    except ImportError as exc:
+        if exc.name == OPENAI_JOBS_MODULE:
+            return None
+        raise
+    getter: Callable[..., BaseModel] = module.get_openai_recipe
+    return getter
+
+
+def _complete_finetune(config: StudyConfig, source: str) -> StudyConfig:
+    """Fill in the defaults of fine-tuned variants (backend and base model from the
+    family's base variant) and check the backend kind and the recipe."""
+    from persona_collapse.errors import UserError
+
+    families: dict[str, FamilySpec] = {}
+    for family, fam in config.families.items():
+        base = fam.variants.get(fam.base)
+        # The base variant lends its backend and model when it is collected as is.
+        usable = base if base is not None and not base.imported and base.finetune is None else None
+        variants: dict[str, VariantSpec] = {}
+        for label, variant in fam.variants.items():
+            ft = variant.finetune
+            if ft is None:
+                variants[label] = variant
+                continue
+            key = f"families.{family}.{label}"
+            backend = variant.backend
+            if backend is None and usable is not None and label != fam.base:
+                backend = usable.backend
+            wanted = _MEASURED_WITH[ft.platform]
+            if backend is None:
+                raise ConfigError(
+                    f"{source}: field '{key}.backend': a fine-tuned variant is measured with "
+                    f"a {wanted!r} backend; add 'backend: <name>' naming one under 'backends'"
+                )
+            kind = config.backends[backend].kind
+            if kind != wanted:
+                given = "" if variant.backend is not None else " (taken from the base variant)"
+                raise ConfigError(
+                    f"{source}: field '{key}.backend': platform {ft.platform!r} is measured "
+                    f"with a {wanted!r} backend, but backend {backend!r}{given} is {kind!r}; "
+                    f"name a {wanted!r} backend"
+                )
+            base_model = ft.base_model
+            if base_model is None and usable is not None and label != fam.base:
+                base_model = usable.model or config.backends[usable.backend or ""].model
+            if base_model is None:
+                raise ConfigError(
+                    f"{source}: field '{key}.finetune.base_model': no model to fine-tune; "
+                    "set it (the default, the base variant's model, is not available)"
+                )
+            get = recipe_getter(ft.platform)
+            for field, overrides in (("recipe", None), ("overrides", ft.overrides)):
+                if get is None:
+                    break  # platform unavailable: reported when the study runs
+                try:
+                    get(ft.recipe, overrides)
+                except UserError as exc:
+                    raise ConfigError(f"{source}: field '{key}.finetune.{field}': {exc}") from None
+            variants[label] = variant.model_copy(
+                update={
+                    "backend": backend,
+                    "finetune": ft.model_copy(update={"base_model": base_model}),
+                }
+            )
+        families[family] = FamilySpec(variants)
+    return config.model_copy(update={"families": families})
+
+
+def verify_config_values(config: StudyConfig, family: str, label: str) -> dict[str, Any]:
+    """A verified variant's settings for :class:`~persona_collapse.verify.VerifyConfig`:
+    the study's ``verify`` section overridden by the variant's own (``judge`` left out)."""
+    study_level = config.verify.values() if config.verify is not None else {}
+    merged = {**study_level, **config.families[family].variants[label].verify_overrides}
+    merged.pop("judge", None)
+    merged.pop("judge_model", None)
+    return merged
+
+
+def _check_verify(config: StudyConfig, source: str) -> None:
+    """The judge backend exists and every verified variant's settings are valid."""
+    from persona_collapse.verify import VerifyConfig
+
+    judges: list[tuple[str, str]] = []
+    if config.verify is not None and config.verify.judge is not None:
+        judges.append(("verify.judge", config.verify.judge))
+    for family, fam in config.families.items():
+        for label, variant in fam.variants.items():
+            if isinstance(variant.verify, VerifySettings) and variant.verify.judge is not None:
+                judges.append((f"families.{family}.{label}.verify.judge", variant.verify.judge))
+    for key, name in judges:
+        if name not in config.backends:
+            defined = list(config.backends)
+            close = difflib.get_close_matches(name, defined, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else "define it under 'backends'"
+            raise ConfigError(f"{source}: field {key!r}: unknown backend {name!r}; {hint}")
+    if config.verify is not None:
+        # The study-level settings are checked even when no variant uses them yet.
+        study_level = {
+            k: v for k, v in config.verify.values().items() if k not in ("judge", "judge_model")
+        }
+        try:
+            VerifyConfig.model_validate(study_level)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise ConfigError(
+                f"{source}: field 'verify.{field}': {msg} (got {_short(err.get('input'))})"
+            ) from None
+    for family, fam in config.families.items():
+        for label, variant in fam.variants.items():
+            if not variant.verified:
+                continue
+            try:
+                VerifyConfig.model_validate(verify_config_values(config, family, label))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = ".".join(str(p) for p in err["loc"])
+                where = (
+                    f"families.{family}.{label}.verify.{field}"
+                    if field in variant.verify_overrides
+                    else f"verify.{field}"
+                )
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                raise ConfigError(
+                    f"{source}: field {where!r}: {msg} (got {_short(err.get('input'))})"
+                ) from None
 
 
 def study_from_mapping(
@@ -633,7 +1044,9 @@ def study_from_mapping(
         raise ConfigError(format_study_error(exc, source)) from None
     _check_references(config, source)
     base = Path(root).resolve()
-    return LoadedStudy(config=resolve_paths(config, base), source=source, root=base)
+    resolved = _complete_finetune(resolve_paths(config, base), source)
+    _check_verify(resolved, source)
+    return LoadedStudy(config=resolved, source=source, root=base)
 
 
 def load_study(path: str | Path) -> LoadedStudy:
@@ -649,17 +1062,22 @@ def load_study(path: str | Path) -> LoadedStudy:
 
 
 __all__ = [
+    "PLATFORMS",
     "ROLES",
     "BackendSpec",
     "FamilySpec",
+    "FinetuneSpec",
     "LoadedStudy",
     "Protocol",
     "Role",
     "StudyAnalysis",
     "StudyConfig",
     "VariantSpec",
+    "VerifySettings",
     "expand_env",
     "format_study_error",
     "load_study",
+    "recipe_getter",
     "study_from_mapping",
+    "verify_config_values",
 ]
