@@ -759,7 +759,16 @@ def _assemble(
     )
 
 
-def _complete_personas(complete: NDArray[np.bool_], persona_ids: IntArray) -> tuple[int, ...]:
+def excluded_personas(complete: NDArray[np.bool_], persona_ids: IntArray) -> tuple[int, ...]:
+    """Ids of the personas to drop (``~complete``); at least two must remain.
+
+    Args:
+        complete: ``(P,)`` whether each persona has a valid rating on every item.
+        persona_ids: ``(P,)`` their ids.
+
+    Raises:
+        ValueError: fewer than two complete personas.
+    """
     if int(complete.sum()) < 2:
         raise ValueError(
             "persona_ids: need at least 2 personas with a valid rating on every item, "
@@ -813,7 +822,7 @@ def analyze_ratings(
 
     n_invalid = int(np.asarray(ratings).size - cells.counts.sum())
     complete = np.all(cells.counts > 0, axis=1)
-    excluded = _complete_personas(complete, cells.persona_ids)
+    excluded = excluded_personas(complete, cells.persona_ids)
     if excluded:
         cells = CellRatings(
             values=cells.values[complete],
@@ -935,7 +944,7 @@ def analyze_distributions(
     complete = np.asarray((seen > 0).reshape(n_p, n_q).all(axis=1))
     mu = mu_flat.reshape(n_p, n_q)[complete]
     sigma = sigma_flat.reshape(n_p, n_q)[complete]
-    excluded = _complete_personas(complete, personas.astype(np.int64))
+    excluded = excluded_personas(complete, personas.astype(np.int64))
     boots = [_persona_bootstrap(mu, sigma, n_persona_boot, generator)]
     return _assemble(
         mu,

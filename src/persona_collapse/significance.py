@@ -84,6 +84,7 @@ from persona_collapse.metrics import (
     CellRatings,
     cell_moments,
     cell_ratings,
+    excluded_personas,
     foundation_columns,
     persona_bootstrap_replicates,
     rerun_bootstrap_replicates,
@@ -167,15 +168,6 @@ def _mapping(item_ids: IntArray, foundations: Mapping[int, str] | None) -> dict[
     return {int(i): full[int(i)] for i in item_ids}
 
 
-def _keep_complete(persona_ids: IntArray, complete: NDArray[np.bool_]) -> tuple[int, ...]:
-    if int(complete.sum()) < 2:
-        raise ValueError(
-            "persona_ids: need at least 2 personas with a valid rating on every item, "
-            f"got {int(complete.sum())} of {len(persona_ids)}"
-        )
-    return tuple(int(p) for p in persona_ids[~complete])
-
-
 def cells_from_ratings(
     persona_ids: ArrayLike,
     item_ids: ArrayLike,
@@ -201,7 +193,7 @@ def cells_from_cell_ratings(
     """:func:`cells_from_ratings` for ratings already grouped into cells."""
     mapping = _mapping(cells.item_ids, foundations)
     complete = np.all(cells.counts > 0, axis=1)
-    excluded = _keep_complete(cells.persona_ids, complete)
+    excluded = excluded_personas(complete, cells.persona_ids)
     if excluded:
         cells = CellRatings(
             values=cells.values[complete],
@@ -275,7 +267,7 @@ def cells_from_distributions(
     sigma[cell] = sd
     mu_m, sigma_m = mu.reshape(n_p, n_q), sigma.reshape(n_p, n_q)
     complete = ~np.isnan(mu_m).any(axis=1)
-    excluded = _keep_complete(personas, complete)
+    excluded = excluded_personas(complete, personas)
     return RunCells(
         persona_ids=personas[complete],
         item_ids=items,

@@ -461,7 +461,6 @@ def finetune_openai(
         get_openai_recipe,
         submit_job,
         suggest_state_dir,
-        wait_for_job,
     )
     from persona_collapse.finetune.recipes import parse_overrides
 
@@ -497,6 +496,22 @@ def finetune_openai(
         if out_format == "json":
             print_json({**state.model_dump(mode="json"), "state": str(folder)})
         return
+    _wait_and_finish(state, folder, target, out_format, poll_interval, max_wait, base_url, key_env)
+
+
+def _wait_and_finish(
+    state: Any,
+    folder: Path,
+    target: Any,
+    out_format: str,
+    poll_interval: float,
+    max_wait: float | None,
+    base_url: str | None,
+    key_env: Any,
+) -> None:
+    """Poll the job until it ends (or ``max_wait``), then report it and update the study."""
+    from persona_collapse.finetune.openai_jobs import wait_for_job
+
     try:
         result = wait_for_job(
             state,
@@ -549,7 +564,6 @@ def finetune_openai_status(
         poll_job,
         raise_for_failure,
         require_state,
-        wait_for_job,
         write_model_id,
     )
 
@@ -560,19 +574,9 @@ def finetune_openai_status(
     key_env: Any = ... if api_key_env is None else _key_env(api_key_env)
     state = require_state(state_dir)
     if wait:
-        try:
-            result = wait_for_job(
-                state,
-                poll_interval=poll_interval,
-                max_interval=max(poll_interval, 120.0),
-                max_wait=max_wait,
-                base_url=base_url,
-                api_key_env=key_env,
-                on_poll=_job_printer(out_format),
-            )
-        except KeyboardInterrupt:
-            raise _interrupted(state_dir) from None
-        _finish_job(result, target, out_format, state_dir)
+        _wait_and_finish(
+            state, state_dir, target, out_format, poll_interval, max_wait, base_url, key_env
+        )
         return
     events: list[str] = []
     if cancel:
