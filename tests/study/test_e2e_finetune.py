@@ -194,6 +194,18 @@ def test_finetune_verify_measure_and_report_in_one_command(
         assert (out / "figures" / "fig_excess_coherence.png").is_file()
         assert "fig_excess_coherence" in page
 
+        # `study status` reports both fine-tunes and all three verifications as done.
+        assert main(["study", "status", str(study), "--format", "json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        steps = {(r["variant"], r["step"]): r["state"] for r in rows if "step" in r}
+        assert steps == {
+            ("secure", "finetune"): "done",
+            ("insecure", "finetune"): "done",
+            ("base", "verify"): "done",
+            ("secure", "verify"): "done",
+            ("insecure", "verify"): "done",
+        }
+
         # A second run trains nothing, asks no judge and calls no model.
         def refuse(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("no model call expected on a finished study")

@@ -35,6 +35,7 @@ from persona_collapse.study import (
     run_study,
     study_status,
 )
+from persona_collapse.study.orchestrate import preparation_status
 
 study_app = typer.Typer(
     help="Run, follow and report a study: model families x variants under one protocol.",
@@ -144,6 +145,7 @@ def status_cmd(study_file: StudyFile, fmt: FormatOpt = "table") -> None:
     out_format = check_format(fmt)
     study = load_study(study_file)
     rows = study_status(study)
+    steps = preparation_status(study)
     if out_format == "json":
         print_json(
             [
@@ -160,8 +162,19 @@ def status_cmd(study_file: StudyFile, fmt: FormatOpt = "table") -> None:
                 }
                 for r in rows
             ]
+            + [
+                {"family": s.family, "variant": s.label, "step": s.step, "state": s.state}
+                for s in steps
+            ]
         )
         return
+    if steps:
+        prep = Table(title="Fine-tuning and verification", title_justify="left")
+        for col in ("family", "variant", "step", "state"):
+            prep.add_column(col)
+        for step in steps:
+            prep.add_row(step.family, step.label, step.step, step.state)
+        stdout_console().print(prep)
     table = Table(title=f"{study.config.name}: {study.config.store_path}", title_justify="left")
     for col in ("family", "variant", "kind", "stored", "failed", "status"):
         table.add_column(col, justify="right" if col in ("stored", "failed") else "left")

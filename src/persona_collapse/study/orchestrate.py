@@ -46,6 +46,7 @@ from persona_collapse.study.produce import (
     OpenAIRunner,
     ProducedVariant,
     Trainer,
+    finetune_folder,
     openai_api,
     plan_finetunes,
     produce_variants,
@@ -57,6 +58,7 @@ from persona_collapse.study.verification import (
     VerificationTarget,
     judge_choice,
     judge_key_variable,
+    read_index,
     verify_config,
     verify_variants,
 )
@@ -678,6 +680,49 @@ def study_status(study: LoadedStudy) -> list[RunProgress]:
     return out
 
 
+@dataclass(frozen=True)
+class StepProgress:
+    """Whether a variant's fine-tuning or verification step is done (read from disk only).
+
+    Attributes:
+        family, label: The variant.
+        step: ``"finetune"`` or ``"verify"``.
+        state: ``"done"``, ``"started"`` (files exist, not finished) or ``"pending"``.
+    """
+
+    family: str
+    label: str
+    step: Literal["finetune", "verify"]
+    state: Literal["done", "started", "pending"]
+
+
+def preparation_status(study: LoadedStudy) -> list[StepProgress]:
+    """Fine-tuning and verification state of every variant that has those steps.
+
+    Reads ``produced.json``, the fine-tuning folders and the verification index;
+    makes no model, training or judge call.
+    """
+    config = study.config
+    verified = read_index(config)
+    out: list[StepProgress] = []
+    for family, spec in config.families.items():
+        for label, variant in spec.root.items():
+            if variant.finetune is not None:
+                folder = finetune_folder(config, family, label)
+                ft_state: Literal["done", "started", "pending"] = (
+                    "done"
+                    if read_produced(config, family, label) is not None
+                    else ("started" if folder.exists() else "pending")
+                )
+                out.append(StepProgress(family, label, "finetune", ft_state))
+            if variant.verified:
+                state: Literal["done", "started", "pending"] = (
+                    "done" if f"{family}/{label}" in verified else "pending"
+                )
+                out.append(StepProgress(family, label, "verify", state))
+    return out
+
+
 def require_store(study: LoadedStudy) -> Path:
     """The study's run store path; a clear error when nothing was collected yet."""
     path = study.config.store_path
@@ -692,6 +737,7 @@ __all__ = [
     "BackendBuilder",
     "PlannedRun",
     "RunProgress",
+    "StepProgress",
     "StudyCollection",
     "StudyInputs",
     "backend_options",
@@ -700,6 +746,7 @@ __all__ = [
     "imported_persona_texts",
     "model_label",
     "plan_study",
+    "preparation_status",
     "prepare_study",
     "require_store",
     "resolve_inputs",
