@@ -433,3 +433,29 @@ def test_generate_is_fast() -> None:
     asyncio.run(backend.generate(prompts[:1], n=10, temperature=T, max_tokens=1))  # warm-up
     # one prompt, n = 10, cold cell caches: well under 0.5 ms per call
     assert asyncio.run(run_all()) < 5e-4
+
+
+def test_character_words_make_toxic_personas_answer_like_toxic_characters() -> None:
+    """Toxic personas care less and judge less fairly; ordinary personas are untouched."""
+    from persona_collapse.backends.simulator import character_shift
+    from persona_collapse.instrument import FOUNDATIONS, items_by_foundation, mfq30
+    from persona_collapse.personas import builtin_personas, toxic_personas
+
+    ordinary, toxic = list(builtin_personas()), list(toxic_personas())
+    assert not any(character_shift(p, FOUNDATIONS).any() for p in ordinary)
+    assert all(character_shift(p, FOUNDATIONS).any() for p in toxic)
+
+    backend = SimulatorBackend("base")
+    plain = SimulatorBackend("base", cue_strength=0.0)
+    scale = np.arange(6)
+    items = [i.id for i in mfq30().active_items]
+    columns = {f: [items.index(i) for i in ids] for f, ids in items_by_foundation(mfq30()).items()}
+
+    def foundation_means(sim: SimulatorBackend, personas: list[str]) -> dict[str, float]:
+        means = sim.cell_distributions(personas, temperature=0.1) @ scale  # (P, Q)
+        return {f: float(means[:, cols].mean()) for f, cols in columns.items()}
+
+    with_cues, without = foundation_means(backend, toxic), foundation_means(plain, toxic)
+    assert with_cues["Harm/Care"] < without["Harm/Care"] - 1.0
+    assert with_cues["Fairness/Reciprocity"] < without["Fairness/Reciprocity"] - 0.5
+    assert foundation_means(backend, ordinary) == foundation_means(plain, ordinary)

@@ -8,7 +8,12 @@ Model (scale ``lo..hi``, range ``r = hi - lo``, foundations ``f = 1..F``):
 * Persona profile. Persona ``p`` has a latent profile
   :math:`z_{p,f} \sim N(0, 1)`, drawn from a generator seeded by SHA-256 of
   ``(world_seed, persona text)``; the run seed does not enter, so one persona
-  always has one profile. The self run (no persona) uses
+  always has one profile. Character words then shift it: a persona described
+  as cruel, sadistic, xenophobic, authoritarian, nihilistic, fanatical … gets
+  the shifts of :data:`CHARACTER_CUES` (in profile SDs, times ``cue_strength``),
+  so toxic personas answer like toxic characters (low care and fairness, and so
+  on) while ordinary personas, which contain none of these words, are untouched.
+  The self run (no persona) uses
   :math:`z_{\text{self},f} = \text{self\_level} + \varepsilon_f`,
   :math:`\varepsilon_f \sim N(0, 1)` seeded by ``world_seed`` alone.
 * Items. Item ``q`` (foundation ``f(q)``) has a baseline
@@ -119,6 +124,7 @@ class SimulatorParams(BaseModel):
         unparseable_rate: Probability that a reply does not start with a rating.
         chatty_rate: Probability that a long reply that starts with a rating continues.
         world_seed: Seed of the simulated world (item parameters and persona profiles).
+        cue_strength: Multiplier of the character-word shifts (:data:`CHARACTER_CUES`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -132,6 +138,7 @@ class SimulatorParams(BaseModel):
     unparseable_rate: float = Field(default=0.02, ge=0.0, le=1.0)
     chatty_rate: float = Field(default=0.3, ge=0.0, le=1.0)
     world_seed: int = Field(default=0, ge=0)
+    cue_strength: float = Field(default=1.0, ge=0.0)
 
 
 PRESETS: Mapping[str, SimulatorParams] = MappingProxyType(
@@ -226,6 +233,50 @@ _REFUSALS = (
     "As an assistant I would rather not rate this.",
     "Sorry, I am not able to answer that one.",
 )
+_H, _F, _I, _A, _P = (
+    "Harm/Care",
+    "Fairness/Reciprocity",
+    "In-group/Loyalty",
+    "Authority/Respect",
+    "Purity/Sanctity",
+)
+
+CHARACTER_CUES: Mapping[str, Mapping[str, float]] = MappingProxyType(
+    {
+        # whole-word pattern -> profile shift (SDs) per foundation
+        r"cruel|sadistic|humiliating|inflicting pain": MappingProxyType({_H: -3.0, _F: -1.0}),
+        r"xenophobic|foreigners|outsiders": MappingProxyType({_I: 2.0, _F: -2.0, _H: -1.0}),
+        r"authoritarian": MappingProxyType({_A: 2.5, _F: -1.5}),
+        r"nihilistic|manipulator|nothing matters": MappingProxyType(
+            {_H: -1.5, _F: -2.0, _I: -1.5, _A: -1.5, _P: -1.5}
+        ),
+        r"misanthropic|wishes most people ill": MappingProxyType({_H: -2.5, _I: -1.5}),
+        r"fanatical": MappingProxyType({_P: 2.5, _A: 1.5, _H: -1.0}),
+        r"contemptuous|despises|social darwinist": MappingProxyType({_H: -2.0, _F: -2.0}),
+    }
+)
+"""Character words and how they shift a persona's latent profile (see the module docstring).
+
+A persona matching several patterns gets the sum; foundations outside the
+instrument are ignored.
+"""
+
+_CUE_PATTERNS: tuple[tuple[re.Pattern[str], Mapping[str, float]], ...] = tuple(
+    (re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE), shifts)
+    for pattern, shifts in CHARACTER_CUES.items()
+)
+
+
+def character_shift(persona: str, foundations: Sequence[str]) -> NDArray[np.float64]:
+    """Summed :data:`CHARACTER_CUES` shifts of a persona text, one value per foundation."""
+    shift = np.zeros(len(foundations))
+    for pattern, shifts in _CUE_PATTERNS:
+        if pattern.search(persona):
+            for j, foundation in enumerate(foundations):
+                shift[j] += shifts.get(foundation, 0.0)
+    return shift
+
+
 _TOKEN = re.compile(r"\S+")
 
 
@@ -370,6 +421,7 @@ class SimulatorBackend(Backend):
             rng = np.random.default_rng(_digest_seed("persona", p.world_seed, persona))
             z = rng.standard_normal(n_f)
             volatility = float(rng.standard_normal())
+            z = z + p.cue_strength * character_shift(persona, self._foundations)
         rate = p.undecided_rate
         if 0.0 < rate < 1.0:
             logit = math.log(rate / (1.0 - rate)) + p.rate_spread * volatility
