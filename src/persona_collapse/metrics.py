@@ -777,6 +777,28 @@ def excluded_personas(complete: NDArray[np.bool_], persona_ids: IntArray) -> tup
     return tuple(int(p) for p in persona_ids[~complete])
 
 
+def complete_cells(cells: CellRatings) -> tuple[CellRatings, tuple[int, ...]]:
+    """Drop personas lacking a valid rating on some item.
+
+    Returns:
+        The cells of the complete personas, and the ids of the dropped ones.
+
+    Raises:
+        ValueError: fewer than two complete personas.
+    """
+    complete = np.all(cells.counts > 0, axis=1)
+    excluded = excluded_personas(complete, cells.persona_ids)
+    if not excluded:
+        return cells, excluded
+    kept = CellRatings(
+        values=cells.values[complete],
+        counts=cells.counts[complete],
+        persona_ids=cells.persona_ids[complete],
+        item_ids=cells.item_ids,
+    )
+    return kept, excluded
+
+
 # --- public analyses --------------------------------------------------------------------------
 
 
@@ -821,15 +843,7 @@ def analyze_ratings(
     generator, seed = resolve_rng(rng)
 
     n_invalid = int(np.asarray(ratings).size - cells.counts.sum())
-    complete = np.all(cells.counts > 0, axis=1)
-    excluded = excluded_personas(complete, cells.persona_ids)
-    if excluded:
-        cells = CellRatings(
-            values=cells.values[complete],
-            counts=cells.counts[complete],
-            persona_ids=cells.persona_ids[complete],
-            item_ids=cells.item_ids,
-        )
+    cells, excluded = complete_cells(cells)
     mu, sigma = cell_moments(cells)
     boots = [_persona_bootstrap(mu, sigma, n_persona_boot, generator)]
     if n_rerun_boot > 0:

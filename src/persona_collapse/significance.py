@@ -84,6 +84,7 @@ from persona_collapse.metrics import (
     CellRatings,
     cell_moments,
     cell_ratings,
+    complete_cells,
     excluded_personas,
     foundation_columns,
     persona_bootstrap_replicates,
@@ -192,15 +193,7 @@ def cells_from_cell_ratings(
 ) -> RunCells:
     """:func:`cells_from_ratings` for ratings already grouped into cells."""
     mapping = _mapping(cells.item_ids, foundations)
-    complete = np.all(cells.counts > 0, axis=1)
-    excluded = excluded_personas(complete, cells.persona_ids)
-    if excluded:
-        cells = CellRatings(
-            values=cells.values[complete],
-            counts=cells.counts[complete],
-            persona_ids=cells.persona_ids[complete],
-            item_ids=cells.item_ids,
-        )
+    cells, excluded = complete_cells(cells)
     mu, sigma = cell_moments(cells)
     return RunCells(
         persona_ids=cells.persona_ids,
