@@ -8,13 +8,35 @@ Unknown keys are errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from persona_collapse._yaml import load_yaml_mapping
 from persona_collapse.costs import ModelPrices
 from persona_collapse.errors import ConfigError, format_validation_error
+
+
+class FileConfig(BaseModel):
+    """Base of the configurations users write as YAML: validation with one-line errors."""
+
+    #: What the file is, in error messages ("configuration").
+    yaml_what: ClassVar[str] = "configuration"
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, source: str = "config") -> Self:
+        """Validate plain data; errors name the source and the offending field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:
+        """Load a YAML file (keys as the fields); ``overrides`` that are not None win."""
+        data = load_yaml_mapping(path, what=cls.yaml_what)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_mapping(data, source=str(path))
 
 
 class AnalysisConfig(BaseModel):
@@ -42,7 +64,7 @@ class AnalysisConfig(BaseModel):
         return v
 
 
-class RunConfig(BaseModel):
+class RunConfig(FileConfig):
     """One collection run: which model answers which personas, and how."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
@@ -132,18 +154,3 @@ class RunConfig(BaseModel):
             return self.model
         preset = self.backend_options.get("preset")
         return str(preset) if preset else self.backend
-
-    @classmethod
-    def from_mapping(cls, data: Any, *, source: str = "config") -> RunConfig:
-        """Validate plain data; errors name the source and the offending field."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> RunConfig:
-        """Load a YAML file (keys as the fields); ``overrides`` win over the file."""
-        data = load_yaml_mapping(path, what="configuration")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_mapping(data, source=str(path))

@@ -76,6 +76,17 @@ def create_backend(name: str, **options: Any) -> Backend:
         raise ConfigError(f"backend {name!r}: invalid options ({exc})") from None
 
 
+def create_model_backend(name: str, model: str | None, options: Mapping[str, Any]) -> Backend:
+    """Build backend ``name`` for ``model``: the simulator's ``preset``, any other's ``model``.
+
+    An explicit ``preset``/``model`` in ``options`` wins over ``model``.
+    """
+    opts = dict(options)
+    if model:
+        opts.setdefault("preset" if name == "simulator" else "model", model)
+    return create_backend(name, **opts)
+
+
 __all__ = [
     "BUILTIN_BACKENDS",
     "Backend",
@@ -87,4 +98,5 @@ __all__ = [
     "available_backends",
     "backend_factory",
     "create_backend",
+    "create_model_backend",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from persona_collapse.backends import create_backend
+from persona_collapse.backends import create_model_backend
 from persona_collapse.backends.base import Backend
 from persona_collapse.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
 from persona_collapse.config import RunConfig
@@ -56,11 +56,7 @@ def default_backend(config: RunConfig, instrument: Instrument) -> Backend:
     options: dict[str, Any] = dict(config.backend_options)
     if config.backend == "simulator":
         options.setdefault("instrument", instrument)
-        if config.model and "preset" not in options:
-            options["preset"] = config.model
-    elif config.model and "model" not in options:
-        options["model"] = config.model
-    return create_backend(config.backend, **options)
+    return create_model_backend(config.backend, config.model, options)
 
 
 def resolve_personas(config: RunConfig) -> PersonaSet:

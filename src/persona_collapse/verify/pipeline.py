@@ -27,21 +27,20 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from persona_collapse._yaml import load_yaml_mapping
-from persona_collapse.backends import create_backend
+from persona_collapse.backends import create_model_backend
 from persona_collapse.backends.base import Backend, Message, Prompt, Usage
 from persona_collapse.collect import SEED_MODULUS, RetryPolicy
+from persona_collapse.config import FileConfig
 from persona_collapse.errors import (
     BackendError,
     ConfigError,
     TransientBackendError,
-    format_validation_error,
 )
 from persona_collapse.verify.judge import (
     DEFAULT_MIN_NUMBER_MASS,
@@ -84,10 +83,11 @@ RETRY_TEMPERATURE = 1.0
 """Least temperature of a judge retry after a reply without a number."""
 
 
-class VerifyConfig(BaseModel):
+class VerifyConfig(FileConfig):
     """One emergent-misalignment verification: which model answers, which judge scores."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    yaml_what: ClassVar[str] = "verification configuration"
 
     name: str | None = None
     """Run label in the store; default the model label."""
@@ -191,29 +191,6 @@ class VerifyConfig(BaseModel):
         """The judge's label: its model, else the judge backend name."""
         return self.resolved_judge_model or self.judge_backend
 
-    @classmethod
-    def from_mapping(cls, data: Any, *, source: str = "config") -> VerifyConfig:
-        """Validate plain data; errors name the source and the offending field."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> VerifyConfig:
-        """Load a YAML file (keys as the fields); ``overrides`` win over the file."""
-        data = load_yaml_mapping(path, what="verification configuration")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_mapping(data, source=str(path))
-
-
-def build_backend(name: str, model: str | None, options: Mapping[str, Any]) -> Backend:
-    """A backend by name; ``model`` becomes its ``model`` option (simulator: ``preset``)."""
-    opts = dict(options)
-    if model:
-        opts.setdefault("preset" if name == "simulator" else "model", model)
-    return create_backend(name, **opts)
-
 
 def build_judge(config: VerifyConfig) -> Backend:
     """The judge backend of ``config``.
@@ -224,7 +201,7 @@ def build_judge(config: VerifyConfig) -> Backend:
     opts = dict(config.judge_options)
     if config.judge_backend == "openai":
         opts.setdefault("min_scale_mass", config.min_number_mass)
-    return build_backend(config.judge_backend, config.resolved_judge_model, opts)
+    return create_model_backend(config.judge_backend, config.resolved_judge_model, opts)
 
 
 def request_seed(seed: int, *parts: object) -> int:
@@ -633,7 +610,7 @@ async def verify(
     built: list[Backend] = []
     try:
         if backend is None:
-            backend = build_backend(config.backend, config.model, config.backend_options)
+            backend = create_model_backend(config.backend, config.model, config.backend_options)
             built.append(backend)
         if judge is None:
             judge = build_judge(config)
@@ -723,7 +700,6 @@ __all__ = [
     "VerifyProgress",
     "answer_spec",
     "answers_frame",
-    "build_backend",
     "build_judge",
     "judge_spec",
     "request_seed",
