@@ -9,12 +9,8 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _kill_drill import start_child, stored_slots
 from persona_collapse.backends.openai_compat import OpenAIBackend
 from persona_collapse.backends.simulator import SimulatorBackend
 from persona_collapse.collect import CollectionSummary, RetryPolicy, run_collection
@@ -39,7 +36,6 @@ pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 TOTAL = 100 * 30 * 10
 CELLS = 100 * 30
 RUN_SEED = 5
@@ -211,30 +207,6 @@ with RunStore.open(sys.argv[1]) as store:
 """
 
 
-def stored_slots(path: Path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return int(conn.execute("SELECT COUNT(*) FROM ratings").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        return 0
-
-
-def start_child(path: Path, url: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), url],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
 def test_faulted_run_killed_and_resumed_keeps_every_answer_once(
     clean_run: CleanRun, tmp_path: Path
@@ -247,7 +219,7 @@ def test_faulted_run_killed_and_resumed_keeps_every_answer_once(
         while len(history) < MIN_KILLS and tries < 10:
             tries += 1
             before = stored_slots(path)
-            child = start_child(path, srv.url)
+            child = start_child(CHILD, str(path), srv.url)
             deadline = time.monotonic() + 120
             while stored_slots(path) <= before and child.poll() is None:
                 assert time.monotonic() < deadline, "child made no progress"
@@ -263,7 +235,7 @@ def test_faulted_run_killed_and_resumed_keeps_every_answer_once(
             assert before < after < TOTAL
             history.append(after)
         assert len(history) >= MIN_KILLS, f"only {len(history)} kills landed mid-run: {history}"
-        child = start_child(path, srv.url)
+        child = start_child(CHILD, str(path), srv.url)
         _, err = child.communicate(timeout=300)
         assert child.returncode == 0, err.decode()[-2000:]
         stats = srv.stats()

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from _kill_drill import start_child, stored_slots
 from persona_collapse.backends.simulator import SimulatorBackend
 from persona_collapse.collect import run_collection
 from persona_collapse.instrument import mfq30
@@ -22,7 +19,6 @@ from persona_collapse.store.sqlite import RunStore
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 TOTAL = 100 * 30 * 10
 RUN_SEED = 11
 BACKEND_SEED = 3
@@ -43,31 +39,6 @@ with RunStore.open(sys.argv[1]) as store:
         n_repetitions=10, seed={RUN_SEED}, progress=False,
     )
 """
-
-
-def stored_slots(path: Path) -> int:
-    """Accepted slots in the store, read without interfering with the writer (0 if none yet)."""
-    if not path.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return int(conn.execute("SELECT COUNT(*) FROM ratings").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        return 0  # schema not created yet
-
-
-def start_child(path: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
 
 
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -105,7 +76,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     while len(history) < MIN_KILLS and tries < 10:
         tries += 1
         before = stored_slots(path)
-        child = start_child(path)
+        child = start_child(CHILD, str(path))
         deadline = time.monotonic() + 60
         # Kill only once the child is writing, after a random (seeded) extra delay.
         while stored_slots(path) <= before and child.poll() is None:
@@ -127,7 +98,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert len(history) >= MIN_KILLS, f"only {len(history)} kills landed mid-run: {history}"
 
     # Finish the run.
-    child = start_child(path)
+    child = start_child(CHILD, str(path))
     _, err = child.communicate(timeout=120)
     assert child.returncode == 0, err.decode()
 
