@@ -43,7 +43,6 @@ import email.utils
 import json
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -59,6 +58,7 @@ from persona_collapse.errors import (
     MissingDependencyError,
     TransientBackendError,
 )
+from persona_collapse.secrets import read_key, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,6 @@ _SECRET_MARKERS = ("key", "token", "secret", "password", "auth", "credential")
 _MAX_LOW_MASS_WARNINGS = 10
 # Characters tokenizers put in front of a token to mark a leading space.
 _SPACE_MARKERS = " \t\r\n\u2581\u0120"
-_LOOKS_LIKE_KEY = re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}")
-_BEARER = re.compile(r"(?i)bearer\s+\S+")
 
 
 @dataclass(frozen=True)
@@ -332,10 +330,11 @@ class OpenAIBackend(Backend):
             )
         if extra_body is not None and not isinstance(extra_body, Mapping):
             raise ConfigError("openai backend: extra_body must be a mapping of request fields")
-        if api_key_env is not None and not os.environ.get(api_key_env):
+        if api_key_env is not None and not read_key(api_key_env):
             raise ConfigError(
                 f"openai backend: environment variable {api_key_env} is not set; export the "
-                "API key there (or set api_key_env to null for a server without authentication)"
+                "API key there (or set api_key_env: null on the backend for a server without "
+                "authentication)"
             )
         self.model = model
         self.api_key_env = api_key_env
@@ -393,14 +392,22 @@ class OpenAIBackend(Backend):
     def _client(self, endpoint: _Endpoint) -> Any:
         if endpoint.client is None:
             openai = self._openai
-            key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+            key = read_key(self.api_key_env)
             endpoint.client = openai.AsyncOpenAI(
+                # Without a key, a placeholder stops the SDK reading $OPENAI_API_KEY, and
+                # each request omits the Authorization header (see _create).
                 api_key=key or "no-key",
                 base_url=endpoint.url,
                 timeout=self.timeout,
                 max_retries=0,
             )
         return endpoint.client
+
+    def _auth_options(self) -> dict[str, Any]:
+        """Per-request options: without a key, no ``Authorization`` header at all."""
+        if self.api_key_env is None:
+            return {"headers": {"Authorization": self._openai.Omit()}}
+        return {}
 
     def _pick(self) -> _Endpoint:
         """Next endpoint round-robin, skipping unhealthy ones while a healthy one exists."""
@@ -412,13 +419,6 @@ class OpenAIBackend(Backend):
                 self._next = (self._next + offset + 1) % count
                 return endpoint
         return min(self._endpoints, key=lambda e: e.unhealthy_until)
-
-    def _scrub(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        if key and len(key) >= 4:
-            text = text.replace(key, "***")
-        text = _BEARER.sub("Bearer ***", text)
-        return _LOOKS_LIKE_KEY.sub(r"\1-***", text)
 
     def _mark_unhealthy(self, endpoint: _Endpoint) -> None:
         if len(self._endpoints) > 1:
@@ -437,7 +437,7 @@ class OpenAIBackend(Backend):
             return TransientBackendError(f"{where}: connection failed ({cause})")
         if isinstance(exc, openai.APIStatusError):
             status = int(exc.status_code)
-            message = self._scrub(_status_message(exc))[:500]
+            message = scrub(_status_message(exc))[:500]
             text = f"{where}: HTTP {status}: {message}"
             if status in _TRANSIENT_STATUSES or status >= 500:
                 if status >= 500:
@@ -452,7 +452,7 @@ class OpenAIBackend(Backend):
             return BackendError(text)
         if isinstance(exc, openai.APIResponseValidationError | ValueError):
             return TransientBackendError(f"{where}: unreadable response ({type(exc).__name__})")
-        return BackendError(f"{where}: {type(exc).__name__}: {self._scrub(str(exc))[:500]}")
+        return BackendError(f"{where}: {type(exc).__name__}: {scrub(str(exc))[:500]}")
 
     async def _create(self, endpoint: _Endpoint, **params: Any) -> dict[str, Any]:
         """One chat-completion request: the reply's JSON; SDK errors converted, key-free.
@@ -466,7 +466,9 @@ class OpenAIBackend(Backend):
         client = self._client(endpoint)
         body = {"model": self.model, **params, **self.extra_body}
         try:
-            content = await client.post("/chat/completions", body=body, cast_to=bytes)
+            content = await client.post(
+                "/chat/completions", body=body, cast_to=bytes, options=self._auth_options()
+            )
             data = json.loads(content)
             if not isinstance(data, dict):
                 raise ValueError("reply is not a JSON object")

@@ -353,10 +353,8 @@ def backend_options(
     else:
         if model is not None:
             options.setdefault("model", model)
-        if spec.base_url is not None:
-            options.setdefault("base_url", spec.base_url)
-        if spec.api_key_env is not None:
-            options.setdefault("api_key_env", spec.api_key_env)
+        for key, value in spec.connection_options().items():
+            options.setdefault(key, value)
     return spec.kind, options
 
 
