@@ -483,41 +483,29 @@ class OpenAIBackend(Backend):
                     return EndpointBehaviour(label, model, warnings=(_problem(exc),))
                 return EndpointBehaviour(label, model, problems=(_problem(exc) + hint,))
             return EndpointBehaviour(label, model, logprobs=True)
+        # The run's own request path: it learns (and keeps, on the shared endpoint)
+        # whether n is honoured, and switches protocol for reasoning models, once.
+        pinned = self._on(endpoint)
         texts: list[str] = []
         try:
             for seed in PROBE_SEEDS:
                 ask = 2 if endpoint.honours_n is not False and not texts else 1
-                params: dict[str, Any] = {
-                    "messages": _messages(prompt),
-                    "temperature": 1.0,
-                    "seed": seed,
-                    **self._token_params(PROBE_MAX_TOKENS),
-                }
-                if ask > 1:
-                    params["n"] = ask
-                try:
-                    completion = await self._create(endpoint, **params)
-                except BackendError as exc:
-                    transient = isinstance(exc, TransientBackendError)
-                    if transient or not _names_parameter(str(exc), "n"):
-                        raise
-                    endpoint.honours_n = False  # rejects n: the run asks one at a time
-                    completion = await self._create(endpoint, **{**params, "n": 1})
-                got = [_content(c).strip() for c in _choices(completion)]
-                if ask > 1:
-                    endpoint.honours_n = len(got) >= ask
-                texts.extend(got)
+                (generation,) = await pinned.generate(
+                    [prompt], n=ask, temperature=1.0, max_tokens=PROBE_MAX_TOKENS, seed=seed
+                )
+                texts.extend(t.strip() for t in generation.texts)
                 if len(set(texts)) > 1 or len(texts) >= len(PROBE_SEEDS):
                     break
         except BackendError as exc:
             if isinstance(exc, TransientBackendError):
                 return EndpointBehaviour(label, model, warnings=(_problem(exc),))
             return EndpointBehaviour(label, model, problems=(_problem(exc) + hint,))
+        self._reasoning = pinned._reasoning
         warnings: list[str] = []
         if endpoint.honours_n is False:
             warnings.append(
                 f"{label}: model {model!r} ignores n (one completion per request): each "
-                "repetition costs a request of its own (see --dry-run)"
+                "repetition costs a request of its own (see --dry-run --preflight)"
             )
         varies: bool | None = None
         if len([t for t in texts if t]) >= 2:
