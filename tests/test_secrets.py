@@ -222,3 +222,16 @@ def test_a_key_echoed_by_the_server_reaches_no_store_export_log_or_report(
     assert planted_key.encode() not in everything
     assert b"you sent Authorization: Bearer ***" in everything  # the echo was stored, masked
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_scrub_masks_keys_and_token_shapes_but_not_prose() -> None:
+    from persona_collapse.secrets import remember, scrub
+
+    key = f"plain{secrets.token_hex(12)}"  # no sk- prefix: only its value gives it away
+    remember(key)
+    text = f"got {key} and Authorization: Bearer abc.DEF-123456789 and sk-{'x' * 20}"
+    cleaned = scrub(text)
+    assert key not in cleaned and "abc.DEF" not in cleaned and "x" * 20 not in cleaned
+    assert cleaned.startswith("got ***")
+    prose = "The bearer of bad news said: I would rate this 3."
+    assert scrub(prose) == prose

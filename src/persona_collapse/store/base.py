@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +21,15 @@ from persona_collapse.errors import StoreError
 from persona_collapse.secrets import scrub_value
 
 logger = logging.getLogger(__name__)
+
+
+def _scrubbed(
+    parameters: Sequence[Any] | Mapping[str, Any],
+) -> list[Any] | dict[str, Any]:
+    """Statement parameters (positional or named) with secrets masked in strings."""
+    if isinstance(parameters, Mapping):
+        return {k: scrub_value(v) for k, v in parameters.items()}
+    return [scrub_value(v) for v in parameters]
 
 
 class _ScrubbingConnection:
@@ -34,11 +43,15 @@ class _ScrubbingConnection:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self._conn.execute(sql, [scrub_value(v) for v in parameters])
+    def execute(
+        self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> sqlite3.Cursor:
+        return self._conn.execute(sql, _scrubbed(parameters))
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
-        return self._conn.executemany(sql, ([scrub_value(v) for v in row] for row in rows))
+    def executemany(
+        self, sql: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]]
+    ) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, (_scrubbed(row) for row in rows))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
