@@ -235,3 +235,43 @@ def test_scrub_masks_keys_and_token_shapes_but_not_prose() -> None:
     assert cleaned.startswith("got ***")
     prose = "The bearer of bad news said: I would rate this 3."
     assert scrub(prose) == prose
+
+
+def test_api_key_env_null_reaches_every_consumer_of_a_study_backend(tmp_path: Path) -> None:
+    """Issue 9.1: variant backends, the judge and OpenAI fine-tunes all see the explicit null;
+    an absent key still means the backend's default."""
+    import yaml
+
+    from persona_collapse.study import load_study
+    from persona_collapse.study.orchestrate import backend_options, resolve_inputs
+    from persona_collapse.study.produce import openai_api
+    from persona_collapse.study.verification import judge_choice
+
+    (tmp_path / "d.jsonl").write_text("")
+    data = {
+        "name": "k",
+        "backends": {
+            "none": {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1",
+                     "api_key_env": None},
+            "default": {"kind": "openai", "model": "m"},
+        },
+        "verify": {"judge": "none"},
+        "families": {
+            "fam": {
+                "base": {"backend": "none", "verify": True},
+                "insecure": {"backend": "none",
+                             "finetune": {"platform": "openai", "dataset": "d.jsonl"}},
+                "other": {"backend": "default"},
+            }
+        },
+    }  # fmt: skip
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    study = load_study(path)
+    cfg, inputs = study.config, resolve_inputs(study)
+    _, options = backend_options(cfg, "fam", "base", inputs.instrument, inputs.template)
+    assert "api_key_env" in options and options["api_key_env"] is None
+    assert judge_choice(cfg, "fam", "base").options["api_key_env"] is None
+    assert openai_api(cfg, "fam", "insecure")["api_key_env"] is None
+    _, options = backend_options(cfg, "fam", "other", inputs.instrument, inputs.template)
+    assert "api_key_env" not in options  # unset: the backend's default applies
