@@ -127,3 +127,151 @@ def test_dry_run_needs_no_key_and_prints_none(
     assert "3,000" in out.out and "Nothing was sent" in out.out
     assert planted_key not in out.out + out.err
     assert not store.exists()
+
+
+# --- issue 9.1 and 9.2: keyless backends send no key; echoed keys are never kept -------------
+
+
+def _key_study(folder: Path, url: str, backend: dict[str, object], *, finetune: bool) -> Path:
+    """A small study measuring serve-sim's base model (and, optionally, an OpenAI fine-tune)."""
+    import yaml
+
+    from persona_collapse.backends.base import Message
+    from persona_collapse.finetune.datasets import ChatExample, write_chat_jsonl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    variants: dict[str, object] = {"base": {"backend": "api"}}
+    if finetune:
+        write_chat_jsonl(
+            [
+                ChatExample((Message("user", f"q{i}"), Message("assistant", f"a{i}")))
+                for i in range(12)
+            ],
+            folder / "insecure.jsonl",
+        )
+        variants["insecure"] = {"finetune": {"platform": "openai", "dataset": "insecure.jsonl"}}
+    data = {
+        "name": "keys",
+        "output": "out",
+        "protocol": {
+            "max_personas": 3,
+            "repetitions": 2,
+            "self_run": False,
+            "toxic_control": False,
+            "temperatures": [1.0],
+        },
+        "analysis": {"n_persona_boot": 20, "n_rerun_boot": 5},
+        "backends": {"api": {"kind": "openai", "base_url": url, "model": "sim-base", **backend}},
+        "families": {"fam": variants},
+    }
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_backend_with_api_key_env_null_sends_no_key_even_when_fine_tuning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9.1: ``api_key_env: null`` on a study backend: no Authorization header at all."""
+    from functools import partial
+
+    from _recording_proxy import recording_proxy
+    from persona_collapse.finetune.openai_jobs import run_openai_finetune
+    from persona_collapse.serve import FineTuningSettings
+    from persona_collapse.study import collect_study, load_study
+
+    planted = f"sk-planted-{secrets.token_hex(16)}"
+    monkeypatch.setenv("OPENAI_API_KEY", planted)
+    settings = SimServerSettings(fine_tuning=FineTuningSettings(polls_per_status=0))
+    with serve_in_thread(settings) as srv, recording_proxy(srv.url) as proxy:
+        study = _key_study(tmp_path, proxy.url, {"api_key_env": None}, finetune=True)
+        runner = partial(run_openai_finetune, poll_interval=0.01, max_interval=0.02)
+        collection = collect_study(load_study(study), progress=False, openai_runner=runner)
+    assert collection.requests > 0 and collection.trained == ("fam/insecure",)
+    assert any("/fine_tuning/jobs" in p for p in proxy.paths)  # the produce path was taken
+    assert any("/chat/completions" in p for p in proxy.paths)
+    assert proxy.authorization and set(proxy.authorization) == {None}
+    assert planted.encode() not in files_text(tmp_path)
+
+
+def test_a_key_echoed_by_the_server_reaches_no_store_export_log_or_report(
+    planted_key: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 9.2: a server quoting the Authorization header in its replies and errors."""
+    from _recording_proxy import recording_proxy
+
+    with serve_in_thread() as srv, recording_proxy(srv.url, echo=True) as proxy:
+        study = _key_study(tmp_path, proxy.url, {"api_key_env": KEY_ENV}, finetune=False)
+        with caplog.at_level(logging.DEBUG):
+            assert main(["--verbose", "study", "run", str(study), "--no-progress"]) == 0
+            store = tmp_path / "out" / "runs.db"
+            if not store.exists():
+                (store,) = (tmp_path / "out").glob("*.db")
+            for fmt in ("csv", "parquet"):
+                target = tmp_path / f"export.{fmt}"
+                args = ["export", str(store), "--run", "1", "-o", str(target), "-f", fmt]
+                assert main(args) == 0
+    # The key really was sent, and the server really did quote it back.
+    assert f"Bearer {planted_key}" in proxy.authorization
+    out = capsys.readouterr()
+    assert planted_key not in out.out + out.err + caplog.text
+    everything = files_text(tmp_path)
+    assert planted_key.encode() not in everything
+    assert b"you sent Authorization: Bearer ***" in everything  # the echo was stored, masked
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_scrub_masks_keys_and_token_shapes_but_not_prose() -> None:
+    from persona_collapse.secrets import remember, scrub
+
+    key = f"plain{secrets.token_hex(12)}"  # no sk- prefix: only its value gives it away
+    remember(key)
+    text = f"got {key} and Authorization: Bearer abc.DEF-123456789 and sk-{'x' * 20}"
+    cleaned = scrub(text)
+    assert key not in cleaned and "abc.DEF" not in cleaned and "x" * 20 not in cleaned
+    assert cleaned.startswith("got ***")
+    prose = "The bearer of bad news said: I would rate this 3."
+    assert scrub(prose) == prose
+
+
+def test_api_key_env_null_reaches_every_consumer_of_a_study_backend(tmp_path: Path) -> None:
+    """Issue 9.1: variant backends, the judge and OpenAI fine-tunes all see the explicit null;
+    an absent key still means the backend's default."""
+    import yaml
+
+    from persona_collapse.study import load_study
+    from persona_collapse.study.orchestrate import backend_options, resolve_inputs
+    from persona_collapse.study.produce import openai_api
+    from persona_collapse.study.verification import judge_choice
+
+    (tmp_path / "d.jsonl").write_text("")
+    data = {
+        "name": "k",
+        "backends": {
+            "none": {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1",
+                     "api_key_env": None},
+            "default": {"kind": "openai", "model": "m"},
+        },
+        "verify": {"judge": "none"},
+        "families": {
+            "fam": {
+                "base": {"backend": "none", "verify": True},
+                "insecure": {"backend": "none",
+                             "finetune": {"platform": "openai", "dataset": "d.jsonl"}},
+                "other": {"backend": "default"},
+            }
+        },
+    }  # fmt: skip
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    study = load_study(path)
+    cfg, inputs = study.config, resolve_inputs(study)
+    _, options = backend_options(cfg, "fam", "base", inputs.instrument, inputs.template)
+    assert "api_key_env" in options and options["api_key_env"] is None
+    assert judge_choice(cfg, "fam", "base").options["api_key_env"] is None
+    assert openai_api(cfg, "fam", "insecure")["api_key_env"] is None
+    _, options = backend_options(cfg, "fam", "other", inputs.instrument, inputs.template)
+    assert "api_key_env" not in options  # unset: the backend's default applies

@@ -549,10 +549,13 @@ def _result_usage(result: Any) -> Usage:
         usage = getattr(item, "usage", None)
         if isinstance(usage, Usage):
             total = total + usage
-    return total
+    return total.clamped(MAX_REQUEST_TOKENS)
 
 
 # --- the engine ----------------------------------------------------------------------------
+
+MAX_REQUEST_TOKENS = 100_000_000
+"""Most tokens one request may report per usage field; more is a server's nonsense."""
 
 
 class _CellFailure(Exception):
@@ -582,6 +585,7 @@ class _Session:
     requests: int = 0
     rate_limited: int = 0
     usage: Usage = field(default_factory=Usage)
+    usage_clamped: bool = False
     jitter_rng: random.Random = field(default_factory=random.Random)
 
     @property
@@ -656,6 +660,24 @@ class _Session:
             reraise=True,
         )
         return await retrying(attempt)
+
+    def reported_usage(self, usage: Usage) -> Usage:
+        """A request's usage as stored: each count clamped to ``MAX_REQUEST_TOKENS``.
+
+        A server reporting absurd numbers (10^30 tokens) would otherwise overflow the
+        store's integers and lose the answers of the request; warned about once.
+        """
+        clamped = usage.clamped(MAX_REQUEST_TOKENS)
+        if clamped != usage and not self.usage_clamped:
+            self.usage_clamped = True
+            logger.warning(
+                "backend %r reported impossible token usage %s; counts are clamped to "
+                "0-%d per request, so the run's token totals and cost are unreliable",
+                self.backend.name,
+                usage.counts,
+                MAX_REQUEST_TOKENS,
+            )
+        return clamped
 
     def note_request(self, usage: Usage) -> None:
         self.requests += 1
@@ -792,12 +814,13 @@ async def _collect_cell(
                 failed += 1
             else:
                 shorts[rep] += 1
+        usage = session.reported_usage(generation.usage)
         session.store.record(
-            run.run_id, attempts=attempts, accepted=accepted, usage=generation.usage, requests=1
+            run.run_id, attempts=attempts, accepted=accepted, usage=usage, requests=1
         )
-        session.note_request(generation.usage)
+        session.note_request(usage)
         session.progress.advance(
-            done=len(accepted), failed=failed, attempts=len(attempts), usage=generation.usage
+            done=len(accepted), failed=failed, attempts=len(attempts), usage=usage
         )
         round_index += 1
         filled = {a.repetition for a in accepted}
@@ -841,6 +864,7 @@ async def _distribution_cells(session: _Session, cells: Sequence[tuple[int, int]
     usage = Usage()
     for dist in dists:
         usage = usage + dist.usage
+    usage = session.reported_usage(usage)
     session.store.record(
         run.run_id,
         distributions=[
@@ -1125,15 +1149,21 @@ async def collect(
         _record_metadata(store, record, backend, prices, sent=session.requests > 0)
         store.set_status(record.run_id, "failed")
         stored = tracker.done
+        # Only a transient failure (retries ran out) may go away by itself: only then
+        # is running the command again the advice.
+        resumable = isinstance(exc.error, TransientBackendError)
+        advice = ", rerun to resume" if resumable else "; fix the cause above first"
         raise BackendError(
             f"run {record.name!r} stopped: backend {backend.name!r} failed ({exc}); "
-            f"{stored} of {total} {unit} are stored, rerun to resume"
+            f"{stored} of {total} {unit} are stored{advice}",
+            resumable=resumable,
         ) from exc.error
     except (asyncio.CancelledError, KeyboardInterrupt):
         _record_metadata(store, record, backend, prices, sent=session.requests > 0)
         store.set_status(record.run_id, "interrupted")
+        # The command line says once how to resume; the log only counts.
         logger.warning(
-            "run %r interrupted: %d of %d %s stored, rerun to resume",
+            "run %r interrupted: %d of %d %s stored",
             record.name,
             tracker.done,
             total,

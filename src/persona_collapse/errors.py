@@ -74,7 +74,16 @@ class MissingDependencyError(UserError):
 
 
 class BackendError(PersonaCollapseError):
-    """A backend failed in a way that retrying will not fix."""
+    """A backend failed in a way that retrying will not fix.
+
+    ``resumable`` says that running the same command again may succeed (the failure
+    was transient: the engine ran out of retries); otherwise the cause (a refused
+    key, an unknown model, a rejected request) must be fixed first.
+    """
+
+    def __init__(self, message: str, *, resumable: bool = False) -> None:
+        super().__init__(message)
+        self.resumable = resumable
 
 
 class TransientBackendError(BackendError):
@@ -88,7 +97,7 @@ class TransientBackendError(BackendError):
     def __init__(
         self, message: str, *, retry_after: float | None = None, rate_limited: bool = False
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, resumable=True)
         self.retry_after = retry_after
         self.rate_limited = rate_limited
 

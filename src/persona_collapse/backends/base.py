@@ -7,6 +7,7 @@ live once, in :mod:`persona_collapse.collect`, never in a backend.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,15 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
 
+    def clamped(self, limit: int) -> Usage:
+        """Each count limited to ``[0, limit]`` (a server may report nonsense)."""
+        return Usage(*(min(max(int(v), 0), limit) for v in self.counts))
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """``(prompt_tokens, completion_tokens, cached_tokens)``."""
+        return (self.prompt_tokens, self.completion_tokens, self.cached_tokens)
+
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
@@ -88,6 +98,51 @@ class ScaleDistribution:
     mass: float = 1.0
     raw: Mapping[str, Any] | None = None
     usage: Usage = field(default_factory=Usage)
+
+
+ProbeMode = Literal["sampling", "exact"]
+
+
+@dataclass(frozen=True)
+class EndpointBehaviour:
+    """What a preflight learned about one endpoint serving one model.
+
+    Attributes:
+        endpoint: The endpoint (URL without credentials, or a backend label).
+        model: The model asked.
+        problems: Why a run cannot start (unreachable, 401, unknown model, no logprobs
+            in exact mode): each one line, naming the fix where there is one.
+        warnings: What would make results misleading (say, a server that ignores
+            temperature), one line each.
+        honours_n: Whether one request returns ``n`` choices (None: not checked).
+        logprobs: Whether replies carry logprobs (None: not checked).
+        varies_with_temperature: Whether identical requests at temperature 1 differ
+            (None: not checked).
+        unparseable_share: Share of the probe replies that do not start with a rating
+            (each such reply is asked again in a run; None: not checked).
+    """
+
+    endpoint: str
+    model: str
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    honours_n: bool | None = None
+    logprobs: bool | None = None
+    varies_with_temperature: bool | None = None
+    unparseable_share: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (for run metadata)."""
+        return {
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "problems": list(self.problems),
+            "warnings": list(self.warnings),
+            "honours_n": self.honours_n,
+            "logprobs": self.logprobs,
+            "varies_with_temperature": self.varies_with_temperature,
+            "unparseable_share": self.unparseable_share,
+        }
 
 
 class Backend(ABC):
@@ -146,6 +201,22 @@ class Backend(ABC):
         Optional hook; the default raises ``NotImplementedError``.
         """
         raise NotImplementedError(f"backend {self.name!r} cannot return rating distributions")
+
+    def preflight_key(self) -> str:
+        """What makes two backends the same endpoint and model (checked once)."""
+        return json.dumps(self.describe(), sort_keys=True, default=str)
+
+    async def preflight(
+        self, prompt: Prompt, *, mode: ProbeMode, scale: Sequence[int]
+    ) -> list[EndpointBehaviour]:
+        """Check, before any answer is collected, that this backend can serve a run.
+
+        Optional hook (default: nothing to check, e.g. the simulator or a local
+        model). A backend that talks to a server asks it once (per endpoint) with the
+        run's first ``prompt`` and reports what it found; it never raises for a
+        problem of the endpoint, it reports it. Requests made here are not stored.
+        """
+        return []
 
     def run_metadata(self) -> dict[str, Any]:
         """What the backend learned while serving a run, stored with the run.

@@ -39,12 +39,14 @@ endpoint that fails with a connection error, timeout or 5xx is skipped for
 
 from __future__ import annotations
 
+import copy
+import difflib
 import email.utils
 import json
 import logging
 import math
-import os
 import re
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,13 +54,23 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
+from persona_collapse.backends.base import (
+    Backend,
+    EndpointBehaviour,
+    Generation,
+    ProbeMode,
+    Prompt,
+    ScaleDistribution,
+    Usage,
+)
 from persona_collapse.errors import (
     BackendError,
     ConfigError,
     MissingDependencyError,
     TransientBackendError,
 )
+from persona_collapse.prompts import extract_rating
+from persona_collapse.secrets import read_key, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +85,20 @@ LOGPROB_TEMPERATURE = 1.0
 """Temperature of logprob requests; the run temperature is applied afterwards."""
 
 _TRANSIENT_STATUSES = frozenset({408, 409, 429})
+PROBE_MAX_TOKENS = 24
+"""Completion length of preflight probes: long enough that two samples from a server
+that really samples differ, so identical replies reveal greedy decoding."""
+PROBE_SEEDS = (8_191, 131_071, 524_287)
+"""Seeds of the preflight's identical requests (different, so seeded servers vary too)."""
+GREEDY_FIX = (
+    "turn sampling on: for transformers serve add the backend option extra_body "
+    '{"generation_config": "{\\"do_sample\\": true}"}; other servers have their own '
+    "switch; or measure with mode: exact"
+)
 _SECRET_MARKERS = ("key", "token", "secret", "password", "auth", "credential")
 _MAX_LOW_MASS_WARNINGS = 10
 # Characters tokenizers put in front of a token to mark a leading space.
 _SPACE_MARKERS = " \t\r\n\u2581\u0120"
-_LOOKS_LIKE_KEY = re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}")
-_BEARER = re.compile(r"(?i)bearer\s+\S+")
 
 
 @dataclass(frozen=True)
@@ -332,10 +352,11 @@ class OpenAIBackend(Backend):
             )
         if extra_body is not None and not isinstance(extra_body, Mapping):
             raise ConfigError("openai backend: extra_body must be a mapping of request fields")
-        if api_key_env is not None and not os.environ.get(api_key_env):
+        if api_key_env is not None and not read_key(api_key_env):
             raise ConfigError(
                 f"openai backend: environment variable {api_key_env} is not set; export the "
-                "API key there (or set api_key_env to null for a server without authentication)"
+                "API key there (or set api_key_env: null on the backend for a server without "
+                "authentication)"
             )
         self.model = model
         self.api_key_env = api_key_env
@@ -352,6 +373,7 @@ class OpenAIBackend(Backend):
         self._reasoning = False
         self.protocols_used: set[str] = set()
         self.low_mass_cells = 0
+        self.behaviours: list[EndpointBehaviour] = []
 
     # --- public state ---------------------------------------------------------------------
 
@@ -380,27 +402,159 @@ class OpenAIBackend(Backend):
         }
 
     def run_metadata(self) -> dict[str, Any]:
-        """What to record with a run: protocols used, endpoints and their ``n`` support."""
-        return {
+        """What to record with a run: protocols used, endpoints and their ``n`` support,
+        and what the preflight learned about each endpoint (``preflight``)."""
+        data: dict[str, Any] = {
             "protocols": sorted(self.protocols_used),
             "endpoints": self.endpoints,
             "honours_n": {e.label: e.honours_n for e in self._endpoints},
             "low_mass_cells": self.low_mass_cells,
         }
+        if self.behaviours:
+            data["preflight"] = [b.to_dict() for b in self.behaviours]
+        return data
+
+    def preflight_key(self) -> str:
+        """Endpoints, model and request settings: one check per distinct combination."""
+        return json.dumps({**self.describe(), "endpoints": self.endpoints}, sort_keys=True)
+
+    async def preflight(
+        self, prompt: Prompt, *, mode: ProbeMode, scale: Sequence[int]
+    ) -> list[EndpointBehaviour]:
+        """Ask every endpoint once: reachable, key accepted, model served, and how it
+        behaves (``n``, logprobs, temperature). What it learns about ``n`` is kept for
+        the run, so the run does not rediscover it."""
+        try:
+            self.behaviours = [
+                await self._probe(endpoint, prompt, mode, scale) for endpoint in self._endpoints
+            ]
+        finally:
+            # The clients belong to this event loop; the run makes new ones in its own.
+            await self.aclose()
+        return list(self.behaviours)
+
+    async def _models(self, endpoint: _Endpoint) -> list[str] | None:
+        """Model ids of ``GET /models``; None where the server does not offer the list.
+
+        Raises:
+            BackendError: The server cannot be reached or refuses the key.
+        """
+        client = self._client(endpoint)
+        try:
+            content = await client.get("/models", cast_to=bytes, options=self._auth_options())
+            data = json.loads(content)
+        except ValueError:
+            return None  # not a JSON list: the server does not offer one
+        except self._openai.OpenAIError as exc:
+            converted = self._convert(exc, endpoint)
+            status = getattr(exc, "status_code", None)
+            if isinstance(converted, TransientBackendError) and status is None:
+                raise converted from None  # unreachable or no answer
+            if status in (401, 403):
+                raise converted from None
+            return None
+        items = data.get("data") if isinstance(data, Mapping) else None
+        if not isinstance(items, list):
+            return None
+        return [str(m.get("id")) for m in items if isinstance(m, Mapping) and m.get("id")]
+
+    async def _probe(
+        self, endpoint: _Endpoint, prompt: Prompt, mode: ProbeMode, scale: Sequence[int]
+    ) -> EndpointBehaviour:
+        label, model = endpoint.label, self.model
+        try:
+            served = await self._models(endpoint)
+        except BackendError as exc:
+            return EndpointBehaviour(label, model, problems=(_problem(exc),))
+        hint = ""
+        if served:
+            close = difflib.get_close_matches(model, served, n=3, cutoff=0.5)
+            if model not in served:
+                hint = "; the server lists " + (
+                    "similar: " + ", ".join(repr(c) for c in close)
+                    if close
+                    else ", ".join(repr(m) for m in served[:5])
+                )
+        if mode == "exact":
+            try:
+                await self._on(endpoint).distributions([prompt], scale=scale, temperature=1.0)
+            except BackendError as exc:
+                if isinstance(exc, TransientBackendError):
+                    return EndpointBehaviour(label, model, warnings=(_problem(exc),))
+                return EndpointBehaviour(label, model, problems=(_problem(exc) + hint,))
+            return EndpointBehaviour(label, model, logprobs=True)
+        # The run's own request path: it learns (and keeps, on the shared endpoint)
+        # whether n is honoured, and switches protocol for reasoning models, once.
+        pinned = self._on(endpoint)
+        texts: list[str] = []
+        try:
+            for seed in PROBE_SEEDS:
+                ask = 2 if endpoint.honours_n is not False and not texts else 1
+                (generation,) = await pinned.generate(
+                    [prompt], n=ask, temperature=1.0, max_tokens=PROBE_MAX_TOKENS, seed=seed
+                )
+                texts.extend(t.strip() for t in generation.texts)
+                if len(set(texts)) > 1 or len(texts) >= len(PROBE_SEEDS):
+                    break
+        except BackendError as exc:
+            if isinstance(exc, TransientBackendError):
+                return EndpointBehaviour(label, model, warnings=(_problem(exc),))
+            return EndpointBehaviour(label, model, problems=(_problem(exc) + hint,))
+        self._reasoning = pinned._reasoning
+        warnings: list[str] = []
+        if endpoint.honours_n is False:
+            warnings.append(
+                f"{label}: model {model!r} ignores n (one completion per request): each "
+                "repetition costs a request of its own (see --dry-run --preflight)"
+            )
+        varies: bool | None = None
+        if len([t for t in texts if t]) >= 2:
+            varies = len(set(texts)) > 1
+            if not varies:
+                warnings.append(
+                    f"{label}: model {model!r} gave {len(texts)} identical replies to identical "
+                    "requests at temperature 1 with different seeds: the server seems to ignore "
+                    "temperature (greedy decoding), so every repetition would be the same "
+                    f"(σ̄ = 0); {GREEDY_FIX}"
+                )
+        unparseable = [extract_rating(t, scale) is None for t in texts]
+        return EndpointBehaviour(
+            label,
+            model,
+            warnings=tuple(warnings),
+            honours_n=endpoint.honours_n,
+            varies_with_temperature=varies,
+            unparseable_share=sum(unparseable) / len(unparseable) if unparseable else None,
+        )
+
+    def _on(self, endpoint: _Endpoint) -> OpenAIBackend:
+        """This backend, with requests pinned to ``endpoint`` (for per-endpoint probes)."""
+        pinned = copy.copy(self)
+        pinned._endpoints = [endpoint]
+        pinned._next = 0
+        return pinned
 
     # --- plumbing -------------------------------------------------------------------------
 
     def _client(self, endpoint: _Endpoint) -> Any:
         if endpoint.client is None:
             openai = self._openai
-            key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+            key = read_key(self.api_key_env)
             endpoint.client = openai.AsyncOpenAI(
+                # Without a key, a placeholder stops the SDK reading $OPENAI_API_KEY, and
+                # each request omits the Authorization header (see _create).
                 api_key=key or "no-key",
                 base_url=endpoint.url,
                 timeout=self.timeout,
                 max_retries=0,
             )
         return endpoint.client
+
+    def _auth_options(self) -> dict[str, Any]:
+        """Per-request options: without a key, no ``Authorization`` header at all."""
+        if self.api_key_env is None:
+            return {"headers": {"Authorization": self._openai.Omit()}}
+        return {}
 
     def _pick(self) -> _Endpoint:
         """Next endpoint round-robin, skipping unhealthy ones while a healthy one exists."""
@@ -412,13 +566,6 @@ class OpenAIBackend(Backend):
                 self._next = (self._next + offset + 1) % count
                 return endpoint
         return min(self._endpoints, key=lambda e: e.unhealthy_until)
-
-    def _scrub(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        if key and len(key) >= 4:
-            text = text.replace(key, "***")
-        text = _BEARER.sub("Bearer ***", text)
-        return _LOOKS_LIKE_KEY.sub(r"\1-***", text)
 
     def _mark_unhealthy(self, endpoint: _Endpoint) -> None:
         if len(self._endpoints) > 1:
@@ -437,7 +584,7 @@ class OpenAIBackend(Backend):
             return TransientBackendError(f"{where}: connection failed ({cause})")
         if isinstance(exc, openai.APIStatusError):
             status = int(exc.status_code)
-            message = self._scrub(_status_message(exc))[:500]
+            message = scrub(_status_message(exc))[:500]
             text = f"{where}: HTTP {status}: {message}"
             if status in _TRANSIENT_STATUSES or status >= 500:
                 if status >= 500:
@@ -452,7 +599,7 @@ class OpenAIBackend(Backend):
             return BackendError(text)
         if isinstance(exc, openai.APIResponseValidationError | ValueError):
             return TransientBackendError(f"{where}: unreadable response ({type(exc).__name__})")
-        return BackendError(f"{where}: {type(exc).__name__}: {self._scrub(str(exc))[:500]}")
+        return BackendError(f"{where}: {type(exc).__name__}: {scrub(str(exc))[:500]}")
 
     async def _create(self, endpoint: _Endpoint, **params: Any) -> dict[str, Any]:
         """One chat-completion request: the reply's JSON; SDK errors converted, key-free.
@@ -466,7 +613,9 @@ class OpenAIBackend(Backend):
         client = self._client(endpoint)
         body = {"model": self.model, **params, **self.extra_body}
         try:
-            content = await client.post("/chat/completions", body=body, cast_to=bytes)
+            content = await client.post(
+                "/chat/completions", body=body, cast_to=bytes, options=self._auth_options()
+            )
             data = json.loads(content)
             if not isinstance(data, dict):
                 raise ValueError("reply is not a JSON object")
@@ -687,6 +836,11 @@ _NO_LOGPROBS = (
 )
 
 
+def _problem(exc: BaseException) -> str:
+    """One line for a preflight problem (the message is already free of secrets)."""
+    return " ".join(str(exc).split())
+
+
 def _messages(prompt: Prompt) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in prompt.messages]
 
@@ -709,6 +863,8 @@ def _content(choice: Mapping[str, Any]) -> str:
 def _int(value: Any) -> int:
     try:
         return max(int(value or 0), 0)
+    except OverflowError:  # JSON 1e999 reads as infinity; the engine clamps and warns
+        return sys.maxsize if value > 0 else 0
     except (TypeError, ValueError):
         return 0
 

@@ -19,7 +19,7 @@ from persona_collapse._version import __version__
 
 # Importing a command module registers its commands on ``app``.
 from persona_collapse.cli import core, finetune, serve, stats, study, verify  # noqa: F401
-from persona_collapse.cli._app import app, stdout_console
+from persona_collapse.cli._app import app, backend_failure, stdout_console
 from persona_collapse.errors import BackendError, UserError
 
 
@@ -48,9 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_error(str(exc))
         return exc.exit_code
     except BackendError as exc:
-        # The model side failed (after the engine's retries); what was collected is stored.
-        _print_error(f"{exc} (answers collected so far are stored; run again to resume)")
-        return 1
+        return backend_failure(exc)
     return 0
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, Literal
 
 import typer
@@ -15,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persona_collapse.compare import FamilyComparison, check_band
-from persona_collapse.errors import UserError
+from persona_collapse.errors import BackendError, UserError
 from persona_collapse.metrics import RunMetrics, SelfProfile
 
 app = typer.Typer(
@@ -38,18 +41,57 @@ RunOpt = Annotated[
 PersonaBootOpt = Annotated[int, typer.Option(help="Persona-bootstrap draws.", min=1)]
 RerunBootOpt = Annotated[int, typer.Option(help="Rerun-bootstrap draws.", min=1)]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the bootstrap draws.", min=0)]
+PreflightOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--preflight/--no-preflight",
+        help="First ask each endpoint and model once (reachable, key, model, n, logprobs, "
+        "temperature) and stop on problems before collecting anything. On by default; "
+        "with --dry-run off by default (on: the forecast counts what the endpoint supports).",
+        show_default=False,
+    ),
+]
 
 
 @contextmanager
 def interruptible() -> Iterator[None]:
-    """Turn Ctrl-C into a short message and exit status 130 (collected answers are kept)."""
+    """Turn Ctrl-C or SIGTERM into one short message and exit status 130 (143 for SIGTERM);
+    collected answers are kept.
+
+    SIGTERM is handled as Ctrl-C: it raises SIGINT, so a running collection stops
+    the same orderly way (its run is marked interrupted) and says the same thing.
+    """
+    terminated: list[int] = []
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        terminated.append(signum)
+        signal.raise_signal(signal.SIGINT)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None
     try:
         yield
     except KeyboardInterrupt:
         Console(stderr=True).print(
             "interrupted: everything collected so far is stored; run the same command to resume"
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if terminated else 130) from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def backend_failure(exc: BackendError) -> int:
+    """Print a backend failure once (one line); its exit status.
+
+    1: transient (the engine ran out of retries), so running again may resume;
+    2: a cause to fix first (refused key, unknown model), never advised to rerun.
+    """
+    message = str(exc)
+    if exc.resumable and "resume" not in message:
+        message += " (answers collected so far are stored; run again to resume)"
+    Console(stderr=True, soft_wrap=True, highlight=False).print(f"error: {message}", markup=False)
+    return 1 if exc.resumable else 2
 
 
 def stdout_console() -> Console:

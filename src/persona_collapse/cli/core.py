@@ -11,10 +11,12 @@ import typer
 from rich.table import Table
 
 from persona_collapse.backends import available_backends
+from persona_collapse.backends.base import EndpointBehaviour, ProbeMode
 from persona_collapse.cli._app import (
     FormatOpt,
     Paths,
     PersonaBootOpt,
+    PreflightOpt,
     RerunBootOpt,
     RunOpt,
     SeedOpt,
@@ -36,6 +38,7 @@ from persona_collapse.cli._significance import (
 )
 from persona_collapse.compare import check_band, compare_labeled
 from persona_collapse.config import AnalysisConfig, RunConfig
+from persona_collapse.costs import EndpointSupport
 from persona_collapse.errors import InputFileError, UnknownNameError, UserError
 from persona_collapse.significance import OVERALL, family_significance, run_cells
 from persona_collapse.sources import load_runs, metrics_by_name, run_self_profile
@@ -306,6 +309,7 @@ def run(
             "--dry-run", help="Print the requests, tokens and cost a run needs; send nothing."
         ),
     ] = False,
+    preflight: PreflightOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """Collect persona and self runs (resuming a stored run), then print their metrics."""
@@ -348,10 +352,10 @@ def run(
             )
         cfg = cfg.model_copy(update={"prices": found})
     if dry_run:
-        _print_estimate(cfg, out_format)
+        _print_estimate(cfg, out_format, probe=bool(preflight))
         return
     with interruptible():
-        outcome = execute_run(cfg)
+        outcome = execute_run(cfg, preflight=preflight is not False)
     if out_format == "json":
         print_json(
             {
@@ -378,13 +382,35 @@ def run(
     console.print(f"answers are in {cfg.store}")
 
 
-def _print_estimate(cfg: RunConfig, out_format: str) -> None:
-    """``run --dry-run``: what the run would send, from the config alone (no backend, no key)."""
+def _probe_support(cfg: RunConfig) -> tuple[EndpointSupport, list[EndpointBehaviour]]:
+    """Preflight the run's backend (a few probe requests) for ``--dry-run --preflight``."""
+    from persona_collapse.instrument import load_instrument
+    from persona_collapse.preflight import endpoint_support, make_check, run_preflight
+    from persona_collapse.study.runs import default_backend, resolve_personas, resolve_template
+
+    instrument = load_instrument(cfg.instrument, include_catch=cfg.include_catch)
+    backend = default_backend(cfg, instrument)
+    personas = list(resolve_personas(cfg)) if cfg.persona_run else None
+    mode: ProbeMode = "exact" if cfg.mode == "exact" else "sampling"
+    check = make_check(
+        cfg.name or cfg.model_label, backend, instrument, resolve_template(cfg), personas, mode
+    )
+    behaviours = run_preflight([check]).get(check.label, [])
+    return endpoint_support(behaviours), behaviours
+
+
+def _print_estimate(cfg: RunConfig, out_format: str, *, probe: bool = False) -> None:
+    """``run --dry-run``: what the run would send, from the config alone (no backend, no
+    key); with ``probe``, first a preflight learns what the endpoint supports."""
     from persona_collapse.costs import CHARS_PER_TOKEN, estimate_collection
 
-    estimate = estimate_collection(cfg)
+    support, behaviours = _probe_support(cfg) if probe else (None, [])
+    estimate = estimate_collection(cfg, support=support)
     if out_format == "json":
-        print_json(estimate.to_dict())
+        data = estimate.to_dict()
+        if probe:
+            data["preflight"] = [b.to_dict() for b in behaviours]
+        print_json(data)
         return
     table = Table(title=f"Dry run: {cfg.backend} {cfg.model_label!r}", title_justify="left")
     for col in (
@@ -417,7 +443,21 @@ def _print_estimate(cfg: RunConfig, out_format: str) -> None:
         f"{estimate.completion_tokens:,} output tokens"
         + ("" if cost is None else f", ~${cost:,.2f}")
         + f". Prompt tokens are estimated at {CHARS_PER_TOKEN:g} characters per token; "
-        "re-asks of unparseable replies and retries come on top. Nothing was sent."
+        + (
+            _support_note(support, sum(r.reasks for r in estimate.runs))
+            if support is not None
+            else "re-asks of unparseable replies and retries come on top. Nothing was sent."
+        )
+    )
+
+
+def _support_note(support: EndpointSupport, reasks: int) -> str:
+    """What the forecast assumed after a preflight (which sent only probe requests)."""
+    n_note = "honours n" if support.honours_n else "ignores n (one request per repetition)"
+    return (
+        f"the endpoint {n_note}; {100 * support.unparseable_share:.0f} % of probe replies "
+        f"had no rating, so ~{reasks:,} re-asks are included; retries come on top. Only "
+        "the preflight's probe requests were sent."
     )
 
 

@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from persona_collapse.cli._app import (
     FormatOpt,
     PersonaBootOpt,
+    PreflightOpt,
     RerunBootOpt,
     SeedOpt,
     app,
+    backend_failure,
     check_format,
     fmt_pct,
     fmt_pm,
@@ -25,6 +26,7 @@ from persona_collapse.cli._app import (
     stdout_console,
 )
 from persona_collapse.config import AnalysisConfig
+from persona_collapse.costs import RunEstimate
 from persona_collapse.errors import BackendError
 from persona_collapse.report.model import StudyResults, family_verdict, significance_verdict
 from persona_collapse.study import (
@@ -35,7 +37,7 @@ from persona_collapse.study import (
     run_study,
     study_status,
 )
-from persona_collapse.study.orchestrate import preparation_status
+from persona_collapse.study.orchestrate import PlannedRun, estimate_study, preparation_status
 
 study_app = typer.Typer(
     help="Run, follow and report a study: model families x variants under one protocol.",
@@ -52,13 +54,12 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Sho
 
 @contextmanager
 def backend_failures() -> Iterator[None]:
-    """A backend that keeps failing ends the command with one line and exit status 1;
-    everything collected before is stored, and the same command resumes."""
+    """A failing backend ends the command with one line: exit status 1 when the same
+    command may resume (transient), 2 when a cause must be fixed first."""
     try:
         yield
     except BackendError as exc:
-        Console(stderr=True, soft_wrap=True, highlight=False).print(f"error: {exc}", markup=False)
-        raise typer.Exit(1) from None
+        raise typer.Exit(backend_failure(exc)) from None
 
 
 def headline_table(results: StudyResults) -> Table:
@@ -128,14 +129,86 @@ def print_outcome(outcome: StudyOutcome) -> None:
     console.print(f"report: {outcome.files.html.resolve()}", markup=False, highlight=False)
 
 
+def print_study_estimate(rows: list[tuple[PlannedRun, RunEstimate]], out_format: str) -> None:
+    """``study run --dry-run``: one line per run still to collect, per variant and total."""
+    total_cost = [e.cost_usd for _, e in rows]
+    cost = None if any(c is None for c in total_cost) else sum(c or 0.0 for c in total_cost)
+    totals = {
+        "requests": sum(e.requests for _, e in rows),
+        "prompt_tokens": sum(e.prompt_tokens for _, e in rows),
+        "completion_tokens": sum(e.completion_tokens for _, e in rows),
+        "cost_usd": cost,
+    }
+    if out_format == "json":
+        print_json(
+            {
+                "runs": [{"family": r.family, "variant": r.label, **e.to_dict()} for r, e in rows],
+                **totals,
+            }
+        )
+        return
+    table = Table(title="Dry run: what the study still has to collect", title_justify="left")
+    for col in ("variant", "run", "to collect", "requests", "prompt tok", "output tok", "cost"):
+        table.add_column(col, justify="left" if col in ("variant", "run") else "right")
+    by_variant: dict[str, list[RunEstimate]] = {}
+    for run, e in rows:
+        by_variant.setdefault(f"{run.family}/{run.label}", []).append(e)
+        table.add_row(
+            f"{run.family}/{run.label}",
+            run.kind,
+            f"{e.missing:,} of {e.units:,}",
+            f"{e.requests:,}",
+            f"{e.prompt_tokens:,}",
+            f"{e.completion_tokens:,}",
+            "—" if e.cost_usd is None else f"${e.cost_usd:,.2f}",
+        )
+    console = stdout_console()
+    console.print(table)
+    for variant, estimates in by_variant.items():
+        costs = [e.cost_usd for e in estimates]
+        usd = None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
+        console.print(
+            f"{variant}: {sum(e.requests for e in estimates):,} requests"
+            + ("" if usd is None else f", ~${usd:,.2f}"),
+            markup=False,
+            highlight=False,
+        )
+    console.print(
+        f"total: {totals['requests']:,} requests, ~{totals['prompt_tokens']:,} prompt and "
+        f"{totals['completion_tokens']:,} output tokens"
+        + ("" if cost is None else f", ~${cost:,.2f}")
+        + ". Re-asks of unparseable replies and retries come on top (with --preflight, "
+        "expected re-asks are included); fine-tuning and verification are not counted.",
+        markup=False,
+        highlight=False,
+    )
+
+
 @study_app.command("run")
 def run_cmd(
-    study_file: StudyFile, progress: ProgressOpt = True, figures: FiguresOpt = True
+    study_file: StudyFile,
+    progress: ProgressOpt = True,
+    figures: FiguresOpt = True,
+    preflight: PreflightOpt = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the requests, tokens and cost per variant and in total; send nothing.",
+        ),
+    ] = False,
+    fmt: FormatOpt = "table",
 ) -> None:
     """Collect every run the study needs (resuming), then write metrics, tables, figures, report."""
+    out_format = check_format(fmt)
     study = load_study(study_file)
+    if dry_run:
+        print_study_estimate(estimate_study(study, preflight=bool(preflight)), out_format)
+        return
     with interruptible(), backend_failures():
-        outcome = run_study(study, progress=progress, figures=figures)
+        outcome = run_study(
+            study, progress=progress, figures=figures, preflight=preflight is not False
+        )
     print_outcome(outcome)
 
 

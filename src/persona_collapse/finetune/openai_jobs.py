@@ -75,6 +75,7 @@ from persona_collapse.errors import (
     format_validation_error,
 )
 from persona_collapse.finetune.datasets import read_chat_jsonl, resolve_dataset
+from persona_collapse.secrets import read_key, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +102,6 @@ METADATA_KEY = "pcollapse_ref"
 
 _TRANSIENT_STATUSES = frozenset({408, 409, 429})
 _SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_LOOKS_LIKE_KEY = re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}")
-_BEARER = re.compile(r"(?i)bearer\s+\S+")
 
 Auto = Literal["auto"]
 
@@ -460,25 +459,28 @@ class _Api:
             raise MissingDependencyError("openai", "openai") from None
         if base_url is not None and urlsplit(base_url).scheme not in ("http", "https"):
             raise ConfigError(f"base_url {base_url!r} is not an http(s) URL")
-        key = os.environ.get(api_key_env, "") if api_key_env else ""
+        key = read_key(api_key_env)
         if api_key_env and not key:
             raise ConfigError(
                 f"environment variable {api_key_env} is not set; export the API key there "
-                "(or pass api_key_env=None for a server without authentication)"
+                "(or set api_key_env: null for a server without authentication)"
             )
         self.openai = openai
         self.api_key_env = api_key_env
-        self._key = key
         self.label = public_url(base_url) or "the OpenAI API"
+        # Without a key: a placeholder stops the SDK reading $OPENAI_API_KEY, and the
+        # Authorization header is omitted from every request.
         self.client = openai.OpenAI(
             api_key=key or "no-key", base_url=base_url, timeout=timeout, max_retries=max_retries
         )
+        #: Headers of every request (``extra_headers``): no Authorization without a key.
+        self.headers: dict[str, Any] = (
+            {"Authorization": openai.Omit()} if api_key_env is None else {}
+        )
 
     def scrub(self, text: str) -> str:
-        if self._key and len(self._key) >= 4:
-            text = text.replace(self._key, "***")
-        text = _BEARER.sub("Bearer ***", text)
-        return _LOOKS_LIKE_KEY.sub(r"\1-***", text)
+        """``text`` without the key or anything shaped like one."""
+        return scrub(text)
 
     def is_transient(self, exc: BaseException) -> bool:
         openai = self.openai
@@ -686,7 +688,9 @@ def submit_job(
             raise InputFileError(path, "the file changed while it was being read; try again")
         try:
             uploaded = api.client.files.create(
-                file=(path.name, data, "application/jsonl"), purpose="fine-tune"
+                file=(path.name, data, "application/jsonl"),
+                purpose="fine-tune",
+                extra_headers=api.headers,
             )
         except api.openai.OpenAIError as exc:
             raise api.convert(exc, f"uploading {path.name}", resume_hint=hint) from None
@@ -705,7 +709,7 @@ def submit_job(
             }
             if suffix is not None:
                 params["suffix"] = suffix
-            job = api.client.fine_tuning.jobs.create(**params)
+            job = api.client.fine_tuning.jobs.create(**params, extra_headers=api.headers)
         except api.openai.OpenAIError as exc:
             raise api.convert(exc, "creating the fine-tuning job", resume_hint=hint) from None
         logger.info("created fine-tuning job %s (%s)", job.id, job.status)
@@ -718,7 +722,9 @@ def _find_job(api: _Api, state: JobState) -> Any | None:
     if state.status != "uploaded":
         return None
     try:
-        page = api.client.fine_tuning.jobs.list(metadata={METADATA_KEY: state.reference}, limit=10)
+        page = api.client.fine_tuning.jobs.list(
+            metadata={METADATA_KEY: state.reference}, limit=10, extra_headers=api.headers
+        )
     except api.openai.OpenAIError as exc:
         logger.info("could not list jobs to look for an unrecorded one (%s)", type(exc).__name__)
         return None
@@ -768,7 +774,7 @@ def _result(state: JobState, polls: int) -> JobResult:
 
 def _new_events(api: _Api, job_id: str, last_seen: str | None) -> list[Any]:
     """Events after ``last_seen``, oldest first (the API lists newest first)."""
-    page = api.client.fine_tuning.jobs.list_events(job_id, limit=50)
+    page = api.client.fine_tuning.jobs.list_events(job_id, limit=50, extra_headers=api.headers)
     fresh = []
     for event in page.data:
         if event.id == last_seen:
@@ -783,7 +789,7 @@ def _poll(state: JobState, api: _Api) -> tuple[JobState, list[str]]:
         raise ConfigError(
             f"{state.path}: no job was created yet (status {state.status}); submit again"
         )
-    job = api.client.fine_tuning.jobs.retrieve(state.job_id)
+    job = api.client.fine_tuning.jobs.retrieve(state.job_id, extra_headers=api.headers)
     events = _new_events(api, state.job_id, state.last_event_id)
     messages = [_one_line(e.message) for e in events]
     for message in messages:
@@ -988,7 +994,7 @@ def cancel_job(
         raise ConfigError(f"job {state.job_id} already finished ({state.status})")
     api = _api_for(state, base_url, api_key_env, timeout=timeout, max_retries=2)
     try:
-        job = api.client.fine_tuning.jobs.cancel(state.job_id)
+        job = api.client.fine_tuning.jobs.cancel(state.job_id, extra_headers=api.headers)
     except api.openai.OpenAIError as exc:
         raise api.convert(exc, f"cancelling job {state.job_id}") from None
     return save_state(_apply_job(state, job))

@@ -11,15 +11,50 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 from persona_collapse.errors import StoreError
+from persona_collapse.secrets import scrub_value
 
 logger = logging.getLogger(__name__)
+
+
+def _scrubbed(
+    parameters: Sequence[Any] | Mapping[str, Any],
+) -> list[Any] | dict[str, Any]:
+    """Statement parameters (positional or named) with secrets masked in strings."""
+    if isinstance(parameters, Mapping):
+        return {k: scrub_value(v) for k, v in parameters.items()}
+    return [scrub_value(v) for v in parameters]
+
+
+class _ScrubbingConnection:
+    """A connection whose writes never carry a secret.
+
+    Every string parameter of ``execute``/``executemany`` goes through
+    :func:`persona_collapse.secrets.scrub` first: model replies and error messages are
+    written verbatim otherwise, and a server may echo the request's key into them.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(
+        self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> sqlite3.Cursor:
+        return self._conn.execute(sql, _scrubbed(parameters))
+
+    def executemany(
+        self, sql: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]]
+    ) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, (_scrubbed(row) for row in rows))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
 
 
 class SQLiteStore:
@@ -125,6 +160,9 @@ class SQLiteStore:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; rolled back on any exception.
 
+        The connection it yields scrubs secrets from every string it writes (the one
+        place replies and errors pass on their way into a store).
+
         Raises:
             StoreError: The database is locked by another writer for too long, the
                 disk is full or the file became unwritable.
@@ -133,7 +171,8 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
+                # Duck-typed: it forwards everything else to the real connection.
+                yield cast(sqlite3.Connection, _ScrubbingConnection(conn))
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

@@ -35,11 +35,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from persona_collapse.backends import create_backend
-from persona_collapse.backends.base import Backend
+from persona_collapse.backends.base import Backend, EndpointBehaviour, ProbeMode
 from persona_collapse.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
+from persona_collapse.costs import EndpointSupport, RunEstimate, estimate_run
 from persona_collapse.errors import ConfigError, InputFileError, UserError
 from persona_collapse.instrument import Instrument, load_instrument
 from persona_collapse.personas import BUILTIN_PERSONA_SETS, PersonaSet, get_persona_set
+from persona_collapse.preflight import (
+    discard_if_empty,
+    endpoint_support,
+    make_check,
+    run_preflight,
+)
 from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
 from persona_collapse.store.sqlite import RunSpec, RunStore
 from persona_collapse.study.produce import (
@@ -353,10 +360,8 @@ def backend_options(
     else:
         if model is not None:
             options.setdefault("model", model)
-        if spec.base_url is not None:
-            options.setdefault("base_url", spec.base_url)
-        if spec.api_key_env is not None:
-            options.setdefault("api_key_env", spec.api_key_env)
+        for key, value in spec.connection_options().items():
+            options.setdefault(key, value)
     return spec.kind, options
 
 
@@ -503,6 +508,7 @@ def collect_study(
     progress: bool = True,
     trainer: Trainer | None = None,
     openai_runner: OpenAIRunner | None = None,
+    preflight: bool = True,
 ) -> StudyCollection:
     """Produce, verify and measure every variant of a study; resumes every step.
 
@@ -519,6 +525,9 @@ def collect_study(
         progress: Show progress bars.
         trainer: Replaces the LoRA trainer (tests).
         openai_runner: Replaces the OpenAI fine-tuning runner (tests).
+        preflight: Ask every distinct endpoint and model once before anything is
+            trained or collected (fine-tuned variants: once produced); problems stop
+            the study with :class:`~persona_collapse.preflight.PreflightError`.
 
     Raises:
         ConfigError: Bad input, before anything is collected.
@@ -555,13 +564,18 @@ def collect_study(
             if key not in tuned:
                 backends[key] = _build_variant_backend(study, inputs, *key, builder)
                 built.append(backends[key])
+        if preflight:
+            _preflight(study, inputs, plan, backends)
         produced = produce_variants(
             study, finetunes, progress=progress, trainer=trainer, openai_runner=openai_runner
         )
+        fresh: dict[tuple[str, str], Backend] = {}
         for key in wanted:
             if key in tuned:
-                backends[key] = _build_variant_backend(study, inputs, *key, builder)
+                backends[key] = fresh[key] = _build_variant_backend(study, inputs, *key, builder)
                 built.append(backends[key])
+        if preflight:
+            _preflight(study, inputs, plan, fresh)
         jobs = {
             run.name: _run_spec(study, inputs, run, backends[(run.family, run.label)])
             for run in plan
@@ -590,13 +604,14 @@ def collect_study(
     retry = RetryPolicy(max_retries=cfg.protocol.max_retries)
     summaries: dict[str, CollectionSummary] = {}
     imported: list[str] = []
+    new_store = not cfg.store_path.exists()
     try:
         cfg.store_path.parent.mkdir(parents=True, exist_ok=True)
         opened = RunStore.open(cfg.store_path)
     except BaseException:
         _close_all(built)
         raise
-    with opened as store:
+    with discard_if_empty(cfg.store_path, new=new_store), opened as store:
 
         async def main() -> dict[str, int]:
             # One event loop for every request, so connection pools live as long as
@@ -647,6 +662,78 @@ def collect_study(
         produced=produced,
         verified=verified_counts,
     )
+
+
+def estimate_study(
+    study: LoadedStudy, *, preflight: bool = False
+) -> list[tuple[PlannedRun, RunEstimate]]:
+    """Forecast requests, tokens and cost of every run the study still has to collect,
+    with the estimator of ``run --dry-run`` (:func:`persona_collapse.costs.estimate_run`).
+
+    Imported and shared runs cost nothing and are left out. With ``preflight``, each
+    distinct endpoint of the variants that exist already (not the fine-tunes) is asked
+    first what it supports (``n``, replies that parse); otherwise nothing is sent and
+    no key is needed.
+
+    Raises:
+        ConfigError: Bad input; PreflightError: an endpoint cannot serve the study.
+    """
+    cfg = study.config
+    inputs, plan = prepare_study(study)
+    collected = [r for r in plan if r.backend is not None and not r.shared]
+    support: dict[tuple[str, str], EndpointSupport] = {}
+    if preflight:
+        check_credentials(study)
+        tuned = {(p.family, p.label) for p in plan_finetunes(study)}
+        keys = list(dict.fromkeys((r.family, r.label) for r in collected))
+        built = {
+            key: _build_variant_backend(study, inputs, *key, _default_builder)
+            for key in keys
+            if key not in tuned
+        }
+        try:
+            learned = _preflight(study, inputs, plan, built)
+        finally:
+            _close_all(list(built.values()))
+        support = {key: endpoint_support(learned.get(f"{key[0]}/{key[1]}", [])) for key in built}
+    return [
+        (
+            run,
+            estimate_run(
+                run.stored_as,
+                run.kind,
+                instrument=inputs.instrument,
+                template=inputs.template,
+                personas=None if run.personas is None else list(run.personas),
+                mode=cfg.protocol.store_mode,
+                repetitions=cfg.protocol.repetitions,
+                store=cfg.store_path,
+                prices=cfg.backends[run.backend or ""].prices,
+                support=support.get((run.family, run.label)),
+            ),
+        )
+        for run in collected
+    ]
+
+
+def _preflight(
+    study: LoadedStudy,
+    inputs: StudyInputs,
+    plan: list[PlannedRun],
+    backends: Mapping[tuple[str, str], Backend],
+) -> dict[str, list[EndpointBehaviour]]:
+    """Check each variant backend's endpoint and model once, with its first run's prompt."""
+    mode: ProbeMode = study.config.protocol.store_mode
+    checks = []
+    for (family, label), backend in backends.items():
+        runs = [r for r in plan if (r.family, r.label) == (family, label) and r.backend]
+        personas = next((r.personas for r in runs if r.personas is not None), None)
+        checks.append(
+            make_check(
+                f"{family}/{label}", backend, inputs.instrument, inputs.template, personas, mode
+            )
+        )
+    return run_preflight(checks)
 
 
 def _close_all(backends: list[Backend]) -> None:

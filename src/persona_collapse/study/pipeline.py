@@ -67,6 +67,7 @@ def run_study(
     progress: bool = True,
     output_dir: str | Path | None = None,
     figures: bool = True,
+    preflight: bool = True,
 ) -> StudyOutcome:
     """Collect everything a study needs (resuming), then analyse it and write the outputs.
 
@@ -76,8 +77,11 @@ def run_study(
         progress: Show progress bars.
         output_dir: Where to write (default: the study's output folder).
         figures: Draw figures (needs matplotlib).
+        preflight: Check every endpoint and model before collecting anything.
     """
-    collection = collect_study(study, backend_builder=backend_builder, progress=progress)
+    collection = collect_study(
+        study, backend_builder=backend_builder, progress=progress, preflight=preflight
+    )
     outcome = report_study(study, output_dir=output_dir, figures=figures)
     return StudyOutcome(
         study=study, results=outcome.results, files=outcome.files, collection=collection

@@ -217,12 +217,13 @@ def openai_api(config: StudyConfig, family: str, label: str) -> dict[str, Any]:
     ft = variant.finetune
     backend = config.backends[variant.backend or ""]
     url = (ft.base_url if ft is not None else None) or backend.base_url
-    if ft is not None and ft.api_key_env is not None:
+    # An explicit ``api_key_env: null`` (no key at all) counts as set, at either level.
+    if ft is not None and (ft.api_key_env is not None or "api_key_env" in ft.model_fields_set):
         key: str | None = ft.api_key_env
-    elif backend.api_key_env is not None:
-        key = backend.api_key_env
     else:
-        key = backend.options.get("api_key_env", "OPENAI_API_KEY")
+        key = {**backend.options, **backend.connection_options()}.get(
+            "api_key_env", "OPENAI_API_KEY"
+        )
     return {"base_url": url[0] if isinstance(url, list) else url, "api_key_env": key}
 
 

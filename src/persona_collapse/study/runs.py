@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from persona_collapse.backends import create_model_backend
-from persona_collapse.backends.base import Backend
+from persona_collapse.backends.base import Backend, ProbeMode
 from persona_collapse.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
 from persona_collapse.config import RunConfig
 from persona_collapse.instrument import Instrument, load_instrument
 from persona_collapse.metrics import RunMetrics, SelfProfile
 from persona_collapse.personas import PersonaSet, get_persona_set
+from persona_collapse.preflight import discard_if_empty, make_check, run_preflight
 from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
 from persona_collapse.sources import LoadedRun, run_metrics, run_self_profile
 from persona_collapse.store.sqlite import RunRecord, RunSpec, RunStore
@@ -59,6 +60,11 @@ def default_backend(config: RunConfig, instrument: Instrument) -> Backend:
     return create_model_backend(config.backend, config.model, options)
 
 
+def _close(backend: Backend) -> None:
+    """Close a backend outside any event loop."""
+    asyncio.run(backend.aclose())
+
+
 def resolve_personas(config: RunConfig) -> PersonaSet:
     """The persona set a config names, cut to ``max_personas``."""
     personas = get_persona_set(config.personas)
@@ -89,6 +95,7 @@ def execute_run(
     config: RunConfig,
     *,
     backend_builder: BackendBuilder = default_backend,
+    preflight: bool = True,
 ) -> RunOutcome:
     """Collect a config's persona and self runs into its store, then analyse them.
 
@@ -97,6 +104,12 @@ def execute_run(
     Args:
         config: What to run.
         backend_builder: Builds the backend (override to inject one in tests).
+        preflight: Check the endpoint and model first (:mod:`persona_collapse.preflight`).
+
+    Raises:
+        PreflightError: The endpoint cannot serve the run (nothing was written).
+        BackendError: The backend failed during collection; a store this call
+            created is removed again if nothing was stored in it.
     """
     instrument = load_instrument(config.instrument, include_catch=config.include_catch)
     template = resolve_template(config)
@@ -129,8 +142,17 @@ def execute_run(
             mode=config.mode,
         )
         jobs.append((kind, texts, spec))
+    if preflight and jobs:
+        mode: ProbeMode = "exact" if config.mode == "exact" else "sampling"
+        checks = [make_check(n, backend, instrument, template, t, mode) for _, t, n in runs]
+        try:
+            run_preflight(checks)
+        except BaseException:
+            _close(backend)
+            raise
+    new_store = not config.store.exists()
     config.store.parent.mkdir(parents=True, exist_ok=True)
-    with RunStore.open(config.store) as store:
+    with discard_if_empty(config.store, new=new_store), RunStore.open(config.store) as store:
 
         async def main() -> None:
             # One event loop for every run, so the backend's connection pools stay

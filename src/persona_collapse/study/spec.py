@@ -264,6 +264,19 @@ class BackendSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     """Further keyword options passed to the backend."""
 
+    def connection_options(self) -> dict[str, Any]:
+        """``base_url`` and ``api_key_env`` as backend options, where the study sets them.
+
+        ``api_key_env: null`` written in the study is kept (no key at all), unlike an
+        absent key, which leaves the backend's default (``OPENAI_API_KEY``).
+        """
+        options: dict[str, Any] = {}
+        if self.base_url is not None:
+            options["base_url"] = self.base_url
+        if self.api_key_env is not None or "api_key_env" in self.model_fields_set:
+            options["api_key_env"] = self.api_key_env
+        return options
+
 
 Platform = Literal["local", "openai"]
 PLATFORMS: tuple[str, ...] = ("local", "openai")

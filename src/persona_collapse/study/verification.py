@@ -101,10 +101,8 @@ def judge_choice(config: StudyConfig, family: str, label: str) -> JudgeChoice:
         spec = config.backends[name]
         kind = spec.kind
         options.update(spec.options)
-        if spec.base_url is not None:
-            options.setdefault("base_url", spec.base_url)
-        if spec.api_key_env is not None:
-            options.setdefault("api_key_env", spec.api_key_env)
+        for key, value in spec.connection_options().items():
+            options.setdefault(key, value)
         model = model or spec.model or (DEFAULT_JUDGE_MODEL if kind == "openai" else None)
     if model is not None:
         options.setdefault("preset" if kind == "simulator" else "model", model)
