@@ -11,10 +11,10 @@ import pytest
 
 from persona_collapse.backends.openai_compat import OpenAIBackend
 from persona_collapse.cli import main
-from persona_collapse.collect import RetryPolicy, run_collection
-from persona_collapse.errors import BackendError
-from persona_collapse.instrument import mfq30
-from persona_collapse.personas import builtin_personas
+from persona_collapse.core.errors import BackendError
+from persona_collapse.core.instrument import mfq30
+from persona_collapse.core.personas import builtin_personas
+from persona_collapse.engine.collect import RetryPolicy, run_collection
 from persona_collapse.serve import SimServerSettings, serve_in_thread
 from persona_collapse.store.sqlite import RunStore
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persona_collapse.audit import sample_cells
 from persona_collapse.backends.simulator import SimulatorBackend
 from persona_collapse.cli import main
+from persona_collapse.stats.audit import sample_cells
 from persona_collapse.store.reference_csv import write_ratings_csv
 
 SCALE = np.arange(6.0)

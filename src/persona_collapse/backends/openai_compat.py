@@ -53,7 +53,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
-from persona_collapse.errors import (
+from persona_collapse.core.errors import (
     BackendError,
     ConfigError,
     MissingDependencyError,

@@ -15,12 +15,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from persona_collapse._version import __version__
-
 # Importing a command module registers its commands on ``app``.
 from persona_collapse.cli import core, finetune, serve, stats, study, verify  # noqa: F401
 from persona_collapse.cli._app import app, stdout_console
-from persona_collapse.errors import BackendError, UserError
+from persona_collapse.core.errors import BackendError, UserError
+from persona_collapse.core.version import __version__
 
 
 @app.callback(invoke_without_command=True)

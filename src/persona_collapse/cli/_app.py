@@ -14,9 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from persona_collapse.compare import FamilyComparison, check_band
-from persona_collapse.errors import UserError
-from persona_collapse.metrics import RunMetrics, SelfProfile
+from persona_collapse.core.errors import UserError
+from persona_collapse.stats.compare import FamilyComparison, check_band
+from persona_collapse.stats.metrics import RunMetrics, SelfProfile
 
 app = typer.Typer(
     name="pcollapse",

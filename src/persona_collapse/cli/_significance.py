@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from persona_collapse.cli._app import fmt_pct
-from persona_collapse.errors import UserError
-from persona_collapse.significance import (
+from persona_collapse.core.errors import UserError
+from persona_collapse.stats.significance import (
     ESTIMATORS,
     EXCESS,
     OVERALL,

@@ -34,11 +34,11 @@ from persona_collapse.cli._significance import (
     check_estimator,
     significance_table,
 )
-from persona_collapse.compare import check_band, compare_labeled
-from persona_collapse.config import AnalysisConfig, RunConfig
-from persona_collapse.errors import InputFileError, UnknownNameError, UserError
-from persona_collapse.significance import OVERALL, family_significance, run_cells
-from persona_collapse.sources import load_runs, metrics_by_name, run_self_profile
+from persona_collapse.core.config import AnalysisConfig, RunConfig
+from persona_collapse.core.errors import InputFileError, UnknownNameError, UserError
+from persona_collapse.stats.compare import check_band, compare_labeled
+from persona_collapse.stats.significance import OVERALL, family_significance, run_cells
+from persona_collapse.stats.sources import load_runs, metrics_by_name, run_self_profile
 from persona_collapse.store.sqlite import RunStore
 from persona_collapse.study import execute_run, run_demo
 
@@ -244,7 +244,7 @@ def backends() -> None:
         stdout_console().print(name)
 
 
-def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -332,13 +332,13 @@ def run(
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if option:
-        overrides["backend_options"] = _parse_options(option)
+        overrides["backend_options"] = parse_options(option)
     if config is not None:
         cfg = RunConfig.from_yaml(config, **overrides)
     else:
         cfg = RunConfig.from_mapping(overrides, source="command line")
     if prices is not None:
-        from persona_collapse.costs import load_price_table
+        from persona_collapse.engine.costs import load_price_table
 
         table = load_price_table(prices)
         found = table.lookup(cfg.model_label)
@@ -380,7 +380,7 @@ def run(
 
 def _print_estimate(cfg: RunConfig, out_format: str) -> None:
     """``run --dry-run``: what the run would send, from the config alone (no backend, no key)."""
-    from persona_collapse.costs import CHARS_PER_TOKEN, estimate_collection
+    from persona_collapse.engine.costs import CHARS_PER_TOKEN, estimate_collection
 
     estimate = estimate_collection(cfg)
     if out_format == "json":

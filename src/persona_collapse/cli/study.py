@@ -24,8 +24,8 @@ from persona_collapse.cli._app import (
     print_json,
     stdout_console,
 )
-from persona_collapse.config import AnalysisConfig
-from persona_collapse.errors import BackendError
+from persona_collapse.core.config import AnalysisConfig
+from persona_collapse.core.errors import BackendError
 from persona_collapse.report.model import StudyResults, family_verdict, significance_verdict
 from persona_collapse.study import (
     StudyOutcome,

@@ -13,7 +13,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from persona_collapse._files import write_text_atomic
 from persona_collapse.cli._app import (
     FormatOpt,
     app,
@@ -24,10 +23,11 @@ from persona_collapse.cli._app import (
     print_json,
     stdout_console,
 )
-from persona_collapse.cli.core import _parse_options
-from persona_collapse.errors import BackendError, UserError
-from persona_collapse.verify import VerifyConfig, VerifyOutcome, VerifyProgress, run_verify
-from persona_collapse.verify.results import QuestionResult, VerifyResult
+from persona_collapse.cli.core import parse_options
+from persona_collapse.core.errors import BackendError, UserError
+from persona_collapse.core.files import write_text_atomic
+from persona_collapse.variants.verify import VerifyConfig, VerifyOutcome, VerifyProgress, run_verify
+from persona_collapse.variants.verify.results import QuestionResult, VerifyResult
 
 STORE_NAME = "verify.db"
 """Store file written under ``--output``."""
@@ -196,9 +196,9 @@ def verify_command(
         "store": output / STORE_NAME if output is not None else store,
     }
     if option:
-        overrides["backend_options"] = _parse_options(option)
+        overrides["backend_options"] = parse_options(option)
     if judge_option:
-        overrides["judge_options"] = _parse_options(judge_option)
+        overrides["judge_options"] = parse_options(judge_option)
     configs: list[VerifyConfig] = []
     for label in models:
         values = {k: v for k, v in {**overrides, "model": label}.items() if v is not None}

@@ -15,8 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from persona_collapse._version import __version__
-from persona_collapse.compare import check_band
+from persona_collapse.core.version import __version__
 from persona_collapse.report.figures import RenderedFigure
 from persona_collapse.report.model import (
     StudyResults,
@@ -27,6 +26,7 @@ from persona_collapse.report.model import (
     format_p,
     significance_verdict,
 )
+from persona_collapse.stats.compare import check_band
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "

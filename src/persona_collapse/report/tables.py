@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from persona_collapse._files import write_text_atomic
-from persona_collapse._version import __version__
-from persona_collapse.compare import Change, VariantChange, check_band
-from persona_collapse.metrics import SelfProfile
+from persona_collapse.core.files import write_text_atomic
+from persona_collapse.core.version import __version__
 from persona_collapse.report.model import StudyResults, VariantResult, excess_points
+from persona_collapse.stats.compare import Change, VariantChange, check_band
+from persona_collapse.stats.metrics import SelfProfile
 
 # --- frames ---------------------------------------------------------------------------------
 
@@ -249,7 +249,7 @@ def temperature_frame(results: StudyResults) -> pd.DataFrame:
 def verification_frame(results: StudyResults) -> pd.DataFrame:
     """Emergent-misalignment verification of every verified variant: one row per
     question and one pooled row (``question == "all"``); scores 0-100, shares 0-1."""
-    from persona_collapse.verify.report import TABLE_COLUMNS, verification_table
+    from persona_collapse.report.verification import TABLE_COLUMNS, verification_table
 
     frames = []
     for v in results.variants():

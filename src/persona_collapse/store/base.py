@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
-from persona_collapse.errors import StoreError
+from persona_collapse.core.errors import StoreError
 
 logger = logging.getLogger(__name__)
 

@@ -36,11 +36,11 @@ from typing import Any, Literal
 
 from persona_collapse.backends import create_backend
 from persona_collapse.backends.base import Backend
-from persona_collapse.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
-from persona_collapse.errors import ConfigError, InputFileError, UserError
-from persona_collapse.instrument import Instrument, load_instrument
-from persona_collapse.personas import BUILTIN_PERSONA_SETS, PersonaSet, get_persona_set
-from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from persona_collapse.core.errors import ConfigError, InputFileError, UserError
+from persona_collapse.core.instrument import Instrument, load_instrument
+from persona_collapse.core.personas import BUILTIN_PERSONA_SETS, PersonaSet, get_persona_set
+from persona_collapse.core.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from persona_collapse.engine.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
 from persona_collapse.store.sqlite import RunSpec, RunStore
 from persona_collapse.study.produce import (
     OpenAIRunner,

@@ -1,4 +1,4 @@
-"""Running one model from a :class:`~persona_collapse.config.RunConfig`.
+"""Running one model from a :class:`~persona_collapse.core.config.RunConfig`.
 
 :func:`execute_run` collects a model's persona and self runs into a run store
 (resuming whatever is already there) and computes their metrics.
@@ -14,13 +14,11 @@ from typing import Any
 
 from persona_collapse.backends import create_model_backend
 from persona_collapse.backends.base import Backend
-from persona_collapse.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
-from persona_collapse.config import RunConfig
-from persona_collapse.instrument import Instrument, load_instrument
-from persona_collapse.metrics import RunMetrics, SelfProfile
-from persona_collapse.personas import PersonaSet, get_persona_set
-from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
-from persona_collapse.sources import LoadedRun, run_metrics, run_self_profile
+from persona_collapse.core.config import RunConfig, resolve_personas, resolve_template
+from persona_collapse.core.instrument import Instrument, load_instrument
+from persona_collapse.engine.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
+from persona_collapse.stats.metrics import RunMetrics, SelfProfile
+from persona_collapse.stats.sources import LoadedRun, run_metrics, run_self_profile
 from persona_collapse.store.sqlite import RunRecord, RunSpec, RunStore
 
 logger = logging.getLogger(__name__)
@@ -57,19 +55,6 @@ def default_backend(config: RunConfig, instrument: Instrument) -> Backend:
     if config.backend == "simulator":
         options.setdefault("instrument", instrument)
     return create_model_backend(config.backend, config.model, options)
-
-
-def resolve_personas(config: RunConfig) -> PersonaSet:
-    """The persona set a config names, cut to ``max_personas``."""
-    personas = get_persona_set(config.personas)
-    if config.max_personas is not None:
-        personas = personas.head(config.max_personas)
-    return personas
-
-
-def resolve_template(config: RunConfig) -> PromptTemplate:
-    """The prompt template a config names (built-in when ``template`` is None)."""
-    return DEFAULT_TEMPLATE if config.template is None else load_template(config.template)
 
 
 def _loaded(store: RunStore, record: RunRecord) -> LoadedRun:
