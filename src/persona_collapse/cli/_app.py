@@ -8,15 +8,17 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from persona_collapse.core.errors import UserError
-from persona_collapse.stats.compare import FamilyComparison, check_band
-from persona_collapse.stats.metrics import RunMetrics, SelfProfile
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.stats.compare import FamilyComparison
+    from persona_collapse.stats.metrics import RunMetrics, SelfProfile
 
 app = typer.Typer(
     name="pcollapse",
@@ -25,6 +27,27 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _show_help(ctx: typer.Context, _param: object, value: bool) -> None:
+    if value:
+        ctx.get_help()  # Typer's rich formatter prints the help screen itself
+        raise typer.Exit()
+
+
+HelpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--help",
+        is_eager=True,
+        expose_value=False,
+        callback=_show_help,
+        help="Show this message and exit.",
+    ),
+]
+"""A group's --help as a plain bool flag (use with ``add_help_option=False``): Typer's
+built-in one builds a pydantic adapter for its unset value on every subcommand call,
+which doubles the CPU cost of ``pcollapse CMD --help`` (bench/startup_bench.py)."""
 
 OutputFormat = Literal["table", "json"]
 Paths = Annotated[
@@ -92,6 +115,8 @@ def fmt_pct(value: float) -> str:
 def metrics_table(
     rows: Mapping[str, RunMetrics], *, per_foundation: bool, band: tuple[float, float]
 ) -> Table:
+    from persona_collapse.stats.compare import check_band
+
     table = Table(title="Moral susceptibility and robustness", title_justify="left")
     for col in ("run", "S", "R", "σ̄", "personas", "items", "S band"):
         table.add_column(col, justify="left" if col == "run" else "right")

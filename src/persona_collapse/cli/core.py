@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from persona_collapse.backends import available_backends
 from persona_collapse.cli._app import (
     FormatOpt,
     Paths,
@@ -34,13 +33,10 @@ from persona_collapse.cli._significance import (
     check_estimator,
     significance_table,
 )
-from persona_collapse.core.config import AnalysisConfig, RunConfig
 from persona_collapse.core.errors import InputFileError, UnknownNameError, UserError
-from persona_collapse.stats.compare import check_band, compare_labeled
-from persona_collapse.stats.significance import OVERALL, family_significance, run_cells
-from persona_collapse.stats.sources import load_runs, metrics_by_name, run_self_profile
-from persona_collapse.store.sqlite import RunStore
-from persona_collapse.study import execute_run, run_demo
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.core.config import RunConfig
 
 
 @app.command(rich_help_panel="Analyse")
@@ -56,6 +52,9 @@ def metrics(
     seed: SeedOpt = 0,
 ) -> None:
     """Compute S, R and σ̄ (with bootstrap standard errors) of persona runs."""
+    from persona_collapse.core.config import AnalysisConfig
+    from persona_collapse.stats.sources import load_runs, metrics_by_name
+
     out_format = check_format(fmt)
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
     runs = load_runs(paths, run_names=run, kind="persona")
@@ -95,6 +94,11 @@ def compare(
     ] = False,
 ) -> None:
     """Compare variants of one model family with its base: ΔS, ΔR, Δσ̄ and the excess."""
+    from persona_collapse.core.config import AnalysisConfig
+    from persona_collapse.stats.compare import check_band, compare_labeled
+    from persona_collapse.stats.significance import OVERALL, family_significance, run_cells
+    from persona_collapse.stats.sources import load_runs, metrics_by_name
+
     out_format = check_format(fmt)
     estimator_name, variance_name = check_estimator(estimator, variance)
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
@@ -144,6 +148,8 @@ def compare(
 @app.command(rich_help_panel="Analyse")
 def profile(paths: Paths, run: RunOpt = None, fmt: FormatOpt = "table") -> None:
     """Self-profiles: per-foundation mean and sd of the model's own answers."""
+    from persona_collapse.stats.sources import load_runs, run_self_profile
+
     out_format = check_format(fmt)
     runs = load_runs(paths, run_names=run, kind="self")
     profiles = {r.name: run_self_profile(r) for r in runs}
@@ -165,6 +171,7 @@ def import_(
 ) -> None:
     """Import reference-layout CSV files (persona or self runs) into a run store."""
     from persona_collapse.store.reference_csv import iter_csv_files
+    from persona_collapse.store.sqlite import RunStore
 
     csv_files = iter_csv_files(files)
     if name is not None and len(csv_files) != 1:
@@ -187,6 +194,8 @@ def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="'csv' or 'parquet'.")] = "csv",
 ) -> None:
     """Export a run's ratings as CSV (reference layout) or Parquet."""
+    from persona_collapse.store.sqlite import RunStore
+
     if fmt not in ("csv", "parquet"):
         raise UserError(f"--format must be 'csv' or 'parquet', got {fmt!r}")
     if not store.is_file():
@@ -200,6 +209,8 @@ def export(
 @app.command(rich_help_panel="Runs and stores")
 def runs(store: Annotated[Path, typer.Argument(help="Run store.")]) -> None:
     """List the runs of a store with their progress."""
+    from persona_collapse.store.sqlite import RunStore
+
     if not store.is_file():
         raise InputFileError(store, "run store not found")
     table = Table(title=str(store), title_justify="left")
@@ -240,6 +251,8 @@ def runs(store: Annotated[Path, typer.Argument(help="Run store.")]) -> None:
 @app.command(rich_help_panel="Collect")
 def backends() -> None:
     """List the available backends."""
+    from persona_collapse.backends import available_backends
+
     for name in available_backends():
         stdout_console().print(name)
 
@@ -309,6 +322,9 @@ def run(
     fmt: FormatOpt = "table",
 ) -> None:
     """Collect persona and self runs (resuming a stored run), then print their metrics."""
+    from persona_collapse.core.config import RunConfig
+    from persona_collapse.study import execute_run
+
     out_format = check_format(fmt)
     overrides: dict[str, Any] = {
         "backend": backend,
@@ -435,6 +451,7 @@ def demo(
 ) -> None:
     """Run a complete study on the simulator: two families x base/secure/insecure (no network)."""
     from persona_collapse.cli.study import backend_failures, print_outcome
+    from persona_collapse.study import run_demo
 
     with interruptible(), backend_failures():
         outcome = run_demo(

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from persona_collapse.cli._app import (
     FormatOpt,
+    HelpOpt,
     app,
     check_format,
     interruptible,
@@ -24,7 +25,20 @@ datasets_app = typer.Typer(
 )
 finetune_app = typer.Typer(help="Fine-tune model variants.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets", rich_help_panel="Variants")
+
+
+@datasets_app.callback(add_help_option=False)
+def _datasets_app_group(show_help: HelpOpt = False) -> None:
+    pass
+
+
 app.add_typer(finetune_app, name="finetune", rich_help_panel="Variants")
+
+
+@finetune_app.callback(add_help_option=False)
+def _finetune_app_group(show_help: HelpOpt = False) -> None:
+    pass
+
 
 DataFile = Annotated[Path, typer.Argument(help="Chat-format JSONL file.")]
 CacheOpt = Annotated[

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -23,9 +22,9 @@ from persona_collapse.cli._app import (
     stdout_console,
 )
 from persona_collapse.core.errors import UserError
-from persona_collapse.stats.significance import (
-    RunCells,
-)
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.stats.significance import RunCells
 
 if TYPE_CHECKING:
     from persona_collapse.stats.planning import Mode
@@ -363,6 +362,8 @@ def _load_pilot(
     paths: Sequence[Path] | None, run_names: Sequence[str] | None, preset: str | None, seed: int
 ) -> tuple[float | None, float | None, RunCells, str]:
     """(prompt tokens per request, unparseable rate, pilot cells, description)."""
+    import numpy as np
+
     from persona_collapse.stats.planning import pilot_from_distributions, pilot_from_preset
     from persona_collapse.stats.significance import run_cells
     from persona_collapse.stats.sources import is_run_store, load_runs
