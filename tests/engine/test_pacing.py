@@ -15,15 +15,9 @@ from persona_collapse.backends.simulator import SimulatorBackend
 from persona_collapse.core.errors import ConfigError, TransientBackendError
 from persona_collapse.core.instrument import instrument_from_dict, mfq30
 from persona_collapse.core.personas import builtin_personas
-from persona_collapse.engine.collect import (
-    ProgressUpdate,
-    RetryPolicy,
-    _AdaptiveLimit,
-    _RateCap,
-    is_rate_limited,
-    run_collection,
-)
+from persona_collapse.engine.collect import ProgressUpdate, run_collection
 from persona_collapse.engine.costs import ModelPrices, estimate_cost
+from persona_collapse.engine.pacing import AdaptiveLimit, RateCap, RetryPolicy, is_rate_limited
 from persona_collapse.store.sqlite import RunStore
 
 PERSONAS = ("A retired sailor.", "A young nurse.", "A chess teacher.", "A baker.")
@@ -87,7 +81,7 @@ def test_rate_limit_signals() -> None:
 
 
 def test_adaptive_limit_halves_and_grows_back() -> None:
-    limit = _AdaptiveLimit(16, adaptive=True)
+    limit = AdaptiveLimit(16, adaptive=True)
     limit.rate_limited()
     limit.rate_limited()
     assert limit.current == 4 and limit.decreases == 2
@@ -102,14 +96,14 @@ def test_adaptive_limit_halves_and_grows_back() -> None:
     for _ in range(10):
         limit.rate_limited()
     assert limit.current == 1
-    fixed = _AdaptiveLimit(8, adaptive=False)
+    fixed = AdaptiveLimit(8, adaptive=False)
     fixed.rate_limited()
     assert fixed.current == 8
 
 
 def test_adaptive_limit_blocks_beyond_the_limit() -> None:
     async def scenario() -> list[str]:
-        limit = _AdaptiveLimit(2, adaptive=True)
+        limit = AdaptiveLimit(2, adaptive=True)
         events: list[str] = []
 
         async def job(name: str) -> None:
@@ -153,7 +147,7 @@ def test_adaptive_concurrency_finds_the_servers_capacity(tmp_path: Path) -> None
 
 def test_rate_cap_spaces_requests() -> None:
     async def scenario() -> float:
-        cap = _RateCap(per_minute=1200)  # 20 a second, holding one second's worth
+        cap = RateCap(per_minute=1200)  # 20 a second, holding one second's worth
         started = time.perf_counter()
         for _ in range(30):
             await cap.acquire(1)
@@ -162,12 +156,12 @@ def test_rate_cap_spaces_requests() -> None:
     elapsed = asyncio.run(scenario())
     assert 0.4 <= elapsed < 2.0  # 20 at once, then 10 more at 20 a second
     with pytest.raises(ConfigError):
-        _RateCap(per_minute=0)
+        RateCap(per_minute=0)
 
 
 def test_token_cap_lets_a_large_request_through_and_charges_it() -> None:
     async def scenario() -> tuple[float, float]:
-        cap = _RateCap(per_minute=6000)  # 100 tokens a second
+        cap = RateCap(per_minute=6000)  # 100 tokens a second
         started = time.perf_counter()
         await cap.acquire(150)  # more than the bucket holds: waits for a full bucket only
         first = time.perf_counter() - started

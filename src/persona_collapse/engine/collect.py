@@ -42,23 +42,13 @@ import asyncio
 import hashlib
 import json
 import logging
-import math
-import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
-
 from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
-from persona_collapse.core.errors import BackendError, ConfigError, TransientBackendError
+from persona_collapse.core.errors import BackendError, ConfigError
 from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.core.instrument import Instrument
 from persona_collapse.core.prompts import (
@@ -76,6 +66,12 @@ from persona_collapse.engine.costs import (
     count_message_tokens,
     estimate_cost,
     format_usage,
+)
+from persona_collapse.engine.pacing import (
+    Pacer,
+    RetryPolicy,
+    is_rate_limited,
+    log_retry,
 )
 from persona_collapse.store.sqlite import (
     AcceptedSlot,
@@ -105,35 +101,6 @@ class Slot(NamedTuple):
     persona_id: int
     item_id: int
     repetition: int
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retries of a request after a :class:`TransientBackendError`.
-
-    The wait before retry ``k`` (1-based) is ``min(max_wait, initial_wait * 2**(k-1))``
-    plus a uniform jitter in ``[0, jitter]`` seconds, or the server's ``retry_after``
-    if that is longer.
-
-    Attributes:
-        max_retries: Retries after the first try (0 disables retrying).
-        initial_wait: First backoff, seconds.
-        max_wait: Backoff cap, seconds (``retry_after`` may exceed it).
-        jitter: Maximum random extra wait, seconds.
-    """
-
-    max_retries: int = 6
-    initial_wait: float = 1.0
-    max_wait: float = 60.0
-    jitter: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
-        for name in ("initial_wait", "max_wait", "jitter"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -441,122 +408,6 @@ def _rich_bar(*, total: int, done: int, unit: str, label: str) -> tuple[Any, Any
     return bar, task
 
 
-# --- pacing --------------------------------------------------------------------------------
-
-
-def is_rate_limited(exc: BaseException) -> bool:
-    """Whether a backend error means "slow down": rate limited, or a server-requested wait."""
-    return isinstance(exc, TransientBackendError) and (
-        exc.rate_limited or exc.retry_after is not None
-    )
-
-
-class _AdaptiveLimit:
-    """Concurrency limit: halves per rate-limited request, +1 per successful one (AIMD).
-
-    Growth only counts requests sent while at least half the limit was in use,
-    so an idle limit does not creep up to values never tried.
-    """
-
-    def __init__(self, maximum: int, *, adaptive: bool) -> None:
-        self.maximum = maximum
-        self.adaptive = adaptive
-        self.limit = float(maximum)
-        self.in_flight = 0
-        self.decreases = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def current(self) -> int:
-        return max(1, int(self.limit))
-
-    async def acquire(self) -> bool:
-        """Wait for a free slot; returns whether the limit is in use (half or more)."""
-        while self.in_flight >= self.current:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-        self.in_flight += 1
-        return 2 * self.in_flight >= self.current
-
-    def release(self) -> None:
-        self.in_flight -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        free = self.current - self.in_flight
-        while free > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
-
-    def succeeded(self, utilised: bool) -> None:
-        if self.adaptive and utilised and self.limit < self.maximum:
-            self.limit = min(float(self.maximum), self.limit + 1.0)
-            self._wake()
-
-    def rate_limited(self) -> None:
-        if self.adaptive and self.limit > 1.0:
-            self.decreases += 1
-            self.limit = max(1.0, self.limit / 2.0)
-            logger.debug("rate limited: requests in flight lowered to %d", self.current)
-
-
-class _RateCap:
-    """Token bucket: ``per_minute`` units a minute, holding at most one second's worth.
-
-    ``acquire(amount)`` waits until the bucket holds ``min(amount, capacity)`` and
-    then takes ``amount`` (the level may go negative, delaying later requests).
-    """
-
-    def __init__(self, per_minute: float) -> None:
-        if not (math.isfinite(per_minute) and per_minute > 0):
-            raise ConfigError(f"rate caps must be finite numbers > 0, got {per_minute!r}")
-        self.rate = per_minute / 60.0
-        self.capacity = max(self.rate, 1.0)
-        self.level = self.capacity
-        self._stamp = time.monotonic()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.level = min(self.capacity, self.level + (now - self._stamp) * self.rate)
-        self._stamp = now
-
-    async def acquire(self, amount: float) -> None:
-        need = min(float(amount), self.capacity)
-        while True:
-            self._refill()
-            if self.level >= need:
-                self.level -= float(amount)
-                return
-            await asyncio.sleep((need - self.level) / self.rate)
-
-    def adjust(self, amount: float) -> None:
-        """Take ``amount`` more (or give back a negative amount) after the fact."""
-        self._refill()
-        self.level = min(self.capacity, self.level - float(amount))
-
-
-def _log_retry(exc: BaseException, wait: float) -> None:
-    # Rate limiting is expected and paced for: INFO, not a warning per refused request.
-    level = logging.INFO if is_rate_limited(exc) else logging.WARNING
-    logger.log(level, "transient backend error (%s); retrying in %.1f s", exc, wait)
-
-
-def _result_usage(result: Any) -> Usage:
-    total = Usage()
-    for item in result if isinstance(result, list) else ():
-        usage = getattr(item, "usage", None)
-        if isinstance(usage, Usage):
-            total = total + usage
-    return total
-
-
 # --- the engine ----------------------------------------------------------------------------
 
 
@@ -579,15 +430,14 @@ class _Session:
     instrument: Instrument
     template: PromptTemplate
     personas: Sequence[str] | None
-    retry: RetryPolicy
     progress: _Progress
-    limit: _AdaptiveLimit
-    request_cap: _RateCap | None = None
-    token_cap: _RateCap | None = None
+    pacer: Pacer
     requests: int = 0
-    rate_limited: int = 0
     usage: Usage = field(default_factory=Usage)
-    jitter_rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def rate_limited(self) -> int:
+        return self.pacer.rate_limited
 
     @property
     def scale_bounds(self) -> tuple[int, int]:
@@ -599,17 +449,6 @@ class _Session:
             persona = self.personas[persona_id]
         return render_prompt(self.template, self.instrument, item_id, persona)
 
-    def _wait(self, state: RetryCallState) -> float:
-        policy = self.retry
-        exponent = max(state.attempt_number - 1, 0)
-        backoff = min(policy.max_wait, policy.initial_wait * 2.0**exponent)
-        # Jitter only spreads retries of concurrent requests; it never touches results,
-        # so an unseeded generator owned by the session is fine here.
-        backoff += self.jitter_rng.uniform(0.0, policy.jitter) if policy.jitter else 0.0
-        exc = state.outcome.exception() if state.outcome is not None else None
-        after = getattr(exc, "retry_after", None)
-        return max(backoff, float(after)) if after else backoff
-
     async def call(
         self,
         fn: Callable[[], Any],
@@ -617,50 +456,8 @@ class _Session:
         *,
         tokens: int = 0,
     ) -> Any:
-        """Await ``fn()``, retrying transient backend errors with backoff.
-
-        Each attempt waits for a concurrency slot and the rate caps (``tokens`` is
-        the attempt's estimated token cost); slots are not held while backing off.
-        """
-
-        async def attempt() -> Any:
-            utilised = await self.limit.acquire()
-            try:
-                if self.request_cap is not None:
-                    await self.request_cap.acquire(1)
-                if self.token_cap is not None:
-                    await self.token_cap.acquire(tokens)
-                try:
-                    result = await fn()
-                except TransientBackendError as exc:
-                    if is_rate_limited(exc):
-                        self.rate_limited += 1
-                        self.limit.rate_limited()
-                    raise
-            finally:
-                self.limit.release()
-            self.limit.succeeded(utilised)
-            if self.token_cap is not None:
-                used = _result_usage(result)
-                actual = used.prompt_tokens + used.completion_tokens
-                if actual:
-                    self.token_cap.adjust(actual - tokens)
-            return result
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            wait = state.next_action.sleep if state.next_action is not None else 0.0
-            if exc is not None:
-                on_retry(exc, wait)
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception_type(TransientBackendError),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        return await retrying(attempt)
+        """Await ``fn()`` through the session's :class:`~persona_collapse.engine.pacing.Pacer`."""
+        return await self.pacer.call(fn, on_retry=on_retry, tokens=tokens)
 
     def note_request(self, usage: Usage) -> None:
         self.requests += 1
@@ -698,7 +495,7 @@ async def _ask(
         )
 
     def on_retry(exc: BaseException, wait: float) -> None:
-        _log_retry(exc, wait)
+        log_retry(exc, wait)
         session.store.record(run.run_id, attempts=[error_attempt(f"transient: {exc}")])
 
     async def request() -> list[Generation]:
@@ -820,7 +617,7 @@ async def _distribution_cells(session: _Session, cells: Sequence[tuple[int, int]
     scale = session.instrument.scale
 
     def on_retry(exc: BaseException, wait: float) -> None:
-        _log_retry(exc, wait)
+        log_retry(exc, wait)
 
     async def request() -> Any:
         return await session.backend.distributions(
@@ -1082,11 +879,14 @@ async def collect(
         instrument,
         tmpl,
         personas,
-        retry or RetryPolicy(),
         tracker,
-        _AdaptiveLimit(max_concurrency, adaptive=adaptive_concurrency),
-        None if requests_per_minute is None else _RateCap(requests_per_minute),
-        None if tokens_per_minute is None else _RateCap(tokens_per_minute),
+        Pacer.create(
+            max_concurrency=max_concurrency,
+            adaptive=adaptive_concurrency,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            retry=retry,
+        ),
     )
 
     async def collect_one(cell: tuple[int, int, list[int]]) -> None:

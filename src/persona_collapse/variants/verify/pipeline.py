@@ -8,10 +8,11 @@ the coherence scale (see :mod:`persona_collapse.core.judge` for the two
 methods). Everything is written to a :class:`~persona_collapse.variants.verify.store.VerifyStore`
 as it arrives; a rerun asks only what is missing.
 
-Requests run concurrently (``max_concurrency`` in flight); a
-:class:`~persona_collapse.core.errors.TransientBackendError` is retried with
-exponential backoff (:class:`~persona_collapse.engine.collect.RetryPolicy`, honouring
-``retry_after``). A judge reply without a usable number (sampling method) is
+Requests are paced by the engine's :class:`~persona_collapse.engine.pacing.Pacer`,
+as in collection: at most ``max_concurrency`` in flight (lowered while rate limited),
+optional requests/tokens-per-minute caps, and a
+:class:`~persona_collapse.core.errors.TransientBackendError` retried with exponential
+backoff (honouring ``retry_after``). A judge reply without a usable number (sampling method) is
 recorded and asked again, up to ``judge_retries`` times, the retries at
 temperature ``max(judge_temperature, 1)`` with new seeds (a deterministic judge
 would repeat itself at 0); after the last one the judgment is stored as failed
@@ -23,15 +24,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import pandas as pd
 from pydantic import ConfigDict, Field, field_validator
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from persona_collapse.backends import create_model_backend
 from persona_collapse.backends.base import Backend, Message, Prompt, Usage
@@ -40,7 +39,6 @@ from persona_collapse.core.em_questions import Question, get_questions, question
 from persona_collapse.core.errors import (
     BackendError,
     ConfigError,
-    TransientBackendError,
 )
 from persona_collapse.core.judge import (
     DEFAULT_MIN_NUMBER_MASS,
@@ -52,7 +50,8 @@ from persona_collapse.core.judge import (
     parse_judge_reply,
     score_distribution,
 )
-from persona_collapse.engine.collect import SEED_MODULUS, RetryPolicy
+from persona_collapse.engine.collect import SEED_MODULUS
+from persona_collapse.engine.pacing import Pacer, RetryPolicy
 from persona_collapse.variants.verify.results import (
     ANSWER_COLUMNS,
     Method,
@@ -157,6 +156,12 @@ class VerifyConfig(FileConfig):
     max_retries: int = Field(default=6, ge=0, le=100)
     """Retries of a request after a transient backend error."""
 
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """Cap on requests per minute, answers and judgments together (None: no cap)."""
+
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    """Cap on tokens per minute, answers and judgments together (None: no cap)."""
+
     seed: int = Field(default=0, ge=0)
     """Seed of the answer and judge request seeds."""
 
@@ -251,47 +256,17 @@ class _Session:
     backend: Backend
     judge: Backend
     method: Method
-    retry: RetryPolicy
-    semaphore: asyncio.Semaphore
+    pacer: Pacer
     answers: dict[tuple[str, int], str]
     judgments: dict[tuple[str, int, str], Judgment]
     progress: Callable[[VerifyProgress], None] | None
     total: int
     done: int = 0
     failures: int = 0
-    jitter: random.Random = field(default_factory=random.Random)
-
-    def _wait(self, state: RetryCallState) -> float:
-        policy = self.retry
-        backoff = min(
-            policy.max_wait, policy.initial_wait * 2.0 ** max(state.attempt_number - 1, 0)
-        )
-        # Jitter only spreads concurrent retries; it never touches results.
-        backoff += self.jitter.uniform(0.0, policy.jitter) if policy.jitter else 0.0
-        exc = state.outcome.exception() if state.outcome is not None else None
-        after = getattr(exc, "retry_after", None)
-        return max(backoff, float(after)) if after else backoff
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Await ``fn()`` in a concurrency slot, retrying transient backend errors."""
-
-        async def attempt() -> T:
-            async with self.semaphore:
-                return await fn()
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            wait = state.next_action.sleep if state.next_action is not None else 0.0
-            logger.warning("transient backend error (%s); retrying in %.1f s", exc, wait)
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception_type(TransientBackendError),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        return await retrying(attempt)
+        """Await ``fn()`` through the session's pacer (slots, rate caps, retries)."""
+        return await self.pacer.call(fn)
 
 
 def _question_prompt(question: Question, system_prompt: str | None) -> Prompt:
@@ -640,8 +615,12 @@ async def _verify(
             backend=backend,
             judge=judge,
             method=method,
-            retry=RetryPolicy(max_retries=config.max_retries),
-            semaphore=asyncio.Semaphore(config.max_concurrency),
+            pacer=Pacer.create(
+                max_concurrency=config.max_concurrency,
+                requests_per_minute=config.requests_per_minute,
+                tokens_per_minute=config.tokens_per_minute,
+                retry=RetryPolicy(max_retries=config.max_retries),
+            ),
             answers=store.answers(run.run_id),
             judgments=store.judgments(run.run_id, judge_id),
             progress=progress,
