@@ -414,8 +414,21 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, stop_fraction: f
     )
 
 
+class _StallsAfter(FakeBackend):
+    """Answers the first ``answered`` calls, then hangs until cancelled (no timing race)."""
+
+    def __init__(self, answered: int) -> None:
+        super().__init__(always("1"))
+        self.answered = answered
+
+    async def generate(self, prompts: Sequence[Prompt], **kwargs: Any) -> list[Generation]:
+        if len(self.calls) >= self.answered:
+            await asyncio.Event().wait()
+        return await super().generate(prompts, **kwargs)
+
+
 def test_cancellation_keeps_answers_and_marks_run_interrupted(store: RunStore) -> None:
-    backend = FakeBackend(always("1"), delay=0.002)
+    backend = _StallsAfter(answered=3)
     updates: list[ProgressUpdate] = []
 
     async def main() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persona_collapse.core.errors import UserError
+from persona_collapse.core.formatting import fmt_pct, fmt_pm, json_safe
 
 if TYPE_CHECKING:  # imported where used, so help screens stay fast
     from persona_collapse.stats.compare import FamilyComparison
@@ -86,30 +86,8 @@ def check_format(fmt: str) -> OutputFormat:
     return "table" if fmt == "table" else "json"
 
 
-def json_safe(value: Any) -> Any:
-    """JSON has no inf/NaN: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n")
-
-
-def fmt_pm(value: float, se: float | None = None, digits: int = 3) -> str:
-    if not math.isfinite(value):
-        return "—"
-    text = f"{value:.{digits}f}"
-    return text if se is None or not math.isfinite(se) else f"{text} ± {se:.{digits}f}"
-
-
-def fmt_pct(value: float) -> str:
-    return "—" if not math.isfinite(value) else f"{100 * value:+.1f} %"
 
 
 def metrics_table(

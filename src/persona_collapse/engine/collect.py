@@ -65,7 +65,6 @@ from persona_collapse.engine.costs import (
     ModelPrices,
     count_message_tokens,
     estimate_cost,
-    format_usage,
 )
 from persona_collapse.engine.pacing import (
     Pacer,
@@ -73,6 +72,7 @@ from persona_collapse.engine.pacing import (
     is_rate_limited,
     log_retry,
 )
+from persona_collapse.engine.progress import Progress, ProgressCallback, ProgressUpdate
 from persona_collapse.store.sqlite import (
     AcceptedSlot,
     AttemptRecord,
@@ -101,30 +101,6 @@ class Slot(NamedTuple):
     persona_id: int
     item_id: int
     repetition: int
-
-
-@dataclass(frozen=True)
-class ProgressUpdate:
-    """Progress of a collection, passed to a progress callback after each request.
-
-    Attributes:
-        done: Units completed (slots; cells in exact mode), earlier sessions included.
-        total: Units in the run.
-        failed: Slots stored as ``INVALID_RATING`` in this session.
-        attempts: Attempts recorded in this session.
-        usage: Token usage of this session.
-        cost_usd: Estimated cost of this session (None without prices).
-    """
-
-    done: int
-    total: int
-    failed: int
-    attempts: int
-    usage: Usage = field(default_factory=Usage)
-    cost_usd: float | None = None
-
-
-ProgressCallback = Callable[[ProgressUpdate], None]
 
 
 @dataclass(frozen=True)
@@ -311,103 +287,6 @@ def _check_matches(
 # --- progress display ----------------------------------------------------------------------
 
 
-class _Progress:
-    """Counts the session's progress and forwards it to a rich bar or a callback."""
-
-    def __init__(
-        self,
-        *,
-        total: int,
-        done: int,
-        unit: str,
-        target: bool | ProgressCallback,
-        label: str,
-        prices: ModelPrices | None = None,
-    ) -> None:
-        self.total = total
-        self.done = done
-        self.failed = 0
-        self.attempts = 0
-        self.usage = Usage()
-        self.prices = prices
-        self._callback: ProgressCallback | None = None
-        self._bar: Any = None
-        self._task: Any = None
-        if callable(target):
-            self._callback = target
-        elif target:
-            self._bar, self._task = _rich_bar(total=total, done=done, unit=unit, label=label)
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    @property
-    def cost_usd(self) -> float | None:
-        return None if self.prices is None else estimate_cost(self.usage, self.prices)
-
-    def advance(self, *, done: int, failed: int, attempts: int, usage: Usage | None = None) -> None:
-        self.done += done
-        self.failed += failed
-        self.attempts += attempts
-        if usage is not None:
-            self.usage = self.usage + usage
-        if self._bar is not None:
-            self._bar.update(
-                self._task,
-                advance=done,
-                failed=self.failed,
-                usage=format_usage(self.usage, self.cost_usd),
-            )
-        if self._callback is not None:
-            self._callback(
-                ProgressUpdate(
-                    self.done, self.total, self.failed, self.attempts, self.usage, self.cost_usd
-                )
-            )
-
-
-def _rich_bar(*, total: int, done: int, unit: str, label: str) -> tuple[Any, Any]:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        Task,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        def render(self, task: Task) -> Text:
-            speed = task.speed
-            return Text(
-                "" if speed is None else f"{speed:,.0f} {unit}/s", style="progress.data.speed"
-            )
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("[red]{task.fields[failed]} failed"),
-        RateColumn(),
-        TextColumn("{task.fields[usage]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
-    task = bar.add_task(label, total=total, completed=done, failed=0, usage="")
-    return bar, task
-
-
 # --- the engine ----------------------------------------------------------------------------
 
 
@@ -430,7 +309,7 @@ class _Session:
     instrument: Instrument
     template: PromptTemplate
     personas: Sequence[str] | None
-    progress: _Progress
+    progress: Progress
     pacer: Pacer
     requests: int = 0
     usage: Usage = field(default_factory=Usage)
@@ -869,7 +748,7 @@ async def collect(
         unit,
         total - done_before,
     )
-    tracker = _Progress(
+    tracker = Progress(
         total=total, done=done_before, unit=unit, target=progress, label=record.name, prices=prices
     )
     session = _Session(
