@@ -7,24 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from persona_collapse.cli import main
+from _cli import assert_user_error as _assert_user_error
+from _cli import run_cli as _run
 from persona_collapse.variants.finetune.datasets import read_chat_jsonl
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _assert_user_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert (lines and lines[-1].startswith("error: ")) or lines[0].startswith("error: ")
-    assert "Traceback" not in err
-    joined = " ".join(ln.strip() for ln in lines)
-    for fragment in fragments:
-        assert fragment in joined, (fragment, joined)
 
 
 def _data(path: Path, n: int = 12) -> Path:

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from _cli import run_cli as _run
 from persona_collapse.backends.simulator import SimulatorBackend
-from persona_collapse.cli import main
 from persona_collapse.core.errors import ConfigError, InputFileError, UnknownNameError
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas
@@ -93,12 +93,6 @@ def chat_data(path: Path, n: int = 12) -> Path:
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _one_line_error(err: str) -> str:
