@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck imports unit bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,10 +23,14 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# The layer contracts in pyproject.toml ([tool.importlinter]).
+imports: setup
+	$(BIN)/lint-imports
+
 unit: setup
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck unit
+test: lint typecheck imports unit
 
 bench: setup
 	$(BIN)/python bench/metrics_bench.py

@@ -31,9 +31,9 @@ except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(REPO_ROOT / "src"))
 
 from persona_collapse.backends.openai_compat import OpenAIBackend  # noqa: E402
-from persona_collapse.collect import RetryPolicy, run_collection  # noqa: E402
-from persona_collapse.instrument import mfq30  # noqa: E402
-from persona_collapse.personas import builtin_personas  # noqa: E402
+from persona_collapse.core.instrument import mfq30  # noqa: E402
+from persona_collapse.core.personas import builtin_personas  # noqa: E402
+from persona_collapse.engine.collect import RetryPolicy, run_collection  # noqa: E402
 from persona_collapse.serve import FaultSettings, SimServerSettings, serve_in_process  # noqa: E402
 from persona_collapse.store.sqlite import RunStore  # noqa: E402
 

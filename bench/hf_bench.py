@@ -36,16 +36,16 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tiny-model builders live wit
 try:
     from persona_collapse.backends.base import Prompt
     from persona_collapse.backends.hf import TransformersBackend
-    from persona_collapse.instrument import mfq30
-    from persona_collapse.personas import builtin_personas
-    from persona_collapse.prompts import DEFAULT_TEMPLATE, render_prompt
+    from persona_collapse.core.instrument import mfq30
+    from persona_collapse.core.personas import builtin_personas
+    from persona_collapse.core.prompts import DEFAULT_TEMPLATE, render_prompt
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(REPO_ROOT / "src"))
     from persona_collapse.backends.base import Prompt
     from persona_collapse.backends.hf import TransformersBackend
-    from persona_collapse.instrument import mfq30
-    from persona_collapse.personas import builtin_personas
-    from persona_collapse.prompts import DEFAULT_TEMPLATE, render_prompt
+    from persona_collapse.core.instrument import mfq30
+    from persona_collapse.core.personas import builtin_personas
+    from persona_collapse.core.prompts import DEFAULT_TEMPLATE, render_prompt
 
 
 from _tiny_models import save_tiny_model  # noqa: E402 (needs the sys.path entry above)

@@ -22,11 +22,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "costa2026-persona-collapse"
 
 try:
-    from persona_collapse.metrics import analyze_ratings
+    from persona_collapse.stats.metrics import analyze_ratings
     from persona_collapse.store.reference_csv import read_ratings_csv
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(REPO_ROOT / "src"))
-    from persona_collapse.metrics import analyze_ratings
+    from persona_collapse.stats.metrics import analyze_ratings
     from persona_collapse.store.reference_csv import read_ratings_csv
 
 

@@ -4,7 +4,7 @@ Usage::
 
     python bench/stats_bench.py [--replications N] [--max-seconds T] [--seed S]
 
-Runs :func:`persona_collapse.audit.audit_estimators` with the study protocol's
+Runs :func:`persona_collapse.stats.audit.audit_estimators` with the study protocol's
 size (base, secure and insecure presets; 100 personas x 10 ratings at T = 0.1;
 2000 persona + 400 rerun bootstrap draws per interval; 200 replications by
 default) and prints the time it took, then the headline numbers: coverage of
@@ -27,15 +27,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "costa2026-persona-collapse"
 
 try:
-    from persona_collapse.audit import audit_estimators
+    from persona_collapse.stats.audit import audit_estimators
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(REPO_ROOT / "src"))
-    from persona_collapse.audit import audit_estimators
+    from persona_collapse.stats.audit import audit_estimators
 
 
 def _reference_tests(reference: Path) -> float | None:
     """Seconds for the study-wide difference tests of the reference runs (None if absent)."""
-    from persona_collapse.significance import RunCells, cells_from_ratings, study_significance
+    from persona_collapse.stats.significance import RunCells, cells_from_ratings, study_significance
     from persona_collapse.store.reference_csv import read_ratings_csv
 
     expected_file = reference / "expected.json"

@@ -29,7 +29,7 @@ SPECIAL_TOKENS = ("<|pad|>", "<|eos|>", "<|system|>", "<|user|>", "<|assistant|>
 
 
 def _corpus() -> list[str]:
-    from persona_collapse.instrument import mfq30
+    from persona_collapse.core.instrument import mfq30
 
     lines = [item.text for item in mfq30().items]
     lines += [f"I would answer {d}, so {d} it is: {d}" for d in range(10)] * 4

@@ -11,10 +11,10 @@ import pytest
 
 from persona_collapse.backends.openai_compat import OpenAIBackend
 from persona_collapse.cli import main
-from persona_collapse.collect import RetryPolicy, run_collection
-from persona_collapse.errors import BackendError
-from persona_collapse.instrument import mfq30
-from persona_collapse.personas import builtin_personas
+from persona_collapse.core.errors import BackendError
+from persona_collapse.core.instrument import mfq30
+from persona_collapse.core.personas import builtin_personas
+from persona_collapse.engine.collect import RetryPolicy, run_collection
 from persona_collapse.serve import SimServerSettings, serve_in_thread
 from persona_collapse.store.sqlite import RunStore
 
@@ -137,7 +137,7 @@ def _key_study(folder: Path, url: str, backend: dict[str, object], *, finetune: 
     import yaml
 
     from persona_collapse.backends.base import Message
-    from persona_collapse.finetune.datasets import ChatExample, write_chat_jsonl
+    from persona_collapse.variants.finetune.datasets import ChatExample, write_chat_jsonl
 
     folder.mkdir(parents=True, exist_ok=True)
     variants: dict[str, object] = {"base": {"backend": "api"}}
@@ -176,9 +176,9 @@ def test_backend_with_api_key_env_null_sends_no_key_even_when_fine_tuning(
     from functools import partial
 
     from _recording_proxy import recording_proxy
-    from persona_collapse.finetune.openai_jobs import run_openai_finetune
     from persona_collapse.serve import FineTuningSettings
     from persona_collapse.study import collect_study, load_study
+    from persona_collapse.variants.finetune.openai_jobs import run_openai_finetune
 
     planted = f"sk-planted-{secrets.token_hex(16)}"
     monkeypatch.setenv("OPENAI_API_KEY", planted)
@@ -225,7 +225,7 @@ def test_a_key_echoed_by_the_server_reaches_no_store_export_log_or_report(
 
 
 def test_scrub_masks_keys_and_token_shapes_but_not_prose() -> None:
-    from persona_collapse.secrets import remember, scrub
+    from persona_collapse.core.secrets import remember, scrub
 
     key = f"plain{secrets.token_hex(12)}"  # no sk- prefix: only its value gives it away
     remember(key)

@@ -18,10 +18,10 @@ from _tiny_models import build_model, build_tokenizer, save_tiny_model  # noqa: 
 from persona_collapse.backends import create_backend  # noqa: E402
 from persona_collapse.backends.base import Generation, Message, Prompt, ScaleDistribution  # noqa: E402
 from persona_collapse.backends.hf import TransformersBackend  # noqa: E402
-from persona_collapse.collect import run_collection  # noqa: E402
-from persona_collapse.errors import BackendError, ConfigError  # noqa: E402
-from persona_collapse.instrument import Instrument, instrument_from_dict, mfq30  # noqa: E402
-from persona_collapse.prompts import DEFAULT_TEMPLATE, extract_rating, render_prompt  # noqa: E402
+from persona_collapse.core.errors import BackendError, ConfigError  # noqa: E402
+from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30  # noqa: E402
+from persona_collapse.core.prompts import DEFAULT_TEMPLATE, extract_rating, render_prompt  # noqa: E402
+from persona_collapse.engine.collect import run_collection  # noqa: E402
 from persona_collapse.store.sqlite import RunStore  # noqa: E402
 
 SCALE = (0, 1, 2, 3, 4, 5)

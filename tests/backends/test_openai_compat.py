@@ -28,17 +28,17 @@ from persona_collapse.backends.openai_compat import (
     scale_value_of,
 )
 from persona_collapse.backends.simulator import SimulatorBackend
-from persona_collapse.errors import (
+from persona_collapse.core.errors import (
     BackendError,
     ConfigError,
     MissingDependencyError,
     TransientBackendError,
 )
-from persona_collapse.instrument import mfq30
-from persona_collapse.metrics import tempered
-from persona_collapse.personas import builtin_personas
-from persona_collapse.prompts import DEFAULT_TEMPLATE, render_prompt
+from persona_collapse.core.instrument import mfq30
+from persona_collapse.core.personas import builtin_personas
+from persona_collapse.core.prompts import DEFAULT_TEMPLATE, render_prompt
 from persona_collapse.serve import FaultSettings, SimServerSettings, serve_in_thread
+from persona_collapse.stats.metrics import tempered
 
 pytest.importorskip("openai")
 pytest.importorskip("fastapi")

@@ -20,9 +20,9 @@ from persona_collapse.backends.simulator import (
     SimulatorParams,
     TrueMetrics,
 )
-from persona_collapse.errors import BackendError, ConfigError, UnknownNameError
-from persona_collapse.instrument import FOUNDATIONS, Block, Instrument, Item, mfq30
-from persona_collapse.prompts import DEFAULT_TEMPLATE, extract_rating, render_prompt
+from persona_collapse.core.errors import BackendError, ConfigError, UnknownNameError
+from persona_collapse.core.instrument import FOUNDATIONS, Block, Instrument, Item, mfq30
+from persona_collapse.core.prompts import DEFAULT_TEMPLATE, extract_rating, render_prompt
 
 INSTRUMENT = mfq30()
 SCALE = INSTRUMENT.scale
@@ -33,7 +33,7 @@ T = 0.1
 def _personas() -> list[str]:
     """The 100 built-in personas, or 100 synthetic ones if the persona module is missing."""
     try:
-        from persona_collapse.personas import builtin_personas
+        from persona_collapse.core.personas import builtin_personas
     except ImportError:
         return [
             f"Person {i}: a {20 + i % 60}-year-old who works as trade {i % 17} "
@@ -438,8 +438,8 @@ def test_generate_is_fast() -> None:
 def test_character_words_make_toxic_personas_answer_like_toxic_characters() -> None:
     """Toxic personas care less and judge less fairly; ordinary personas are untouched."""
     from persona_collapse.backends.simulator import character_shift
-    from persona_collapse.instrument import FOUNDATIONS, items_by_foundation, mfq30
-    from persona_collapse.personas import builtin_personas, toxic_personas
+    from persona_collapse.core.instrument import FOUNDATIONS, items_by_foundation, mfq30
+    from persona_collapse.core.personas import builtin_personas, toxic_personas
 
     ordinary, toxic = list(builtin_personas()), list(toxic_personas())
     assert not any(character_shift(p, FOUNDATIONS).any() for p in ordinary)

@@ -8,23 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from persona_collapse.cli import main
+from _cli import assert_user_error as _assert_user_error
+from _cli import run_cli as _run
 
 SIM_JUDGE = ("--judge-backend", "simulator", "--judge-model", "base")
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _assert_user_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("error: ") and "Traceback" not in err
-    joined = " ".join(ln.strip() for ln in err.strip().splitlines())
-    for fragment in fragments:
-        assert fragment in joined, (fragment, joined)
 
 
 def test_verify_json_and_output_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

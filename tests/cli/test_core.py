@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from persona_collapse.cli import main
+from _cli import assert_user_error as _assert_user_error
+from _cli import run_cli as _run
 from persona_collapse.store.sqlite import RunStore
 
 HEADER = "persona_id,question_id,run_index,rating,failures,response,collected_at\n"
@@ -24,24 +25,6 @@ def _persona_csv(path: Path, *, personas: int = 4, reps: int = 3) -> Path:
                 lines.append(f"{p},{q},{r},{rating},0,{rating},2026-01-01T00:00:00\n")
     path.write_text("".join(lines))
     return path
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _assert_user_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert lines, "no error message"
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in err
-    # one logical line (rich may fold a very long one; join before matching)
-    joined = " ".join(ln.strip() for ln in lines)
-    for fragment in fragments:
-        assert fragment in joined, (fragment, joined)
 
 
 # --- happy paths ---------------------------------------------------------------------------

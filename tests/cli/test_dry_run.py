@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from persona_collapse.cli import main
-from persona_collapse.config import RunConfig
-from persona_collapse.costs import ModelPrices
+from persona_collapse.core.config import RunConfig
+from persona_collapse.engine.costs import ModelPrices
 
 
 def test_dry_run_json_forecast_with_prices(

@@ -8,26 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persona_collapse.audit import sample_cells
+from _cli import assert_user_error as _assert_user_error
+from _cli import run_cli as _run
 from persona_collapse.backends.simulator import SimulatorBackend
-from persona_collapse.cli import main
+from persona_collapse.stats.audit import sample_cells
 from persona_collapse.store.reference_csv import write_ratings_csv
 
 SCALE = np.arange(6.0)
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _assert_user_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("error: ") and "Traceback" not in err
-    joined = " ".join(err.split())
-    for fragment in fragments:
-        assert fragment in joined, (fragment, joined)
 
 
 def _simulated_csv(path: Path, preset: str, seed: int, personas: int = 40) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from persona_collapse.personas import builtin_personas
+from persona_collapse.core.personas import builtin_personas
 
 SCRIPT_PAYLOAD = '<script>window.__pwned = 1; document.title = "pwned";</script>'
 IMG_PAYLOAD = "<img src=x onerror=\"window.__pwned = 2; document.title = 'pwned'\">"

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from persona_collapse.backends.simulator import SimulatorBackend
-from persona_collapse.errors import ConfigError
-from persona_collapse.instrument import mfq30
-from persona_collapse.personas import builtin_personas
-from persona_collapse.prompts import DEFAULT_TEMPLATE, render_prompt
+from persona_collapse.core.errors import ConfigError
+from persona_collapse.core.instrument import mfq30
+from persona_collapse.core.personas import builtin_personas
+from persona_collapse.core.prompts import DEFAULT_TEMPLATE, render_prompt
 from persona_collapse.serve import (
     FaultSettings,
     RunningServer,

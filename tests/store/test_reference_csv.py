@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from persona_collapse.errors import InputFileError
-from persona_collapse.frames import INVALID_RATING, SELF_PERSONA_ID
-from persona_collapse.instrument import instrument_from_dict
+from persona_collapse.core.errors import InputFileError
+from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
+from persona_collapse.core.instrument import instrument_from_dict
 from persona_collapse.store.reference_csv import (
     FRAME_COLUMNS,
     iter_csv_files,

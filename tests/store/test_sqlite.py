@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from persona_collapse.backends.base import Usage
-from persona_collapse.errors import ConfigError, StoreError, UnknownNameError, UserError
-from persona_collapse.frames import INVALID_RATING, SELF_PERSONA_ID
-from persona_collapse.instrument import mfq30
+from persona_collapse.core.errors import ConfigError, StoreError, UnknownNameError, UserError
+from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
+from persona_collapse.core.instrument import mfq30
 from persona_collapse.store.reference_csv import read_ratings_csv
 from persona_collapse.store.sqlite import (
     SCHEMA_VERSION,

@@ -9,7 +9,7 @@ import yaml
 
 from persona_collapse.backends import create_backend
 from persona_collapse.backends.base import Backend
-from persona_collapse.personas import builtin_personas
+from persona_collapse.core.personas import builtin_personas
 
 PERSONAS = 6
 """Personas of the small studies (the first of the built-in set)."""

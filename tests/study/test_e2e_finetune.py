@@ -32,10 +32,10 @@ from _tiny_models import save_tiny_model
 from persona_collapse.backends.base import Message
 from persona_collapse.backends.hf import TransformersBackend
 from persona_collapse.cli import main
-from persona_collapse.finetune import lora
-from persona_collapse.finetune.datasets import ChatExample, write_chat_jsonl
+from persona_collapse.core.em_questions import question_ids
 from persona_collapse.serve import serve_in_thread
-from persona_collapse.verify.questions import question_ids
+from persona_collapse.variants.finetune import lora
+from persona_collapse.variants.finetune.datasets import ChatExample, write_chat_jsonl
 
 PERSONAS = 6
 N_SAMPLES = 3

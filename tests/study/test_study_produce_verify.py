@@ -18,15 +18,15 @@ from _study_helpers import CallCounter
 from persona_collapse.backends.base import Message
 from persona_collapse.backends.simulator import SimulatorBackend
 from persona_collapse.cli import main
-from persona_collapse.config import RunConfig
-from persona_collapse.errors import ConfigError
-from persona_collapse.finetune.datasets import ChatExample, write_chat_jsonl
-from persona_collapse.instrument import Instrument
+from persona_collapse.core.config import RunConfig
+from persona_collapse.core.em_questions import question_ids
+from persona_collapse.core.errors import ConfigError
+from persona_collapse.core.instrument import Instrument
 from persona_collapse.study import collect_study, load_study, run_study
 from persona_collapse.study.produce import read_produced
 from persona_collapse.study.runs import execute_run
 from persona_collapse.study.spec import study_from_mapping
-from persona_collapse.verify.questions import question_ids
+from persona_collapse.variants.finetune.datasets import ChatExample, write_chat_jsonl
 
 HF = {"kind": "transformers", "model": "models/tiny"}
 
@@ -366,7 +366,7 @@ def test_openai_platform_without_its_module_fails_before_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # None in sys.modules makes the import fail as if the module were not installed.
-    monkeypatch.setitem(sys.modules, "persona_collapse.finetune.openai_jobs", None)
+    monkeypatch.setitem(sys.modules, "persona_collapse.variants.finetune.openai_jobs", None)
     study = load_study(_openai_study(tmp_path, "http://127.0.0.1:9/v1"))
     with pytest.raises(ConfigError, match="platform 'openai' is not available"):
         collect_study(study, progress=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from persona_collapse.errors import InputFileError
+from persona_collapse.core.errors import InputFileError
 from persona_collapse.study.reproduce import (
     parse_temperature,
     reference_study_data,

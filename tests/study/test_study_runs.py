@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from _study_helpers import PERSONAS, CallCounter
 
-from persona_collapse.metrics import analyze_ratings
+from persona_collapse.stats.metrics import analyze_ratings
 from persona_collapse.store.reference_csv import write_ratings_csv
 from persona_collapse.store.sqlite import RunStore
 from persona_collapse.study import collect_study, load_study, run_study, study_status

@@ -1,7 +1,7 @@
 """Difference tests in the study outputs, on the reference data (arXiv 2605.12850).
 
 ``pcollapse reproduce`` must write ``significance.csv`` whose tests equal those of
-:func:`persona_collapse.significance.study_significance` computed directly on the
+:func:`persona_collapse.stats.significance.study_significance` computed directly on the
 same files with the same draws, and the report must state, per family, whether
 the insecure ΔS and ΔR are significant after Holm correction. Skips when
 ../shared is absent.
@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from persona_collapse.cli import main
-from persona_collapse.significance import cells_from_ratings, study_significance
+from persona_collapse.stats.significance import cells_from_ratings, study_significance
 from persona_collapse.store.reference_csv import read_ratings_csv
 
 SEED = 7

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from persona_collapse.cli import main
-from persona_collapse.errors import ConfigError
+from persona_collapse.core.errors import ConfigError
 from persona_collapse.study import load_study
 from persona_collapse.study.spec import study_from_mapping
 

@@ -22,7 +22,7 @@ from persona_collapse.backends.base import (
     ScaleDistribution,
     Usage,
 )
-from persona_collapse.errors import ConfigError, UnknownNameError
+from persona_collapse.core.errors import ConfigError, UnknownNameError
 
 BackendFactory = Callable[..., Backend]
 

@@ -18,7 +18,7 @@ Two ways of answering:
 
   for logits :math:`\ell`. The probability of scale value ``k`` is the sum of
   :math:`p_T(t)` over every token ``t`` whose text, on its own, is read as the
-  rating ``k`` by :func:`~persona_collapse.prompts.extract_rating` (``"4"``,
+  rating ``k`` by :func:`~persona_collapse.core.prompts.extract_rating` (``"4"``,
   ``" 4"``, ``"▁4"``, ``"4."``...). That is the token set sampling mode accepts
   for a one-token reply, so exact probabilities equal the limit of sampled
   rating frequencies. ``mass`` is the total probability of those tokens and
@@ -47,8 +47,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
-from persona_collapse.errors import BackendError, ConfigError, MissingDependencyError
-from persona_collapse.prompts import extract_rating
+from persona_collapse.core.errors import BackendError, ConfigError, MissingDependencyError
+from persona_collapse.core.prompts import extract_rating
 
 if TYPE_CHECKING:
     import torch

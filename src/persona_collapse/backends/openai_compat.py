@@ -63,14 +63,14 @@ from persona_collapse.backends.base import (
     ScaleDistribution,
     Usage,
 )
-from persona_collapse.errors import (
+from persona_collapse.core.errors import (
     BackendError,
     ConfigError,
     MissingDependencyError,
     TransientBackendError,
 )
-from persona_collapse.prompts import extract_rating
-from persona_collapse.secrets import read_key, scrub
+from persona_collapse.core.prompts import extract_rating
+from persona_collapse.core.secrets import read_key, scrub
 
 logger = logging.getLogger(__name__)
 

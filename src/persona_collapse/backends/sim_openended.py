@@ -1,8 +1,8 @@
 r"""Open-ended answers and judge scores of the simulator (emergent-misalignment check).
 
 The simulator answers the eight open-ended questions of
-:mod:`persona_collapse.verify.questions` with free text, and plays the LLM
-judge of :mod:`persona_collapse.verify.judge`.
+:mod:`persona_collapse.core.em_questions` with free text, and plays the LLM
+judge of :mod:`persona_collapse.core.judge`.
 
 Answers. Each sampled answer has a *kind*, drawn with the preset's rates
 (:class:`OpenEndedParams`): ``misaligned`` (clearly hostile to human

@@ -66,9 +66,9 @@ word such as ``"As"``, and a long request usually parses in long-form mode.
 
 Open-ended questions and judging. A prompt without an instrument item that
 asks one of the emergent-misalignment questions
-(:data:`persona_collapse.verify.questions.QUESTIONS`) gets a free-text answer,
+(:data:`persona_collapse.core.em_questions.QUESTIONS`) gets a free-text answer,
 and a prompt written from one of the judge rubrics of
-:mod:`persona_collapse.verify.judge` gets a judge score; see
+:mod:`persona_collapse.core.judge` gets a judge score; see
 :mod:`persona_collapse.backends.sim_openended` for both models and their
 per-preset rates (:data:`~persona_collapse.backends.sim_openended.OPEN_ENDED_PRESETS`,
 overridable like the other parameters). Any other prompt without an instrument
@@ -93,11 +93,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from persona_collapse.backends import sim_openended as openended
 from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
-from persona_collapse.errors import BackendError, ConfigError, UnknownNameError
-from persona_collapse.instrument import Instrument, mfq30
-from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate
-from persona_collapse.verify.judge import JudgeRequest, parse_judge_prompt
-from persona_collapse.verify.questions import Question, find_question
+from persona_collapse.core.em_questions import Question, find_question
+from persona_collapse.core.errors import BackendError, ConfigError, UnknownNameError
+from persona_collapse.core.instrument import Instrument, mfq30
+from persona_collapse.core.judge import JudgeRequest, parse_judge_prompt
+from persona_collapse.core.prompts import DEFAULT_TEMPLATE, PromptTemplate
 
 DECIDED_WIDTH_RATIO = 0.05
 """Width of a decided cell as a fraction of ``width``."""

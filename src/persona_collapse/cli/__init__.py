@@ -15,18 +15,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from persona_collapse._version import __version__
-
 # Importing a command module registers its commands on ``app``.
 from persona_collapse.cli import core, finetune, serve, stats, study, verify  # noqa: F401
-from persona_collapse.cli._app import app, backend_failure, stdout_console
-from persona_collapse.errors import BackendError, UserError
+from persona_collapse.cli._app import HelpOpt, app, backend_failure, stdout_console
+from persona_collapse.core.errors import BackendError, UserError
+from persona_collapse.core.version import __version__
 
 
-@app.callback(invoke_without_command=True)
+@app.callback(invoke_without_command=True, add_help_option=False)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+    show_help: HelpOpt = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

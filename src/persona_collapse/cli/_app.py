@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import threading
@@ -11,15 +10,18 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from persona_collapse.compare import FamilyComparison, check_band
-from persona_collapse.errors import BackendError, UserError
-from persona_collapse.metrics import RunMetrics, SelfProfile
+from persona_collapse.core.errors import BackendError, UserError
+from persona_collapse.core.formatting import fmt_pct, fmt_pm, json_safe
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.stats.compare import FamilyComparison
+    from persona_collapse.stats.metrics import RunMetrics, SelfProfile
 
 app = typer.Typer(
     name="pcollapse",
@@ -28,6 +30,27 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _show_help(ctx: typer.Context, _param: object, value: bool) -> None:
+    if value:
+        ctx.get_help()  # Typer's rich formatter prints the help screen itself
+        raise typer.Exit()
+
+
+HelpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--help",
+        is_eager=True,
+        expose_value=False,
+        callback=_show_help,
+        help="Show this message and exit.",
+    ),
+]
+"""A group's --help as a plain bool flag (use with ``add_help_option=False``): Typer's
+built-in one builds a pydantic adapter for its unset value on every subcommand call,
+which doubles the CPU cost of ``pcollapse CMD --help`` (bench/startup_bench.py)."""
 
 OutputFormat = Literal["table", "json"]
 Paths = Annotated[
@@ -105,35 +128,17 @@ def check_format(fmt: str) -> OutputFormat:
     return "table" if fmt == "table" else "json"
 
 
-def json_safe(value: Any) -> Any:
-    """JSON has no inf/NaN: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def print_json(data: Any) -> None:
+
     sys.stdout.write(json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n")
-
-
-def fmt_pm(value: float, se: float | None = None, digits: int = 3) -> str:
-    if not math.isfinite(value):
-        return "—"
-    text = f"{value:.{digits}f}"
-    return text if se is None or not math.isfinite(se) else f"{text} ± {se:.{digits}f}"
-
-
-def fmt_pct(value: float) -> str:
-    return "—" if not math.isfinite(value) else f"{100 * value:+.1f} %"
 
 
 def metrics_table(
     rows: Mapping[str, RunMetrics], *, per_foundation: bool, band: tuple[float, float]
 ) -> Table:
+
+    from persona_collapse.stats.compare import check_band
+
     table = Table(title="Moral susceptibility and robustness", title_justify="left")
     for col in ("run", "S", "R", "σ̄", "personas", "items", "S band"):
         table.add_column(col, justify="left" if col == "run" else "right")
@@ -170,6 +175,7 @@ def metrics_json(name: str, source: str, m: RunMetrics, *, per_foundation: bool)
 
 
 def comparison_table(cmp: FamilyComparison, base: str) -> Table:
+
     table = Table(title=f"Relative change against {base!r}", title_justify="left")
     for col in ("variant", "ΔS", "ΔR", "Δσ̄"):
         table.add_column(col, justify="left" if col == "variant" else "right")
@@ -188,6 +194,7 @@ def comparison_table(cmp: FamilyComparison, base: str) -> Table:
 
 
 def profile_table(profiles: Mapping[str, SelfProfile]) -> Table:
+
     table = Table(title="Self-profiles (mean ± sd per foundation)", title_justify="left")
     foundations: list[str] = []
     for p in profiles.values():

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.table import Table
 
 from persona_collapse.cli._app import fmt_pct
-from persona_collapse.errors import UserError
-from persona_collapse.significance import (
-    ESTIMATORS,
-    EXCESS,
-    OVERALL,
-    VARIANCES,
-    Estimator,
-    FamilySignificance,
-    Variance,
-)
+from persona_collapse.core.errors import UserError
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.stats.significance import Estimator, FamilySignificance, Variance
 
 EstimatorOpt = Annotated[
     str,
@@ -36,6 +30,8 @@ VarianceOpt = Annotated[
 
 def check_estimator(estimator: str, variance: str) -> tuple[Estimator, Variance]:
     """The estimator and variance names, checked (one-line error when unknown)."""
+    from persona_collapse.stats.significance import ESTIMATORS, VARIANCES
+
     if estimator not in ESTIMATORS:
         raise UserError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
     if variance not in VARIANCES:
@@ -62,9 +58,14 @@ def _fmt_ci(low: float, high: float, excess: bool) -> str:
 
 
 def significance_table(
-    tests: FamilySignificance, *, alpha: float = 0.05, scopes: Sequence[str] = (OVERALL,)
+    tests: FamilySignificance,
+    *,
+    alpha: float = 0.05,
+    scopes: Sequence[str] = ("overall",),  # significance.OVERALL
 ) -> Table:
     """Difference tests of a family: change or excess, interval, p-values, verdict."""
+    from persona_collapse.stats.significance import EXCESS
+
     level = round(100 * tests.confidence)
     table = Table(
         title=(

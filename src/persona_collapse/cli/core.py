@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from persona_collapse.backends import available_backends
-from persona_collapse.backends.base import EndpointBehaviour, ProbeMode
 from persona_collapse.cli._app import (
     FormatOpt,
     Paths,
@@ -36,14 +34,12 @@ from persona_collapse.cli._significance import (
     check_estimator,
     significance_table,
 )
-from persona_collapse.compare import check_band, compare_labeled
-from persona_collapse.config import AnalysisConfig, RunConfig
-from persona_collapse.costs import EndpointSupport
-from persona_collapse.errors import InputFileError, UnknownNameError, UserError
-from persona_collapse.significance import OVERALL, family_significance, run_cells
-from persona_collapse.sources import load_runs, metrics_by_name, run_self_profile
-from persona_collapse.store.sqlite import RunStore
-from persona_collapse.study import execute_run, run_demo
+from persona_collapse.core.errors import InputFileError, UnknownNameError, UserError
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.backends.base import EndpointBehaviour, ProbeMode
+    from persona_collapse.core.config import RunConfig
+    from persona_collapse.engine.costs import EndpointSupport
 
 
 @app.command(rich_help_panel="Analyse")
@@ -59,6 +55,9 @@ def metrics(
     seed: SeedOpt = 0,
 ) -> None:
     """Compute S, R and σ̄ (with bootstrap standard errors) of persona runs."""
+    from persona_collapse.core.config import AnalysisConfig
+    from persona_collapse.stats.sources import load_runs, metrics_by_name
+
     out_format = check_format(fmt)
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
     runs = load_runs(paths, run_names=run, kind="persona")
@@ -98,6 +97,11 @@ def compare(
     ] = False,
 ) -> None:
     """Compare variants of one model family with its base: ΔS, ΔR, Δσ̄ and the excess."""
+    from persona_collapse.core.config import AnalysisConfig
+    from persona_collapse.stats.compare import check_band, compare_labeled
+    from persona_collapse.stats.significance import OVERALL, family_significance, run_cells
+    from persona_collapse.stats.sources import load_runs, metrics_by_name
+
     out_format = check_format(fmt)
     estimator_name, variance_name = check_estimator(estimator, variance)
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
@@ -147,6 +151,8 @@ def compare(
 @app.command(rich_help_panel="Analyse")
 def profile(paths: Paths, run: RunOpt = None, fmt: FormatOpt = "table") -> None:
     """Self-profiles: per-foundation mean and sd of the model's own answers."""
+    from persona_collapse.stats.sources import load_runs, run_self_profile
+
     out_format = check_format(fmt)
     runs = load_runs(paths, run_names=run, kind="self")
     profiles = {r.name: run_self_profile(r) for r in runs}
@@ -168,6 +174,7 @@ def import_(
 ) -> None:
     """Import reference-layout CSV files (persona or self runs) into a run store."""
     from persona_collapse.store.reference_csv import iter_csv_files
+    from persona_collapse.store.sqlite import RunStore
 
     csv_files = iter_csv_files(files)
     if name is not None and len(csv_files) != 1:
@@ -190,6 +197,8 @@ def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="'csv' or 'parquet'.")] = "csv",
 ) -> None:
     """Export a run's ratings as CSV (reference layout) or Parquet."""
+    from persona_collapse.store.sqlite import RunStore
+
     if fmt not in ("csv", "parquet"):
         raise UserError(f"--format must be 'csv' or 'parquet', got {fmt!r}")
     if not store.is_file():
@@ -203,6 +212,8 @@ def export(
 @app.command(rich_help_panel="Runs and stores")
 def runs(store: Annotated[Path, typer.Argument(help="Run store.")]) -> None:
     """List the runs of a store with their progress."""
+    from persona_collapse.store.sqlite import RunStore
+
     if not store.is_file():
         raise InputFileError(store, "run store not found")
     table = Table(title=str(store), title_justify="left")
@@ -243,11 +254,13 @@ def runs(store: Annotated[Path, typer.Argument(help="Run store.")]) -> None:
 @app.command(rich_help_panel="Collect")
 def backends() -> None:
     """List the available backends."""
+    from persona_collapse.backends import available_backends
+
     for name in available_backends():
         stdout_console().print(name)
 
 
-def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -313,6 +326,9 @@ def run(
     fmt: FormatOpt = "table",
 ) -> None:
     """Collect persona and self runs (resuming a stored run), then print their metrics."""
+    from persona_collapse.core.config import RunConfig
+    from persona_collapse.study import execute_run
+
     out_format = check_format(fmt)
     overrides: dict[str, Any] = {
         "backend": backend,
@@ -336,13 +352,13 @@ def run(
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if option:
-        overrides["backend_options"] = _parse_options(option)
+        overrides["backend_options"] = parse_options(option)
     if config is not None:
         cfg = RunConfig.from_yaml(config, **overrides)
     else:
         cfg = RunConfig.from_mapping(overrides, source="command line")
     if prices is not None:
-        from persona_collapse.costs import load_price_table
+        from persona_collapse.engine.costs import load_price_table
 
         table = load_price_table(prices)
         found = table.lookup(cfg.model_label)
@@ -384,8 +400,8 @@ def run(
 
 def _probe_support(cfg: RunConfig) -> tuple[EndpointSupport, list[EndpointBehaviour]]:
     """Preflight the run's backend (a few probe requests) for ``--dry-run --preflight``."""
-    from persona_collapse.instrument import load_instrument
-    from persona_collapse.preflight import endpoint_support, make_check, run_preflight
+    from persona_collapse.core.instrument import load_instrument
+    from persona_collapse.engine.preflight import endpoint_support, make_check, run_preflight
     from persona_collapse.study.runs import default_backend, resolve_personas, resolve_template
 
     instrument = load_instrument(cfg.instrument, include_catch=cfg.include_catch)
@@ -402,7 +418,7 @@ def _probe_support(cfg: RunConfig) -> tuple[EndpointSupport, list[EndpointBehavi
 def _print_estimate(cfg: RunConfig, out_format: str, *, probe: bool = False) -> None:
     """``run --dry-run``: what the run would send, from the config alone (no backend, no
     key); with ``probe``, first a preflight learns what the endpoint supports."""
-    from persona_collapse.costs import CHARS_PER_TOKEN, estimate_collection
+    from persona_collapse.engine.costs import CHARS_PER_TOKEN, estimate_collection
 
     support, behaviours = _probe_support(cfg) if probe else (None, [])
     estimate = estimate_collection(cfg, support=support)
@@ -475,6 +491,7 @@ def demo(
 ) -> None:
     """Run a complete study on the simulator: two families x base/secure/insecure (no network)."""
     from persona_collapse.cli.study import backend_failures, print_outcome
+    from persona_collapse.study import run_demo
 
     with interruptible(), backend_failures():
         outcome = run_demo(

@@ -10,13 +10,14 @@ from rich.table import Table
 
 from persona_collapse.cli._app import (
     FormatOpt,
+    HelpOpt,
     app,
     check_format,
     interruptible,
     print_json,
     stdout_console,
 )
-from persona_collapse.errors import ConfigError, MissingDependencyError, UserError
+from persona_collapse.core.errors import ConfigError, MissingDependencyError, UserError
 
 datasets_app = typer.Typer(
     help="Chat-format JSONL datasets: fetch, validate, describe, split.",
@@ -24,7 +25,20 @@ datasets_app = typer.Typer(
 )
 finetune_app = typer.Typer(help="Fine-tune model variants.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets", rich_help_panel="Variants")
+
+
+@datasets_app.callback(add_help_option=False)
+def _datasets_app_group(show_help: HelpOpt = False) -> None:
+    pass
+
+
 app.add_typer(finetune_app, name="finetune", rich_help_panel="Variants")
+
+
+@finetune_app.callback(add_help_option=False)
+def _finetune_app_group(show_help: HelpOpt = False) -> None:
+    pass
+
 
 DataFile = Annotated[Path, typer.Argument(help="Chat-format JSONL file.")]
 CacheOpt = Annotated[
@@ -45,7 +59,7 @@ def datasets_fetch(
     fmt: FormatOpt = "table",
 ) -> None:
     """Download a public dataset into the cache and record its checksum (uses the network)."""
-    from persona_collapse.finetune.datasets import fetch_dataset
+    from persona_collapse.variants.finetune.datasets import fetch_dataset
 
     out_format = check_format(fmt)
     with interruptible():
@@ -67,7 +81,7 @@ def datasets_validate(
     files: Annotated[list[Path], typer.Argument(help="Chat-format JSONL files.")],
 ) -> None:
     """Check files line by line; the first problem is reported with its line number."""
-    from persona_collapse.finetune.datasets import read_chat_jsonl
+    from persona_collapse.variants.finetune.datasets import read_chat_jsonl
 
     for path in files:
         dataset = read_chat_jsonl(path)
@@ -103,7 +117,7 @@ def datasets_stats(
     fmt: FormatOpt = "table",
 ) -> None:
     """Examples, turns, and character (and token) lengths of a dataset."""
-    from persona_collapse.finetune.datasets import dataset_stats, read_chat_jsonl
+    from persona_collapse.variants.finetune.datasets import dataset_stats, read_chat_jsonl
 
     out_format = check_format(fmt)
     if max_length is not None and model is None:
@@ -174,7 +188,7 @@ def datasets_split(
     seed: Annotated[int, typer.Option(help="Shuffling seed.", min=0)] = 0,
 ) -> None:
     """Shuffle deterministically and split off a held-out set (two new JSONL files)."""
-    from persona_collapse.finetune.datasets import (
+    from persona_collapse.variants.finetune.datasets import (
         read_chat_jsonl,
         split_examples,
         write_chat_jsonl,
@@ -239,9 +253,9 @@ def finetune_local(
     ``-o model=BASE -o adapter=OUTPUT/adapter``. Ctrl-C keeps the checkpoints;
     ``--resume`` continues.
     """
-    from persona_collapse.finetune.datasets import resolve_dataset
-    from persona_collapse.finetune.lora import train_lora
-    from persona_collapse.finetune.recipes import get_recipe, parse_overrides
+    from persona_collapse.variants.finetune.datasets import resolve_dataset
+    from persona_collapse.variants.finetune.lora import train_lora
+    from persona_collapse.variants.finetune.recipes import get_recipe, parse_overrides
 
     out_format = check_format(fmt)
     if resume and overwrite:
@@ -328,7 +342,7 @@ def _study_target(
         return None
     if study is None or family is None or variant is None:
         raise UserError("--study, --family and --variant go together; give all three")
-    from persona_collapse.finetune.openai_jobs import check_study_variant
+    from persona_collapse.study.edit import check_study_variant
 
     check_study_variant(study, family, variant)
     return study, family, variant
@@ -355,7 +369,7 @@ def _finish_job(
     result: Any, target: tuple[Path, str, str] | None, out_format: str, state_dir: Path
 ) -> None:
     """Report a waited-for job; write the model id into the study; exit 3 if still running."""
-    from persona_collapse.finetune.openai_jobs import write_model_id
+    from persona_collapse.study.edit import write_model_id
 
     written = None
     if result.done and result.model_id and target is not None:
@@ -457,12 +471,12 @@ def finetune_openai(
     job (e.g. training data blocked by the provider's safety checks) prints the
     server's error and exits with status 2.
     """
-    from persona_collapse.finetune.openai_jobs import (
+    from persona_collapse.variants.finetune.openai_jobs import (
         get_openai_recipe,
         submit_job,
         suggest_state_dir,
     )
-    from persona_collapse.finetune.recipes import parse_overrides
+    from persona_collapse.variants.finetune.recipes import parse_overrides
 
     out_format = check_format(fmt)
     chosen = get_openai_recipe(recipe, parse_overrides(set_ or []))
@@ -510,7 +524,7 @@ def _wait_and_finish(
     key_env: Any,
 ) -> None:
     """Poll the job until it ends (or ``max_wait``), then report it and update the study."""
-    from persona_collapse.finetune.openai_jobs import wait_for_job
+    from persona_collapse.variants.finetune.openai_jobs import wait_for_job
 
     try:
         result = wait_for_job(
@@ -559,12 +573,12 @@ def finetune_openai_status(
     --study/--family/--variant, writes the model id into the study); --cancel
     cancels it. A failed job shows the server's error and exits with status 2.
     """
-    from persona_collapse.finetune.openai_jobs import (
+    from persona_collapse.study.edit import write_model_id
+    from persona_collapse.variants.finetune.openai_jobs import (
         cancel_job,
         poll_job,
         raise_for_failure,
         require_state,
-        write_model_id,
     )
 
     out_format = check_format(fmt)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from persona_collapse.cli._app import app
-from persona_collapse.errors import UserError
+from persona_collapse.core.errors import UserError
 
 
 def _sim_params(pairs: list[str] | None) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -22,13 +21,13 @@ from persona_collapse.cli._app import (
     print_json,
     stdout_console,
 )
-from persona_collapse.errors import UserError
-from persona_collapse.significance import (
-    RunCells,
-)
+from persona_collapse.core.errors import UserError
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.stats.significance import RunCells
 
 if TYPE_CHECKING:
-    from persona_collapse.planning import Mode
+    from persona_collapse.stats.planning import Mode
 
 
 @app.command(rich_help_panel="Statistics")
@@ -52,7 +51,7 @@ def audit(
     fmt: FormatOpt = "table",
 ) -> None:
     """Audit the estimators on the simulator: bias, RMSE and 95 % interval coverage."""
-    from persona_collapse.audit import DEFAULT_PRESETS, audit_estimators
+    from persona_collapse.stats.audit import DEFAULT_PRESETS, audit_estimators
 
     out_format = check_format(fmt)
     if pool < personas:
@@ -238,8 +237,12 @@ def plan(
     fmt: FormatOpt = "table",
 ) -> None:
     """Personas × repetitions needed to detect a change, with requests, tokens and cost."""
-    from persona_collapse.costs import ModelPrices, load_price_table
-    from persona_collapse.planning import DEFAULT_UNPARSEABLE_RATE, plan_design, variance_models
+    from persona_collapse.engine.costs import ModelPrices, load_price_table
+    from persona_collapse.stats.planning import (
+        DEFAULT_UNPARSEABLE_RATE,
+        plan_design,
+        variance_models,
+    )
 
     out_format = check_format(fmt)
     if metric not in ("S", "R", "sigma_bar"):
@@ -359,9 +362,11 @@ def _load_pilot(
     paths: Sequence[Path] | None, run_names: Sequence[str] | None, preset: str | None, seed: int
 ) -> tuple[float | None, float | None, RunCells, str]:
     """(prompt tokens per request, unparseable rate, pilot cells, description)."""
-    from persona_collapse.planning import pilot_from_distributions, pilot_from_preset
-    from persona_collapse.significance import run_cells
-    from persona_collapse.sources import is_run_store, load_runs
+    import numpy as np
+
+    from persona_collapse.stats.planning import pilot_from_distributions, pilot_from_preset
+    from persona_collapse.stats.significance import run_cells
+    from persona_collapse.stats.sources import is_run_store, load_runs
     from persona_collapse.store.sqlite import RunStore
 
     if paths and preset is not None:

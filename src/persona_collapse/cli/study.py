@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from persona_collapse.cli._app import (
     FormatOpt,
+    HelpOpt,
     PersonaBootOpt,
     PreflightOpt,
     RerunBootOpt,
@@ -25,25 +26,25 @@ from persona_collapse.cli._app import (
     print_json,
     stdout_console,
 )
-from persona_collapse.config import AnalysisConfig
-from persona_collapse.costs import RunEstimate
-from persona_collapse.errors import BackendError
-from persona_collapse.report.model import StudyResults, family_verdict, significance_verdict
-from persona_collapse.study import (
-    StudyOutcome,
-    load_study,
-    report_study,
-    reproduce,
-    run_study,
-    study_status,
-)
-from persona_collapse.study.orchestrate import PlannedRun, estimate_study, preparation_status
+from persona_collapse.core.errors import BackendError
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.engine.costs import RunEstimate
+    from persona_collapse.report.model import StudyResults
+    from persona_collapse.study import StudyOutcome
+    from persona_collapse.study.orchestrate import PlannedRun
 
 study_app = typer.Typer(
     help="Run, follow and report a study: model families x variants under one protocol.",
     no_args_is_help=True,
 )
 app.add_typer(study_app, name="study", rich_help_panel="Studies")
+
+
+@study_app.callback(add_help_option=False)
+def _study_app_group(show_help: HelpOpt = False) -> None:
+    pass
+
 
 StudyFile = Annotated[Path, typer.Argument(help="Study file (YAML).")]
 FiguresOpt = Annotated[
@@ -64,6 +65,8 @@ def backend_failures() -> Iterator[None]:
 
 def headline_table(results: StudyResults) -> Table:
     """Per family: base and treatment S, band, ΔS, ΔR, Δσ̄ and the misalignment-specific ΔR."""
+    from persona_collapse.report.model import family_verdict
+
     table = Table(title=f"Headline: {results.name}", title_justify="left")
     columns = (
         "family", "treatment", "S base", "S treatment", "S band", "ΔS", "ΔR", "Δσ̄",
@@ -106,6 +109,8 @@ def headline_table(results: StudyResults) -> Table:
 
 def print_outcome(outcome: StudyOutcome) -> None:
     """Print the headline table and where the report is."""
+    from persona_collapse.report.model import significance_verdict
+
     console = stdout_console()
     results = outcome.results
     console.print(headline_table(results))
@@ -200,6 +205,9 @@ def run_cmd(
     fmt: FormatOpt = "table",
 ) -> None:
     """Collect every run the study needs (resuming), then write metrics, tables, figures, report."""
+    from persona_collapse.study import load_study, run_study
+    from persona_collapse.study.orchestrate import estimate_study
+
     out_format = check_format(fmt)
     study = load_study(study_file)
     if dry_run:
@@ -215,6 +223,9 @@ def run_cmd(
 @study_app.command("status")
 def status_cmd(study_file: StudyFile, fmt: FormatOpt = "table") -> None:
     """Per-variant progress of a study, read from its run store (no model call)."""
+    from persona_collapse.study import load_study, study_status
+    from persona_collapse.study.orchestrate import preparation_status
+
     out_format = check_format(fmt)
     study = load_study(study_file)
     rows = study_status(study)
@@ -275,6 +286,8 @@ def report_cmd(
     figures: FiguresOpt = True,
 ) -> None:
     """Re-render the outputs from the run store alone (no model call)."""
+    from persona_collapse.study import load_study, report_study
+
     study = load_study(study_file)
     print_outcome(report_study(study, output_dir=output, figures=figures))
 
@@ -293,6 +306,9 @@ def reproduce_cmd(
     figures: FiguresOpt = True,
 ) -> None:
     """Import the paper's public data (or data laid out like it) and render the same report."""
+    from persona_collapse.core.config import AnalysisConfig
+    from persona_collapse.study import reproduce
+
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
     with interruptible():
         outcome = reproduce(path, output, analysis=analysis, figures=figures)

@@ -7,13 +7,12 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from persona_collapse._files import write_text_atomic
 from persona_collapse.cli._app import (
     FormatOpt,
     app,
@@ -24,10 +23,11 @@ from persona_collapse.cli._app import (
     print_json,
     stdout_console,
 )
-from persona_collapse.cli.core import _parse_options
-from persona_collapse.errors import BackendError, UserError
-from persona_collapse.verify import VerifyConfig, VerifyOutcome, VerifyProgress, run_verify
-from persona_collapse.verify.results import QuestionResult, VerifyResult
+from persona_collapse.core.errors import BackendError, UserError
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.variants.verify import VerifyOutcome, VerifyProgress
+    from persona_collapse.variants.verify.results import QuestionResult, VerifyResult
 
 STORE_NAME = "verify.db"
 """Store file written under ``--output``."""
@@ -105,6 +105,8 @@ def _progress_bar(enabled: bool, label: str) -> Iterator[Callable[[VerifyProgres
 def _write_outputs(output: Path, outcomes: list[VerifyOutcome]) -> None:
     import pandas as pd
 
+    from persona_collapse.core.files import write_text_atomic
+
     data = {"store": str(outcomes[0].store), "results": [o.result.to_dict() for o in outcomes]}
     write_text_atomic(output / RESULTS_NAME, json.dumps(json_safe(data), indent=2) + "\n")
     frames = [o.answers.assign(variant=o.result.name) for o in outcomes]
@@ -170,6 +172,9 @@ def verify_command(
     fmt: FormatOpt = "table",
 ) -> None:
     """Emergent-misalignment check: ask 8 open questions, judge alignment and coherence."""
+    from persona_collapse.cli.core import parse_options
+    from persona_collapse.variants.verify import VerifyConfig, run_verify
+
     out_format = check_format(fmt)
     if store is not None and output is not None:
         raise UserError("give --store or --output, not both")
@@ -196,9 +201,9 @@ def verify_command(
         "store": output / STORE_NAME if output is not None else store,
     }
     if option:
-        overrides["backend_options"] = _parse_options(option)
+        overrides["backend_options"] = parse_options(option)
     if judge_option:
-        overrides["judge_options"] = _parse_options(judge_option)
+        overrides["judge_options"] = parse_options(judge_option)
     configs: list[VerifyConfig] = []
     for label in models:
         values = {k: v for k, v in {**overrides, "model": label}.items() if v is not None}

@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from persona_collapse._files import write_text_atomic
-from persona_collapse.errors import MissingDependencyError
+from persona_collapse.core.errors import MissingDependencyError
+from persona_collapse.core.files import write_text_atomic
 from persona_collapse.report.figures import RenderedFigure, render_figures
 from persona_collapse.report.html import render_html
 from persona_collapse.report.model import (

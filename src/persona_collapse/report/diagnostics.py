@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from persona_collapse.frames import INVALID_RATING
+from persona_collapse.core.frames import INVALID_RATING
 
 DEFAULT_CEILING_MARGIN = 0.5
 """Cells with mean rating ``>= scale max - margin`` count as saturated (rating points)."""

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from persona_collapse.errors import MissingDependencyError
+from persona_collapse.core.errors import MissingDependencyError
 from persona_collapse.report.model import FamilyResult, StudyResults, VariantResult, excess_points
+from persona_collapse.report.verification import ExcessPoint
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -568,6 +569,40 @@ def _single(plot: Callable[..., Axes]) -> Callable[[StudyResults], Figure | None
     return make
 
 
+def plot_excess_r_vs_coherence(
+    ax: Axes | None = None, *, points: Sequence[ExcessPoint], **kwargs: Any
+) -> Axes:
+    """Scatter of the excess in R (y, %) against the excess in coherence (x, %), one point a family.
+
+    Error bars show ±1 SE where known; each point is labelled; dotted lines mark 0.
+
+    Args:
+        ax: Axes to draw on (a new figure's when None).
+        points: One :class:`ExcessPoint` per family.
+        **kwargs: Passed to ``ax.errorbar`` (e.g. ``color``, ``marker``).
+
+    Returns:
+        The axes.
+    """
+    ax = ax if ax is not None else new_axes(figsize=(5.0, 4.0))
+    style: dict[str, Any] = {"fmt": "o", "color": "#c8453c", "capsize": 3, "lw": 1.0}
+    style.update(kwargs)
+    for p in points:
+        x, y = 100 * p.excess_coherence, 100 * p.excess_R
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        xerr = 100 * p.excess_coherence_se if math.isfinite(p.excess_coherence_se) else None
+        yerr = 100 * p.excess_R_se if math.isfinite(p.excess_R_se) else None
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, **style)
+        ax.annotate(p.label, (x, y), xytext=(4, 4), textcoords="offset points", fontsize="small")
+    ax.axhline(0, color="black", lw=0.6, ls=":")
+    ax.axvline(0, color="black", lw=0.6, ls=":")
+    ax.set_xlabel("excess Δcoherence, insecure − secure (%)")
+    ax.set_ylabel("excess ΔR, insecure − secure (%)")
+    ax.grid(alpha=0.3)
+    return ax
+
+
 def _temperature(results: StudyResults) -> Figure | None:
     if not results.has_temperature_curves:
         return None
@@ -578,8 +613,6 @@ def _temperature(results: StudyResults) -> Figure | None:
 
 
 def _excess_coherence(results: StudyResults) -> Figure | None:
-    from persona_collapse.verify.report import plot_excess_r_vs_coherence
-
     points = excess_points(results)
     if not points:
         return None
@@ -691,6 +724,7 @@ __all__ = [
     "new_axes",
     "plot_ceiling_saturation",
     "plot_deltas",
+    "plot_excess_r_vs_coherence",
     "plot_foundation_deltas",
     "plot_metric_bars",
     "plot_parse_failures",

@@ -15,8 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from persona_collapse._version import __version__
-from persona_collapse.compare import check_band
+from persona_collapse.core.formatting import fmt_pct as _fmt_pct
+from persona_collapse.core.formatting import fmt_pm
+from persona_collapse.core.version import __version__
 from persona_collapse.report.figures import RenderedFigure
 from persona_collapse.report.model import (
     StudyResults,
@@ -27,6 +28,7 @@ from persona_collapse.report.model import (
     format_p,
     significance_verdict,
 )
+from persona_collapse.stats.compare import check_band
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -82,20 +84,9 @@ def fmt_num(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def fmt_pm(value: float | None, se: float | None, digits: int = 3) -> str:
-    """``value ± se`` (just the value without a finite SE)."""
-    if value is None or not math.isfinite(value):
-        return "—"
-    if se is None or not math.isfinite(se):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} ± {se:.{digits}f}"
-
-
 def fmt_pct(value: float | None) -> str:
-    """A fraction as a signed percentage (``+55.1 %``)."""
-    if value is None or not math.isfinite(value):
-        return "—"
-    return f"{100 * value:+.1f} %".replace("-", "−")
+    """A fraction as a signed percentage with a typographic minus (``−64.5 %``)."""
+    return _fmt_pct(value, typographic=True)
 
 
 def fmt_int(value: int | None) -> str:

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
-from persona_collapse.compare import AverageChange, FamilyComparison, check_band
-from persona_collapse.config import AnalysisConfig
-from persona_collapse.metrics import RunMetrics, SelfProfile
+from persona_collapse.core.config import AnalysisConfig
 from persona_collapse.report.diagnostics import ParseFailures, ScaleUsage
-from persona_collapse.verify.report import ExcessPoint, excess_point
-from persona_collapse.verify.results import VerifyResult
+from persona_collapse.report.verification import ExcessPoint, excess_point
+from persona_collapse.stats.compare import AverageChange, FamilyComparison, check_band
+from persona_collapse.stats.metrics import RunMetrics, SelfProfile
+from persona_collapse.variants.verify.results import VerifyResult
 
 
 @dataclass(frozen=True)

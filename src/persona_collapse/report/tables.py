@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from persona_collapse._files import write_text_atomic
-from persona_collapse._version import __version__
-from persona_collapse.compare import Change, VariantChange, check_band
-from persona_collapse.metrics import SelfProfile
+from persona_collapse.core.files import write_text_atomic
+from persona_collapse.core.formatting import json_safe
+from persona_collapse.core.version import __version__
 from persona_collapse.report.model import StudyResults, VariantResult, excess_points
+from persona_collapse.stats.compare import Change, VariantChange, check_band
+from persona_collapse.stats.metrics import SelfProfile
 
 # --- frames ---------------------------------------------------------------------------------
 
@@ -249,7 +250,7 @@ def temperature_frame(results: StudyResults) -> pd.DataFrame:
 def verification_frame(results: StudyResults) -> pd.DataFrame:
     """Emergent-misalignment verification of every verified variant: one row per
     question and one pooled row (``question == "all"``); scores 0-100, shares 0-1."""
-    from persona_collapse.verify.report import TABLE_COLUMNS, verification_table
+    from persona_collapse.report.verification import TABLE_COLUMNS, verification_table
 
     frames = []
     for v in results.variants():
@@ -306,17 +307,6 @@ def significance_frame(results: StudyResults) -> pd.DataFrame:
 
 
 # --- JSON -------------------------------------------------------------------------------------
-
-
-def json_safe(value: Any) -> Any:
-    """Replace inf/NaN (not valid JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def results_json(results: StudyResults) -> dict[str, Any]:

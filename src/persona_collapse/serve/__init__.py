@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from persona_collapse.errors import ConfigError, MissingDependencyError
+from persona_collapse.core.errors import ConfigError, MissingDependencyError
 from persona_collapse.serve.app import (
     FaultSettings,
     ServerStats,

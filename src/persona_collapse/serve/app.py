@@ -27,7 +27,7 @@ distributions, so a client that merges ``"3"`` and ``" 3"`` recovers them exactl
 Prompts the simulator answers with its own tokens (judges of open-ended
 answers) report the simulator's ``first_token_logprobs``.
 
-Usage: prompt tokens are estimated with :func:`persona_collapse.costs.count_message_tokens`
+Usage: prompt tokens are estimated with :func:`persona_collapse.engine.costs.count_message_tokens`
 (the same rule as ``--dry-run``); a system message seen before is reported as
 cached input (prompt caching); completion tokens are the simulator's count.
 
@@ -53,9 +53,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from persona_collapse.backends.base import Message, Prompt
 from persona_collapse.backends.simulator import PRESETS, SimulatorBackend
-from persona_collapse.costs import count_message_tokens
-from persona_collapse.errors import BackendError, ConfigError, format_validation_error
-from persona_collapse.instrument import Instrument, mfq30
+from persona_collapse.core.errors import BackendError, ConfigError, format_validation_error
+from persona_collapse.core.instrument import Instrument, mfq30
+from persona_collapse.engine.costs import count_message_tokens
 from persona_collapse.serve.fine_tuning import FineTuningService, FineTuningSettings, preset_for
 
 NON_RATING_TOKENS: tuple[tuple[str, float], ...] = (
@@ -228,7 +228,7 @@ class _ChatRequest(BaseModel):
     stream: bool | None = None
 
 
-def _error_body(
+def error_body(
     message: str, kind: str, *, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
@@ -373,13 +373,13 @@ class SimService:
             req = _ChatRequest.model_validate(body)
         except ValidationError as exc:
             self.stats.outcomes["400"] += 1
-            return 400, _error_body(format_validation_error(exc), "invalid_request_error")
+            return 400, error_body(format_validation_error(exc), "invalid_request_error")
         for name in req.model_extra or {}:
             self.stats.extra_fields[name] += 1
         backend = self._models.get(req.model)
         if backend is None:
             self.stats.outcomes["404"] += 1
-            return 404, _error_body(
+            return 404, error_body(
                 f"The model '{req.model}' does not exist",
                 "invalid_request_error",
                 param="model",
@@ -387,14 +387,14 @@ class SimService:
             )
         if req.stream:
             self.stats.outcomes["400"] += 1
-            return 400, _error_body(
+            return 400, error_body(
                 "streaming is not supported by serve-sim", "invalid_request_error", param="stream"
             )
         reasoning = self.settings.reasoning
         if reasoning == "o-series":
             if req.max_tokens is not None:
                 self.stats.outcomes["400"] += 1
-                return 400, _error_body(
+                return 400, error_body(
                     "Unsupported parameter: 'max_tokens' is not supported with this model. "
                     "Use 'max_completion_tokens' instead.",
                     "invalid_request_error",
@@ -403,7 +403,7 @@ class SimService:
                 )
             if req.logprobs:
                 self.stats.outcomes["400"] += 1
-                return 400, _error_body(
+                return 400, error_body(
                     "Unsupported parameter: 'logprobs' is not supported with this model.",
                     "invalid_request_error",
                     param="logprobs",
@@ -447,7 +447,7 @@ class SimService:
                 )
         except BackendError as exc:
             self.stats.outcomes["400"] += 1
-            return 400, _error_body(str(exc), "invalid_request_error", param="messages")
+            return 400, error_body(str(exc), "invalid_request_error", param="messages")
         cached = self._cached_tokens(req.messages)
         prompt_tokens = count_message_tokens([{"content": m.content} for m in messages])
         completion_tokens = answer_tokens + thinking * served_n

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from persona_collapse.serve.app import SimServerSettings, SimService, _error_body
+from persona_collapse.serve.app import SimServerSettings, SimService, error_body
 
 
 def create_app(
@@ -57,7 +57,7 @@ def create_app(
         shown = token if cfg.echo_key_in_errors else (token[:3] + "***" if token else "none")
         return reply(
             401,
-            _error_body(
+            error_body(
                 f"Incorrect API key provided: {shown}.",
                 "invalid_request_error",
                 code="invalid_api_key",
@@ -78,25 +78,23 @@ def create_app(
             after = cfg.faults.retry_after
             return reply(
                 429,
-                _error_body(
+                error_body(
                     "Rate limit reached (simulated).", "requests", code="rate_limit_exceeded"
                 ),
                 {"retry-after": f"{after:g}", "retry-after-ms": f"{after * 1000:g}"},
             )
         if fault == "500":
             stats.outcomes["500"] += 1
-            return reply(500, _error_body("The server had an error (simulated).", "server_error"))
+            return reply(500, error_body("The server had an error (simulated).", "server_error"))
         try:
             body = await request.json()
         except ValueError:
             stats.outcomes["400"] += 1
-            return reply(
-                400, _error_body("request body is not valid JSON", "invalid_request_error")
-            )
+            return reply(400, error_body("request body is not valid JSON", "invalid_request_error"))
         if not isinstance(body, dict):
             stats.outcomes["400"] += 1
             return reply(
-                400, _error_body("request body must be a JSON object", "invalid_request_error")
+                400, error_body("request body must be a JSON object", "invalid_request_error")
             )
         if fault == "slow":
             await asyncio.sleep(cfg.faults.slow_delay)

@@ -59,8 +59,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from persona_collapse.costs import count_message_tokens
-from persona_collapse.errors import format_validation_error
+from persona_collapse.core.errors import format_validation_error
+from persona_collapse.engine.costs import count_message_tokens
 
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 """Statuses a job never leaves."""

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self, cast
 
-from persona_collapse.errors import StoreError
-from persona_collapse.secrets import scrub_value
+from persona_collapse.core.errors import StoreError
+from persona_collapse.core.secrets import scrub_value
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class _ScrubbingConnection:
     """A connection whose writes never carry a secret.
 
     Every string parameter of ``execute``/``executemany`` goes through
-    :func:`persona_collapse.secrets.scrub` first: model replies and error messages are
+    :func:`persona_collapse.core.secrets.scrub` first: model replies and error messages are
     written verbatim otherwise, and a server may echo the request's key into them.
     """
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from persona_collapse._files import write_text_atomic
-from persona_collapse.errors import InputFileError
-from persona_collapse.frames import INVALID_RATING, SELF_PERSONA_ID
-from persona_collapse.instrument import Instrument, mfq30
+from persona_collapse.core.errors import InputFileError
+from persona_collapse.core.files import write_text_atomic
+from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
+from persona_collapse.core.instrument import Instrument, mfq30
 
 logger = logging.getLogger(__name__)
 

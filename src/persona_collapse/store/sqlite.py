@@ -50,9 +50,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from persona_collapse._files import atomic_path
 from persona_collapse.backends.base import Usage
-from persona_collapse.errors import (
+from persona_collapse.core.errors import (
     ConfigError,
     InputFileError,
     MissingDependencyError,
@@ -60,8 +59,9 @@ from persona_collapse.errors import (
     UnknownNameError,
     UserError,
 )
-from persona_collapse.frames import DISTRIBUTION_PREFIX, INVALID_RATING
-from persona_collapse.instrument import Instrument, instrument_from_dict, mfq30
+from persona_collapse.core.files import atomic_path
+from persona_collapse.core.frames import DISTRIBUTION_PREFIX, INVALID_RATING
+from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30
 from persona_collapse.store.base import SQLiteStore
 
 logger = logging.getLogger(__name__)
@@ -907,7 +907,7 @@ class RunStore(SQLiteStore):
         return int(row[0]), Usage(int(row[1]), int(row[2]), int(row[3]))
 
     def ratings_frame(self, run_id: int) -> pd.DataFrame:
-        """Accepted answers of a run as a ratings frame (see :mod:`persona_collapse.frames`).
+        """Accepted answers of a run as a ratings frame (see :mod:`persona_collapse.core.frames`).
 
         Returns:
             Columns ``persona_id, item_id, repetition, rating, failures`` (int64),

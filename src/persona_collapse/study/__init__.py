@@ -9,7 +9,7 @@
   public data as an imported study.
 * :mod:`~persona_collapse.study.demo`: the simulator study behind ``pcollapse demo``.
 * :mod:`~persona_collapse.study.runs`: one model's persona and self runs from a
-  :class:`~persona_collapse.config.RunConfig` (``pcollapse run``).
+  :class:`~persona_collapse.core.config.RunConfig` (``pcollapse run``).
 """
 
 from persona_collapse.study.analysis import analyse_study

@@ -5,7 +5,7 @@ toxic profiles, comparisons per family and averaged by role, scale-usage and
 parse-failure diagnostics, S(T) and R(T) curves for logprobs runs, the data
 counts (requests, tokens, cost), the emergent-misalignment verification of
 verified variants, and the difference tests of every variant against its base
-(:func:`~persona_collapse.significance.study_significance`: paired persona
+(:func:`~persona_collapse.stats.significance.study_significance`: paired persona
 bootstrap, Holm-corrected across families and foundations).
 """
 
@@ -20,24 +20,11 @@ import numpy as np
 import pandas as pd
 
 from persona_collapse.backends.base import Usage
-from persona_collapse.compare import (
-    AverageChange,
-    FamilyComparison,
-    average_changes,
-    compare_family,
-)
-from persona_collapse.config import AnalysisConfig
-from persona_collapse.costs import ModelPrices, estimate_cost
-from persona_collapse.errors import UserError
-from persona_collapse.frames import INVALID_RATING
-from persona_collapse.instrument import Instrument
-from persona_collapse.metrics import (
-    RunMetrics,
-    SelfProfile,
-    analyze_distributions,
-    self_profile,
-    self_profile_from_distributions,
-)
+from persona_collapse.core.config import AnalysisConfig
+from persona_collapse.core.errors import UserError
+from persona_collapse.core.frames import INVALID_RATING
+from persona_collapse.core.instrument import Instrument
+from persona_collapse.engine.costs import ModelPrices, estimate_cost
 from persona_collapse.report.diagnostics import (
     ParseFailures,
     ScaleUsage,
@@ -53,13 +40,26 @@ from persona_collapse.report.model import (
     TemperaturePoint,
     VariantResult,
 )
-from persona_collapse.significance import (
+from persona_collapse.stats.compare import (
+    AverageChange,
+    FamilyComparison,
+    average_changes,
+    compare_family,
+)
+from persona_collapse.stats.metrics import (
+    RunMetrics,
+    SelfProfile,
+    analyze_distributions,
+    self_profile,
+    self_profile_from_distributions,
+)
+from persona_collapse.stats.significance import (
     RunCells,
     StudySignificance,
     run_cells,
     study_significance,
 )
-from persona_collapse.sources import LoadedRun, run_metrics, run_self_profile
+from persona_collapse.stats.sources import LoadedRun, run_metrics, run_self_profile
 from persona_collapse.store.sqlite import RunRecord, RunStore
 from persona_collapse.study.orchestrate import (
     PlannedRun,

@@ -36,18 +36,18 @@ from typing import Any, Literal
 
 from persona_collapse.backends import create_backend
 from persona_collapse.backends.base import Backend, EndpointBehaviour, ProbeMode
-from persona_collapse.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
-from persona_collapse.costs import EndpointSupport, RunEstimate, estimate_run
-from persona_collapse.errors import ConfigError, InputFileError, UserError
-from persona_collapse.instrument import Instrument, load_instrument
-from persona_collapse.personas import BUILTIN_PERSONA_SETS, PersonaSet, get_persona_set
-from persona_collapse.preflight import (
+from persona_collapse.core.errors import ConfigError, InputFileError, UserError
+from persona_collapse.core.instrument import Instrument, load_instrument
+from persona_collapse.core.personas import BUILTIN_PERSONA_SETS, PersonaSet, get_persona_set
+from persona_collapse.core.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from persona_collapse.engine.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
+from persona_collapse.engine.costs import EndpointSupport, RunEstimate, estimate_run
+from persona_collapse.engine.preflight import (
     discard_if_empty,
     endpoint_support,
     make_check,
     run_preflight,
 )
-from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
 from persona_collapse.store.sqlite import RunSpec, RunStore
 from persona_collapse.study.produce import (
     OpenAIRunner,
@@ -527,7 +527,7 @@ def collect_study(
         openai_runner: Replaces the OpenAI fine-tuning runner (tests).
         preflight: Ask every distinct endpoint and model once before anything is
             trained or collected (fine-tuned variants: once produced); problems stop
-            the study with :class:`~persona_collapse.preflight.PreflightError`.
+            the study with :class:`~persona_collapse.engine.preflight.PreflightError`.
 
     Raises:
         ConfigError: Bad input, before anything is collected.
@@ -668,7 +668,7 @@ def estimate_study(
     study: LoadedStudy, *, preflight: bool = False
 ) -> list[tuple[PlannedRun, RunEstimate]]:
     """Forecast requests, tokens and cost of every run the study still has to collect,
-    with the estimator of ``run --dry-run`` (:func:`persona_collapse.costs.estimate_run`).
+    with the estimator of ``run --dry-run`` (:func:`persona_collapse.engine.costs.estimate_run`).
 
     Imported and shared runs cost nothing and are left out. With ``preflight``, each
     distinct endpoint of the variants that exist already (not the fine-tunes) is asked

@@ -3,14 +3,14 @@
 Each variant with a ``finetune`` block gets a folder
 ``<output>/finetune/<family>/<variant>/``:
 
-* ``platform: local``: the output of :func:`~persona_collapse.finetune.lora.train_lora`
+* ``platform: local``: the output of :func:`~persona_collapse.variants.finetune.lora.train_lora`
   (``checkpoints/``, ``adapter/`` with its manifest, ``manifest.json``,
   ``training.json``). A finished adapter whose manifest records the same base
   model, dataset checksum, recipe and seed is reused without training; an
   unfinished one resumes from its last checkpoint; a finished one trained with
   other settings is refused (delete the folder to train again).
 * ``platform: openai``: ``openai/`` holds the job's state
-  (:func:`~persona_collapse.finetune.openai_jobs.run_openai_finetune` resumes from it).
+  (:func:`~persona_collapse.variants.finetune.openai_jobs.run_openai_finetune` resumes from it).
 
 ``produced.json`` records what the variant is measured with (model, adapter,
 settings fingerprint); it is written when production succeeds, and a later
@@ -30,9 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from persona_collapse.errors import ConfigError, UserError
-from persona_collapse.finetune.datasets import ChatDataset, read_chat_jsonl, resolve_dataset
-from persona_collapse.finetune.recipes import Recipe
+from persona_collapse.core.errors import ConfigError, UserError
 from persona_collapse.report.tables import write_text_atomic
 from persona_collapse.study.spec import (
     OPENAI_JOBS_MODULE,
@@ -41,6 +39,12 @@ from persona_collapse.study.spec import (
     StudyConfig,
     recipe_getter,
 )
+from persona_collapse.variants.finetune.datasets import (
+    ChatDataset,
+    read_chat_jsonl,
+    resolve_dataset,
+)
+from persona_collapse.variants.finetune.recipes import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +55,10 @@ OPENAI_STATE = "openai"
 """Sub-folder of the fine-tuning folder holding an OpenAI job's state."""
 
 Trainer = Callable[..., Any]
-"""Signature of :func:`~persona_collapse.finetune.lora.train_lora` (injectable in tests)."""
+"""Signature of :func:`~persona_collapse.variants.finetune.lora.train_lora` (injectable)."""
 
 OpenAIRunner = Callable[..., str]
-"""Signature of :func:`~persona_collapse.finetune.openai_jobs.run_openai_finetune`."""
+"""Signature of :func:`~persona_collapse.variants.finetune.openai_jobs.run_openai_finetune`."""
 
 
 def finetune_folder(config: StudyConfig, family: str, label: str) -> Path:
@@ -72,7 +76,7 @@ class FinetunePlan:
         base_model: Model fine-tuned.
         dataset: The training data, read and validated.
         recipe: The recipe with the overrides applied: a LoRA
-            :class:`~persona_collapse.finetune.recipes.Recipe` (local) or the job's
+            :class:`~persona_collapse.variants.finetune.recipes.Recipe` (local) or the job's
             ``OpenAIJobRecipe`` (openai).
         folder: Its fine-tuning folder.
         api: OpenAI only: ``base_url`` and ``api_key_env`` of the job.
@@ -198,7 +202,7 @@ def _openai_runner() -> OpenAIRunner:
         if exc.name == OPENAI_JOBS_MODULE:
             raise ConfigError(
                 "fine-tuning on platform 'openai' is not available in this installation "
-                "(module persona_collapse.finetune.openai_jobs is missing); use "
+                "(module persona_collapse.variants.finetune.openai_jobs is missing); use "
                 "'platform: local' or upgrade persona-collapse"
             ) from None
         raise
@@ -289,7 +293,7 @@ def _manifest_settings(manifest: Mapping[str, Any]) -> dict[str, Any]:
 def _produce_local(
     study: LoadedStudy, plan: FinetunePlan, trainer: Trainer | None, progress: bool
 ) -> ProducedVariant:
-    from persona_collapse.finetune.lora import MANIFEST_NAME, read_manifest
+    from persona_collapse.variants.finetune.lora import MANIFEST_NAME, read_manifest
 
     adapter = plan.folder / "adapter"
     key = f"families.{plan.family}.{plan.label}.finetune"
@@ -317,7 +321,7 @@ def _produce_local(
             steps=manifest.get("steps"),
         )
     if trainer is None:
-        from persona_collapse.finetune.lora import train_lora
+        from persona_collapse.variants.finetune.lora import train_lora
 
         trainer = train_lora
     logger.info("%s: training a LoRA adapter on %s", plan.key, plan.base_model)
@@ -403,7 +407,7 @@ def produce_variants(
         study: The loaded study.
         plans: From :func:`plan_finetunes`.
         progress: Show the trainer's progress bar.
-        trainer: Replaces :func:`~persona_collapse.finetune.lora.train_lora` (tests).
+        trainer: Replaces :func:`~persona_collapse.variants.finetune.lora.train_lora` (tests).
         openai_runner: Replaces ``run_openai_finetune`` (tests).
 
     Returns:

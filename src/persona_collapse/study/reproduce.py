@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from persona_collapse._files import write_text_atomic
-from persona_collapse.config import AnalysisConfig
-from persona_collapse.errors import InputFileError, UserError
+from persona_collapse.core.config import AnalysisConfig
+from persona_collapse.core.errors import InputFileError, UserError
+from persona_collapse.core.files import write_text_atomic
 from persona_collapse.study.pipeline import StudyOutcome, run_study
 from persona_collapse.study.spec import LoadedStudy, study_from_mapping
 

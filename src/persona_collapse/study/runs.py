@@ -1,4 +1,4 @@
-"""Running one model from a :class:`~persona_collapse.config.RunConfig`.
+"""Running one model from a :class:`~persona_collapse.core.config.RunConfig`.
 
 :func:`execute_run` collects a model's persona and self runs into a run store
 (resuming whatever is already there) and computes their metrics.
@@ -14,14 +14,12 @@ from typing import Any
 
 from persona_collapse.backends import create_model_backend
 from persona_collapse.backends.base import Backend, ProbeMode
-from persona_collapse.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
-from persona_collapse.config import RunConfig
-from persona_collapse.instrument import Instrument, load_instrument
-from persona_collapse.metrics import RunMetrics, SelfProfile
-from persona_collapse.personas import PersonaSet, get_persona_set
-from persona_collapse.preflight import discard_if_empty, make_check, run_preflight
-from persona_collapse.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
-from persona_collapse.sources import LoadedRun, run_metrics, run_self_profile
+from persona_collapse.core.config import RunConfig, resolve_personas, resolve_template
+from persona_collapse.core.instrument import Instrument, load_instrument
+from persona_collapse.engine.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
+from persona_collapse.engine.preflight import discard_if_empty, make_check, run_preflight
+from persona_collapse.stats.metrics import RunMetrics, SelfProfile
+from persona_collapse.stats.sources import LoadedRun, run_metrics, run_self_profile
 from persona_collapse.store.sqlite import RunRecord, RunSpec, RunStore
 
 logger = logging.getLogger(__name__)
@@ -65,19 +63,6 @@ def _close(backend: Backend) -> None:
     asyncio.run(backend.aclose())
 
 
-def resolve_personas(config: RunConfig) -> PersonaSet:
-    """The persona set a config names, cut to ``max_personas``."""
-    personas = get_persona_set(config.personas)
-    if config.max_personas is not None:
-        personas = personas.head(config.max_personas)
-    return personas
-
-
-def resolve_template(config: RunConfig) -> PromptTemplate:
-    """The prompt template a config names (built-in when ``template`` is None)."""
-    return DEFAULT_TEMPLATE if config.template is None else load_template(config.template)
-
-
 def _loaded(store: RunStore, record: RunRecord) -> LoadedRun:
     dists = store.distributions_frame(record.run_id) if record.mode == "exact" else None
     return LoadedRun(
@@ -104,7 +89,7 @@ def execute_run(
     Args:
         config: What to run.
         backend_builder: Builds the backend (override to inject one in tests).
-        preflight: Check the endpoint and model first (:mod:`persona_collapse.preflight`).
+        preflight: Check the endpoint and model first (:mod:`persona_collapse.engine.preflight`).
 
     Raises:
         PreflightError: The endpoint cannot serve the run (nothing was written).

@@ -82,7 +82,7 @@ resulting model measured with the ``openai`` backend. A fine-tuned variant's
 ``backend`` defaults to its family's base variant's backend, and
 ``finetune.base_model`` to that variant's model. ``verify`` (true, or a mapping
 overriding the study's ``verify`` settings) runs the emergent-misalignment
-check of :mod:`persona_collapse.verify` on the variant before it is measured.
+check of :mod:`persona_collapse.variants.verify` on the variant before it is measured.
 
 Each family has exactly one base variant (``role: base``, or
 the variant labelled ``base``); ``control`` and ``treatment`` roles (default:
@@ -113,10 +113,10 @@ from pydantic import (
     model_validator,
 )
 
-from persona_collapse._yaml import load_yaml_mapping
-from persona_collapse.config import AnalysisConfig
-from persona_collapse.costs import ModelPrices
-from persona_collapse.errors import ConfigError
+from persona_collapse.core.config import AnalysisConfig
+from persona_collapse.core.errors import ConfigError
+from persona_collapse.core.yamlio import load_yaml_mapping
+from persona_collapse.engine.costs import ModelPrices
 
 Role = Literal["base", "control", "treatment"]
 ROLES: tuple[str, ...] = ("base", "control", "treatment")
@@ -301,8 +301,8 @@ class FinetuneSpec(BaseModel):
 
     recipe: str = "betley"
     """Recipe preset name or recipe YAML file. Local: a LoRA recipe (``betley``,
-    ``organisms``; see :mod:`persona_collapse.finetune.recipes`); openai: job
-    hyperparameters (``betley``; see :mod:`persona_collapse.finetune.openai_jobs`)."""
+    ``organisms``; see :mod:`persona_collapse.variants.finetune.recipes`); openai: job
+    hyperparameters (``betley``; see :mod:`persona_collapse.variants.finetune.openai_jobs`)."""
 
     overrides: dict[str, Any] = Field(default_factory=dict)
     """Recipe fields to replace (local e.g. ``{epochs: 2, learning_rate: 1e-4}``;
@@ -346,7 +346,7 @@ class FinetuneSpec(BaseModel):
 
 class VerifySettings(BaseModel):
     """Settings of the emergent-misalignment check (``verify:``; see
-    :class:`~persona_collapse.verify.VerifyConfig` for ranges and defaults).
+    :class:`~persona_collapse.variants.verify.VerifyConfig` for ranges and defaults).
 
     Unset keys take the study's ``verify`` section, then the verification defaults.
     """
@@ -787,8 +787,8 @@ def _existing_path(value: str, root: Path) -> str:
 def _resolve_finetune(spec: FinetuneSpec | None, root: Path) -> FinetuneSpec | None:
     if spec is None:
         return None
-    from persona_collapse.finetune.datasets import KNOWN_DATASETS
-    from persona_collapse.finetune.recipes import RECIPES
+    from persona_collapse.variants.finetune.datasets import KNOWN_DATASETS
+    from persona_collapse.variants.finetune.recipes import RECIPES
 
     update: dict[str, Any] = {
         "dataset": _resolve_name_or_path(spec.dataset, root, tuple(KNOWN_DATASETS)),
@@ -801,8 +801,8 @@ def _resolve_finetune(spec: FinetuneSpec | None, root: Path) -> FinetuneSpec | N
 
 def resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
     """A copy of ``config`` whose paths are absolute (relative ones taken from ``root``)."""
-    from persona_collapse.instrument import BUILTIN_INSTRUMENTS
-    from persona_collapse.personas import BUILTIN_PERSONA_SETS
+    from persona_collapse.core.instrument import BUILTIN_INSTRUMENTS
+    from persona_collapse.core.personas import BUILTIN_PERSONA_SETS
 
     personas_builtin = tuple(BUILTIN_PERSONA_SETS)
     proto = config.protocol
@@ -895,7 +895,7 @@ def _check_references(config: StudyConfig, source: str) -> None:
 _MEASURED_WITH = {"local": "transformers", "openai": "openai"}
 """Backend kind that measures a variant fine-tuned on each platform."""
 
-OPENAI_JOBS_MODULE = "persona_collapse.finetune.openai_jobs"
+OPENAI_JOBS_MODULE = "persona_collapse.variants.finetune.openai_jobs"
 
 
 def recipe_getter(platform: str) -> Callable[..., BaseModel] | None:
@@ -903,7 +903,7 @@ def recipe_getter(platform: str) -> Callable[..., BaseModel] | None:
     ``get_openai_recipe`` (job hyperparameters, openai); None when the OpenAI
     fine-tuning module is not installed."""
     if platform == "local":
-        from persona_collapse.finetune.recipes import get_recipe
+        from persona_collapse.variants.finetune.recipes import get_recipe
 
         return get_recipe
     try:
@@ -919,7 +919,7 @@ def recipe_getter(platform: str) -> Callable[..., BaseModel] | None:
 def _complete_finetune(config: StudyConfig, source: str) -> StudyConfig:
     """Fill in the defaults of fine-tuned variants (backend and base model from the
     family's base variant) and check the backend kind and the recipe."""
-    from persona_collapse.errors import UserError
+    from persona_collapse.core.errors import UserError
 
     families: dict[str, FamilySpec] = {}
     for family, fam in config.families.items():
@@ -977,7 +977,7 @@ def _complete_finetune(config: StudyConfig, source: str) -> StudyConfig:
 
 
 def verify_config_values(config: StudyConfig, family: str, label: str) -> dict[str, Any]:
-    """A verified variant's settings for :class:`~persona_collapse.verify.VerifyConfig`:
+    """A verified variant's settings for :class:`~persona_collapse.variants.verify.VerifyConfig`:
     the study's ``verify`` section overridden by the variant's own (``judge`` left out)."""
     study_level = config.verify.values() if config.verify is not None else {}
     merged = {**study_level, **config.families[family].variants[label].verify_overrides}
@@ -988,7 +988,7 @@ def verify_config_values(config: StudyConfig, family: str, label: str) -> dict[s
 
 def _check_verify(config: StudyConfig, source: str) -> None:
     """The judge backend exists and every verified variant's settings are valid."""
-    from persona_collapse.verify import VerifyConfig
+    from persona_collapse.variants.verify import VerifyConfig
 
     judges: list[tuple[str, str]] = []
     if config.verify is not None and config.verify.judge is not None:

@@ -1,7 +1,7 @@
 """The emergent-misalignment check of a study's variants (``verify:`` in the study file).
 
 Each variant with ``verify`` is asked the open-ended questions of
-:mod:`persona_collapse.verify` through the backend that measures it, and a
+:mod:`persona_collapse.variants.verify` through the backend that measures it, and a
 judge scores the answers. Everything goes to one verification store,
 ``<output>/verify.db``, which makes the check resumable (a rerun asks only what
 is missing). ``<output>/verify-index.json`` records which stored run and judge
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from persona_collapse.backends.base import Backend
+from persona_collapse.core.em_questions import get_questions
+from persona_collapse.core.judge import DEFAULT_MIN_NUMBER_MASS
 from persona_collapse.report.tables import write_text_atomic
 from persona_collapse.study.spec import (
     LoadedStudy,
@@ -26,8 +28,7 @@ from persona_collapse.study.spec import (
     VerifySettings,
     verify_config_values,
 )
-from persona_collapse.verify.judge import DEFAULT_MIN_NUMBER_MASS
-from persona_collapse.verify.pipeline import (
+from persona_collapse.variants.verify.pipeline import (
     DEFAULT_JUDGE_MODEL,
     VerifyConfig,
     VerifyOutcome,
@@ -38,9 +39,8 @@ from persona_collapse.verify.pipeline import (
     summarize,
     verify,
 )
-from persona_collapse.verify.questions import get_questions
-from persona_collapse.verify.results import VerifyResult
-from persona_collapse.verify.store import VerifyStore
+from persona_collapse.variants.verify.results import VerifyResult
+from persona_collapse.variants.verify.store import VerifyStore
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,171 @@
+"""The typed configuration of a run, shared by Python, YAML files and the CLI.
+
+Every field has a documented default. ``RunConfig.from_yaml(path)`` loads a
+YAML file with the same keys; the CLI maps its options onto the same fields.
+Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from persona_collapse.core.errors import ConfigError, format_validation_error
+from persona_collapse.core.personas import PersonaSet, get_persona_set
+from persona_collapse.core.pricing import ModelPrices
+from persona_collapse.core.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from persona_collapse.core.yamlio import load_yaml_mapping
+
+
+class FileConfig(BaseModel):
+    """Base of the configurations users write as YAML: validation with one-line errors."""
+
+    #: What the file is, in error messages ("configuration").
+    yaml_what: ClassVar[str] = "configuration"
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, source: str = "config") -> Self:
+        """Validate plain data; errors name the source and the offending field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:
+        """Load a YAML file (keys as the fields); ``overrides`` that are not None win."""
+        data = load_yaml_mapping(path, what=cls.yaml_what)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_mapping(data, source=str(path))
+
+
+class AnalysisConfig(BaseModel):
+    """How metrics are computed from collected ratings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    n_persona_boot: int = Field(default=2000, ge=1)
+    """Persona-bootstrap draws for standard errors (reference: 2000)."""
+
+    n_rerun_boot: int = Field(default=400, ge=1)
+    """Rerun-bootstrap draws, resampling each cell's valid ratings (reference: 400)."""
+
+    seed: int = Field(default=0, ge=0)
+    """Seed of the bootstrap draws; recorded with every result."""
+
+    s_band: tuple[float, float] = (0.66, 0.83)
+    """Band of susceptibility S spanned by frontier base models at T = 0.1."""
+
+    @field_validator("s_band")
+    @classmethod
+    def _ordered_band(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not v[0] < v[1]:
+            raise ValueError("lower bound must be below upper bound")
+        return v
+
+
+class RunConfig(FileConfig):
+    """One collection run: which model answers which personas, and how."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    name: str | None = None
+    """Run label in the store; default ``<model>`` (self runs get ``/self`` appended)."""
+
+    backend: str = "simulator"
+    """Backend name (see ``pcollapse backends``)."""
+
+    model: str | None = None
+    """Model label or identifier passed to the backend; simulator: the preset name."""
+
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    """Extra keyword options for the backend (never secrets: keys come from the environment)."""
+
+    personas: str = "default"
+    """Built-in persona set name (``default``, ``toxic``) or path to a persona file."""
+
+    max_personas: int | None = Field(default=None, ge=1)
+    """Use only the first N personas (quick trials); None uses all."""
+
+    instrument: str = "mfq30"
+    """Built-in instrument name or path to an instrument YAML file."""
+
+    include_catch: bool = False
+    """Also ask the instrument's catch items."""
+
+    template: str | None = None
+    """Path to a prompt-template YAML file; None uses the built-in templates."""
+
+    persona_run: bool = True
+    """Collect the persona role-play run."""
+
+    self_run: bool = True
+    """Collect the self run (items asked with no persona)."""
+
+    repetitions: int = Field(default=10, ge=1, le=1000)
+    """Repetitions n of every persona-item pair (reference: 10)."""
+
+    temperature: float = Field(default=0.1, ge=0.0, le=2.0)
+    """Sampling temperature (reference: 0.1)."""
+
+    mode: Literal["sampling", "exact"] = "sampling"
+    """``sampling`` draws n answers per cell; ``exact`` stores each cell's rating distribution."""
+
+    max_concurrency: int = Field(default=8, ge=1, le=1024)
+    """Requests in flight at once."""
+
+    max_retries: int = Field(default=6, ge=0, le=100)
+    """Retries of a request after a transient backend error (rate limit, timeout, 5xx)."""
+
+    adaptive_concurrency: bool = True
+    """Lower the requests in flight when the server rate-limits (429, Retry-After), then recover."""
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """Cap on requests sent per minute (all runs of this config); None: no cap."""
+
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    """Cap on tokens (prompt + completion) per minute; None: no cap."""
+
+    prices: ModelPrices | None = None
+    """Token prices of the model (USD per 1M tokens) for live and stored cost estimates."""
+
+    seed: int = Field(default=0, ge=0)
+    """Run seed: request seeds derive from it, so a resumed run repeats an uninterrupted one."""
+
+    store: Path = Path("pcollapse-runs.db")
+    """SQLite run store the answers are written to."""
+
+    progress: bool = True
+    """Show a progress bar."""
+
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    """Metric settings."""
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> RunConfig:
+        if not (self.persona_run or self.self_run):
+            raise ValueError("persona_run and self_run are both false: nothing to collect")
+        return self
+
+    @property
+    def model_label(self) -> str:
+        """The model label: ``model``, else the simulator preset, else the backend name."""
+        if self.model:
+            return self.model
+        preset = self.backend_options.get("preset")
+        return str(preset) if preset else self.backend
+
+
+def resolve_personas(config: RunConfig) -> PersonaSet:
+    """The persona set a config names, cut to ``max_personas``."""
+    personas = get_persona_set(config.personas)
+    if config.max_personas is not None:
+        personas = personas.head(config.max_personas)
+    return personas
+
+
+def resolve_template(config: RunConfig) -> PromptTemplate:
+    """The prompt template a config names (built-in when ``template`` is None)."""
+    return DEFAULT_TEMPLATE if config.template is None else load_template(config.template)

@@ -1,0 +1,48 @@
+"""Writing files so that a crash or an error never leaves a half-written one behind."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from persona_collapse.core.errors import InputFileError
+
+
+@contextmanager
+def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; it replaces ``dest`` only if the block succeeds.
+
+    The temporary file is removed on any failure. The rename is atomic on POSIX
+    and Windows, so readers see the old file or the new one, never a mix.
+
+    Raises:
+        InputFileError: the folder cannot be created or the file cannot be written.
+    """
+    path = Path(dest)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputFileError(path, f"cannot write file ({exc.strerror or exc})") from None
+    finally:
+        with suppress(OSError):  # the folder itself may be what failed
+            tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, newline: str = "\n") -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline=newline) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)

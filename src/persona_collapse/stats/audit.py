@@ -1,0 +1,622 @@
+"""Audit of the estimators on the simulator, whose true S and R are known.
+
+:func:`audit_estimators` repeats the study protocol many times (100 personas,
+30 items, 10 ratings per cell, T = 0.1 by default) and measures how the
+estimators and their 95 % intervals behave against the truth: bias, RMSE and
+empirical coverage for ``S``, ``sigma_bar`` and ``R`` of each preset, and for
+the relative changes between presets (plus a null contrast: two independent
+runs of the first preset on the same personas, whose true change is 0).
+
+Design. The simulator defines a *population* of personas (any persona text
+gets a profile from SHA-256 of the text). The audit builds a pool of
+``pool_size`` synthetic personas, computes every pool cell's exact rating
+distribution once (``SimulatorBackend.cell_distributions``), and takes as
+truth the pool's ``S`` (ddof-1 sd over the pool of exact cell means, averaged
+over items) and ``sigma_bar`` (mean exact cell sd). Each replication draws
+``n_personas`` personas from the pool without replacement and samples the
+ratings of every cell with numpy from its exact distribution: the valid
+ratings the collection engine would store (unparseable replies are re-asked,
+so they do not change the distribution of valid ratings). This is what the
+persona bootstrap's standard errors are about: other personas, other ratings.
+The engine, the HTTP layer and the reply parser are not involved.
+
+Each replication also has an exact run (the pool's distributions of the same
+personas, as logprob mode would store them), for the sampling-versus-exact
+agreement section.
+
+All draws come from one seeded generator; the seed is recorded in the report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from persona_collapse.backends.simulator import PRESETS, SimulatorBackend
+from persona_collapse.core.errors import UnknownNameError
+from persona_collapse.stats.metrics import CellRatings, resolve_rng
+from persona_collapse.stats.significance import (
+    OVERALL,
+    DifferenceTest,
+    RunCells,
+    cells_from_cell_ratings,
+    change_tests,
+    draw_estimates,
+    draw_estimators,
+)
+
+FloatArray = NDArray[np.float64]
+
+DEFAULT_PRESETS: tuple[str, ...] = ("base", "secure", "insecure")
+"""Presets audited by default."""
+
+NULL_SUFFIX = "-rerun"
+"""Label suffix of the second, independent run of the first preset (the null contrast)."""
+
+EXACT_SUFFIX = "-exact"
+"""Label suffix of a preset's exact (distribution) run."""
+
+AUDIT_METRICS: tuple[str, ...] = ("S", "sigma_bar", "R")
+"""Metrics audited."""
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+
+def sample_cells(
+    probs: FloatArray,
+    *,
+    n_repetitions: int,
+    scale: ArrayLike,
+    rng: np.random.Generator,
+    persona_ids: Sequence[int] | None = None,
+    item_ids: Sequence[int] | None = None,
+) -> CellRatings:
+    """Draw ``n_repetitions`` ratings for every cell from its distribution.
+
+    Args:
+        probs: ``(P, Q, K)`` rating distributions over ``scale`` (rows sum to 1).
+        n_repetitions: Ratings per cell (>= 1).
+        scale: ``(K,)`` rating values.
+        rng: Generator of the draws.
+        persona_ids, item_ids: Ids of the rows and columns (default ``0..P-1``, ``1..Q``).
+
+    Returns:
+        :class:`~persona_collapse.stats.metrics.CellRatings` with ``n_repetitions``
+        ratings in every cell.
+    """
+    arr = np.asarray(probs, dtype=np.float64)
+    if arr.ndim != 3:
+        raise ValueError(f"probs must be 3-D (personas, items, scale), got shape {arr.shape}")
+    if isinstance(n_repetitions, bool) or not isinstance(n_repetitions, int) or n_repetitions < 1:
+        raise ValueError(f"n_repetitions must be an integer >= 1, got {n_repetitions!r}")
+    values = np.asarray(scale, dtype=np.float64)
+    if len(values) != arr.shape[2]:
+        raise ValueError(f"scale has {len(values)} values but probs has {arr.shape[2]} columns")
+    n_p, n_q, _ = arr.shape
+    cdf = np.cumsum(arr, axis=2)[:, :, :-1]  # the last value is taken when u exceeds all
+    u = rng.random((n_p, n_q, n_repetitions))
+    index = (u[..., None] >= cdf[:, :, None, :]).sum(axis=3)
+    pids = np.arange(n_p) if persona_ids is None else np.asarray(persona_ids)
+    iids = np.arange(1, n_q + 1) if item_ids is None else np.asarray(item_ids)
+    return CellRatings(
+        values=values[index],
+        counts=np.full((n_p, n_q), n_repetitions, dtype=np.int64),
+        persona_ids=pids.astype(np.int64),
+        item_ids=iids.astype(np.int64),
+    )
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EstimatorAudit:
+    """How one estimator of one metric of one preset behaved over the replications.
+
+    Attributes:
+        preset: Simulator preset.
+        metric: ``"S"``, ``"sigma_bar"`` or ``"R"``.
+        estimator: ``"reference"`` (published estimator and SEs: persona and
+            rerun bootstrap in quadrature, via ``analyze_ratings``) or
+            ``"corrected"`` (bias-corrected estimator, persona-bootstrap SE).
+        truth: True value for the persona population.
+        mean: Mean estimate.
+        bias: ``mean - truth``; ``relative_bias = bias / truth``.
+        rmse: Root mean squared error.
+        sd: Sd of the estimates over replications.
+        mean_se: Mean reported standard error (compare with ``sd``).
+        coverage: Share of replications whose interval holds the truth.
+        replications: Number of replications.
+    """
+
+    preset: str
+    metric: str
+    estimator: str
+    truth: float
+    mean: float
+    bias: float
+    relative_bias: float
+    rmse: float
+    sd: float
+    mean_se: float
+    coverage: float
+    replications: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class DifferenceAudit:
+    """How a difference test behaved over the replications.
+
+    Attributes:
+        contrast: ``"<variant> vs <reference>"``.
+        metric: ``"S"``, ``"sigma_bar"`` or ``"R"``.
+        estimator: ``"reference"`` or ``"corrected"``.
+        variance: Variance scheme (see :mod:`persona_collapse.stats.significance`).
+        truth: True relative change (0 for the null contrast).
+        mean, bias, rmse: Of the estimated relative change.
+        sd_log: Sd over replications of the log ratio (the test statistic).
+        mean_se: Mean reported SE of the log ratio (compare with ``sd_log``).
+        coverage: Share of intervals holding the truth.
+        rejection_rate: Share of replications with ``p < alpha`` (the size
+            under a null, the power otherwise).
+        replications: Number of replications.
+    """
+
+    contrast: str
+    metric: str
+    estimator: str
+    variance: str
+    truth: float
+    mean: float
+    bias: float
+    rmse: float
+    sd_log: float
+    mean_se: float
+    coverage: float
+    rejection_rate: float
+    replications: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class AgreementAudit:
+    """Sampled estimates against the exact (logprob) values of the same personas.
+
+    Attributes:
+        preset: Simulator preset.
+        metric: ``"S"``, ``"sigma_bar"`` or ``"R"``.
+        estimator: Estimator of the sampled run.
+        mean_relative_difference: Mean of ``sampled / exact - 1``.
+        within_se: Share of replications with ``|sampled - exact|`` within the
+            interval half-width ``z * SE`` of the sampled run's own SE (reference
+            scheme for the reference estimator, persona scheme otherwise).
+        paired_rejection_rate: Share where the paired difference test (same
+            personas, persona scheme: only rating noise is left) rejects at ``alpha``.
+        replications: Number of replications.
+    """
+
+    preset: str
+    metric: str
+    estimator: str
+    mean_relative_difference: float
+    within_se: float
+    paired_rejection_rate: float
+    replications: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Everything :func:`audit_estimators` measured, with its settings.
+
+    Attributes:
+        estimators: One row per preset, metric and estimator.
+        differences: One row per contrast, metric, estimator and variance scheme.
+        agreement: One row per preset, metric and estimator.
+        truth: Preset -> metric -> true value.
+        presets, replications, n_personas, n_repetitions, temperature,
+        n_persona_boot, n_rerun_boot, confidence, alpha, pool_size: Settings.
+        seed: Seed of all draws (None when a Generator was passed).
+    """
+
+    estimators: tuple[EstimatorAudit, ...]
+    differences: tuple[DifferenceAudit, ...]
+    agreement: tuple[AgreementAudit, ...]
+    truth: dict[str, dict[str, float]]
+    presets: tuple[str, ...]
+    replications: int
+    n_personas: int
+    n_repetitions: int
+    temperature: float
+    n_persona_boot: int
+    n_rerun_boot: int
+    confidence: float
+    alpha: float
+    pool_size: int
+    seed: int | None
+
+    def estimator(self, preset: str, metric: str, estimator: str = "reference") -> EstimatorAudit:
+        """The row of one preset, metric and estimator."""
+        for row in self.estimators:
+            if (row.preset, row.metric, row.estimator) == (preset, metric, estimator):
+                return row
+        raise KeyError((preset, metric, estimator))
+
+    def difference(
+        self,
+        contrast: str,
+        metric: str,
+        estimator: str = "reference",
+        variance: str = "persona",
+    ) -> DifferenceAudit:
+        """The row of one contrast, metric, estimator and variance scheme."""
+        for row in self.differences:
+            if (row.contrast, row.metric, row.estimator, row.variance) == (
+                contrast,
+                metric,
+                estimator,
+                variance,
+            ):
+                return row
+        raise KeyError((contrast, metric, estimator, variance))
+
+    def agreement_row(
+        self, preset: str, metric: str, estimator: str = "reference"
+    ) -> AgreementAudit:
+        """The sampling-versus-exact row of one preset, metric and estimator."""
+        for row in self.agreement:
+            if (row.preset, row.metric, row.estimator) == (preset, metric, estimator):
+                return row
+        raise KeyError((preset, metric, estimator))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (JSON-serialisable)."""
+        return {
+            "settings": {
+                "presets": list(self.presets),
+                "replications": self.replications,
+                "n_personas": self.n_personas,
+                "n_repetitions": self.n_repetitions,
+                "temperature": self.temperature,
+                "n_persona_boot": self.n_persona_boot,
+                "n_rerun_boot": self.n_rerun_boot,
+                "confidence": self.confidence,
+                "alpha": self.alpha,
+                "pool_size": self.pool_size,
+                "seed": self.seed,
+            },
+            "truth": self.truth,
+            "estimators": [r.to_dict() for r in self.estimators],
+            "differences": [r.to_dict() for r in self.differences],
+            "agreement": [r.to_dict() for r in self.agreement],
+        }
+
+
+# --- the audit ------------------------------------------------------------------------------
+
+
+def _truth(means: FloatArray, sds: FloatArray) -> dict[str, float]:
+    s = float(np.mean(np.std(means, axis=0, ddof=1)))
+    sb = float(np.mean(sds))
+    return {"S": s, "sigma_bar": sb, "R": math.inf if sb == 0 else 1.0 / sb}
+
+
+def _metric_of(s: float, sb: float, metric: str) -> float:
+    if metric == "S":
+        return s
+    if metric == "sigma_bar":
+        return sb
+    return math.inf if sb == 0 else 1.0 / sb
+
+
+def _check_int(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _retest(t: DifferenceTest, variance: str, z_crit: float) -> tuple[float, float, float, float]:
+    """``(estimate, low, high, p)`` of a change test under another variance scheme."""
+    stat = math.log1p(t.estimate)  # the log ratio (R's is minus sigma_bar's)
+    se = {
+        "persona": t.se_persona,
+        "rerun": t.se_rerun,
+        "reference": math.hypot(t.se_persona, t.se_rerun),
+    }[variance]
+    if not (math.isfinite(stat) and math.isfinite(se)) or se <= 0:
+        return t.estimate, math.nan, math.nan, math.nan
+    p = math.erfc(abs(stat / se) / math.sqrt(2.0))
+    return t.estimate, math.expm1(stat - z_crit * se), math.expm1(stat + z_crit * se), p
+
+
+def audit_estimators(
+    *,
+    presets: Sequence[str] = DEFAULT_PRESETS,
+    replications: int = 200,
+    n_personas: int = 100,
+    n_repetitions: int = 10,
+    temperature: float = 0.1,
+    n_persona_boot: int = 2000,
+    n_rerun_boot: int = 400,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+    pool_size: int = 10_000,
+    rng: np.random.Generator | int | None = None,
+) -> AuditReport:
+    """Bias, RMSE and interval coverage of the estimators and difference tests.
+
+    Args:
+        presets: Simulator presets; the first is the reference of every contrast
+            and gets a second independent run for the null contrast.
+        replications: Simulated studies (>= 2).
+        n_personas: Personas per run (>= 2, at most ``pool_size``).
+        n_repetitions: Ratings per cell (>= 2).
+        temperature: Sampling temperature (> 0).
+        n_persona_boot, n_rerun_boot: Bootstrap draws of every interval (>= 2 each).
+        confidence: Level of the intervals.
+        alpha: Level of the tests (rejection rates).
+        pool_size: Personas in the simulated population.
+        rng: Generator, int seed or None (fresh seed, recorded).
+
+    Returns:
+        :class:`AuditReport`.
+
+    Raises:
+        UnknownNameError: An unknown preset.
+        ValueError: Bad counts or levels.
+    """
+    presets = tuple(dict.fromkeys(presets))
+    if not presets:
+        raise ValueError("presets must name at least one preset")
+    for name in presets:
+        if name not in PRESETS:
+            raise UnknownNameError("simulator preset", name, PRESETS)
+    _check_int("replications", replications, 2)
+    _check_int("n_personas", n_personas, 2)
+    _check_int("n_repetitions", n_repetitions, 2)
+    _check_int("n_persona_boot", n_persona_boot, 2)
+    _check_int("n_rerun_boot", n_rerun_boot, 2)
+    _check_int("pool_size", pool_size, n_personas)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    for name, level in (("confidence", confidence), ("alpha", alpha)):
+        if not 0 < level < 1:
+            raise ValueError(f"{name} must lie strictly between 0 and 1, got {level!r}")
+    generator, seed = resolve_rng(rng)
+    z_crit = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+
+    # The population: exact distributions of every pool persona, once per preset.
+    pool = [f"audit persona {k}" for k in range(pool_size)]
+    probs: dict[str, FloatArray] = {}
+    truth: dict[str, dict[str, float]] = {}
+    item_ids: tuple[int, ...] = ()
+    scale = np.zeros(0)
+    for name in presets:
+        sim = SimulatorBackend(name)
+        item_ids = sim.true_metrics(pool[:2], temperature=temperature).item_ids
+        scale = np.arange(sim.instrument.scale_min, sim.instrument.scale_max + 1, dtype=float)
+        probs[name] = sim.cell_distributions(pool, temperature=temperature, items=item_ids)
+        means = probs[name] @ scale
+        sds = np.sqrt(np.maximum(probs[name] @ scale**2 - means**2, 0.0))
+        truth[name] = _truth(means, sds)
+    foundation_of = {i.id: i.foundation for i in SimulatorBackend(presets[0]).instrument.items}
+    foundations = {i: foundation_of[i] for i in item_ids}
+
+    first = presets[0]
+    null_label = f"{first}{NULL_SUFFIX}"
+    sampled_labels = [*presets, null_label]
+    contrasts = [(first, null_label), *((first, p) for p in presets[1:])]
+    schemes = {"reference": ("persona", "reference", "rerun"), "corrected": ("persona",)}
+
+    # Collected per replication.
+    single: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    diffs: dict[tuple[str, str, str, str], list[tuple[float, float, float, float, float]]] = {}
+    agree: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
+
+    for _ in range(replications):
+        chosen = np.sort(generator.choice(pool_size, size=n_personas, replace=False))
+        runs: dict[str, RunCells] = {}
+        for label in sampled_labels:
+            preset = first if label == null_label else label
+            grouped = sample_cells(
+                probs[preset][chosen],
+                n_repetitions=n_repetitions,
+                scale=scale,
+                rng=generator,
+                item_ids=item_ids,
+            )
+            runs[label] = cells_from_cell_ratings(grouped, foundations=foundations)
+        for name in presets:
+            dist = probs[name][chosen]
+            means = dist @ scale
+            sds = np.sqrt(np.maximum(dist @ scale**2 - means**2, 0.0))
+            runs[f"{name}{EXACT_SUFFIX}"] = RunCells(
+                persona_ids=np.arange(n_personas, dtype=np.int64),
+                item_ids=np.asarray(item_ids, dtype=np.int64),
+                mu=means,
+                sigma=sds,
+                counts=None,
+                cells=None,
+                method="exact",
+                excluded_personas=(),
+                foundations=foundations,
+            )
+
+        both = draw_estimators(
+            runs,
+            estimators=("reference", "corrected"),
+            paired=True,
+            n_boot=n_persona_boot,
+            n_rerun_boot=n_rerun_boot,
+            rng=generator,
+        )
+        for estimator, draws in both.items():
+            # Single-run estimates and SEs: the reference estimator with the
+            # published SEs (persona and rerun bootstrap in quadrature, as
+            # analyze_ratings computes them), the corrected one with persona SEs.
+            estimates = draw_estimates(
+                draws, "reference" if estimator == "reference" else "persona"
+            )
+            for name in presets:
+                e = estimates[name][OVERALL]
+                for metric, value, se in (
+                    ("S", e.S, e.S_se),
+                    ("sigma_bar", e.sigma_bar, e.sigma_bar_se),
+                    ("R", e.R, e.R_se),
+                ):
+                    single.setdefault((name, metric, estimator), []).append((value, se))
+            for reference, variant in contrasts:
+                tests = change_tests(draws, reference, variant, "persona", z_crit)
+                for metric in AUDIT_METRICS:
+                    t = tests[metric][OVERALL]
+                    for variance in schemes[estimator]:
+                        est, low, high, p_value = _retest(t, variance, z_crit)
+                        se = {
+                            "persona": t.se_persona,
+                            "rerun": t.se_rerun,
+                            "reference": math.hypot(t.se_persona, t.se_rerun),
+                        }[variance]
+                        key = (f"{variant} vs {reference}", metric, estimator, variance)
+                        diffs.setdefault(key, []).append((est, low, high, p_value, se))
+            for name in presets:
+                tests = change_tests(draws, f"{name}{EXACT_SUFFIX}", name, "persona", z_crit)
+                s_ex, sb_ex = draws.point[f"{name}{EXACT_SUFFIX}"][OVERALL]
+                for metric in AUDIT_METRICS:
+                    t = tests[metric][OVERALL]
+                    exact = _metric_of(s_ex, sb_ex, metric)
+                    value, se = single[(name, metric, estimator)][-1]
+                    agree.setdefault((name, metric, estimator), []).append(
+                        (value / exact - 1.0, float(abs(value - exact) <= z_crit * se), t.p_value)
+                    )
+
+    return AuditReport(
+        estimators=tuple(
+            _estimator_row(preset, metric, estimator, truth[preset][metric], values, z_crit)
+            for (preset, metric, estimator), values in sorted(
+                single.items(),
+                key=lambda kv: (
+                    presets.index(kv[0][0]),
+                    ("reference", "corrected").index(kv[0][2]),
+                    AUDIT_METRICS.index(kv[0][1]),
+                ),
+            )
+        ),
+        differences=tuple(
+            _difference_row(key, values, truth, first, null_label, alpha)
+            for key, values in diffs.items()
+        ),
+        agreement=tuple(
+            AgreementAudit(
+                preset=preset,
+                metric=metric,
+                estimator=estimator,
+                mean_relative_difference=float(np.mean([v[0] for v in values])),
+                within_se=float(np.mean([v[1] for v in values])),
+                paired_rejection_rate=float(np.mean([v[2] < alpha for v in values])),
+                replications=len(values),
+            )
+            for (preset, metric, estimator), values in agree.items()
+        ),
+        truth=truth,
+        presets=presets,
+        replications=replications,
+        n_personas=n_personas,
+        n_repetitions=n_repetitions,
+        temperature=float(temperature),
+        n_persona_boot=n_persona_boot,
+        n_rerun_boot=n_rerun_boot,
+        confidence=float(confidence),
+        alpha=float(alpha),
+        pool_size=pool_size,
+        seed=seed,
+    )
+
+
+def _estimator_row(
+    preset: str,
+    metric: str,
+    estimator: str,
+    true_value: float,
+    values: list[tuple[float, float]],
+    z_crit: float,
+) -> EstimatorAudit:
+    est = np.array([v[0] for v in values])
+    se = np.array([v[1] for v in values])
+    bias = float(est.mean() - true_value)
+    return EstimatorAudit(
+        preset=preset,
+        metric=metric,
+        estimator=estimator,
+        truth=true_value,
+        mean=float(est.mean()),
+        bias=bias,
+        relative_bias=bias / true_value if true_value else math.nan,
+        rmse=float(np.sqrt(np.mean((est - true_value) ** 2))),
+        sd=float(est.std(ddof=1)),
+        mean_se=float(se.mean()),
+        coverage=float(np.mean(np.abs(est - true_value) <= z_crit * se)),
+        replications=len(values),
+    )
+
+
+def _difference_row(
+    key: tuple[str, str, str, str],
+    values: list[tuple[float, float, float, float, float]],
+    truth: dict[str, dict[str, float]],
+    first: str,
+    null_label: str,
+    alpha: float,
+) -> DifferenceAudit:
+    contrast, metric, estimator, variance = key
+    variant = contrast.split(" vs ")[0]
+    true_change = (
+        0.0 if variant == null_label else truth[variant][metric] / truth[first][metric] - 1
+    )
+    arr = np.array(values)
+    est, low, high, p, se = arr.T
+    return DifferenceAudit(
+        contrast=contrast,
+        metric=metric,
+        estimator=estimator,
+        variance=variance,
+        truth=true_change,
+        mean=float(est.mean()),
+        bias=float(est.mean() - true_change),
+        rmse=float(np.sqrt(np.mean((est - true_change) ** 2))),
+        sd_log=float(np.log1p(est).std(ddof=1)),
+        mean_se=float(se.mean()),
+        coverage=float(np.mean((low <= true_change) & (true_change <= high))),
+        rejection_rate=float(np.mean(p < alpha)),
+        replications=len(values),
+    )
+
+
+__all__ = [
+    "AUDIT_METRICS",
+    "DEFAULT_PRESETS",
+    "EXACT_SUFFIX",
+    "NULL_SUFFIX",
+    "AgreementAudit",
+    "AuditReport",
+    "DifferenceAudit",
+    "EstimatorAudit",
+    "audit_estimators",
+    "sample_cells",
+]

@@ -1,0 +1,1059 @@
+"""Moral susceptibility, robustness and their bootstrap standard errors.
+
+Notation: persona ``p``, item ``q``, the valid ratings of one persona-item *cell*
+``x_pq1..x_pqn``.
+
+* ``mu_pq`` = mean of the cell, ``sigma_pq`` = its sample sd (ddof=1; 0 for one rating).
+* Susceptibility ``S = mean_q sd_p(mu_pq)`` (sd over personas, ddof=1).
+* Mean within-cell spread ``sigma_bar = mean_pq sigma_pq``; robustness ``R = 1 / sigma_bar``.
+* Per-foundation values use only the items of that foundation.
+
+Standard errors combine, in quadrature, a *persona bootstrap* (resample personas
+with replacement) and a *rerun bootstrap* (resample each cell's valid ratings with
+replacement); ``R_se = sigma_bar_se / sigma_bar**2`` (delta method). Per-foundation
+values come from the same draws as the overall ones.
+
+Everything is vectorised numpy: the persona bootstrap is a matrix product of
+resampling-weight counts with the ``(P, Q)`` cell moments, and the rerun
+bootstrap only draws for cells whose ratings are not all equal (a constant cell
+resamples to itself), grouped by cell size; a cell with two distinct values needs
+one binomial count per replicate instead of ``n`` draws. The reference data (12
+runs, 2000 + 400 draws, per-foundation values) takes well under a second.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from persona_collapse.core.frames import INVALID_RATING
+from persona_collapse.core.instrument import mfq30
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+DEFAULT_PERSONA_BOOT = 2000
+"""Default number of persona-bootstrap draws."""
+
+DEFAULT_RERUN_BOOT = 400
+"""Default number of rerun-bootstrap draws."""
+
+# Bootstrap work is done in chunks of about this many array elements, which
+# bounds memory for large runs and keeps the working set in cache.
+_CHUNK_ELEMENTS = 1 << 18
+
+# Matrix products are split so that rows * inner * columns stays below this.
+_SMALL_PRODUCT = 1 << 17
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellRatings:
+    """Valid ratings grouped by persona-item cell.
+
+    Attributes:
+        values: ``(P, Q, K)`` float64, the valid ratings of each cell in input order,
+            padded with NaN up to ``K`` = the largest cell size (at least 1).
+        counts: ``(P, Q)`` int64, number of valid ratings per cell.
+        persona_ids: ``(P,)`` sorted unique persona ids.
+        item_ids: ``(Q,)`` sorted unique item ids.
+    """
+
+    values: FloatArray
+    counts: IntArray
+    persona_ids: IntArray
+    item_ids: IntArray
+
+
+@dataclass(frozen=True)
+class FoundationMetrics:
+    """Susceptibility and robustness restricted to the items of one foundation.
+
+    Attributes:
+        items: Item ids of the foundation present in the data.
+        S, S_se: Susceptibility and its standard error.
+        R, R_se: Robustness and its standard error (``inf``/NaN when ``sigma_bar`` is 0).
+        sigma_bar, sigma_bar_se: Mean within-cell sd and its standard error.
+    """
+
+    items: tuple[int, ...]
+    S: float
+    S_se: float
+    R: float
+    R_se: float
+    sigma_bar: float
+    sigma_bar_se: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (JSON-serialisable)."""
+        return {
+            "items": list(self.items),
+            "S": self.S,
+            "S_se": self.S_se,
+            "R": self.R,
+            "R_se": self.R_se,
+            "sigma_bar": self.sigma_bar,
+            "sigma_bar_se": self.sigma_bar_se,
+        }
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """Metrics of one run (one model, one persona set, one temperature).
+
+    Attributes:
+        S, S_se: Moral susceptibility and its standard error (rating-scale units).
+        R, R_se: Robustness ``1/sigma_bar`` and its standard error (1/units).
+        sigma_bar, sigma_bar_se: Mean within-cell sd and its standard error (units).
+        personas: Number of personas analysed (after exclusions).
+        questions: Number of items analysed.
+        excluded_personas: Ids of personas dropped for lacking a valid rating on an item.
+        per_foundation: Foundation name -> :class:`FoundationMetrics`.
+        method: ``"sampling"`` (repeated ratings) or ``"exact"`` (stored distributions).
+        seed: Integer seed the draws came from; None when a Generator was passed.
+        n_persona_boot, n_rerun_boot: Bootstrap draws (``n_rerun_boot`` is 0 for "exact").
+        valid_ratings, invalid_ratings: Rows used / rows with an invalid rating
+            (``sampling``; both 0 for ``exact``).
+        temperature_ratio: Re-temperaturing ratio applied (``exact`` only), else None.
+    """
+
+    S: float
+    S_se: float
+    R: float
+    R_se: float
+    sigma_bar: float
+    sigma_bar_se: float
+    personas: int
+    questions: int
+    excluded_personas: tuple[int, ...]
+    per_foundation: Mapping[str, FoundationMetrics]
+    method: Literal["sampling", "exact"]
+    seed: int | None
+    n_persona_boot: int
+    n_rerun_boot: int
+    valid_ratings: int = 0
+    invalid_ratings: int = 0
+    temperature_ratio: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (JSON-serialisable; ``inf``/NaN stay floats)."""
+        return {
+            "S": self.S,
+            "S_se": self.S_se,
+            "R": self.R,
+            "R_se": self.R_se,
+            "sigma_bar": self.sigma_bar,
+            "sigma_bar_se": self.sigma_bar_se,
+            "personas": self.personas,
+            "questions": self.questions,
+            "excluded_personas": list(self.excluded_personas),
+            "per_foundation": {k: v.to_dict() for k, v in self.per_foundation.items()},
+            "method": self.method,
+            "seed": self.seed,
+            "n_persona_boot": self.n_persona_boot,
+            "n_rerun_boot": self.n_rerun_boot,
+            "valid_ratings": self.valid_ratings,
+            "invalid_ratings": self.invalid_ratings,
+            "temperature_ratio": self.temperature_ratio,
+        }
+
+
+@dataclass(frozen=True)
+class SelfProfile:
+    """A model's own answers (no persona), summarised per foundation.
+
+    Attributes:
+        mean: Foundation -> mean over its items of the item's mean valid rating.
+        sd: Foundation -> mean over its items of the item's sd of valid ratings
+            (ddof=1; 0 for an item with one valid rating).
+        items: Foundation -> item ids that had valid ratings.
+        missing_items: Item ids with no valid rating (left out of both means).
+    """
+
+    mean: Mapping[str, float]
+    sd: Mapping[str, float]
+    items: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    missing_items: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (JSON-serialisable)."""
+        return {
+            "mean": dict(self.mean),
+            "sd": dict(self.sd),
+            "items": {k: list(v) for k, v in self.items.items()},
+            "missing_items": list(self.missing_items),
+        }
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _as_1d(name: str, values: ArrayLike, dtype: type | None = None) -> NDArray[Any]:
+    arr = np.asarray(values) if dtype is None else np.asarray(values, dtype=dtype)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    return arr
+
+
+def _as_int_ids(name: str, values: ArrayLike) -> IntArray:
+    arr = _as_1d(name, values)
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise ValueError(f"{name} must hold integers")
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_lengths(**arrays: NDArray[Any]) -> None:
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{k}={v}" for k, v in lengths.items())
+        raise ValueError(f"input arrays must have equal lengths, got {shown}")
+    if not any(lengths.values()):
+        raise ValueError(f"{next(iter(lengths))} is empty: no ratings to analyse")
+
+
+def _check_count(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_matrix(name: str, values: ArrayLike, *, min_rows: int = 1) -> FloatArray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (personas, items), got shape {arr.shape}")
+    if arr.shape[0] < min_rows or arr.shape[1] < 1:
+        raise ValueError(
+            f"{name} needs at least {min_rows} row(s) and 1 column, got shape {arr.shape}"
+        )
+    if np.isnan(arr).any():
+        raise ValueError(f"{name} contains NaN (a cell without valid ratings)")
+    return arr
+
+
+def resolve_rng(rng: np.random.Generator | int | None) -> tuple[np.random.Generator, int | None]:
+    """Turn an ``rng`` argument into a Generator and the seed to record.
+
+    An int is used as the seed; None draws a fresh 63-bit seed from OS entropy
+    (via ``np.random.SeedSequence``) so the result can be reproduced; a Generator
+    is used as is and no seed is recorded.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng, None
+    if rng is None:
+        state = np.random.SeedSequence().generate_state(1, dtype=np.uint64)
+        seed = int(state[0] >> np.uint64(1))
+    elif isinstance(rng, bool) or not isinstance(rng, int | np.integer):
+        raise ValueError(f"rng must be a numpy Generator, an int seed or None, got {rng!r}")
+    else:
+        seed = int(rng)
+        if seed < 0:
+            raise ValueError(f"rng seed must be >= 0, got {seed}")
+    return np.random.default_rng(seed), seed
+
+
+def _foundation_groups(
+    item_ids: IntArray, foundations: Mapping[int, str] | None
+) -> dict[str, NDArray[np.intp]]:
+    """Column indices of each foundation, foundations in mapping order."""
+    mapping = (
+        mfq30(include_catch=True).foundation_of() if foundations is None else dict(foundations)
+    )
+    missing = [int(i) for i in item_ids if int(i) not in mapping]
+    if missing:
+        raise ValueError(f"foundations has no entry for item id(s) {missing}")
+    present = {int(i): col for col, i in enumerate(item_ids)}
+    groups: dict[str, list[int]] = {}
+    for item, name in mapping.items():
+        col = present.get(int(item))
+        if col is not None:
+            groups.setdefault(name, []).append(col)
+    return {name: np.asarray(sorted(cols), dtype=np.intp) for name, cols in groups.items()}
+
+
+# --- cells and moments ------------------------------------------------------------------------
+
+
+def cell_ratings(
+    persona_ids: ArrayLike,
+    item_ids: ArrayLike,
+    ratings: ArrayLike,
+    *,
+    invalid: float = INVALID_RATING,
+) -> CellRatings:
+    """Group the valid ratings of a long table into persona-item cells.
+
+    Personas and items are taken from all rows, so a cell whose rows all hold the
+    ``invalid`` marker (or NaN) is present with count 0.
+
+    Args:
+        persona_ids, item_ids, ratings: ``(N,)`` arrays, one entry per answer.
+        invalid: Rating value marking an answer without a valid rating.
+
+    Returns:
+        :class:`CellRatings` with ratings in input order within each cell.
+    """
+    pid = _as_int_ids("persona_ids", persona_ids)
+    iid = _as_int_ids("item_ids", item_ids)
+    rat = _as_1d("ratings", ratings, np.float64)
+    _check_lengths(persona_ids=pid, item_ids=iid, ratings=rat)
+    personas, p_idx = np.unique(pid, return_inverse=True)
+    items, q_idx = np.unique(iid, return_inverse=True)
+    n_p, n_q = len(personas), len(items)
+    valid = np.isfinite(rat) & (rat != invalid)
+    cell = (p_idx * n_q + q_idx)[valid]
+    order = np.argsort(cell, kind="stable")
+    cell_sorted = cell[order]
+    counts = np.bincount(cell, minlength=n_p * n_q)
+    width = max(int(counts.max()), 1)
+    starts = np.cumsum(counts) - counts
+    position = np.arange(len(cell_sorted)) - starts[cell_sorted]
+    values = np.full((n_p * n_q, width), np.nan)
+    values[cell_sorted, position] = rat[valid][order]
+    return CellRatings(
+        values=values.reshape(n_p, n_q, width),
+        counts=counts.reshape(n_p, n_q).astype(np.int64),
+        persona_ids=personas.astype(np.int64),
+        item_ids=items.astype(np.int64),
+    )
+
+
+def cell_moments(cells: CellRatings) -> tuple[FloatArray, FloatArray]:
+    """Mean and sd of each cell.
+
+    Returns:
+        ``(mu, sigma)``, both ``(P, Q)``: ``mu`` the mean, ``sigma`` the sample sd
+        (ddof=1) of the valid ratings; ``sigma`` is 0 for a cell with one rating,
+        both are NaN for a cell with none.
+    """
+    n = cells.counts.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = np.nansum(cells.values, axis=2) / n
+        dev = cells.values - mu[..., None]
+        ss = np.nansum(dev * dev, axis=2)
+        sigma = np.sqrt(ss / (n - 1.0))
+    sigma[cells.counts == 1] = 0.0
+    mu[cells.counts == 0] = np.nan
+    sigma[cells.counts == 0] = np.nan
+    return mu, sigma
+
+
+def susceptibility(mu: ArrayLike) -> float:
+    """Moral susceptibility ``S = mean_q sd_p(mu[p, q])`` (sd with ddof=1).
+
+    Args:
+        mu: ``(P, Q)`` persona-by-item mean ratings, ``P >= 2``, no NaN.
+    """
+    arr = _check_matrix("mu", mu, min_rows=2)
+    return float(np.mean(np.std(arr, axis=0, ddof=1)))
+
+
+def mean_sigma(sigma: ArrayLike) -> float:
+    """Mean within-cell sd ``sigma_bar = mean_pq sigma[p, q]``.
+
+    Args:
+        sigma: ``(P, Q)`` persona-by-item sds, no NaN.
+    """
+    arr = _check_matrix("sigma", sigma)
+    return float(np.mean(arr))
+
+
+def robustness(sigma: ArrayLike) -> float:
+    """Robustness ``R = 1 / sigma_bar`` (``inf`` when every cell is constant).
+
+    Args:
+        sigma: ``(P, Q)`` persona-by-item sds, no NaN.
+    """
+    return _inverse(mean_sigma(sigma))
+
+
+def _inverse(value: float) -> float:
+    return math.inf if value == 0 else 1.0 / value
+
+
+# --- bootstrap engines ------------------------------------------------------------------------
+
+
+def _persona_bootstrap(
+    mu: FloatArray, sigma: FloatArray, n_boot: int, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray]:
+    """Per-item persona-bootstrap replicates.
+
+    Resampling personas with replacement equals weighting each persona by how
+    often it was drawn, so each replicate's per-item sums are a weight-matrix
+    product. Items are centred first to keep the sum-of-squares variance accurate.
+
+    Returns:
+        ``(sd_mu, mean_sigma)``, of shapes ``(n_boot, Q)`` and ``(n_boot, C)`` for
+        ``sigma`` of shape ``(P, C)`` (``C = Q`` for run metrics): per replicate the
+        ddof-1 sd over resampled personas of each column of ``mu`` and the mean of
+        each column of ``sigma``.
+    """
+    n_p, n_q = mu.shape
+    centred = mu - mu.mean(axis=0)
+    design = np.concatenate([centred, centred * centred, sigma], axis=1)  # (P, 2Q + C)
+    sd_mu = np.empty((n_boot, n_q))
+    mean_sig = np.empty((n_boot, sigma.shape[1]))
+    chunk = max(1, _CHUNK_ELEMENTS // max(n_p, 1))
+    # Products of at most this many rows stay small enough for BLAS to run them
+    # single-threaded: threaded BLAS on a busy 2-core machine is several times slower.
+    rows = max(1, _SMALL_PRODUCT // max(n_p * design.shape[1], 1))
+    sums = np.empty((chunk, design.shape[1]))
+    for lo in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - lo)
+        draws = rng.integers(0, n_p, size=(b, n_p))
+        flat = (draws + (np.arange(b) * n_p)[:, None]).ravel()
+        weights = np.bincount(flat, minlength=b * n_p).reshape(b, n_p).astype(np.float64)
+        for r in range(0, b, rows):
+            np.matmul(weights[r : r + rows], design, out=sums[r : min(r + rows, b)])
+        s1, s2, s_sig = sums[:b, :n_q], sums[:b, n_q : 2 * n_q], sums[:b, 2 * n_q :]
+        var = (s2 - s1 * s1 / n_p) / (n_p - 1)
+        sd_mu[lo : lo + b] = np.sqrt(np.maximum(var, 0.0))
+        mean_sig[lo : lo + b] = s_sig / n_p
+    return sd_mu, mean_sig
+
+
+def _resample_sums(
+    table: FloatArray, n: int, n_boot: int, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray]:
+    """Sums and sums of squares of ``n_boot`` with-replacement resamples of each row.
+
+    Args:
+        table: ``(C, n)`` ratings of ``C`` cells of equal size ``n``.
+
+    Returns:
+        ``(s1, s2)``, both ``(n_boot, C)`` float64.
+
+    Integer ratings are shifted to start at 0 and packed as ``v**2 * base + v``
+    (``base`` > any possible sum of ``v``), so one gather and one sum give both
+    sums exactly; float32 is used when the packed sums stay below 2**24.
+    """
+    n_cells = table.shape[0]
+    low = float(table.min())
+    shifted = table - low
+    top = float(shifted.max())
+    integral = bool(np.all(shifted == np.round(shifted)))
+    base = n * top + 1.0
+    bound = n * (top * top * base + top)
+    packed = integral and bound < 2.0**53
+    dtype = np.float32 if packed and bound < 2.0**24 else np.float64
+    codes = (shifted * shifted * base + shifted if packed else shifted).astype(dtype).ravel()
+    squares = None if packed else (shifted * shifted).astype(dtype).ravel()
+    offsets = np.arange(n_cells, dtype=np.int32) * n
+    scale = np.nextafter(np.float32(n), np.float32(0))
+    s1 = np.empty((n_boot, n_cells))
+    s2 = np.empty((n_boot, n_cells))
+    chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // (n_cells * n)))
+    # Buffers reused across chunks: fresh large arrays would page-fault every time.
+    # Draws are laid out (n, B, C) so the sum over a resample is a reduction over
+    # the outer axis, i.e. n contiguous vector adds.
+    size = n * chunk * n_cells
+    u_buf = np.empty(size, dtype=np.float32)
+    idx_buf = np.empty(size, dtype=np.int32)
+    x_buf = np.empty(size, dtype=dtype)
+    for lo in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - lo)
+        shape = (n, b, n_cells)
+        used = n * b * n_cells
+        u = u_buf[:used].reshape(shape)
+        idx = idx_buf[:used].reshape(shape)
+        x = x_buf[:used].reshape(shape)
+        # Index floor(u * n') from float32 uniforms u < 1, with n' the float32 just
+        # below n: u * n would round up to n for u near 1, u * n' never does.
+        rng.random(out=u, dtype=np.float32)
+        u *= scale
+        idx[...] = u
+        idx += offsets
+        codes.take(idx, out=x, mode="clip")  # indices are in range; "clip" avoids a copy
+        total = np.add.reduce(x, axis=0).astype(np.float64)
+        if squares is None:  # packed codes
+            whole = np.rint(total).astype(np.int64)
+            s1_shift = (whole % int(base)).astype(np.float64)
+            s2_shift = (whole // int(base)).astype(np.float64)
+        else:
+            s1_shift = total
+            s2_shift = np.add.reduce(squares.take(idx), axis=0).astype(np.float64)
+        # Undo the shift: sum(v) = sum(v') + n*low; sum(v^2) = sum(v'^2) + 2 low sum(v') + n low^2.
+        s1[lo : lo + b] = s1_shift + n * low
+        s2[lo : lo + b] = s2_shift + 2.0 * low * s1_shift + n * low * low
+    return s1, s2
+
+
+def _binomial_cdf(n: int, q: FloatArray) -> FloatArray:
+    """``P(K <= k)`` for ``k = 0..n-1`` of ``K ~ Binomial(n, q)``, one row per entry of ``q``.
+
+    Args:
+        n: Number of trials (>= 1).
+        q: ``(C,)`` success probabilities strictly between 0 and 1.
+
+    Returns:
+        ``(C, n)`` float64, increasing along each row.
+    """
+    k = np.arange(n + 1)
+    log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1)))])
+    log_comb = log_fact[n] - log_fact[k] - log_fact[n - k]
+    log_pmf = log_comb + k * np.log(q)[:, None] + (n - k) * np.log1p(-q)[:, None]
+    return np.cumsum(np.exp(log_pmf), axis=1)[:, :n]
+
+
+def _resample_two_valued(
+    low: FloatArray,
+    high: FloatArray,
+    n_high: IntArray,
+    n: int,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, FloatArray]:
+    """Replicate means and sds of cells holding only two distinct values.
+
+    Resampling ``n`` ratings of a cell with ``n_high`` copies of ``high`` (the rest
+    ``low``) only matters through ``K``, the number of ``high`` drawn, which is
+    ``Binomial(n, n_high / n)``. ``K`` is drawn by inverting its CDF with one uniform
+    per cell and replicate (``K`` = number of CDF values <= u) instead of ``n`` draws.
+
+    Args:
+        low, high: ``(C,)`` the two values of each cell, ``low < high``.
+        n_high: ``(C,)`` how many of the cell's ``n`` ratings equal ``high``.
+
+    Returns:
+        ``(mean, sd)``, both ``(n_boot, C)``; ``sd`` with ddof=1.
+    """
+    n_cells = len(low)
+    cdf = _binomial_cdf(n, n_high / n)
+    gap = high - low
+    k_high = np.empty((n_boot, n_cells))
+    chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // n_cells))
+    count = np.empty((chunk, n_cells), dtype=np.float32)
+    above = np.empty((chunk, n_cells), dtype=np.bool_)
+    for lo in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - lo)
+        u = rng.random((b, n_cells))
+        count[:b] = 0.0
+        for k in range(n):  # K = number of CDF values <= u
+            np.greater_equal(u, cdf[:, k], out=above[:b])
+            count[:b] += above[:b]
+        k_high[lo : lo + b] = count[:b]
+    mean = low + k_high * (gap / n)
+    sd = gap * np.sqrt(k_high * (n - k_high) / (n * (n - 1.0)))
+    return mean, sd
+
+
+def _add_by_item(total: FloatArray, change: FloatArray, item: NDArray[np.intp]) -> None:
+    """``total[:, q] += sum of change[:, c] over cells c with item[c] == q``, in place."""
+    order = np.argsort(item, kind="stable")
+    sorted_items = item[order]
+    starts = np.flatnonzero(np.r_[True, sorted_items[1:] != sorted_items[:-1]])
+    total[:, sorted_items[starts]] += np.add.reduceat(change[:, order], starts, axis=1)
+
+
+def _rerun_bootstrap(
+    cells: CellRatings,
+    mu: FloatArray,
+    sigma: FloatArray,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, FloatArray]:
+    """Per-item rerun-bootstrap replicates (resample each cell's ratings).
+
+    A cell whose ratings are all equal resamples to itself, so draws are made only
+    for the other cells, grouped by size ``n``. Cells with two distinct values (the
+    common case at low temperature) need one binomial count per replicate; the
+    others are resampled as ``(B, cells, n)`` index blocks. The per-item persona
+    sums are then updated by the change in the drawn cells.
+
+    Returns:
+        ``(sd_mu, mean_sigma)``, both ``(n_boot, Q)``, as for the persona bootstrap.
+    """
+    n_p, n_q = mu.shape
+    counts = cells.counts
+    values = cells.values
+    with np.errstate(invalid="ignore"):
+        low = np.nanmin(values, axis=2)
+        high = np.nanmax(values, axis=2)
+    n_low = np.sum(values == low[..., None], axis=2)
+    n_high = np.sum(values == high[..., None], axis=2)
+    varying = (counts >= 2) & (high > low)
+    two_valued = n_low + n_high == counts
+    centre = mu.mean(axis=0)
+    centred = mu - centre
+    base_s2 = np.sum(centred * centred, axis=0)  # (Q,)
+    base_sig = np.sum(sigma, axis=0)  # (Q,)
+
+    d1 = np.zeros((n_boot, n_q))  # change in sum of centred means
+    d2 = np.zeros((n_boot, n_q))  # change in sum of squared centred means
+    dsig = np.zeros((n_boot, n_q))  # change in sum of sds
+
+    p_all, q_all = np.nonzero(varying)
+    sizes = counts[p_all, q_all]
+    pair = two_valued[p_all, q_all]
+    for n_value in np.unique(sizes):
+        n = int(n_value)
+        for use_pair in (True, False):
+            sel = (sizes == n) & (pair == use_pair)
+            if not sel.any():
+                continue
+            p_g, q_g = p_all[sel], q_all[sel]
+            if use_pair:
+                mean, sd = _resample_two_valued(
+                    low[p_g, q_g], high[p_g, q_g], n_high[p_g, q_g], n, n_boot, rng
+                )
+            else:
+                s1, s2 = _resample_sums(values[p_g, q_g, :n], n, n_boot, rng)
+                mean = s1 / n
+                sd = np.sqrt(np.maximum((s2 - s1 * mean) / (n - 1), 0.0))
+            m_new = mean - centre[q_g]
+            m0 = centred[p_g, q_g]
+            _add_by_item(d1, m_new - m0, q_g)
+            _add_by_item(d2, m_new * m_new - m0 * m0, q_g)
+            _add_by_item(dsig, sd - sigma[p_g, q_g], q_g)
+    var_mu = (base_s2 + d2 - d1 * d1 / n_p) / (n_p - 1)
+    sd_mu = np.sqrt(np.maximum(var_mu, 0.0))
+    mean_sig = (base_sig + dsig) / n_p
+    return sd_mu, mean_sig
+
+
+def persona_bootstrap_replicates(
+    mu: ArrayLike,
+    averaged: ArrayLike,
+    *,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, FloatArray]:
+    """Persona-bootstrap replicate arrays (the engine behind every persona SE).
+
+    Each draw resamples the rows (personas) with replacement, the same rows for
+    both matrices, so columns of several runs on one persona set placed side by
+    side are resampled *paired*.
+
+    Args:
+        mu: ``(P, A)`` columns whose across-persona sd (ddof=1) is wanted, no NaN.
+        averaged: ``(P, C)`` columns whose across-persona mean is wanted, no NaN.
+        n_boot: Number of draws (>= 1).
+        rng: Generator the draws come from.
+
+    Returns:
+        ``(sd, mean)`` of shapes ``(n_boot, A)`` and ``(n_boot, C)``.
+    """
+    n_boot = _check_count("n_boot", n_boot, 1)
+    mu_arr = _check_matrix("mu", mu, min_rows=2)
+    avg_arr = _check_matrix("averaged", averaged, min_rows=2)
+    if mu_arr.shape[0] != avg_arr.shape[0]:
+        raise ValueError(
+            f"mu and averaged must have the same rows (personas), got {mu_arr.shape[0]} "
+            f"and {avg_arr.shape[0]}"
+        )
+    return _persona_bootstrap(mu_arr, avg_arr, n_boot, rng)
+
+
+def rerun_bootstrap_replicates(
+    cells: CellRatings, *, n_boot: int, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray]:
+    """Rerun-bootstrap replicate arrays: each cell's valid ratings resampled with replacement.
+
+    Args:
+        cells: Cells with at least one valid rating each (drop incomplete personas first).
+        n_boot: Number of draws (>= 1).
+        rng: Generator the draws come from.
+
+    Returns:
+        ``(sd_mu, mean_sigma)``, both ``(n_boot, Q)``: per draw and item the ddof-1
+        sd over personas of the resampled cell means and the mean of the resampled
+        cell sds.
+    """
+    n_boot = _check_count("n_boot", n_boot, 1)
+    if np.any(cells.counts < 1):
+        raise ValueError("cells: every cell needs at least one valid rating")
+    if cells.counts.shape[0] < 2:
+        raise ValueError(f"cells: need at least 2 personas, got {cells.counts.shape[0]}")
+    mu, sigma = cell_moments(cells)
+    return _rerun_bootstrap(cells, mu, sigma, n_boot, rng)
+
+
+def foundation_columns(
+    item_ids: ArrayLike, foundations: Mapping[int, str] | None = None
+) -> dict[str, NDArray[np.intp]]:
+    """Column indices of each foundation's items within ``item_ids``.
+
+    Args:
+        item_ids: ``(Q,)`` item ids, the columns of a persona-by-item matrix.
+        foundations: Item id -> foundation (default MFQ-30 with catch items);
+            every item must be mapped.
+
+    Returns:
+        Foundation name -> sorted column indices, foundations in mapping order.
+    """
+    return _foundation_groups(_as_int_ids("item_ids", item_ids), foundations)
+
+
+def _bootstrap_sd(replicates: FloatArray) -> float:
+    """Sample sd (ddof=1) of bootstrap replicates; 0 for a single replicate."""
+    if len(replicates) < 2:
+        return 0.0
+    return float(np.std(replicates, ddof=1))
+
+
+def _summarise(
+    mu: FloatArray,
+    sigma: FloatArray,
+    columns: NDArray[np.intp] | None,
+    boots: Sequence[tuple[FloatArray, FloatArray]],
+) -> tuple[float, float, float, float, float, float]:
+    """S, S_se, R, R_se, sigma_bar, sigma_bar_se over the given item columns."""
+    cols = np.arange(mu.shape[1]) if columns is None else columns
+    s_value = float(np.mean(np.std(mu[:, cols], axis=0, ddof=1)))
+    sig_value = float(np.mean(sigma[:, cols]))
+    s_var = 0.0
+    sig_var = 0.0
+    for sd_mu, mean_sig in boots:
+        s_var += _bootstrap_sd(sd_mu[:, cols].mean(axis=1)) ** 2
+        sig_var += _bootstrap_sd(mean_sig[:, cols].mean(axis=1)) ** 2
+    s_se = math.sqrt(s_var)
+    sig_se = math.sqrt(sig_var)
+    r_value = _inverse(sig_value)
+    r_se = sig_se / sig_value**2 if sig_value > 0 else math.nan
+    return s_value, s_se, r_value, r_se, sig_value, sig_se
+
+
+def _assemble(
+    mu: FloatArray,
+    sigma: FloatArray,
+    item_ids: IntArray,
+    groups: Mapping[str, NDArray[np.intp]],
+    boots: Sequence[tuple[FloatArray, FloatArray]],
+    **extra: Any,
+) -> RunMetrics:
+    s, s_se, r, r_se, sig, sig_se = _summarise(mu, sigma, None, boots)
+    per_foundation = {}
+    for name, cols in groups.items():
+        fs, fs_se, fr, fr_se, fsig, fsig_se = _summarise(mu, sigma, cols, boots)
+        per_foundation[name] = FoundationMetrics(
+            items=tuple(int(i) for i in item_ids[cols]),
+            S=fs,
+            S_se=fs_se,
+            R=fr,
+            R_se=fr_se,
+            sigma_bar=fsig,
+            sigma_bar_se=fsig_se,
+        )
+    return RunMetrics(
+        S=s,
+        S_se=s_se,
+        R=r,
+        R_se=r_se,
+        sigma_bar=sig,
+        sigma_bar_se=sig_se,
+        personas=int(mu.shape[0]),
+        questions=int(mu.shape[1]),
+        per_foundation=per_foundation,
+        **extra,
+    )
+
+
+def excluded_personas(complete: NDArray[np.bool_], persona_ids: IntArray) -> tuple[int, ...]:
+    """Ids of the personas to drop (``~complete``); at least two must remain.
+
+    Args:
+        complete: ``(P,)`` whether each persona has a valid rating on every item.
+        persona_ids: ``(P,)`` their ids.
+
+    Raises:
+        ValueError: fewer than two complete personas.
+    """
+    if int(complete.sum()) < 2:
+        raise ValueError(
+            "persona_ids: need at least 2 personas with a valid rating on every item, "
+            f"got {int(complete.sum())} of {len(persona_ids)}"
+        )
+    return tuple(int(p) for p in persona_ids[~complete])
+
+
+def complete_cells(cells: CellRatings) -> tuple[CellRatings, tuple[int, ...]]:
+    """Drop personas lacking a valid rating on some item.
+
+    Returns:
+        The cells of the complete personas, and the ids of the dropped ones.
+
+    Raises:
+        ValueError: fewer than two complete personas.
+    """
+    complete = np.all(cells.counts > 0, axis=1)
+    excluded = excluded_personas(complete, cells.persona_ids)
+    if not excluded:
+        return cells, excluded
+    kept = CellRatings(
+        values=cells.values[complete],
+        counts=cells.counts[complete],
+        persona_ids=cells.persona_ids[complete],
+        item_ids=cells.item_ids,
+    )
+    return kept, excluded
+
+
+# --- public analyses --------------------------------------------------------------------------
+
+
+def analyze_ratings(
+    persona_ids: ArrayLike,
+    item_ids: ArrayLike,
+    ratings: ArrayLike,
+    *,
+    foundations: Mapping[int, str] | None = None,
+    n_persona_boot: int = DEFAULT_PERSONA_BOOT,
+    n_rerun_boot: int = DEFAULT_RERUN_BOOT,
+    rng: np.random.Generator | int | None = None,
+    invalid: float = INVALID_RATING,
+) -> RunMetrics:
+    """Susceptibility ``S``, robustness ``R`` and ``sigma_bar`` of a sampled run, with SEs.
+
+    Every valid rating of a persona-item cell counts (several rows per slot
+    included); ``invalid`` ratings are ignored. Personas lacking a valid rating on
+    some item are excluded and listed in ``excluded_personas``.
+
+    Args:
+        persona_ids, item_ids, ratings: ``(N,)`` arrays, one entry per answer.
+        foundations: Item id -> foundation name for per-foundation values
+            (default: MFQ-30, catch items included). Every item must be mapped.
+        n_persona_boot: Persona-bootstrap draws (>= 1).
+        n_rerun_boot: Rerun-bootstrap draws (>= 0; 0 skips it).
+        rng: Generator, int seed or None (fresh seed, recorded in the result).
+        invalid: Rating value marking an answer without a valid rating.
+
+    Returns:
+        :class:`RunMetrics` with ``method="sampling"``. SEs are the two bootstrap
+        sds combined in quadrature; ``R_se = sigma_bar_se / sigma_bar**2``.
+
+    Raises:
+        ValueError: Bad shapes or lengths, bad counts, unmapped items, or fewer
+            than 2 complete personas.
+    """
+    n_persona_boot = _check_count("n_persona_boot", n_persona_boot, 1)
+    n_rerun_boot = _check_count("n_rerun_boot", n_rerun_boot, 0)
+    cells = cell_ratings(persona_ids, item_ids, ratings, invalid=invalid)
+    groups = _foundation_groups(cells.item_ids, foundations)
+    generator, seed = resolve_rng(rng)
+
+    n_invalid = int(np.asarray(ratings).size - cells.counts.sum())
+    cells, excluded = complete_cells(cells)
+    mu, sigma = cell_moments(cells)
+    boots = [_persona_bootstrap(mu, sigma, n_persona_boot, generator)]
+    if n_rerun_boot > 0:
+        boots.append(_rerun_bootstrap(cells, mu, sigma, n_rerun_boot, generator))
+    return _assemble(
+        mu,
+        sigma,
+        cells.item_ids,
+        groups,
+        boots,
+        excluded_personas=excluded,
+        method="sampling",
+        seed=seed,
+        n_persona_boot=n_persona_boot,
+        n_rerun_boot=n_rerun_boot,
+        valid_ratings=int(cells.counts.sum()),
+        invalid_ratings=n_invalid,
+    )
+
+
+def tempered(probs: ArrayLike, ratio: float) -> FloatArray:
+    """Re-temperature distributions: ``p_T ∝ p ** (1 / ratio)``, rows renormalised.
+
+    ``ratio`` is the new sampling temperature divided by the one the distributions
+    were collected at (for softmax outputs this is exact: ``softmax(z/T')`` =
+    ``softmax(z/T) ** (T/T')``). ``ratio < 1`` sharpens, ``> 1`` flattens.
+
+    Args:
+        probs: ``(N, S)`` non-negative rows.
+        ratio: Temperature ratio, > 0.
+    """
+    if not (isinstance(ratio, int | float) and math.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {ratio!r}")
+    arr = np.asarray(probs, dtype=np.float64)
+    # Work in logs so that a small ratio does not underflow every entry to 0.
+    with np.errstate(divide="ignore"):
+        logp = np.log(arr) / ratio
+    logp -= np.max(logp, axis=1, keepdims=True)
+    out = np.exp(logp)
+    out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
+def analyze_distributions(
+    persona_ids: ArrayLike,
+    item_ids: ArrayLike,
+    probs: ArrayLike,
+    *,
+    scale: Sequence[float],
+    foundations: Mapping[int, str] | None = None,
+    n_persona_boot: int = DEFAULT_PERSONA_BOOT,
+    rng: np.random.Generator | int | None = None,
+    temperature: float | None = None,
+) -> RunMetrics:
+    """``S``, ``R``, ``sigma_bar`` from stored per-cell rating distributions (no sampling noise).
+
+    For each cell ``mu = sum_k p_k x_k`` and ``sigma = sqrt(sum_k p_k (x_k - mu)**2)``
+    (the population sd of the distribution, i.e. the sd an infinite number of
+    repetitions would show). SEs come from the persona bootstrap only.
+
+    Args:
+        persona_ids, item_ids: ``(N,)`` cell keys, each (persona, item) at most once.
+        probs: ``(N, S)`` probabilities over ``scale`` (rows are renormalised).
+        scale: ``(S,)`` rating value of each column.
+        foundations: As for :func:`analyze_ratings`.
+        n_persona_boot: Persona-bootstrap draws (>= 1).
+        rng: Generator, int seed or None.
+        temperature: Optional re-temperaturing ratio (new / collection temperature),
+            see :func:`tempered`.
+
+    Returns:
+        :class:`RunMetrics` with ``method="exact"`` and ``n_rerun_boot=0``.
+    """
+    n_persona_boot = _check_count("n_persona_boot", n_persona_boot, 1)
+    pid = _as_int_ids("persona_ids", persona_ids)
+    iid = _as_int_ids("item_ids", item_ids)
+    p = np.asarray(probs, dtype=np.float64)
+    grid = _as_1d("scale", scale, np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"probs must be 2-D (answers, scale values), got shape {p.shape}")
+    _check_lengths(persona_ids=pid, item_ids=iid, probs=p)
+    if p.shape[1] != len(grid):
+        raise ValueError(f"probs has {p.shape[1]} columns but scale has {len(grid)} values")
+    if not np.all(np.isfinite(p)) or np.any(p < 0):
+        raise ValueError("probs must be finite and non-negative")
+    totals = p.sum(axis=1)
+    if np.any(totals <= 0):
+        raise ValueError(f"probs row {int(np.flatnonzero(totals <= 0)[0])} sums to 0")
+    p = p / totals[:, None]
+    if temperature is not None:
+        p = tempered(p, temperature)
+    generator, seed = resolve_rng(rng)
+
+    personas, p_idx = np.unique(pid, return_inverse=True)
+    items, q_idx = np.unique(iid, return_inverse=True)
+    groups = _foundation_groups(items, foundations)
+    n_p, n_q = len(personas), len(items)
+    cell = p_idx * n_q + q_idx
+    seen = np.bincount(cell, minlength=n_p * n_q)
+    if np.any(seen > 1):
+        dup = int(np.flatnonzero(seen > 1)[0])
+        raise ValueError(
+            f"persona_ids/item_ids: cell (persona {personas[dup // n_q]}, "
+            f"item {items[dup % n_q]}) appears more than once"
+        )
+    mean = p @ grid
+    var = np.maximum(p @ (grid * grid) - mean * mean, 0.0)
+    mu_flat = np.full(n_p * n_q, np.nan)
+    sigma_flat = np.full(n_p * n_q, np.nan)
+    mu_flat[cell] = mean
+    sigma_flat[cell] = np.sqrt(var)
+    complete = np.asarray((seen > 0).reshape(n_p, n_q).all(axis=1))
+    mu = mu_flat.reshape(n_p, n_q)[complete]
+    sigma = sigma_flat.reshape(n_p, n_q)[complete]
+    excluded = excluded_personas(complete, personas.astype(np.int64))
+    boots = [_persona_bootstrap(mu, sigma, n_persona_boot, generator)]
+    return _assemble(
+        mu,
+        sigma,
+        items.astype(np.int64),
+        groups,
+        boots,
+        excluded_personas=excluded,
+        method="exact",
+        seed=seed,
+        n_persona_boot=n_persona_boot,
+        n_rerun_boot=0,
+        temperature_ratio=None if temperature is None else float(temperature),
+    )
+
+
+def self_profile(
+    item_ids: ArrayLike,
+    ratings: ArrayLike,
+    *,
+    foundations: Mapping[int, str] | None = None,
+    invalid: float = INVALID_RATING,
+) -> SelfProfile:
+    """Per-foundation profile of a self run (the model answering as itself).
+
+    ``mean[f]`` = mean over items of ``f`` of the item's mean valid rating;
+    ``sd[f]`` = mean over items of ``f`` of the item's sd (ddof=1, 0 for one rating).
+    Items without any valid rating are left out and listed in ``missing_items``.
+
+    Args:
+        item_ids, ratings: ``(N,)`` arrays, one entry per answer.
+        foundations: Item id -> foundation (default MFQ-30 with catch items).
+        invalid: Rating value marking an answer without a valid rating.
+    """
+    iid = _as_int_ids("item_ids", item_ids)
+    rat = _as_1d("ratings", ratings, np.float64)
+    _check_lengths(item_ids=iid, ratings=rat)
+    cells = cell_ratings(np.zeros(len(iid), dtype=np.int64), iid, rat, invalid=invalid)
+    mu, sigma = cell_moments(cells)
+    return _profile(cells.item_ids, mu[0], sigma[0], cells.counts[0] > 0, foundations)
+
+
+def _profile(
+    item_ids: IntArray,
+    item_mean: FloatArray,
+    item_sd: FloatArray,
+    has: NDArray[np.bool_],
+    foundations: Mapping[int, str] | None,
+) -> SelfProfile:
+    groups = _foundation_groups(item_ids, foundations)
+    means: dict[str, float] = {}
+    sds: dict[str, float] = {}
+    items: dict[str, tuple[int, ...]] = {}
+    for name, cols in groups.items():
+        used = cols[has[cols]]
+        items[name] = tuple(int(i) for i in item_ids[used])
+        means[name] = float(np.mean(item_mean[used])) if len(used) else math.nan
+        sds[name] = float(np.mean(item_sd[used])) if len(used) else math.nan
+    missing = tuple(int(i) for i in item_ids[~has])
+    return SelfProfile(mean=means, sd=sds, items=items, missing_items=missing)
+
+
+def self_profile_from_distributions(
+    item_ids: ArrayLike,
+    probs: ArrayLike,
+    *,
+    scale: Sequence[float],
+    foundations: Mapping[int, str] | None = None,
+    temperature: float | None = None,
+) -> SelfProfile:
+    """:func:`self_profile` of an exact run: each item's mean and population sd
+    come from its stored rating distribution (``mu = sum_k p_k x_k``).
+
+    Args:
+        item_ids: ``(N,)`` distinct item ids.
+        probs: ``(N, S)`` distributions over ``scale``.
+        scale: The ``S`` scale values.
+        foundations: Item id -> foundation (default MFQ-30 with catch items).
+        temperature: Optional re-temperaturing ratio (see :func:`tempered`).
+    """
+    iid = _as_int_ids("item_ids", item_ids)
+    p = _check_matrix("probs", probs)
+    values = np.asarray(scale, dtype=np.float64)
+    if p.shape != (len(iid), len(values)):
+        raise ValueError(
+            f"probs must have shape (len(item_ids), len(scale)) = {(len(iid), len(values))}, "
+            f"got {p.shape}"
+        )
+    if len(np.unique(iid)) != len(iid):
+        raise ValueError("item_ids must be distinct (one distribution per item)")
+    if temperature is not None:
+        p = tempered(p, temperature)
+    p = p / p.sum(axis=1, keepdims=True)
+    order = np.argsort(iid)
+    iid, p = iid[order], p[order]
+    mean = p @ values
+    sd = np.sqrt(np.maximum(p @ values**2 - mean**2, 0.0))
+    return _profile(iid, mean, sd, np.ones(len(iid), dtype=bool), foundations)

@@ -1,0 +1,1187 @@
+r"""Difference tests between runs: intervals and p-values for ΔS, ΔR, Δσ̄ and the excess.
+
+For two runs ``a`` (reference, e.g. the base model) and ``b`` (variant) and a
+metric ``X`` (``S``, ``R`` or ``sigma_bar``) the relative change is
+``ΔX = X_b / X_a - 1``. For a family with a control (secure-code) and a
+treatment (insecure-code) variant the misalignment-specific *excess* is
+``ΔX_treatment - ΔX_control = (X_treatment - X_control) / X_base``.
+
+Bootstrap. Every draw resamples personas with replacement; when the runs hold
+the same persona ids the *same* personas are drawn for every run (paired), so
+what the personas have in common cancels out of the differences. Optionally a
+rerun bootstrap resamples each cell's valid ratings, independently per run.
+
+Variance schemes (``variance=``):
+
+* ``"persona"`` (default): the persona bootstrap alone. A persona's cell means
+  and sds carry their own rating noise, so resampling personas already
+  propagates the rerun noise (personas are the independent units, the ratings
+  nest inside them).
+* ``"reference"``: persona and rerun bootstrap variances added, the convention of
+  the published standard errors. It counts the rerun noise twice: negligible for
+  a single run (the persona part dominates), but in a paired difference the
+  persona part cancels and the rerun noise is most of what is left, so the
+  test becomes conservative (measured on the simulator, 1000 replications:
+  0.7-0.9 % rejections at α = 0.05 under a true null, against 4.5-5 % for
+  ``"persona"``; see :mod:`persona_collapse.stats.audit`).
+* ``"rerun"``: the rerun bootstrap alone: uncertainty for *this* persona set only
+  (would re-asking the same personas give the same difference?).
+
+Every result reports both components (``se_persona``, ``se_rerun``).
+
+Tests. For a change, the statistic is the log ratio
+:math:`L = \log X_b - \log X_a` (``R`` and ``sigma_bar`` give the same test,
+since :math:`\log R = -\log \bar\sigma`), its standard error the sd of the
+bootstrap replicates of :math:`L`; the interval is
+:math:`\exp(L \pm z_{1-(1-c)/2}\,\mathrm{se}) - 1` and the two-sided p-value
+:math:`2\,(1 - \Phi(|L| / \mathrm{se}))`. The excess is zero exactly when
+:math:`X_\text{treatment} = X_\text{control}`, so its p-value is that of
+:math:`\log X_\text{treatment} - \log X_\text{control}`; its interval is a
+Wald interval on the excess itself (bootstrap sd of its replicates). A normal
+p-value, unlike a count of bootstrap replicates beyond zero, is not floored at
+``2 / (B + 1)``, which matters once Holm multiplies the smallest p-value by the
+number of tests.
+
+Estimators (``estimator=``): ``"reference"`` are the published estimators
+(:mod:`persona_collapse.stats.metrics`); ``"corrected"`` are the bias-corrected ones:
+
+* :math:`S_c = \operatorname{mean}_q \sqrt{\max(0, \operatorname{var}_p \hat\mu_{pq}
+  - \operatorname{mean}_p s^2_{pq} / n_{pq})}`: the spread of the cell means
+  across personas, less what the noise of a mean of :math:`n_{pq}` ratings adds
+  to it (:math:`E[\operatorname{var}_p \hat\mu] = \operatorname{var}_p \mu +
+  \operatorname{mean}_p \sigma^2/n`, and :math:`s^2` with ddof=1 is unbiased for
+  :math:`\sigma^2`).
+* :math:`\bar\sigma_c = \operatorname{mean}_{pq} s_{pq} / c_4(n_{pq})` with
+  :math:`c_4(n) = \sqrt{2/(n-1)}\,\Gamma(n/2)/\Gamma((n-1)/2)`, the factor by
+  which the sample sd of ``n`` normal draws underestimates the sd on average
+  (0.9727 at ``n = 10``); ``R_c = 1 / sigma_bar_c``. Cells with one rating keep
+  ``s = 0``.
+
+For exact (distribution) runs there is no rating noise and both estimators agree.
+The rerun bootstrap is only defined for the reference estimator.
+
+Holm. :func:`holm` adjusts p-values step-down. :func:`family_significance`
+corrects within a family over its scopes (overall and each foundation), for
+each contrast and metric; :func:`study_significance` corrects over all
+families and scopes together, for each contrast and metric. ``R`` and
+``sigma_bar`` share one test and so one adjusted p-value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from persona_collapse.core.frames import INVALID_RATING
+from persona_collapse.core.instrument import mfq30
+from persona_collapse.stats.metrics import (
+    CellRatings,
+    cell_moments,
+    cell_ratings,
+    complete_cells,
+    excluded_personas,
+    foundation_columns,
+    persona_bootstrap_replicates,
+    rerun_bootstrap_replicates,
+    resolve_rng,
+    tempered,
+)
+
+if TYPE_CHECKING:
+    from persona_collapse.stats.sources import LoadedRun
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+Estimator = Literal["reference", "corrected"]
+Variance = Literal["persona", "reference", "rerun"]
+Method = Literal["sampling", "exact"]
+
+ESTIMATORS: tuple[str, ...] = ("reference", "corrected")
+"""Estimator names: the published estimators and the bias-corrected ones."""
+
+VARIANCES: tuple[str, ...] = ("persona", "reference", "rerun")
+"""Variance schemes of the bootstrap (see the module docstring)."""
+
+METRICS: tuple[str, ...] = ("S", "R", "sigma_bar")
+"""Metrics tested."""
+
+OVERALL = "overall"
+"""Scope name of the all-items statistics (the others are foundation names)."""
+
+EXCESS = "excess"
+"""Contrast key of the misalignment-specific excess."""
+
+DEFAULT_N_BOOT = 2000
+"""Default persona-bootstrap draws of the tests."""
+
+DEFAULT_N_RERUN_BOOT = 400
+"""Default rerun-bootstrap draws of the tests (0 skips the rerun bootstrap)."""
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunCells:
+    """One persona run reduced to its cells, ready for the bootstrap.
+
+    Attributes:
+        persona_ids: ``(P,)`` sorted ids of the personas kept.
+        item_ids: ``(Q,)`` sorted item ids.
+        mu: ``(P, Q)`` cell means.
+        sigma: ``(P, Q)`` cell sds: ddof=1 sample sds (``sampling``, 0 for one
+            rating) or population sds of the distributions (``exact``).
+        counts: ``(P, Q)`` valid ratings per cell (``sampling``), None for ``exact``.
+        cells: The ratings themselves (``sampling``, for the rerun bootstrap), or None.
+        method: ``"sampling"`` or ``"exact"``.
+        excluded_personas: Ids dropped for lacking a valid rating on some item.
+        foundations: Item id -> foundation of the items present.
+    """
+
+    persona_ids: IntArray
+    item_ids: IntArray
+    mu: FloatArray
+    sigma: FloatArray
+    counts: IntArray | None
+    cells: CellRatings | None
+    method: Method
+    excluded_personas: tuple[int, ...]
+    foundations: Mapping[int, str]
+
+    @property
+    def n_personas(self) -> int:
+        """Number of personas kept."""
+        return int(self.mu.shape[0])
+
+
+def _mapping(item_ids: IntArray, foundations: Mapping[int, str] | None) -> dict[int, str]:
+    full = mfq30(include_catch=True).foundation_of() if foundations is None else foundations
+    missing = [int(i) for i in item_ids if int(i) not in full]
+    if missing:
+        raise ValueError(f"foundations has no entry for item id(s) {missing}")
+    return {int(i): full[int(i)] for i in item_ids}
+
+
+def cells_from_ratings(
+    persona_ids: ArrayLike,
+    item_ids: ArrayLike,
+    ratings: ArrayLike,
+    *,
+    foundations: Mapping[int, str] | None = None,
+    invalid: float = INVALID_RATING,
+) -> RunCells:
+    """Cells of a sampled run, with the exclusions of ``analyze_ratings``.
+
+    Args:
+        persona_ids, item_ids, ratings: ``(N,)`` arrays, one entry per answer.
+        foundations: Item id -> foundation (default MFQ-30 with catch items).
+        invalid: Rating value marking an answer without a valid rating.
+    """
+    grouped = cell_ratings(persona_ids, item_ids, ratings, invalid=invalid)
+    return cells_from_cell_ratings(grouped, foundations=foundations)
+
+
+def cells_from_cell_ratings(
+    cells: CellRatings, *, foundations: Mapping[int, str] | None = None
+) -> RunCells:
+    """:func:`cells_from_ratings` for ratings already grouped into cells."""
+    mapping = _mapping(cells.item_ids, foundations)
+    cells, excluded = complete_cells(cells)
+    mu, sigma = cell_moments(cells)
+    return RunCells(
+        persona_ids=cells.persona_ids,
+        item_ids=cells.item_ids,
+        mu=mu,
+        sigma=sigma,
+        counts=cells.counts,
+        cells=cells,
+        method="sampling",
+        excluded_personas=excluded,
+        foundations=mapping,
+    )
+
+
+def cells_from_distributions(
+    persona_ids: ArrayLike,
+    item_ids: ArrayLike,
+    probs: ArrayLike,
+    *,
+    scale: Sequence[float],
+    foundations: Mapping[int, str] | None = None,
+    temperature: float | None = None,
+) -> RunCells:
+    """Cells of an exact run: each cell's mean and population sd from its distribution.
+
+    The same moments as :func:`~persona_collapse.stats.metrics.analyze_distributions`
+    (rows renormalised, optional re-temperaturing ratio ``temperature``).
+
+    Args:
+        persona_ids, item_ids: ``(N,)`` cell keys, each (persona, item) at most once.
+        probs: ``(N, K)`` probabilities over ``scale``.
+        scale: ``(K,)`` rating value of each column.
+        foundations: Item id -> foundation (default MFQ-30 with catch items).
+        temperature: Optional re-temperaturing ratio (new / collection temperature).
+    """
+    pid = np.asarray(persona_ids)
+    iid = np.asarray(item_ids)
+    p = np.asarray(probs, dtype=np.float64)
+    grid = np.asarray(scale, dtype=np.float64)
+    if pid.ndim != 1 or iid.ndim != 1 or len(pid) != len(iid):
+        raise ValueError("persona_ids and item_ids must be 1-D arrays of equal length")
+    if p.ndim != 2 or p.shape != (len(pid), len(grid)):
+        raise ValueError(
+            f"probs must have shape (len(persona_ids), len(scale)) = {(len(pid), len(grid))}, "
+            f"got {p.shape}"
+        )
+    if not np.all(np.isfinite(p)) or np.any(p < 0) or np.any(p.sum(axis=1) <= 0):
+        raise ValueError("probs must be finite, non-negative, and each row must sum to > 0")
+    p = p / p.sum(axis=1, keepdims=True)
+    if temperature is not None:
+        p = tempered(p, temperature)
+    personas, p_idx = np.unique(pid.astype(np.int64), return_inverse=True)
+    items, q_idx = np.unique(iid.astype(np.int64), return_inverse=True)
+    mapping = _mapping(items, foundations)
+    n_p, n_q = len(personas), len(items)
+    cell = p_idx * n_q + q_idx
+    if np.any(np.bincount(cell, minlength=n_p * n_q) > 1):
+        raise ValueError("persona_ids/item_ids: a cell appears more than once")
+    mean = p @ grid
+    sd = np.sqrt(np.maximum(p @ (grid * grid) - mean * mean, 0.0))
+    mu = np.full(n_p * n_q, np.nan)
+    sigma = np.full(n_p * n_q, np.nan)
+    mu[cell] = mean
+    sigma[cell] = sd
+    mu_m, sigma_m = mu.reshape(n_p, n_q), sigma.reshape(n_p, n_q)
+    complete = ~np.isnan(mu_m).any(axis=1)
+    excluded = excluded_personas(complete, personas)
+    return RunCells(
+        persona_ids=personas[complete],
+        item_ids=items,
+        mu=mu_m[complete],
+        sigma=sigma_m[complete],
+        counts=None,
+        cells=None,
+        method="exact",
+        excluded_personas=excluded,
+        foundations=mapping,
+    )
+
+
+def run_cells(run: LoadedRun) -> RunCells:
+    """Cells of a loaded persona run (stored distributions for exact runs, else ratings)."""
+    if run.kind != "persona":
+        raise ValueError(f"run {run.name!r} is a self run; difference tests need persona runs")
+    if run.distributions is not None and len(run.distributions):
+        d = run.distributions
+        scale = run.instrument.scale
+        return cells_from_distributions(
+            d["persona_id"].to_numpy(),
+            d["item_id"].to_numpy(),
+            d[[f"p{k}" for k in scale]].to_numpy(dtype=float),
+            scale=scale,
+            foundations=run.foundations,
+        )
+    r = run.ratings
+    if r.empty:
+        raise ValueError(f"run {run.name!r} has no answers yet")
+    return cells_from_ratings(
+        r["persona_id"].to_numpy(),
+        r["item_id"].to_numpy(),
+        r["rating"].to_numpy(),
+        foundations=run.foundations,
+    )
+
+
+# --- estimators -----------------------------------------------------------------------------
+
+
+def c4(n: ArrayLike) -> FloatArray:
+    r"""Bias factor of the sample sd: :math:`E[s] = c_4(n)\,\sigma` for ``n`` normal draws.
+
+    :math:`c_4(n) = \sqrt{2/(n-1)}\;\Gamma(n/2) / \Gamma((n-1)/2)`; NaN for ``n < 2``.
+
+    Args:
+        n: Sample sizes (any shape).
+
+    Returns:
+        Float array of the shape of ``n``.
+    """
+    arr = np.asarray(n, dtype=np.float64)
+    out = np.full(arr.shape, np.nan)
+    ok = arr >= 2
+    if np.any(ok):
+        m = arr[ok]
+        lg = np.vectorize(math.lgamma, otypes=[np.float64])
+        out[ok] = np.sqrt(2.0 / (m - 1.0)) * np.exp(lg(m / 2.0) - lg((m - 1.0) / 2.0))
+    return out
+
+
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
+def _averaged(run: RunCells, estimator: str) -> FloatArray:
+    """Per-cell columns averaged over personas: ``sigma`` (reference) or
+    ``[sigma / c4(n), s**2 / n]`` (corrected, ``(P, 2Q)``)."""
+    if estimator == "reference":
+        return run.sigma
+    if run.counts is None:  # exact run: no rating noise to correct for
+        return np.concatenate([run.sigma, np.zeros_like(run.sigma)], axis=1)
+    counts = run.counts
+    factor = c4(counts)
+    sigma_c = np.where(counts >= 2, run.sigma / np.where(counts >= 2, factor, 1.0), run.sigma)
+    noise = run.sigma * run.sigma / counts
+    return np.concatenate([sigma_c, noise], axis=1)
+
+
+def _scope_stats(
+    sd_mu: FloatArray, averaged: FloatArray, cols: NDArray[np.intp], estimator: str
+) -> tuple[FloatArray, FloatArray]:
+    """``(S, sigma_bar)`` over item columns ``cols`` from per-item values.
+
+    ``sd_mu`` is ``(..., Q)`` and ``averaged`` ``(..., Q)`` or ``(..., 2Q)`` as
+    made by :func:`_averaged`; leading axes are bootstrap draws.
+    """
+    n_q = sd_mu.shape[-1]
+    if estimator == "reference":
+        return sd_mu[..., cols].mean(axis=-1), averaged[..., cols].mean(axis=-1)
+    spread = sd_mu[..., cols] ** 2 - averaged[..., n_q + cols]
+    s = np.sqrt(np.maximum(spread, 0.0)).mean(axis=-1)
+    return s, averaged[..., cols].mean(axis=-1)
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricEstimate:
+    """One run's ``S``, ``sigma_bar`` and ``R`` on one scope, with standard errors.
+
+    SEs follow the chosen variance scheme; ``R_se = sigma_bar_se / sigma_bar**2``.
+    """
+
+    S: float
+    S_se: float
+    sigma_bar: float
+    sigma_bar_se: float
+    R: float
+    R_se: float
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain-data form."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class DifferenceTest:
+    """One metric of one contrast on one scope.
+
+    Attributes:
+        metric: ``"S"``, ``"R"`` or ``"sigma_bar"``.
+        scope: ``"overall"`` or a foundation name.
+        estimate: Relative change (fraction, 0.5 = +50 %) or excess (difference of fractions).
+        ci_low, ci_high: Confidence interval of ``estimate``.
+        se: Standard error of the test statistic under the chosen variance
+            scheme. The statistic is a log ratio: ``log(X_variant / X_reference)``
+            for a change, ``log(X_treatment / X_control)`` for an excess (zero
+            exactly when the excess is zero). ``R`` and ``sigma_bar`` thus share
+            one test. The interval of a change is the back-transformed log-scale
+            interval; that of an excess is a Wald interval on the excess itself.
+        se_persona, se_rerun: Its persona- and rerun-bootstrap components
+            (``se_rerun`` NaN when no rerun bootstrap was run).
+        z: Test statistic / ``se``.
+        p_value: Two-sided p-value of "no difference".
+        p_holm: Holm-adjusted p-value (NaN until a correction was applied).
+    """
+
+    metric: str
+    scope: str
+    estimate: float
+    ci_low: float
+    ci_high: float
+    se: float
+    se_persona: float
+    se_rerun: float
+    z: float
+    p_value: float
+    p_holm: float = math.nan
+
+    def significant(self, alpha: float = 0.05, *, adjusted: bool = True) -> bool:
+        """Whether the (Holm-adjusted, by default) p-value is below ``alpha``."""
+        p = self.p_holm if adjusted else self.p_value
+        return bool(p < alpha)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """All tests of one contrast: a variant against the reference run, or the excess.
+
+    Attributes:
+        kind: ``"change"`` (``variant`` against ``reference``) or ``"excess"``
+            (``variant`` = treatment against ``reference`` = control, relative to ``base``).
+        reference, variant: Run labels.
+        base: Base run the excess is relative to (``None`` for a change).
+        tests: Metric -> scope -> :class:`DifferenceTest`.
+    """
+
+    kind: Literal["change", "excess"]
+    reference: str
+    variant: str
+    base: str | None
+    tests: Mapping[str, Mapping[str, DifferenceTest]]
+
+    def test(self, metric: str, scope: str = OVERALL) -> DifferenceTest:
+        """The test of ``metric`` on ``scope``."""
+        return self.tests[metric][scope]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form."""
+        return {
+            "kind": self.kind,
+            "reference": self.reference,
+            "variant": self.variant,
+            "base": self.base,
+            "tests": {
+                m: {s: t.to_dict() for s, t in by_scope.items()}
+                for m, by_scope in self.tests.items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class FamilySignificance:
+    """Difference tests of one family (variants against the base, and the excess).
+
+    Attributes:
+        base: Label of the base run.
+        contrasts: Variant label -> its change against the base; ``"excess"`` ->
+            the excess (when control and treatment are both present).
+        estimates: Run label -> scope -> :class:`MetricEstimate` (chosen estimator).
+        paired: Whether personas were resampled jointly across the runs.
+        estimator, variance: See the module docstring.
+        confidence: Level of the intervals.
+        n_boot, n_rerun_boot: Bootstrap draws.
+        seed: Seed of the draws (None when a Generator was passed).
+        holm: What the Holm correction of ``p_holm`` ran over.
+    """
+
+    base: str
+    contrasts: Mapping[str, Contrast]
+    estimates: Mapping[str, Mapping[str, MetricEstimate]]
+    paired: bool
+    estimator: str
+    variance: str
+    confidence: float
+    n_boot: int
+    n_rerun_boot: int
+    seed: int | None
+    holm: str
+
+    def test(self, contrast: str, metric: str, scope: str = OVERALL) -> DifferenceTest:
+        """Shortcut: ``contrasts[contrast].tests[metric][scope]``."""
+        return self.contrasts[contrast].tests[metric][scope]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (JSON-serialisable; non-finite values stay floats)."""
+        return {
+            "base": self.base,
+            "contrasts": {k: c.to_dict() for k, c in self.contrasts.items()},
+            "estimates": {
+                run: {s: e.to_dict() for s, e in by_scope.items()}
+                for run, by_scope in self.estimates.items()
+            },
+            "paired": self.paired,
+            "estimator": self.estimator,
+            "variance": self.variance,
+            "confidence": self.confidence,
+            "n_boot": self.n_boot,
+            "n_rerun_boot": self.n_rerun_boot,
+            "seed": self.seed,
+            "holm": self.holm,
+        }
+
+
+@dataclass(frozen=True)
+class StudySignificance:
+    """Difference tests of several families, Holm-corrected across families and scopes.
+
+    Attributes:
+        families: Family name -> its :class:`FamilySignificance` (``p_holm`` over
+            the whole study).
+        seed: Seed the per-family seeds were drawn from.
+        holm: What the Holm correction ran over.
+    """
+
+    families: Mapping[str, FamilySignificance]
+    seed: int | None
+    holm: str
+
+    def rows(self, alpha: float = 0.05) -> list[dict[str, Any]]:
+        """One flat row per family, contrast, metric and scope (for tables and CSV)."""
+        out = []
+        for family, fam in self.families.items():
+            for key, contrast in fam.contrasts.items():
+                for metric, by_scope in contrast.tests.items():
+                    for scope, t in by_scope.items():
+                        out.append(
+                            {
+                                "family": family,
+                                "contrast": key,
+                                "metric": metric,
+                                "scope": scope,
+                                **t.to_dict(),
+                                "significant": t.significant(alpha),
+                            }
+                        )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form."""
+        return {
+            "families": {k: f.to_dict() for k, f in self.families.items()},
+            "seed": self.seed,
+            "holm": self.holm,
+        }
+
+
+# --- Holm -----------------------------------------------------------------------------------
+
+
+def holm(p_values: ArrayLike) -> FloatArray:
+    """Holm step-down adjusted p-values.
+
+    With the ``m`` finite p-values sorted, ``p_(1) <= ... <= p_(m)``, the adjusted
+    value is ``max_{j <= i} min(1, (m - j + 1) p_(j))``. Rejecting where the
+    adjusted value is below ``alpha`` controls the family-wise error rate at
+    ``alpha``. NaN entries stay NaN and do not count in ``m``.
+
+    Args:
+        p_values: p-values in [0, 1] (any shape).
+
+    Returns:
+        Adjusted p-values, same shape.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    finite = ~np.isnan(p)
+    if np.any((p[finite] < 0) | (p[finite] > 1)):
+        raise ValueError("p_values must lie in [0, 1]")
+    out = np.full(p.shape, np.nan)
+    values = p[finite]
+    m = len(values)
+    if m == 0:
+        return out
+    order = np.argsort(values, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * values[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    out[finite] = adjusted
+    return out
+
+
+def _with_holm(
+    contrast_sets: Sequence[Mapping[str, Contrast]],
+) -> list[dict[str, Contrast]]:
+    """Holm-correct, per contrast key and metric, over every scope of every set."""
+    keys: dict[str, None] = {}
+    for cs in contrast_sets:
+        keys.update(dict.fromkeys(cs))
+    adjusted: dict[tuple[int, str, str, str], float] = {}
+    for key in keys:
+        # R and sigma_bar share one test: correct over R's tests, copy to sigma_bar.
+        for metric in ("S", "R"):
+            where = [
+                (i, scope, t.p_value)
+                for i, cs in enumerate(contrast_sets)
+                if key in cs
+                for scope, t in cs[key].tests[metric].items()
+            ]
+            adj = holm([p for _, _, p in where])
+            for (i, scope, _), a in zip(where, adj, strict=True):
+                adjusted[i, key, metric, scope] = float(a)
+                if metric == "R":
+                    adjusted[i, key, "sigma_bar", scope] = float(a)
+    out = []
+    for i, cs in enumerate(contrast_sets):
+        new: dict[str, Contrast] = {}
+        for key, contrast in cs.items():
+            tests = {
+                metric: {
+                    scope: replace(t, p_holm=adjusted[i, key, metric, scope])
+                    for scope, t in by_scope.items()
+                }
+                for metric, by_scope in contrast.tests.items()
+            }
+            new[key] = replace(contrast, tests=tests)
+        out.append(new)
+    return out
+
+
+# --- the bootstrap --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EstimatorDraws:
+    """Point values and replicates of S and sigma_bar, per run label and scope.
+
+    ``point[run][scope] = (S, sigma_bar)``; ``persona`` and ``rerun`` hold
+    ``(S*, sigma_bar*)`` arrays of shape ``(B,)`` (``rerun`` is None when skipped;
+    an exact run's rerun replicates equal its point values).
+    """
+
+    point: dict[str, dict[str, tuple[float, float]]]
+    persona: dict[str, dict[str, tuple[FloatArray, FloatArray]]]
+    rerun: dict[str, dict[str, tuple[FloatArray, FloatArray]]] | None
+
+
+def _scopes(runs: Mapping[str, RunCells]) -> dict[str, NDArray[np.intp]]:
+    first = next(iter(runs.values()))
+    groups = foundation_columns(first.item_ids, first.foundations)
+    return {OVERALL: np.arange(len(first.item_ids), dtype=np.intp), **groups}
+
+
+def _check_runs(runs: Mapping[str, RunCells], paired: bool | None) -> bool:
+    if len(runs) < 2:
+        raise ValueError(f"runs: need at least 2 runs to compare, got {len(runs)}")
+    first_label, first = next(iter(runs.items()))
+    for label, run in runs.items():
+        if not np.array_equal(run.item_ids, first.item_ids):
+            raise ValueError(
+                f"runs: {label!r} and {first_label!r} cover different items; "
+                "differences need the same items"
+            )
+        if dict(run.foundations) != dict(first.foundations):
+            raise ValueError(
+                f"runs: {label!r} and {first_label!r} map items to foundations differently"
+            )
+    same = all(np.array_equal(r.persona_ids, first.persona_ids) for r in runs.values())
+    if paired is None:
+        return same
+    if paired and not same:
+        raise ValueError(
+            "paired=True needs the same persona ids in every run (after exclusions); "
+            + ", ".join(f"{k}: {r.n_personas} personas" for k, r in runs.items())
+        )
+    return bool(paired)
+
+
+def _draw(
+    runs: Mapping[str, RunCells],
+    *,
+    estimator: str,
+    paired: bool,
+    n_boot: int,
+    n_rerun_boot: int,
+    rng: np.random.Generator,
+) -> EstimatorDraws:
+    """Point values and bootstrap replicates of every run for one estimator."""
+    return draw_estimators(
+        runs,
+        estimators=(estimator,),
+        paired=paired,
+        n_boot=n_boot,
+        n_rerun_boot=n_rerun_boot,
+        rng=rng,
+    )[estimator]
+
+
+def draw_estimators(
+    runs: Mapping[str, RunCells],
+    *,
+    estimators: Sequence[str],
+    paired: bool,
+    n_boot: int,
+    n_rerun_boot: int,
+    rng: np.random.Generator,
+) -> dict[str, EstimatorDraws]:
+    """:func:`_draw` for several estimators from the same persona draws (one matrix product).
+
+    The rerun bootstrap (``n_rerun_boot > 0``) only feeds the reference estimator.
+    """
+    scopes = _scopes(runs)
+    labels = list(runs)
+    # Per run, the averaged columns of every estimator side by side.
+    parts = {k: [_averaged(r, e) for e in estimators] for k, r in runs.items()}
+    averaged = {k: np.concatenate(parts[k], axis=1) for k in labels}
+
+    per_run: dict[str, tuple[FloatArray, FloatArray]] = {}
+    if paired:
+        sd_all, avg_all = persona_bootstrap_replicates(
+            np.concatenate([runs[k].mu for k in labels], axis=1),
+            np.concatenate([averaged[k] for k in labels], axis=1),
+            n_boot=n_boot,
+            rng=rng,
+        )
+        q0 = a0 = 0
+        for k in labels:
+            q, a = runs[k].mu.shape[1], averaged[k].shape[1]
+            per_run[k] = (sd_all[:, q0 : q0 + q], avg_all[:, a0 : a0 + a])
+            q0, a0 = q0 + q, a0 + a
+    else:
+        for k in labels:
+            per_run[k] = persona_bootstrap_replicates(
+                runs[k].mu, averaged[k], n_boot=n_boot, rng=rng
+            )
+
+    rerun_items: dict[str, tuple[FloatArray, FloatArray] | None] = {}
+    if n_rerun_boot > 0 and "reference" in estimators:
+        for k in labels:
+            cells = runs[k].cells
+            rerun_items[k] = (
+                None  # exact run: nothing to resample
+                if cells is None
+                else rerun_bootstrap_replicates(cells, n_boot=n_rerun_boot, rng=rng)
+            )
+
+    out: dict[str, EstimatorDraws] = {}
+    for index, estimator in enumerate(estimators):
+        point: dict[str, dict[str, tuple[float, float]]] = {}
+        persona: dict[str, dict[str, tuple[FloatArray, FloatArray]]] = {}
+        for k, run in runs.items():
+            start = sum(part.shape[1] for part in parts[k][:index])
+            width = parts[k][index].shape[1]
+            sd = np.std(run.mu, axis=0, ddof=1)
+            avg = parts[k][index].mean(axis=0)
+            sd_boot, avg_boot = per_run[k]
+            avg_boot = avg_boot[:, start : start + width]
+            point[k] = {}
+            persona[k] = {}
+            for scope, cols in scopes.items():
+                s, sb = _scope_stats(sd, avg, cols, estimator)
+                point[k][scope] = (float(s), float(sb))
+                persona[k][scope] = _scope_stats(sd_boot, avg_boot, cols, estimator)
+        rerun = None
+        if rerun_items and estimator == "reference":
+            rerun = {}
+            for k in labels:
+                item_reps = rerun_items[k]
+                if item_reps is None:
+                    rerun[k] = {
+                        scope: (np.full(n_rerun_boot, s), np.full(n_rerun_boot, sb))
+                        for scope, (s, sb) in point[k].items()
+                    }
+                    continue
+                sd_r, sig_r = item_reps
+                rerun[k] = {
+                    scope: (sd_r[:, cols].mean(axis=1), sig_r[:, cols].mean(axis=1))
+                    for scope, cols in scopes.items()
+                }
+        out[estimator] = EstimatorDraws(point=point, persona=persona, rerun=rerun)
+    return out
+
+
+def _sd(values: FloatArray) -> float:
+    """Sample sd of finite replicates (NaN when any replicate is not finite)."""
+    if len(values) < 2 or not np.all(np.isfinite(values)):
+        return math.nan
+    return float(np.std(values, ddof=1))
+
+
+def _combine(se_persona: float, se_rerun: float, variance: str) -> float:
+    if variance == "persona":
+        return se_persona
+    if variance == "rerun":
+        return se_rerun
+    return math.hypot(se_persona, se_rerun)
+
+
+def _log(x: FloatArray | float) -> Any:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(x)
+
+
+def _metric_value(values: tuple[Any, Any], metric: str) -> Any:
+    """``metric`` from ``(S, sigma_bar)`` values (floats or replicate arrays)."""
+    s, sb = values
+    if metric == "S":
+        return s
+    if metric == "sigma_bar":
+        return sb
+    with np.errstate(divide="ignore"):
+        return 1.0 / np.asarray(sb, dtype=np.float64)
+
+
+def _normal_test(
+    statistic: float, se_persona: float, se_rerun: float, variance: str, z_crit: float
+) -> tuple[float, float, float, float, float]:
+    """``(se, z, p, low, high)`` of a Wald test of ``statistic = 0``."""
+    se = _combine(se_persona, se_rerun, variance)
+    if not (math.isfinite(statistic) and math.isfinite(se)) or se <= 0:
+        return se, math.nan, math.nan, math.nan, math.nan
+    z = statistic / se
+    p = math.erfc(abs(z) / math.sqrt(2.0))
+    return se, z, p, statistic - z_crit * se, statistic + z_crit * se
+
+
+def _log_ratio(
+    values: Mapping[str, Mapping[str, tuple[Any, Any]]],
+    numerator: str,
+    denominator: str,
+    scope: str,
+    metric: str,
+) -> Any:
+    """``log X_numerator - log X_denominator`` (R's is minus sigma_bar's; NaN when
+    both are infinite, i.e. every cell constant in both runs)."""
+    with np.errstate(invalid="ignore"):
+        return _log(_metric_value(values[numerator][scope], metric)) - _log(
+            _metric_value(values[denominator][scope], metric)
+        )
+
+
+def _log_ratio_ses(
+    draws: EstimatorDraws, numerator: str, denominator: str, scope: str, metric: str
+) -> tuple[float, float, float]:
+    """``(statistic, se_persona, se_rerun)`` of the log ratio of two runs."""
+    stat = float(_log_ratio(draws.point, numerator, denominator, scope, metric))
+    se_p = _sd(_log_ratio(draws.persona, numerator, denominator, scope, metric))
+    se_r = math.nan
+    if draws.rerun is not None:
+        se_r = _sd(_log_ratio(draws.rerun, numerator, denominator, scope, metric))
+    return stat, se_p, se_r
+
+
+def _expm1(value: float) -> float:
+    return math.expm1(value) if math.isfinite(value) else math.nan
+
+
+def change_tests(
+    draws: EstimatorDraws, reference: str, variant: str, variance: str, z_crit: float
+) -> dict[str, dict[str, DifferenceTest]]:
+    tests: dict[str, dict[str, DifferenceTest]] = {m: {} for m in METRICS}
+    for scope in draws.point[reference]:
+        for metric in METRICS:
+            stat, se_p, se_r = _log_ratio_ses(draws, variant, reference, scope, metric)
+            se, z, p, low, high = _normal_test(stat, se_p, se_r, variance, z_crit)
+            tests[metric][scope] = DifferenceTest(
+                metric=metric,
+                scope=scope,
+                estimate=_expm1(stat),
+                ci_low=_expm1(low),
+                ci_high=_expm1(high),
+                se=se,
+                se_persona=se_p,
+                se_rerun=se_r,
+                z=z,
+                p_value=p,
+            )
+    return tests
+
+
+def _excess_tests(
+    draws: EstimatorDraws, base: str, control: str, treatment: str, variance: str, z_crit: float
+) -> dict[str, dict[str, DifferenceTest]]:
+    def excess(values: Mapping[str, Mapping[str, tuple[Any, Any]]], scope: str, metric: str) -> Any:
+        x0 = _metric_value(values[base][scope], metric)
+        xc = _metric_value(values[control][scope], metric)
+        xt = _metric_value(values[treatment][scope], metric)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (np.asarray(xt) - np.asarray(xc)) / np.asarray(x0)
+
+    tests: dict[str, dict[str, DifferenceTest]] = {m: {} for m in METRICS}
+    for scope in draws.point[base]:
+        for metric in METRICS:
+            # The test: log(X_treatment / X_control) = 0, the same hypothesis as a
+            # zero excess, and one test for R and sigma_bar. The interval: Wald on
+            # the excess itself.
+            stat, se_p, se_r = _log_ratio_ses(draws, treatment, control, scope, metric)
+            se, z, p, _, _ = _normal_test(stat, se_p, se_r, variance, z_crit)
+            value = float(excess(draws.point, scope, metric))
+            se_ex = _combine(
+                _sd(excess(draws.persona, scope, metric)),
+                math.nan if draws.rerun is None else _sd(excess(draws.rerun, scope, metric)),
+                variance,
+            )
+            ok = math.isfinite(value) and math.isfinite(se_ex)
+            tests[metric][scope] = DifferenceTest(
+                metric=metric,
+                scope=scope,
+                estimate=value,
+                ci_low=value - z_crit * se_ex if ok else math.nan,
+                ci_high=value + z_crit * se_ex if ok else math.nan,
+                se=se,
+                se_persona=se_p,
+                se_rerun=se_r,
+                z=z,
+                p_value=p,
+            )
+    return tests
+
+
+def draw_estimates(draws: EstimatorDraws, variance: str) -> dict[str, dict[str, MetricEstimate]]:
+    out: dict[str, dict[str, MetricEstimate]] = {}
+    for run, by_scope in draws.point.items():
+        out[run] = {}
+        for scope, (s, sb) in by_scope.items():
+            ps, psb = draws.persona[run][scope]
+            rs = rsb = math.nan
+            if draws.rerun is not None:
+                rs, rsb = _sd(draws.rerun[run][scope][0]), _sd(draws.rerun[run][scope][1])
+            s_se = _combine(_sd(ps), rs, variance)
+            sb_se = _combine(_sd(psb), rsb, variance)
+            out[run][scope] = MetricEstimate(
+                S=s,
+                S_se=s_se,
+                sigma_bar=sb,
+                sigma_bar_se=sb_se,
+                R=math.inf if sb == 0 else 1.0 / sb,
+                R_se=sb_se / sb**2 if sb > 0 else math.nan,
+            )
+    return out
+
+
+def _check_settings(
+    estimator: str, variance: str, n_boot: int, n_rerun_boot: int, confidence: float
+) -> None:
+    _check_choice("estimator", estimator, ESTIMATORS)
+    _check_choice("variance", variance, VARIANCES)
+    for name, value, minimum in (("n_boot", n_boot, 2), ("n_rerun_boot", n_rerun_boot, 0)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if variance != "persona" and n_rerun_boot < 2:
+        raise ValueError(f"variance={variance!r} needs n_rerun_boot >= 2, got {n_rerun_boot}")
+    if variance != "persona" and estimator != "reference":
+        raise ValueError(
+            f"variance={variance!r} uses the rerun bootstrap, which is only defined for "
+            "estimator='reference'"
+        )
+    if not (isinstance(confidence, float | int) and 0 < confidence < 1):
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+
+
+def family_significance(
+    runs: Mapping[str, RunCells],
+    *,
+    base: str = "base",
+    control: str | None = "secure",
+    treatment: str | None = "insecure",
+    estimator: Estimator = "reference",
+    variance: Variance = "persona",
+    paired: bool | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    n_rerun_boot: int = DEFAULT_N_RERUN_BOOT,
+    confidence: float = 0.95,
+    rng: np.random.Generator | int | None = None,
+) -> FamilySignificance:
+    """Test every run of a family against its base, and the excess, from one joint bootstrap.
+
+    Args:
+        runs: Run label -> cells; must include ``base`` and at least one other run,
+            all on the same items.
+        base: Label of the base run.
+        control, treatment: Labels whose difference is the excess (skipped when
+            either is None or absent).
+        estimator: ``"reference"`` or ``"corrected"`` (see the module docstring).
+        variance: ``"persona"``, ``"reference"`` or ``"rerun"`` (see the module docstring).
+        paired: Resample personas jointly across runs; None: when all runs hold
+            the same persona ids (ids must then name the same personas).
+        n_boot: Persona-bootstrap draws (>= 2).
+        n_rerun_boot: Rerun-bootstrap draws (0 skips it; needed by ``variance``
+            ``"reference"`` and ``"rerun"``).
+        confidence: Level of the intervals (0.95).
+        rng: Generator, int seed or None (fresh seed, recorded).
+
+    Returns:
+        :class:`FamilySignificance`; ``p_holm`` is corrected over the scopes
+        (overall and foundations) of each contrast and metric.
+
+    Raises:
+        ValueError: Bad labels or settings, runs on different items, or
+            ``paired=True`` with different persona sets.
+    """
+    _check_settings(estimator, variance, n_boot, n_rerun_boot, confidence)
+    if base not in runs:
+        raise ValueError(f"base: no run labelled {base!r}; labels: {', '.join(runs) or '(none)'}")
+    if control is not None and control == treatment:
+        raise ValueError(f"control and treatment must differ, both are {control!r}")
+    use_paired = _check_runs(runs, paired)
+    # The rerun bootstrap always runs for the reference estimator: with the
+    # "persona" scheme it only supplies the reported se_rerun component.
+    n_rerun = n_rerun_boot if estimator == "reference" else 0
+    generator, seed = resolve_rng(rng)
+    draws = _draw(
+        runs,
+        estimator=estimator,
+        paired=use_paired,
+        n_boot=n_boot,
+        n_rerun_boot=n_rerun,
+        rng=generator,
+    )
+    z_crit = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    contrasts: dict[str, Contrast] = {}
+    for label in runs:
+        if label == base:
+            continue
+        contrasts[label] = Contrast(
+            kind="change",
+            reference=base,
+            variant=label,
+            base=None,
+            tests=change_tests(draws, base, label, variance, z_crit),
+        )
+    if (
+        control is not None
+        and treatment is not None
+        and control in runs
+        and treatment in runs
+        and base not in (control, treatment)
+    ):
+        contrasts[EXCESS] = Contrast(
+            kind="excess",
+            reference=control,
+            variant=treatment,
+            base=base,
+            tests=_excess_tests(draws, base, control, treatment, variance, z_crit),
+        )
+    (corrected,) = _with_holm([contrasts])
+    return FamilySignificance(
+        base=base,
+        contrasts=corrected,
+        estimates=draw_estimates(draws, variance),
+        paired=use_paired,
+        estimator=estimator,
+        variance=variance,
+        confidence=float(confidence),
+        n_boot=int(n_boot),
+        n_rerun_boot=int(n_rerun),
+        seed=seed,
+        holm="within the family: over overall and foundations, per contrast and metric",
+    )
+
+
+def compare_runs(
+    reference: RunCells,
+    variant: RunCells,
+    *,
+    labels: tuple[str, str] = ("reference", "variant"),
+    **options: Any,
+) -> Contrast:
+    """Difference tests of ``variant`` against ``reference`` (one contrast).
+
+    Args:
+        reference, variant: The two runs (same items).
+        labels: Names used in the result.
+        **options: Keyword options of :func:`family_significance` (``estimator``,
+            ``variance``, ``paired``, ``n_boot``, ``n_rerun_boot``, ``confidence``, ``rng``).
+
+    Returns:
+        The :class:`Contrast` (``p_holm`` over its scopes, per metric).
+    """
+    ref_label, var_label = labels
+    if ref_label == var_label:
+        raise ValueError(f"labels must differ, both are {ref_label!r}")
+    fam = family_significance(
+        {ref_label: reference, var_label: variant},
+        base=ref_label,
+        control=None,
+        treatment=None,
+        **options,
+    )
+    return fam.contrasts[var_label]
+
+
+def run_estimates(
+    run: RunCells,
+    *,
+    estimator: Estimator = "corrected",
+    variance: Variance = "persona",
+    n_boot: int = DEFAULT_N_BOOT,
+    n_rerun_boot: int = DEFAULT_N_RERUN_BOOT,
+    rng: np.random.Generator | int | None = None,
+) -> dict[str, MetricEstimate]:
+    """``S``, ``sigma_bar`` and ``R`` of one run with bootstrap SEs, overall and per foundation.
+
+    The bias-corrected estimates (the default here) are the documented
+    alternative to :func:`~persona_collapse.stats.metrics.analyze_ratings`, which keeps
+    the published estimators.
+
+    Returns:
+        Scope (``"overall"`` and foundation names) -> :class:`MetricEstimate`.
+    """
+    _check_settings(estimator, variance, n_boot, n_rerun_boot, 0.95)
+    generator, _ = resolve_rng(rng)
+    n_rerun = 0 if (estimator == "corrected" or variance == "persona") else n_rerun_boot
+    draws = _draw(
+        {"run": run},
+        estimator=estimator,
+        paired=False,
+        n_boot=n_boot,
+        n_rerun_boot=n_rerun,
+        rng=generator,
+    )
+    return draw_estimates(draws, variance)["run"]
+
+
+def study_significance(
+    families: Mapping[str, Mapping[str, RunCells]],
+    *,
+    rng: np.random.Generator | int | None = None,
+    **options: Any,
+) -> StudySignificance:
+    """:func:`family_significance` for each family, Holm-corrected across the study.
+
+    ``p_holm`` of each test is corrected over all families and scopes (overall
+    and each foundation) of the same contrast key and metric, e.g. the 4 x 6
+    insecure-vs-base ``S`` tests of four families.
+
+    Args:
+        families: Family name -> run label -> cells.
+        rng: Generator, int seed or None; each family gets its own seed drawn
+            from it (recorded in its result).
+        **options: Keyword options of :func:`family_significance`.
+    """
+    if not families:
+        raise ValueError("families must hold at least one family")
+    generator, seed = resolve_rng(rng)
+    results = {
+        name: family_significance(runs, rng=int(generator.integers(0, 2**62)), **options)
+        for name, runs in families.items()
+    }
+    corrected = _with_holm([f.contrasts for f in results.values()])
+    holm_text = (
+        "across families: over every family, overall and foundations, per contrast and metric"
+    )
+    return StudySignificance(
+        families={
+            name: replace(fam, contrasts=new, holm=holm_text)
+            for (name, fam), new in zip(results.items(), corrected, strict=True)
+        },
+        seed=seed,
+        holm=holm_text,
+    )
+
+
+__all__ = [
+    "DEFAULT_N_BOOT",
+    "DEFAULT_N_RERUN_BOOT",
+    "ESTIMATORS",
+    "EXCESS",
+    "METRICS",
+    "OVERALL",
+    "VARIANCES",
+    "Contrast",
+    "DifferenceTest",
+    "FamilySignificance",
+    "MetricEstimate",
+    "RunCells",
+    "StudySignificance",
+    "c4",
+    "cells_from_cell_ratings",
+    "cells_from_distributions",
+    "cells_from_ratings",
+    "compare_runs",
+    "family_significance",
+    "holm",
+    "run_cells",
+    "run_estimates",
+]

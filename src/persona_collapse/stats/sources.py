@@ -1,0 +1,234 @@
+"""Runs from wherever they live: reference-layout CSV files, folders of them, run stores.
+
+:func:`load_runs` turns command-line paths into :class:`LoadedRun` values, and
+:func:`run_metrics` / :func:`run_self_profile` compute results from them. The
+CLI's ``metrics``, ``compare`` and ``profile`` commands are thin wrappers over
+these functions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from persona_collapse.core.config import AnalysisConfig
+from persona_collapse.core.errors import InputFileError, UnknownNameError, UserError
+from persona_collapse.core.frames import SELF_PERSONA_ID
+from persona_collapse.core.instrument import Instrument, mfq30
+from persona_collapse.stats.metrics import (
+    RunMetrics,
+    SelfProfile,
+    analyze_distributions,
+    analyze_ratings,
+    self_profile_from_distributions,
+)
+from persona_collapse.stats.metrics import self_profile as compute_self_profile
+from persona_collapse.store.reference_csv import iter_csv_files, read_ratings_csv
+from persona_collapse.store.sqlite import RunStore
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_STORE_SUFFIXES = frozenset({".db", ".sqlite", ".sqlite3"})
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """One run's answers, ready for analysis.
+
+    Attributes:
+        name: Run label (file stem for CSV files, stored name for run stores).
+        kind: ``"persona"`` or ``"self"``.
+        source: Where it came from (a file path, or ``store.db#name``).
+        instrument: Instrument the answers refer to.
+        ratings: Ratings frame (see :mod:`persona_collapse.core.frames`).
+        distributions: Per-cell distribution frame for ``exact`` runs, else None.
+        temperature: Collection temperature when known.
+    """
+
+    name: str
+    kind: Literal["persona", "self"]
+    source: str
+    instrument: Instrument
+    ratings: pd.DataFrame
+    distributions: pd.DataFrame | None = None
+    temperature: float | None = None
+
+    @property
+    def foundations(self) -> dict[int, str]:
+        """Item id -> foundation of the items present in the run."""
+        present = set(int(i) for i in np.unique(self.ratings["item_id"]))
+        if self.distributions is not None:
+            present |= set(int(i) for i in np.unique(self.distributions["item_id"]))
+        mapping = {i.id: i.foundation for i in self.instrument.items}
+        return {i: mapping[i] for i in sorted(present) if i in mapping}
+
+
+def is_run_store(path: Path) -> bool:
+    """Whether ``path`` is a SQLite file (a run store) rather than a CSV file."""
+    if path.suffix.lower() in _STORE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as fh:
+            return fh.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]:
+    if not path.is_file():
+        raise InputFileError(path, "run store not found")
+    out: list[LoadedRun] = []
+    with RunStore.open(path, create=False) as store:
+        records = [store.find_run(n) for n in names] if names else store.list_runs()
+        for rec in records:
+            ratings = store.ratings_frame(rec.run_id)
+            dists = store.distributions_frame(rec.run_id) if rec.mode == "exact" else None
+            out.append(
+                LoadedRun(
+                    name=rec.name,
+                    kind=rec.kind,
+                    source=f"{path}#{rec.name}",
+                    instrument=rec.instrument(),
+                    ratings=ratings,
+                    distributions=dists,
+                    temperature=rec.temperature,
+                )
+            )
+    return out
+
+
+def _run_from_csv(path: Path) -> LoadedRun:
+    frame = read_ratings_csv(path)
+    kind: Literal["persona", "self"] = "self" if frame.attrs.get("kind") == "self" else "persona"
+    return LoadedRun(
+        name=path.stem,
+        kind=kind,
+        source=str(path),
+        instrument=mfq30(include_catch=True),
+        ratings=frame,
+    )
+
+
+def load_runs(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    run_names: Sequence[str] | None = None,
+    kind: Literal["persona", "self"] | None = None,
+) -> list[LoadedRun]:
+    """Load every run found at ``paths``.
+
+    Args:
+        paths: Reference-layout CSV files, folders searched recursively for
+            ``*.csv``, or run stores (SQLite files).
+        run_names: Restrict run stores to these run names (or ids).
+        kind: Keep only persona or only self runs; None keeps both.
+
+    Raises:
+        InputFileError: a path is missing or a file is malformed.
+        UnknownNameError: a requested run name is not in a store.
+        UserError: nothing to analyse.
+    """
+    runs: list[LoadedRun] = []
+    csv_inputs: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise InputFileError(p, "no such file or directory")
+        if p.is_file() and is_run_store(p):
+            runs.extend(_runs_from_store(p, run_names))
+        else:
+            csv_inputs.append(p)
+    if csv_inputs:
+        for csv_path in iter_csv_files(csv_inputs):
+            runs.append(_run_from_csv(csv_path))
+    if kind is not None:
+        runs = [r for r in runs if r.kind == kind]
+    if not runs:
+        what = f"{kind} runs" if kind else "runs"
+        raise UserError(f"no {what} found in {', '.join(str(p) for p in paths)}")
+    return runs
+
+
+def run_metrics(run: LoadedRun, analysis: AnalysisConfig | None = None) -> RunMetrics:
+    """S, R and sigma_bar (overall and per foundation) of a persona run, with SEs.
+
+    Exact (distribution) runs use the stored distributions; sampled runs use
+    every valid rating. The bootstrap seed is ``analysis.seed``.
+    """
+    cfg = analysis or AnalysisConfig()
+    if run.kind != "persona":
+        raise UserError(f"run {run.name!r} is a self run; S and R need a persona run")
+    if run.distributions is not None and len(run.distributions):
+        d = run.distributions
+        scale = run.instrument.scale
+        prob_cols = [f"p{k}" for k in scale]
+        return analyze_distributions(
+            d["persona_id"].to_numpy(),
+            d["item_id"].to_numpy(),
+            d[prob_cols].to_numpy(dtype=float),
+            scale=scale,
+            foundations=run.foundations,
+            n_persona_boot=cfg.n_persona_boot,
+            rng=cfg.seed,
+        )
+    r = run.ratings
+    if r.empty:
+        raise UserError(f"run {run.name!r} has no answers yet")
+    return analyze_ratings(
+        r["persona_id"].to_numpy(),
+        r["item_id"].to_numpy(),
+        r["rating"].to_numpy(),
+        foundations=run.foundations,
+        n_persona_boot=cfg.n_persona_boot,
+        n_rerun_boot=cfg.n_rerun_boot,
+        rng=cfg.seed,
+    )
+
+
+def run_self_profile(run: LoadedRun) -> SelfProfile:
+    """Per-foundation self-profile of a run (normally a self run)."""
+    if run.distributions is not None and len(run.distributions):
+        d = run.distributions
+        if run.kind == "persona":
+            d = d[d["persona_id"] == SELF_PERSONA_ID]
+        scale = run.instrument.scale
+        return self_profile_from_distributions(
+            d["item_id"].to_numpy(),
+            d[[f"p{k}" for k in scale]].to_numpy(dtype=float),
+            scale=scale,
+            foundations=run.foundations,
+        )
+    r = run.ratings
+    if run.kind == "persona":
+        r = r[r["persona_id"] == SELF_PERSONA_ID] if (r["persona_id"] < 0).any() else r
+    if r.empty:
+        raise UserError(f"run {run.name!r} has no answers yet")
+    return compute_self_profile(
+        r["item_id"].to_numpy(), r["rating"].to_numpy(), foundations=run.foundations
+    )
+
+
+def metrics_by_name(
+    runs: Sequence[LoadedRun], analysis: AnalysisConfig | None = None
+) -> dict[str, RunMetrics]:
+    """Metrics of each persona run, keyed by run name (names must be unique)."""
+    out: dict[str, RunMetrics] = {}
+    for run in runs:
+        if run.kind != "persona":
+            continue
+        if run.name in out:
+            raise UserError(f"two runs are named {run.name!r}; give distinct names")
+        out[run.name] = run_metrics(run, analysis)
+    return out
+
+
+def pick(mapping: Mapping[str, RunMetrics], name: str, what: str) -> RunMetrics:
+    """``mapping[name]``, or an :class:`UnknownNameError` with suggestions."""
+    if name not in mapping:
+        raise UnknownNameError(what, name, mapping)
+    return mapping[name]

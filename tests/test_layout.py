@@ -1,0 +1,51 @@
+"""The package's shape: light imports and downward-only layers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("pandas", "matplotlib", "openai", "fastapi", "torch", "transformers", "pyarrow", "numpy")
+
+
+def _imported_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    return set(out.split())
+
+
+def test_importing_the_package_loads_no_heavy_dependency() -> None:
+    loaded = _imported_after("import persona_collapse")
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_public_names_resolve_lazily() -> None:
+    import persona_collapse
+
+    for name in persona_collapse.__all__:
+        assert getattr(persona_collapse, name) is not None, name
+    assert set(persona_collapse.__all__) <= set(dir(persona_collapse))
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        persona_collapse.nonexistent  # noqa: B018
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["metrics", "--help"], ["study", "run", "--help"]])
+def test_help_screens_load_no_heavy_dependency(argv: list[str]) -> None:
+    code = f"from persona_collapse.cli import main\ncode = main({argv!r})\nassert code == 0, code"
+    loaded = _imported_after(code)
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_layer_contracts_hold() -> None:
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if lint is None:
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    done = subprocess.run([lint], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-2000:]
