@@ -185,6 +185,14 @@ def export(
     run: Annotated[str, typer.Option(help="Run name or id.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="'csv' or 'parquet'.")] = "csv",
+    raw_csv: Annotated[
+        bool,
+        typer.Option(
+            "--raw-csv",
+            help="Write replies as they are; by default a reply a spreadsheet would run "
+            "as a formula (=, +, -, @) gets a leading '.",
+        ),
+    ] = False,
 ) -> None:
     """Export a run's ratings as CSV (reference layout) or Parquet."""
     if fmt not in ("csv", "parquet"):
@@ -193,7 +201,9 @@ def export(
         raise InputFileError(store, "run store not found")
     with RunStore.open(store, create=False) as st:
         record = st.find_run(run)
-        path = st.export(record.run_id, output, format="csv" if fmt == "csv" else "parquet")
+        path = st.export(
+            record.run_id, output, format="csv" if fmt == "csv" else "parquet", raw_csv=raw_csv
+        )
     stdout_console().print(f"wrote {path}")
 
 

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from persona_collapse._csv import write_csv_atomic
 from persona_collapse._files import write_text_atomic
 from persona_collapse.cli._app import (
     FormatOpt,
@@ -108,9 +109,7 @@ def _write_outputs(output: Path, outcomes: list[VerifyOutcome]) -> None:
     data = {"store": str(outcomes[0].store), "results": [o.result.to_dict() for o in outcomes]}
     write_text_atomic(output / RESULTS_NAME, json.dumps(json_safe(data), indent=2) + "\n")
     frames = [o.answers.assign(variant=o.result.name) for o in outcomes]
-    write_text_atomic(
-        output / ANSWERS_NAME, pd.concat(frames, ignore_index=True).to_csv(index=False)
-    )
+    write_csv_atomic(pd.concat(frames, ignore_index=True), output / ANSWERS_NAME)
 
 
 @app.command(name="verify", rich_help_panel="Variants")

@@ -14,7 +14,6 @@ decide what to do with them.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 import re
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from persona_collapse._files import write_text_atomic
+from persona_collapse._csv import unneutralise_text, write_csv_atomic
 from persona_collapse.errors import InputFileError
 from persona_collapse.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.instrument import Instrument, mfq30
@@ -191,6 +190,16 @@ def _text_column(raw: pd.Series) -> pd.Series:
     return raw.fillna("").astype(str)
 
 
+def _read_text_column(raw: pd.Series) -> pd.Series:
+    """A text column as read: our own formula neutralisation undone (see ``_csv``)."""
+    text = _text_column(raw)
+    quoted = text.str.startswith("'")
+    if quoted.any():
+        text = text.copy()
+        text[quoted] = text[quoted].map(unneutralise_text)
+    return text
+
+
 def _known_item_ids(instrument: Instrument | None) -> frozenset[int]:
     inst = instrument if instrument is not None else mfq30(include_catch=True)
     return frozenset(item.id for item in inst.items)
@@ -336,9 +345,9 @@ def read_ratings_csv(
             "repetition": repetitions,
             "rating": ratings,
             "failures": failures,
-            "response": _text_column(raw["response"]) if "response" in mapping else "",
+            "response": _read_text_column(raw["response"]) if "response" in mapping else "",
             "collected_at": (
-                _text_column(raw["collected_at"]) if "collected_at" in mapping else ""
+                _read_text_column(raw["collected_at"]) if "collected_at" in mapping else ""
             ),
         },
         columns=list(FRAME_COLUMNS),
@@ -357,7 +366,9 @@ def _frame_kind(frame: pd.DataFrame) -> str:
     return "self" if len(personas) and bool(np.all(personas == SELF_PERSONA_ID)) else "persona"
 
 
-def write_ratings_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+def write_ratings_csv(
+    frame: pd.DataFrame, path: str | os.PathLike[str], *, raw: bool = False
+) -> Path:
     """Write a ratings frame as a reference-compatible CSV file, atomically.
 
     Persona frames get the columns :data:`REFERENCE_COLUMNS`; self frames
@@ -369,6 +380,8 @@ def write_ratings_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path
     Args:
         frame: Ratings frame (at least ``persona_id, item_id, repetition, rating``).
         path: Destination file; its folder must exist.
+        raw: Write replies as they are; by default text that a spreadsheet would run
+            as a formula gets a leading ``'`` (see :mod:`persona_collapse._csv`).
 
     Returns:
         The destination path.
@@ -400,9 +413,7 @@ def write_ratings_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path
     )
     if _frame_kind(frame) == "self":
         out = out.drop(columns="persona_id")
-    buffer = io.StringIO()
-    out.to_csv(buffer, index=False, lineterminator="\n")
-    return write_text_atomic(dest, buffer.getvalue(), newline="")
+    return write_csv_atomic(out, dest, raw=raw)
 
 
 def iter_csv_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -1,0 +1,110 @@
+"""Hostile and damaged data files (issue 9): CSV injection, corrupt stores, odd CSV contents."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_core import HEADER, _run
+
+from persona_collapse._csv import neutralise_text, unneutralise_text, write_csv_atomic
+from persona_collapse.store.reference_csv import read_ratings_csv
+
+FORMULAS = ["=1+2", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\r=x", "'=already"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+# --- item 5: CSV formula injection ---------------------------------------------------------
+
+
+def _hostile_csv(path: Path) -> Path:
+    """Two personas, every item once; replies that a spreadsheet would run as formulas."""
+    lines = [HEADER]
+    for p in range(2):
+        for q in range(1, 31):
+            reply = FORMULAS[(p + q) % len(FORMULAS)]
+            rating = -1 if q == 5 else (p + q) % 6
+            quoted = '"' + reply.replace('"', '""') + '"'
+            lines.append(f"{p},{q},1,{rating},0,{quoted},2026-01-01T00:00:00\n")
+    path.write_text("".join(lines), newline="")
+    return path
+
+
+def test_export_neutralises_formulas_and_raw_csv_opts_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _hostile_csv(tmp_path / "hostile.csv")
+    store = tmp_path / "s.db"
+    code, _, err = _run(capsys, "import", src, "--store", store, "--name", "=evil")
+    assert code == 0, err
+    safe = tmp_path / "safe.csv"
+    code, _, err = _run(capsys, "export", store, "--run", "=evil", "-o", safe)
+    assert code == 0, err
+    rows = _rows(safe)
+    for row in rows:
+        assert row["response"][:1] not in ("=", "+", "-", "@", "\t", "\r"), row
+    # numbers stay numbers: the failed parse keeps its -1
+    assert {r["rating"] for r in rows if r["question_id"] == "5"} == {"-1"}
+    # the escape reverses: reading our own export gives back the replies exactly
+    original = read_ratings_csv(src)
+    again = read_ratings_csv(safe)
+    assert again["response"].tolist() == original["response"].tolist()
+
+    raw = tmp_path / "raw.csv"
+    code, _, err = _run(capsys, "export", store, "--run", "=evil", "-o", raw, "--raw-csv")
+    assert code == 0, err
+    assert [r["response"] for r in _rows(raw)] == original["response"].tolist()
+
+
+def test_csv_writer_leaves_numbers_alone(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "variant": ["=HYPERLINK(1)", "@x", "plain", "-0.5"],
+            "family": ["+f", "-g", "h", "i"],
+            "S": [-0.5, 1.0, -2.0, 0.0],
+            "n": [-1, 2, 3, 4],
+        }
+    )
+    path = write_csv_atomic(frame, tmp_path / "t.csv")
+    back = pd.read_csv(path)
+    assert back["S"].tolist() == [-0.5, 1.0, -2.0, 0.0]
+    assert back["n"].tolist() == [-1, 2, 3, 4]
+    assert back["variant"].tolist() == ["'=HYPERLINK(1)", "'@x", "plain", "-0.5"]
+    assert back["family"].tolist() == ["'+f", "'-g", "h", "i"]
+    for value in [*FORMULAS, "", "x", "'", "''=a", "-1", "1e-3"]:
+        assert unneutralise_text(neutralise_text(value)) == value
+
+
+STUDY = """\
+name: inj
+output: out
+protocol: {personas: default, max_personas: 2, repetitions: 2, seed: 1}
+analysis: {n_persona_boot: 10, n_rerun_boot: 2}
+backends: {sim: {kind: simulator, options: {seed: 2}}}
+families:
+  "=HYPERLINK(1)":
+    base: {backend: sim, model: base}
+    "@insecure": {backend: sim, model: insecure}
+"""
+
+
+def test_study_csv_tables_are_neutralised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "study.yaml").write_text(STUDY)
+    code, _, err = _run(capsys, "study", "run", tmp_path / "study.yaml", "--no-progress")
+    assert code == 0, err
+    out = tmp_path / "out"
+    for name in ("metrics.csv", "comparison.csv", "counts.csv", "significance.csv"):
+        cells = [c for row in csv.reader((out / name).open(newline="")) for c in row]
+        assert "'=HYPERLINK(1)" in cells, name
+        assert not [c for c in cells if c[:1] in ("=", "@")], name
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert comparison["dR_pct"].dtype.kind == "f"  # negative changes stay numbers
+    assert (comparison["dR_pct"] < 0).any()
