@@ -38,6 +38,23 @@ class InputFileError(UserError):
         self.problem = problem
 
 
+class TooFewPersonasError(UserError, ValueError):
+    """Fewer than two personas have a valid rating on every item, so S cannot be computed.
+
+    Also a :class:`ValueError`, which the metric functions raise for bad arrays.
+    """
+
+    def __init__(self, complete: int, total: int, *, where: str = "") -> None:
+        prefix = f"{where}: " if where else ""
+        super().__init__(
+            f"{prefix}only {complete} of {total} personas are complete; S and R need at "
+            "least 2 personas with a valid rating on every item (collect more answers, "
+            "or check why the replies do not parse)"
+        )
+        self.complete = complete
+        self.total = total
+
+
 class ConfigError(UserError):
     """An invalid configuration value, instrument definition or study file."""
 

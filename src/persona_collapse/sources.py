@@ -18,7 +18,12 @@ import numpy as np
 import pandas as pd
 
 from persona_collapse.config import AnalysisConfig
-from persona_collapse.errors import InputFileError, UnknownNameError, UserError
+from persona_collapse.errors import (
+    InputFileError,
+    TooFewPersonasError,
+    UnknownNameError,
+    UserError,
+)
 from persona_collapse.frames import SELF_PERSONA_ID
 from persona_collapse.instrument import Instrument, mfq30
 from persona_collapse.metrics import (
@@ -159,7 +164,19 @@ def run_metrics(run: LoadedRun, analysis: AnalysisConfig | None = None) -> RunMe
 
     Exact (distribution) runs use the stored distributions; sampled runs use
     every valid rating. The bootstrap seed is ``analysis.seed``.
+
+    Raises:
+        TooFewPersonasError: fewer than two personas are complete (names the run).
     """
+    try:
+        return _run_metrics(run, analysis)
+    except TooFewPersonasError as exc:
+        raise TooFewPersonasError(
+            exc.complete, exc.total, where=f"run {run.name!r} ({run.source})"
+        ) from None
+
+
+def _run_metrics(run: LoadedRun, analysis: AnalysisConfig | None) -> RunMetrics:
     cfg = analysis or AnalysisConfig()
     if run.kind != "persona":
         raise UserError(f"run {run.name!r} is a self run; S and R need a persona run")

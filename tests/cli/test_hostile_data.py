@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_core import HEADER, _run
+from test_core import HEADER, _assert_user_error, _persona_csv, _run
 
 from persona_collapse._csv import neutralise_text, unneutralise_text, write_csv_atomic
 from persona_collapse.store.reference_csv import read_ratings_csv
@@ -108,3 +108,50 @@ def test_study_csv_tables_are_neutralised(
     comparison = pd.read_csv(out / "comparison.csv")
     assert comparison["dR_pct"].dtype.kind == "f"  # negative changes stay numbers
     assert (comparison["dR_pct"] < 0).any()
+
+
+# --- item 8: fewer than two complete personas ------------------------------------------------
+
+
+def test_metrics_with_one_persona_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _persona_csv(tmp_path / "one.csv", personas=1)
+    code, _, err = _run(capsys, "metrics", path)
+    _assert_user_error(code, err, "one.csv", "only 1 of 1 personas are complete")
+
+
+def test_metrics_with_junk_replies_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # what a server answering junk leaves: every rating a failed parse
+    lines = [HEADER] + [
+        f"{p},{q},1,-1,0,junk,2026-01-01T00:00:00\n" for p in range(3) for q in range(1, 31)
+    ]
+    path = tmp_path / "junk.csv"
+    path.write_text("".join(lines))
+    code, _, err = _run(capsys, "metrics", path)
+    _assert_user_error(code, err, "junk.csv", "only 0 of 3 personas are complete")
+
+
+def test_run_with_one_persona_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "one.db"
+    code, _, err = _run(
+        capsys,
+        "run",
+        "--backend",
+        "simulator",
+        "--model",
+        "base",
+        "--max-personas",
+        "1",
+        "--repetitions",
+        "1",
+        "--no-self",
+        "--no-progress",
+        "--store",
+        store,
+    )
+    _assert_user_error(code, err, "only 1 of 1 personas are complete")
