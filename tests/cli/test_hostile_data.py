@@ -11,6 +11,7 @@ from test_core import HEADER, _assert_user_error, _persona_csv, _run
 
 from persona_collapse._csv import neutralise_text, unneutralise_text, write_csv_atomic
 from persona_collapse.store.reference_csv import read_ratings_csv
+from persona_collapse.store.sqlite import RunStore
 
 FORMULAS = ["=1+2", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\r=x", "'=already"]
 
@@ -155,3 +156,43 @@ def test_run_with_one_persona_is_one_line(
         store,
     )
     _assert_user_error(code, err, "only 1 of 1 personas are complete")
+
+
+# --- item 15: a file that is not a CSV at all ------------------------------------------------
+
+NOT_CSV: list[tuple[str, bytes, str]] = [
+    ("study.yaml", STUDY.encode(), "a YAML file"),
+    ("config.yaml", b"# a run\nbackend: simulator\nmodel: base, insecure\n", "a YAML file"),
+    ("runs.csv", b'[{"persona_id": 0, "rating": 3}]\n', "a JSON file"),
+    ("runs.json", b'{\n  "S": 1.0,\n  "a": [1, 2]\n}\n', "a JSON file"),
+    ("runs.csv.gz", b"\x1f\x8b\x08\x00" + bytes(range(40)), "gzip"),
+    ("book.csv", b"PK\x03\x04" + bytes(40), "ZIP"),
+    ("noise.csv", bytes(range(256)), "binary content"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "fragment"), NOT_CSV, ids=[n for n, _, _ in NOT_CSV])
+def test_metrics_names_what_a_non_csv_file_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, fragment: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, _, err = _run(capsys, "metrics", path)
+    _assert_user_error(code, err, name, fragment, "expected a ratings CSV file")
+    assert "fields as in the header" not in err
+
+
+def test_import_of_an_sqlite_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.db"
+    with RunStore.open(other):
+        pass
+    code, _, err = _run(capsys, "import", other, "--store", tmp_path / "s.db")
+    _assert_user_error(code, err, "other.db", "SQLite database")
+
+
+def test_metrics_on_an_empty_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "e.csv").write_bytes(b"")
+    code, _, err = _run(capsys, "metrics", tmp_path / "e.csv")
+    _assert_user_error(code, err, "e.csv", "empty")

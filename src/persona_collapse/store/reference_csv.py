@@ -110,8 +110,52 @@ def _field_count_error(path: Path) -> InputFileError | None:
     )
 
 
+_EXPECTED = (
+    "expected a ratings CSV file with the header "
+    "persona_id,question_id,run_index,rating,failures,response,collected_at"
+)
+
+# Leading bytes of file kinds people pass by mistake.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"PK\x03\x04", "a ZIP archive (or an Excel .xlsx workbook)"),
+    (b"\x1f\x8b", "a gzip-compressed file"),
+    (b"PAR1", "a Parquet file"),
+    (b"%PDF", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel/Office document"),
+)
+_YAML_KEY = re.compile(r"^(---\s*$|%YAML|[A-Za-z_][\w.-]*:(\s|$))")
+
+
+def _not_csv_problem(path: Path, head: bytes) -> str | None:
+    """What is wrong, when the first bytes of ``path`` show it is not a ratings CSV."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return f"not a CSV text file but {kind} (binary content); {_EXPECTED}"
+    if b"\x00" in head:
+        return f"not a CSV text file (binary content); {_EXPECTED}"
+    text_kind = _text_kind(path, head)
+    return None if text_kind is None else f"not a CSV file but {text_kind}; {_EXPECTED}"
+
+
+def _text_kind(path: Path, head: bytes) -> str | None:
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    first = lines[0].strip() if lines else ""
+    if first.startswith(("{", "[")):
+        return "a JSON file"
+    if "," in first and "rating" in first:
+        return None  # a CSV header; the parser judges the rest
+    if path.suffix.lower() in (".yaml", ".yml") or _YAML_KEY.match(first):
+        return "a YAML file (a study or configuration file?)"
+    if path.suffix.lower() in (".json", ".jsonl"):
+        return "a JSON file"
+    return None
+
+
 def _check_text_file(path: Path) -> None:
-    """Raise for a missing, unreadable, empty or binary file."""
+    """Raise for a missing, unreadable, empty or binary file, or one of another format."""
     if not path.exists():
         raise InputFileError(path, "file not found")
     if path.is_dir():
@@ -123,8 +167,9 @@ def _check_text_file(path: Path) -> None:
         raise InputFileError(path, f"cannot read file ({exc.strerror or exc})") from None
     if not head.strip():
         raise InputFileError(path, "file is empty, expected a CSV header and data rows")
-    if b"\x00" in head:
-        raise InputFileError(path, "not a CSV text file (binary content)", line=1)
+    problem = _not_csv_problem(path, head)
+    if problem is not None:
+        raise InputFileError(path, problem, line=1)
 
 
 def _resolve_columns(path: Path, header: list[str]) -> tuple[str, dict[str, str]]:
