@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
+import logging
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -196,3 +199,130 @@ def test_metrics_on_an_empty_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     (tmp_path / "e.csv").write_bytes(b"")
     code, _, err = _run(capsys, "metrics", tmp_path / "e.csv")
     _assert_user_error(code, err, "e.csv", "empty")
+
+
+def _metrics_json(capsys: pytest.CaptureFixture[str], *args: object) -> list[dict[str, object]]:
+    code, out, err = _run(
+        capsys, "metrics", *args, "--format", "json", "--persona-boot", "20", "--rerun-boot", "5"
+    )
+    assert code == 0, err
+    rows: list[dict[str, object]] = json.loads(out)
+    return rows
+
+
+# --- item 11: catch items (outside the scored set) -------------------------------------------
+
+
+@pytest.mark.parametrize("with_catch", [1, 2])
+def test_catch_item_rows_are_ignored_with_a_count(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    with_catch: int,
+) -> None:
+    plain = _persona_csv(tmp_path / "plain.csv")
+    text = plain.read_text()
+    # catch item 31 answered by the first personas only (as when it was asked of a few)
+    catch = "".join(f"{p},31,1,0,0,0,2026-01-01T00:00:00\n" for p in range(with_catch))
+    (tmp_path / "catch.csv").write_text(text + catch)
+    [base] = _metrics_json(capsys, plain)
+    with caplog.at_level(logging.WARNING):
+        [mixed] = _metrics_json(capsys, tmp_path / "catch.csv")
+    for key in ("S", "sigma_bar", "personas", "questions", "excluded_personas"):
+        assert mixed[key] == base[key], key
+    warned = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
+    assert any(f"ignored {with_catch} row(s) of item(s) 31" in m for m in warned), warned
+
+
+# --- item 12: exact duplicate rows -----------------------------------------------------------
+
+
+def test_exact_duplicate_rows_count_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = _persona_csv(tmp_path / "plain.csv")
+    body = plain.read_text().split("\n", 1)[1]
+    doubled = tmp_path / "doubled.csv"
+    doubled.write_text(plain.read_text() + body)
+    [base] = _metrics_json(capsys, plain)
+    with caplog.at_level(logging.WARNING):
+        [twice] = _metrics_json(capsys, doubled)
+    assert twice["sigma_bar"] == base["sigma_bar"]
+    assert twice["S"] == base["S"]
+    assert twice["valid_ratings"] == base["valid_ratings"]
+    lines = len(body.splitlines())
+    assert any(
+        f"ignored {lines} row(s) that repeat an earlier row exactly (first at line {lines + 2})"
+        in r.getMessage()
+        for r in caplog.records
+    )
+    # importing keeps one copy too
+    store = tmp_path / "s.db"
+    code, out, err = _run(capsys, "import", doubled, "--store", store)
+    assert code == 0, err
+    assert f"({lines} slots)" in out
+
+
+def test_retries_of_one_slot_are_not_duplicates(tmp_path: Path) -> None:
+    # same slot, same rating, different timestamps: a retry, kept
+    path = tmp_path / "r.csv"
+    path.write_text(HEADER + "0,1,1,3,0,3,2026-01-01T00:00:00\n0,1,1,3,0,3,2026-01-01T00:00:01\n")
+    assert len(read_ratings_csv(path)) == 2
+
+
+# --- item 13: incomplete runs ----------------------------------------------------------------
+
+
+def test_metrics_reports_an_incomplete_csv_and_require_complete_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = _persona_csv(tmp_path / "full.csv", personas=4, reps=3)
+    [row] = _metrics_json(capsys, full)
+    assert row["complete"] is True and row["slots"] == "360/360"
+    lines = full.read_text().splitlines(keepends=True)
+    kept = [
+        ln
+        for ln in lines
+        # persona 3 lost repetition 3 everywhere; persona 2's item 7 failed to parse
+        if not ln.startswith("3,") or ln.split(",")[2] != "3"
+    ]
+    kept = [
+        ",".join([*ln.split(",")[:3], "-1", *ln.split(",")[4:]]) if ln.startswith("2,7,") else ln
+        for ln in kept
+    ]
+    part = tmp_path / "part.csv"
+    part.write_text("".join(kept))
+    [row] = _metrics_json(capsys, part)
+    assert row["complete"] is False
+    assert row["slots"] == "330/360"
+    assert row["slots_collected"] == 330 and row["slots_planned"] == 360
+    assert row["dropped_personas"] == [2]
+    code, out, _ = _run(capsys, "metrics", part, "--persona-boot", "20", "--rerun-boot", "5")
+    assert code == 0
+    assert "330/360" in out and "incomplete run 'part'" in out and "persona(s) 2 dropped" in out
+    code, _, err = _run(capsys, "metrics", part, "--require-complete")
+    _assert_user_error(code, err, "'part'", "330/360 slots", "persona(s) 2 dropped")
+    code, _, err = _run(capsys, "metrics", full, "--require-complete", "--persona-boot", "20")
+    assert code == 0, err
+
+
+def test_metrics_reports_missing_personas_of_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "s.db"
+    code, _, err = _run(
+        capsys,
+        "run",
+        *("--backend", "simulator", "--model", "base", "--max-personas", "4"),
+        *("--repetitions", "2", "--no-self", "--no-progress", "--store", store),
+    )
+    assert code == 0, err
+    with sqlite3.connect(store) as conn:
+        conn.execute("DELETE FROM ratings WHERE persona_id = 3")
+        conn.execute("DELETE FROM ratings WHERE persona_id = 2 AND repetition = 2")
+    [row] = _metrics_json(capsys, store)
+    assert row["complete"] is False
+    assert row["slots"] == f"{2 * 30 * 2 + 30}/{4 * 30 * 2}"
+    assert row["missing_personas"] == [3]
+    code, _, err = _run(capsys, "metrics", store, "--require-complete")
+    _assert_user_error(code, err, "slots", "no answers from persona(s) 3")

@@ -38,7 +38,12 @@ from persona_collapse.compare import check_band, compare_labeled
 from persona_collapse.config import AnalysisConfig, RunConfig
 from persona_collapse.errors import InputFileError, UnknownNameError, UserError
 from persona_collapse.significance import OVERALL, family_significance, run_cells
-from persona_collapse.sources import load_runs, metrics_by_name, run_self_profile
+from persona_collapse.sources import (
+    load_runs,
+    metrics_by_name,
+    run_completeness,
+    run_self_profile,
+)
 from persona_collapse.store.sqlite import RunStore
 from persona_collapse.study import execute_run, run_demo
 
@@ -54,24 +59,47 @@ def metrics(
     persona_boot: PersonaBootOpt = 2000,
     rerun_boot: RerunBootOpt = 400,
     seed: SeedOpt = 0,
+    require_complete: Annotated[
+        bool,
+        typer.Option(
+            "--require-complete",
+            help="Fail (exit 2) when a run misses planned answers or drops a persona.",
+        ),
+    ] = False,
 ) -> None:
     """Compute S, R and σ̄ (with bootstrap standard errors) of persona runs."""
     out_format = check_format(fmt)
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
     runs = load_runs(paths, run_names=run, kind="persona")
     results = metrics_by_name(runs, analysis)
+    by_name = {r.name: r for r in runs}
+    coverage = {n: run_completeness(by_name[n], m) for n, m in results.items()}
+    if require_complete:
+        incomplete = [f"{n!r}: {c.describe()}" for n, c in coverage.items() if not c.complete]
+        if incomplete:
+            raise UserError(
+                "incomplete run(s) and --require-complete given: " + "; ".join(incomplete)
+            )
     if out_format == "json":
-        sources = {r.name: r.source for r in runs}
         print_json(
             [
-                metrics_json(n, sources[n], m, per_foundation=per_foundation)
+                {
+                    **metrics_json(n, by_name[n].source, m, per_foundation=per_foundation),
+                    **coverage[n].to_dict(),
+                }
                 for n, m in results.items()
             ]
         )
     else:
-        stdout_console().print(
-            metrics_table(results, per_foundation=per_foundation, band=analysis.s_band)
+        console = stdout_console()
+        console.print(
+            metrics_table(
+                results, per_foundation=per_foundation, band=analysis.s_band, coverage=coverage
+            )
         )
+        for n, c in coverage.items():
+            if not c.complete:
+                console.print(f"incomplete run {n!r}: {c.describe()}")
 
 
 @app.command(rich_help_panel="Analyse")

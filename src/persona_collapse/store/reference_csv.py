@@ -245,6 +245,27 @@ def _read_text_column(raw: pd.Series) -> pd.Series:
     return text
 
 
+def _drop_exact_duplicates(path: Path, raw: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without the rows whose file row repeats an earlier one exactly, with a warning.
+
+    Only called for files with a ``collected_at`` column: two answers, retries of
+    one slot included, never share a timestamp, so an exact repeat is a copy (a
+    concatenated file, a paste twice) and counting it twice would bias sigma.
+    """
+    repeated = raw.duplicated(keep="first").to_numpy()
+    if not repeated.any():
+        return frame
+    first = int(np.flatnonzero(repeated)[0])
+    logger.warning(
+        "%s: ignored %d row(s) that repeat an earlier row exactly (first at line %s); "
+        "each answer is counted once",
+        path,
+        int(repeated.sum()),
+        _csv_line_of_row(path, first),
+    )
+    return frame[~repeated].reset_index(drop=True)
+
+
 def _known_item_ids(instrument: Instrument | None) -> frozenset[int]:
     inst = instrument if instrument is not None else mfq30(include_catch=True)
     return frozenset(item.id for item in inst.items)
@@ -397,6 +418,8 @@ def read_ratings_csv(
         },
         columns=list(FRAME_COLUMNS),
     )
+    if "collected_at" in mapping:
+        frame = _drop_exact_duplicates(file, raw, frame)
     frame.attrs["kind"] = kind
     frame.attrs["source"] = str(file)
     logger.debug("read %d %s rows from %s", n, kind, file)
