@@ -80,6 +80,18 @@ class StoreError(UserError):
     """A run store that cannot be opened, is corrupt or has an unsupported schema."""
 
 
+class StoreCorruptError(StoreError):
+    """A store file whose pages are damaged (SQLite reports it malformed)."""
+
+    def __init__(self, path: object, kind: str, detail: object) -> None:
+        super().__init__(
+            f"{path}: the {kind} file is damaged ({detail}); see what is wrong with "
+            f"'pcollapse store check {path}' and save the answers still readable with "
+            f"'pcollapse store salvage {path} OUT.csv'"
+        )
+        self.path = path
+
+
 class MissingDependencyError(UserError):
     """An optional dependency is not installed; the message gives the install hint."""
 

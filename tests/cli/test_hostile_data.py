@@ -326,3 +326,119 @@ def test_metrics_reports_missing_personas_of_a_store(
     assert row["missing_personas"] == [3]
     code, _, err = _run(capsys, "metrics", store, "--require-complete")
     _assert_user_error(code, err, "slots", "no answers from persona(s) 3")
+
+
+# --- item 7: a store with damaged pages ------------------------------------------------------
+
+
+def _sim_store(path: Path, capsys: pytest.CaptureFixture[str], personas: int = 6) -> Path:
+    code, _, err = _run(
+        capsys,
+        "run",
+        *("--backend", "simulator", "--model", "base", "--max-personas", str(personas)),
+        *("--repetitions", "3", "--no-self", "--no-progress", "--store", path),
+    )
+    assert code == 0, err
+    return path
+
+
+def _damage_rating_pages(store: Path, how_many: int = 2) -> None:
+    """Overwrite leaf pages in the middle of the ratings table with garbage, as a bad disk would."""
+    with sqlite3.connect(store) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            pages = [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT pageno FROM dbstat WHERE name = 'ratings' AND pagetype = 'leaf' "
+                    "ORDER BY pageno"
+                )
+            ]
+        except sqlite3.OperationalError:
+            pytest.skip("this SQLite lacks the dbstat table used to find the pages to damage")
+        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.close()
+    assert len(pages) >= how_many + 2, pages
+    middle = len(pages) // 2
+    with store.open("r+b") as handle:
+        for page in pages[middle : middle + how_many]:
+            handle.seek((page - 1) * size)
+            handle.write(b"\x0d" + b"\xff" * 300)  # a leaf-page type byte, then nonsense
+
+
+@pytest.fixture
+def damaged_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, Path]:
+    """A damaged store and an export of its run taken before the damage."""
+    store = _sim_store(tmp_path / "runs.db", capsys)
+    before = tmp_path / "before.csv"
+    code, _, err = _run(capsys, "export", store, "--run", "base", "-o", before)
+    assert code == 0, err
+    _damage_rating_pages(store)
+    return store, before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["metrics", "{store}"],
+        ["runs", "{store}"],
+        ["export", "{store}", "--run", "base", "-o", "{out}"],
+        ["compare", "{store}", "{store}", "--base", "base"],
+        [
+            "run",
+            *("--backend", "simulator", "--model", "base", "--max-personas", "6"),
+            *("--repetitions", "3", "--no-self", "--no-progress", "--store", "{store}"),
+        ],
+    ],
+    ids=["metrics", "runs", "export", "compare", "run"],
+)
+def test_damaged_store_is_one_line_naming_the_file(
+    damaged_store: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    store, _ = damaged_store
+    args = [a.format(store=store, out=tmp_path / "out.csv") for a in command]
+    code, _, err = _run(capsys, *args)
+    _assert_user_error(
+        code, err, str(store), "damaged", "pcollapse store check", "pcollapse store salvage"
+    )
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_store_check_and_salvage(
+    damaged_store: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, before = damaged_store
+    code, out, err = _run(capsys, "store", "check", store)
+    _assert_user_error(code, err, str(store), "integrity_check", "store salvage")
+
+    saved = tmp_path / "saved.csv"
+    code, out, err = _run(capsys, "store", "salvage", store, saved, "--run", "base")
+    assert code == 0, err
+    assert "unreadable row ids" in out
+    original = read_ratings_csv(before)
+    rescued = read_ratings_csv(saved)
+    assert 0 < len(rescued) < len(original)
+    # every saved row is an original row, unchanged
+    key = ["persona_id", "item_id", "repetition", "rating", "response", "collected_at"]
+    merged = rescued.merge(original, on=key, how="left", indicator=True)
+    assert (merged["_merge"] == "both").all()
+    # the salvaged file is a normal ratings file again
+    code, _, err = _run(capsys, "import", saved, "--store", tmp_path / "new.db")
+    assert code == 0, err
+
+    everything = tmp_path / "all.csv"
+    code, out, err = _run(capsys, "store", "salvage", store, everything)
+    assert code == 0, err
+    assert set(pd.read_csv(everything)["run"]) == {"base"}
+    code, _, err = _run(capsys, "store", "salvage", store, everything)
+    _assert_user_error(code, err, "all.csv", "already exists")
+
+
+def test_store_check_on_a_sound_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = _sim_store(tmp_path / "ok.db", capsys, personas=2)
+    code, out, err = _run(capsys, "store", "check", store)
+    assert code == 0, err
+    assert "ok" in out

@@ -18,7 +18,7 @@ from rich.console import Console
 from persona_collapse._version import __version__
 
 # Importing a command module registers its commands on ``app``.
-from persona_collapse.cli import core, finetune, serve, stats, study, verify  # noqa: F401
+from persona_collapse.cli import core, finetune, serve, stats, stores, study, verify  # noqa: F401
 from persona_collapse.cli._app import app, stdout_console
 from persona_collapse.errors import BackendError, UserError
 
