@@ -442,3 +442,41 @@ def test_store_check_on_a_sound_store(tmp_path: Path, capsys: pytest.CaptureFixt
     code, out, err = _run(capsys, "store", "check", store)
     assert code == 0, err
     assert "ok" in out
+
+
+# --- item 14: oversized template and persona files -------------------------------------------
+
+
+def _sparse(path: Path, size: int, head: bytes) -> Path:
+    """A file of ``size`` bytes that takes no disk space beyond its first bytes."""
+    with path.open("wb") as handle:
+        handle.write(head)
+        handle.truncate(size)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "head", "size"),
+    [
+        ("--template", "template.yaml", b"persona_system: x\n#", 50 << 20),
+        ("--personas", "personas.txt", b"A nurse.\nA judge.\n", 200 << 20),
+    ],
+    ids=["template", "personas"],
+)
+def test_oversized_input_files_are_refused_before_reading(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    name: str,
+    head: bytes,
+    size: int,
+) -> None:
+    path = _sparse(tmp_path / name, size, head)
+    code, _, err = _run(
+        capsys,
+        "run",
+        *("--backend", "simulator", "--model", "base", option, path),
+        *("--repetitions", "1", "--no-self", "--no-progress", "--store", tmp_path / "s.db"),
+    )
+    _assert_user_error(code, err, name, "MiB", "larger than")
+    assert not (tmp_path / "s.db").exists()
