@@ -16,7 +16,15 @@ import typer
 from rich.console import Console
 
 # Importing a command module registers its commands on ``app``.
-from persona_collapse.cli import core, finetune, serve, stats, study, verify  # noqa: F401
+from persona_collapse.cli import (  # noqa: F401
+    core,
+    finetune,
+    serve,
+    stats,
+    stores,
+    study,
+    verify,
+)
 from persona_collapse.cli._app import HelpOpt, app, backend_failure, stdout_console
 from persona_collapse.core.errors import BackendError, UserError
 from persona_collapse.core.version import __version__

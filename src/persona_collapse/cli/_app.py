@@ -22,6 +22,11 @@ from persona_collapse.core.formatting import fmt_pct, fmt_pm, json_safe
 if TYPE_CHECKING:  # imported where used, so help screens stay fast
     from persona_collapse.stats.compare import FamilyComparison
     from persona_collapse.stats.metrics import RunMetrics, SelfProfile
+    from persona_collapse.stats.sources import Completeness
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.stats.compare import FamilyComparison
+    from persona_collapse.stats.metrics import RunMetrics, SelfProfile
 
 app = typer.Typer(
     name="pcollapse",
@@ -134,16 +139,27 @@ def print_json(data: Any) -> None:
 
 
 def metrics_table(
-    rows: Mapping[str, RunMetrics], *, per_foundation: bool, band: tuple[float, float]
+    rows: Mapping[str, RunMetrics],
+    *,
+    per_foundation: bool,
+    band: tuple[float, float],
+    coverage: Mapping[str, Completeness] | None = None,
 ) -> Table:
 
     from persona_collapse.stats.compare import check_band
 
     table = Table(title="Moral susceptibility and robustness", title_justify="left")
-    for col in ("run", "S", "R", "σ̄", "personas", "items", "S band"):
+    columns = ["run", "S", "R", "σ̄", "personas", "items", "S band"]
+    if coverage is not None:
+        columns.append("slots")
+    for col in columns:
         table.add_column(col, justify="left" if col == "run" else "right")
     for name, m in rows.items():
         band_check = check_band(m.S, band)
+        extra: list[str] = []
+        if coverage is not None:
+            c = coverage[name]
+            extra.append(f"{c.slots}/{c.planned}" + ("" if c.complete else " incomplete"))
         table.add_row(
             name,
             fmt_pm(m.S, m.S_se),
@@ -152,6 +168,7 @@ def metrics_table(
             str(m.personas),
             str(m.questions),
             "in" if band_check.inside else ("above" if band_check.high < m.S else "below"),
+            *extra,
         )
         if per_foundation:
             for foundation, fm in m.per_foundation.items():

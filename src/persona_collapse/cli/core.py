@@ -37,6 +37,9 @@ from persona_collapse.cli._significance import (
 from persona_collapse.core.errors import InputFileError, UnknownNameError, UserError
 
 if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.core.config import RunConfig
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
     from persona_collapse.backends.base import EndpointBehaviour, ProbeMode
     from persona_collapse.core.config import RunConfig
     from persona_collapse.engine.costs import EndpointSupport
@@ -53,27 +56,50 @@ def metrics(
     persona_boot: PersonaBootOpt = 2000,
     rerun_boot: RerunBootOpt = 400,
     seed: SeedOpt = 0,
+    require_complete: Annotated[
+        bool,
+        typer.Option(
+            "--require-complete",
+            help="Fail (exit 2) when a run misses planned answers or drops a persona.",
+        ),
+    ] = False,
 ) -> None:
     """Compute S, R and σ̄ (with bootstrap standard errors) of persona runs."""
     from persona_collapse.core.config import AnalysisConfig
-    from persona_collapse.stats.sources import load_runs, metrics_by_name
+    from persona_collapse.stats.sources import load_runs, metrics_by_name, run_completeness
 
     out_format = check_format(fmt)
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
     runs = load_runs(paths, run_names=run, kind="persona")
     results = metrics_by_name(runs, analysis)
+    by_name = {r.name: r for r in runs}
+    coverage = {n: run_completeness(by_name[n], m) for n, m in results.items()}
+    if require_complete:
+        incomplete = [f"{n!r}: {c.describe()}" for n, c in coverage.items() if not c.complete]
+        if incomplete:
+            raise UserError(
+                "incomplete run(s) and --require-complete given: " + "; ".join(incomplete)
+            )
     if out_format == "json":
-        sources = {r.name: r.source for r in runs}
         print_json(
             [
-                metrics_json(n, sources[n], m, per_foundation=per_foundation)
+                {
+                    **metrics_json(n, by_name[n].source, m, per_foundation=per_foundation),
+                    **coverage[n].to_dict(),
+                }
                 for n, m in results.items()
             ]
         )
     else:
-        stdout_console().print(
-            metrics_table(results, per_foundation=per_foundation, band=analysis.s_band)
+        console = stdout_console()
+        console.print(
+            metrics_table(
+                results, per_foundation=per_foundation, band=analysis.s_band, coverage=coverage
+            )
         )
+        for n, c in coverage.items():
+            if not c.complete:
+                console.print(f"incomplete run {n!r}: {c.describe()}")
 
 
 @app.command(rich_help_panel="Analyse")
@@ -195,6 +221,14 @@ def export(
     run: Annotated[str, typer.Option(help="Run name or id.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="'csv' or 'parquet'.")] = "csv",
+    raw_csv: Annotated[
+        bool,
+        typer.Option(
+            "--raw-csv",
+            help="Write replies as they are; by default a reply a spreadsheet would run "
+            "as a formula (=, +, -, @) gets a leading '.",
+        ),
+    ] = False,
 ) -> None:
     """Export a run's ratings as CSV (reference layout) or Parquet."""
     from persona_collapse.store.sqlite import RunStore
@@ -205,7 +239,9 @@ def export(
         raise InputFileError(store, "run store not found")
     with RunStore.open(store, create=False) as st:
         record = st.find_run(run)
-        path = st.export(record.run_id, output, format="csv" if fmt == "csv" else "parquet")
+        path = st.export(
+            record.run_id, output, format="csv" if fmt == "csv" else "parquet", raw_csv=raw_csv
+        )
     stdout_console().print(f"wrote {path}")
 
 

@@ -105,14 +105,13 @@ def _progress_bar(enabled: bool, label: str) -> Iterator[Callable[[VerifyProgres
 def _write_outputs(output: Path, outcomes: list[VerifyOutcome]) -> None:
     import pandas as pd
 
+    from persona_collapse.core.csvio import write_csv_atomic
     from persona_collapse.core.files import write_text_atomic
 
     data = {"store": str(outcomes[0].store), "results": [o.result.to_dict() for o in outcomes]}
     write_text_atomic(output / RESULTS_NAME, json.dumps(json_safe(data), indent=2) + "\n")
     frames = [o.answers.assign(variant=o.result.name) for o in outcomes]
-    write_text_atomic(
-        output / ANSWERS_NAME, pd.concat(frames, ignore_index=True).to_csv(index=False)
-    )
+    write_csv_atomic(pd.concat(frames, ignore_index=True), output / ANSWERS_NAME)
 
 
 @app.command(name="verify", rich_help_panel="Variants")

@@ -38,6 +38,23 @@ class InputFileError(UserError):
         self.problem = problem
 
 
+class TooFewPersonasError(UserError, ValueError):
+    """Fewer than two personas have a valid rating on every item, so S cannot be computed.
+
+    Also a :class:`ValueError`, which the metric functions raise for bad arrays.
+    """
+
+    def __init__(self, complete: int, total: int, *, where: str = "") -> None:
+        prefix = f"{where}: " if where else ""
+        super().__init__(
+            f"{prefix}only {complete} of {total} personas are complete; S and R need at "
+            "least 2 personas with a valid rating on every item (collect more answers, "
+            "or check why the replies do not parse)"
+        )
+        self.complete = complete
+        self.total = total
+
+
 class ConfigError(UserError):
     """An invalid configuration value, instrument definition or study file."""
 
@@ -61,6 +78,18 @@ class UnknownNameError(UserError):
 
 class StoreError(UserError):
     """A run store that cannot be opened, is corrupt or has an unsupported schema."""
+
+
+class StoreCorruptError(StoreError):
+    """A store file whose pages are damaged (SQLite reports it malformed)."""
+
+    def __init__(self, path: object, kind: str, detail: object) -> None:
+        super().__init__(
+            f"{path}: the {kind} file is damaged ({detail}); see what is wrong with "
+            f"'pcollapse store check {path}' and save the answers still readable with "
+            f"'pcollapse store salvage {path} OUT.csv'"
+        )
+        self.path = path
 
 
 class MissingDependencyError(UserError):

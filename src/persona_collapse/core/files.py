@@ -46,3 +46,23 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def check_file_size(path: str | os.PathLike[str], limit: int, what: str) -> None:
+    """Raise before reading a file larger than ``limit`` bytes (a runaway or wrong file).
+
+    A missing file passes: the caller's own reading reports it.
+
+    Raises:
+        InputFileError: the file is larger than ``limit``.
+    """
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        return
+    if size > limit:
+        raise InputFileError(
+            path,
+            f"{what} is {size / 2**20:.1f} MiB, larger than the {limit / 2**20:g} MiB a "
+            f"{what} may have; is this the right file?",
+        )

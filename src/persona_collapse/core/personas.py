@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Any, overload
 
 from persona_collapse.core.errors import InputFileError, UnknownNameError
+from persona_collapse.core.files import check_file_size
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = (".csv", ".json", ".jsonl", ".txt")
 
 PERSONA_KEY = "persona"
 """Key (JSON objects) or column name (CSV) that holds the persona text."""
+
+MAX_PERSONA_FILE_BYTES = 16 << 20
+"""Largest persona file :func:`load_personas` reads (16 MiB: some 50 000 personas)."""
 
 _PREVIEW_CHARS = 60
 
@@ -185,7 +189,8 @@ def load_personas(path: str | Path, *, name: str | None = None) -> PersonaSet:
         The personas in file order (persona id = 0-based position).
 
     Raises:
-        InputFileError: Missing, unreadable, empty or malformed file, naming the line.
+        InputFileError: Missing, unreadable, empty or malformed file, naming the line, or
+            one larger than :data:`MAX_PERSONA_FILE_BYTES`.
     """
     p = Path(path)
     ext = p.suffix.lower()
@@ -200,6 +205,7 @@ def load_personas(path: str | Path, *, name: str | None = None) -> PersonaSet:
         raise InputFileError(p, "persona file not found")
     if p.is_dir():
         raise InputFileError(p, "is a directory, expected a persona file")
+    check_file_size(p, MAX_PERSONA_FILE_BYTES, "persona file")
     try:
         raw = p.read_bytes()
     except OSError as exc:

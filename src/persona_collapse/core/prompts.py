@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_collapse.core.errors import ConfigError
+from persona_collapse.core.files import check_file_size
 from persona_collapse.core.instrument import Instrument, ItemKind
 from persona_collapse.core.types import Message, Prompt
 from persona_collapse.core.yamlio import load_yaml_mapping
@@ -164,6 +165,10 @@ DEFAULT_TEMPLATE = PromptTemplate(
 """The built-in wording (our own; not taken from any published study)."""
 
 
+MAX_TEMPLATE_BYTES = 1 << 20
+"""Largest template file :func:`load_template` reads (1 MiB; real ones are a few KiB)."""
+
+
 def load_template(path: str | Path) -> PromptTemplate:
     """Load a prompt template from a YAML mapping of field names to strings.
 
@@ -171,10 +176,13 @@ def load_template(path: str | Path) -> PromptTemplate:
     may be ``null`` (no system message in self prompts).
 
     Raises:
-        InputFileError: The file is missing, unreadable, not YAML or not a mapping.
+        InputFileError: The file is missing, unreadable, larger than
+            :data:`MAX_TEMPLATE_BYTES`, not YAML or not a mapping.
         ConfigError: An unknown key, a non-string value or a bad placeholder (names the field).
     """
     p = Path(path)
+    # Every prompt carries the template: a huge one means a wrong file, and hours of requests.
+    check_file_size(p, MAX_TEMPLATE_BYTES, "template file")
     data = load_yaml_mapping(p, what="template")
     known = [f.name for f in fields(PromptTemplate)]
     for key in data:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from persona_collapse.core.csvio import write_csv_atomic
 from persona_collapse.core.files import write_text_atomic
 from persona_collapse.core.formatting import json_safe
 from persona_collapse.core.version import __version__
@@ -540,8 +541,11 @@ def latex_document(inputs: Sequence[str]) -> str:
 # --- files ------------------------------------------------------------------------------------
 
 
-def write_tables(results: StudyResults, out_dir: Path) -> dict[str, Path]:
-    """Write the CSV, JSON and LaTeX tables into ``out_dir``; returns name -> path."""
+def write_tables(results: StudyResults, out_dir: Path, *, raw_csv: bool = False) -> dict[str, Path]:
+    """Write the CSV, JSON and LaTeX tables into ``out_dir``; returns name -> path.
+
+    CSV text cells are formula-neutralised unless ``raw_csv`` (see ``_csv``).
+    """
     files: dict[str, Path] = {}
     frames = {
         "metrics.csv": metrics_frame(results),
@@ -558,7 +562,7 @@ def write_tables(results: StudyResults, out_dir: Path) -> dict[str, Path]:
     if results.has_verification:
         frames["verification.csv"] = verification_frame(results)
     for name, frame in frames.items():
-        files[name] = write_text_atomic(out_dir / name, frame.to_csv(index=False))
+        files[name] = write_csv_atomic(frame, out_dir / name, raw=raw_csv)
     files["metrics.json"] = write_text_atomic(
         out_dir / "metrics.json",
         json.dumps(results_json(results), indent=2, ensure_ascii=False) + "\n",

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from persona_collapse.core.errors import TooFewPersonasError
 from persona_collapse.core.frames import INVALID_RATING
 from persona_collapse.core.instrument import mfq30
 
@@ -767,13 +768,10 @@ def excluded_personas(complete: NDArray[np.bool_], persona_ids: IntArray) -> tup
         persona_ids: ``(P,)`` their ids.
 
     Raises:
-        ValueError: fewer than two complete personas.
+        TooFewPersonasError: fewer than two complete personas (a ValueError).
     """
     if int(complete.sum()) < 2:
-        raise ValueError(
-            "persona_ids: need at least 2 personas with a valid rating on every item, "
-            f"got {int(complete.sum())} of {len(persona_ids)}"
-        )
+        raise TooFewPersonasError(int(complete.sum()), len(persona_ids))
     return tuple(int(p) for p in persona_ids[~complete])
 
 

@@ -8,9 +8,10 @@ these functions.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,12 @@ import numpy as np
 import pandas as pd
 
 from persona_collapse.core.config import AnalysisConfig
-from persona_collapse.core.errors import InputFileError, UnknownNameError, UserError
+from persona_collapse.core.errors import (
+    InputFileError,
+    TooFewPersonasError,
+    UnknownNameError,
+    UserError,
+)
 from persona_collapse.core.frames import SELF_PERSONA_ID
 from persona_collapse.core.instrument import Instrument, mfq30
 from persona_collapse.stats.metrics import (
@@ -31,6 +37,8 @@ from persona_collapse.stats.metrics import (
 from persona_collapse.stats.metrics import self_profile as compute_self_profile
 from persona_collapse.store.reference_csv import iter_csv_files, read_ratings_csv
 from persona_collapse.store.sqlite import RunStore
+
+logger = logging.getLogger(__name__)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _STORE_SUFFIXES = frozenset({".db", ".sqlite", ".sqlite3"})
@@ -48,6 +56,10 @@ class LoadedRun:
         ratings: Ratings frame (see :mod:`persona_collapse.core.frames`).
         distributions: Per-cell distribution frame for ``exact`` runs, else None.
         temperature: Collection temperature when known.
+        planned_personas: Personas the run was planned with (run stores); None when
+            unknown (CSV files: the personas present count as planned).
+        planned_repetitions: Repetitions per cell the run was planned with; None when
+            unknown (CSV files: the largest repetition index present).
     """
 
     name: str
@@ -57,6 +69,8 @@ class LoadedRun:
     ratings: pd.DataFrame
     distributions: pd.DataFrame | None = None
     temperature: float | None = None
+    planned_personas: int | None = None
+    planned_repetitions: int | None = None
 
     @property
     def foundations(self) -> dict[int, str]:
@@ -88,6 +102,7 @@ def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]
         for rec in records:
             ratings = store.ratings_frame(rec.run_id)
             dists = store.distributions_frame(rec.run_id) if rec.mode == "exact" else None
+            texts = store.personas(rec.run_id) if rec.kind == "persona" else []
             out.append(
                 LoadedRun(
                     name=rec.name,
@@ -97,6 +112,8 @@ def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]
                     ratings=ratings,
                     distributions=dists,
                     temperature=rec.temperature,
+                    planned_personas=len(texts) or None,
+                    planned_repetitions=rec.n_repetitions,
                 )
             )
     return out
@@ -159,10 +176,144 @@ def run_metrics(run: LoadedRun, analysis: AnalysisConfig | None = None) -> RunMe
 
     Exact (distribution) runs use the stored distributions; sampled runs use
     every valid rating. The bootstrap seed is ``analysis.seed``.
+
+    Raises:
+        TooFewPersonasError: fewer than two personas are complete (names the run).
     """
+    try:
+        return _run_metrics(run, analysis)
+    except TooFewPersonasError as exc:
+        raise TooFewPersonasError(
+            exc.complete, exc.total, where=f"run {run.name!r} ({run.source})"
+        ) from None
+
+
+def scored_item_ids(instrument: Instrument) -> frozenset[int]:
+    """Ids of the items S and R are computed over: every item but the catch items."""
+    return frozenset(item.id for item in instrument.items if not item.is_catch)
+
+
+def scored_only(run: LoadedRun) -> LoadedRun:
+    """``run`` without rows of items outside the instrument's scored set, with a warning.
+
+    Catch items (MFQ-30 ids 31, 32) check attention; they are not part of S or R,
+    and a persona lacking one must not be dropped for it.
+    """
+    scored = np.fromiter(scored_item_ids(run.instrument), dtype=np.int64)
+    keep = np.isin(run.ratings["item_id"].to_numpy(), scored)
+    dists = run.distributions
+    keep_d = None if dists is None else np.isin(dists["item_id"].to_numpy(), scored)
+    dropped = int((~keep).sum()) + (0 if keep_d is None else int((~keep_d).sum()))
+    if not dropped:
+        return run
+    ids = set(run.ratings["item_id"].to_numpy()[~keep].tolist())
+    if dists is not None and keep_d is not None:
+        ids |= set(dists["item_id"].to_numpy()[~keep_d].tolist())
+    logger.warning(
+        "%s: ignored %d row(s) of item(s) %s, outside the scored items of %s "
+        "(catch items are not part of S and R)",
+        run.source,
+        dropped,
+        ", ".join(str(i) for i in sorted(ids)),
+        run.instrument.name,
+    )
+    ratings = run.ratings[keep]
+    ratings.attrs = dict(run.ratings.attrs)
+    return replace(
+        run,
+        ratings=ratings,
+        distributions=None if dists is None or keep_d is None else dists[keep_d],
+    )
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """How much of a persona run's plan the answers cover (scored items only).
+
+    Attributes:
+        slots: Collected (persona, item, repetition) slots; cells for exact runs.
+        planned: Slots the run was planned with (personas x items x repetitions).
+        dropped_personas: Personas left out of S and R for lacking a valid rating
+            on some item.
+        missing_personas: Planned personas without a single answer (run stores only).
+    """
+
+    slots: int
+    planned: int
+    dropped_personas: tuple[int, ...] = ()
+    missing_personas: tuple[int, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Every planned slot collected and no persona dropped or missing."""
+        return (
+            self.slots >= self.planned and not self.dropped_personas and not self.missing_personas
+        )
+
+    def describe(self) -> str:
+        """One line on what is missing ("" when complete)."""
+        parts = []
+        if self.slots < self.planned:
+            parts.append(f"{self.slots}/{self.planned} slots")
+        if self.missing_personas:
+            parts.append(f"no answers from persona(s) {_ids(self.missing_personas)}")
+        if self.dropped_personas:
+            parts.append(
+                f"persona(s) {_ids(self.dropped_personas)} dropped (an item without a valid rating)"
+            )
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-data form (JSON)."""
+        return {
+            "complete": self.complete,
+            "slots": f"{self.slots}/{self.planned}",
+            "slots_collected": self.slots,
+            "slots_planned": self.planned,
+            "dropped_personas": list(self.dropped_personas),
+            "missing_personas": list(self.missing_personas),
+        }
+
+
+def _ids(ids: Sequence[int], limit: int = 20) -> str:
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def run_completeness(run: LoadedRun, metrics: RunMetrics | None = None) -> Completeness:
+    """Collected against planned slots of a persona run (see :class:`Completeness`).
+
+    Run stores know their plan (persona set, repetitions); for a CSV file the plan
+    is inferred from the file: the personas present, the instrument's scored
+    items and the largest repetition index.
+    """
+    scored = scored_item_ids(run.instrument)
+    n_items = len([i for i in run.instrument.active_items if i.id in scored]) or len(scored)
+    exact = run.distributions is not None and len(run.distributions) > 0
+    frame = run.distributions if exact and run.distributions is not None else run.ratings
+    frame = frame[frame["item_id"].isin(list(scored)) & (frame["persona_id"] >= 0)]
+    keys = ["persona_id", "item_id"] if exact else ["persona_id", "item_id", "repetition"]
+    slots = len(frame[keys].drop_duplicates())
+    seen = np.unique(frame["persona_id"].to_numpy())
+    n_personas = run.planned_personas if run.planned_personas is not None else len(seen)
+    missing: tuple[int, ...] = ()
+    if run.planned_personas is not None:
+        missing = tuple(int(p) for p in np.setdiff1d(np.arange(run.planned_personas), seen))
+    if exact:
+        reps = 1
+    elif run.planned_repetitions is not None:
+        reps = run.planned_repetitions
+    else:
+        reps = int(frame["repetition"].max()) if len(frame) else 0
+    dropped = tuple(metrics.excluded_personas) if metrics is not None else ()
+    return Completeness(slots, n_personas * n_items * reps, dropped, missing)
+
+
+def _run_metrics(run: LoadedRun, analysis: AnalysisConfig | None) -> RunMetrics:
     cfg = analysis or AnalysisConfig()
     if run.kind != "persona":
         raise UserError(f"run {run.name!r} is a self run; S and R need a persona run")
+    run = scored_only(run)
     if run.distributions is not None and len(run.distributions):
         d = run.distributions
         scale = run.instrument.scale

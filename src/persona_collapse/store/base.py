@@ -17,10 +17,85 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self, cast
 
-from persona_collapse.core.errors import StoreError
+from persona_collapse.core.errors import StoreCorruptError, StoreError
 from persona_collapse.core.secrets import scrub_value
 
 logger = logging.getLogger(__name__)
+
+# Primary SQLite result codes of a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
+_CORRUPT_CODES = frozenset({11, 26})
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite reporting damaged pages (not a lock, a constraint...)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in _CORRUPT_CODES
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
+class _GuardedCursor(sqlite3.Cursor):
+    """A cursor that turns page-corruption errors into one :class:`StoreCorruptError`.
+
+    Damage can surface in any statement or fetch of any command; translating it
+    here, where every query passes, gives one message naming the file everywhere.
+    """
+
+    def _corrupt(self, exc: sqlite3.DatabaseError) -> BaseException:
+        conn = self.connection
+        if isinstance(conn, _GuardedConnection) and conn.guarded and is_corruption(exc):
+            return StoreCorruptError(conn.store_path, conn.store_kind, exc)
+        return exc
+
+    def execute(self, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().execute(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+
+    def executemany(self, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().executemany(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+
+    def fetchmany(self, *args: Any, **kwargs: Any) -> list[Any]:
+        try:
+            return super().fetchmany(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+
+
+class _GuardedConnection(sqlite3.Connection):
+    """A connection whose cursors are :class:`_GuardedCursor` (see there)."""
+
+    store_path: object = None
+    store_kind: str = "store"
+    guarded: bool = False  # off while opening, where open() gives its own messages
+
+    def cursor(self, factory: Any = None) -> Any:
+        return super().cursor(factory or _GuardedCursor)
 
 
 def _scrubbed(
@@ -99,9 +174,13 @@ class SQLiteStore:
             except OSError as exc:
                 raise StoreError(f"{file}: cannot create {kind} ({exc.strerror or exc})") from None
         try:
-            conn = sqlite3.connect(file, isolation_level=None, timeout=30.0)
+            conn = sqlite3.connect(
+                file, isolation_level=None, timeout=30.0, factory=_GuardedConnection
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"{file}: cannot open {kind} ({exc})") from None
+        conn.store_path = file
+        conn.store_kind = kind
         store = cls(file, conn)
         try:
             store._initialise()
@@ -114,6 +193,7 @@ class SQLiteStore:
         except BaseException:
             conn.close()
             raise
+        conn.guarded = True
         return store
 
     def _initialise(self) -> None:
@@ -200,6 +280,9 @@ class SQLiteStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+        # Reads that bypass the guarded cursor (pandas) still end in the one message.
+        if exc is not None and is_corruption(exc):
+            raise StoreCorruptError(self.path, self.KIND, exc) from None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"

@@ -14,7 +14,6 @@ decide what to do with them.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 import re
@@ -24,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from persona_collapse.core.csvio import unneutralise_text, write_csv_atomic
 from persona_collapse.core.errors import InputFileError
-from persona_collapse.core.files import write_text_atomic
 from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.core.instrument import Instrument, mfq30
 
@@ -111,8 +110,52 @@ def _field_count_error(path: Path) -> InputFileError | None:
     )
 
 
+_EXPECTED = (
+    "expected a ratings CSV file with the header "
+    "persona_id,question_id,run_index,rating,failures,response,collected_at"
+)
+
+# Leading bytes of file kinds people pass by mistake.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"PK\x03\x04", "a ZIP archive (or an Excel .xlsx workbook)"),
+    (b"\x1f\x8b", "a gzip-compressed file"),
+    (b"PAR1", "a Parquet file"),
+    (b"%PDF", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel/Office document"),
+)
+_YAML_KEY = re.compile(r"^(---\s*$|%YAML|[A-Za-z_][\w.-]*:(\s|$))")
+
+
+def _not_csv_problem(path: Path, head: bytes) -> str | None:
+    """What is wrong, when the first bytes of ``path`` show it is not a ratings CSV."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return f"not a CSV text file but {kind} (binary content); {_EXPECTED}"
+    if b"\x00" in head:
+        return f"not a CSV text file (binary content); {_EXPECTED}"
+    text_kind = _text_kind(path, head)
+    return None if text_kind is None else f"not a CSV file but {text_kind}; {_EXPECTED}"
+
+
+def _text_kind(path: Path, head: bytes) -> str | None:
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    first = lines[0].strip() if lines else ""
+    if first.startswith(("{", "[")):
+        return "a JSON file"
+    if "," in first and "rating" in first:
+        return None  # a CSV header; the parser judges the rest
+    if path.suffix.lower() in (".yaml", ".yml") or _YAML_KEY.match(first):
+        return "a YAML file (a study or configuration file?)"
+    if path.suffix.lower() in (".json", ".jsonl"):
+        return "a JSON file"
+    return None
+
+
 def _check_text_file(path: Path) -> None:
-    """Raise for a missing, unreadable, empty or binary file."""
+    """Raise for a missing, unreadable, empty or binary file, or one of another format."""
     if not path.exists():
         raise InputFileError(path, "file not found")
     if path.is_dir():
@@ -124,8 +167,9 @@ def _check_text_file(path: Path) -> None:
         raise InputFileError(path, f"cannot read file ({exc.strerror or exc})") from None
     if not head.strip():
         raise InputFileError(path, "file is empty, expected a CSV header and data rows")
-    if b"\x00" in head:
-        raise InputFileError(path, "not a CSV text file (binary content)", line=1)
+    problem = _not_csv_problem(path, head)
+    if problem is not None:
+        raise InputFileError(path, problem, line=1)
 
 
 def _resolve_columns(path: Path, header: list[str]) -> tuple[str, dict[str, str]]:
@@ -189,6 +233,37 @@ def _integer_column(path: Path, raw: pd.Series, column: str) -> np.ndarray:
 
 def _text_column(raw: pd.Series) -> pd.Series:
     return raw.fillna("").astype(str)
+
+
+def _read_text_column(raw: pd.Series) -> pd.Series:
+    """A text column as read: our own formula neutralisation undone (see ``_csv``)."""
+    text = _text_column(raw)
+    quoted = text.str.startswith("'")
+    if quoted.any():
+        text = text.copy()
+        text[quoted] = text[quoted].map(unneutralise_text)
+    return text
+
+
+def _drop_exact_duplicates(path: Path, raw: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without the rows whose file row repeats an earlier one exactly, with a warning.
+
+    Only called for files with a ``collected_at`` column: two answers, retries of
+    one slot included, never share a timestamp, so an exact repeat is a copy (a
+    concatenated file, a paste twice) and counting it twice would bias sigma.
+    """
+    repeated = raw.duplicated(keep="first").to_numpy()
+    if not repeated.any():
+        return frame
+    first = int(np.flatnonzero(repeated)[0])
+    logger.warning(
+        "%s: ignored %d row(s) that repeat an earlier row exactly (first at line %s); "
+        "each answer is counted once",
+        path,
+        int(repeated.sum()),
+        _csv_line_of_row(path, first),
+    )
+    return frame[~repeated].reset_index(drop=True)
 
 
 def _known_item_ids(instrument: Instrument | None) -> frozenset[int]:
@@ -336,13 +411,15 @@ def read_ratings_csv(
             "repetition": repetitions,
             "rating": ratings,
             "failures": failures,
-            "response": _text_column(raw["response"]) if "response" in mapping else "",
+            "response": _read_text_column(raw["response"]) if "response" in mapping else "",
             "collected_at": (
-                _text_column(raw["collected_at"]) if "collected_at" in mapping else ""
+                _read_text_column(raw["collected_at"]) if "collected_at" in mapping else ""
             ),
         },
         columns=list(FRAME_COLUMNS),
     )
+    if "collected_at" in mapping:
+        frame = _drop_exact_duplicates(file, raw, frame)
     frame.attrs["kind"] = kind
     frame.attrs["source"] = str(file)
     logger.debug("read %d %s rows from %s", n, kind, file)
@@ -357,7 +434,9 @@ def _frame_kind(frame: pd.DataFrame) -> str:
     return "self" if len(personas) and bool(np.all(personas == SELF_PERSONA_ID)) else "persona"
 
 
-def write_ratings_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+def write_ratings_csv(
+    frame: pd.DataFrame, path: str | os.PathLike[str], *, raw: bool = False
+) -> Path:
     """Write a ratings frame as a reference-compatible CSV file, atomically.
 
     Persona frames get the columns :data:`REFERENCE_COLUMNS`; self frames
@@ -369,6 +448,8 @@ def write_ratings_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path
     Args:
         frame: Ratings frame (at least ``persona_id, item_id, repetition, rating``).
         path: Destination file; its folder must exist.
+        raw: Write replies as they are; by default text that a spreadsheet would run
+            as a formula gets a leading ``'`` (see :mod:`persona_collapse.core.csvio`).
 
     Returns:
         The destination path.
@@ -400,9 +481,7 @@ def write_ratings_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path
     )
     if _frame_kind(frame) == "self":
         out = out.drop(columns="persona_id")
-    buffer = io.StringIO()
-    out.to_csv(buffer, index=False, lineterminator="\n")
-    return write_text_atomic(dest, buffer.getvalue(), newline="")
+    return write_csv_atomic(out, dest, raw=raw)
 
 
 def iter_csv_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -1115,6 +1115,8 @@ class RunStore(SQLiteStore):
         run_id: int,
         path: str | os.PathLike[str],
         format: Literal["csv", "parquet"] | None = None,
+        *,
+        raw_csv: bool = False,
     ) -> Path:
         """Write a run's ratings frame to ``path``, atomically.
 
@@ -1123,6 +1125,8 @@ class RunStore(SQLiteStore):
             path: Destination file.
             format: ``"csv"`` (reference-compatible layout) or ``"parquet"``; None picks
                 from the suffix (``.parquet``/``.pq`` -> parquet, anything else CSV).
+            raw_csv: CSV only: write replies as they are, without neutralising text a
+                spreadsheet would run as a formula.
 
         Returns:
             The destination path.
@@ -1141,7 +1145,7 @@ class RunStore(SQLiteStore):
         if fmt == "csv":
             from persona_collapse.store.reference_csv import write_ratings_csv
 
-            return write_ratings_csv(frame, dest)
+            return write_ratings_csv(frame, dest, raw=raw_csv)
         try:
             import pyarrow  # noqa: F401
         except ImportError:
