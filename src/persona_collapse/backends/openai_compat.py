@@ -74,7 +74,6 @@ LOGPROB_TEMPERATURE = 1.0
 
 _TRANSIENT_STATUSES = frozenset({408, 409, 429})
 _SECRET_MARKERS = ("key", "token", "secret", "password", "auth", "credential")
-_MAX_LOW_MASS_WARNINGS = 10
 # Characters tokenizers put in front of a token to mark a leading space.
 _SPACE_MARKERS = " \t\r\n\u2581\u0120"
 _LOOKS_LIKE_KEY = re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}")
@@ -265,8 +264,8 @@ class OpenAIBackend(Backend):
         missing_logprob: Exact mode: probability of scale values absent from the top
             logprobs, ``"floor"`` or ``"zero"`` (see :func:`scale_probabilities`).
         top_logprobs: Exact mode: number of top logprobs asked for (1-20).
-        min_scale_mass: Exact mode: warn about cells whose probability on scale values
-            is below this (0-1).
+        min_scale_mass: Exact mode: the collection engine counts and warns about
+            instrument cells whose on-scale mass is below this (0-1).
         reasoning_max_tokens: Completion budget of the reasoning protocol.
         token_parameter: Name of the completion-length parameter of the short protocol.
         unhealthy_cooldown: Seconds a failing endpoint is skipped (several URLs only).
@@ -351,7 +350,6 @@ class OpenAIBackend(Backend):
         self._next = 0
         self._reasoning = False
         self.protocols_used: set[str] = set()
-        self.low_mass_cells = 0
 
     # --- public state ---------------------------------------------------------------------
 
@@ -385,7 +383,6 @@ class OpenAIBackend(Backend):
             "protocols": sorted(self.protocols_used),
             "endpoints": self.endpoints,
             "honours_n": {e.label: e.honours_n for e in self._endpoints},
-            "low_mass_cells": self.low_mass_cells,
         }
 
     # --- plumbing -------------------------------------------------------------------------
@@ -637,21 +634,6 @@ class OpenAIBackend(Backend):
             raise TransientBackendError(
                 f"{endpoint.label}: malformed logprobs in the reply ({exc})"
             ) from None
-        prompt = prompts[0]
-        if dist.mass < self.min_scale_mass:
-            self.low_mass_cells += 1
-            if self.low_mass_cells <= _MAX_LOW_MASS_WARNINGS:
-                logger.warning(
-                    "item %s%s: only %.0f %% of the first-token probability is on scale values "
-                    "(top tokens: %s)%s",
-                    prompt.item_id,
-                    "" if prompt.persona is None else f", persona {prompt.persona[:40]!r}",
-                    100 * dist.mass,
-                    ", ".join(repr(t) for t, _ in pairs[:5]),
-                    "; further such cells are counted in the run metadata"
-                    if self.low_mass_cells == _MAX_LOW_MASS_WARNINGS
-                    else "",
-                )
         self.protocols_used.add(PROTOCOL_LOGPROBS)
         raw = {
             "protocol": PROTOCOL_LOGPROBS,
