@@ -349,6 +349,9 @@ _NOT_AN_ANSWER_AFTER = re.compile(
     r"examples?|reasons?|points?\s+(?:of|for)|ways?|values?|levels?|categories|times?)\b",
     re.IGNORECASE,
 )
+# After a *leading* number only: a list label ("3. Whether or not...", "[0] Strongly
+# disagree", "(2) slightly relevant"), i.e. an echoed item or scale line.
+_LIST_LABEL_AFTER = re.compile(r"(?:\.\s+[A-Z]|[)\]]\s*[A-Za-z])")
 # A line that lists a scale value or an item: "0 = not at all", "3) slightly", "1. Whether".
 _LISTED_LINE = re.compile(r"^[\s*_#>-]*[0-9]+\s*(?:=|[.):]\s|\s[-–—]\s)", re.MULTILINE)
 
@@ -375,7 +378,9 @@ def _leading_rating(text: str, valid: frozenset[int]) -> int | None:
         return None
     m = _NUMBER.match(stripped)
     rest = stripped[m.end() :] if m is not None else ""
-    if _NOT_AN_ANSWER_AFTER.match(rest) or _is_echo_or_list(text):
+    if _NOT_AN_ANSWER_AFTER.match(rest) or _LIST_LABEL_AFTER.match(rest):
+        return None
+    if _is_echo_or_list(text):
         return None
     return value
 
@@ -410,8 +415,10 @@ def extract_rating(
     Long-form mode accepts only a number the reply gives as its answer:
 
     1. a leading rating (as in short mode), unless it opens an echoed scale line
-       (``"0 = not at all relevant"``), a range (``"0 to 5"``, ``"0-5"``) or a
-       reply that lists two or more numbered lines (an echoed scale or item list);
+       (``"0 = not at all relevant"``, ``"[0] Strongly disagree"``), a numbered
+       item (``"3. Whether or not..."``), a range (``"0 to 5"``, ``"0-5"``), a count
+       (``"5 possible responses"``) or a reply that lists two or more numbered
+       lines (an echoed scale or item list);
     2. otherwise the first number introduced by an explicit answer phrase:
        ``"I would rate/choose/answer/give/pick/say (it) N"``, ``"my rating/answer
        is N"``, ``"Answer: N"``, or a number right after a colon, never one that

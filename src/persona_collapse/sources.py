@@ -29,8 +29,9 @@ from persona_collapse.metrics import (
     self_profile_from_distributions,
 )
 from persona_collapse.metrics import self_profile as compute_self_profile
+from persona_collapse.protocol import ProtocolCheck, check_stored_run
 from persona_collapse.store.reference_csv import iter_csv_files, read_ratings_csv
-from persona_collapse.store.sqlite import RunStore
+from persona_collapse.store.sqlite import RunRecord, RunStore
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _STORE_SUFFIXES = frozenset({".db", ".sqlite", ".sqlite3"})
@@ -48,6 +49,8 @@ class LoadedRun:
         ratings: Ratings frame (see :mod:`persona_collapse.frames`).
         distributions: Per-cell distribution frame for ``exact`` runs, else None.
         temperature: Collection temperature when known.
+        protocol: Whether the model followed the answer protocol (run stores only;
+            None for imported CSV files, whose ratings are already parsed).
     """
 
     name: str
@@ -57,6 +60,7 @@ class LoadedRun:
     ratings: pd.DataFrame
     distributions: pd.DataFrame | None = None
     temperature: float | None = None
+    protocol: ProtocolCheck | None = None
 
     @property
     def foundations(self) -> dict[int, str]:
@@ -79,6 +83,12 @@ def is_run_store(path: Path) -> bool:
         return False
 
 
+def stored_protocol_check(store: RunStore, record: RunRecord) -> ProtocolCheck | None:
+    """The protocol verdict of a stored run (computed for runs stored before it existed)."""
+    check = ProtocolCheck.from_dict(record.metadata.get("protocol_check"))
+    return check if check is not None else check_stored_run(store, record.run_id, record.mode)
+
+
 def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]:
     if not path.is_file():
         raise InputFileError(path, "run store not found")
@@ -88,6 +98,7 @@ def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]
         for rec in records:
             ratings = store.ratings_frame(rec.run_id)
             dists = store.distributions_frame(rec.run_id) if rec.mode == "exact" else None
+            check = stored_protocol_check(store, rec)
             out.append(
                 LoadedRun(
                     name=rec.name,
@@ -97,6 +108,7 @@ def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]
                     ratings=ratings,
                     distributions=dists,
                     temperature=rec.temperature,
+                    protocol=check,
                 )
             )
     return out
@@ -223,7 +235,15 @@ def metrics_by_name(
             continue
         if run.name in out:
             raise UserError(f"two runs are named {run.name!r}; give distinct names")
-        out[run.name] = run_metrics(run, analysis)
+        try:
+            out[run.name] = run_metrics(run, analysis)
+        except ValueError as exc:
+            # Too few usable answers for S and R: say why in one line, no traceback.
+            if run.protocol is not None and not run.protocol.follows:
+                raise UserError(
+                    f"{run.protocol.message(run.name)}; no S/R can be computed ({exc})"
+                ) from None
+            raise UserError(f"run {run.name!r}: no S/R can be computed ({exc})") from None
     return out
 
 

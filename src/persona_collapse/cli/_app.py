@@ -17,6 +17,7 @@ from rich.table import Table
 from persona_collapse.compare import FamilyComparison, check_band
 from persona_collapse.errors import UserError
 from persona_collapse.metrics import RunMetrics, SelfProfile
+from persona_collapse.protocol import ProtocolCheck
 
 app = typer.Typer(
     name="pcollapse",
@@ -90,15 +91,27 @@ def fmt_pct(value: float) -> str:
 
 
 def metrics_table(
-    rows: Mapping[str, RunMetrics], *, per_foundation: bool, band: tuple[float, float]
+    rows: Mapping[str, RunMetrics],
+    *,
+    per_foundation: bool,
+    band: tuple[float, float],
+    checks: Mapping[str, ProtocolCheck | None] | None = None,
 ) -> Table:
-    table = Table(title="Moral susceptibility and robustness", title_justify="left")
+    """S, R, σ̄ per run; runs whose model does not follow the protocol are marked (†)."""
+    failing = {n: c for n, c in (checks or {}).items() if c is not None and not c.follows}
+    caption = "\n".join(f"† {c.message(n)}" for n, c in failing.items()) or None
+    table = Table(
+        title="Moral susceptibility and robustness",
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+    )
     for col in ("run", "S", "R", "σ̄", "personas", "items", "S band"):
         table.add_column(col, justify="left" if col == "run" else "right")
     for name, m in rows.items():
         band_check = check_band(m.S, band)
         table.add_row(
-            name,
+            f"{name} † not interpretable" if name in failing else name,
             fmt_pm(m.S, m.S_se),
             fmt_pm(m.R, m.R_se, 2),
             fmt_pm(m.sigma_bar, m.sigma_bar_se),
@@ -120,8 +133,19 @@ def metrics_table(
     return table
 
 
-def metrics_json(name: str, source: str, m: RunMetrics, *, per_foundation: bool) -> dict[str, Any]:
-    data = {"name": name, "source": source, **m.to_dict()}
+def metrics_json(
+    name: str,
+    source: str,
+    m: RunMetrics,
+    *,
+    per_foundation: bool,
+    check: ProtocolCheck | None = None,
+) -> dict[str, Any]:
+    """JSON of one run's metrics; ``protocol`` holds the answer-protocol verdict when known."""
+    data: dict[str, Any] = {"name": name, "source": source, **m.to_dict()}
+    if check is not None:
+        data["protocol"] = check.to_dict()
+        data["interpretable"] = check.follows
     if not per_foundation:
         data.pop("per_foundation", None)
     return data

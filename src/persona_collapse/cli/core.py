@@ -60,17 +60,20 @@ def metrics(
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
     runs = load_runs(paths, run_names=run, kind="persona")
     results = metrics_by_name(runs, analysis)
+    checks = {r.name: r.protocol for r in runs}
     if out_format == "json":
         sources = {r.name: r.source for r in runs}
         print_json(
             [
-                metrics_json(n, sources[n], m, per_foundation=per_foundation)
+                metrics_json(n, sources[n], m, per_foundation=per_foundation, check=checks[n])
                 for n, m in results.items()
             ]
         )
     else:
         stdout_console().print(
-            metrics_table(results, per_foundation=per_foundation, band=analysis.s_band)
+            metrics_table(
+                results, per_foundation=per_foundation, band=analysis.s_band, checks=checks
+            )
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from persona_collapse.compare import AverageChange, FamilyComparison, check_band
 from persona_collapse.config import AnalysisConfig
 from persona_collapse.metrics import RunMetrics, SelfProfile
+from persona_collapse.protocol import ProtocolCheck
 from persona_collapse.report.diagnostics import ParseFailures, ScaleUsage
 from persona_collapse.verify.report import ExcessPoint, excess_point
 from persona_collapse.verify.results import VerifyResult
@@ -88,6 +89,9 @@ class VariantResult:
         temperature_curve: S(T), R(T) points (logprobs runs only).
         notes: Problems worth showing (incomplete runs, metrics not computable).
         verification: Emergent-misalignment verification (None: not verified).
+        protocol: Whether the persona run's model follows the answer protocol (None: unknown).
+        low_mass_share: Exact runs: share of cells whose on-scale mass (T = 1) is below
+            the threshold (NaN otherwise).
     """
 
     family: str
@@ -111,6 +115,13 @@ class VariantResult:
     temperature_curve: tuple[TemperaturePoint, ...] = ()
     notes: tuple[str, ...] = ()
     verification: VerifyResult | None = None
+    protocol: ProtocolCheck | None = None
+    low_mass_share: float = math.nan
+
+    @property
+    def interpretable(self) -> bool:
+        """False when the model does not follow the answer protocol (S and R mean nothing)."""
+        return self.protocol is None or self.protocol.follows
 
 
 @dataclass(frozen=True)
