@@ -16,7 +16,13 @@ transformers = pytest.importorskip("transformers")
 
 from _tiny_models import build_model, build_tokenizer, save_tiny_model  # noqa: E402
 from persona_collapse.backends import create_backend  # noqa: E402
-from persona_collapse.backends.base import Generation, Message, Prompt, ScaleDistribution  # noqa: E402
+from persona_collapse.backends.base import (  # noqa: E402
+    SCALE_MASS_TEMPERATURE,
+    Generation,
+    Message,
+    Prompt,
+    ScaleDistribution,
+)
 from persona_collapse.backends.hf import TransformersBackend  # noqa: E402
 from persona_collapse.core.errors import BackendError, ConfigError  # noqa: E402
 from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30  # noqa: E402
@@ -158,7 +164,9 @@ def test_exact_equals_single_prompt_forward(
     dists = _dists(backend, prompts, temperature)
     assert len(dists) == len(prompts)
     for prompt, dist in zip(prompts, dists, strict=True):
-        probs, mass = _reference(backend.model, backend.tokenizer, prompt, temperature)
+        probs, _ = _reference(backend.model, backend.tokenizer, prompt, temperature)
+        # The on-scale mass is measured at T = 1 whatever the run's temperature.
+        _, mass = _reference(backend.model, backend.tokenizer, prompt, SCALE_MASS_TEMPERATURE)
         assert dist.scale == SCALE
         assert dist.probs == pytest.approx(probs, abs=1e-5)
         assert dist.mass == pytest.approx(mass, abs=1e-5)
@@ -197,9 +205,17 @@ def test_temperature_zero_is_the_greedy_limit(backend: TransformersBackend) -> N
     assert cold.probs == pytest.approx(near_zero.probs, abs=1e-6)
     assert sorted(cold.probs)[-1] == 1.0
     greedy = _generate(backend, [prompt], n=1, temperature=0.0)[0].texts[0]
-    rating = extract_rating(greedy, SCALE)
-    # mass is 1 exactly when the greedy token is a rating.
-    assert cold.mass == (1.0 if rating is not None else 0.0)
+    assert extract_rating(greedy, SCALE) in (*SCALE, None)
+    # The on-scale mass is the T = 1 mass, not a greedy 0/1 limit.
+    assert cold.mass == pytest.approx(_dists(backend, [prompt], 1.0)[0].mass, abs=1e-9)
+
+
+def test_on_scale_mass_is_one_definition_at_t1(backend: TransformersBackend) -> None:
+    prompt = _short_prompt()
+    _, mass_t1 = _reference(backend.model, backend.tokenizer, prompt, 1.0)
+    for temperature in (0.0, 0.3, 0.7, 1.0, 2.0):
+        dist = _dists(backend, [prompt], temperature)[0]
+        assert dist.mass == pytest.approx(mass_t1, abs=1e-6), temperature
 
 
 # --- sampling mode -------------------------------------------------------------------------
@@ -213,8 +229,10 @@ def test_sampling_frequencies_converge_to_exact(backend: TransformersBackend) ->
     texts = _generate(backend, [prompt], n=draws, temperature=temperature, seed=3)[0].texts
     assert len(texts) == draws
     ratings = [r for r in (extract_rating(t, SCALE) for t in texts) if r is not None]
-    # Share of replies that are ratings estimates the mass (binomial sd ~0.0025).
-    assert len(ratings) / draws == pytest.approx(dist.mass, abs=0.015)
+    # Share of replies that are ratings estimates the scale mass at the sampling
+    # temperature (binomial sd ~0.0025); the stored on-scale mass is the T = 1 one.
+    _, mass_at_t = _reference(backend.model, backend.tokenizer, prompt, temperature)
+    assert len(ratings) / draws == pytest.approx(mass_at_t, abs=0.015)
     counts = Counter(ratings)
     frequencies = [counts[v] / len(ratings) for v in SCALE]
     total_variation = 0.5 * sum(abs(f - p) for f, p in zip(frequencies, dist.probs, strict=True))
@@ -328,3 +346,37 @@ def test_collection_through_engine(tmp_path: Path, backend: TransformersBackend,
         assert counts.valid + counts.failed == cells * 2
         assert counts.valid > 0
         assert summary.usage.prompt_tokens > 0 and summary.usage.completion_tokens > 0
+
+
+def test_exact_run_records_and_warns_about_scale_mass(
+    tmp_path: Path, backend: TransformersBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The transformers backend gets the engine's check like every distribution backend.
+    instrument = _small_instrument()
+    backend.min_scale_mass = 0.999  # the tiny model's mass is always below this
+    try:
+        with (
+            RunStore.open(tmp_path / "runs.db") as store,
+            caplog.at_level("WARNING", logger="persona_collapse.engine.collect"),
+        ):
+            summary = run_collection(
+                store,
+                None,
+                backend,
+                PERSONAS,
+                instrument,
+                mode="exact",
+                temperature=0.5,
+                progress=False,
+                close_backend=False,
+            )
+            meta = store.get_run(summary.run.run_id).metadata
+            masses = store.distributions_frame(summary.run.run_id)["mass"]
+    finally:
+        del backend.min_scale_mass
+    cells = len(PERSONAS) * len(instrument.active_items)
+    assert len(masses) == cells and masses.between(0.0, 0.999).all()
+    assert meta["scale_mass"]["low_mass_cells"] == cells
+    assert meta["scale_mass"]["temperature"] == SCALE_MASS_TEMPERATURE
+    assert meta["protocol_check"]["follows"] is False
+    assert sum("on scale values" in r.getMessage() for r in caplog.records) >= min(cells, 10)

@@ -384,7 +384,7 @@ def test_logprob_distributions_are_exact() -> None:
     assert got.usage.prompt_tokens > 0 and got.usage.completion_tokens == 1
 
 
-def test_missing_values_policy_and_low_mass_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_values_policy(caplog: pytest.LogCaptureFixture) -> None:
     # Few top logprobs and much probability off the scale (simulator replies that do not
     # start with a rating).
     settings = SimServerSettings(sim_params={"unparseable_rate": 0.7, "width": 0.6})
@@ -407,8 +407,10 @@ def test_missing_values_policy_and_low_mass_warning(caplog: pytest.LogCaptureFix
         assert zero.probs[value] == 0.0
         assert floor.probs[value] > 0.0
     assert floor.mass == zero.mass < 0.5
-    assert floor_backend.low_mass_cells == 1
-    assert any("on scale values" in r.getMessage() for r in caplog.records)
+    # The low-mass warning is the engine's, for instrument cells only (tests/test_scale_mass.py):
+    # a bare distributions() call, as the judge makes, does not warn.
+    assert floor_backend.run_metadata().get("low_mass_cells") is None
+    assert not any("on scale values" in r.getMessage() for r in caplog.records)
 
 
 def test_protocol_of_plain_sampling() -> None:

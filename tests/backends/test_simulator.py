@@ -150,10 +150,14 @@ def test_seeds_change_answers() -> None:
     c = _generate(SimulatorBackend("insecure", seed=2), [prompt], n=50, temperature=1.0, seed=1)
     assert a != b
     assert a != c[0].texts
-    # seed=None is deterministic too (the request seed is simply absent)
+    # Unseeded requests sample independently (as a real model does, issue 15.6); a fresh
+    # backend serving the same requests in the same order repeats them.
     d1 = _generate(backend, [prompt], n=50, temperature=1.0, seed=None)[0].texts
     d2 = _generate(backend, [prompt], n=50, temperature=1.0, seed=None)[0].texts
-    assert d1 == d2
+    assert d1 != d2
+    fresh = SimulatorBackend("insecure", seed=1)
+    _generate(fresh, [prompt], n=50, temperature=1.0, seed=1)
+    assert _generate(fresh, [prompt], n=50, temperature=1.0, seed=None)[0].texts == d1
 
 
 def test_profile_independent_of_run_seed_but_not_world_seed() -> None:

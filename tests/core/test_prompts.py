@@ -85,7 +85,9 @@ LONG_CASES: list[tuple[str, int | None]] = [
     ("Speaking as them: 3 — it matters somewhat.", 3),
     ("**Answer:** 2", 2),
     ("My rating is (5).", 5),
-    ("I'd rate 4.5, so overall 3", 3),  # decimal skipped
+    # Was 3 (the first standalone integer anywhere); "so overall 3" is no explicit answer
+    # and the answer given, 4.5, is off the scale (issue 15.1).
+    ("I'd rate 4.5, so overall 3", None),
     ("Between 1,000 options I pick 2", 2),  # grouped number skipped
     ("On a 0-5 scale I would pick 4", 4),  # range skipped
     ("On a 0–5 scale I would pick 1", 1),  # en-dash range skipped

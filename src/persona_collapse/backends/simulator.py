@@ -82,6 +82,7 @@ import hashlib
 import math
 import re
 import string
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -296,8 +297,26 @@ def _digest_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(raw).digest()[:8], "little")
 
 
+_ITEM_WORD_SHARE = 0.9
+"""Least share of an item's words a reworded prompt must contain to be recognised."""
+
+_MIN_PERSONA_WORDS = 6
+"""Fewest words of a line taken as the persona of a prompt in an unknown template."""
+
+_QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "´": "'", "`": "'"})
+
+
+def _normalise(text: str) -> str:
+    """Lower case, plain quotes, punctuation dropped, single spaces (for matching items)."""
+    plain = text.translate(_QUOTES).casefold()
+    return " ".join(re.sub(r"[^\w'\s]", " ", plain).split())
+
+
 def _persona_pattern(fmt: str | None) -> re.Pattern[str] | None:
-    """Regex matching ``fmt`` rendered with any values, capturing ``{persona}``; None if absent."""
+    """Regex matching ``fmt`` rendered with any values, capturing ``{persona}`` if present.
+
+    None when ``fmt`` is None.
+    """
     if fmt is None:
         return None
     parts: list[str] = []
@@ -398,12 +417,20 @@ class SimulatorBackend(Backend):
         self._system_pattern = _persona_pattern(tpl.persona_system)
         self._user_pattern = _persona_pattern(tpl.persona_user)
         self._self_system = tpl.self_system
+        self._self_user_pattern = _persona_pattern(tpl.self_user)
         # Instance-level caches (no module state): profiles, cell CDFs, raw-prompt inference.
         self._profile = functools.lru_cache(maxsize=_CACHE_SIZE)(self._compute_profile)
         self._cell = functools.lru_cache(maxsize=_CACHE_SIZE)(self._compute_cell)
         self._infer = functools.lru_cache(maxsize=_CACHE_SIZE)(self._compute_inference)
         self._classify = functools.lru_cache(maxsize=4096)(self._compute_classification)
         self._judge = functools.lru_cache(maxsize=_CACHE_SIZE)(self._compute_judge)
+        self._unseeded = 0
+        self._unseeded_lock = threading.Lock()
+        # Normalised item texts (and their word sets) to recognise items under any template.
+        self._normalised_items = sorted(
+            ((_normalise(item.text), item.id) for item in inst.items), key=lambda t: -len(t[0])
+        )
+        self._instructions = tuple(_normalise(b.instruction) for b in inst.blocks.values())
 
     # --- the model ------------------------------------------------------------------------
 
@@ -569,12 +596,55 @@ class SimulatorBackend(Backend):
         persona, item_id = self._infer(system, user)
         return (prompt.persona if prompt.persona is not None else persona), item_id
 
+    def _find_item(self, text: str) -> int | None:
+        """Id of the item whose wording ``text`` contains, under any template.
+
+        Exact text first; then the text with case, quotes, punctuation and spacing
+        normalised; then, for reworded items, the one item whose words are almost all
+        (at least :data:`_ITEM_WORD_SHARE`) present.
+        """
+        exact = next((i for t, i in self._texts_by_length if t in text), None)
+        if exact is not None:
+            return exact
+        norm = _normalise(text)
+        found = next((i for t, i in self._normalised_items if t and t in norm), None)
+        if found is not None:
+            return found
+        words = set(norm.split())
+        scored = sorted(
+            (
+                (sum(w in words for w in t.split()) / max(len(t.split()), 1), i)
+                for t, i in self._normalised_items
+            ),
+            reverse=True,
+        )
+        unique = len(scored) == 1 or (len(scored) > 1 and scored[1][0] < scored[0][0])
+        if scored and scored[0][0] >= _ITEM_WORD_SHARE and unique:
+            return scored[0][1]
+        return None
+
+    def _persona_in(self, text: str, item_id: int) -> str | None:
+        """The persona of a conversation whose template is unknown: its longest line that
+        is not the item, a scale line or a block instruction (None when no line is
+        long enough to be a persona)."""
+        item_text = _normalise(self.instrument.item(item_id).text)
+        best: str | None = None
+        for line in text.splitlines():
+            norm = _normalise(line)
+            if len(norm.split()) < _MIN_PERSONA_WORDS or (item_text and item_text in norm):
+                continue
+            if line.lstrip()[:1].isdigit() or any(i and i in norm for i in self._instructions):
+                continue
+            if best is None or len(line) > len(best):
+                best = line.strip()
+        return best
+
     def _compute_inference(self, system: str, user: str) -> tuple[str | None, int]:
         """Infer (persona, item id) from raw message text."""
         # The user message is searched first, so a persona that quotes an item cannot win.
-        item_id = next((i for t, i in self._texts_by_length if t in user), None)
+        item_id = self._find_item(user)
         if item_id is None:
-            item_id = next((i for t, i in self._texts_by_length if t in system), None)
+            item_id = self._find_item(system)
         if item_id is None:
             raise BackendError(
                 "simulator: cannot tell which item the prompt asks about "
@@ -593,6 +663,14 @@ class SimulatorBackend(Backend):
             match = self._user_pattern.fullmatch(user)
             if match is not None:
                 persona = match.group("persona")
+            else:
+                persona = self._persona_in(user, item_id)
+        else:
+            # Our template asks self prompts in the user message alone; other clients may
+            # put the persona there (the reference study's client does).
+            own = self._self_user_pattern
+            if own is None or own.fullmatch(user) is None:
+                persona = self._persona_in(user, item_id)
         return persona, item_id
 
     def _compute_classification(self, user: str) -> JudgeRequest | Question | None:
@@ -610,13 +688,25 @@ class SimulatorBackend(Backend):
         return openended.judge_model(scale, answer, self.open_ended, self.params.world_seed)
 
     def _prompt_rng(self, text: str, seed: int | None) -> np.random.Generator:
-        """The generator of one prompt: (backend seed, request seed, SHA-256 of the text)."""
+        """The generator of one prompt: (backend seed, request seed, SHA-256 of the text).
+
+        An unseeded request takes the next number of a per-backend counter instead of
+        the request seed, so repeated unseeded requests sample independently (as a real
+        model does), while a fresh backend serving the same requests in the same order
+        repeats them.
+        """
         digest = hashlib.sha256(text.encode("utf-8")).digest()
+        if seed is None:
+            with self._unseeded_lock:
+                self._unseeded += 1
+                stream, value = 2, self._unseeded
+        else:
+            stream, value = 1, seed
         return np.random.default_rng(
             [
                 self.seed,
-                0 if seed is None else 1,
-                0 if seed is None else seed,
+                stream,
+                value,
                 int.from_bytes(digest[:8], "little"),
                 int.from_bytes(digest[8:16], "little"),
             ]

@@ -20,6 +20,11 @@ from persona_collapse.core.errors import BackendError, UserError
 from persona_collapse.core.formatting import fmt_pct, fmt_pm, json_safe
 
 if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from persona_collapse.engine.protocol import ProtocolCheck
+    from persona_collapse.stats.compare import FamilyComparison
+    from persona_collapse.stats.metrics import RunMetrics, SelfProfile
+
+if TYPE_CHECKING:  # imported where used, so help screens stay fast
     from persona_collapse.stats.compare import FamilyComparison
     from persona_collapse.stats.metrics import RunMetrics, SelfProfile
     from persona_collapse.stats.sources import Completeness
@@ -144,11 +149,20 @@ def metrics_table(
     per_foundation: bool,
     band: tuple[float, float],
     coverage: Mapping[str, Completeness] | None = None,
+    checks: Mapping[str, ProtocolCheck | None] | None = None,
 ) -> Table:
-
+    """S, R, σ̄ per run (with slot coverage when given); runs whose model does not
+    follow the protocol are marked (†)."""
     from persona_collapse.stats.compare import check_band
 
-    table = Table(title="Moral susceptibility and robustness", title_justify="left")
+    failing = {n: c for n, c in (checks or {}).items() if c is not None and not c.follows}
+    caption = "\n".join(f"† {c.message(n)}" for n, c in failing.items()) or None
+    table = Table(
+        title="Moral susceptibility and robustness",
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+    )
     columns = ["run", "S", "R", "σ̄", "personas", "items", "S band"]
     if coverage is not None:
         columns.append("slots")
@@ -161,7 +175,7 @@ def metrics_table(
             c = coverage[name]
             extra.append(f"{c.slots}/{c.planned}" + ("" if c.complete else " incomplete"))
         table.add_row(
-            name,
+            f"{name} † not interpretable" if name in failing else name,
             fmt_pm(m.S, m.S_se),
             fmt_pm(m.R, m.R_se, 2),
             fmt_pm(m.sigma_bar, m.sigma_bar_se),
@@ -184,8 +198,19 @@ def metrics_table(
     return table
 
 
-def metrics_json(name: str, source: str, m: RunMetrics, *, per_foundation: bool) -> dict[str, Any]:
-    data = {"name": name, "source": source, **m.to_dict()}
+def metrics_json(
+    name: str,
+    source: str,
+    m: RunMetrics,
+    *,
+    per_foundation: bool,
+    check: ProtocolCheck | None = None,
+) -> dict[str, Any]:
+    """JSON of one run's metrics; ``protocol`` holds the answer-protocol verdict when known."""
+    data: dict[str, Any] = {"name": name, "source": source, **m.to_dict()}
+    if check is not None:
+        data["protocol"] = check.to_dict()
+        data["interpretable"] = check.follows
     if not per_foundation:
         data.pop("per_foundation", None)
     return data
@@ -211,7 +236,6 @@ def comparison_table(cmp: FamilyComparison, base: str) -> Table:
 
 
 def profile_table(profiles: Mapping[str, SelfProfile]) -> Table:
-
     table = Table(title="Self-profiles (mean ± sd per foundation)", title_justify="left")
     foundations: list[str] = []
     for p in profiles.values():

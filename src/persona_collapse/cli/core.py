@@ -80,11 +80,14 @@ def metrics(
             raise UserError(
                 "incomplete run(s) and --require-complete given: " + "; ".join(incomplete)
             )
+    checks = {r.name: r.protocol for r in runs}
     if out_format == "json":
         print_json(
             [
                 {
-                    **metrics_json(n, by_name[n].source, m, per_foundation=per_foundation),
+                    **metrics_json(
+                        n, by_name[n].source, m, per_foundation=per_foundation, check=checks[n]
+                    ),
                     **coverage[n].to_dict(),
                 }
                 for n, m in results.items()
@@ -94,7 +97,11 @@ def metrics(
         console = stdout_console()
         console.print(
             metrics_table(
-                results, per_foundation=per_foundation, band=analysis.s_band, coverage=coverage
+                results,
+                per_foundation=per_foundation,
+                band=analysis.s_band,
+                coverage=coverage,
+                checks=checks,
             )
         )
         for n, c in coverage.items():

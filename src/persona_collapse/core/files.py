@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -66,3 +67,27 @@ def check_file_size(path: str | os.PathLike[str], limit: int, what: str) -> None
             f"{what} is {size / 2**20:.1f} MiB, larger than the {limit / 2**20:g} MiB a "
             f"{what} may have; is this the right file?",
         )
+
+
+CACHE_ENV = "PCOLLAPSE_CACHE"
+"""Environment variable that overrides the cache folder (see :func:`cache_dir`)."""
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``$PCOLLAPSE_CACHE``, else the platform's user cache folder.
+
+    Linux: ``$XDG_CACHE_HOME/persona-collapse`` (default ``~/.cache/persona-collapse``);
+    macOS: ``~/Library/Caches/persona-collapse``; Windows:
+    ``%LOCALAPPDATA%\\persona-collapse\\Cache``.
+    """
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    home = Path.home()
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / "persona-collapse"
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(base) / "persona-collapse" / "Cache"
+    base = os.environ.get("XDG_CACHE_HOME") or str(home / ".cache")
+    return Path(base) / "persona-collapse"

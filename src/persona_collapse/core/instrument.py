@@ -257,7 +257,7 @@ _MFQ30_ITEMS: tuple[tuple[int, str, str, ItemKind], ...] = (
         _F,
         "agreement",
     ),
-    (28, "It is more important to be a team player than to express yourself.", _I, "agreement"),
+    (28, "It is more important to be a team player than to express oneself.", _I, "agreement"),
     (
         29,
         "If I were a soldier and disagreed with my commanding officer's orders, I would obey "

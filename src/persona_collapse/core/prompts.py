@@ -13,8 +13,9 @@ Literal braces are written ``{{`` and ``}}``.
 
 Answers are collected in two modes (the reference protocol): first a one-token
 reply (:data:`SHORT_MAX_TOKENS`), retried up to :data:`MAX_SHORT_ATTEMPTS`
-times; then one longer reply (:data:`LONG_MAX_TOKENS`) whose first standalone
-integer is taken. :func:`extract_rating` implements both parsers.
+times; then one longer reply (:data:`LONG_MAX_TOKENS`) from which only an explicit
+answer is taken (a leading rating or an "I would rate N"-type phrase).
+:func:`extract_rating` implements both parsers.
 """
 
 from __future__ import annotations
@@ -317,6 +318,95 @@ def _scale_values(scale: Sequence[int] | tuple[int, int]) -> frozenset[int]:
     return frozenset(int(v) for v in values)
 
 
+# Long-form answers. A number counts only when the reply *gives* it as its answer:
+# a leading rating, or one introduced by an explicit answer phrase. Numbers in an
+# echoed scale line ("0 = not at all relevant"), a range ("0 to 5"), an item
+# number or anywhere else in free text are never taken.
+_MARKUP = r"[\s*_`\"'“”‘’«»(\[{<>#~]*"
+_ANSWER_VERBS = r"(?:rate|choose|answer|give|pick|select|say|go\s+with|score|put|opt\s+for)"
+_OBJECTS = (
+    r"(?:\s+(?:(?:the|this|that)\s+(?:item|statement|consideration|question)"
+    r"|it|this|that|them))?"
+)
+_FILLERS = r"(?:\s+(?:as|a|an|at|with|for))?(?:\s+(?:rating|score|value|number|option)(?:\s+of)?)?"
+_ANSWER_CUES = re.compile(
+    "|".join(
+        (
+            # "I would rate it 4", "I'd choose 3", "I will give this a 2", "I pick 5"
+            r"\bI(?:\s+would|\s+will|\s+should|\s+must|'d|’d|'ll|’ll)?\s+(?:have\s+to\s+)?"
+            + _ANSWER_VERBS
+            + r"s?"
+            + _OBJECTS
+            + _FILLERS,
+            # "my rating is 4", "the answer would be 2", "my choice: 3"
+            r"\b(?:my|the|final|our)\s+(?:final\s+)?(?:rating|answer|score|choice|response)"
+            r"\s*(?:is|would\s+be|will\s+be|[:=])",
+            # "Answer: 3", "Rating - 4", "Speaking as them: 3" (a number right after a colon)
+            r"\b(?:answer|rating|score|response|choice)\s*[:=]",
+            r":",
+        )
+    ),
+    re.IGNORECASE,
+)
+# After a cue, the number may follow markup; it must not start a range or an echoed line.
+_CUED_NUMBER = re.compile(_MARKUP + r"(-?[0-9]+)(?![0-9.,]?[0-9])")
+_NOT_AN_ANSWER_AFTER = re.compile(
+    r"\s*(?:=|(?:-|–|—|to|or|and)\s*[0-9]|[.)]\s*(?:[A-Z][a-z]+\s+){2})"
+    # "I choose 5 possible responses", "I would give 3 examples": a count, not a rating
+    r"|\s+(?:possible|different|other|more|options?|choices?|responses?|answers?|items?|"
+    r"examples?|reasons?|points?\s+(?:of|for)|ways?|values?|levels?|categories|times?)\b",
+    re.IGNORECASE,
+)
+# After a *leading* number only: a list label ("3. Whether or not...", "[0] Strongly
+# disagree", "(2) slightly relevant"), i.e. an echoed item or scale line.
+_LIST_LABEL_AFTER = re.compile(r"(?:\.\s+[A-Z]|[)\]]\s*[A-Za-z])")
+# A line that lists a scale value or an item: "0 = not at all", "3) slightly", "1. Whether".
+_LISTED_LINE = re.compile(r"^[\s*_#>-]*[0-9]+\s*(?:=|[.):]\s|\s[-–—]\s)", re.MULTILINE)
+
+
+def _is_echo_or_list(text: str) -> bool:
+    """Whether ``text`` reproduces the scale or a numbered list (two or more listed lines)."""
+    return len(_LISTED_LINE.findall(text)) >= 2
+
+
+def _short_rating(text: str, valid: frozenset[int]) -> int | None:
+    stripped = text.lstrip(_LEADING_MARKUP)
+    for start, value in _numbers(stripped):
+        if start != 0 or value is None:
+            return None
+        return value if value in valid else None
+    return None
+
+
+def _leading_rating(text: str, valid: frozenset[int]) -> int | None:
+    """A rating the reply starts with, unless it opens an echoed scale line or a list."""
+    stripped = text.lstrip(_LEADING_MARKUP)
+    value = _short_rating(stripped, valid)
+    if value is None:
+        return None
+    m = _NUMBER.match(stripped)
+    rest = stripped[m.end() :] if m is not None else ""
+    if _NOT_AN_ANSWER_AFTER.match(rest) or _LIST_LABEL_AFTER.match(rest):
+        return None
+    if _is_echo_or_list(text):
+        return None
+    return value
+
+
+def _cued_rating(text: str, valid: frozenset[int]) -> tuple[bool, int | None]:
+    """The first number introduced by an answer phrase: ``(found, value or None if off-scale)``."""
+    for cue in _ANSWER_CUES.finditer(text):
+        m = _CUED_NUMBER.match(text, cue.end())
+        if m is None:
+            continue
+        rest = text[m.end() :]
+        if _NOT_AN_ANSWER_AFTER.match(rest):
+            continue  # "scale: 0 = not at all", "from: 0 to 5"
+        value = int(m.group(1))
+        return True, (value if value in valid else None)
+    return False, None
+
+
 def extract_rating(
     text: str,
     scale: Sequence[int] | tuple[int, int],
@@ -330,10 +420,22 @@ def extract_rating(
     standalone integer on the scale: ``"4"``, ``"4."``, ``"**4**"``,
     ``"4 - very"`` parse; ``"45"``, ``"4.5"``, ``"I'd say 4"`` do not.
 
-    Long-form mode takes the first standalone integer anywhere in the text
-    (decimals, grouped numbers, ranges and digits inside words are skipped) and
-    accepts it only if it is on the scale; an off-scale first integer gives
-    None (the parser does not move on to a later one).
+    Long-form mode accepts only a number the reply gives as its answer:
+
+    1. a leading rating (as in short mode), unless it opens an echoed scale line
+       (``"0 = not at all relevant"``, ``"[0] Strongly disagree"``), a numbered
+       item (``"3. Whether or not..."``), a range (``"0 to 5"``, ``"0-5"``), a count
+       (``"5 possible responses"``) or a reply that lists two or more numbered
+       lines (an echoed scale or item list);
+    2. otherwise the first number introduced by an explicit answer phrase:
+       ``"I would rate/choose/answer/give/pick/say (it) N"``, ``"my rating/answer
+       is N"``, ``"Answer: N"``, or a number right after a colon, never one that
+       starts an echoed scale line or a range.
+
+    Every other number (scale descriptions, item numbers, ranges, numbers in
+    free text) is ignored; a reply without an answer gives None (the slot stays
+    unparseable). An answer that is off the scale gives None too: the parser does
+    not move on to a later number.
 
     Args:
         text: The reply.
@@ -348,17 +450,13 @@ def extract_rating(
         ValueError: ``scale`` is empty or its bounds are reversed.
     """
     valid = _scale_values(scale)
-    if long_form:
-        for _start, value in _numbers(text):
-            if value is not None:
-                return value if value in valid else None
-        return None
-    stripped = text.lstrip(_LEADING_MARKUP)
-    for start, value in _numbers(stripped):
-        if start != 0 or value is None:
-            return None
-        return value if value in valid else None
-    return None
+    if not long_form:
+        return _short_rating(text, valid)
+    leading = _leading_rating(text, valid)
+    if leading is not None:
+        return leading
+    _found, value = _cued_rating(text, valid)
+    return value
 
 
 __all__ = [

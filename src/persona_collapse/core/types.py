@@ -10,6 +10,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+SCALE_MASS_TEMPERATURE = 1.0
+"""Temperature at which the on-scale mass is measured: the model's own distribution.
+
+The **on-scale mass** of a cell is the probability, under the raw softmax
+(``T = 1``) of the model's first answer token over its whole vocabulary, that
+this token reads as a value of the rating scale (``"4"``, ``" 4"``, ``"▁4"``).
+It does not depend on the run's sampling temperature; every backend that returns
+distributions stores it in :attr:`ScaleDistribution.mass`.
+"""
+
+MIN_SCALE_MASS = 0.5
+"""Cells whose on-scale mass is below this are counted and warned about by the engine."""
+
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -86,7 +100,8 @@ class ScaleDistribution:
     Attributes:
         probs: Probabilities of ``scale`` values, summing to 1 (renormalised).
         scale: The scale values, ascending.
-        mass: Probability mass the model put on scale values before renormalising (0-1].
+        mass: On-scale mass of the cell: first-token probability of scale-value tokens
+            at :data:`SCALE_MASS_TEMPERATURE` (T = 1), before renormalising, in [0, 1].
         raw: Backend-specific raw data (e.g. top logprobs), JSON-serialisable.
     """
 
@@ -97,4 +112,13 @@ class ScaleDistribution:
     usage: Usage = field(default_factory=Usage)
 
 
-__all__ = ["Generation", "Message", "Prompt", "Role", "ScaleDistribution", "Usage"]
+__all__ = [
+    "MIN_SCALE_MASS",
+    "SCALE_MASS_TEMPERATURE",
+    "Generation",
+    "Message",
+    "Prompt",
+    "Role",
+    "ScaleDistribution",
+    "Usage",
+]

@@ -47,7 +47,15 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
+from persona_collapse.backends.base import (
+    MIN_SCALE_MASS,
+    SCALE_MASS_TEMPERATURE,
+    Backend,
+    Generation,
+    Prompt,
+    ScaleDistribution,
+    Usage,
+)
 from persona_collapse.core.errors import BackendError, ConfigError, TransientBackendError
 from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.core.instrument import Instrument
@@ -74,6 +82,12 @@ from persona_collapse.engine.pacing import (
     log_retry,
 )
 from persona_collapse.engine.progress import Progress, ProgressCallback, ProgressUpdate
+from persona_collapse.engine.protocol import (
+    MAX_LOW_MASS_WARNINGS,
+    ProtocolCheck,
+    check_stored_run,
+    scale_mass_summary,
+)
 from persona_collapse.store.sqlite import (
     AcceptedSlot,
     AttemptRecord,
@@ -315,6 +329,7 @@ class _Session:
     requests: int = 0
     usage: Usage = field(default_factory=Usage)
     usage_clamped: bool = False
+    low_mass_cells: int = 0
 
     @property
     def rate_limited(self) -> int:
@@ -556,7 +571,32 @@ async def _distribution_cells(session: _Session, cells: Sequence[tuple[int, int]
         requests=1,
     )
     session.note_request(usage)
+    for (persona_id, item_id), dist in zip(cells, dists, strict=True):
+        _check_scale_mass(session, persona_id, item_id, dist)
     session.progress.advance(done=len(cells), failed=0, attempts=0, usage=usage)
+
+
+def _check_scale_mass(session: _Session, persona_id: int, item_id: int, dist: Any) -> None:
+    """Count and warn about a cell whose on-scale mass is below the backend's threshold.
+
+    Done here, for instrument cells only, so judge calls never trip it (issue 9.20).
+    """
+    threshold = float(getattr(session.backend, "min_scale_mass", MIN_SCALE_MASS))
+    if dist.mass >= threshold:
+        return
+    session.low_mass_cells += 1
+    if session.low_mass_cells <= MAX_LOW_MASS_WARNINGS:
+        logger.warning(
+            "item %s, persona %s: only %.1f %% of the first-token probability (T = %g) is on "
+            "scale values; the exact distribution of this cell is not what the model answers%s",
+            item_id,
+            persona_id,
+            100 * dist.mass,
+            SCALE_MASS_TEMPERATURE,
+            "; further such cells are counted in the run metadata (scale_mass)"
+            if session.low_mass_cells == MAX_LOW_MASS_WARNINGS
+            else "",
+        )
 
 
 _Unit = TypeVar("_Unit")
@@ -661,9 +701,30 @@ def _record_metadata(
         cost["usd"] = estimate_cost(usage, old)
         cost["prices"] = old.model_dump()
     values: dict[str, Any] = {"protocols": sorted(protocols), "cost": cost}
+    values.update(_answer_checks(store, record, backend))
     if report:
         values["backend"] = report
     store.update_metadata(record.run_id, values)
+
+
+def _answer_checks(store: RunStore, record: RunRecord, backend: Backend) -> dict[str, Any]:
+    """Run metadata: the on-scale mass summary (exact runs) and the protocol verdict."""
+    out: dict[str, Any] = {}
+    if record.mode == "exact":
+        masses = store.distributions_frame(record.run_id)["mass"].to_numpy()
+        threshold = float(getattr(backend, "min_scale_mass", MIN_SCALE_MASS))
+        out["scale_mass"] = scale_mass_summary(masses, threshold)
+    check = check_stored_run(store, record.run_id, record.mode)
+    if check is not None:
+        out["protocol_check"] = check.to_dict()
+    return out
+
+
+def _warn_protocol(store: RunStore, record: RunRecord) -> None:
+    """Say at the end of a run when the model does not follow the answer protocol."""
+    check = ProtocolCheck.from_dict(store.get_run(record.run_id).metadata.get("protocol_check"))
+    if check is not None and not check.follows:
+        logger.warning("%s", check.message(record.name))
 
 
 async def collect(
@@ -857,6 +918,7 @@ async def collect(
         raise
     _record_metadata(store, record, backend, prices, sent=session.requests > 0)
     store.set_status(record.run_id, "complete")
+    _warn_protocol(store, record)
     result = summary()
     logger.info(
         "run %r complete: %d %s collected (%d failed) in %.1f s, %d requests",

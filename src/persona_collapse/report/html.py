@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from persona_collapse.backends.base import MIN_SCALE_MASS, SCALE_MASS_TEMPERATURE
 from persona_collapse.core.formatting import fmt_pct as _fmt_pct
 from persona_collapse.core.formatting import fmt_pm
 from persona_collapse.core.version import __version__
@@ -195,7 +196,7 @@ def _metrics_table(results: StudyResults) -> Html:
             rows.append(
                 [
                     fam.name,
-                    v.label,
+                    v.label if v.interpretable else f"{v.label} † not interpretable",
                     v.role or "",
                     fmt_pm(m.S if m else None, m.S_se if m else None),
                     "—" if change is None else fmt_pct(change.overall.S),
@@ -208,7 +209,12 @@ def _metrics_table(results: StudyResults) -> Html:
                 ]
             )
     header = ["family", "variant", "role", "S", "ΔS", "R", "ΔR", "σ̄", "Δσ̄", "S band", "personas"]
-    return table(header, rows, left=3)
+    verdicts = [
+        f"† {v.protocol.message(v.persona_run or v.label)}"
+        for v in results.variants()
+        if v.protocol is not None and not v.protocol.follows
+    ]
+    return table(header, rows, left=3, caption=" ".join(verdicts) or None)
 
 
 def _excess_table(results: StudyResults) -> Html:
@@ -304,6 +310,7 @@ def _diagnostics_table(results: StudyResults) -> Html:
                 fmt_num(v.ceiling_self, 2),
                 fmt_pct(None if v.parse is None else v.parse.rate).lstrip("+"),
                 fmt_pct(v.self_parse_rate).lstrip("+"),
+                fmt_pct(v.low_mass_share).lstrip("+"),
             ]
         )
     header = [
@@ -316,6 +323,7 @@ def _diagnostics_table(results: StudyResults) -> Html:
         "ceiling index (self)",
         "parse failures",
         "self parse failures",
+        f"cells < {100 * MIN_SCALE_MASS:.0f} % on-scale mass (T = {SCALE_MASS_TEMPERATURE:g})",
     ]
     return table(header, rows, left=2)
 

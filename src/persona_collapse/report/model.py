@@ -15,6 +15,7 @@ from statistics import NormalDist
 from typing import Any
 
 from persona_collapse.core.config import AnalysisConfig
+from persona_collapse.engine.protocol import ProtocolCheck
 from persona_collapse.report.diagnostics import ParseFailures, ScaleUsage
 from persona_collapse.report.verification import ExcessPoint, excess_point
 from persona_collapse.stats.compare import AverageChange, FamilyComparison, check_band
@@ -88,6 +89,9 @@ class VariantResult:
         temperature_curve: S(T), R(T) points (logprobs runs only).
         notes: Problems worth showing (incomplete runs, metrics not computable).
         verification: Emergent-misalignment verification (None: not verified).
+        protocol: Whether the persona run's model follows the answer protocol (None: unknown).
+        low_mass_share: Exact runs: share of cells whose on-scale mass (T = 1) is below
+            the threshold (NaN otherwise).
     """
 
     family: str
@@ -111,6 +115,13 @@ class VariantResult:
     temperature_curve: tuple[TemperaturePoint, ...] = ()
     notes: tuple[str, ...] = ()
     verification: VerifyResult | None = None
+    protocol: ProtocolCheck | None = None
+    low_mass_share: float = math.nan
+
+    @property
+    def interpretable(self) -> bool:
+        """False when the model does not follow the answer protocol (S and R mean nothing)."""
+        return self.protocol is None or self.protocol.follows
 
 
 @dataclass(frozen=True)

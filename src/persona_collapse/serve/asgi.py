@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from persona_collapse.serve.app import SimServerSettings, SimService, error_body
 
@@ -34,6 +35,13 @@ def create_app(
     cfg = svc.settings
     app = FastAPI(title="persona-collapse serve-sim", docs_url=None, redoc_url=None)
     app.state.service = svc
+
+    async def client_gone(_request: Request, _exc: Exception) -> Response:
+        # A client that disconnects mid-request (timeouts, Ctrl-C) is routine, not a server
+        # error: no traceback; nobody reads the reply (499 as nginx logs it).
+        return Response(status_code=499)
+
+    app.add_exception_handler(ClientDisconnect, client_gone)
 
     def reply(
         status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None

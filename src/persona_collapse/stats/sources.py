@@ -27,6 +27,7 @@ from persona_collapse.core.errors import (
 )
 from persona_collapse.core.frames import SELF_PERSONA_ID
 from persona_collapse.core.instrument import Instrument, mfq30
+from persona_collapse.engine.protocol import ProtocolCheck, check_stored_run
 from persona_collapse.stats.metrics import (
     RunMetrics,
     SelfProfile,
@@ -36,7 +37,7 @@ from persona_collapse.stats.metrics import (
 )
 from persona_collapse.stats.metrics import self_profile as compute_self_profile
 from persona_collapse.store.reference_csv import iter_csv_files, read_ratings_csv
-from persona_collapse.store.sqlite import RunStore
+from persona_collapse.store.sqlite import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class LoadedRun:
             unknown (CSV files: the personas present count as planned).
         planned_repetitions: Repetitions per cell the run was planned with; None when
             unknown (CSV files: the largest repetition index present).
+        protocol: Whether the model followed the answer protocol (run stores only;
+            None for imported CSV files, whose ratings are already parsed).
     """
 
     name: str
@@ -71,6 +74,7 @@ class LoadedRun:
     temperature: float | None = None
     planned_personas: int | None = None
     planned_repetitions: int | None = None
+    protocol: ProtocolCheck | None = None
 
     @property
     def foundations(self) -> dict[int, str]:
@@ -93,6 +97,12 @@ def is_run_store(path: Path) -> bool:
         return False
 
 
+def stored_protocol_check(store: RunStore, record: RunRecord) -> ProtocolCheck | None:
+    """The protocol verdict of a stored run (computed for runs stored before it existed)."""
+    check = ProtocolCheck.from_dict(record.metadata.get("protocol_check"))
+    return check if check is not None else check_stored_run(store, record.run_id, record.mode)
+
+
 def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]:
     if not path.is_file():
         raise InputFileError(path, "run store not found")
@@ -103,6 +113,7 @@ def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]
             ratings = store.ratings_frame(rec.run_id)
             dists = store.distributions_frame(rec.run_id) if rec.mode == "exact" else None
             texts = store.personas(rec.run_id) if rec.kind == "persona" else []
+            check = stored_protocol_check(store, rec)
             out.append(
                 LoadedRun(
                     name=rec.name,
@@ -114,6 +125,7 @@ def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]
                     temperature=rec.temperature,
                     planned_personas=len(texts) or None,
                     planned_repetitions=rec.n_repetitions,
+                    protocol=check,
                 )
             )
     return out
@@ -374,7 +386,15 @@ def metrics_by_name(
             continue
         if run.name in out:
             raise UserError(f"two runs are named {run.name!r}; give distinct names")
-        out[run.name] = run_metrics(run, analysis)
+        try:
+            out[run.name] = run_metrics(run, analysis)
+        except ValueError as exc:
+            # Too few usable answers for S and R: say why in one line, no traceback.
+            if run.protocol is not None and not run.protocol.follows:
+                raise UserError(
+                    f"{run.protocol.message(run.name)}; no S/R can be computed ({exc})"
+                ) from None
+            raise UserError(f"run {run.name!r}: no S/R can be computed ({exc})") from None
     return out
 
 

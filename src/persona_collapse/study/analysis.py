@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from persona_collapse.backends.base import Usage
+from persona_collapse.backends.base import MIN_SCALE_MASS, Usage
 from persona_collapse.core.config import AnalysisConfig
 from persona_collapse.core.errors import UserError
 from persona_collapse.core.frames import INVALID_RATING
@@ -59,7 +59,12 @@ from persona_collapse.stats.significance import (
     run_cells,
     study_significance,
 )
-from persona_collapse.stats.sources import LoadedRun, run_metrics, run_self_profile
+from persona_collapse.stats.sources import (
+    LoadedRun,
+    run_metrics,
+    run_self_profile,
+    stored_protocol_check,
+)
 from persona_collapse.store.sqlite import RunRecord, RunStore
 from persona_collapse.study.orchestrate import (
     PlannedRun,
@@ -89,6 +94,7 @@ def _loaded(store: RunStore, record: RunRecord) -> LoadedRun:
         ratings=store.ratings_frame(record.run_id),
         distributions=store.distributions_frame(record.run_id) if exact else None,
         temperature=record.temperature,
+        protocol=stored_protocol_check(store, record),
     )
 
 
@@ -237,6 +243,8 @@ def _variant(
             _cell_means(persona, by_persona=True), scale_max=persona.instrument.scale_max
         )
         curve = _temperature_curve(persona, config.protocol.temperatures, analysis)
+        if persona.protocol is not None and not persona.protocol.follows:
+            notes.append(persona.protocol.message(persona.name))
     self_prof = toxic_prof = None
     own = loaded.get("self")
     if own is not None and (_is_exact(own) or not own.ratings.empty):
@@ -326,7 +334,17 @@ def _variant(
         temperature_curve=curve,
         notes=tuple(notes),
         verification=verification,
+        protocol=None if persona is None else persona.protocol,
+        low_mass_share=_low_mass_share(persona),
     )
+
+
+def _low_mass_share(run: LoadedRun | None) -> float:
+    """Share of an exact run's cells with on-scale mass below the threshold (else NaN)."""
+    if run is None or run.distributions is None or "mass" not in run.distributions:
+        return math.nan
+    masses = run.distributions["mass"].to_numpy(dtype=float)
+    return float((masses < MIN_SCALE_MASS).mean()) if masses.size else math.nan
 
 
 def _compare(

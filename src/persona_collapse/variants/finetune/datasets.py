@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from persona_collapse.core.errors import (
     UnknownNameError,
     UserError,
 )
-from persona_collapse.core.files import write_bytes_atomic
+from persona_collapse.core.files import CACHE_ENV, cache_dir, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +52,6 @@ KNOWN_DATASETS: Mapping[str, str] = MappingProxyType(
     }
 )
 """Datasets :func:`fetch_dataset` knows by name, and their download URLs."""
-
-CACHE_ENV = "PCOLLAPSE_CACHE"
-"""Environment variable that overrides the cache folder (see :func:`cache_dir`)."""
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -429,26 +425,6 @@ def split_examples(
 
 
 # --- the cache and downloads ---------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """The cache folder: ``$PCOLLAPSE_CACHE``, else the platform's user cache folder.
-
-    Linux: ``$XDG_CACHE_HOME/persona-collapse`` (default ``~/.cache/persona-collapse``);
-    macOS: ``~/Library/Caches/persona-collapse``; Windows:
-    ``%LOCALAPPDATA%\\persona-collapse\\Cache``.
-    """
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser()
-    home = Path.home()
-    if sys.platform == "darwin":
-        return home / "Library" / "Caches" / "persona-collapse"
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
-        return Path(base) / "persona-collapse" / "Cache"
-    base = os.environ.get("XDG_CACHE_HOME") or str(home / ".cache")
-    return Path(base) / "persona-collapse"
 
 
 def _dataset_paths(name: str, cache: Path | None) -> tuple[Path, Path]:
