@@ -23,15 +23,9 @@ if TYPE_CHECKING:  # imported where used, so help screens stay fast
     from persona_collapse.engine.protocol import ProtocolCheck
     from persona_collapse.stats.compare import FamilyComparison
     from persona_collapse.stats.metrics import RunMetrics, SelfProfile
-
-if TYPE_CHECKING:  # imported where used, so help screens stay fast
-    from persona_collapse.stats.compare import FamilyComparison
-    from persona_collapse.stats.metrics import RunMetrics, SelfProfile
+    from persona_collapse.stats.registry import Estimate
     from persona_collapse.stats.sources import Completeness
 
-if TYPE_CHECKING:  # imported where used, so help screens stay fast
-    from persona_collapse.stats.compare import FamilyComparison
-    from persona_collapse.stats.metrics import RunMetrics, SelfProfile
 
 app = typer.Typer(
     name="pcollapse",
@@ -139,7 +133,6 @@ def check_format(fmt: str) -> OutputFormat:
 
 
 def print_json(data: Any) -> None:
-
     sys.stdout.write(json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n")
 
 
@@ -151,9 +144,12 @@ def metrics_table(
     coverage: Mapping[str, Completeness] | None = None,
     checks: Mapping[str, ProtocolCheck | None] | None = None,
 ) -> Table:
-    """S, R, σ̄ per run (with slot coverage when given); runs whose model does not
-    follow the protocol are marked (†)."""
+    """Every registered statistic per run (with slot coverage when given); runs whose
+    model does not follow the protocol are marked (†)."""
     from persona_collapse.stats.compare import check_band
+    from persona_collapse.stats.registry import statistics
+
+    stats = statistics()
 
     failing = {n: c for n, c in (checks or {}).items() if c is not None and not c.follows}
     caption = "\n".join(f"† {c.message(n)}" for n, c in failing.items()) or None
@@ -163,7 +159,7 @@ def metrics_table(
         caption=caption,
         caption_justify="left",
     )
-    columns = ["run", "S", "R", "σ̄", "personas", "items", "S band"]
+    columns = ["run", *(st.label for st in stats), "personas", "items", "S band"]
     if coverage is not None:
         columns.append("slots")
     for col in columns:
@@ -176,9 +172,7 @@ def metrics_table(
             extra.append(f"{c.slots}/{c.planned}" + ("" if c.complete else " incomplete"))
         table.add_row(
             f"{name} † not interpretable" if name in failing else name,
-            fmt_pm(m.S, m.S_se),
-            fmt_pm(m.R, m.R_se, 2),
-            fmt_pm(m.sigma_bar, m.sigma_bar_se),
+            *(_fmt_estimate(m.estimate(st.name), st.digits) for st in stats),
             str(m.personas),
             str(m.questions),
             "in" if band_check.inside else ("above" if band_check.high < m.S else "below"),
@@ -188,12 +182,7 @@ def metrics_table(
             for foundation, fm in m.per_foundation.items():
                 table.add_row(
                     f"  {foundation}",
-                    fmt_pm(fm.S, fm.S_se),
-                    fmt_pm(fm.R, fm.R_se, 2),
-                    fmt_pm(fm.sigma_bar, fm.sigma_bar_se),
-                    "",
-                    "",
-                    "",
+                    *(_fmt_estimate(fm.estimate(st.name), st.digits) for st in stats),
                 )
     return table
 
@@ -216,22 +205,23 @@ def metrics_json(
     return data
 
 
-def comparison_table(cmp: FamilyComparison, base: str) -> Table:
+def _fmt_estimate(estimate: Estimate, digits: int) -> str:
+    return fmt_pm(estimate.value, estimate.se, digits)
 
+
+def comparison_table(cmp: FamilyComparison, base: str) -> Table:
+    """Relative change of every registered statistic, per variant and for the excess."""
+    from persona_collapse.stats.registry import statistics
+
+    stats = statistics()
     table = Table(title=f"Relative change against {base!r}", title_justify="left")
-    for col in ("variant", "ΔS", "ΔR", "Δσ̄"):
+    for col in ("variant", *(f"Δ{st.label}" for st in stats)):
         table.add_column(col, justify="left" if col == "variant" else "right")
-    for label, change in cmp.variants.items():
-        o = change.overall
-        table.add_row(label, fmt_pct(o.S), fmt_pct(o.R), fmt_pct(o.sigma_bar))
+    rows = [(label, change.overall) for label, change in cmp.variants.items()]
     if cmp.excess is not None:
-        o = cmp.excess.overall
-        table.add_row(
-            f"excess ({cmp.treatment} − {cmp.control})",
-            fmt_pct(o.S),
-            fmt_pct(o.R),
-            fmt_pct(o.sigma_bar),
-        )
+        rows.append((f"excess ({cmp.treatment} − {cmp.control})", cmp.excess.overall))
+    for label, change in rows:
+        table.add_row(label, *(fmt_pct(change.values.get(st.name)) for st in stats))
     return table
 
 

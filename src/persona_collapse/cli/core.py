@@ -37,9 +37,6 @@ from persona_collapse.cli._significance import (
 from persona_collapse.core.errors import InputFileError, UnknownNameError, UserError
 
 if TYPE_CHECKING:  # imported where used, so help screens stay fast
-    from persona_collapse.core.config import RunConfig
-
-if TYPE_CHECKING:  # imported where used, so help screens stay fast
     from persona_collapse.backends.base import EndpointBehaviour, ProbeMode
     from persona_collapse.core.config import RunConfig
     from persona_collapse.engine.costs import EndpointSupport

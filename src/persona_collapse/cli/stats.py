@@ -24,10 +24,8 @@ from persona_collapse.cli._app import (
 from persona_collapse.core.errors import UserError
 
 if TYPE_CHECKING:  # imported where used, so help screens stay fast
-    from persona_collapse.stats.significance import RunCells
-
-if TYPE_CHECKING:
     from persona_collapse.stats.planning import Mode
+    from persona_collapse.stats.significance import RunCells
 
 
 @app.command(rich_help_panel="Statistics")

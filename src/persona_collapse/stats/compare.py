@@ -15,15 +15,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from persona_collapse.stats.registry import statistic_names
+
 DEFAULT_S_BAND: tuple[float, float] = (0.66, 0.83)
 """Susceptibility band of the reference frontier models (``frontier_S_band``)."""
 
-METRIC_NAMES: tuple[str, ...] = ("S", "R", "sigma_bar")
-"""The metrics compared."""
+METRIC_NAMES: tuple[str, ...] = statistic_names()
+"""The metrics compared: every registered statistic (:mod:`persona_collapse.stats.registry`)."""
 
 
 class HasMetrics(Protocol):
-    """Anything with ``S``, ``R`` and ``sigma_bar`` (RunMetrics, FoundationMetrics...)."""
+    """Anything with ``S``, ``R`` and ``sigma_bar`` (RunMetrics, FoundationMetrics...).
+
+    Other registered statistics are read from an ``estimates`` mapping when there is
+    one (RunMetrics, FoundationMetrics), else from the attribute of that name.
+    """
 
     @property
     def S(self) -> float: ...
@@ -48,20 +54,36 @@ class MetricValues:
     per_foundation: Mapping[str, MetricValues] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Change:
-    """Relative changes (fractions: 0.5 = +50 %) of ``S``, ``R`` and ``sigma_bar``."""
+    """Relative changes (fractions: 0.5 = +50 %) of every registered statistic.
 
-    S: float
-    R: float
-    sigma_bar: float
+    Built as ``Change(S=..., R=..., sigma_bar=...)`` (one keyword per statistic);
+    ``change.S`` and ``change["S"]`` read one.
+    """
+
+    values: Mapping[str, float]
+
+    def __init__(self, values: Mapping[str, float] | None = None, **by_name: float) -> None:
+        merged = {**(values or {}), **by_name}
+        object.__setattr__(self, "values", {n: float(merged[n]) for n in merged})
+
+    def __getitem__(self, name: str) -> float:
+        return self.values[name]
+
+    def __getattr__(self, name: str) -> float:
+        # Only reached for names that are not attributes: the statistics' changes.
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return float(values[name])
+        raise AttributeError(f"{type(self).__name__!r} has no statistic {name!r}")
 
     def to_dict(self) -> dict[str, float]:
-        """Plain-data form."""
-        return {"S": self.S, "R": self.R, "sigma_bar": self.sigma_bar}
+        """Plain-data form (statistic name -> relative change)."""
+        return dict(self.values)
 
     def __sub__(self, other: Change) -> Change:
-        return Change(self.S - other.S, self.R - other.R, self.sigma_bar - other.sigma_bar)
+        return Change({n: v - other.values[n] for n, v in self.values.items() if n in other.values})
 
 
 @dataclass(frozen=True)
@@ -155,13 +177,23 @@ def relative_change(value: float, base: float) -> float:
     return (value - base) / base
 
 
+def _value(run: HasMetrics, name: str) -> float | None:
+    estimates = getattr(run, "estimates", None)
+    if isinstance(estimates, Mapping):
+        found = estimates.get(name)
+        return None if found is None else float(found.value)
+    value = getattr(run, name, None)
+    return None if value is None else float(value)
+
+
 def metric_change(base: HasMetrics, variant: HasMetrics) -> Change:
-    """Relative changes of ``S``, ``R``, ``sigma_bar`` from ``base`` to ``variant``."""
-    return Change(
-        S=relative_change(variant.S, base.S),
-        R=relative_change(variant.R, base.R),
-        sigma_bar=relative_change(variant.sigma_bar, base.sigma_bar),
-    )
+    """Relative changes of every registered statistic both runs have, ``base`` to ``variant``."""
+    changes: dict[str, float] = {}
+    for name in statistic_names():
+        before, after = _value(base, name), _value(variant, name)
+        if before is not None and after is not None:
+            changes[name] = relative_change(after, before)
+    return Change(changes)
 
 
 def _foundations(run: HasMetrics) -> Mapping[str, HasMetrics]:
@@ -244,11 +276,8 @@ def compare_labeled(
 
 def _mean_change(changes: Sequence[Change]) -> Change:
     n = len(changes)
-    return Change(
-        S=sum(c.S for c in changes) / n,
-        R=sum(c.R for c in changes) / n,
-        sigma_bar=sum(c.sigma_bar for c in changes) / n,
-    )
+    names = [k for k in changes[0].values if all(k in c.values for c in changes)]
+    return Change({k: sum(c.values[k] for c in changes) / n for k in names})
 
 
 def _mean_variant(changes: Sequence[VariantChange]) -> VariantChange:

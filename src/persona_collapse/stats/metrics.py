@@ -34,6 +34,12 @@ from numpy.typing import ArrayLike, NDArray
 from persona_collapse.core.errors import TooFewPersonasError
 from persona_collapse.core.frames import INVALID_RATING
 from persona_collapse.core.instrument import mfq30
+from persona_collapse.stats.registry import (
+    Estimate,
+    estimate_statistics,
+    estimates_to_dict,
+    get_statistic,
+)
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -73,46 +79,75 @@ class CellRatings:
     item_ids: IntArray
 
 
+class _EstimatesByName:
+    """Access to registered statistics by name (``m.S``, ``m.S_se`` for the built-ins)."""
+
+    estimates: Mapping[str, Estimate]
+
+    def estimate(self, name: str) -> Estimate:
+        """The :class:`~persona_collapse.stats.registry.Estimate` of statistic ``name``."""
+        if name not in self.estimates:
+            get_statistic(name)  # unknown names raise with suggestions
+        return self.estimates[name]
+
+    @property
+    def S(self) -> float:
+        """Susceptibility (rating points)."""
+        return self.estimates["S"].value
+
+    @property
+    def S_se(self) -> float:
+        """Standard error of S."""
+        return self.estimates["S"].se
+
+    @property
+    def R(self) -> float:
+        """Robustness, 1/σ̄ (``inf`` when σ̄ is 0)."""
+        return self.estimates["R"].value
+
+    @property
+    def R_se(self) -> float:
+        """Standard error of R (delta method; NaN when σ̄ is 0)."""
+        return self.estimates["R"].se
+
+    @property
+    def sigma_bar(self) -> float:
+        """Mean within-cell sd (rating points)."""
+        return self.estimates["sigma_bar"].value
+
+    @property
+    def sigma_bar_se(self) -> float:
+        """Standard error of σ̄."""
+        return self.estimates["sigma_bar"].se
+
+
 @dataclass(frozen=True)
-class FoundationMetrics:
-    """Susceptibility and robustness restricted to the items of one foundation.
+class FoundationMetrics(_EstimatesByName):
+    """The registered statistics restricted to the items of one foundation.
 
     Attributes:
         items: Item ids of the foundation present in the data.
-        S, S_se: Susceptibility and its standard error.
-        R, R_se: Robustness and its standard error (``inf``/NaN when ``sigma_bar`` is 0).
-        sigma_bar, sigma_bar_se: Mean within-cell sd and its standard error.
+        estimates: Statistic name -> estimate (see :mod:`persona_collapse.stats.registry`);
+            ``S``, ``R``, ``sigma_bar`` and their ``_se`` are also attributes.
     """
 
     items: tuple[int, ...]
-    S: float
-    S_se: float
-    R: float
-    R_se: float
-    sigma_bar: float
-    sigma_bar_se: float
+    estimates: Mapping[str, Estimate]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-serialisable)."""
-        return {
-            "items": list(self.items),
-            "S": self.S,
-            "S_se": self.S_se,
-            "R": self.R,
-            "R_se": self.R_se,
-            "sigma_bar": self.sigma_bar,
-            "sigma_bar_se": self.sigma_bar_se,
-        }
+        return {"items": list(self.items), **estimates_to_dict(self.estimates)}
 
 
 @dataclass(frozen=True)
-class RunMetrics:
+class RunMetrics(_EstimatesByName):
     """Metrics of one run (one model, one persona set, one temperature).
 
     Attributes:
-        S, S_se: Moral susceptibility and its standard error (rating-scale units).
-        R, R_se: Robustness ``1/sigma_bar`` and its standard error (1/units).
-        sigma_bar, sigma_bar_se: Mean within-cell sd and its standard error (units).
+        estimates: Statistic name -> estimate, for every registered statistic (see
+            :mod:`persona_collapse.stats.registry`); ``S``, ``R``, ``sigma_bar`` and
+            their ``_se`` (moral susceptibility, robustness ``1/sigma_bar``, mean
+            within-cell sd) are also attributes.
         personas: Number of personas analysed (after exclusions).
         questions: Number of items analysed.
         excluded_personas: Ids of personas dropped for lacking a valid rating on an item.
@@ -125,12 +160,7 @@ class RunMetrics:
         temperature_ratio: Re-temperaturing ratio applied (``exact`` only), else None.
     """
 
-    S: float
-    S_se: float
-    R: float
-    R_se: float
-    sigma_bar: float
-    sigma_bar_se: float
+    estimates: Mapping[str, Estimate]
     personas: int
     questions: int
     excluded_personas: tuple[int, ...]
@@ -146,12 +176,7 @@ class RunMetrics:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-serialisable; ``inf``/NaN stay floats)."""
         return {
-            "S": self.S,
-            "S_se": self.S_se,
-            "R": self.R,
-            "R_se": self.R_se,
-            "sigma_bar": self.sigma_bar,
-            "sigma_bar_se": self.sigma_bar_se,
+            **estimates_to_dict(self.estimates),
             "personas": self.personas,
             "questions": self.questions,
             "excluded_personas": list(self.excluded_personas),
@@ -696,35 +721,6 @@ def foundation_columns(
     return _foundation_groups(_as_int_ids("item_ids", item_ids), foundations)
 
 
-def _bootstrap_sd(replicates: FloatArray) -> float:
-    """Sample sd (ddof=1) of bootstrap replicates; 0 for a single replicate."""
-    if len(replicates) < 2:
-        return 0.0
-    return float(np.std(replicates, ddof=1))
-
-
-def _summarise(
-    mu: FloatArray,
-    sigma: FloatArray,
-    columns: NDArray[np.intp] | None,
-    boots: Sequence[tuple[FloatArray, FloatArray]],
-) -> tuple[float, float, float, float, float, float]:
-    """S, S_se, R, R_se, sigma_bar, sigma_bar_se over the given item columns."""
-    cols = np.arange(mu.shape[1]) if columns is None else columns
-    s_value = float(np.mean(np.std(mu[:, cols], axis=0, ddof=1)))
-    sig_value = float(np.mean(sigma[:, cols]))
-    s_var = 0.0
-    sig_var = 0.0
-    for sd_mu, mean_sig in boots:
-        s_var += _bootstrap_sd(sd_mu[:, cols].mean(axis=1)) ** 2
-        sig_var += _bootstrap_sd(mean_sig[:, cols].mean(axis=1)) ** 2
-    s_se = math.sqrt(s_var)
-    sig_se = math.sqrt(sig_var)
-    r_value = _inverse(sig_value)
-    r_se = sig_se / sig_value**2 if sig_value > 0 else math.nan
-    return s_value, s_se, r_value, r_se, sig_value, sig_se
-
-
 def _assemble(
     mu: FloatArray,
     sigma: FloatArray,
@@ -733,26 +729,16 @@ def _assemble(
     boots: Sequence[tuple[FloatArray, FloatArray]],
     **extra: Any,
 ) -> RunMetrics:
-    s, s_se, r, r_se, sig, sig_se = _summarise(mu, sigma, None, boots)
     per_foundation = {}
     for name, cols in groups.items():
-        fs, fs_se, fr, fr_se, fsig, fsig_se = _summarise(mu, sigma, cols, boots)
         per_foundation[name] = FoundationMetrics(
             items=tuple(int(i) for i in item_ids[cols]),
-            S=fs,
-            S_se=fs_se,
-            R=fr,
-            R_se=fr_se,
-            sigma_bar=fsig,
-            sigma_bar_se=fsig_se,
+            estimates=estimate_statistics(
+                mu[:, cols], sigma[:, cols], [(sd[:, cols], sg[:, cols]) for sd, sg in boots]
+            ),
         )
     return RunMetrics(
-        S=s,
-        S_se=s_se,
-        R=r,
-        R_se=r_se,
-        sigma_bar=sig,
-        sigma_bar_se=sig_se,
+        estimates=estimate_statistics(mu, sigma, boots),
         personas=int(mu.shape[0]),
         questions=int(mu.shape[1]),
         per_foundation=per_foundation,
