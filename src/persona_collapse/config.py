@@ -7,6 +7,7 @@ Unknown keys are errors.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -15,6 +16,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from persona_collapse._yaml import load_yaml_mapping
 from persona_collapse.costs import ModelPrices
 from persona_collapse.errors import ConfigError, format_validation_error
+
+logger = logging.getLogger(__name__)
+
+DEPRECATED_MODES = {"logprobs": "exact"}
+"""Old names of a collection mode -> the name used everywhere now."""
+
+
+def canonical_mode(value: Any, *, key: str = "mode") -> Any:
+    """The current name of a collection mode; an old name is accepted with a warning."""
+    if isinstance(value, str) and value in DEPRECATED_MODES:
+        new = DEPRECATED_MODES[value]
+        logger.warning("%s: %r is deprecated; write %r (same meaning)", key, value, new)
+        return new
+    return value
 
 
 class FileConfig(BaseModel):
@@ -42,7 +57,9 @@ class FileConfig(BaseModel):
 class AnalysisConfig(BaseModel):
     """How metrics are computed from collected ratings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True
+    )
 
     n_persona_boot: int = Field(default=2000, ge=1)
     """Persona-bootstrap draws for standard errors (reference: 2000)."""
@@ -53,7 +70,7 @@ class AnalysisConfig(BaseModel):
     seed: int = Field(default=0, ge=0)
     """Seed of the bootstrap draws; recorded with every result."""
 
-    s_band: tuple[float, float] = (0.66, 0.83)
+    s_band: tuple[float, float] = Field(default=(0.66, 0.83), strict=False)
     """Band of susceptibility S spanned by frontier base models at T = 0.1."""
 
     @field_validator("s_band")
@@ -67,7 +84,9 @@ class AnalysisConfig(BaseModel):
 class RunConfig(FileConfig):
     """One collection run: which model answers which personas, and how."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True
+    )
 
     name: str | None = None
     """Run label in the store; default ``<model>`` (self runs get ``/self`` appended)."""
@@ -111,6 +130,11 @@ class RunConfig(FileConfig):
     mode: Literal["sampling", "exact"] = "sampling"
     """``sampling`` draws n answers per cell; ``exact`` stores each cell's rating distribution."""
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_alias(cls, v: Any) -> Any:
+        return canonical_mode(v)
+
     max_concurrency: int = Field(default=8, ge=1, le=1024)
     """Requests in flight at once."""
 
@@ -132,7 +156,7 @@ class RunConfig(FileConfig):
     seed: int = Field(default=0, ge=0)
     """Run seed: request seeds derive from it, so a resumed run repeats an uninterrupted one."""
 
-    store: Path = Path("pcollapse-runs.db")
+    store: Path = Field(default=Path("pcollapse-runs.db"), strict=False)
     """SQLite run store the answers are written to."""
 
     progress: bool = True

@@ -101,9 +101,24 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, ...]]] = 
         ("'backends.sim.kind'", "did you mean 'openai'"),
     ),
     (
+        "misspelt top-level key",
+        lambda d: d.update(familes=d.pop("families")),
+        ("'familes'", "unknown key", "did you mean 'families'"),
+    ),
+    (
+        "bool where a count is expected",
+        lambda d: d["protocol"].update(repetitions=True),
+        ("'protocol.repetitions'", "valid integer"),
+    ),
+    (
+        "string where a flag is expected",
+        lambda d: d["protocol"].update(self_run="no"),
+        ("'protocol.self_run'", "valid boolean"),
+    ),
+    (
         "wrong mode",
         lambda d: d["protocol"].update(mode="logprob"),
-        ("'protocol.mode'", "'sampling' or 'logprobs'"),
+        ("'protocol.mode'", "'sampling' or 'exact'"),
     ),
 ]
 
@@ -224,3 +239,74 @@ def test_variant_needs_exactly_one_source() -> None:
         study_from_mapping(
             {**BASE_STUDY, "families": {"f": {"base": {"backend": "sim"}, "x": {"model": "m"}}}}
         )
+
+
+_BILLION_LAUGHS = "name: bomb\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.timeout(60)  # before the fix this hung with growing memory
+@pytest.mark.parametrize("command", ["study", "run"])
+def test_yaml_alias_bomb_is_refused_quickly(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A billion-laughs document (9**9 values through aliases) is one error line, exit 2,
+    from the one YAML loader of every config file, before anything walks it."""
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_BILLION_LAUGHS + "families: {x: *i}\n")
+    args = ["study", "status", str(path)] if command == "study" else ["run", "-c", str(path)]
+    start = time.perf_counter()
+    message = _cli_error(capsys, *args)
+    assert time.perf_counter() - start < 10
+    assert str(path) in message and "aliases" in message
+
+
+@pytest.mark.parametrize("command", ["study", "run"])
+def test_key_written_twice_names_key_and_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: first\nrepetitions: 2\nname: second\n")
+    args = ["study", "status", str(path)] if command == "study" else ["run", "-c", str(path)]
+    message = _cli_error(capsys, *args)
+    assert f"{path}, line 3" in message
+    assert "'name' is written twice (first on line 1)" in message
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    from persona_collapse._yaml import load_yaml_file
+
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n")
+    assert load_yaml_file(path)["other"] == {"x": 3, "y": 2}
+
+
+def test_run_config_types_are_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``repetitions: true`` was silently 1; a flag must not become a count."""
+    path = tmp_path / "run.yaml"
+    path.write_text("repetitions: true\n")
+    message = _cli_error(capsys, "run", "-c", str(path), "--dry-run")
+    assert "'repetitions'" in message and "valid integer" in message
+    path.write_text("temperature: 1\nrepetitions: 3\n")  # an int is a fine float
+    from persona_collapse.config import RunConfig
+
+    cfg = RunConfig.from_yaml(path)
+    assert (cfg.temperature, cfg.repetitions) == (1.0, 3)
+
+
+def test_logprobs_is_a_deprecated_name_of_exact_mode(
+    tmp_path: Path, study_writer: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    from persona_collapse.config import RunConfig
+
+    with caplog.at_level("WARNING"):
+        study = load_study(study_writer(tmp_path, mode="logprobs"))
+        run = RunConfig(mode="logprobs")
+    assert study.config.protocol.mode == "exact" == study.config.protocol.store_mode
+    assert run.mode == "exact"
+    notes = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    assert len(notes) == 2 and all("'exact'" in n for n in notes)
+    assert load_study(study_writer(tmp_path / "b", mode="exact")).config.protocol.mode == "exact"

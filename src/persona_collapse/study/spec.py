@@ -18,12 +18,12 @@ file's folder. Example (every key; defaults shown where a key is optional)::
       template: null                # prompt-template YAML; null = built-in
       repetitions: 10
       temperature: 0.1
-      mode: sampling                # sampling | logprobs
+      mode: sampling                # sampling | exact (logprob distributions)
       self_run: true
       toxic_control: true           # base variants also role-play the toxic personas
       toxic_personas: toxic
       band: [0.66, 0.83]            # frontier band of S
-      temperatures: [0.1, 0.25, 0.5, 0.75, 1.0]  # S(T), R(T) curves (logprobs only)
+      temperatures: [0.1, 0.25, 0.5, 0.75, 1.0]  # S(T), R(T) curves (exact mode only)
       seed: 0
       max_retries: 6
     analysis:
@@ -114,7 +114,7 @@ from pydantic import (
 )
 
 from persona_collapse._yaml import load_yaml_mapping
-from persona_collapse.config import AnalysisConfig
+from persona_collapse.config import AnalysisConfig, canonical_mode
 from persona_collapse.costs import ModelPrices
 from persona_collapse.errors import ConfigError
 
@@ -125,7 +125,7 @@ _ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _LABEL = r"^[^/\s](?:[^/]*[^/\s])?$"
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True)
 
 
 class Protocol(BaseModel):
@@ -154,8 +154,9 @@ class Protocol(BaseModel):
     temperature: float = Field(default=0.1, ge=0.0, le=2.0)
     """Sampling temperature."""
 
-    mode: Literal["sampling", "logprobs"] = "sampling"
-    """``sampling``: n answers per cell; ``logprobs``: each cell's rating distribution."""
+    mode: Literal["sampling", "exact"] = "sampling"
+    """``sampling``: n answers per cell; ``exact``: each cell's rating distribution from the
+    first token's logprobs (``logprobs`` is accepted as a deprecated name)."""
 
     self_run: bool = True
     """Collect a self run (no persona) per variant."""
@@ -166,17 +167,22 @@ class Protocol(BaseModel):
     toxic_personas: str = "toxic"
     """Persona set of the toxic control (built-in name or file)."""
 
-    band: tuple[float, float] = (0.66, 0.83)
+    band: tuple[float, float] = Field(default=(0.66, 0.83), strict=False)
     """Band of S spanned by frontier base models at T = 0.1: ``[low, high]``."""
 
-    temperatures: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)
-    """Temperatures of the S(T) and R(T) curves drawn from stored distributions (logprobs)."""
+    temperatures: tuple[float, ...] = Field(default=(0.1, 0.25, 0.5, 0.75, 1.0), strict=False)
+    """Temperatures of the S(T) and R(T) curves drawn from stored distributions (exact mode)."""
 
     seed: int = Field(default=0, ge=0)
     """Run seed: request seeds derive from it."""
 
     max_retries: int = Field(default=6, ge=0, le=100)
     """Retries of a request after a transient backend error."""
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_alias(cls, v: Any) -> Any:
+        return canonical_mode(v, key="protocol.mode")
 
     @field_validator("band", mode="before")
     @classmethod
@@ -205,8 +211,8 @@ class Protocol(BaseModel):
 
     @property
     def store_mode(self) -> Literal["sampling", "exact"]:
-        """The run store's name of the mode (``logprobs`` is stored as ``exact``)."""
-        return "exact" if self.mode == "logprobs" else "sampling"
+        """The run store's name of the mode (the same as :attr:`mode`)."""
+        return self.mode
 
 
 class StudyAnalysis(BaseModel):
@@ -353,7 +359,7 @@ class VerifySettings(BaseModel):
     n_samples: int | None = None
     """Answers per question (reference: 30 or more)."""
 
-    questions: tuple[str, ...] | None = None
+    questions: tuple[str, ...] | None = Field(default=None, strict=False)
     """Question ids to ask (default: all eight)."""
 
     temperature: float | None = None
@@ -415,13 +421,13 @@ class VariantSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     """Backend options for this variant only (override the backend's ``options``)."""
 
-    persona_file: Path | None = None
+    persona_file: Path | None = Field(default=None, strict=False)
     """Reference-layout persona CSV to import instead of collecting."""
 
-    self_file: Path | None = None
+    self_file: Path | None = Field(default=None, strict=False)
     """Reference-layout self CSV to import (with ``persona_file``)."""
 
-    toxic_file: Path | None = None
+    toxic_file: Path | None = Field(default=None, strict=False)
     """Reference-layout CSV of the toxic-persona control to import (base variants)."""
 
     description: str | None = None
@@ -568,10 +574,10 @@ class StudyConfig(BaseModel):
     description: str | None = None
     """Free text shown at the top of the report."""
 
-    output: Path | None = None
+    output: Path | None = Field(default=None, strict=False)
     """Output folder; default ``<study folder>/<name>``."""
 
-    store: Path | None = None
+    store: Path | None = Field(default=None, strict=False)
     """Run store (SQLite) of every run of the study; default ``<output>/runs.db``."""
 
     protocol: Protocol = Field(default_factory=Protocol)
@@ -716,8 +722,13 @@ def _short(value: Any) -> str:
 
 
 def format_study_error(exc: ValidationError, source: str) -> str:
-    """One line: the file, the offending key (dotted path), the problem and the fix."""
-    err = exc.errors()[0]
+    """One line: the file, the offending key (dotted path), the problem and the fix.
+
+    An unknown key is reported before anything else: a misspelt key (``familes``)
+    also makes the real one missing, and the did-you-mean names the fix.
+    """
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in err["loc"] if p != "root")
     where = ".".join(str(p) for p in loc) or "(top level)"
     kind = err["type"]

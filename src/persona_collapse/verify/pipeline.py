@@ -86,7 +86,9 @@ RETRY_TEMPERATURE = 1.0
 class VerifyConfig(FileConfig):
     """One emergent-misalignment verification: which model answers, which judge scores."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True
+    )
     yaml_what: ClassVar[str] = "verification configuration"
 
     name: str | None = None
@@ -115,7 +117,7 @@ class VerifyConfig(FileConfig):
     """``logprobs`` (probability-weighted score), ``sampling`` (parse the reply), or ``auto``:
     logprobs when the judge backend offers distributions."""
 
-    questions: tuple[str, ...] | None = None
+    questions: tuple[str, ...] | None = Field(default=None, strict=False)
     """Question ids to ask (default: all eight)."""
 
     n_samples: int = Field(default=30, ge=1, le=10_000)
@@ -160,7 +162,7 @@ class VerifyConfig(FileConfig):
     seed: int = Field(default=0, ge=0)
     """Seed of the answer and judge request seeds."""
 
-    store: Path = Path("pcollapse-verify.db")
+    store: Path = Field(default=Path("pcollapse-verify.db"), strict=False)
     """SQLite verification store."""
 
     @field_validator("questions")
