@@ -310,3 +310,86 @@ def test_logprobs_is_a_deprecated_name_of_exact_mode(
     notes = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
     assert len(notes) == 2 and all("'exact'" in n for n in notes)
     assert load_study(study_writer(tmp_path / "b", mode="exact")).config.protocol.mode == "exact"
+
+
+# --- paths named by a study file (issue 9, item 3) -------------------------------------------
+
+
+def _outside_cases(outside: Path) -> list[tuple[str, Callable[[dict[str, Any]], None], str]]:
+    (outside / "p.txt").write_text("A persona.\nAnother persona.\n")
+    (outside / "adapter").mkdir()
+    return [
+        ("absolute output", lambda d: d.update(output=str(outside / "out")), "'output'"),
+        ("store escaping with ..", lambda d: d.update(store="../outside/runs.db"), "'store'"),
+        (
+            "personas by absolute path",
+            lambda d: d["protocol"].update(personas=str(outside / "p.txt")),
+            "'protocol.personas'",
+        ),
+        (
+            "template escaping with ..",
+            lambda d: d["protocol"].update(template="../outside/t.yaml"),
+            "'protocol.template'",
+        ),
+        (
+            "import file escaping",
+            lambda d: d["families"]["fam"].update(extra={"persona_file": "../outside/ratings.csv"}),
+            "'families.fam.extra.persona_file'",
+        ),
+        (
+            "fine-tuning dataset escaping",
+            lambda d: d["families"]["fam"]["insecure"].update(
+                backend=None, model=None, finetune={"dataset": "../outside/d.jsonl"}
+            ),
+            "'families.fam.insecure.finetune.dataset'",
+        ),
+        (
+            "adapter option outside",
+            lambda d: d["families"]["fam"]["secure"].update(
+                options={"adapter": str(outside / "adapter")}
+            ),
+            "'families.fam.secure.options.adapter'",
+        ),
+    ]
+
+
+CASE_IDS = [
+    "absolute output", "store escaping with ..", "personas by absolute path",
+    "template escaping with ..", "import file escaping", "fine-tuning dataset escaping",
+    "adapter option outside",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_study_paths_may_not_leave_the_study_folder(
+    case: str,
+    tmp_path: Path,
+    study_writer: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``output: /etc/...`` wrote 13 files into /etc; every path a study names is now
+    resolved from its folder and refused outside it, unless --allow-outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _what, edit, key = next(c for c in _outside_cases(outside) if c[0] == case)
+    path = study_writer(tmp_path / "study")
+    _edit(path, edit)
+    message = _cli_error(capsys, "study", "run", str(path), "--no-progress")
+    assert key in message and "--allow-outside" in message
+    assert sorted(p.name for p in outside.iterdir()) == ["adapter", "p.txt"]  # nothing written
+    assert not (tmp_path / "study" / "out").exists()
+
+
+def test_allow_outside_and_symlinks(tmp_path: Path, study_writer: Callable[..., Path]) -> None:
+    outside = tmp_path / "outside"
+    path = study_writer(tmp_path / "study", overrides={"output": str(outside)})
+    with pytest.raises(ConfigError, match="leads outside"):
+        load_study(path)
+    assert load_study(path, allow_outside=True).config.output_dir == outside
+    # A symlink inside the folder that leads out is outside too.
+    (tmp_path / "study" / "link").symlink_to(outside, target_is_directory=True)
+    _edit(path, lambda d: d.update(output="link/out"))
+    with pytest.raises(ConfigError, match=r"'output'.*leads outside"):
+        load_study(path)
+    _edit(path, lambda d: d.update(output="sub/../out"))  # '..' that stays inside is fine
+    assert load_study(path).config.output_dir == tmp_path / "study" / "out"

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from persona_collapse.backends import available_backends
 from persona_collapse.cli._app import (
+    ForceOpt,
     FormatOpt,
     Paths,
     PersonaBootOpt,
@@ -432,6 +433,7 @@ def demo(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
     ] = True,
+    force: ForceOpt = False,
 ) -> None:
     """Run a complete study on the simulator: two families x base/secure/insecure (no network)."""
     from persona_collapse.cli.study import backend_failures, print_outcome
@@ -443,5 +445,6 @@ def demo(
             repetitions=repetitions,
             seed=seed,
             progress=progress,
+            force=force,
         )
     print_outcome(outcome)

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from persona_collapse.cli._app import (
+    AllowOutsideOpt,
+    ForceOpt,
     FormatOpt,
     PersonaBootOpt,
     RerunBootOpt,
@@ -130,20 +132,26 @@ def print_outcome(outcome: StudyOutcome) -> None:
 
 @study_app.command("run")
 def run_cmd(
-    study_file: StudyFile, progress: ProgressOpt = True, figures: FiguresOpt = True
+    study_file: StudyFile,
+    progress: ProgressOpt = True,
+    figures: FiguresOpt = True,
+    force: ForceOpt = False,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Collect every run the study needs (resuming), then write metrics, tables, figures, report."""
-    study = load_study(study_file)
+    study = load_study(study_file, allow_outside=allow_outside)
     with interruptible(), backend_failures():
-        outcome = run_study(study, progress=progress, figures=figures)
+        outcome = run_study(study, progress=progress, figures=figures, force=force)
     print_outcome(outcome)
 
 
 @study_app.command("status")
-def status_cmd(study_file: StudyFile, fmt: FormatOpt = "table") -> None:
+def status_cmd(
+    study_file: StudyFile, fmt: FormatOpt = "table", allow_outside: AllowOutsideOpt = False
+) -> None:
     """Per-variant progress of a study, read from its run store (no model call)."""
     out_format = check_format(fmt)
-    study = load_study(study_file)
+    study = load_study(study_file, allow_outside=allow_outside)
     rows = study_status(study)
     steps = preparation_status(study)
     if out_format == "json":
@@ -200,10 +208,12 @@ def report_cmd(
         Path | None, typer.Option("--output", "-o", help="Output folder (default: the study's).")
     ] = None,
     figures: FiguresOpt = True,
+    force: ForceOpt = False,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Re-render the outputs from the run store alone (no model call)."""
-    study = load_study(study_file)
-    print_outcome(report_study(study, output_dir=output, figures=figures))
+    study = load_study(study_file, allow_outside=allow_outside)
+    print_outcome(report_study(study, output_dir=output, figures=figures, force=force))
 
 
 @app.command(name="reproduce", rich_help_panel="Studies")
@@ -218,11 +228,12 @@ def reproduce_cmd(
     rerun_boot: RerunBootOpt = 400,
     seed: SeedOpt = 0,
     figures: FiguresOpt = True,
+    force: ForceOpt = False,
 ) -> None:
     """Import the paper's public data (or data laid out like it) and render the same report."""
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
     with interruptible():
-        outcome = reproduce(path, output, analysis=analysis, figures=figures)
+        outcome = reproduce(path, output, analysis=analysis, figures=figures, force=force)
     print_outcome(outcome)
 
 

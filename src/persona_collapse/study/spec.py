@@ -4,7 +4,8 @@ A study file is YAML, validated with pydantic; unknown keys are errors and
 every error names the offending key and how to fix it. ``${VAR}`` (or
 ``${VAR:-default}``) in a string value is replaced by the environment variable
 ``VAR``; ``$$`` is a literal ``$``. Relative paths are resolved from the study
-file's folder. Example (every key; defaults shown where a key is optional)::
+file's folder, and a path leading outside it is refused unless ``allow_outside``
+(``--allow-outside``). Example (every key; defaults shown where a key is optional)::
 
     name: em-study                  # letters, digits, '.', '_', '-'
     description: Emergent misalignment across three families
@@ -113,6 +114,7 @@ from pydantic import (
     model_validator,
 )
 
+from persona_collapse._files import resolve_inside
 from persona_collapse._yaml import load_yaml_mapping
 from persona_collapse.config import AnalysisConfig, canonical_mode
 from persona_collapse.costs import ModelPrices
@@ -748,97 +750,144 @@ def format_study_error(exc: ValidationError, source: str) -> str:
     return f"{source}: field {where!r}: {msg}{got}"
 
 
-def _absolute(path: Path | None, root: Path) -> Path | None:
-    if path is None:
-        return None
-    p = path.expanduser()
-    return p if p.is_absolute() else root / p
+@dataclass(frozen=True)
+class _Paths:
+    """Resolves every path a study file names through :func:`resolve_inside`."""
 
+    root: Path
+    source: str
+    allow_outside: bool
 
-def _resolve_name_or_path(value: str, root: Path, builtins: tuple[str, ...]) -> str:
-    """Built-in names stay; paths are made absolute against ``root``.
+    def path(self, value: str | Path, key: str) -> Path:
+        return resolve_inside(
+            value, root=self.root, source=self.source, key=key, allow_outside=self.allow_outside
+        )
 
-    A bare word that is neither a built-in nor an existing file stays as it is, so
-    that resolving it later reports an unknown name (with suggestions), not a
-    missing file.
-    """
-    if value in builtins:
+    def optional(self, value: Path | None, key: str) -> Path | None:
+        return None if value is None else self.path(value, key)
+
+    def name_or_path(self, value: str, key: str, builtins: tuple[str, ...]) -> str:
+        """Built-in names stay; paths are resolved (relative ones from the study folder).
+
+        A bare word that is neither a built-in nor an existing file stays as it is, so
+        that resolving it later reports an unknown name (with suggestions), not a
+        missing file.
+        """
+        if value in builtins:
+            return value
+        p = Path(value).expanduser()
+        looks_like_path = p.is_absolute() or bool(p.suffix) or "/" in value or "\\" in value
+        if looks_like_path or (self.root / p).exists():
+            return str(self.path(value, key))
         return value
-    p = Path(value).expanduser()
-    if p.is_absolute():
-        return str(p)
-    candidate = root / p
-    looks_like_path = bool(p.suffix) or "/" in value or "\\" in value
-    return str(candidate) if looks_like_path or candidate.exists() else value
+
+    def existing(self, value: str, key: str) -> str:
+        """``value`` resolved when it names an existing file or folder (a local model);
+        else unchanged (a Hub id such as ``org/model``)."""
+        p = Path(value).expanduser()
+        if p.is_absolute() or (self.root / p).exists():
+            return str(self.path(value, key))
+        return value
 
 
-def _existing_path(value: str, root: Path) -> str:
-    """``value`` made absolute when it names something under ``root``; else unchanged
-    (a Hub id such as ``org/model`` or an absolute path)."""
-    p = Path(value).expanduser()
-    if p.is_absolute():
-        return str(p)
-    candidate = root / p
-    return str(candidate) if candidate.exists() else value
-
-
-def _resolve_finetune(spec: FinetuneSpec | None, root: Path) -> FinetuneSpec | None:
+def _resolve_finetune(spec: FinetuneSpec | None, paths: _Paths, key: str) -> FinetuneSpec | None:
     if spec is None:
         return None
     from persona_collapse.finetune.datasets import KNOWN_DATASETS
     from persona_collapse.finetune.recipes import RECIPES
 
     update: dict[str, Any] = {
-        "dataset": _resolve_name_or_path(spec.dataset, root, tuple(KNOWN_DATASETS)),
-        "recipe": _resolve_name_or_path(spec.recipe, root, tuple(RECIPES)),
+        "dataset": paths.name_or_path(spec.dataset, f"{key}.dataset", tuple(KNOWN_DATASETS)),
+        "recipe": paths.name_or_path(spec.recipe, f"{key}.recipe", tuple(RECIPES)),
     }
     if spec.base_model is not None and spec.platform == "local":
-        update["base_model"] = _existing_path(spec.base_model, root)
+        update["base_model"] = paths.existing(spec.base_model, f"{key}.base_model")
     return spec.model_copy(update=update)
 
 
-def resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
-    """A copy of ``config`` whose paths are absolute (relative ones taken from ``root``)."""
+_LOCAL_KINDS = frozenset({"transformers"})
+"""Backend kinds whose ``model`` may be a local folder."""
+
+_PATH_OPTIONS = ("adapter",)
+"""Backend options naming a local file or folder."""
+
+
+def _resolve_options(options: dict[str, Any], paths: _Paths, key: str) -> dict[str, Any]:
+    return {
+        k: paths.existing(v, f"{key}.{k}") if k in _PATH_OPTIONS and isinstance(v, str) else v
+        for k, v in options.items()
+    }
+
+
+def resolve_paths(
+    config: StudyConfig,
+    root: Path,
+    *,
+    source: str = "study",
+    allow_outside: bool = False,
+) -> StudyConfig:
+    """A copy of ``config`` whose paths are absolute (relative ones taken from ``root``).
+
+    Raises:
+        ConfigError: A path leads outside ``root`` and ``allow_outside`` is false.
+    """
     from persona_collapse.instrument import BUILTIN_INSTRUMENTS
     from persona_collapse.personas import BUILTIN_PERSONA_SETS
 
+    paths = _Paths(root, source, allow_outside)
     personas_builtin = tuple(BUILTIN_PERSONA_SETS)
     proto = config.protocol
     protocol = proto.model_copy(
         update={
-            "personas": _resolve_name_or_path(proto.personas, root, personas_builtin),
-            "toxic_personas": _resolve_name_or_path(proto.toxic_personas, root, personas_builtin),
-            "instrument": _resolve_name_or_path(proto.instrument, root, tuple(BUILTIN_INSTRUMENTS)),
+            "personas": paths.name_or_path(proto.personas, "protocol.personas", personas_builtin),
+            "toxic_personas": paths.name_or_path(
+                proto.toxic_personas, "protocol.toxic_personas", personas_builtin
+            ),
+            "instrument": paths.name_or_path(
+                proto.instrument, "protocol.instrument", tuple(BUILTIN_INSTRUMENTS)
+            ),
             "template": None
             if proto.template is None
-            else _resolve_name_or_path(proto.template, root, ()),
+            else paths.name_or_path(proto.template, "protocol.template", ()),
         }
     )
     # A local model folder named relative to the study file is found from anywhere.
-    local_kinds = {"transformers"}
     backends = {
-        name: b.model_copy(update={"model": _existing_path(b.model, root)})
-        if b.kind in local_kinds and b.model is not None
-        else b
+        name: b.model_copy(
+            update={
+                "model": paths.existing(b.model, f"backends.{name}.model")
+                if b.kind in _LOCAL_KINDS and b.model is not None
+                else b.model,
+                "options": _resolve_options(b.options, paths, f"backends.{name}.options"),
+            }
+        )
         for name, b in config.backends.items()
     }
 
-    def local_model(v: VariantSpec) -> str | None:
+    def local_model(v: VariantSpec, key: str) -> str | None:
         backend = config.backends.get(v.backend or "")
-        if v.model is None or backend is None or backend.kind not in local_kinds:
+        if v.model is None or backend is None or backend.kind not in _LOCAL_KINDS:
             return v.model
-        return _existing_path(v.model, root)
+        return paths.existing(v.model, key)
 
     families = {
         name: FamilySpec(
             {
                 label: v.model_copy(
                     update={
-                        "model": local_model(v),
-                        "persona_file": _absolute(v.persona_file, root),
-                        "self_file": _absolute(v.self_file, root),
-                        "toxic_file": _absolute(v.toxic_file, root),
-                        "finetune": _resolve_finetune(v.finetune, root),
+                        "model": local_model(v, f"families.{name}.{label}.model"),
+                        "options": _resolve_options(
+                            v.options, paths, f"families.{name}.{label}.options"
+                        ),
+                        **{
+                            field: paths.optional(
+                                getattr(v, field), f"families.{name}.{label}.{field}"
+                            )
+                            for field in ("persona_file", "self_file", "toxic_file")
+                        },
+                        "finetune": _resolve_finetune(
+                            v.finetune, paths, f"families.{name}.{label}.finetune"
+                        ),
                     }
                 )
                 for label, v in fam.variants.items()
@@ -846,14 +895,14 @@ def resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
         )
         for name, fam in config.families.items()
     }
-    output = _absolute(config.output, root) or root / config.name
+    output = paths.optional(config.output, "output") or root / config.name
     return config.model_copy(
         update={
             "protocol": protocol,
             "backends": backends,
             "families": families,
             "output": output,
-            "store": _absolute(config.store, root),
+            "store": paths.optional(config.store, "store"),
         }
     )
 
@@ -1036,14 +1085,19 @@ def _check_verify(config: StudyConfig, source: str) -> None:
 
 
 def study_from_mapping(
-    data: Mapping[str, Any], *, source: str = "study", root: str | Path = "."
+    data: Mapping[str, Any],
+    *,
+    source: str = "study",
+    root: str | Path = ".",
+    allow_outside: bool = False,
 ) -> LoadedStudy:
     """Validate plain data as a study (environment variables expanded, paths resolved).
 
     Args:
         data: The parsed study file.
         source: Name used in error messages (the file path).
-        root: Folder relative paths are resolved from.
+        root: Folder relative paths are resolved from; paths must stay inside it.
+        allow_outside: Accept paths leading outside ``root`` (``--allow-outside``).
 
     Raises:
         ConfigError: Invalid content (names the key and the fix).
@@ -1055,13 +1109,16 @@ def study_from_mapping(
         raise ConfigError(format_study_error(exc, source)) from None
     _check_references(config, source)
     base = Path(root).resolve()
-    resolved = _complete_finetune(resolve_paths(config, base), source)
+    resolved = _complete_finetune(
+        resolve_paths(config, base, source=source, allow_outside=allow_outside), source
+    )
     _check_verify(resolved, source)
     return LoadedStudy(config=resolved, source=source, root=base)
 
 
-def load_study(path: str | Path) -> LoadedStudy:
-    """Load and validate a study file.
+def load_study(path: str | Path, *, allow_outside: bool = False) -> LoadedStudy:
+    """Load and validate a study file (its paths must stay inside its folder unless
+    ``allow_outside``).
 
     Raises:
         InputFileError: The file is missing, unreadable or not YAML.
@@ -1069,7 +1126,9 @@ def load_study(path: str | Path) -> LoadedStudy:
     """
     p = Path(path)
     data = load_yaml_mapping(p, what="study")
-    return study_from_mapping(data, source=str(p), root=p.resolve().parent)
+    return study_from_mapping(
+        data, source=str(p), root=p.resolve().parent, allow_outside=allow_outside
+    )
 
 
 __all__ = [
