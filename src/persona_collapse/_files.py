@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from persona_collapse.errors import InputFileError
@@ -90,6 +91,49 @@ def resolve_inside(
             f"{root}; move it inside, or pass --allow-outside if you trust this file"
         )
     return full
+
+
+@dataclass(frozen=True)
+class FilePaths:
+    """Resolves the paths one config or study file names, all through
+    :func:`resolve_inside` (relative to ``root``, refused outside it)."""
+
+    root: Path
+    source: str
+    allow_outside: bool
+
+    def path(self, value: str | Path, key: str) -> Path:
+        """A path (see :func:`resolve_inside`)."""
+        return resolve_inside(
+            value, root=self.root, source=self.source, key=key, allow_outside=self.allow_outside
+        )
+
+    def optional(self, value: Path | None, key: str) -> Path | None:
+        """A path, or None."""
+        return None if value is None else self.path(value, key)
+
+    def name_or_path(self, value: str, key: str, builtins: tuple[str, ...]) -> str:
+        """Built-in names stay; paths are resolved (relative ones from the study folder).
+
+        A bare word that is neither a built-in nor an existing file stays as it is, so
+        that resolving it later reports an unknown name (with suggestions), not a
+        missing file.
+        """
+        if value in builtins:
+            return value
+        p = Path(value).expanduser()
+        looks_like_path = p.is_absolute() or bool(p.suffix) or "/" in value or "\\" in value
+        if looks_like_path or (self.root / p).exists():
+            return str(self.path(value, key))
+        return value
+
+    def existing(self, value: str, key: str) -> str:
+        """``value`` resolved when it names an existing file or folder (a local model);
+        else unchanged (a Hub id such as ``org/model``)."""
+        p = Path(value).expanduser()
+        if p.is_absolute() or (self.root / p).exists():
+            return str(self.path(value, key))
+        return value
 
 
 def _manifest_entries(folder: Path) -> set[str] | None:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from persona_collapse._files import FilePaths
 from persona_collapse._yaml import load_yaml_mapping
 from persona_collapse.costs import ModelPrices
 from persona_collapse.errors import ConfigError, format_validation_error
@@ -47,11 +48,29 @@ class FileConfig(BaseModel):
             raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:
-        """Load a YAML file (keys as the fields); ``overrides`` that are not None win."""
-        data = load_yaml_mapping(path, what=cls.yaml_what)
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_mapping(data, source=str(path))
+    def from_yaml(cls, path: str | Path, *, allow_outside: bool = False, **overrides: Any) -> Self:
+        """Load a YAML file (keys as the fields); ``overrides`` that are not None win.
+
+        Paths in the file are resolved from its folder and must stay inside it unless
+        ``allow_outside``; ``overrides`` come from the command line and are taken as given.
+
+        Raises:
+            InputFileError: The file is missing or not YAML.
+            ConfigError: An invalid value, or a path leading outside the file's folder.
+        """
+        p = Path(path)
+        data = load_yaml_mapping(p, what=cls.yaml_what)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        paths = FilePaths(p.resolve().parent, str(p), allow_outside)
+        # A value the command line replaces is neither resolved nor checked.
+        data = cls._resolve_file_paths({k: v for k, v in data.items() if k not in given}, paths)
+        data.update(given)
+        return cls.from_mapping(data, source=str(p))
+
+    @classmethod
+    def _resolve_file_paths(cls, data: dict[str, Any], paths: FilePaths) -> dict[str, Any]:
+        """``data`` with the paths it names resolved (subclasses name their path fields)."""
+        return data
 
 
 class AnalysisConfig(BaseModel):
@@ -164,6 +183,28 @@ class RunConfig(FileConfig):
 
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     """Metric settings."""
+
+    @classmethod
+    def _resolve_file_paths(cls, data: dict[str, Any], paths: FilePaths) -> dict[str, Any]:
+        from persona_collapse.instrument import BUILTIN_INSTRUMENTS
+        from persona_collapse.personas import BUILTIN_PERSONA_SETS
+
+        builtins: dict[str, tuple[str, ...]] = {
+            "personas": tuple(BUILTIN_PERSONA_SETS),
+            "instrument": tuple(BUILTIN_INSTRUMENTS),
+            "template": (),
+        }
+        out = dict(data)
+        if isinstance(out.get("store"), str):
+            out["store"] = paths.path(out["store"], "store")
+        for key, names in builtins.items():
+            if isinstance(out.get(key), str):
+                out[key] = paths.name_or_path(out[key], key, names)
+        options = out.get("backend_options")
+        if isinstance(options, dict) and isinstance(options.get("adapter"), str):
+            adapter = paths.existing(options["adapter"], "backend_options.adapter")
+            out["backend_options"] = {**options, "adapter": adapter}
+        return out
 
     @model_validator(mode="after")
     def _something_to_do(self) -> RunConfig:

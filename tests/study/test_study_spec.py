@@ -393,3 +393,43 @@ def test_allow_outside_and_symlinks(tmp_path: Path, study_writer: Callable[..., 
         load_study(path)
     _edit(path, lambda d: d.update(output="sub/../out"))  # '..' that stays inside is fine
     assert load_study(path).config.output_dir == tmp_path / "study" / "out"
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "key"),
+    [
+        ("run", "store: ../escape.db\n", "'store'"),
+        ("run", "personas: /etc/passwd\n", "'personas'"),
+        ("run", "template: ../t.yaml\n", "'template'"),
+        ("verify", "store: ../escape.db\n", "'store'"),
+    ],
+)
+def test_config_file_paths_may_not_leave_its_folder(
+    command: str, text: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same rule and resolver for run and verification config files."""
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    path = folder / "config.yaml"
+    path.write_text(text)
+    args = (
+        ["run", "-c", str(path), "--dry-run"] if command == "run" else ["verify", "-c", str(path)]
+    )
+    message = _cli_error(capsys, *args)
+    assert key in message and "--allow-outside" in message
+    assert not (tmp_path / "escape.db").exists()
+
+
+def test_config_file_paths_resolve_from_its_folder(tmp_path: Path) -> None:
+    from persona_collapse.config import RunConfig
+
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    path = folder / "run.yaml"
+    path.write_text("store: runs.db\npersonas: default\n")
+    cfg = RunConfig.from_yaml(path)
+    assert cfg.store == folder / "runs.db" and cfg.personas == "default"
+    path.write_text(f"store: {tmp_path / 'elsewhere.db'}\n")
+    assert RunConfig.from_yaml(path, allow_outside=True).store == tmp_path / "elsewhere.db"
+    # The command line is the user's own: its paths are not limited.
+    assert RunConfig.from_yaml(path, store=Path("/tmp/x.db")).store == Path("/tmp/x.db")

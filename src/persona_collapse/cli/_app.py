@@ -47,7 +47,7 @@ AllowOutsideOpt = Annotated[
     bool,
     typer.Option(
         "--allow-outside",
-        help="Let the study file name paths outside its own folder (absolute, '..').",
+        help="Let the study or config file name paths outside its own folder (absolute, '..').",
     ),
 ]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the bootstrap draws.", min=0)]

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from persona_collapse.backends import available_backends
 from persona_collapse.cli._app import (
+    AllowOutsideOpt,
     ForceOpt,
     FormatOpt,
     Paths,
@@ -308,6 +309,7 @@ def run(
         ),
     ] = False,
     fmt: FormatOpt = "table",
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Collect persona and self runs (resuming a stored run), then print their metrics."""
     out_format = check_format(fmt)
@@ -335,7 +337,7 @@ def run(
     if option:
         overrides["backend_options"] = _parse_options(option)
     if config is not None:
-        cfg = RunConfig.from_yaml(config, **overrides)
+        cfg = RunConfig.from_yaml(config, allow_outside=allow_outside, **overrides)
     else:
         cfg = RunConfig.from_mapping(overrides, source="command line")
     if prices is not None:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from persona_collapse._files import write_text_atomic
 from persona_collapse.cli._app import (
+    AllowOutsideOpt,
     FormatOpt,
     app,
     check_format,
@@ -168,6 +169,7 @@ def verify_command(
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
     fmt: FormatOpt = "table",
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Emergent-misalignment check: ask 8 open questions, judge alignment and coherence."""
     out_format = check_format(fmt)
@@ -203,7 +205,7 @@ def verify_command(
     for label in models:
         values = {k: v for k, v in {**overrides, "model": label}.items() if v is not None}
         if config is not None:
-            configs.append(VerifyConfig.from_yaml(config, **values))
+            configs.append(VerifyConfig.from_yaml(config, allow_outside=allow_outside, **values))
         else:
             configs.append(VerifyConfig.from_mapping(values, source="command line"))
     outcomes: list[VerifyOutcome] = []

@@ -114,7 +114,7 @@ from pydantic import (
     model_validator,
 )
 
-from persona_collapse._files import resolve_inside
+from persona_collapse._files import FilePaths
 from persona_collapse._yaml import load_yaml_mapping
 from persona_collapse.config import AnalysisConfig, canonical_mode
 from persona_collapse.costs import ModelPrices
@@ -750,47 +750,7 @@ def format_study_error(exc: ValidationError, source: str) -> str:
     return f"{source}: field {where!r}: {msg}{got}"
 
 
-@dataclass(frozen=True)
-class _Paths:
-    """Resolves every path a study file names through :func:`resolve_inside`."""
-
-    root: Path
-    source: str
-    allow_outside: bool
-
-    def path(self, value: str | Path, key: str) -> Path:
-        return resolve_inside(
-            value, root=self.root, source=self.source, key=key, allow_outside=self.allow_outside
-        )
-
-    def optional(self, value: Path | None, key: str) -> Path | None:
-        return None if value is None else self.path(value, key)
-
-    def name_or_path(self, value: str, key: str, builtins: tuple[str, ...]) -> str:
-        """Built-in names stay; paths are resolved (relative ones from the study folder).
-
-        A bare word that is neither a built-in nor an existing file stays as it is, so
-        that resolving it later reports an unknown name (with suggestions), not a
-        missing file.
-        """
-        if value in builtins:
-            return value
-        p = Path(value).expanduser()
-        looks_like_path = p.is_absolute() or bool(p.suffix) or "/" in value or "\\" in value
-        if looks_like_path or (self.root / p).exists():
-            return str(self.path(value, key))
-        return value
-
-    def existing(self, value: str, key: str) -> str:
-        """``value`` resolved when it names an existing file or folder (a local model);
-        else unchanged (a Hub id such as ``org/model``)."""
-        p = Path(value).expanduser()
-        if p.is_absolute() or (self.root / p).exists():
-            return str(self.path(value, key))
-        return value
-
-
-def _resolve_finetune(spec: FinetuneSpec | None, paths: _Paths, key: str) -> FinetuneSpec | None:
+def _resolve_finetune(spec: FinetuneSpec | None, paths: FilePaths, key: str) -> FinetuneSpec | None:
     if spec is None:
         return None
     from persona_collapse.finetune.datasets import KNOWN_DATASETS
@@ -812,7 +772,7 @@ _PATH_OPTIONS = ("adapter",)
 """Backend options naming a local file or folder."""
 
 
-def _resolve_options(options: dict[str, Any], paths: _Paths, key: str) -> dict[str, Any]:
+def _resolve_options(options: dict[str, Any], paths: FilePaths, key: str) -> dict[str, Any]:
     return {
         k: paths.existing(v, f"{key}.{k}") if k in _PATH_OPTIONS and isinstance(v, str) else v
         for k, v in options.items()
@@ -834,7 +794,7 @@ def resolve_paths(
     from persona_collapse.instrument import BUILTIN_INSTRUMENTS
     from persona_collapse.personas import BUILTIN_PERSONA_SETS
 
-    paths = _Paths(root, source, allow_outside)
+    paths = FilePaths(root, source, allow_outside)
     personas_builtin = tuple(BUILTIN_PERSONA_SETS)
     proto = config.protocol
     protocol = proto.model_copy(

@@ -33,6 +33,7 @@ import pandas as pd
 from pydantic import ConfigDict, Field, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from persona_collapse._files import FilePaths
 from persona_collapse.backends import create_model_backend
 from persona_collapse.backends.base import Backend, Message, Prompt, Usage
 from persona_collapse.collect import SEED_MODULUS, RetryPolicy
@@ -90,6 +91,12 @@ class VerifyConfig(FileConfig):
         extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True
     )
     yaml_what: ClassVar[str] = "verification configuration"
+
+    @classmethod
+    def _resolve_file_paths(cls, data: dict[str, Any], paths: FilePaths) -> dict[str, Any]:
+        if not isinstance(data.get("store"), str):
+            return data
+        return {**data, "store": paths.path(data["store"], "store")}
 
     name: str | None = None
     """Run label in the store; default the model label."""
