@@ -131,7 +131,8 @@ class FilePaths:
         """``value`` resolved when it names an existing file or folder (a local model);
         else unchanged (a Hub id such as ``org/model``)."""
         p = Path(value).expanduser()
-        if p.is_absolute() or (self.root / p).exists():
+        # '..' never starts a Hub id: such a value is a path, checked even if missing.
+        if p.is_absolute() or ".." in p.parts or (self.root / p).exists():
             return str(self.path(value, key))
         return value
 

@@ -344,6 +344,14 @@ def _outside_cases(outside: Path) -> list[tuple[str, Callable[[dict[str, Any]], 
             "'families.fam.insecure.finetune.dataset'",
         ),
         (
+            "missing local model escaping",
+            lambda d: (
+                d["backends"].update(hf={"kind": "transformers"}),
+                d["families"]["fam"]["secure"].update(backend="hf", model="../outside/model"),
+            ),
+            "'families.fam.secure.model'",
+        ),
+        (
             "adapter option outside",
             lambda d: d["families"]["fam"]["secure"].update(
                 options={"adapter": str(outside / "adapter")}
@@ -356,7 +364,7 @@ def _outside_cases(outside: Path) -> list[tuple[str, Callable[[dict[str, Any]], 
 CASE_IDS = [
     "absolute output", "store escaping with ..", "personas by absolute path",
     "template escaping with ..", "import file escaping", "fine-tuning dataset escaping",
-    "adapter option outside",
+    "missing local model escaping", "adapter option outside",
 ]  # fmt: skip
 
 
