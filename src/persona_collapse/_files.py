@@ -24,6 +24,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         InputFileError: the folder cannot be created or the file cannot be written.
     """
     path = Path(dest)
+    _refuse_foreign(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,8 +170,8 @@ def claim_output_dir(
 
     Args:
         folder: The output folder.
-        force: Write into a folder holding other files anyway (they are left
-            alone unless a file of the same name is written).
+        force: Write into a folder holding other files anyway; they are never
+            replaced (writing a file of the same name is an error).
         keep: Names of entries of ``folder`` that are the tool's without being
             listed (databases, the study file itself).
 
@@ -210,19 +211,38 @@ def _is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
+def _output_folder_of(dest: Path) -> tuple[Path, set[str], str] | None:
+    """(output folder, its manifest's entries, ``dest``'s top-level name there) of the
+    nearest output folder above ``dest``; None outside any."""
+    for folder in dest.parents:
+        entries = _manifest_entries(folder) if (folder / MANIFEST_NAME).is_file() else None
+        if entries is not None:
+            return folder, entries, dest.relative_to(folder).parts[0]
+    return None
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Refuse to replace a file in an output folder that this tool did not write there
+    (``--force`` lets the tool write beside other files, never over them)."""
+    if not path.exists():
+        return
+    found = _output_folder_of(path.absolute())
+    if found is not None and found[2] not in found[1]:
+        raise InputFileError(
+            path, "exists and was not written by pcollapse; not replacing it (move it away)"
+        )
+
+
 def record_written(path: str | os.PathLike[str]) -> None:
     """Record ``path`` in the manifest of the nearest output folder above it, if any.
 
     The manifest lists the top-level entry (``figures`` for ``figures/a.png``).
     Outside an output folder (an export the user named) nothing is recorded.
     """
-    dest = Path(path).absolute()
-    for folder in dest.parents:
-        entries = _manifest_entries(folder) if (folder / MANIFEST_NAME).is_file() else None
-        if entries is None:
-            continue
-        name = dest.relative_to(folder).parts[0]
-        if name not in entries:
-            with suppress(OSError):  # the file is written; a stale manifest only costs --force
-                _write_manifest(folder, entries | {name})
+    found = _output_folder_of(Path(path).absolute())
+    if found is None:
         return
+    folder, entries, name = found
+    if name not in entries:
+        with suppress(OSError):  # the file is written; a stale manifest only costs --force
+            _write_manifest(folder, entries | {name})

@@ -124,6 +124,11 @@ def test_demo_never_replaces_a_users_study_file(
     assert code == 2 and "did not write (study.yaml)" in err and "Traceback" not in err
     assert (tmp_path / "study.yaml").read_text() == "name: my-own-study\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+    # --force writes beside other files, never over them.
+    code = main(["demo", "--output", str(tmp_path), "--no-progress", "--force"])
+    err = capsys.readouterr().err
+    assert code == 2 and "study.yaml: exists and was not written by pcollapse" in err
+    assert (tmp_path / "study.yaml").read_text() == "name: my-own-study\n"
 
 
 @pytest.mark.parametrize("command", ["demo", "reproduce"])

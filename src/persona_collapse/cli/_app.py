@@ -40,7 +40,9 @@ RerunBootOpt = Annotated[int, typer.Option(help="Rerun-bootstrap draws.", min=1)
 ForceOpt = Annotated[
     bool,
     typer.Option(
-        "--force", help="Write into an output folder holding files pcollapse did not write."
+        "--force",
+        help="Write into an output folder holding files pcollapse did not write "
+        "(they are never replaced).",
     ),
 ]
 AllowOutsideOpt = Annotated[
