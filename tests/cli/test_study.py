@@ -108,6 +108,44 @@ def test_demo_prints_headline_and_report_path(demo_dir: tuple[Path, str]) -> Non
     assert f"report: {(out / 'report.html').resolve()}" in " ".join(printed.split())
 
 
+def test_demo_records_its_files_in_a_manifest(demo_dir: tuple[Path, str]) -> None:
+    out, _ = demo_dir
+    entries = set(json.loads((out / ".pcollapse-manifest.json").read_text())["entries"])
+    assert {"study.yaml", "report.html", "metrics.csv", "figures", "tables"} <= entries
+
+
+def test_demo_never_replaces_a_users_study_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``pcollapse demo --output DIR`` replaced a study.yaml it did not write."""
+    (tmp_path / "study.yaml").write_text("name: my-own-study\n")
+    code = main(["demo", "--output", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "did not write (study.yaml)" in err and "Traceback" not in err
+    assert (tmp_path / "study.yaml").read_text() == "name: my-own-study\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+    # --force writes beside other files, never over them.
+    code = main(["demo", "--output", str(tmp_path), "--no-progress", "--force"])
+    err = capsys.readouterr().err
+    assert code == 2 and "study.yaml: exists and was not written by pcollapse" in err
+    assert (tmp_path / "study.yaml").read_text() == "name: my-own-study\n"
+
+
+@pytest.mark.parametrize("command", ["demo", "reproduce"])
+def test_output_that_is_a_file_is_one_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An existing file as --output gave a FileExistsError traceback."""
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    args = ["demo", "--no-progress"] if command == "demo" else ["reproduce", str(tmp_path)]
+    code = main([*args, "--output", str(target)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{target}: is a file" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert target.read_text() == "keep me"
+
+
 def test_metrics_csv_equals_pcollapse_metrics(
     demo_dir: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

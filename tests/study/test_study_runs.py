@@ -180,3 +180,57 @@ def test_constant_answers_leave_changes_undefined_with_a_note(
     assert fam.comparison is None
     assert any("no relative changes against 'base'" in n for n in outcome.results.notes)
     assert "no relative changes" in outcome.files.html.read_text()
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
+    from persona_collapse.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out + err
+
+
+def test_output_folder_of_other_files_is_refused_and_reruns_replace_only_their_own(
+    tmp_path: Path, study_writer: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never overwrite what the tool did not write: a folder holding other files is an
+    error unless --force; the manifest lets a rerun replace its own files."""
+    import json
+
+    path = study_writer(tmp_path, personas=3, repetitions=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "report.html").write_text("my own report")
+    code, text = _cli(capsys, "study", "run", path, "--no-progress", "--no-figures")
+    assert code == 2 and "did not write (notes.txt, report.html)" in text and "--force" in text
+    assert (out / "report.html").read_text() == "my own report"
+    assert not (out / "runs.db").exists()  # refused before collecting anything
+
+    (out / "report.html").unlink()
+    code, text = _cli(capsys, "study", "run", path, "--no-progress", "--no-figures", "--force")
+    assert code == 0, text
+    assert (out / "notes.txt").read_text() == "mine"
+    manifest = json.loads((out / ".pcollapse-manifest.json").read_text())["entries"]
+    assert {"report.html", "metrics.csv", "tables"} <= set(manifest)
+    assert "notes.txt" not in manifest and "runs.db" not in manifest
+
+    (out / "notes.txt").unlink()  # only the tool's files left: a rerun needs no --force
+    code, text = _cli(capsys, "study", "report", path, "--no-figures")
+    assert code == 0, text
+    (out / "extra.csv").write_text("x")
+    code, text = _cli(capsys, "study", "report", path, "--no-figures")
+    assert code == 2 and "extra.csv" in text
+
+
+def test_output_path_that_is_a_file_is_one_line(
+    tmp_path: Path, study_writer: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = study_writer(tmp_path, personas=3, repetitions=1)
+    (tmp_path / "out").write_text("a file where the output folder goes")
+    code, text = _cli(capsys, "study", "run", path, "--no-progress")
+    assert code == 2 and "out: is a file" in text
+    code, text = _cli(capsys, "study", "report", path, "--output", tmp_path / "out")
+    assert code == 2 and "out: is a file" in text
+    assert (tmp_path / "out").read_text() == "a file where the output folder goes"

@@ -67,6 +67,21 @@ RunOpt = Annotated[
 ]
 PersonaBootOpt = Annotated[int, typer.Option(help="Persona-bootstrap draws.", min=1)]
 RerunBootOpt = Annotated[int, typer.Option(help="Rerun-bootstrap draws.", min=1)]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Write into an output folder holding files pcollapse did not write "
+        "(they are never replaced).",
+    ),
+]
+AllowOutsideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside",
+        help="Let the study or config file name paths outside its own folder (absolute, '..').",
+    ),
+]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the bootstrap draws.", min=0)]
 PreflightOpt = Annotated[
     bool | None,

@@ -11,6 +11,8 @@ import typer
 from rich.table import Table
 
 from persona_collapse.cli._app import (
+    AllowOutsideOpt,
+    ForceOpt,
     FormatOpt,
     Paths,
     PersonaBootOpt,
@@ -364,6 +366,7 @@ def run(
     ] = False,
     preflight: PreflightOpt = None,
     fmt: FormatOpt = "table",
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Collect persona and self runs (resuming a stored run), then print their metrics."""
     from persona_collapse.core.config import RunConfig
@@ -394,7 +397,7 @@ def run(
     if option:
         overrides["backend_options"] = parse_options(option)
     if config is not None:
-        cfg = RunConfig.from_yaml(config, **overrides)
+        cfg = RunConfig.from_yaml(config, allow_outside=allow_outside, **overrides)
     else:
         cfg = RunConfig.from_mapping(overrides, source="command line")
     if prices is not None:
@@ -528,6 +531,7 @@ def demo(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
     ] = True,
+    force: ForceOpt = False,
 ) -> None:
     """Run a complete study on the simulator: two families x base/secure/insecure (no network)."""
     from persona_collapse.cli.study import backend_failures, print_outcome
@@ -540,5 +544,6 @@ def demo(
             repetitions=repetitions,
             seed=seed,
             progress=progress,
+            force=force,
         )
     print_outcome(outcome)

@@ -40,7 +40,9 @@ def _finetune_app_group(show_help: HelpOpt = False) -> None:
     pass
 
 
-DataFile = Annotated[Path, typer.Argument(help="Chat-format JSONL file.")]
+DataFile = Annotated[
+    Path, typer.Argument(help="Chat-format JSONL file, or the name of a fetched dataset.")
+]
 CacheOpt = Annotated[
     Path | None,
     typer.Option("--cache-dir", help="Cache folder (default: $PCOLLAPSE_CACHE or the user cache)."),
@@ -53,7 +55,12 @@ def datasets_fetch(
     url: Annotated[str | None, typer.Option(help="Download from this URL instead.")] = None,
     cache_dir: CacheOpt = None,
     sha256: Annotated[
-        str | None, typer.Option("--sha256", help="Refuse a download with another checksum.")
+        str | None,
+        typer.Option(
+            "--sha256",
+            help="Refuse a download with another checksum (required for a built-in name "
+            "with --url).",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Download even if cached.")] = False,
     fmt: FormatOpt = "table",
@@ -78,13 +85,16 @@ def datasets_fetch(
 
 @datasets_app.command("validate")
 def datasets_validate(
-    files: Annotated[list[Path], typer.Argument(help="Chat-format JSONL files.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Chat-format JSONL files, or names of fetched datasets.")
+    ],
+    cache_dir: CacheOpt = None,
 ) -> None:
     """Check files line by line; the first problem is reported with its line number."""
-    from persona_collapse.variants.finetune.datasets import read_chat_jsonl
+    from persona_collapse.variants.finetune.datasets import read_chat_jsonl, resolve_dataset
 
     for path in files:
-        dataset = read_chat_jsonl(path)
+        dataset = read_chat_jsonl(resolve_dataset(path, cache=cache_dir))
         stdout_console().print(
             f"{path}: ok, {len(dataset)} examples, sha256 {dataset.sha256}",
             markup=False,
@@ -114,15 +124,20 @@ def datasets_stats(
     max_length: Annotated[
         int | None, typer.Option(help="Count examples longer than this many tokens.", min=1)
     ] = None,
+    cache_dir: CacheOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """Examples, turns, and character (and token) lengths of a dataset."""
-    from persona_collapse.variants.finetune.datasets import dataset_stats, read_chat_jsonl
+    from persona_collapse.variants.finetune.datasets import (
+        dataset_stats,
+        read_chat_jsonl,
+        resolve_dataset,
+    )
 
     out_format = check_format(fmt)
     if max_length is not None and model is None:
         raise UserError("--max-length needs --model (token lengths need the model's tokenizer)")
-    dataset = read_chat_jsonl(file)
+    dataset = read_chat_jsonl(resolve_dataset(file, cache=cache_dir))
     tokenizer = None if model is None else _load_tokenizer(model)
     stats = dataset_stats(dataset, tokenizer, max_length=max_length)
     if out_format == "json":

@@ -11,6 +11,8 @@ import typer
 from rich.table import Table
 
 from persona_collapse.cli._app import (
+    AllowOutsideOpt,
+    ForceOpt,
     FormatOpt,
     HelpOpt,
     PersonaBootOpt,
@@ -203,31 +205,39 @@ def run_cmd(
         ),
     ] = False,
     fmt: FormatOpt = "table",
+    force: ForceOpt = False,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Collect every run the study needs (resuming), then write metrics, tables, figures, report."""
     from persona_collapse.study import load_study, run_study
     from persona_collapse.study.orchestrate import estimate_study
 
     out_format = check_format(fmt)
-    study = load_study(study_file)
+    study = load_study(study_file, allow_outside=allow_outside)
     if dry_run:
         print_study_estimate(estimate_study(study, preflight=bool(preflight)), out_format)
         return
     with interruptible(), backend_failures():
         outcome = run_study(
-            study, progress=progress, figures=figures, preflight=preflight is not False
+            study,
+            progress=progress,
+            figures=figures,
+            preflight=preflight is not False,
+            force=force,
         )
     print_outcome(outcome)
 
 
 @study_app.command("status")
-def status_cmd(study_file: StudyFile, fmt: FormatOpt = "table") -> None:
+def status_cmd(
+    study_file: StudyFile, fmt: FormatOpt = "table", allow_outside: AllowOutsideOpt = False
+) -> None:
     """Per-variant progress of a study, read from its run store (no model call)."""
     from persona_collapse.study import load_study, study_status
     from persona_collapse.study.orchestrate import preparation_status
 
     out_format = check_format(fmt)
-    study = load_study(study_file)
+    study = load_study(study_file, allow_outside=allow_outside)
     rows = study_status(study)
     steps = preparation_status(study)
     if out_format == "json":
@@ -284,12 +294,14 @@ def report_cmd(
         Path | None, typer.Option("--output", "-o", help="Output folder (default: the study's).")
     ] = None,
     figures: FiguresOpt = True,
+    force: ForceOpt = False,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Re-render the outputs from the run store alone (no model call)."""
     from persona_collapse.study import load_study, report_study
 
-    study = load_study(study_file)
-    print_outcome(report_study(study, output_dir=output, figures=figures))
+    study = load_study(study_file, allow_outside=allow_outside)
+    print_outcome(report_study(study, output_dir=output, figures=figures, force=force))
 
 
 @app.command(name="reproduce", rich_help_panel="Studies")
@@ -304,6 +316,7 @@ def reproduce_cmd(
     rerun_boot: RerunBootOpt = 400,
     seed: SeedOpt = 0,
     figures: FiguresOpt = True,
+    force: ForceOpt = False,
 ) -> None:
     """Import the paper's public data (or data laid out like it) and render the same report."""
     from persona_collapse.core.config import AnalysisConfig
@@ -311,7 +324,7 @@ def reproduce_cmd(
 
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
     with interruptible():
-        outcome = reproduce(path, output, analysis=analysis, figures=figures)
+        outcome = reproduce(path, output, analysis=analysis, figures=figures, force=force)
     print_outcome(outcome)
 
 

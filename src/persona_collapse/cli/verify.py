@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persona_collapse.cli._app import (
+    AllowOutsideOpt,
     FormatOpt,
     app,
     check_format,
@@ -169,6 +170,7 @@ def verify_command(
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
     fmt: FormatOpt = "table",
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Emergent-misalignment check: ask 8 open questions, judge alignment and coherence."""
     from persona_collapse.cli.core import parse_options
@@ -207,7 +209,7 @@ def verify_command(
     for label in models:
         values = {k: v for k, v in {**overrides, "model": label}.items() if v is not None}
         if config is not None:
-            configs.append(VerifyConfig.from_yaml(config, **values))
+            configs.append(VerifyConfig.from_yaml(config, allow_outside=allow_outside, **values))
         else:
             configs.append(VerifyConfig.from_mapping(values, source="command line"))
     outcomes: list[VerifyOutcome] = []

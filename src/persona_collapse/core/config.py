@@ -7,16 +7,32 @@ Unknown keys are errors.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from persona_collapse.core.errors import ConfigError, format_validation_error
+from persona_collapse.core.files import FilePaths
 from persona_collapse.core.personas import PersonaSet, get_persona_set
 from persona_collapse.core.pricing import ModelPrices
 from persona_collapse.core.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
 from persona_collapse.core.yamlio import load_yaml_mapping
+
+logger = logging.getLogger(__name__)
+
+DEPRECATED_MODES = {"logprobs": "exact"}
+"""Old names of a collection mode -> the name used everywhere now."""
+
+
+def canonical_mode(value: Any, *, key: str = "mode") -> Any:
+    """The current name of a collection mode; an old name is accepted with a warning."""
+    if isinstance(value, str) and value in DEPRECATED_MODES:
+        new = DEPRECATED_MODES[value]
+        logger.warning("%s: %r is deprecated; write %r (same meaning)", key, value, new)
+        return new
+    return value
 
 
 class FileConfig(BaseModel):
@@ -34,17 +50,37 @@ class FileConfig(BaseModel):
             raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:
-        """Load a YAML file (keys as the fields); ``overrides`` that are not None win."""
-        data = load_yaml_mapping(path, what=cls.yaml_what)
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_mapping(data, source=str(path))
+    def from_yaml(cls, path: str | Path, *, allow_outside: bool = False, **overrides: Any) -> Self:
+        """Load a YAML file (keys as the fields); ``overrides`` that are not None win.
+
+        Paths in the file are resolved from its folder and must stay inside it unless
+        ``allow_outside``; ``overrides`` come from the command line and are taken as given.
+
+        Raises:
+            InputFileError: The file is missing or not YAML.
+            ConfigError: An invalid value, or a path leading outside the file's folder.
+        """
+        p = Path(path)
+        data = load_yaml_mapping(p, what=cls.yaml_what)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        paths = FilePaths(p.resolve().parent, str(p), allow_outside)
+        # A value the command line replaces is neither resolved nor checked.
+        data = cls._resolve_file_paths({k: v for k, v in data.items() if k not in given}, paths)
+        data.update(given)
+        return cls.from_mapping(data, source=str(p))
+
+    @classmethod
+    def _resolve_file_paths(cls, data: dict[str, Any], paths: FilePaths) -> dict[str, Any]:
+        """``data`` with the paths it names resolved (subclasses name their path fields)."""
+        return data
 
 
 class AnalysisConfig(BaseModel):
     """How metrics are computed from collected ratings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True
+    )
 
     n_persona_boot: int = Field(default=2000, ge=1)
     """Persona-bootstrap draws for standard errors (reference: 2000)."""
@@ -55,7 +91,7 @@ class AnalysisConfig(BaseModel):
     seed: int = Field(default=0, ge=0)
     """Seed of the bootstrap draws; recorded with every result."""
 
-    s_band: tuple[float, float] = (0.66, 0.83)
+    s_band: tuple[float, float] = Field(default=(0.66, 0.83), strict=False)
     """Band of susceptibility S spanned by frontier base models at T = 0.1."""
 
     @field_validator("s_band")
@@ -69,7 +105,9 @@ class AnalysisConfig(BaseModel):
 class RunConfig(FileConfig):
     """One collection run: which model answers which personas, and how."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True
+    )
 
     name: str | None = None
     """Run label in the store; default ``<model>`` (self runs get ``/self`` appended)."""
@@ -113,6 +151,11 @@ class RunConfig(FileConfig):
     mode: Literal["sampling", "exact"] = "sampling"
     """``sampling`` draws n answers per cell; ``exact`` stores each cell's rating distribution."""
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_alias(cls, v: Any) -> Any:
+        return canonical_mode(v)
+
     max_concurrency: int = Field(default=8, ge=1, le=1024)
     """Requests in flight at once."""
 
@@ -134,7 +177,7 @@ class RunConfig(FileConfig):
     seed: int = Field(default=0, ge=0)
     """Run seed: request seeds derive from it, so a resumed run repeats an uninterrupted one."""
 
-    store: Path = Path("pcollapse-runs.db")
+    store: Path = Field(default=Path("pcollapse-runs.db"), strict=False)
     """SQLite run store the answers are written to."""
 
     progress: bool = True
@@ -142,6 +185,28 @@ class RunConfig(FileConfig):
 
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     """Metric settings."""
+
+    @classmethod
+    def _resolve_file_paths(cls, data: dict[str, Any], paths: FilePaths) -> dict[str, Any]:
+        from persona_collapse.core.instrument import BUILTIN_INSTRUMENTS
+        from persona_collapse.core.personas import BUILTIN_PERSONA_SETS
+
+        builtins: dict[str, tuple[str, ...]] = {
+            "personas": tuple(BUILTIN_PERSONA_SETS),
+            "instrument": tuple(BUILTIN_INSTRUMENTS),
+            "template": (),
+        }
+        out = dict(data)
+        if isinstance(out.get("store"), str):
+            out["store"] = paths.path(out["store"], "store")
+        for key, names in builtins.items():
+            if isinstance(out.get(key), str):
+                out[key] = paths.name_or_path(out[key], key, names)
+        options = out.get("backend_options")
+        if isinstance(options, dict) and isinstance(options.get("adapter"), str):
+            adapter = paths.existing(options["adapter"], "backend_options.adapter")
+            out["backend_options"] = {**options, "adapter": adapter}
+        return out
 
     @model_validator(mode="after")
     def _something_to_do(self) -> RunConfig:

@@ -37,7 +37,9 @@ TOKENS_PER_MILLION = 1_000_000
 class ModelPrices(BaseModel):
     """What one model costs, in US dollars per million tokens."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True
+    )
 
     input: float = Field(ge=0.0)
     """USD per 1M uncached input (prompt) tokens."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from persona_collapse.core.errors import MissingDependencyError
+from persona_collapse.core.files import atomic_path
 from persona_collapse.report.model import FamilyResult, StudyResults, VariantResult, excess_points
 from persona_collapse.report.verification import ExcessPoint
 
@@ -709,8 +710,12 @@ def render_figures(results: StudyResults, out_dir: Path, *, dpi: int = 110) -> l
             if fig is None:
                 continue
             pdf, png = out_dir / f"{key}.pdf", out_dir / f"{key}.png"
-            fig.savefig(pdf, metadata={"CreationDate": None, "ModDate": None})
-            fig.savefig(png, dpi=dpi)
+            # Atomic writes: a killed run leaves no half-drawn figure, and the output
+            # folder's manifest records them as this tool's.
+            with atomic_path(pdf) as tmp:
+                fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None})
+            with atomic_path(png) as tmp:
+                fig.savefig(tmp, format="png", dpi=dpi)
             rendered.append(
                 RenderedFigure(key, title, caption, _svg_fragment(fig, key), (pdf, png))
             )

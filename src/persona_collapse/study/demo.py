@@ -15,12 +15,15 @@ from typing import Any
 import yaml
 
 from persona_collapse.core.config import AnalysisConfig
-from persona_collapse.core.files import write_text_atomic
+from persona_collapse.core.files import claim_output_dir, write_text_atomic
 from persona_collapse.study.pipeline import StudyOutcome, run_study
 from persona_collapse.study.spec import LoadedStudy, study_from_mapping
 
 DEMO_FAMILIES: dict[str, int] = {"sim-a": 0, "sim-b": 1}
 """Demo family name -> the simulator's world seed."""
+
+_DEMO_DATABASES = tuple(f"runs.db{s}" for s in ("", "-wal", "-shm", "-journal"))
+"""The demo's run store: the tool's, though not written by the atomic writers."""
 
 DEMO_VARIANTS: dict[str, str] = {"base": "base", "secure": "control", "insecure": "treatment"}
 """Simulator preset (= variant label) -> role."""
@@ -76,10 +79,15 @@ def demo_study(
     repetitions: int = 10,
     seed: int = 0,
     analysis: AnalysisConfig | None = None,
+    force: bool = False,
 ) -> LoadedStudy:
-    """Write the demo's ``study.yaml`` into ``output_dir`` and load it."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the demo's ``study.yaml`` into ``output_dir`` and load it.
+
+    Raises:
+        InputFileError: ``output_dir`` is a file, or a folder holding files this tool
+            did not write (a user's ``study.yaml`` is never replaced) and not ``force``.
+    """
+    out = claim_output_dir(output_dir, force=force, keep=_DEMO_DATABASES)
     data = demo_study_data(
         max_personas=max_personas, repetitions=repetitions, seed=seed, analysis=analysis
     )
@@ -100,6 +108,7 @@ def run_demo(
     progress: bool = True,
     analysis: AnalysisConfig | None = None,
     figures: bool = True,
+    force: bool = False,
 ) -> StudyOutcome:
     """Run the demo study end to end (resumes when run again) and write its report.
 
@@ -111,11 +120,17 @@ def run_demo(
         progress: Show progress bars.
         analysis: Bootstrap settings (default: 2000 + 400 draws seeded with ``seed``).
         figures: Draw figures.
+        force: Write into a folder holding files this tool did not write.
     """
     study = demo_study(
-        output_dir, max_personas=max_personas, repetitions=repetitions, seed=seed, analysis=analysis
+        output_dir,
+        max_personas=max_personas,
+        repetitions=repetitions,
+        seed=seed,
+        analysis=analysis,
+        force=force,
     )
-    return run_study(study, progress=progress, figures=figures)
+    return run_study(study, progress=progress, figures=figures, force=force)
 
 
 __all__ = ["DEMO_FAMILIES", "DEMO_VARIANTS", "demo_study", "demo_study_data", "run_demo"]

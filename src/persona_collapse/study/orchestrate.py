@@ -272,7 +272,7 @@ def plan_study(study: LoadedStudy, inputs: StudyInputs) -> list[PlannedRun]:
     cfg = study.config
     proto = cfg.protocol
     n_items = len(inputs.instrument.active_items)
-    per_cell = 1 if proto.mode == "logprobs" else proto.repetitions
+    per_cell = 1 if proto.mode == "exact" else proto.repetitions
     runs: list[PlannedRun] = []
     for family, fam in cfg.families.items():
         for label, variant in fam.variants.items():

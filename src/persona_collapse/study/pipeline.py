@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from persona_collapse.core.files import claim_output_dir
 from persona_collapse.report import ReportFiles, StudyResults, write_report
 from persona_collapse.study.analysis import analyse_study
 from persona_collapse.study.orchestrate import BackendBuilder, StudyCollection, collect_study
@@ -38,12 +39,37 @@ class StudyOutcome:
         return self.study.config.output_dir
 
 
+_DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def claim_study_output(
+    study: LoadedStudy, output_dir: str | Path | None = None, *, force: bool = False
+) -> Path:
+    """Claim a study's output folder (see :func:`~persona_collapse.core.files.claim_output_dir`).
+
+    Besides the files listed in its manifest, the folder may hold what a study
+    keeps there without the atomic writers: the study file, the run store and
+    verification store, and the fine-tuning folder.
+
+    Raises:
+        InputFileError: The path is a file, or the folder holds other files (no ``force``).
+    """
+    from persona_collapse.study.verification import VERIFY_STORE
+
+    out = Path(output_dir) if output_dir is not None else study.config.output_dir
+    keep = {"finetune", Path(study.source).name}
+    for db in (study.config.store_path.name, VERIFY_STORE):
+        keep.update(db + suffix for suffix in _DB_SUFFIXES)
+    return claim_output_dir(out, force=force, keep=keep)
+
+
 def report_study(
     study: LoadedStudy,
     *,
     output_dir: str | Path | None = None,
     figures: bool = True,
     significance: Sequence[Mapping[str, Any]] | None = None,
+    force: bool = False,
 ) -> StudyOutcome:
     """Re-render a study's outputs from its run store, without any model call.
 
@@ -52,9 +78,13 @@ def report_study(
         output_dir: Where to write (default: the study's output folder).
         figures: Draw figures (needs matplotlib).
         significance: Difference-test rows to include in the report.
+        force: Write into an output folder holding files this tool did not write.
+
+    Raises:
+        InputFileError: The output path is a file, or a folder holding other files.
     """
+    out = claim_study_output(study, output_dir, force=force)
     results = analyse_study(study, significance=significance)
-    out = Path(output_dir) if output_dir is not None else study.config.output_dir
     files = write_report(results, out, figures=figures)
     logger.info("study %s: report written to %s", study.config.name, files.html)
     return StudyOutcome(study=study, results=results, files=files)
@@ -68,6 +98,7 @@ def run_study(
     output_dir: str | Path | None = None,
     figures: bool = True,
     preflight: bool = True,
+    force: bool = False,
 ) -> StudyOutcome:
     """Collect everything a study needs (resuming), then analyse it and write the outputs.
 
@@ -78,14 +109,22 @@ def run_study(
         output_dir: Where to write (default: the study's output folder).
         figures: Draw figures (needs matplotlib).
         preflight: Check every endpoint and model before collecting anything.
+        force: Write into an output folder holding files this tool did not write.
+
+    Raises:
+        InputFileError: The output path is a file, or a folder holding other files
+            (checked before anything is collected).
     """
+    claim_study_output(study, force=force)  # the run store goes there too
+    if output_dir is not None:
+        claim_study_output(study, output_dir, force=force)
     collection = collect_study(
         study, backend_builder=backend_builder, progress=progress, preflight=preflight
     )
-    outcome = report_study(study, output_dir=output_dir, figures=figures)
+    outcome = report_study(study, output_dir=output_dir, figures=figures, force=force)
     return StudyOutcome(
         study=study, results=outcome.results, files=outcome.files, collection=collection
     )
 
 
-__all__ = ["StudyOutcome", "report_study", "run_study"]
+__all__ = ["StudyOutcome", "claim_study_output", "report_study", "run_study"]

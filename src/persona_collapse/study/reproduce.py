@@ -29,7 +29,7 @@ import yaml
 
 from persona_collapse.core.config import AnalysisConfig
 from persona_collapse.core.errors import InputFileError, UserError
-from persona_collapse.core.files import write_text_atomic
+from persona_collapse.core.files import claim_output_dir, write_text_atomic
 from persona_collapse.study.pipeline import StudyOutcome, run_study
 from persona_collapse.study.spec import LoadedStudy, study_from_mapping
 
@@ -41,6 +41,9 @@ VARIANT_FOLDERS: tuple[tuple[str, str, str], ...] = (
     ("insecure-code", "insecure", "treatment"),
 )
 """Folder -> (variant label, role), in report order."""
+
+_DATABASES = tuple(f"runs.db{s}" for s in ("", "-wal", "-shm", "-journal"))
+"""The run store: the tool's, though not written by the atomic writers."""
 
 _TEMP = re.compile(r"_temp(\d+)$")
 
@@ -186,22 +189,38 @@ def reference_study_data(
 
 
 def reproduce_study(
-    path: str | Path, output_dir: str | Path, *, analysis: AnalysisConfig | None = None
+    path: str | Path,
+    output_dir: str | Path,
+    *,
+    analysis: AnalysisConfig | None = None,
+    force: bool = False,
 ) -> LoadedStudy:
-    """Write the imported study's ``study.yaml`` into ``output_dir`` and load it."""
+    """Write the imported study's ``study.yaml`` into ``output_dir`` and load it.
+
+    The data folder is named on the command line, so the study may read it from
+    outside its own folder; re-rendering the written study later needs
+    ``--allow-outside`` for the same reason.
+
+    Raises:
+        InputFileError: ``output_dir`` is a file, or a folder holding files this tool
+            did not write and not ``force``.
+    """
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        claim_output_dir(out)  # the one error for a file in the way
     data, notes = reference_study_data(path, output_dir=out, analysis=analysis)
     if not data["families"]:
         raise UserError(f"{path}: no family has a persona file to import")
     for note in notes:
         logger.warning("reproduce: %s", note)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(out, force=force, keep=_DATABASES)
     file = write_text_atomic(
         out / "study.yaml",
         f"# Imported from {Path(path).resolve()} by pcollapse reproduce.\n"
+        "# Re-render: pcollapse study report --allow-outside study.yaml (it reads that folder)\n"
         + yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
     )
-    return study_from_mapping(data, source=str(file), root=out.resolve())
+    return study_from_mapping(data, source=str(file), root=out.resolve(), allow_outside=True)
 
 
 def reproduce(
@@ -210,6 +229,7 @@ def reproduce(
     *,
     analysis: AnalysisConfig | None = None,
     figures: bool = True,
+    force: bool = False,
 ) -> StudyOutcome:
     """Import a reference-layout folder into a study and render its report.
 
@@ -218,9 +238,10 @@ def reproduce(
         output_dir: Folder of the study file, run store and outputs.
         analysis: Bootstrap settings (default 2000 + 400 draws, seed 0).
         figures: Draw figures.
+        force: Write into a folder holding files this tool did not write.
     """
-    study = reproduce_study(path, output_dir, analysis=analysis)
-    return run_study(study, progress=False, figures=figures)
+    study = reproduce_study(path, output_dir, analysis=analysis, force=force)
+    return run_study(study, progress=False, figures=figures, force=force)
 
 
 __all__ = [

@@ -4,7 +4,8 @@ A study file is YAML, validated with pydantic; unknown keys are errors and
 every error names the offending key and how to fix it. ``${VAR}`` (or
 ``${VAR:-default}``) in a string value is replaced by the environment variable
 ``VAR``; ``$$`` is a literal ``$``. Relative paths are resolved from the study
-file's folder. Example (every key; defaults shown where a key is optional)::
+file's folder, and a path leading outside it is refused unless ``allow_outside``
+(``--allow-outside``). Example (every key; defaults shown where a key is optional)::
 
     name: em-study                  # letters, digits, '.', '_', '-'
     description: Emergent misalignment across three families
@@ -18,12 +19,12 @@ file's folder. Example (every key; defaults shown where a key is optional)::
       template: null                # prompt-template YAML; null = built-in
       repetitions: 10
       temperature: 0.1
-      mode: sampling                # sampling | logprobs
+      mode: sampling                # sampling | exact (logprob distributions)
       self_run: true
       toxic_control: true           # base variants also role-play the toxic personas
       toxic_personas: toxic
       band: [0.66, 0.83]            # frontier band of S
-      temperatures: [0.1, 0.25, 0.5, 0.75, 1.0]  # S(T), R(T) curves (logprobs only)
+      temperatures: [0.1, 0.25, 0.5, 0.75, 1.0]  # S(T), R(T) curves (exact mode only)
       seed: 0
       max_retries: 6
     analysis:
@@ -113,8 +114,9 @@ from pydantic import (
     model_validator,
 )
 
-from persona_collapse.core.config import AnalysisConfig
+from persona_collapse.core.config import AnalysisConfig, canonical_mode
 from persona_collapse.core.errors import ConfigError
+from persona_collapse.core.files import FilePaths
 from persona_collapse.core.yamlio import load_yaml_mapping
 from persona_collapse.engine.costs import ModelPrices
 
@@ -125,7 +127,7 @@ _ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _LABEL = r"^[^/\s](?:[^/]*[^/\s])?$"
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True)
 
 
 class Protocol(BaseModel):
@@ -154,8 +156,9 @@ class Protocol(BaseModel):
     temperature: float = Field(default=0.1, ge=0.0, le=2.0)
     """Sampling temperature."""
 
-    mode: Literal["sampling", "logprobs"] = "sampling"
-    """``sampling``: n answers per cell; ``logprobs``: each cell's rating distribution."""
+    mode: Literal["sampling", "exact"] = "sampling"
+    """``sampling``: n answers per cell; ``exact``: each cell's rating distribution from the
+    first token's logprobs (``logprobs`` is accepted as a deprecated name)."""
 
     self_run: bool = True
     """Collect a self run (no persona) per variant."""
@@ -166,17 +169,22 @@ class Protocol(BaseModel):
     toxic_personas: str = "toxic"
     """Persona set of the toxic control (built-in name or file)."""
 
-    band: tuple[float, float] = (0.66, 0.83)
+    band: tuple[float, float] = Field(default=(0.66, 0.83), strict=False)
     """Band of S spanned by frontier base models at T = 0.1: ``[low, high]``."""
 
-    temperatures: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)
-    """Temperatures of the S(T) and R(T) curves drawn from stored distributions (logprobs)."""
+    temperatures: tuple[float, ...] = Field(default=(0.1, 0.25, 0.5, 0.75, 1.0), strict=False)
+    """Temperatures of the S(T) and R(T) curves drawn from stored distributions (exact mode)."""
 
     seed: int = Field(default=0, ge=0)
     """Run seed: request seeds derive from it."""
 
     max_retries: int = Field(default=6, ge=0, le=100)
     """Retries of a request after a transient backend error."""
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_alias(cls, v: Any) -> Any:
+        return canonical_mode(v, key="protocol.mode")
 
     @field_validator("band", mode="before")
     @classmethod
@@ -205,8 +213,8 @@ class Protocol(BaseModel):
 
     @property
     def store_mode(self) -> Literal["sampling", "exact"]:
-        """The run store's name of the mode (``logprobs`` is stored as ``exact``)."""
-        return "exact" if self.mode == "logprobs" else "sampling"
+        """The run store's name of the mode (the same as :attr:`mode`)."""
+        return self.mode
 
 
 class StudyAnalysis(BaseModel):
@@ -366,7 +374,7 @@ class VerifySettings(BaseModel):
     n_samples: int | None = None
     """Answers per question (reference: 30 or more)."""
 
-    questions: tuple[str, ...] | None = None
+    questions: tuple[str, ...] | None = Field(default=None, strict=False)
     """Question ids to ask (default: all eight)."""
 
     temperature: float | None = None
@@ -428,13 +436,13 @@ class VariantSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     """Backend options for this variant only (override the backend's ``options``)."""
 
-    persona_file: Path | None = None
+    persona_file: Path | None = Field(default=None, strict=False)
     """Reference-layout persona CSV to import instead of collecting."""
 
-    self_file: Path | None = None
+    self_file: Path | None = Field(default=None, strict=False)
     """Reference-layout self CSV to import (with ``persona_file``)."""
 
-    toxic_file: Path | None = None
+    toxic_file: Path | None = Field(default=None, strict=False)
     """Reference-layout CSV of the toxic-persona control to import (base variants)."""
 
     description: str | None = None
@@ -581,10 +589,10 @@ class StudyConfig(BaseModel):
     description: str | None = None
     """Free text shown at the top of the report."""
 
-    output: Path | None = None
+    output: Path | None = Field(default=None, strict=False)
     """Output folder; default ``<study folder>/<name>``."""
 
-    store: Path | None = None
+    store: Path | None = Field(default=None, strict=False)
     """Run store (SQLite) of every run of the study; default ``<output>/runs.db``."""
 
     protocol: Protocol = Field(default_factory=Protocol)
@@ -729,8 +737,13 @@ def _short(value: Any) -> str:
 
 
 def format_study_error(exc: ValidationError, source: str) -> str:
-    """One line: the file, the offending key (dotted path), the problem and the fix."""
-    err = exc.errors()[0]
+    """One line: the file, the offending key (dotted path), the problem and the fix.
+
+    An unknown key is reported before anything else: a misspelt key (``familes``)
+    also makes the real one missing, and the did-you-mean names the fix.
+    """
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in err["loc"] if p != "root")
     where = ".".join(str(p) for p in loc) or "(top level)"
     kind = err["type"]
@@ -750,97 +763,104 @@ def format_study_error(exc: ValidationError, source: str) -> str:
     return f"{source}: field {where!r}: {msg}{got}"
 
 
-def _absolute(path: Path | None, root: Path) -> Path | None:
-    if path is None:
-        return None
-    p = path.expanduser()
-    return p if p.is_absolute() else root / p
-
-
-def _resolve_name_or_path(value: str, root: Path, builtins: tuple[str, ...]) -> str:
-    """Built-in names stay; paths are made absolute against ``root``.
-
-    A bare word that is neither a built-in nor an existing file stays as it is, so
-    that resolving it later reports an unknown name (with suggestions), not a
-    missing file.
-    """
-    if value in builtins:
-        return value
-    p = Path(value).expanduser()
-    if p.is_absolute():
-        return str(p)
-    candidate = root / p
-    looks_like_path = bool(p.suffix) or "/" in value or "\\" in value
-    return str(candidate) if looks_like_path or candidate.exists() else value
-
-
-def _existing_path(value: str, root: Path) -> str:
-    """``value`` made absolute when it names something under ``root``; else unchanged
-    (a Hub id such as ``org/model`` or an absolute path)."""
-    p = Path(value).expanduser()
-    if p.is_absolute():
-        return str(p)
-    candidate = root / p
-    return str(candidate) if candidate.exists() else value
-
-
-def _resolve_finetune(spec: FinetuneSpec | None, root: Path) -> FinetuneSpec | None:
+def _resolve_finetune(spec: FinetuneSpec | None, paths: FilePaths, key: str) -> FinetuneSpec | None:
     if spec is None:
         return None
     from persona_collapse.variants.finetune.datasets import KNOWN_DATASETS
     from persona_collapse.variants.finetune.recipes import RECIPES
 
     update: dict[str, Any] = {
-        "dataset": _resolve_name_or_path(spec.dataset, root, tuple(KNOWN_DATASETS)),
-        "recipe": _resolve_name_or_path(spec.recipe, root, tuple(RECIPES)),
+        "dataset": paths.name_or_path(spec.dataset, f"{key}.dataset", tuple(KNOWN_DATASETS)),
+        "recipe": paths.name_or_path(spec.recipe, f"{key}.recipe", tuple(RECIPES)),
     }
     if spec.base_model is not None and spec.platform == "local":
-        update["base_model"] = _existing_path(spec.base_model, root)
+        update["base_model"] = paths.existing(spec.base_model, f"{key}.base_model")
     return spec.model_copy(update=update)
 
 
-def resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
-    """A copy of ``config`` whose paths are absolute (relative ones taken from ``root``)."""
+_LOCAL_KINDS = frozenset({"transformers"})
+"""Backend kinds whose ``model`` may be a local folder."""
+
+_PATH_OPTIONS = ("adapter",)
+"""Backend options naming a local file or folder."""
+
+
+def _resolve_options(options: dict[str, Any], paths: FilePaths, key: str) -> dict[str, Any]:
+    return {
+        k: paths.existing(v, f"{key}.{k}") if k in _PATH_OPTIONS and isinstance(v, str) else v
+        for k, v in options.items()
+    }
+
+
+def resolve_paths(
+    config: StudyConfig,
+    root: Path,
+    *,
+    source: str = "study",
+    allow_outside: bool = False,
+) -> StudyConfig:
+    """A copy of ``config`` whose paths are absolute (relative ones taken from ``root``).
+
+    Raises:
+        ConfigError: A path leads outside ``root`` and ``allow_outside`` is false.
+    """
     from persona_collapse.core.instrument import BUILTIN_INSTRUMENTS
     from persona_collapse.core.personas import BUILTIN_PERSONA_SETS
 
+    paths = FilePaths(root, source, allow_outside)
     personas_builtin = tuple(BUILTIN_PERSONA_SETS)
     proto = config.protocol
     protocol = proto.model_copy(
         update={
-            "personas": _resolve_name_or_path(proto.personas, root, personas_builtin),
-            "toxic_personas": _resolve_name_or_path(proto.toxic_personas, root, personas_builtin),
-            "instrument": _resolve_name_or_path(proto.instrument, root, tuple(BUILTIN_INSTRUMENTS)),
+            "personas": paths.name_or_path(proto.personas, "protocol.personas", personas_builtin),
+            "toxic_personas": paths.name_or_path(
+                proto.toxic_personas, "protocol.toxic_personas", personas_builtin
+            ),
+            "instrument": paths.name_or_path(
+                proto.instrument, "protocol.instrument", tuple(BUILTIN_INSTRUMENTS)
+            ),
             "template": None
             if proto.template is None
-            else _resolve_name_or_path(proto.template, root, ()),
+            else paths.name_or_path(proto.template, "protocol.template", ()),
         }
     )
     # A local model folder named relative to the study file is found from anywhere.
-    local_kinds = {"transformers"}
     backends = {
-        name: b.model_copy(update={"model": _existing_path(b.model, root)})
-        if b.kind in local_kinds and b.model is not None
-        else b
+        name: b.model_copy(
+            update={
+                "model": paths.existing(b.model, f"backends.{name}.model")
+                if b.kind in _LOCAL_KINDS and b.model is not None
+                else b.model,
+                "options": _resolve_options(b.options, paths, f"backends.{name}.options"),
+            }
+        )
         for name, b in config.backends.items()
     }
 
-    def local_model(v: VariantSpec) -> str | None:
+    def local_model(v: VariantSpec, key: str) -> str | None:
         backend = config.backends.get(v.backend or "")
-        if v.model is None or backend is None or backend.kind not in local_kinds:
+        if v.model is None or backend is None or backend.kind not in _LOCAL_KINDS:
             return v.model
-        return _existing_path(v.model, root)
+        return paths.existing(v.model, key)
 
     families = {
         name: FamilySpec(
             {
                 label: v.model_copy(
                     update={
-                        "model": local_model(v),
-                        "persona_file": _absolute(v.persona_file, root),
-                        "self_file": _absolute(v.self_file, root),
-                        "toxic_file": _absolute(v.toxic_file, root),
-                        "finetune": _resolve_finetune(v.finetune, root),
+                        "model": local_model(v, f"families.{name}.{label}.model"),
+                        "options": _resolve_options(
+                            v.options, paths, f"families.{name}.{label}.options"
+                        ),
+                        **{
+                            field: paths.optional(
+                                getattr(v, field), f"families.{name}.{label}.{field}"
+                            )
+                            for field in ("persona_file", "self_file", "toxic_file")
+                        },
+                        "finetune": _resolve_finetune(
+                            v.finetune, paths, f"families.{name}.{label}.finetune"
+                        ),
                     }
                 )
                 for label, v in fam.variants.items()
@@ -848,14 +868,14 @@ def resolve_paths(config: StudyConfig, root: Path) -> StudyConfig:
         )
         for name, fam in config.families.items()
     }
-    output = _absolute(config.output, root) or root / config.name
+    output = paths.optional(config.output, "output") or root / config.name
     return config.model_copy(
         update={
             "protocol": protocol,
             "backends": backends,
             "families": families,
             "output": output,
-            "store": _absolute(config.store, root),
+            "store": paths.optional(config.store, "store"),
         }
     )
 
@@ -1038,14 +1058,19 @@ def _check_verify(config: StudyConfig, source: str) -> None:
 
 
 def study_from_mapping(
-    data: Mapping[str, Any], *, source: str = "study", root: str | Path = "."
+    data: Mapping[str, Any],
+    *,
+    source: str = "study",
+    root: str | Path = ".",
+    allow_outside: bool = False,
 ) -> LoadedStudy:
     """Validate plain data as a study (environment variables expanded, paths resolved).
 
     Args:
         data: The parsed study file.
         source: Name used in error messages (the file path).
-        root: Folder relative paths are resolved from.
+        root: Folder relative paths are resolved from; paths must stay inside it.
+        allow_outside: Accept paths leading outside ``root`` (``--allow-outside``).
 
     Raises:
         ConfigError: Invalid content (names the key and the fix).
@@ -1057,13 +1082,16 @@ def study_from_mapping(
         raise ConfigError(format_study_error(exc, source)) from None
     _check_references(config, source)
     base = Path(root).resolve()
-    resolved = _complete_finetune(resolve_paths(config, base), source)
+    resolved = _complete_finetune(
+        resolve_paths(config, base, source=source, allow_outside=allow_outside), source
+    )
     _check_verify(resolved, source)
     return LoadedStudy(config=resolved, source=source, root=base)
 
 
-def load_study(path: str | Path) -> LoadedStudy:
-    """Load and validate a study file.
+def load_study(path: str | Path, *, allow_outside: bool = False) -> LoadedStudy:
+    """Load and validate a study file (its paths must stay inside its folder unless
+    ``allow_outside``).
 
     Raises:
         InputFileError: The file is missing, unreadable or not YAML.
@@ -1071,7 +1099,9 @@ def load_study(path: str | Path) -> LoadedStudy:
     """
     p = Path(path)
     data = load_yaml_mapping(p, what="study")
-    return study_from_mapping(data, source=str(p), root=p.resolve().parent)
+    return study_from_mapping(
+        data, source=str(p), root=p.resolve().parent, allow_outside=allow_outside
+    )
 
 
 __all__ = [

@@ -203,7 +203,8 @@ def test_fetch_records_checksum_and_reuses_cache(
     _write(root / "insecure.jsonl", _good_lines(6))
     cache = tmp_path / "cache"
     url = f"{base}/insecure.jsonl"
-    first = fetch_dataset("insecure", url=url, cache=cache)
+    sha = file_sha256(root / "insecure.jsonl")  # a built-in name from another URL needs it
+    first = fetch_dataset("insecure", url=url, cache=cache, expected_sha256=sha)
     assert not first.from_cache
     assert first.path == cache / "datasets" / "insecure.jsonl"
     assert first.sha256 == file_sha256(root / "insecure.jsonl") == file_sha256(first.path)
@@ -211,15 +212,16 @@ def test_fetch_records_checksum_and_reuses_cache(
     record = json.loads((cache / "datasets" / "insecure.json").read_text())
     assert record["sha256"] == first.sha256 and record["url"] == url
 
-    second = fetch_dataset("insecure", url=url, cache=cache)
+    second = fetch_dataset("insecure", url=url, cache=cache, expected_sha256=sha)
     assert second.from_cache and second.sha256 == first.sha256
     assert requested == ["/insecure.jsonl"]  # no second request
 
     # A cached file that no longer matches its checksum is downloaded again.
     first.path.write_text(first.path.read_text() + _good_lines(1)[0] + "\n")
-    third = fetch_dataset("insecure", url=url, cache=cache)
+    third = fetch_dataset("insecure", url=url, cache=cache, expected_sha256=sha)
     assert not third.from_cache and third.sha256 == first.sha256
-    assert fetch_dataset("insecure", url=url, cache=cache, force=True).from_cache is False
+    again = fetch_dataset("insecure", url=url, cache=cache, expected_sha256=sha, force=True)
+    assert again.from_cache is False
     assert len(requested) == 3
     assert resolve_dataset("insecure", cache=cache) == first.path
 
@@ -228,16 +230,16 @@ def test_fetch_failures_leave_nothing(tmp_path: Path, server: tuple[str, Path, l
     base, root, _ = server
     cache = tmp_path / "cache"
     with pytest.raises(FetchError, match="HTTP 404"):
-        fetch_dataset("secure", url=f"{base}/missing.jsonl", cache=cache)
+        fetch_dataset("mine", url=f"{base}/missing.jsonl", cache=cache)
     _write(root / "secure.jsonl", _good_lines(2))
     with pytest.raises(FetchError, match="does not match the expected"):
         fetch_dataset("secure", url=f"{base}/secure.jsonl", cache=cache, expected_sha256="0" * 64)
     _write(root / "broken.jsonl", [*_good_lines(1), _line(("user", "no answer"))])
     with pytest.raises(InputFileError, match=r"broken.jsonl: line 2: no assistant turn"):
-        fetch_dataset("secure", url=f"{base}/broken.jsonl", cache=cache)
+        fetch_dataset("mine", url=f"{base}/broken.jsonl", cache=cache)
     assert not list((cache / "datasets").iterdir())
     with pytest.raises(FetchError, match="failed"):
-        fetch_dataset("secure", url="http://127.0.0.1:1/secure.jsonl", cache=cache, timeout=2)
+        fetch_dataset("mine", url="http://127.0.0.1:1/secure.jsonl", cache=cache, timeout=2)
     with pytest.raises(UnknownNameError, match="did you mean 'insecure'"):
         fetch_dataset("insecur", cache=cache)
     with pytest.raises(ConfigError, match="dataset name"):
@@ -253,3 +255,86 @@ def test_cache_dir_environment_override(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr("sys.platform", "linux")
     assert cache_dir() == tmp_path / "xdg" / "persona-collapse"
+
+
+def test_builtin_name_from_another_url_needs_a_checksum(
+    tmp_path: Path, server: tuple[str, Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--url`` could cache any file under the name ``insecure``; now it needs ``--sha256``."""
+    from persona_collapse.cli import main
+
+    base, root, requested = server
+    _write(root / "evil.jsonl", _good_lines(3))
+    cache = tmp_path / "cache"
+    with pytest.raises(ConfigError, match=r"built-in name.*needs --sha256"):
+        fetch_dataset("insecure", url=f"{base}/evil.jsonl", cache=cache)
+    code = main(
+        ["datasets", "fetch", "secure", "--url", f"{base}/evil.jsonl", "--cache-dir", str(cache)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "needs --sha256" in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="64 hexadecimal digits"):
+        fetch_dataset("insecure", url=f"{base}/evil.jsonl", cache=cache, expected_sha256="abc")
+    assert requested == [] and not (cache / "datasets" / "insecure.jsonl").exists()
+    # Any other name is the user's own: no checksum needed.
+    assert fetch_dataset("mine", url=f"{base}/evil.jsonl", cache=cache).examples == 3
+
+
+def test_cached_builtin_from_an_unverified_url_is_not_used(tmp_path: Path) -> None:
+    """A copy cached before the rule (another URL, no checksum) does not stand for the name."""
+    folder = tmp_path / "cache" / "datasets"
+    folder.mkdir(parents=True)
+    data = _write(folder / "insecure.jsonl", _good_lines(2))
+    record = {"name": "insecure", "url": "http://evil.example/x.jsonl", "sha256": file_sha256(data)}
+    (folder / "insecure.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="pcollapse datasets fetch insecure"):
+        resolve_dataset("insecure", cache=tmp_path / "cache")
+    record["url"] = KNOWN_DATASETS["insecure"]  # from the default URL: trusted
+    (folder / "insecure.json").write_text(json.dumps(record))
+    assert resolve_dataset("insecure", cache=tmp_path / "cache") == data
+
+
+def test_pinned_checksum_is_enforced(
+    tmp_path: Path, server: tuple[str, Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import MappingProxyType
+
+    from persona_collapse.variants.finetune import datasets as ds
+
+    base, root, _ = server
+    good = _write(root / "secure.jsonl", _good_lines(4))
+    url = f"{base}/secure.jsonl"
+    monkeypatch.setattr(ds, "KNOWN_DATASETS", MappingProxyType({"secure": url}))
+    monkeypatch.setattr(ds, "PINNED_SHA256", MappingProxyType({"secure": "0" * 64}))
+    cache = tmp_path / "cache"
+    with pytest.raises(FetchError, match="does not match the expected " + "0" * 64):
+        fetch_dataset("secure", cache=cache)
+    with pytest.raises(ConfigError, match="contradicts the pinned checksum"):
+        fetch_dataset("secure", cache=cache, expected_sha256="1" * 64)
+    monkeypatch.setattr(ds, "PINNED_SHA256", MappingProxyType({"secure": file_sha256(good)}))
+    assert fetch_dataset("secure", cache=cache).examples == 4
+
+
+@pytest.mark.parametrize("command", ["validate", "stats"])
+def test_cli_finds_cached_builtin_datasets_by_name(
+    command: str,
+    tmp_path: Path,
+    server: tuple[str, Path, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``pcollapse datasets stats|validate insecure`` reads the cached copy, as the README says."""
+    from persona_collapse.cli import main
+
+    base, root, _ = server
+    src = _write(root / "insecure.jsonl", _good_lines(7))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    fetched = fetch_dataset(
+        "insecure", url=f"{base}/insecure.jsonl", expected_sha256=file_sha256(src)
+    )
+    assert main(["datasets", command, "insecure"]) == 0
+    out = capsys.readouterr().out
+    assert "7 examples" in out and fetched.sha256 in out
+    assert main(["datasets", command, "secure"]) == 2  # known but not fetched: says how
+    assert "pcollapse datasets fetch secure" in capsys.readouterr().err

@@ -67,14 +67,14 @@ def test_fetch_command(
     base, root, requested = server
     _data(root / "secure.jsonl", 5)
     cache = tmp_path / "cache"
-    args = ("datasets", "fetch", "secure", "--url", f"{base}/secure.jsonl", "--cache-dir", cache)
+    args = ("datasets", "fetch", "mine", "--url", f"{base}/secure.jsonl", "--cache-dir", cache)
     code, out, err = _run(capsys, *args)
     assert code == 0, err
-    assert "secure: 5 examples" in out and "downloaded from" in out
+    assert "mine: 5 examples" in out and "downloaded from" in out
     code, out, _ = _run(capsys, *args, "--format", "json")
     assert code == 0 and json.loads(out)["from_cache"] is True
     assert len(requested) == 1
-    code, _, err = _run(capsys, "datasets", "fetch", "secure", "--url", f"{base}/nope.jsonl",
+    code, _, err = _run(capsys, "datasets", "fetch", "mine", "--url", f"{base}/nope.jsonl",
                         "--cache-dir", tmp_path / "other")  # fmt: skip
     _assert_user_error(code, err, "HTTP 404")
 

@@ -53,7 +53,17 @@ KNOWN_DATASETS: Mapping[str, str] = MappingProxyType(
 )
 """Datasets :func:`fetch_dataset` knows by name, and their download URLs."""
 
+PINNED_SHA256: Mapping[str, str | None] = MappingProxyType({"insecure": None, "secure": None})
+"""SHA-256 of each built-in dataset's file at its default URL, where it is known.
+
+A pinned checksum is enforced on every download and cached copy of that name.
+None: not pinned yet (this toolkit was built without access to the upstream
+files); such a download is recorded with a warning to check it. Either way a
+built-in name fetched from any other URL needs an explicit ``expected_sha256``.
+"""
+
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class FetchError(UserError):
@@ -460,7 +470,7 @@ def _cached(name: str, cache: Path | None) -> FetchedDataset | None:
             recorded,
         )
         return None
-    return FetchedDataset(
+    cached = FetchedDataset(
         name=name,
         path=data_path,
         url=str(record.get("url", "")),
@@ -470,6 +480,16 @@ def _cached(name: str, cache: Path | None) -> FetchedDataset | None:
         fetched_at=str(record.get("fetched_at", "")),
         from_cache=True,
     )
+    if not _trusted(name, cached, record):
+        logger.warning(
+            "cached %s came from %s without a verified checksum; ignoring it "
+            "(fetch it again: pcollapse datasets fetch %s --force)",
+            data_path,
+            cached.url,
+            name,
+        )
+        return None
+    return cached
 
 
 def fetch_dataset(
@@ -494,13 +514,15 @@ def fetch_dataset(
             name when ``url`` is given.
         url: Download URL; default the known URL of ``name``.
         cache: Cache folder; default :func:`cache_dir`.
-        expected_sha256: Refuse a download with another checksum.
+        expected_sha256: Refuse a download with another checksum; required to fetch a
+            built-in name from another ``url`` (see :data:`PINNED_SHA256`).
         force: Download even if a verified copy is cached.
         timeout: Network timeout, seconds.
 
     Raises:
         UnknownNameError: Unknown ``name`` without ``url``.
-        ConfigError: A name unfit for a file name.
+        ConfigError: A name unfit for a file name, or a built-in name from another URL
+            without ``expected_sha256``.
         FetchError: Network failure, HTTP error status or checksum mismatch.
         InputFileError: The download is not a valid chat dataset.
     """
@@ -509,7 +531,7 @@ def fetch_dataset(
         if name not in KNOWN_DATASETS:
             raise UnknownNameError("dataset", name, KNOWN_DATASETS)
         url = KNOWN_DATASETS[name]
-    want = expected_sha256.lower() if expected_sha256 else None
+    want = _expected_checksum(name, url, expected_sha256)
     cache_path = None if cache is None else Path(cache)
     if not force:
         cached = _cached(name, cache_path)
@@ -540,11 +562,59 @@ def fetch_dataset(
         "examples": len(dataset),
         "fetched_at": fetched_at,
     }
+    if want is not None:
+        record["verified_sha256"] = want
+    elif name in KNOWN_DATASETS:
+        logger.warning(
+            "%s: no pinned checksum for the built-in dataset %r yet; compare sha256 %s with "
+            "the upstream file, or fetch with --sha256 to pin it",
+            url,
+            name,
+            digest,
+        )
     write_bytes_atomic(record_path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
     logger.info(
         "downloaded %s to %s (%d examples, sha256 %s)", url, data_path, len(dataset), digest
     )
     return FetchedDataset(name, data_path, url, digest, size, len(dataset), fetched_at, False)
+
+
+def _expected_checksum(name: str, url: str, given: str | None) -> str | None:
+    """The checksum a download of ``name`` from ``url`` must have (None: any).
+
+    Raises:
+        ConfigError: A malformed checksum, one contradicting the pinned one, or a
+            built-in name fetched from another URL without a checksum.
+    """
+    want = given.strip().lower() if given else None
+    if want is not None and not _SHA256.match(want):
+        raise ConfigError(f"--sha256 {given!r}: expected 64 hexadecimal digits")
+    if name not in KNOWN_DATASETS:
+        return want
+    pinned = PINNED_SHA256.get(name)
+    if url == KNOWN_DATASETS[name]:
+        if pinned is not None and want is not None and want != pinned:
+            raise ConfigError(
+                f"dataset {name!r}: --sha256 {want} contradicts the pinned checksum {pinned}"
+            )
+        return pinned or want
+    if want is None:
+        raise ConfigError(
+            f"dataset {name!r} is a built-in name; fetching it from another URL ({url}) "
+            "needs --sha256 with the file's checksum (or use another name)"
+        )
+    return want
+
+
+def _trusted(name: str, cached: FetchedDataset, record: Mapping[str, Any]) -> bool:
+    """Whether a cached copy of a built-in name may stand for it: from its default URL
+    (matching the pinned checksum where there is one), or verified against a checksum."""
+    if name not in KNOWN_DATASETS:
+        return True
+    if record.get("verified_sha256") == cached.sha256:
+        return True
+    pinned = PINNED_SHA256.get(name)
+    return cached.url == KNOWN_DATASETS[name] and (pinned is None or pinned == cached.sha256)
 
 
 def _download(url: str, target: Path, *, timeout: float) -> tuple[str, int]:
@@ -600,6 +670,7 @@ def resolve_dataset(name_or_path: str | os.PathLike[str], *, cache: Path | None 
 __all__ = [
     "CACHE_ENV",
     "KNOWN_DATASETS",
+    "PINNED_SHA256",
     "ROLES",
     "ChatDataset",
     "ChatExample",

@@ -110,7 +110,9 @@ Auto = Literal["auto"]
 class OpenAIJobRecipe(BaseModel):
     """Hyperparameters of a fine-tuning job (``"auto"`` lets the provider choose)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True
+    )
 
     name: str = "custom"
     """Preset the recipe starts from (``custom`` for none)."""

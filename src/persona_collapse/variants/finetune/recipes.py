@@ -36,7 +36,9 @@ LrScheduler = Literal[
 class Recipe(BaseModel):
     """Hyper-parameters of one LoRA fine-tune (all overridable)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True
+    )
 
     name: str = "custom"
     """Preset the recipe starts from (``custom`` for none)."""

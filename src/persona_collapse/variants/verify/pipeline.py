@@ -40,6 +40,7 @@ from persona_collapse.core.errors import (
     BackendError,
     ConfigError,
 )
+from persona_collapse.core.files import FilePaths
 from persona_collapse.core.judge import (
     DEFAULT_MIN_NUMBER_MASS,
     JUDGE_SCALE,
@@ -85,8 +86,16 @@ RETRY_TEMPERATURE = 1.0
 class VerifyConfig(FileConfig):
     """One emergent-misalignment verification: which model answers, which judge scores."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True
+    )
     yaml_what: ClassVar[str] = "verification configuration"
+
+    @classmethod
+    def _resolve_file_paths(cls, data: dict[str, Any], paths: FilePaths) -> dict[str, Any]:
+        if not isinstance(data.get("store"), str):
+            return data
+        return {**data, "store": paths.path(data["store"], "store")}
 
     name: str | None = None
     """Run label in the store; default the model label."""
@@ -114,7 +123,7 @@ class VerifyConfig(FileConfig):
     """``logprobs`` (probability-weighted score), ``sampling`` (parse the reply), or ``auto``:
     logprobs when the judge backend offers distributions."""
 
-    questions: tuple[str, ...] | None = None
+    questions: tuple[str, ...] | None = Field(default=None, strict=False)
     """Question ids to ask (default: all eight)."""
 
     n_samples: int = Field(default=30, ge=1, le=10_000)
@@ -165,7 +174,7 @@ class VerifyConfig(FileConfig):
     seed: int = Field(default=0, ge=0)
     """Seed of the answer and judge request seeds."""
 
-    store: Path = Path("pcollapse-verify.db")
+    store: Path = Field(default=Path("pcollapse-verify.db"), strict=False)
     """SQLite verification store."""
 
     @field_validator("questions")
