@@ -56,6 +56,7 @@ _CHUNK_ELEMENTS = 1 << 18
 
 # Matrix products are split so that rows * inner * columns stays below this.
 _SMALL_PRODUCT = 1 << 17
+_CELL_SLICE_ELEMENTS = 1 << 20  # rerun bootstrap: replicates x cells drawn at once
 
 
 # --- results --------------------------------------------------------------------------------
@@ -329,21 +330,36 @@ def cell_ratings(
     Returns:
         :class:`CellRatings` with ratings in input order within each cell.
     """
-    pid = _as_int_ids("persona_ids", persona_ids)
-    iid = _as_int_ids("item_ids", item_ids)
-    rat = _as_1d("ratings", ratings, np.float64)
+    pid = _as_1d("persona_ids", persona_ids)
+    iid = _as_1d("item_ids", item_ids)
+    rat = _as_1d("ratings", ratings)
+    for name, arr in (("persona_ids", pid), ("item_ids", iid)):
+        _check_int_ids(name, arr)
+    if rat.dtype.kind not in "iuf":
+        rat = rat.astype(np.float64)
     _check_lengths(persona_ids=pid, item_ids=iid, ratings=rat)
-    personas, p_idx = np.unique(pid, return_inverse=True)
-    items, q_idx = np.unique(iid, return_inverse=True)
+    # Memory matters here (tens of millions of rows): small index types, and every
+    # temporary dropped as soon as it is used.
+    personas, p_idx = _dense_index(pid)
+    items, q_idx = _dense_index(iid)
     n_p, n_q = len(personas), len(items)
-    valid = np.isfinite(rat) & (rat != invalid)
-    cell = (p_idx * n_q + q_idx)[valid]
-    order = np.argsort(cell, kind="stable")
-    cell_sorted = cell[order]
+    valid = rat != invalid
+    if rat.dtype.kind == "f":
+        valid &= np.isfinite(rat)
+    cell_type = np.int32 if n_p * n_q < 2**31 else np.int64
+    cell = p_idx[valid].astype(cell_type)
+    del p_idx
+    cell *= n_q
+    cell += q_idx[valid]
+    del q_idx
     counts = np.bincount(cell, minlength=n_p * n_q)
-    width = max(int(counts.max()), 1)
-    starts = np.cumsum(counts) - counts
-    position = np.arange(len(cell_sorted)) - starts[cell_sorted]
+    width = max(int(counts.max(initial=0)), 1)
+    order = np.argsort(cell, kind="stable")  # input order within each cell
+    cell_sorted = cell[order]
+    del cell
+    starts = (np.cumsum(counts) - counts).astype(cell_type)
+    position = np.arange(len(cell_sorted), dtype=cell_type)
+    np.subtract(position, starts[cell_sorted], out=position)
     values = np.full((n_p * n_q, width), np.nan)
     values[cell_sorted, position] = rat[valid][order]
     return CellRatings(
@@ -352,6 +368,32 @@ def cell_ratings(
         persona_ids=personas.astype(np.int64),
         item_ids=items.astype(np.int64),
     )
+
+
+def _check_int_ids(name: str, arr: NDArray[Any]) -> None:
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise ValueError(f"{name} must hold integers")
+
+
+def _dense_index(ids: NDArray[Any]) -> tuple[IntArray, NDArray[np.intp]]:
+    """Sorted distinct ids and each entry's position among them (``np.unique`` inverse).
+
+    Ids are small non-negative integers in practice: a lookup table then avoids
+    sorting the whole column.
+    """
+    if ids.dtype.kind in "iu" and len(ids):
+        low, high = int(ids.min()), int(ids.max())
+        if low >= 0 and high < 4 * len(ids) + 1024:
+            present = np.zeros(high + 1, dtype=bool)
+            present[ids] = True
+            distinct = np.flatnonzero(present)
+            lookup = np.cumsum(present, dtype=np.int64) - 1
+            small = np.int32 if len(distinct) < 2**31 else np.int64
+            return distinct.astype(np.int64), lookup.astype(small)[ids]
+    distinct, inverse = np.unique(ids.astype(np.int64, copy=False), return_inverse=True)
+    return distinct, inverse
 
 
 def cell_moments(cells: CellRatings) -> tuple[FloatArray, FloatArray]:
@@ -628,20 +670,26 @@ def _rerun_bootstrap(
             sel = (sizes == n) & (pair == use_pair)
             if not sel.any():
                 continue
-            p_g, q_g = p_all[sel], q_all[sel]
-            if use_pair:
-                mean, sd = _resample_two_valued(
-                    low[p_g, q_g], high[p_g, q_g], n_high[p_g, q_g], n, n_boot, rng
-                )
-            else:
-                s1, s2 = _resample_sums(values[p_g, q_g, :n], n, n_boot, rng)
-                mean = s1 / n
-                sd = np.sqrt(np.maximum((s2 - s1 * mean) / (n - 1), 0.0))
-            m_new = mean - centre[q_g]
-            m0 = centred[p_g, q_g]
-            _add_by_item(d1, m_new - m0, q_g)
-            _add_by_item(d2, m_new * m_new - m0 * m0, q_g)
-            _add_by_item(dsig, sd - sigma[p_g, q_g], q_g)
+            p_sel, q_sel = p_all[sel], q_all[sel]
+            # Cells in slices, so that replicates are (n_boot, slice), never (n_boot,
+            # every varying cell): a large run would need gigabytes. A run of the
+            # reference size fits in one slice.
+            step = max(1, _CELL_SLICE_ELEMENTS // n_boot)
+            for start in range(0, len(p_sel), step):
+                p_g, q_g = p_sel[start : start + step], q_sel[start : start + step]
+                if use_pair:
+                    mean, sd = _resample_two_valued(
+                        low[p_g, q_g], high[p_g, q_g], n_high[p_g, q_g], n, n_boot, rng
+                    )
+                else:
+                    s1, s2 = _resample_sums(values[p_g, q_g, :n], n, n_boot, rng)
+                    mean = s1 / n
+                    sd = np.sqrt(np.maximum((s2 - s1 * mean) / (n - 1), 0.0))
+                m_new = mean - centre[q_g]
+                m0 = centred[p_g, q_g]
+                _add_by_item(d1, m_new - m0, q_g)
+                _add_by_item(d2, m_new * m_new - m0 * m0, q_g)
+                _add_by_item(dsig, sd - sigma[p_g, q_g], q_g)
     var_mu = (base_s2 + d2 - d1 * d1 / n_p) / (n_p - 1)
     sd_mu = np.sqrt(np.maximum(var_mu, 0.0))
     mean_sig = (base_sig + dsig) / n_p

@@ -9,6 +9,7 @@ these functions.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -132,7 +133,8 @@ def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]
 
 
 def _run_from_csv(path: Path) -> LoadedRun:
-    frame = read_ratings_csv(path)
+    # Metrics need no reply text: leaving it out keeps a large file's memory small.
+    frame = read_ratings_csv(path, text=False)
     kind: Literal["persona", "self"] = "self" if frame.attrs.get("kind") == "self" else "persona"
     return LoadedRun(
         name=path.stem,
@@ -292,21 +294,56 @@ def _ids(ids: Sequence[int], limit: int = 20) -> str:
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
+def _repetitions_per_cell(
+    persona: np.ndarray, item: np.ndarray, repetition: np.ndarray | None
+) -> np.ndarray:
+    """Distinct repetitions of each (persona, item) cell present (1 per cell without reps).
+
+    Done on packed integer keys with a presence table: a large run's columns are
+    tens of millions of rows, and grouping them in pandas would copy them all.
+    """
+    if not len(persona):
+        return np.zeros(0, dtype=np.int64)
+    columns = [persona, item] + ([] if repetition is None else [repetition])
+    spans = [int(c.max()) - int(c.min()) + 1 for c in columns]
+    if math.prod(spans) > 8 * len(persona) + 1024:  # sparse ids: let pandas group them
+        frame = pd.DataFrame({"p": persona, "q": item})
+        if repetition is None:
+            return frame.groupby(["p", "q"]).size().clip(upper=1).to_numpy()
+        frame["r"] = repetition
+        return frame.groupby(["p", "q"])["r"].nunique().to_numpy()
+    key = np.zeros(len(persona), dtype=np.int64)
+    for values, span in zip(columns, spans, strict=True):
+        key *= span
+        key += values - int(values.min())
+    present = np.zeros(math.prod(spans), dtype=bool)
+    present[key] = True
+    del key
+    cells = np.flatnonzero(present) // (1 if repetition is None else spans[2])
+    counts = np.bincount(cells)
+    return counts[counts > 0]
+
+
 def run_completeness(run: LoadedRun, metrics: RunMetrics | None = None) -> Completeness:
     """Collected against planned slots of a persona run (see :class:`Completeness`).
 
     Run stores know their plan (persona set, repetitions); for a CSV file the plan
     is inferred from the file: the personas present, the instrument's scored
-    items and the largest repetition index.
+    items and the usual number of repetitions per cell. A cell counts at most
+    the planned repetitions.
     """
     scored = scored_item_ids(run.instrument)
     n_items = len([i for i in run.instrument.active_items if i.id in scored]) or len(scored)
     exact = run.distributions is not None and len(run.distributions) > 0
     frame = run.distributions if exact and run.distributions is not None else run.ratings
-    frame = frame[frame["item_id"].isin(list(scored)) & (frame["persona_id"] >= 0)]
-    keys = ["persona_id", "item_id"] if exact else ["persona_id", "item_id", "repetition"]
-    slots = len(frame[keys].drop_duplicates())
-    seen = np.unique(frame["persona_id"].to_numpy())
+    persona = frame["persona_id"].to_numpy()
+    keep = np.isin(frame["item_id"].to_numpy(), np.fromiter(scored, dtype=np.int64))
+    keep &= persona >= 0
+    persona = persona[keep]
+    item = frame["item_id"].to_numpy()[keep]
+    repetition = None if exact else frame["repetition"].to_numpy()[keep]
+    per_cell = _repetitions_per_cell(persona, item, repetition)
+    seen = np.unique(persona)
     n_personas = run.planned_personas if run.planned_personas is not None else len(seen)
     missing: tuple[int, ...] = ()
     if run.planned_personas is not None:
@@ -316,7 +353,11 @@ def run_completeness(run: LoadedRun, metrics: RunMetrics | None = None) -> Compl
     elif run.planned_repetitions is not None:
         reps = run.planned_repetitions
     else:
-        reps = int(frame["repetition"].max()) if len(frame) else 0
+        # A CSV file does not say how many repetitions were planned: take the usual
+        # count per cell (retries stored as extra repetitions do not raise it).
+        reps = int(np.bincount(per_cell).argmax()) if len(per_cell) else 0
+    # Extra rows of a cell (retries) do not make up for another cell's missing ones.
+    slots = int(np.minimum(per_cell, reps).sum())
     dropped = tuple(metrics.excluded_personas) if metrics is not None else ()
     return Completeness(slots, n_personas * n_items * reps, dropped, missing)
 

@@ -17,8 +17,10 @@ import csv
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -245,64 +247,170 @@ def _read_text_column(raw: pd.Series) -> pd.Series:
     return text
 
 
-def _drop_exact_duplicates(path: Path, raw: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` without the rows whose file row repeats an earlier one exactly, with a warning.
-
-    Only called for files with a ``collected_at`` column: two answers, retries of
-    one slot included, never share a timestamp, so an exact repeat is a copy (a
-    concatenated file, a paste twice) and counting it twice would bias sigma.
-    """
-    repeated = raw.duplicated(keep="first").to_numpy()
-    if not repeated.any():
-        return frame
-    first = int(np.flatnonzero(repeated)[0])
-    logger.warning(
-        "%s: ignored %d row(s) that repeat an earlier row exactly (first at line %s); "
-        "each answer is counted once",
-        path,
-        int(repeated.sum()),
-        _csv_line_of_row(path, first),
-    )
-    return frame[~repeated].reset_index(drop=True)
-
-
 def _known_item_ids(instrument: Instrument | None) -> frozenset[int]:
     inst = instrument if instrument is not None else mfq30(include_catch=True)
     return frozenset(item.id for item in inst.items)
 
 
-def read_ratings_csv(
-    path: str | os.PathLike[str],
-    *,
-    scale: tuple[int, int] | None = None,
-    instrument: Instrument | None = None,
-) -> pd.DataFrame:
-    """Read a reference (or exported) ratings CSV file into a ratings frame.
+@dataclass
+class _Parsed:
+    """A ratings file parsed into typed columns, before the value checks."""
 
-    Args:
-        path: CSV file, persona or self layout (see the module docstring).
-        scale: Inclusive (min, max) of valid ratings; ``-1`` is always allowed as the
-            invalid-rating marker. Default: the instrument's scale (MFQ-30: 0..5).
-        instrument: Instrument whose item ids are valid. Default: MFQ-30 with the
-            catch items (ids 1-32).
+    kind: str
+    mapping: dict[str, str]
+    n: int
+    ints: dict[str, np.ndarray]  # frame column -> int64 values, file row order
+    text: dict[str, pd.Series]  # response, collected_at
+    repeated: np.ndarray | None  # rows repeating an earlier row exactly (checked files)
 
-    Returns:
-        A frame with columns :data:`FRAME_COLUMNS` (int64 ids, repetition, rating and
-        failures; str response and collected_at), one row per file row, file order.
-        ``persona_id`` is ``SELF_PERSONA_ID`` for self files. ``attrs["kind"]`` is
-        ``"persona"`` or ``"self"``; ``attrs["source"]`` the path as a string.
 
-    Raises:
-        InputFileError: Missing, empty, binary or malformed file, missing columns,
-            non-integer values, ratings outside the scale, unknown item ids or
-            negative persona ids; the message names the file and the line.
+_INT_COLUMNS = ("persona_id", "item_id", "repetition", "rating", "failures")
+_TEXT_COLUMNS = ("response", "collected_at")
+
+
+def _empty_text(n: int) -> pd.Series:
+    """A text column of ``n`` empty strings in one byte per row (text not asked for)."""
+    return pd.Series(
+        pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=pd.Index([""]))
+    )
+
+
+def _shared_slot_rows(ints: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Sorted indices of the rows whose slot (persona, item, repetition) has other rows.
+
+    Only such rows can repeat one another exactly, and they are few (retries).
     """
-    file = Path(path)
-    _check_text_file(file)
-    inst = instrument if instrument is not None else mfq30(include_catch=True)
-    lo, hi = scale if scale is not None else (inst.scale_min, inst.scale_max)
-    known_items = _known_item_ids(inst)
+    slot_cols = [ints[c] for c in ("persona_id", "item_id", "repetition") if c in ints]
+    n = len(slot_cols[0])
+    key = np.zeros(n, dtype=np.int64)
+    for values in slot_cols:
+        low, high = int(values.min()), int(values.max())
+        span = high - low + 1
+        if int(key.max(initial=0)) * span + span >= 2**62:  # cannot pack: every row counts
+            return np.arange(n)
+        key *= span
+        key += values - low
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    del key
+    same = sorted_key[1:] == sorted_key[:-1]
+    del sorted_key
+    shared = np.zeros(n, dtype=bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    return np.sort(order[shared])
 
+
+def _arrow_reader(file: Path, header: list[str], columns: Mapping[str, Any]) -> Any:
+    """A pyarrow CSV batch reader of ``columns`` (name -> arrow type) of ``file``."""
+    import pyarrow.csv as pacsv
+
+    return pacsv.open_csv(
+        file,
+        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, block_size=1 << 18),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),  # quoted replies span lines
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict(columns),
+            include_columns=list(columns),
+            null_values=[],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _parse_fast(file: Path, *, text: bool) -> _Parsed | None:
+    """Stream a well-formed file with pyarrow, keeping only what the frame needs.
+
+    Returns None for anything unusual (a bad cell, a short row, an odd header...):
+    the pandas reader then parses the file and names the line of the problem.
+    Without ``text`` only the integer columns are converted, so memory stays near
+    their size. Exact duplicates can only be rows of one slot; the text of those
+    few rows is read in a second pass.
+    """
+    import pyarrow as pa
+
+    first = next(_records(file), None)
+    if first is None or first[0] != 1:
+        return None
+    header = [c.strip() for c in first[1]]
+    if len(set(header)) != len(header) or any(not c for c in header):
+        return None
+    kind, mapping = _resolve_columns(file, header)
+    int_names = {mapping[c]: c for c in _INT_COLUMNS if c in mapping}
+    text_names = [name for name in header if name not in int_names]
+    keep_text = {mapping[c]: c for c in _TEXT_COLUMNS if c in mapping} if text else {}
+    wanted = {name: pa.int64() for name in int_names} | {name: pa.string() for name in keep_text}
+    ints: dict[str, list[np.ndarray]] = {c: [] for c in int_names.values()}
+    texts: dict[str, list[Any]] = {c: [] for c in keep_text.values()}
+    small = np.iinfo(np.int32)
+    try:
+        for batch in _arrow_reader(file, header, wanted):
+            for name, column in zip(batch.schema.names, batch.columns, strict=True):
+                if name in int_names:
+                    values = column.to_numpy()
+                    if len(values) and (values.min() < small.min or values.max() > small.max):
+                        return None
+                    # int32 while reading: half the memory until the final columns
+                    ints[int_names[name]].append(values.astype(np.int32))
+                else:
+                    texts[keep_text[name]].append(column)
+    except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError):
+        return None
+    n = sum(len(v) for v in next(iter(ints.values())))
+    if n == 0:
+        return None
+    # Without text the frame is only for metrics: int32 columns halve its memory.
+    dtype = np.int64 if text else np.int32
+    out_ints = {}
+    for name in list(ints):
+        out_ints[name] = np.concatenate(ints.pop(name)).astype(dtype, copy=False)
+    out_text = {
+        name: _read_text_column(pa.chunked_array(chunks, type=pa.string()).to_pandas())
+        for name, chunks in texts.items()
+    }
+    repeated = None
+    if "collected_at" in mapping:
+        rows = _shared_slot_rows(out_ints)
+        repeated = np.zeros(n, dtype=bool)
+        if len(rows):
+            found = _repeated_among(file, header, text_names, out_ints, rows)
+            if found is None:
+                return None
+            repeated[rows] = found
+    return _Parsed(kind, mapping, n, out_ints, out_text, repeated)
+
+
+def _repeated_among(
+    file: Path,
+    header: list[str],
+    text_names: list[str],
+    ints: Mapping[str, np.ndarray],
+    rows: np.ndarray,
+) -> np.ndarray | None:
+    """For the given rows (sorted), whether each repeats an earlier one of them exactly."""
+    import pyarrow as pa
+
+    values: dict[str, list[Any]] = {name: [] for name in text_names}
+    offset = 0
+    try:
+        for batch in _arrow_reader(file, header, dict.fromkeys(text_names, pa.string())):
+            lo, hi = np.searchsorted(rows, [offset, offset + batch.num_rows])
+            if hi > lo:
+                picked = batch.take(pa.array(rows[lo:hi] - offset))
+                for name in text_names:
+                    values[name].extend(picked.column(name).to_pylist())
+            offset += batch.num_rows
+    except (pa.ArrowException, ValueError, OSError, UnicodeDecodeError):
+        return None
+    table = pd.DataFrame({name: column[rows] for name, column in ints.items()})
+    for name in text_names:
+        table[f"text:{name}"] = values[name]
+    return table.duplicated(keep="first").to_numpy()
+
+
+def _parse_pandas(file: Path, *, text: bool) -> _Parsed:
+    """Parse any file pandas can read; name the file and line of every problem."""
     try:
         raw = pd.read_csv(
             file,
@@ -351,14 +459,69 @@ def read_ratings_csv(
         if field_error is not None:
             raise field_error
 
-    n = len(raw)
+    ints = {
+        col: _integer_column(file, raw[mapping[col]], mapping[col])
+        for col in _INT_COLUMNS
+        if col in mapping
+    }
+    texts: dict[str, pd.Series] = {
+        col: _read_text_column(raw[mapping[col]])
+        for col in _TEXT_COLUMNS
+        if col in mapping and text
+    }
+    repeated = raw.duplicated(keep="first").to_numpy() if "collected_at" in mapping else None
+    return _Parsed(kind, mapping, len(raw), ints, texts, repeated)
+
+
+def read_ratings_csv(
+    path: str | os.PathLike[str],
+    *,
+    scale: tuple[int, int] | None = None,
+    instrument: Instrument | None = None,
+    text: bool = True,
+) -> pd.DataFrame:
+    """Read a reference (or exported) ratings CSV file into a ratings frame.
+
+    Rows that repeat an earlier row exactly (``collected_at`` included) are
+    counted once, with a warning; files without ``collected_at`` are read as
+    they are (a retry of a slot cannot be told from a copy there).
+
+    Args:
+        path: CSV file, persona or self layout (see the module docstring).
+        scale: Inclusive (min, max) of valid ratings; ``-1`` is always allowed as the
+            invalid-rating marker. Default: the instrument's scale (MFQ-30: 0..5).
+        instrument: Instrument whose item ids are valid. Default: MFQ-30 with the
+            catch items (ids 1-32).
+        text: Keep ``response`` and ``collected_at``; False leaves them empty (and may
+            give int32 integer columns), reading a large file in a fraction of the
+            memory: metrics need no text.
+
+    Returns:
+        A frame with columns :data:`FRAME_COLUMNS` (int64 ids, repetition, rating and
+        failures; str response and collected_at), one row per file row, file order.
+        ``persona_id`` is ``SELF_PERSONA_ID`` for self files. ``attrs["kind"]`` is
+        ``"persona"`` or ``"self"``; ``attrs["source"]`` the path as a string.
+
+    Raises:
+        InputFileError: Missing, empty, binary or malformed file, missing columns,
+            non-integer values, ratings outside the scale, unknown item ids or
+            negative persona ids; the message names the file and the line.
+    """
+    file = Path(path)
+    _check_text_file(file)
+    inst = instrument if instrument is not None else mfq30(include_catch=True)
+    lo, hi = scale if scale is not None else (inst.scale_min, inst.scale_max)
+    known_items = _known_item_ids(inst)
+
+    parsed = _parse_fast(file, text=text) or _parse_pandas(file, text=text)
+    kind, mapping, n, ints = parsed.kind, parsed.mapping, parsed.n, parsed.ints
     item_col = mapping["item_id"]
     rep_col = mapping["repetition"]
-    items = _integer_column(file, raw[item_col], item_col)
-    repetitions = _integer_column(file, raw[rep_col], rep_col)
-    ratings = _integer_column(file, raw["rating"], "rating")
+    items = ints["item_id"]
+    repetitions = ints["repetition"]
+    ratings = ints["rating"]
     if kind == "persona":
-        personas = _integer_column(file, raw["persona_id"], "persona_id")
+        personas = ints["persona_id"]
         negative = personas < 0
         if negative.any():
             row = int(np.flatnonzero(negative)[0])
@@ -367,11 +530,7 @@ def read_ratings_csv(
             )
     else:
         personas = np.full(n, SELF_PERSONA_ID, dtype=np.int64)
-    failures = (
-        _integer_column(file, raw["failures"], "failures")
-        if "failures" in mapping
-        else np.zeros(n, dtype=np.int64)
-    )
+    failures = ints["failures"] if "failures" in ints else np.zeros(n, dtype=np.int64)
 
     unknown = ~np.isin(items, np.fromiter(known_items, dtype=np.int64))
     if unknown.any():
@@ -404,25 +563,39 @@ def read_ratings_csv(
         row = int(np.flatnonzero(bad_fail)[0])
         raise _bad_row_error(file, row, "failures", f"must be >= 0, got {failures[row]}")
 
-    frame = pd.DataFrame(
-        {
-            "persona_id": personas,
-            "item_id": items,
-            "repetition": repetitions,
-            "rating": ratings,
-            "failures": failures,
-            "response": _read_text_column(raw["response"]) if "response" in mapping else "",
-            "collected_at": (
-                _read_text_column(raw["collected_at"]) if "collected_at" in mapping else ""
-            ),
-        },
-        columns=list(FRAME_COLUMNS),
-    )
-    if "collected_at" in mapping:
-        frame = _drop_exact_duplicates(file, raw, frame)
+    columns: dict[str, Any] = {
+        "persona_id": personas,
+        "item_id": items,
+        "repetition": repetitions,
+        "rating": ratings,
+        "failures": failures,
+    }
+    for name in _TEXT_COLUMNS:
+        if name in parsed.text:
+            columns[name] = parsed.text[name]
+        else:  # a missing optional column reads as empty text, as ever
+            columns[name] = "" if text else _empty_text(n)
+    repeated = parsed.repeated
+    if repeated is not None and repeated.any():
+        keep = ~repeated
+        columns = {
+            k: v
+            if isinstance(v, str)
+            else (v[keep].reset_index(drop=True) if isinstance(v, pd.Series) else v[keep])
+            for k, v in columns.items()
+        }
+        first = int(np.flatnonzero(repeated)[0])
+        logger.warning(
+            "%s: ignored %d row(s) that repeat an earlier row exactly (first at line %s); "
+            "each answer is counted once",
+            file,
+            int(repeated.sum()),
+            _csv_line_of_row(file, first),
+        )
+    frame = pd.DataFrame(columns, columns=list(FRAME_COLUMNS), copy=False)
     frame.attrs["kind"] = kind
     frame.attrs["source"] = str(file)
-    logger.debug("read %d %s rows from %s", n, kind, file)
+    logger.debug("read %d %s rows from %s", len(frame), kind, file)
     return frame
 
 
