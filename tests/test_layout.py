@@ -49,3 +49,29 @@ def test_layer_contracts_hold() -> None:
         pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
     done = subprocess.run([lint], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_no_code_outside_backends_branches_on_a_backend_name() -> None:
+    """Backends describe themselves (model option, endpoint, key, context options);
+    nothing outside ``backends/`` may compare a kind with a backend's name."""
+    import ast
+
+    from persona_collapse.backends import BUILTIN_BACKENDS
+
+    names = set(BUILTIN_BACKENDS)
+    package = REPO_ROOT / "src" / "persona_collapse"
+    found = []
+    for path in package.rglob("*.py"):
+        if path.is_relative_to(package / "backends"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            operands = [node.left, *node.comparators]
+            # Fine-tuning platforms ("local", "openai") are not backend kinds.
+            if any(isinstance(o, ast.Attribute) and o.attr == "platform" for o in operands):
+                continue
+            for operand in operands:
+                if isinstance(operand, ast.Constant) and operand.value in names:
+                    found.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert not found, found

@@ -81,6 +81,15 @@ class Backend(ABC):
     min_scale_mass: float = MIN_SCALE_MASS
     #: How many prompts the engine may pass to one :meth:`generate` call.
     max_batch_size: ClassVar[int] = 1
+    #: Keyword option naming the model (the simulator's is its ``preset``).
+    model_option: ClassVar[str] = "model"
+    #: Whether the backend talks to a server (takes ``base_url`` and ``api_key_env``).
+    uses_endpoint: ClassVar[bool] = False
+    #: Variable holding the API key when a spec names none (None: no key by default).
+    default_api_key_env: ClassVar[str | None] = None
+    #: Settings of a run or study the backend wants passed in when offered
+    #: (e.g. the simulator's ``instrument`` and ``template``).
+    context_options: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     async def generate(

@@ -189,6 +189,7 @@ class TransformersBackend(Backend):
     """
 
     name = "transformers"
+    context_options = frozenset({"min_scale_mass"})
     #: The engine may send up to this many prompts per call; they are split into
     #: chunks of ``batch_size`` internally.
     max_batch_size = 64

@@ -296,6 +296,9 @@ class OpenAIBackend(Backend):
     """
 
     name = "openai"
+    uses_endpoint = True
+    default_api_key_env = "OPENAI_API_KEY"
+    context_options = frozenset({"min_scale_mass"})
     max_batch_size = 1
 
     def __init__(

@@ -358,6 +358,8 @@ class SimulatorBackend(Backend):
     """
 
     name = "simulator"
+    model_option = "preset"
+    context_options = frozenset({"instrument", "template"})
     max_batch_size = 64
 
     def __init__(

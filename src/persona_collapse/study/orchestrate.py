@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from persona_collapse.backends import create_backend
+from persona_collapse.backends import ModelBackendSpec, create_backend, model_option
+from persona_collapse.backends import backend_options as resolved_backend_options
 from persona_collapse.backends.base import Backend, EndpointBehaviour, ProbeMode
 from persona_collapse.core.errors import ConfigError, InputFileError, UserError
 from persona_collapse.core.instrument import Instrument, load_instrument
@@ -328,8 +329,9 @@ def backend_options(
 ) -> tuple[str, dict[str, Any]]:
     """Backend kind and keyword options of a collected variant.
 
-    The variant's ``model`` (else the backend's) becomes ``model``, or ``preset``
-    for the simulator, which also gets the study's instrument and template. A
+    The variant's ``model`` (else the backend's) becomes the backend's model option
+    (the simulator's ``preset``); backends that ask for them get the study's
+    instrument and template, endpoint backends the connection settings. A
     fine-tuned variant gets its produced model: the base model and ``adapter``
     (local), or the fine-tuned model id (openai).
 
@@ -349,20 +351,18 @@ def backend_options(
                 f"variant {family}/{label} is not fine-tuned yet; run 'pcollapse study run'"
             )
         model = produced.model
-        options["model"] = model  # the produced model, whatever the backend's default
+        # The produced model, whatever the backend's or the variant's default.
+        options[model_option(spec.kind)] = model
         if produced.adapter is not None:
             options["adapter"] = str(produced.adapter)
-    if spec.kind == "simulator":
-        if model is not None:
-            options.setdefault("preset", model)
-        options.setdefault("instrument", instrument)
-        options.setdefault("template", template)
-    else:
-        if model is not None:
-            options.setdefault("model", model)
-        for key, value in spec.connection_options().items():
-            options.setdefault(key, value)
-    return spec.kind, options
+    built = ModelBackendSpec(
+        spec.kind,
+        model,
+        connection=spec.connection_options(),
+        options=options,
+        context={"instrument": instrument, "template": template},
+    )
+    return spec.kind, resolved_backend_options(built)
 
 
 def model_label(config: StudyConfig, family: str, label: str) -> str:

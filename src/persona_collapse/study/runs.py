@@ -10,9 +10,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from persona_collapse.backends import create_model_backend
+from persona_collapse.backends import ModelBackendSpec, build_backend
 from persona_collapse.backends.base import Backend, ProbeMode
 from persona_collapse.core.config import RunConfig, resolve_personas, resolve_template
 from persona_collapse.core.instrument import Instrument, load_instrument
@@ -48,14 +47,17 @@ class RunOutcome:
 
 
 def default_backend(config: RunConfig, instrument: Instrument) -> Backend:
-    """Build the backend a config names; the simulator also gets the run's instrument.
+    """Build the backend a config names, offering it the run's instrument.
 
-    ``config.model`` is the simulator's preset, and every other backend's ``model``.
+    ``config.model`` is the backend's model option (the simulator's preset).
     """
-    options: dict[str, Any] = dict(config.backend_options)
-    if config.backend == "simulator":
-        options.setdefault("instrument", instrument)
-    return create_model_backend(config.backend, config.model, options)
+    spec = ModelBackendSpec(
+        config.backend,
+        config.model,
+        options=config.backend_options,
+        context={"instrument": instrument},
+    )
+    return build_backend(spec)
 
 
 def _close(backend: Backend) -> None:

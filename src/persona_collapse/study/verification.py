@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from persona_collapse.backends import ModelBackendSpec, default_key_variable
+from persona_collapse.backends import backend_options as resolved_backend_options
 from persona_collapse.backends.base import Backend
 from persona_collapse.core.em_questions import get_questions
+from persona_collapse.core.files import write_text_atomic
 from persona_collapse.core.judge import DEFAULT_MIN_NUMBER_MASS
-from persona_collapse.report.tables import write_text_atomic
 from persona_collapse.study.spec import (
     LoadedStudy,
     StudyConfig,
@@ -29,6 +31,7 @@ from persona_collapse.study.spec import (
     verify_config_values,
 )
 from persona_collapse.variants.verify.pipeline import (
+    DEFAULT_JUDGE_BACKEND,
     DEFAULT_JUDGE_MODEL,
     VerifyConfig,
     VerifyOutcome,
@@ -93,30 +96,33 @@ def judge_choice(config: StudyConfig, family: str, label: str) -> JudgeChoice:
     name = _settings(config, family, label, "judge")
     model = _settings(config, family, label, "judge_model")
     mass = _settings(config, family, label, "min_number_mass")
-    options: dict[str, Any] = {}
+    connection: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
     if name is None:
-        kind = "openai"
+        kind = DEFAULT_JUDGE_BACKEND
         model = model or DEFAULT_JUDGE_MODEL
     else:
         spec = config.backends[name]
         kind = spec.kind
-        options.update(spec.options)
-        for key, value in spec.connection_options().items():
-            options.setdefault(key, value)
-        model = model or spec.model or (DEFAULT_JUDGE_MODEL if kind == "openai" else None)
-    if model is not None:
-        options.setdefault("preset" if kind == "simulator" else "model", model)
-    if kind == "openai":
-        # The backend warns about low-mass cells; warn at the verification's own threshold.
-        options.setdefault("min_scale_mass", DEFAULT_MIN_NUMBER_MASS if mass is None else mass)
+        extra = dict(spec.options)
+        connection = spec.connection_options()
+        model = (
+            model or spec.model or (DEFAULT_JUDGE_MODEL if kind == DEFAULT_JUDGE_BACKEND else None)
+        )
+    # A backend that warns about low-mass cells warns at the verification's own threshold.
+    threshold = DEFAULT_MIN_NUMBER_MASS if mass is None else mass
+    options = resolved_backend_options(
+        ModelBackendSpec(
+            kind, model, connection=connection, options=extra, context={"min_scale_mass": threshold}
+        )
+    )
     return JudgeChoice(name, kind, model, options)
 
 
 def judge_key_variable(config: StudyConfig, family: str, label: str) -> tuple[str, str] | None:
     """``(study key, variable)`` of the API-key variable the variant's judge needs, if any."""
     choice = judge_choice(config, family, label)
-    default = "OPENAI_API_KEY" if choice.kind == "openai" else None
-    variable = choice.options.get("api_key_env", default)
+    variable = choice.options.get("api_key_env", default_key_variable(choice.kind))
     if variable is None:
         return None
     key = f"backends.{choice.backend}.api_key_env" if choice.backend else "verify.judge"

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 import pandas as pd
 from pydantic import ConfigDict, Field, field_validator
 
-from persona_collapse.backends import create_model_backend
+from persona_collapse.backends import ModelBackendSpec, build_backend, create_model_backend
 from persona_collapse.backends.base import Backend, Message, Prompt, Usage
 from persona_collapse.core.config import FileConfig
 from persona_collapse.core.em_questions import Question, get_questions, question_ids
@@ -76,6 +76,9 @@ T = TypeVar("T")
 
 JudgeMode = Literal["auto", "logprobs", "sampling"]
 
+DEFAULT_JUDGE_BACKEND = "openai"
+"""Backend of the reference judge (user-facing default)."""
+
 DEFAULT_JUDGE_MODEL = "gpt-4o-2024-08-06"
 """Judge model of the ``openai`` judge backend when none is named (the reference's judge)."""
 
@@ -109,7 +112,7 @@ class VerifyConfig(FileConfig):
     backend_options: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword options of the answering backend (never secrets)."""
 
-    judge_backend: str = "openai"
+    judge_backend: str = DEFAULT_JUDGE_BACKEND
     """Backend of the judge; the reference judge is GPT-4o through the OpenAI API."""
 
     judge_model: str | None = None
@@ -195,10 +198,10 @@ class VerifyConfig(FileConfig):
 
     @property
     def resolved_judge_model(self) -> str | None:
-        """``judge_model``, or :data:`DEFAULT_JUDGE_MODEL` for the ``openai`` judge backend."""
+        """``judge_model``, or :data:`DEFAULT_JUDGE_MODEL` for the default judge backend."""
         if self.judge_model:
             return self.judge_model
-        return DEFAULT_JUDGE_MODEL if self.judge_backend == "openai" else None
+        return DEFAULT_JUDGE_MODEL if self.judge_backend == DEFAULT_JUDGE_BACKEND else None
 
     @property
     def judge_label(self) -> str:
@@ -209,13 +212,16 @@ class VerifyConfig(FileConfig):
 def build_judge(config: VerifyConfig) -> Backend:
     """The judge backend of ``config``.
 
-    The OpenAI backend's low-mass warning threshold defaults to ``min_number_mass``,
-    so it warns about the answers this pipeline calls unscoreable.
+    A judge that warns about low-mass cells warns at ``min_number_mass``, the mass
+    below which this pipeline calls an answer unscoreable.
     """
-    opts = dict(config.judge_options)
-    if config.judge_backend == "openai":
-        opts.setdefault("min_scale_mass", config.min_number_mass)
-    return create_model_backend(config.judge_backend, config.resolved_judge_model, opts)
+    spec = ModelBackendSpec(
+        config.judge_backend,
+        config.resolved_judge_model,
+        options=config.judge_options,
+        context={"min_scale_mass": config.min_number_mass},
+    )
+    return build_backend(spec)
 
 
 def request_seed(seed: int, *parts: object) -> int:
