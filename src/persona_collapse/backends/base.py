@@ -11,7 +11,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from persona_collapse.core.types import (
     MIN_SCALE_MASS,
@@ -20,11 +20,12 @@ from persona_collapse.core.types import (
     Message,
     Prompt,
     Role,
+    RunMode,
     ScaleDistribution,
     Usage,
 )
 
-ProbeMode = Literal["sampling", "exact"]
+ProbeMode = RunMode
 
 
 @dataclass(frozen=True)

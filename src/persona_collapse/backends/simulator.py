@@ -95,7 +95,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from persona_collapse.backends import sim_openended as openended
 from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
 from persona_collapse.core.em_questions import Question, find_question
-from persona_collapse.core.errors import BackendError, ConfigError, UnknownNameError
+from persona_collapse.core.errors import (
+    BackendError,
+    ConfigError,
+    UnknownNameError,
+    format_validation_error,
+)
 from persona_collapse.core.instrument import Instrument, mfq30
 from persona_collapse.core.judge import JudgeRequest, parse_judge_prompt
 from persona_collapse.core.prompts import DEFAULT_TEMPLATE, PromptTemplate
@@ -333,15 +338,6 @@ def _persona_pattern(fmt: str | None) -> re.Pattern[str] | None:
     return re.compile("".join(parts), re.DOTALL)
 
 
-def _format_validation_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        known = ", ".join([*SimulatorParams.model_fields, *openended.OpenEndedParams.model_fields])
-        return f"unknown simulator parameter {loc!r}; known: {known}"
-    return f"simulator parameter {loc!r}: {err['msg']}"
-
-
 class SimulatorBackend(Backend):
     """Backend ``"simulator"``: answers from the documented generative model.
 
@@ -386,7 +382,10 @@ class SimulatorBackend(Backend):
                 {**openended.OPEN_ENDED_PRESETS[preset].model_dump(), **text_overrides}
             )
         except ValidationError as exc:
-            raise ConfigError(_format_validation_error(exc)) from None
+            known = [*SimulatorParams.model_fields, *openended.OpenEndedParams.model_fields]
+            raise ConfigError(
+                format_validation_error(exc, what="simulator parameter", known=known)
+            ) from None
         self.preset = preset
         self.seed = seed
         self.params = params

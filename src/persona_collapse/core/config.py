@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -18,6 +18,7 @@ from persona_collapse.core.files import FilePaths
 from persona_collapse.core.personas import PersonaSet, get_persona_set
 from persona_collapse.core.pricing import ModelPrices
 from persona_collapse.core.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from persona_collapse.core.types import RunMode
 from persona_collapse.core.yamlio import load_yaml_mapping
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class RunConfig(FileConfig):
     temperature: float = Field(default=0.1, ge=0.0, le=2.0)
     """Sampling temperature (reference: 0.1)."""
 
-    mode: Literal["sampling", "exact"] = "sampling"
+    mode: RunMode = "sampling"
     """``sampling`` draws n answers per cell; ``exact`` stores each cell's rating distribution."""
 
     @field_validator("mode", mode="before")

@@ -7,7 +7,7 @@ with status 2. Library code raises them; it never prints.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -131,9 +131,28 @@ class TransientBackendError(BackendError):
         self.rate_limited = rate_limited
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line naming the first offending field of a pydantic error and what was expected."""
+def format_validation_error(
+    exc: ValidationError, *, what: str = "field", known: Sequence[str] | None = None
+) -> str:
+    """One line naming the first offending field of a pydantic error and what was expected.
+
+    The one formatter of validation errors (config files, studies, recipes, backend
+    options, server requests).
+
+    Args:
+        exc: The pydantic error.
+        what: What the fields are (``field``, ``simulator parameter``...).
+        known: Accepted names: an unknown one is answered with the known ones and a
+            "did you mean" where one is close.
+    """
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-    return f"field {loc!r}: {msg}"
+    if err["type"] != "extra_forbidden":
+        return f"{what} {loc!r}: {err['msg']}"
+    if known is None:
+        return f"{what} {loc!r}: unknown key"
+    message = f"unknown {what} {loc!r}; known: {', '.join(known)}"
+    close = difflib.get_close_matches(str(err["loc"][-1]), list(known), n=3, cutoff=0.5)
+    if close:
+        message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return message

@@ -24,6 +24,13 @@ MIN_SCALE_MASS = 0.5
 """Cells whose on-scale mass is below this are counted and warned about by the engine."""
 
 
+RunMode = Literal["sampling", "exact"]
+"""How ratings are collected: ``sampling`` (repeated replies) or ``exact`` (first-token
+probabilities of the scale values; ``logprobs`` is its deprecated name in config files)."""
+
+RUN_MODES: tuple[str, ...] = ("sampling", "exact")
+"""The values of :data:`RunMode`."""
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -114,11 +121,13 @@ class ScaleDistribution:
 
 __all__ = [
     "MIN_SCALE_MASS",
+    "RUN_MODES",
     "SCALE_MASS_TEMPERATURE",
     "Generation",
     "Message",
     "Prompt",
     "Role",
+    "RunMode",
     "ScaleDistribution",
     "Usage",
 ]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -34,6 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from persona_collapse.core.errors import TooFewPersonasError
 from persona_collapse.core.frames import INVALID_RATING
 from persona_collapse.core.instrument import mfq30
+from persona_collapse.core.types import RunMode
 from persona_collapse.stats.registry import (
     Estimate,
     estimate_statistics,
@@ -166,7 +167,7 @@ class RunMetrics(_EstimatesByName):
     questions: int
     excluded_personas: tuple[int, ...]
     per_foundation: Mapping[str, FoundationMetrics]
-    method: Literal["sampling", "exact"]
+    method: RunMode
     seed: int | None
     n_persona_boot: int
     n_rerun_boot: int

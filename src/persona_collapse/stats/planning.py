@@ -57,6 +57,7 @@ from persona_collapse.core.prompts import (
     PromptTemplate,
     render_prompt,
 )
+from persona_collapse.core.types import RunMode
 from persona_collapse.engine.costs import ModelPrices, count_message_tokens, estimate_cost
 from persona_collapse.stats.audit import sample_cells
 from persona_collapse.stats.metrics import (
@@ -67,7 +68,7 @@ from persona_collapse.stats.metrics import (
 from persona_collapse.stats.significance import RunCells, cells_from_cell_ratings
 
 PlanMetric = Literal["S", "R", "sigma_bar"]
-Mode = Literal["sampling", "exact"]
+Mode = RunMode
 
 DEFAULT_PERSONAS: tuple[int, ...] = (25, 50, 100, 200, 400)
 """Persona counts of the default planning grid."""

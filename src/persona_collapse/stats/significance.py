@@ -80,6 +80,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from persona_collapse.core.frames import INVALID_RATING
 from persona_collapse.core.instrument import mfq30
+from persona_collapse.core.types import RunMode
 from persona_collapse.stats.metrics import (
     CellRatings,
     cell_moments,
@@ -101,7 +102,7 @@ IntArray = NDArray[np.int64]
 
 Estimator = Literal["reference", "corrected"]
 Variance = Literal["persona", "reference", "rerun"]
-Method = Literal["sampling", "exact"]
+Method = RunMode
 
 ESTIMATORS: tuple[str, ...] = ("reference", "corrected")
 """Estimator names: the published estimators and the bias-corrected ones."""

@@ -62,6 +62,7 @@ from persona_collapse.core.errors import (
 from persona_collapse.core.files import atomic_path
 from persona_collapse.core.frames import DISTRIBUTION_PREFIX, INVALID_RATING
 from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30
+from persona_collapse.core.types import RunMode
 from persona_collapse.store.base import SQLiteStore
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ APPLICATION_ID = 0x50434C50
 """``PRAGMA application_id`` of run stores ("PCLP")."""
 
 RunKind = Literal["persona", "self"]
-RunMode = Literal["sampling", "exact"]
+
 RunStatus = Literal["pending", "running", "complete", "interrupted", "failed"]
 
 RUN_KINDS: tuple[str, ...] = ("persona", "self")

@@ -117,6 +117,7 @@ from pydantic import (
 from persona_collapse.core.config import AnalysisConfig, canonical_mode
 from persona_collapse.core.errors import ConfigError
 from persona_collapse.core.files import FilePaths
+from persona_collapse.core.types import RunMode
 from persona_collapse.core.yamlio import load_yaml_mapping
 from persona_collapse.engine.costs import ModelPrices
 
@@ -156,7 +157,7 @@ class Protocol(BaseModel):
     temperature: float = Field(default=0.1, ge=0.0, le=2.0)
     """Sampling temperature."""
 
-    mode: Literal["sampling", "exact"] = "sampling"
+    mode: RunMode = "sampling"
     """``sampling``: n answers per cell; ``exact``: each cell's rating distribution from the
     first token's logprobs (``logprobs`` is accepted as a deprecated name)."""
 
@@ -212,7 +213,7 @@ class Protocol(BaseModel):
         return tuple(sorted(set(v)))
 
     @property
-    def store_mode(self) -> Literal["sampling", "exact"]:
+    def store_mode(self) -> RunMode:
         """The run store's name of the mode (the same as :attr:`mode`)."""
         return self.mode
 
