@@ -109,3 +109,30 @@ def test_render_without_figures_says_why(hostile_outcome: StudyOutcome) -> None:
         [],
     )
     assert "&lt;x&gt;" in sig and ">0.01</td>" in sig
+
+
+def test_variant_that_does_not_follow_the_protocol_is_marked(
+    hostile_outcome: StudyOutcome,
+) -> None:
+    # Issue 15.4: numbers stay, marked as not interpretable, with the verdict and its reasons.
+    import dataclasses
+
+    from persona_collapse.protocol import check_exact
+
+    results = hostile_outcome.results
+    check = check_exact([0.01, 0.02, 0.6])
+    assert check is not None and not check.follows
+    families = {}
+    for name, fam in results.families.items():
+        variants = {
+            label: dataclasses.replace(v, protocol=check, low_mass_share=2 / 3)
+            for label, v in fam.variants.items()
+        }
+        families[name] = dataclasses.replace(fam, variants=variants)
+    page = render_html(dataclasses.replace(results, families=families), [])
+    text = html.unescape(page)
+    assert "† not interpretable" in text
+    assert "does not follow the protocol: S and R are not interpretable" in text
+    assert "on-scale mass (T = 1)" in text and "66.7 %" in text
+    plain = render_html(results, [])
+    assert "not interpretable" not in html.unescape(plain)
