@@ -117,7 +117,7 @@ def test_variant_that_does_not_follow_the_protocol_is_marked(
     # Issue 15.4: numbers stay, marked as not interpretable, with the verdict and its reasons.
     import dataclasses
 
-    from persona_collapse.protocol import check_exact
+    from persona_collapse.engine.protocol import check_exact
 
     results = hostile_outcome.results
     check = check_exact([0.01, 0.02, 0.6])
