@@ -1,17 +1,10 @@
-"""The request/token/cost forecast of ``pcollapse run --dry-run``.
+"""The request/token/cost forecast of ``pcollapse run --dry-run`` and ``study run --dry-run``.
 
-Prices and token counting live in :mod:`persona_collapse.core.pricing` (re-exported here).
-
-Prices are US dollars per million tokens, as providers publish them: input
-(prompt) tokens, cached input tokens (prompt-cache hits, usually discounted) and
-output (completion) tokens. The package ships no prices: they change often, so
-users state the ones they pay in the run configuration or a price-table file.
-
-Prompt tokens are *estimated* before a run as ``ceil(characters / 4)`` per
-message plus :data:`MESSAGE_OVERHEAD_TOKENS` per message (the usual rule of
-thumb for English text with GPT-style tokenizers; expect ±25 % on other
-tokenizers). Nothing is downloaded and no tokenizer is needed. During a run the
-token counts come from the server's ``usage`` field and are exact.
+Prices, token counting and their conventions live in
+:mod:`persona_collapse.core.pricing` (re-exported here). A forecast counts what is
+still missing of a run, the prompt tokens estimated from the rendered prompts; with a
+preflight it also counts what the endpoint really does (one request per repetition
+where ``n`` is ignored, expected re-asks of unparseable replies).
 """
 
 from __future__ import annotations
