@@ -63,7 +63,6 @@ def check_study_variant(study_file: str | os.PathLike[str], family: str, variant
 
 
 def _mapping_child(node: Any, key: str) -> tuple[Any, Any] | None:
-
     if not isinstance(node, yaml.MappingNode):
         return None
     for key_node, value_node in node.value:
