@@ -11,10 +11,11 @@ import pytest
 
 from persona_collapse.backends.openai_compat import OpenAIBackend
 from persona_collapse.cli import main
+from persona_collapse.core.config import PacingSettings
 from persona_collapse.core.errors import BackendError
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas
-from persona_collapse.engine.collect import RetryPolicy, run_collection
+from persona_collapse.engine.collect import run_collection
 from persona_collapse.serve import SimServerSettings, serve_in_thread
 from persona_collapse.store.sqlite import RunStore
 
@@ -94,7 +95,7 @@ def test_exceptions_never_carry_the_key(planted_key: str, tmp_path: Path) -> Non
                 mfq30(),
                 n_repetitions=1,
                 progress=False,
-                retry=RetryPolicy(max_retries=0),
+                pacing=PacingSettings(max_retries=0),
             )
         assert srv.stats.outcomes["401"] >= 1
     exc = info.value

@@ -24,6 +24,7 @@ from persona_collapse.backends.base import (  # noqa: E402
     ScaleDistribution,
 )
 from persona_collapse.backends.hf import TransformersBackend  # noqa: E402
+from persona_collapse.core.config import PacingSettings  # noqa: E402
 from persona_collapse.core.errors import BackendError, ConfigError  # noqa: E402
 from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30  # noqa: E402
 from persona_collapse.core.prompts import DEFAULT_TEMPLATE, extract_rating, render_prompt  # noqa: E402
@@ -332,7 +333,7 @@ def test_collection_through_engine(tmp_path: Path, backend: TransformersBackend,
             n_repetitions=2,
             temperature=1.0,
             seed=4,
-            max_concurrency=3,
+            pacing=PacingSettings(max_concurrency=3),
             progress=False,
             close_backend=False,
         )

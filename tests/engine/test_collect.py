@@ -21,6 +21,7 @@ from persona_collapse.backends.base import (
     Usage,
 )
 from persona_collapse.backends.simulator import SimulatorBackend
+from persona_collapse.core.config import PacingSettings
 from persona_collapse.core.errors import BackendError, ConfigError, TransientBackendError
 from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30
@@ -43,6 +44,7 @@ from persona_collapse.engine.collect import (
     plan_slots,
     run_collection,
 )
+from persona_collapse.engine.pacing import Pacer
 from persona_collapse.store.sqlite import RunStore
 
 PERSONAS = ("A retired sailor.", "A young nurse.")
@@ -168,8 +170,11 @@ def run(
     **options: Any,
 ) -> Any:
     options.setdefault("progress", False)
-    options.setdefault("retry", NO_WAIT)
     options.setdefault("n_repetitions", 3)
+    # Tests name the concurrency and backoff directly; the engine takes them as a pacer.
+    options["pacing"] = Pacer.create(
+        max_concurrency=options.pop("max_concurrency", 8), retry=options.pop("retry", NO_WAIT)
+    )
     return run_collection(
         store,
         options.pop("run", None),
@@ -440,7 +445,7 @@ def test_cancellation_keeps_answers_and_marks_run_interrupted(store: RunStore) -
                 PERSONAS,
                 small_instrument(),
                 n_repetitions=3,
-                max_concurrency=2,
+                pacing=PacingSettings(max_concurrency=2),
                 progress=updates.append,
             )
         )

@@ -28,6 +28,7 @@ from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas
 from persona_collapse.engine.collect import CollectionSummary, RetryPolicy, run_collection
 from persona_collapse.engine.costs import ModelPrices
+from persona_collapse.engine.pacing import Pacer
 from persona_collapse.serve import FaultSettings, ServerProcess, SimServerSettings, serve_in_process
 from persona_collapse.stats.metrics import analyze_distributions
 from persona_collapse.store.sqlite import RunStore
@@ -63,11 +64,11 @@ def collect_over_http(
     store: RunStore, url: str, *, personas: int = 100, **options: Any
 ) -> CollectionSummary:
     backend = OpenAIBackend("simulator", base_url=url, api_key_env=None, timeout=30)
+    concurrency = options.pop("max_concurrency", 32)
     settings: dict[str, Any] = {
         "n_repetitions": 10,
         "seed": RUN_SEED,
-        "max_concurrency": 32,
-        "retry": RETRY,
+        "pacing": Pacer.create(max_concurrency=concurrency, retry=RETRY),
         "progress": False,
         **options,
     }
@@ -191,6 +192,7 @@ CHILD = f"""
 import sys
 from persona_collapse.backends.openai_compat import OpenAIBackend
 from persona_collapse.engine.collect import RetryPolicy, run_collection
+from persona_collapse.engine.pacing import Pacer
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas
 from persona_collapse.store.sqlite import RunStore
@@ -201,8 +203,11 @@ backend = OpenAIBackend(
 with RunStore.open(sys.argv[1]) as store:
     run_collection(
         store, None, backend, builtin_personas(), mfq30(), n_repetitions=10, seed={RUN_SEED},
-        max_concurrency=32, progress=False,
-        retry=RetryPolicy(max_retries=30, initial_wait=0.02, max_wait=0.5, jitter=0.02),
+        progress=False,
+        pacing=Pacer.create(
+            max_concurrency=32,
+            retry=RetryPolicy(max_retries=30, initial_wait=0.02, max_wait=0.5, jitter=0.02),
+        ),
     )
 """
 

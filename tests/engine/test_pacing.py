@@ -12,12 +12,19 @@ import pytest
 
 from persona_collapse.backends.base import Backend, Generation, Prompt, Usage
 from persona_collapse.backends.simulator import SimulatorBackend
+from persona_collapse.core.config import PacingSettings
 from persona_collapse.core.errors import ConfigError, TransientBackendError
 from persona_collapse.core.instrument import instrument_from_dict, mfq30
 from persona_collapse.core.personas import builtin_personas
 from persona_collapse.engine.collect import ProgressUpdate, run_collection
 from persona_collapse.engine.costs import ModelPrices, estimate_cost
-from persona_collapse.engine.pacing import AdaptiveLimit, RateCap, RetryPolicy, is_rate_limited
+from persona_collapse.engine.pacing import (
+    AdaptiveLimit,
+    Pacer,
+    RateCap,
+    RetryPolicy,
+    is_rate_limited,
+)
 from persona_collapse.store.sqlite import RunStore
 
 PERSONAS = ("A retired sailor.", "A young nurse.", "A chess teacher.", "A baker.")
@@ -133,10 +140,8 @@ def test_adaptive_concurrency_finds_the_servers_capacity(tmp_path: Path) -> None
                 PERSONAS,
                 small_instrument(),
                 n_repetitions=2,
-                max_concurrency=24,
-                retry=retry,
+                pacing=Pacer.create(max_concurrency=24, retry=retry, adaptive=adaptive),
                 progress=False,
-                adaptive_concurrency=adaptive,
             )
         assert summary.complete and backend.served == 24
         assert summary.rate_limited == backend.refused
@@ -184,8 +189,7 @@ def test_caps_slow_a_collection_down(tmp_path: Path) -> None:
             PERSONAS[:2],
             small_instrument(),
             n_repetitions=1,
-            max_concurrency=8,
-            requests_per_minute=1200,
+            pacing=PacingSettings(max_concurrency=8, requests_per_minute=1200),
             progress=False,
         )
         elapsed = time.perf_counter() - started
@@ -201,8 +205,8 @@ def test_caps_slow_a_collection_down(tmp_path: Path) -> None:
             PERSONAS[:2],
             small_instrument(),
             n_repetitions=1,
-            max_concurrency=8,
-            tokens_per_minute=60 * 500,  # 500 tokens a second; each request ~100 tokens
+            # 500 tokens a second; each request ~100 tokens
+            pacing=PacingSettings(max_concurrency=8, tokens_per_minute=60 * 500),
             progress=False,
         )
         assert time.perf_counter() - started >= 0.8

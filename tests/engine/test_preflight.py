@@ -277,7 +277,9 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.mark.parametrize("command", ["run", "study"])
 def test_sigterm_says_what_ctrl_c_says(tmp_path: Path, command: str) -> None:
-    settings = SimServerSettings(faults={"slow_rate": 0.2, "slow_delay": 0.3, "seed": 1})
+    # Slow enough (about 40 s in all) that the signal always lands mid-run, even on a
+    # loaded machine; the test itself stops after the first stored answer.
+    settings = SimServerSettings(faults={"slow_rate": 0.5, "slow_delay": 1.0, "seed": 1})
     with serve_in_thread(settings) as srv:
         if command == "run":
             store = tmp_path / "s.db"

@@ -76,6 +76,39 @@ class FileConfig(BaseModel):
         return data
 
 
+class PacingSettings(BaseModel):
+    """How requests to a backend are paced: concurrency, retries and rate caps.
+
+    Composed into :class:`RunConfig`, the verification config and a study's backends
+    (same keys everywhere); the engine's :class:`~persona_collapse.engine.pacing.Pacer`
+    is built from it.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True
+    )
+
+    max_concurrency: int = Field(default=8, ge=1, le=1024)
+    """Requests in flight at once."""
+
+    max_retries: int = Field(default=6, ge=0, le=100)
+    """Retries of a request after a transient backend error (rate limit, timeout, 5xx)."""
+
+    adaptive_concurrency: bool = True
+    """Lower the requests in flight when the server rate-limits (429, Retry-After), then recover."""
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """Cap on requests sent per minute (all runs of this config); None: no cap."""
+
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    """Cap on tokens (prompt + completion) per minute; None: no cap."""
+
+    @property
+    def pacing(self) -> PacingSettings:
+        """Just the pacing settings of this (possibly larger) configuration."""
+        return PacingSettings(**{name: getattr(self, name) for name in PacingSettings.model_fields})
+
+
 class AnalysisConfig(BaseModel):
     """How metrics are computed from collected ratings."""
 
@@ -103,7 +136,7 @@ class AnalysisConfig(BaseModel):
         return v
 
 
-class RunConfig(FileConfig):
+class RunConfig(PacingSettings, FileConfig):
     """One collection run: which model answers which personas, and how."""
 
     model_config = ConfigDict(
@@ -156,21 +189,6 @@ class RunConfig(FileConfig):
     @classmethod
     def _mode_alias(cls, v: Any) -> Any:
         return canonical_mode(v)
-
-    max_concurrency: int = Field(default=8, ge=1, le=1024)
-    """Requests in flight at once."""
-
-    max_retries: int = Field(default=6, ge=0, le=100)
-    """Retries of a request after a transient backend error (rate limit, timeout, 5xx)."""
-
-    adaptive_concurrency: bool = True
-    """Lower the requests in flight when the server rate-limits (429, Retry-After), then recover."""
-
-    requests_per_minute: float | None = Field(default=None, gt=0)
-    """Cap on requests sent per minute (all runs of this config); None: no cap."""
-
-    tokens_per_minute: float | None = Field(default=None, gt=0)
-    """Cap on tokens (prompt + completion) per minute; None: no cap."""
 
     prices: ModelPrices | None = None
     """Token prices of the model (USD per 1M tokens) for live and stored cost estimates."""

@@ -56,6 +56,7 @@ from persona_collapse.backends.base import (
     ScaleDistribution,
     Usage,
 )
+from persona_collapse.core.config import PacingSettings
 from persona_collapse.core.errors import BackendError, ConfigError, TransientBackendError
 from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.core.instrument import Instrument
@@ -739,12 +740,8 @@ async def collect(
     temperature: float | None = None,
     seed: int | None = None,
     mode: RunMode | None = None,
-    max_concurrency: int = 8,
-    retry: RetryPolicy | None = None,
+    pacing: PacingSettings | Pacer | None = None,
     progress: bool | ProgressCallback = True,
-    adaptive_concurrency: bool = True,
-    requests_per_minute: float | None = None,
-    tokens_per_minute: float | None = None,
     prices: ModelPrices | None = None,
 ) -> CollectionSummary:
     """Collect every missing answer of a run into ``store`` (resumes where it stopped).
@@ -760,14 +757,11 @@ async def collect(
         n_repetitions, temperature, seed, mode: Collection settings; None takes them
             from ``run`` (defaults 10, 0.1, 0, ``"sampling"`` when ``run`` is None).
             A value that contradicts ``run`` is an error.
-        max_concurrency: Cells (requests) in flight at once, at most.
-        retry: Retry policy for transient backend errors; default :class:`RetryPolicy`.
+        pacing: Concurrency, retries and rate caps: settings (default
+            :class:`~persona_collapse.core.config.PacingSettings`), or a ready
+            :class:`~persona_collapse.engine.pacing.Pacer` (e.g. with custom backoff).
         progress: True shows a rich progress bar on stderr, False nothing; a callable
             receives a :class:`ProgressUpdate` after every request.
-        adaptive_concurrency: Lower the requests in flight while the backend is rate
-            limited and raise them back afterwards (see the module docstring).
-        requests_per_minute: Cap on request attempts per minute; None: no cap.
-        tokens_per_minute: Cap on prompt + completion tokens per minute; None: no cap.
         prices: Token prices; the progress bar and the run metadata then show the cost.
 
     Returns:
@@ -780,8 +774,7 @@ async def collect(
             answers received before are stored and a rerun resumes.
         asyncio.CancelledError: The session was cancelled (Ctrl-C); stored answers stay.
     """
-    if max_concurrency < 1:
-        raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    pacer = pacing if isinstance(pacing, Pacer) else Pacer.from_settings(pacing)
     tmpl = template if template is not None else DEFAULT_TEMPLATE
     settings: dict[str, Any] = {
         "n_repetitions": n_repetitions,
@@ -842,13 +835,7 @@ async def collect(
         tmpl,
         personas,
         tracker,
-        Pacer.create(
-            max_concurrency=max_concurrency,
-            adaptive=adaptive_concurrency,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            retry=retry,
-        ),
+        pacer,
     )
 
     async def collect_one(cell: tuple[int, int, list[int]]) -> None:
@@ -883,10 +870,10 @@ async def collect(
                     [(p, q) for p, q, _ in todo[i : i + batch_size]]
                     for i in range(0, len(todo), batch_size)
                 ]
-                workers = min(max_concurrency, max(len(batches), 1))
+                workers = min(pacer.limit.maximum, max(len(batches), 1))
                 await _run_workers(iter(batches), workers, score_batch)
             else:
-                workers = min(max_concurrency, max(len(todo), 1))
+                workers = min(pacer.limit.maximum, max(len(todo), 1))
                 await _run_workers(iter(todo), workers, collect_one)
     except _CellFailure as exc:
         _record_metadata(store, record, backend, prices, sent=session.requests > 0)

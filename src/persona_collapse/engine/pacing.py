@@ -17,11 +17,12 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from persona_collapse.core.config import PacingSettings
 from persona_collapse.core.errors import ConfigError, TransientBackendError
 from persona_collapse.core.types import Usage
 
@@ -208,12 +209,37 @@ class Pacer:
         tokens_per_minute: float | None = None,
         retry: RetryPolicy | None = None,
     ) -> Pacer:
-        """A pacer with ``max_concurrency`` slots and the given caps (None: no cap)."""
+        """A pacer with ``max_concurrency`` slots and the given caps (None: no cap).
+
+        Raises:
+            ConfigError: ``max_concurrency`` below 1.
+        """
+        if max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
         return cls(
             retry=retry or RetryPolicy(),
             limit=AdaptiveLimit(max_concurrency, adaptive=adaptive),
             request_cap=None if requests_per_minute is None else RateCap(requests_per_minute),
             token_cap=None if tokens_per_minute is None else RateCap(tokens_per_minute),
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: PacingSettings | None = None, *, retry: RetryPolicy | None = None
+    ) -> Pacer:
+        """The pacer of ``settings`` (default settings when None).
+
+        ``retry`` sets the backoff timing; its ``max_retries`` is replaced by the
+        settings' own.
+        """
+        settings = settings or PacingSettings()
+        policy = replace(retry or RetryPolicy(), max_retries=settings.max_retries)
+        return cls.create(
+            max_concurrency=settings.max_concurrency,
+            adaptive=settings.adaptive_concurrency,
+            requests_per_minute=settings.requests_per_minute,
+            tokens_per_minute=settings.tokens_per_minute,
+            retry=policy,
         )
 
     def _wait(self, state: RetryCallState) -> float:

@@ -41,7 +41,7 @@ from persona_collapse.core.errors import ConfigError, InputFileError, UserError
 from persona_collapse.core.instrument import Instrument, load_instrument
 from persona_collapse.core.personas import BUILTIN_PERSONA_SETS, PersonaSet, get_persona_set
 from persona_collapse.core.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
-from persona_collapse.engine.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
+from persona_collapse.engine.collect import CollectionSummary, collect, make_run_spec
 from persona_collapse.engine.costs import EndpointSupport, RunEstimate, estimate_run
 from persona_collapse.engine.preflight import (
     discard_if_empty,
@@ -601,7 +601,6 @@ def collect_study(
         _close_all(built)
         raise
 
-    retry = RetryPolicy(max_retries=cfg.protocol.max_retries)
     summaries: dict[str, CollectionSummary] = {}
     imported: list[str] = []
     new_store = not cfg.store_path.exists()
@@ -643,11 +642,8 @@ def collect_study(
                         None if run.personas is None else list(run.personas),
                         inputs.instrument,
                         inputs.template,
-                        max_concurrency=backend_spec.concurrency,
-                        retry=retry,
+                        pacing=backend_spec.pacing(cfg.protocol.max_retries),
                         progress=progress,
-                        requests_per_minute=backend_spec.requests_per_minute,
-                        tokens_per_minute=backend_spec.tokens_per_minute,
                         prices=backend_spec.prices,
                     )
                 return {key: o.asked for key, o in outcomes.items()}

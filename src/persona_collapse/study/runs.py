@@ -15,7 +15,7 @@ from persona_collapse.backends import ModelBackendSpec, build_backend
 from persona_collapse.backends.base import Backend, ProbeMode
 from persona_collapse.core.config import RunConfig, resolve_personas, resolve_template
 from persona_collapse.core.instrument import Instrument, load_instrument
-from persona_collapse.engine.collect import CollectionSummary, RetryPolicy, collect, make_run_spec
+from persona_collapse.engine.collect import CollectionSummary, collect, make_run_spec
 from persona_collapse.engine.preflight import discard_if_empty, make_check, run_preflight
 from persona_collapse.stats.metrics import RunMetrics, SelfProfile
 from persona_collapse.stats.sources import LoadedRun, run_metrics, run_self_profile
@@ -102,7 +102,6 @@ def execute_run(
     template = resolve_template(config)
     personas = resolve_personas(config) if config.persona_run else None
     label = config.model_label
-    retry = RetryPolicy(max_retries=config.max_retries)
     collected: dict[str, CollectionSummary] = {}
     records: dict[str, RunRecord] = {}
     jobs: list[tuple[str, Sequence[str] | None, RunSpec]] = []
@@ -153,12 +152,8 @@ def execute_run(
                         texts,
                         instrument,
                         template,
-                        max_concurrency=config.max_concurrency,
-                        retry=retry,
+                        pacing=config.pacing,
                         progress=config.progress,
-                        adaptive_concurrency=config.adaptive_concurrency,
-                        requests_per_minute=config.requests_per_minute,
-                        tokens_per_minute=config.tokens_per_minute,
                         prices=config.prices,
                     )
                     collected[kind] = summary

@@ -114,7 +114,7 @@ from pydantic import (
     model_validator,
 )
 
-from persona_collapse.core.config import AnalysisConfig, canonical_mode
+from persona_collapse.core.config import AnalysisConfig, PacingSettings, canonical_mode
 from persona_collapse.core.errors import ConfigError
 from persona_collapse.core.files import FilePaths
 from persona_collapse.core.types import RunMode
@@ -272,6 +272,15 @@ class BackendSpec(BaseModel):
 
     options: dict[str, Any] = Field(default_factory=dict)
     """Further keyword options passed to the backend."""
+
+    def pacing(self, max_retries: int) -> PacingSettings:
+        """This backend's pacing, with the study protocol's ``max_retries``."""
+        return PacingSettings(
+            max_concurrency=self.concurrency,
+            max_retries=max_retries,
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+        )
 
     def connection_options(self) -> dict[str, Any]:
         """``base_url`` and ``api_key_env`` as backend options, where the study sets them.

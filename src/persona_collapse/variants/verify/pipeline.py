@@ -34,7 +34,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from persona_collapse.backends import ModelBackendSpec, build_backend, create_model_backend
 from persona_collapse.backends.base import Backend, Message, Prompt, Usage
-from persona_collapse.core.config import FileConfig
+from persona_collapse.core.config import FileConfig, PacingSettings
 from persona_collapse.core.em_questions import Question, get_questions, question_ids
 from persona_collapse.core.errors import (
     BackendError,
@@ -52,7 +52,7 @@ from persona_collapse.core.judge import (
     score_distribution,
 )
 from persona_collapse.engine.collect import SEED_MODULUS
-from persona_collapse.engine.pacing import Pacer, RetryPolicy
+from persona_collapse.engine.pacing import Pacer
 from persona_collapse.variants.verify.results import (
     ANSWER_COLUMNS,
     Method,
@@ -86,7 +86,7 @@ RETRY_TEMPERATURE = 1.0
 """Least temperature of a judge retry after a reply without a number."""
 
 
-class VerifyConfig(FileConfig):
+class VerifyConfig(PacingSettings, FileConfig):
     """One emergent-misalignment verification: which model answers, which judge scores."""
 
     model_config = ConfigDict(
@@ -161,18 +161,6 @@ class VerifyConfig(FileConfig):
 
     share_of: ShareOf = "coherent"
     """Denominator of the misaligned share: ``coherent`` answers (reference) or all ``scored``."""
-
-    max_concurrency: int = Field(default=8, ge=1, le=1024)
-    """Requests in flight at once."""
-
-    max_retries: int = Field(default=6, ge=0, le=100)
-    """Retries of a request after a transient backend error."""
-
-    requests_per_minute: float | None = Field(default=None, gt=0)
-    """Cap on requests per minute, answers and judgments together (None: no cap)."""
-
-    tokens_per_minute: float | None = Field(default=None, gt=0)
-    """Cap on tokens per minute, answers and judgments together (None: no cap)."""
 
     seed: int = Field(default=0, ge=0)
     """Seed of the answer and judge request seeds."""
@@ -630,12 +618,7 @@ async def _verify(
             backend=backend,
             judge=judge,
             method=method,
-            pacer=Pacer.create(
-                max_concurrency=config.max_concurrency,
-                requests_per_minute=config.requests_per_minute,
-                tokens_per_minute=config.tokens_per_minute,
-                retry=RetryPolicy(max_retries=config.max_retries),
-            ),
+            pacer=Pacer.from_settings(config.pacing),
             answers=store.answers(run.run_id),
             judgments=store.judgments(run.run_id, judge_id),
             progress=progress,
