@@ -23,9 +23,9 @@ from persona_collapse.core.em_questions import question_ids
 from persona_collapse.core.errors import ConfigError
 from persona_collapse.core.instrument import Instrument
 from persona_collapse.study import collect_study, load_study, run_study
+from persona_collapse.study.loading import study_from_mapping
 from persona_collapse.study.produce import read_produced
 from persona_collapse.study.runs import execute_run
-from persona_collapse.study.spec import study_from_mapping
 from persona_collapse.variants.finetune.datasets import ChatExample, write_chat_jsonl
 
 HF = {"kind": "transformers", "model": "models/tiny"}

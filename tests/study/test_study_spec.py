@@ -16,7 +16,7 @@ import yaml
 from persona_collapse.cli import main
 from persona_collapse.core.errors import ConfigError
 from persona_collapse.study import load_study
-from persona_collapse.study.spec import study_from_mapping
+from persona_collapse.study.loading import study_from_mapping
 
 BASE_STUDY: dict[str, Any] = {
     "name": "s",

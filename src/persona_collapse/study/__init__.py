@@ -14,6 +14,7 @@
 
 from persona_collapse.study.analysis import analyse_study
 from persona_collapse.study.demo import demo_study, run_demo
+from persona_collapse.study.loading import LoadedStudy, load_study, study_from_mapping
 from persona_collapse.study.orchestrate import (
     PlannedRun,
     RunProgress,
@@ -24,7 +25,7 @@ from persona_collapse.study.orchestrate import (
 from persona_collapse.study.pipeline import StudyOutcome, report_study, run_study
 from persona_collapse.study.reproduce import reproduce, reproduce_study
 from persona_collapse.study.runs import RunOutcome, default_backend, execute_run
-from persona_collapse.study.spec import LoadedStudy, StudyConfig, load_study, study_from_mapping
+from persona_collapse.study.spec import StudyConfig
 
 __all__ = [
     "LoadedStudy",

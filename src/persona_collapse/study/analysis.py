@@ -66,6 +66,7 @@ from persona_collapse.stats.sources import (
     stored_protocol_check,
 )
 from persona_collapse.store.sqlite import RunRecord, RunStore
+from persona_collapse.study.loading import LoadedStudy, verify_config_values
 from persona_collapse.study.orchestrate import (
     PlannedRun,
     StudyInputs,
@@ -74,7 +75,7 @@ from persona_collapse.study.orchestrate import (
     require_store,
 )
 from persona_collapse.study.produce import read_produced
-from persona_collapse.study.spec import LoadedStudy, StudyConfig, verify_config_values
+from persona_collapse.study.spec import StudyConfig
 from persona_collapse.study.verification import load_verification, read_index
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ import yaml
 
 from persona_collapse.core.config import AnalysisConfig
 from persona_collapse.core.files import claim_output_dir, write_text_atomic
+from persona_collapse.study.loading import LoadedStudy, study_from_mapping
 from persona_collapse.study.pipeline import StudyOutcome, run_study
-from persona_collapse.study.spec import LoadedStudy, study_from_mapping
 
 DEMO_FAMILIES: dict[str, int] = {"sim-a": 0, "sim-b": 1}
 """Demo family name -> the simulator's world seed."""

@@ -19,7 +19,7 @@ import yaml
 
 from persona_collapse.core.errors import ConfigError, UnknownNameError, UserError
 from persona_collapse.core.yamlio import load_yaml_mapping
-from persona_collapse.study.spec import study_from_mapping
+from persona_collapse.study.loading import study_from_mapping
 
 logger = logging.getLogger(__name__)
 

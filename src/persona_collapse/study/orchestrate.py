@@ -50,6 +50,7 @@ from persona_collapse.engine.preflight import (
     run_preflight,
 )
 from persona_collapse.store.sqlite import RunSpec, RunStore
+from persona_collapse.study.loading import LoadedStudy
 from persona_collapse.study.produce import (
     OpenAIRunner,
     ProducedVariant,
@@ -60,7 +61,7 @@ from persona_collapse.study.produce import (
     produce_variants,
     read_produced,
 )
-from persona_collapse.study.spec import LoadedStudy, StudyConfig
+from persona_collapse.study.spec import StudyConfig
 from persona_collapse.study.verification import (
     JudgeChoice,
     VerificationTarget,

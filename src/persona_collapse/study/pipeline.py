@@ -11,8 +11,8 @@ from typing import Any
 from persona_collapse.core.files import claim_output_dir
 from persona_collapse.report import ReportFiles, StudyResults, write_report
 from persona_collapse.study.analysis import analyse_study
+from persona_collapse.study.loading import LoadedStudy
 from persona_collapse.study.orchestrate import BackendBuilder, StudyCollection, collect_study
-from persona_collapse.study.spec import LoadedStudy
 
 logger = logging.getLogger(__name__)
 

@@ -32,13 +32,8 @@ from pydantic import BaseModel
 
 from persona_collapse.core.errors import ConfigError, UserError
 from persona_collapse.report.tables import write_text_atomic
-from persona_collapse.study.spec import (
-    OPENAI_JOBS_MODULE,
-    FinetuneSpec,
-    LoadedStudy,
-    StudyConfig,
-    recipe_getter,
-)
+from persona_collapse.study.loading import OPENAI_JOBS_MODULE, LoadedStudy, recipe_getter
+from persona_collapse.study.spec import FinetuneSpec, StudyConfig
 from persona_collapse.variants.finetune.datasets import (
     ChatDataset,
     read_chat_jsonl,

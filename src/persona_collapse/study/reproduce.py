@@ -30,8 +30,8 @@ import yaml
 from persona_collapse.core.config import AnalysisConfig
 from persona_collapse.core.errors import InputFileError, UserError
 from persona_collapse.core.files import claim_output_dir, write_text_atomic
+from persona_collapse.study.loading import LoadedStudy, study_from_mapping
 from persona_collapse.study.pipeline import StudyOutcome, run_study
-from persona_collapse.study.spec import LoadedStudy, study_from_mapping
 
 logger = logging.getLogger(__name__)
 

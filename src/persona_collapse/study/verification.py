@@ -24,12 +24,8 @@ from persona_collapse.backends.base import Backend
 from persona_collapse.core.em_questions import get_questions
 from persona_collapse.core.files import write_text_atomic
 from persona_collapse.core.judge import DEFAULT_MIN_NUMBER_MASS
-from persona_collapse.study.spec import (
-    LoadedStudy,
-    StudyConfig,
-    VerifySettings,
-    verify_config_values,
-)
+from persona_collapse.study.loading import LoadedStudy, verify_config_values
+from persona_collapse.study.spec import StudyConfig, VerifySettings
 from persona_collapse.variants.verify.pipeline import (
     DEFAULT_JUDGE_BACKEND,
     DEFAULT_JUDGE_MODEL,

@@ -22,7 +22,7 @@ from persona_collapse.core.prompts import DEFAULT_TEMPLATE, render_prompt
 from persona_collapse.serve import RunningServer, SimServerSettings, serve_in_thread
 from persona_collapse.serve.fine_tuning import check_training_file
 from persona_collapse.study.edit import write_model_id
-from persona_collapse.study.spec import load_study
+from persona_collapse.study.loading import load_study
 from persona_collapse.variants.finetune.openai_jobs import (
     FineTuneAPIError,
     FineTuneJobError,
