@@ -104,32 +104,37 @@ def stored_protocol_check(store: RunStore, record: RunRecord) -> ProtocolCheck |
     return check if check is not None else check_stored_run(store, record.run_id, record.mode)
 
 
+def loaded_run(store: RunStore, record: RunRecord, *, path: Path | None = None) -> LoadedRun:
+    """A stored run as a :class:`LoadedRun` (ratings, distributions, plan, protocol verdict).
+
+    Args:
+        store: The open run store.
+        record: The run.
+        path: The store path as the user gave it, for the run's ``source`` label
+            (default ``store.path``).
+    """
+    texts = store.personas(record.run_id) if record.kind == "persona" else []
+    exact = record.mode == "exact"
+    return LoadedRun(
+        name=record.name,
+        kind=record.kind,
+        source=f"{path if path is not None else store.path}#{record.name}",
+        instrument=record.instrument(),
+        ratings=store.ratings_frame(record.run_id),
+        distributions=store.distributions_frame(record.run_id) if exact else None,
+        temperature=record.temperature,
+        planned_personas=len(texts) or None,
+        planned_repetitions=record.n_repetitions,
+        protocol=stored_protocol_check(store, record),
+    )
+
+
 def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]:
     if not path.is_file():
         raise InputFileError(path, "run store not found")
-    out: list[LoadedRun] = []
     with RunStore.open(path, create=False) as store:
         records = [store.find_run(n) for n in names] if names else store.list_runs()
-        for rec in records:
-            ratings = store.ratings_frame(rec.run_id)
-            dists = store.distributions_frame(rec.run_id) if rec.mode == "exact" else None
-            texts = store.personas(rec.run_id) if rec.kind == "persona" else []
-            check = stored_protocol_check(store, rec)
-            out.append(
-                LoadedRun(
-                    name=rec.name,
-                    kind=rec.kind,
-                    source=f"{path}#{rec.name}",
-                    instrument=rec.instrument(),
-                    ratings=ratings,
-                    distributions=dists,
-                    temperature=rec.temperature,
-                    planned_personas=len(texts) or None,
-                    planned_repetitions=rec.n_repetitions,
-                    protocol=check,
-                )
-            )
-    return out
+        return [loaded_run(store, rec, path=path) for rec in records]
 
 
 def _run_from_csv(path: Path) -> LoadedRun:

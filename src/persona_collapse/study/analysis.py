@@ -61,9 +61,9 @@ from persona_collapse.stats.significance import (
 )
 from persona_collapse.stats.sources import (
     LoadedRun,
+    loaded_run,
     run_metrics,
     run_self_profile,
-    stored_protocol_check,
 )
 from persona_collapse.store.sqlite import RunRecord, RunStore
 from persona_collapse.study.loading import LoadedStudy, verify_config_values
@@ -83,20 +83,6 @@ logger = logging.getLogger(__name__)
 
 def _cost(usage: Usage, prices: ModelPrices | None) -> float | None:
     return None if prices is None else estimate_cost(usage, prices)
-
-
-def _loaded(store: RunStore, record: RunRecord) -> LoadedRun:
-    exact = record.mode == "exact"
-    return LoadedRun(
-        name=record.name,
-        kind=record.kind,
-        source=f"{store.path}#{record.name}",
-        instrument=record.instrument(),
-        ratings=store.ratings_frame(record.run_id),
-        distributions=store.distributions_frame(record.run_id) if exact else None,
-        temperature=record.temperature,
-        protocol=stored_protocol_check(store, record),
-    )
 
 
 def _probs(run: LoadedRun) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -219,7 +205,7 @@ def _variant(
         if record is None:
             notes.append(f"{kind} run {planned.stored_as!r} not collected yet")
             continue
-        loaded[kind] = _loaded(store, record)
+        loaded[kind] = loaded_run(store, record)
         stored[kind] = record
         if planned.shared:
             notes.append(

@@ -18,7 +18,7 @@ from persona_collapse.core.instrument import Instrument, load_instrument
 from persona_collapse.engine.collect import CollectionSummary, collect, make_run_spec
 from persona_collapse.engine.preflight import discard_if_empty, make_check, run_preflight
 from persona_collapse.stats.metrics import RunMetrics, SelfProfile
-from persona_collapse.stats.sources import LoadedRun, run_metrics, run_self_profile
+from persona_collapse.stats.sources import loaded_run, run_metrics, run_self_profile
 from persona_collapse.store.sqlite import RunRecord, RunSpec, RunStore
 
 logger = logging.getLogger(__name__)
@@ -63,19 +63,6 @@ def default_backend(config: RunConfig, instrument: Instrument) -> Backend:
 def _close(backend: Backend) -> None:
     """Close a backend outside any event loop."""
     asyncio.run(backend.aclose())
-
-
-def _loaded(store: RunStore, record: RunRecord) -> LoadedRun:
-    dists = store.distributions_frame(record.run_id) if record.mode == "exact" else None
-    return LoadedRun(
-        name=record.name,
-        kind=record.kind,
-        source=f"{store.path}#{record.name}",
-        instrument=record.instrument(),
-        ratings=store.ratings_frame(record.run_id),
-        distributions=dists,
-        temperature=record.temperature,
-    )
 
 
 def execute_run(
@@ -164,9 +151,9 @@ def execute_run(
         asyncio.run(main())
         metrics = self_prof = None
         if "persona" in records:
-            metrics = run_metrics(_loaded(store, records["persona"]), config.analysis)
+            metrics = run_metrics(loaded_run(store, records["persona"]), config.analysis)
         if "self" in records:
-            self_prof = run_self_profile(_loaded(store, records["self"]))
+            self_prof = run_self_profile(loaded_run(store, records["self"]))
     return RunOutcome(
         config=config,
         persona_run=records.get("persona"),
