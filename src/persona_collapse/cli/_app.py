@@ -100,14 +100,22 @@ def interruptible() -> Iterator[None]:
     """Turn Ctrl-C or SIGTERM into one short message and exit status 130 (143 for SIGTERM);
     collected answers are kept.
 
-    SIGTERM is handled as Ctrl-C: it raises SIGINT, so a running collection stops
-    the same orderly way (its run is marked interrupted) and says the same thing.
+    SIGTERM is handled as Ctrl-C: it calls the SIGINT handler in place (or interrupts
+    directly where SIGINT is ignored), so a running collection stops the same orderly
+    way (its run is marked interrupted) and says the same thing.
     """
     terminated: list[int] = []
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         terminated.append(signum)
-        signal.raise_signal(signal.SIGINT)
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            # asyncio.run's handler (cancels the main task) or Python's default one.
+            handler(signal.SIGINT, frame)
+        else:
+            # SIGINT is ignored, as in a background job of a non-interactive shell:
+            # re-raising it would do nothing, so interrupt directly.
+            raise KeyboardInterrupt
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None
