@@ -98,7 +98,7 @@ class ModelBackendSpec:
     context: Mapping[str, Any] = field(default_factory=dict)
 
 
-def backend_options(spec: ModelBackendSpec) -> dict[str, Any]:
+def resolve_options(spec: ModelBackendSpec) -> dict[str, Any]:
     """The keyword options :func:`build_backend` passes for ``spec`` (builds nothing).
 
     Explicit ``options`` win over the model, the connection and the context.
@@ -128,7 +128,7 @@ def build_backend(spec: ModelBackendSpec) -> Backend:
         UnknownNameError: ``spec.kind`` is not registered.
         ConfigError: An option is not accepted by the backend.
     """
-    return create_backend(spec.kind, **backend_options(spec))
+    return create_backend(spec.kind, **resolve_options(spec))
 
 
 def model_option(kind: str) -> str:
@@ -166,10 +166,10 @@ __all__ = [
     "Usage",
     "available_backends",
     "backend_factory",
-    "backend_options",
     "build_backend",
     "create_backend",
     "create_model_backend",
     "default_key_variable",
     "model_option",
+    "resolve_options",
 ]

@@ -90,6 +90,7 @@ class _EstimatesByName:
         """The :class:`~persona_collapse.stats.registry.Estimate` of statistic ``name``."""
         if name not in self.estimates:
             get_statistic(name)  # unknown names raise with suggestions
+            raise KeyError(f"statistic {name!r} was registered after these metrics were computed")
         return self.estimates[name]
 
     @property

@@ -34,8 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from persona_collapse.backends import ModelBackendSpec, create_backend, model_option
-from persona_collapse.backends import backend_options as resolved_backend_options
+from persona_collapse.backends import (
+    ModelBackendSpec,
+    create_backend,
+    model_option,
+    resolve_options,
+)
 from persona_collapse.backends.base import Backend, EndpointBehaviour, ProbeMode
 from persona_collapse.core.errors import ConfigError, InputFileError, UserError
 from persona_collapse.core.instrument import Instrument, load_instrument
@@ -363,7 +367,7 @@ def backend_options(
         options=options,
         context={"instrument": instrument, "template": template},
     )
-    return spec.kind, resolved_backend_options(built)
+    return spec.kind, resolve_options(built)
 
 
 def model_label(config: StudyConfig, family: str, label: str) -> str:

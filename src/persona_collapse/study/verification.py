@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from persona_collapse.backends import ModelBackendSpec, default_key_variable
-from persona_collapse.backends import backend_options as resolved_backend_options
+from persona_collapse.backends import ModelBackendSpec, default_key_variable, resolve_options
 from persona_collapse.backends.base import Backend
 from persona_collapse.core.em_questions import get_questions
 from persona_collapse.core.files import write_text_atomic
@@ -107,7 +106,7 @@ def judge_choice(config: StudyConfig, family: str, label: str) -> JudgeChoice:
         )
     # A backend that warns about low-mass cells warns at the verification's own threshold.
     threshold = DEFAULT_MIN_NUMBER_MASS if mass is None else mass
-    options = resolved_backend_options(
+    options = resolve_options(
         ModelBackendSpec(
             kind, model, connection=connection, options=extra, context={"min_scale_mass": threshold}
         )
