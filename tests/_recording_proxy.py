@@ -13,10 +13,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+
+from _loopback import QuietHandler, serve_on_loopback
 
 
 @dataclass
@@ -54,7 +55,7 @@ def recording_proxy(upstream: str, *, echo: bool = False) -> Iterator[Proxy]:
     lock = threading.Lock()
     proxy = Proxy(url="")
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _forward(self) -> None:
             header = self.headers.get("Authorization")
             with lock:
@@ -78,17 +79,9 @@ def recording_proxy(upstream: str, *, echo: bool = False) -> Iterator[Proxy]:
         do_POST = _forward
         do_DELETE = _forward
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    proxy.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield proxy
+        with serve_on_loopback(Handler) as url:
+            proxy.url = f"{url}/v1"
+            yield proxy
     finally:
-        server.shutdown()
-        server.server_close()
         client.close()

@@ -15,8 +15,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from _loopback import QuietHandler, serve_on_loopback
 
 WORDS = ("because", "loyalty", "fairness", "matters", "somewhat", "greatly", "to", "me", "here")
 
@@ -60,7 +61,7 @@ def scripted_server(script: Script) -> Iterator[Scripted]:
     lock = threading.Lock()
     server_state = Scripted(url="")
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _send(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -120,16 +121,6 @@ def scripted_server(script: Script) -> Iterator[Scripted]:
                 200, {"id": "x", "object": "chat.completion", "choices": choices, "usage": usage}
             )
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server_state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_on_loopback(Handler) as url:
+        server_state.url = f"{url}/v1"
         yield server_state
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -40,6 +40,7 @@ from persona_collapse.stats.registry import (
     estimate_statistics,
     estimates_to_dict,
     get_statistic,
+    reciprocal,
 )
 
 FloatArray = NDArray[np.float64]
@@ -444,11 +445,7 @@ def robustness(sigma: ArrayLike) -> float:
     Args:
         sigma: ``(P, Q)`` persona-by-item sds, no NaN.
     """
-    return _inverse(mean_sigma(sigma))
-
-
-def _inverse(value: float) -> float:
-    return math.inf if value == 0 else 1.0 / value
+    return reciprocal(mean_sigma(sigma))
 
 
 # --- bootstrap engines ------------------------------------------------------------------------

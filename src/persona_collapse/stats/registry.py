@@ -129,8 +129,9 @@ def _bootstrap_sd(replicates: FloatArray) -> float:
     return float(np.std(replicates, ddof=1))
 
 
-def _inverse(value: float) -> float:
-    return 1.0 / value if value > 0 else math.inf
+def reciprocal(value: float) -> float:
+    """``1 / value``; ``inf`` for 0 (a run whose ratings never vary is infinitely robust)."""
+    return math.inf if value == 0 else 1.0 / value
 
 
 def estimate_statistics(
@@ -163,7 +164,7 @@ def estimate_statistics(
             raise ValueError(f"statistic {stat.name!r}: inverse_of {stat.inverse_of!r} is unknown")
         base = direct[stat.inverse_of]
         se = base.se / base.value**2 if base.value > 0 else math.nan
-        out[stat.name] = Estimate(_inverse(base.value), se)
+        out[stat.name] = Estimate(reciprocal(base.value), se)
     return out
 
 
@@ -216,6 +217,7 @@ __all__ = [
     "estimate_statistics",
     "estimates_to_dict",
     "get_statistic",
+    "reciprocal",
     "register_statistic",
     "statistic_names",
     "statistics",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from _loopback import serve_on_loopback
 
 
 @pytest.fixture
@@ -27,14 +28,5 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root, requested
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serve_on_loopback(functools.partial(Handler, directory=str(root))) as url:
+        yield url, root, requested
