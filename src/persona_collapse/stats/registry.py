@@ -51,7 +51,9 @@ class Statistic:
         point: Value from cell moments (None for a derived statistic).
         draws: Replicates from bootstrap draws (None for a derived statistic).
         inverse_of: Name of the statistic this one is the reciprocal of.
-        test_scale: Scale of difference tests between runs (``log``: log ratios).
+        test_scale: Scale of difference tests between runs: ``log`` (log ratios, for
+            positive statistics such as S, σ̄, R) or ``difference`` (plain differences,
+            for rates and shares that may be 0).
         same_test_as: Statistic whose test this one shares (``R`` and ``sigma_bar``:
             ``log R = -log sigma_bar``), so one adjusted p-value serves both.
         digits: Decimals shown in tables (rendering only; values are never rounded).
@@ -64,7 +66,7 @@ class Statistic:
     point: PointFn | None = None
     draws: DrawsFn | None = None
     inverse_of: str | None = None
-    test_scale: Literal["log"] = "log"
+    test_scale: Literal["log", "difference"] = "log"
     same_test_as: str | None = None
     digits: int = 3
 
