@@ -1,0 +1,471 @@
+"""Control tasks without a persona: capability items (MMLU-, GSM8K-style) and the lookup task.
+
+They answer whether a fine-tune makes a model unstable on *any* task or only when it
+role-plays. A task is a list of items; each item is asked ``repetitions`` times and
+each reply is parsed into an answer (``""`` when it does not parse) and a
+correctness flag, the rows a backend run stores and :mod:`persona_collapse.stats.controls`
+analyses.
+
+* Items files use the JSON layout of the follow-up studies: ``{"config": {...},
+  "items": [...]}``; :func:`load_items` validates one and :func:`build_mmlu_items` /
+  :func:`build_gsm8k_items` select items from the public releases (seeded, stratified).
+* Parsers follow the reference rules so data collected elsewhere are re-scored alike:
+  MMLU takes the first letter A-D in the reply; GSM8K the first number after the last
+  ``####``, else the last number, normalised (commas dropped, integral values as ints).
+* The lookup task builds 30 seeded 6-row tables mapping personas A-F to ids 0-5.
+
+Prompt wording here is the toolkit's own; only the answer formats are shared.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from persona_collapse.core.errors import InputFileError, format_validation_error
+
+TaskName = Literal["mmlu", "gsm8k"]
+TASKS: tuple[TaskName, ...] = ("mmlu", "gsm8k")
+LETTERS = "ABCD"
+SEED = 1337
+"""Seed of the reference selections and lookup tables."""
+
+# --- items ----------------------------------------------------------------------------------
+
+
+class _MmluItem(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    item_id: int = Field(ge=0)
+    subject: str = Field(min_length=1)
+    question: str = Field(min_length=1)
+    choices: list[str] = Field(min_length=4, max_length=4)
+    answer_index: int | None = Field(default=None, ge=0, le=3)
+    answer: Literal["A", "B", "C", "D"]
+
+    @model_validator(mode="after")
+    def _index_matches_letter(self) -> _MmluItem:
+        if self.answer_index is not None and LETTERS[self.answer_index] != self.answer:
+            raise ValueError(
+                f"answer {self.answer!r} disagrees with answer_index {self.answer_index}"
+            )
+        return self
+
+
+class _GsmItem(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    item_id: int = Field(ge=0)
+    source_index: int | None = Field(default=None, ge=0)
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class ControlItem:
+    """One capability item.
+
+    Attributes:
+        item_id: Identifier, unique in its file.
+        question: Question text.
+        gold: The correct answer as the items file writes it (a letter, or a number
+            such as ``10,800``); :attr:`gold_answer` is its parsed form.
+        subject: Stratum for the bootstrap (MMLU subject; ``""`` for GSM8K).
+        choices: The four options (MMLU); empty for GSM8K.
+        source_index: Row of the public release the item came from, when known.
+    """
+
+    item_id: int
+    question: str
+    gold: str
+    subject: str = ""
+    choices: tuple[str, ...] = ()
+    source_index: int | None = None
+
+    @property
+    def gold_answer(self) -> str:
+        """The gold answer as a parsed reply would give it (numbers normalised)."""
+        return self.gold if self.choices else (normalise_number(self.gold) or self.gold)
+
+
+@dataclass(frozen=True)
+class ItemSet:
+    """A validated items file: the task, its items in file order and its ``config`` block."""
+
+    task: TaskName
+    items: tuple[ControlItem, ...]
+    config: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reference JSON layout."""
+        rows: list[dict[str, Any]] = []
+        for it in self.items:
+            if self.task == "mmlu":
+                rows.append(
+                    {
+                        "item_id": it.item_id,
+                        "subject": it.subject,
+                        "question": it.question,
+                        "choices": list(it.choices),
+                        "answer_index": LETTERS.index(it.gold),
+                        "answer": it.gold,
+                    }
+                )
+            else:
+                row: dict[str, Any] = {"item_id": it.item_id}
+                if it.source_index is not None:
+                    row["source_index"] = it.source_index
+                rows.append({**row, "question": it.question, "answer": it.gold})
+        return {"config": dict(self.config), "items": rows}
+
+
+def _field_path(exc: ValidationError, index: int) -> str:
+    return f"items[{index}]: " + format_validation_error(exc)
+
+
+def items_from_dict(data: Any, *, task: TaskName, source: object = "<dict>") -> ItemSet:
+    """Validate an items document (already parsed JSON) of ``task``.
+
+    Raises:
+        InputFileError: Not an object with an ``items`` list, a bad field (named with
+            its item index), or a duplicate ``item_id``.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        raise InputFileError(source, 'expected a JSON object with an "items" list')
+    config = data.get("config", {})
+    if not isinstance(config, dict):
+        raise InputFileError(source, 'field "config" must be an object')
+    if not data["items"]:
+        raise InputFileError(source, 'field "items" is empty')
+    items: list[ControlItem] = []
+    seen: dict[int, int] = {}
+    for index, raw in enumerate(data["items"]):
+        try:
+            if task == "mmlu":
+                m = _MmluItem.model_validate(raw)
+                item = ControlItem(m.item_id, m.question, m.answer, m.subject, tuple(m.choices))
+            else:
+                g = _GsmItem.model_validate(raw)
+                gold = normalise_number(g.answer)
+                if gold is None:
+                    raise InputFileError(
+                        source, f"items[{index}]: field 'answer' {g.answer!r} is not a number"
+                    )
+                item = ControlItem(g.item_id, g.question, g.answer, source_index=g.source_index)
+        except ValidationError as exc:
+            raise InputFileError(source, _field_path(exc, index)) from None
+        if item.item_id in seen:
+            raise InputFileError(
+                source,
+                f"items[{index}]: duplicate item_id {item.item_id} "
+                f"(also items[{seen[item.item_id]}])",
+            )
+        seen[item.item_id] = index
+        items.append(item)
+    return ItemSet(task, tuple(items), config)
+
+
+def load_items(path: str | Path, *, task: TaskName | None = None) -> ItemSet:
+    """Read and validate an items JSON file.
+
+    Args:
+        path: The file.
+        task: ``mmlu`` or ``gsm8k``; by default read from the file name
+            (``*mmlu*`` / ``*gsm8k*``) or, failing that, from the first item's fields.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputFileError(p, "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(p, f"cannot read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise InputFileError(p, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
+    resolved = task or task_from_name(p.name)
+    if resolved is None:
+        first = data.get("items", [None])[0] if isinstance(data, dict) else None
+        resolved = "mmlu" if isinstance(first, dict) and "choices" in first else "gsm8k"
+    return items_from_dict(data, task=resolved, source=p)
+
+
+def task_from_name(name: str) -> TaskName | None:
+    """``mmlu`` or ``gsm8k`` when the file name says so (``*_mmlu.csv``, ``items_gsm8k.json``)."""
+    stem = Path(name).stem.lower()
+    for task in TASKS:
+        if stem.endswith(f"_{task}") or stem == task:
+            return task
+    return None
+
+
+# --- prompts --------------------------------------------------------------------------------
+
+MMLU_TEMPLATE = (
+    "{question}\n\n{options}\n\n"
+    "Reply with the letter of the correct option (A, B, C or D) first; "
+    "you may explain afterwards."
+)
+GSM8K_TEMPLATE = (
+    "{question}\n\n"
+    "Work the problem out step by step. Finish with a last line that holds only the "
+    "numeric answer after four hash signs, like this: #### 42"
+)
+
+
+def render_item(item: ControlItem, task: TaskName) -> str:
+    """The toolkit's prompt for one capability item."""
+    if task == "mmlu":
+        options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(item.choices))
+        return MMLU_TEMPLATE.format(question=item.question, options=options)
+    return GSM8K_TEMPLATE.format(question=item.question)
+
+
+@dataclass(frozen=True)
+class ControlPrompt:
+    """One request of a control run: which item, which repetition, and the prompt text."""
+
+    item_id: int
+    run_index: int
+    prompt: str
+
+
+def iter_prompts(items: ItemSet, *, repetitions: int = 10) -> Iterator[ControlPrompt]:
+    """Every (item, repetition) request of a capability run, item by item (repetitions 1..n)."""
+    if repetitions < 1:
+        raise ValueError(f"repetitions must be >= 1, got {repetitions}")
+    for item in items.items:
+        text = render_item(item, items.task)
+        for r in range(1, repetitions + 1):
+            yield ControlPrompt(item.item_id, r, text)
+
+
+# --- parsers --------------------------------------------------------------------------------
+
+_LETTER = re.compile(r"[A-Da-d]")
+_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def parse_mmlu(reply: str) -> str:
+    """First letter A-D (either case) anywhere in the reply, upper-cased; ``""`` if none."""
+    m = _LETTER.search(reply.strip())
+    return m.group(0).upper() if m else ""
+
+
+def normalise_number(text: str) -> str | None:
+    """A number written canonically: commas dropped, integral values as ints, else ``repr``."""
+    try:
+        value = float(text.replace(",", "").strip())
+    except ValueError:
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def parse_gsm8k(reply: str) -> str:
+    """First number after the last ``####``, else the last number; normalised (``""``: none)."""
+    if "####" in reply:
+        m = _NUM.search(reply.rsplit("####", 1)[1])
+        raw = m.group(0) if m else None
+    else:
+        found = _NUM.findall(reply)
+        raw = found[-1] if found else None
+    if raw is None:
+        return ""
+    return normalise_number(raw) or ""
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """A scored reply: the parsed answer (``""`` when none), ``format_valid`` and ``correct``."""
+
+    answer: str
+    format_valid: bool
+    correct: bool
+
+
+def score_reply(reply: str, item: ControlItem, task: TaskName) -> ParsedAnswer:
+    """Parse a reply to ``item`` and score it against the gold answer."""
+    answer = parse_mmlu(reply) if task == "mmlu" else parse_gsm8k(reply)
+    return ParsedAnswer(answer, bool(answer), bool(answer) and answer == item.gold_answer)
+
+
+# --- building items files from the public releases ------------------------------------------
+
+
+def build_mmlu_items(
+    rows: Sequence[Mapping[str, Any]], *, per_subject: int = 4, seed: int = SEED
+) -> ItemSet:
+    """Stratified seeded MMLU selection.
+
+    One ``random.Random(seed)`` walks the subjects in sorted order and samples
+    ``per_subject`` of each subject's 4-choice rows (in dataset order); item ids run in
+    that order.
+
+    Args:
+        rows: Dataset rows with ``question``, ``subject``, ``choices`` and ``answer``
+            (an index 0-3, as in the public release).
+    """
+    by_subject: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        choices = list(row["choices"])
+        if len(choices) != 4:
+            continue
+        by_subject.setdefault(str(row["subject"]), []).append(row)
+    rng = random.Random(seed)
+    items: list[ControlItem] = []
+    for subject in sorted(by_subject):
+        pool = by_subject[subject]
+        if len(pool) < per_subject:
+            raise ValueError(
+                f"subject {subject!r} has {len(pool)} 4-choice rows, fewer than "
+                f"per_subject={per_subject}"
+            )
+        for row in rng.sample(pool, per_subject):
+            index = int(row["answer"])
+            items.append(
+                ControlItem(
+                    len(items),
+                    str(row["question"]).strip(),
+                    LETTERS[index],
+                    subject,
+                    tuple(str(c) for c in row["choices"]),
+                )
+            )
+    return ItemSet("mmlu", tuple(items), {"per_subject": per_subject, "seed": seed})
+
+
+def gsm8k_gold(solution: str) -> str:
+    """The text after the last ``####`` of a GSM8K solution, stripped."""
+    if "####" not in solution:
+        raise ValueError("solution has no '####' line")
+    return solution.rsplit("####", 1)[1].strip()
+
+
+def build_gsm8k_items(
+    rows: Sequence[Mapping[str, Any]], *, n: int = 100, seed: int = SEED
+) -> ItemSet:
+    """Seeded GSM8K selection: ``random.Random(seed).sample(range(len(rows)), n)``, sorted.
+
+    Args:
+        rows: Dataset rows with ``question`` and ``answer`` (the worked solution).
+    """
+    if n > len(rows):
+        raise ValueError(f"n={n} exceeds the {len(rows)} rows given")
+    picked = sorted(random.Random(seed).sample(range(len(rows)), n))
+    items: list[ControlItem] = []
+    for i, src in enumerate(picked):
+        gold = gsm8k_gold(str(rows[src]["answer"]))
+        if normalise_number(gold) is None:
+            raise ValueError(f"row {src}: the answer after '####' is not a number")
+        items.append(ControlItem(i, str(rows[src]["question"]), gold, source_index=src))
+    return ItemSet("gsm8k", tuple(items), {"n": n, "seed": seed})
+
+
+# --- lookup task ----------------------------------------------------------------------------
+
+LOOKUP_PERSONAS = "ABCDEF"
+LOOKUP_TABLES = 30
+
+
+@dataclass(frozen=True)
+class LookupTable:
+    """One lookup table.
+
+    Attributes:
+        table_id: 0-based index.
+        mapping: Persona letter -> id, in letter order (the reference ``table_json``).
+        display: The (persona, id) rows in the order the prompt lists them.
+        target: The persona asked about.
+        correct_id: Its id.
+    """
+
+    table_id: int
+    mapping: Mapping[str, int]
+    display: tuple[tuple[str, int], ...]
+    target: str
+    correct_id: int
+
+    @property
+    def table_json(self) -> str:
+        """The mapping as the reference CSVs store it."""
+        return json.dumps(dict(self.mapping))
+
+
+def lookup_tables(n_tables: int = LOOKUP_TABLES, *, seed: int = SEED) -> tuple[LookupTable, ...]:
+    """The seeded lookup tables.
+
+    One ``random.Random(seed)``: per table, shuffle the ids 0-5 to give A-F their ids;
+    the correct id is ``table_id mod 6`` (so each id is the answer equally often); then
+    shuffle the rows with the same generator for the display order.
+    """
+    rng = random.Random(seed)
+    tables: list[LookupTable] = []
+    for t in range(n_tables):
+        ids = list(range(len(LOOKUP_PERSONAS)))
+        rng.shuffle(ids)
+        mapping = dict(zip(LOOKUP_PERSONAS, ids, strict=True))
+        correct = t % len(LOOKUP_PERSONAS)
+        target = next(p for p, i in mapping.items() if i == correct)
+        display = list(mapping.items())
+        rng.shuffle(display)
+        tables.append(LookupTable(t, mapping, tuple(display), target, correct))
+    return tuple(tables)
+
+
+LOOKUP_TEMPLATE = (
+    "Here is a table that gives each persona an id:\n{rows}\n\n"
+    "Which id does persona {target} have? Start your reply with that id, a single "
+    "digit from 0 to 5; any explanation comes after it."
+)
+
+
+def render_lookup(table: LookupTable) -> str:
+    """The toolkit's prompt for one lookup table."""
+    rows = "\n".join(f"  persona {p}: id {i}" for p, i in table.display)
+    return LOOKUP_TEMPLATE.format(rows=rows, target=table.target)
+
+
+_LOOKUP_ID = re.compile(r"\b[0-5]\b")
+
+
+def parse_lookup(reply: str) -> int | None:
+    """The first stand-alone digit 0-5 in the reply, or ``None``."""
+    m = _LOOKUP_ID.search(reply)
+    return int(m.group(0)) if m else None
+
+
+__all__ = [
+    "GSM8K_TEMPLATE",
+    "LOOKUP_TEMPLATE",
+    "MMLU_TEMPLATE",
+    "TASKS",
+    "ControlItem",
+    "ControlPrompt",
+    "ItemSet",
+    "LookupTable",
+    "ParsedAnswer",
+    "TaskName",
+    "build_gsm8k_items",
+    "build_mmlu_items",
+    "gsm8k_gold",
+    "items_from_dict",
+    "iter_prompts",
+    "load_items",
+    "lookup_tables",
+    "normalise_number",
+    "parse_gsm8k",
+    "parse_lookup",
+    "parse_mmlu",
+    "render_item",
+    "render_lookup",
+    "score_reply",
+    "task_from_name",
+]
