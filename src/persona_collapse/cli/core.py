@@ -62,12 +62,28 @@ def metrics(
             help="Fail (exit 2) when a run misses planned answers or drops a persona.",
         ),
     ] = False,
+    task: Annotated[
+        str | None,
+        typer.Option(help="Capability CSVs: 'mmlu' or 'gsm8k' (default: the file-name suffix)."),
+    ] = None,
 ) -> None:
-    """Compute S, R and σ̄ (with bootstrap standard errors) of persona runs."""
+    """Compute S, R and σ̄ (with bootstrap standard errors) of persona runs.
+
+    Capability and lookup CSVs (recognised by their columns) get the control-task
+    metrics instead; the bootstrap options then count item and repetition draws.
+    """
+    from persona_collapse.cli.controls import control_files, control_metrics
     from persona_collapse.core.config import AnalysisConfig
     from persona_collapse.stats.sources import load_runs, metrics_by_name, run_completeness
 
     out_format = check_format(fmt)
+    controls = control_files(paths)
+    if controls is not None:
+        control_metrics(
+            controls, task=task, out_format=out_format, n_item_boot=persona_boot,
+            n_rep_boot=rerun_boot, seed=seed,
+        )  # fmt: skip
+        return
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
     runs = load_runs(paths, run_names=run, kind="persona")
     results = metrics_by_name(runs, analysis)
