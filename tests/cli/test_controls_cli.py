@@ -127,3 +127,101 @@ def test_metrics_on_the_reference_lookup_files(capsys: pytest.CaptureFixture[str
     code, out, _ = run_cli(capsys, "metrics", folder / "gpt-4o_temp01_lookup.csv")
     assert code == 0 and "∞" in out
     assert not math.isnan(rows[0]["format_valid_rate"])
+
+
+def _mmlu_parquet(path: Path) -> list[dict[str, object]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, object]] = []
+    for subject in ("virology", "astronomy"):
+        for i in range(6):
+            n_choices = 3 if i == 5 else 4
+            rows.append(
+                {
+                    "question": f"{subject} question {i}? ",
+                    "subject": subject,
+                    "choices": [f"option {c}" for c in range(n_choices)],
+                    "answer": i % n_choices,
+                }
+            )
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return rows
+
+
+def test_datasets_control_items_builds_items_files_from_local_releases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from persona_collapse.core.controls import load_items
+
+    source = tmp_path / "test-00000-of-00001.parquet"
+    rows = _mmlu_parquet(source)
+    out = tmp_path / "items_mmlu.json"
+    code, stdout, err = run_cli(
+        capsys, "datasets", "control-items", "mmlu", source, "--out", out, "--per-subject", 3
+    )
+    assert code == 0, err
+    assert "6 mmlu items from 12 rows" in stdout
+    items = load_items(out)
+    assert [it.subject for it in items.items] == ["astronomy"] * 3 + ["virology"] * 3
+    assert all(it.question.endswith("?") and len(it.choices) == 4 for it in items.items)
+    for it in items.items:
+        row = next(r for r in rows if str(r["question"]).strip() == it.question)
+        assert it.gold == "ABCD"[int(row["answer"])]  # type: ignore[call-overload]
+    # The same command gives the same file; an existing file is not replaced silently.
+    first = out.read_text()
+    code, _, err = run_cli(capsys, "datasets", "control-items", "mmlu", source, "--out", out)
+    assert_user_error(code, err, "exists", "--force")
+    assert out.read_text() == first
+    code, _, err = run_cli(
+        capsys,
+        "datasets",
+        "control-items",
+        "mmlu",
+        source,
+        "-o",
+        out,
+        "--per-subject",
+        3,
+        "--force",
+    )
+    assert code == 0 and out.read_text() == first
+
+    gsm = tmp_path / "test.jsonl"
+    gsm.write_text(
+        "\n".join(
+            json.dumps({"question": f"q{i}", "answer": f"steps\n#### {i * 7}"}) for i in range(30)
+        )
+        + "\n"
+    )
+    out_g = tmp_path / "items_gsm8k.json"
+    code, _, err = run_cli(
+        capsys, "datasets", "control-items", "gsm8k", gsm, "--out", out_g, "--n", 5, "--seed", 9
+    )
+    assert code == 0, err
+    doc = json.loads(out_g.read_text())
+    assert doc["config"] == {"n": 5, "seed": 9}
+    indices = [it["source_index"] for it in doc["items"]]
+    assert indices == sorted(indices) and len(set(indices)) == 5
+    assert [it["answer"] for it in doc["items"]] == [str(i * 7) for i in indices]
+
+
+def test_datasets_control_items_bad_sources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "test.jsonl"
+    bad.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2"}\n')
+    out = tmp_path / "o.json"
+    code, _, err = run_cli(capsys, "datasets", "control-items", "gsm8k", bad, "--out", out)
+    assert_user_error(code, err, "test.jsonl, line 2", "missing field(s) answer")
+    code, _, err = run_cli(
+        capsys, "datasets", "control-items", "gsm8k", bad.with_suffix(".txt"), "--out", out
+    )
+    assert_user_error(code, err, "no such file")
+    code, _, err = run_cli(capsys, "datasets", "control-items", "arc", bad, "--out", out)
+    assert_user_error(code, err, "task must be 'mmlu' or 'gsm8k'")
+    few = tmp_path / "few.jsonl"
+    few.write_text('{"question": "q", "answer": "#### 1"}\n')
+    code, _, err = run_cli(capsys, "datasets", "control-items", "gsm8k", few, "--out", out)
+    assert_user_error(code, err, "few.jsonl", "n=100 exceeds the 1 rows")
+    assert not out.exists()

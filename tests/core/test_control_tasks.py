@@ -253,3 +253,12 @@ def test_lookup_prompt_lists_every_row_in_display_order() -> None:
 )
 def test_parse_lookup(reply: str, value: int | None) -> None:
     assert parse_lookup(reply) == value
+
+
+def test_build_mmlu_items_rejects_bad_rows() -> None:
+    rows = _mmlu_rows()
+    rows[3] = rows[3] | {"answer": 4}
+    with pytest.raises(ValueError, match="row 3: answer must be an index 0-3"):
+        build_mmlu_items(rows)
+    with pytest.raises(ValueError, match="no 4-choice row"):
+        build_mmlu_items([r | {"choices": ["a"]} for r in _mmlu_rows()])

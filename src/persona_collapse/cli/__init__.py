@@ -17,6 +17,7 @@ from rich.console import Console
 
 # Importing a command module registers its commands on ``app``.
 from persona_collapse.cli import (  # noqa: F401
+    controls,
     core,
     finetune,
     serve,

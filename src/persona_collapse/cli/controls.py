@@ -1,4 +1,4 @@
-"""``pcollapse metrics`` on control-task CSVs (capability and lookup runs), and items files.
+"""Control tasks on the command line: ``metrics`` on their CSVs, ``datasets control-items``.
 
 The metrics command calls :func:`control_metrics` first; it answers only when every
 file given is a control CSV (recognised by its columns) and otherwise leaves the
@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.table import Table
 
 from persona_collapse.cli._app import print_json, stdout_console
+from persona_collapse.cli.finetune import datasets_app
 from persona_collapse.core.errors import InputFileError, UserError
 from persona_collapse.core.formatting import MISSING, fmt_pm
 
@@ -185,3 +187,63 @@ def control_metrics(
         console.print(table)
         if any(r["robustness_infinite"] for r in lookup):
             console.print("R = ∞: every table's answers agree (within-table uncertainty 0).")
+
+
+# --- pcollapse datasets control-items -------------------------------------------------------
+
+_TASK_FIELDS = {
+    "mmlu": ("question", "subject", "choices", "answer"),
+    "gsm8k": ("question", "answer"),
+}
+
+
+@datasets_app.command("control-items")
+def datasets_control_items(
+    task: Annotated[str, typer.Argument(help="mmlu or gsm8k.")],
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Local files of the public release: Parquet (Hugging Face cais/mmlu 'all' "
+            "test split, openai/gsm8k 'main' test split) or JSON Lines with the same fields."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Items JSON file to write.")],
+    per_subject: Annotated[int, typer.Option(help="MMLU items per subject.", min=1)] = 4,
+    n: Annotated[int, typer.Option("--n", help="GSM8K items.", min=1)] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the selection.", min=0)] = 1337,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
+) -> None:
+    """Build a capability items file (the follow-up studies' JSON layout) from local releases.
+
+    MMLU: one seeded generator walks the subjects in sorted order and samples
+    --per-subject 4-choice questions of each. GSM8K: --n seeded row indices, sorted; the
+    gold answer is the text after the solution's last '####'. Reads no network.
+    """
+    from persona_collapse.core.controls import (
+        TASKS,
+        build_gsm8k_items,
+        build_mmlu_items,
+        items_json,
+        read_source_rows,
+    )
+    from persona_collapse.core.files import write_text_atomic
+
+    if task not in TASKS:
+        raise UserError(f"task must be 'mmlu' or 'gsm8k', got {task!r}")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pass --force to replace it")
+    rows = read_source_rows(sources, fields=_TASK_FIELDS[task])
+    try:
+        items = (
+            build_mmlu_items(rows, per_subject=per_subject, seed=seed)
+            if task == "mmlu"
+            else build_gsm8k_items(rows, n=n, seed=seed)
+        )
+    except ValueError as exc:
+        raise UserError(f"{', '.join(map(str, sources))}: {exc}") from None
+    write_text_atomic(out, items_json(items))
+    stdout_console().print(
+        f"{out}: {len(items.items)} {task} items from {len(rows)} rows (seed {seed})",
+        markup=False,
+        highlight=False,
+    )

@@ -20,7 +20,7 @@ from persona_collapse.cli._app import (
 from persona_collapse.core.errors import ConfigError, MissingDependencyError, UserError
 
 datasets_app = typer.Typer(
-    help="Chat-format JSONL datasets: fetch, validate, describe, split.",
+    help="Chat-format JSONL datasets (fetch, validate, describe, split); control-task items.",
     no_args_is_help=True,
 )
 finetune_app = typer.Typer(help="Fine-tune model variants.", no_args_is_help=True)

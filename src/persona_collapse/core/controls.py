@@ -314,11 +314,18 @@ def build_mmlu_items(
             (an index 0-3, as in the public release).
     """
     by_subject: dict[str, list[Mapping[str, Any]]] = {}
-    for row in rows:
-        choices = list(row["choices"])
+    for number, row in enumerate(rows):
+        choices = row["choices"]
+        if isinstance(choices, str) or not isinstance(choices, Sequence):
+            raise ValueError(f"row {number}: choices must be a list, got {choices!r}")
         if len(choices) != 4:
             continue
+        answer = row["answer"]
+        if isinstance(answer, bool) or answer not in (0, 1, 2, 3):
+            raise ValueError(f"row {number}: answer must be an index 0-3, got {answer!r}")
         by_subject.setdefault(str(row["subject"]), []).append(row)
+    if not by_subject:
+        raise ValueError("no 4-choice row in the dataset")
     rng = random.Random(seed)
     items: list[ControlItem] = []
     for subject in sorted(by_subject):
@@ -367,6 +374,69 @@ def build_gsm8k_items(
             raise ValueError(f"row {src}: the answer after '####' is not a number")
         items.append(ControlItem(i, str(rows[src]["question"]), gold, source_index=src))
     return ItemSet("gsm8k", tuple(items), {"n": n, "seed": seed})
+
+
+def items_json(items: ItemSet) -> str:
+    """The items file text (the reference layout: one-space indent, ASCII escapes)."""
+    return json.dumps(items.to_dict(), indent=1) + "\n"
+
+
+def read_source_rows(paths: Sequence[str | Path], *, fields: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of a public dataset release the user has locally, in file order.
+
+    Reads Parquet files (the Hugging Face layout, e.g. ``all/test-*.parquet`` of MMLU,
+    ``main/test-*.parquet`` of GSM8K) and JSON Lines files (``.jsonl``, one object a
+    line); several files (shards) are concatenated in the order given.
+
+    Raises:
+        InputFileError: An unreadable file, an unknown suffix, a bad JSON line, or a
+            row without one of ``fields`` (named with the file and line or row).
+    """
+    rows: list[dict[str, Any]] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            raise InputFileError(path, "no such file")
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            try:
+                import pyarrow.parquet as pq
+            except ImportError:  # pragma: no cover - pyarrow is a core dependency
+                raise InputFileError(path, "reading Parquet needs pyarrow") from None
+            try:
+                table = pq.read_table(path)
+            except Exception as exc:  # pyarrow raises several types for a bad file
+                raise InputFileError(path, f"not a readable Parquet file ({exc})") from None
+            missing = [f for f in fields if f not in table.column_names]
+            if missing:
+                raise InputFileError(
+                    path,
+                    f"missing column(s) {', '.join(missing)}; has {', '.join(table.column_names)}",
+                )
+            rows.extend(table.select(list(fields)).to_pylist())
+        elif suffix in (".jsonl", ".ndjson"):
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputFileError(path, f"cannot read ({exc})") from None
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputFileError(path, f"not valid JSON ({exc.msg})", line=number) from None
+                if not isinstance(obj, dict):
+                    raise InputFileError(path, "expected a JSON object", line=number)
+                missing = [f for f in fields if f not in obj]
+                if missing:
+                    raise InputFileError(
+                        path, f"missing field(s) {', '.join(missing)}", line=number
+                    )
+                rows.append({f: obj[f] for f in fields})
+        else:
+            raise InputFileError(path, "expected a .parquet or .jsonl file of the public release")
+    return rows
 
 
 # --- lookup task ----------------------------------------------------------------------------
@@ -457,6 +527,7 @@ __all__ = [
     "build_mmlu_items",
     "gsm8k_gold",
     "items_from_dict",
+    "items_json",
     "iter_prompts",
     "load_items",
     "lookup_tables",
@@ -464,6 +535,7 @@ __all__ = [
     "parse_gsm8k",
     "parse_lookup",
     "parse_mmlu",
+    "read_source_rows",
     "render_item",
     "render_lookup",
     "score_reply",
