@@ -262,3 +262,35 @@ def test_build_mmlu_items_rejects_bad_rows() -> None:
         build_mmlu_items(rows)
     with pytest.raises(ValueError, match="no 4-choice row"):
         build_mmlu_items([r | {"choices": ["a"]} for r in _mmlu_rows()])
+
+
+def test_one_task_interface_for_a_backend_run() -> None:
+    from persona_collapse.core.controls import capability_task, lookup_task
+
+    items = items_from_dict(
+        {
+            "items": [
+                {"item_id": 4, "question": "2+2?", "answer": "4"},
+                {"item_id": 9, "question": "3*3?", "answer": "9"},
+            ]
+        },
+        task="gsm8k",
+    )
+    task = capability_task(items)
+    prompts = list(task.prompts(repetitions=2))
+    assert [(p.item_id, p.run_index) for p in prompts] == [(4, 1), (4, 2), (9, 1), (9, 2)]
+    assert "3*3?" in prompts[2].prompt
+    assert task.score(9, "so #### 9").correct
+    assert task.score(4, "no number here") == score_reply("x", items.items[0], "gsm8k")
+    assert task.gold(9) == "9"
+    with pytest.raises(ValueError, match="repetitions"):
+        list(task.prompts(repetitions=0))
+
+    lookup = lookup_task()
+    assert lookup.name == "lookup" and lookup.item_ids == tuple(range(30))
+    table = lookup_tables()[7]
+    right = lookup.score(7, f"{table.correct_id}, because")
+    assert (right.answer, right.format_valid, right.correct) == (str(table.correct_id), True, True)
+    wrong = lookup.score(7, "none")
+    assert (wrong.answer, wrong.format_valid, wrong.correct) == ("", False, False)
+    assert len(list(lookup.prompts(repetitions=10))) == 300

@@ -237,13 +237,8 @@ class ControlPrompt:
 
 
 def iter_prompts(items: ItemSet, *, repetitions: int = 10) -> Iterator[ControlPrompt]:
-    """Every (item, repetition) request of a capability run, item by item (repetitions 1..n)."""
-    if repetitions < 1:
-        raise ValueError(f"repetitions must be >= 1, got {repetitions}")
-    for item in items.items:
-        text = render_item(item, items.task)
-        for r in range(1, repetitions + 1):
-            yield ControlPrompt(item.item_id, r, text)
+    """Every (item, repetition) request of a capability run (see :class:`ControlTask`)."""
+    return capability_task(items).prompts(repetitions=repetitions)
 
 
 # --- parsers --------------------------------------------------------------------------------
@@ -512,6 +507,72 @@ def parse_lookup(reply: str) -> int | None:
     return int(m.group(0)) if m else None
 
 
+def score_lookup(reply: str, table: LookupTable) -> ParsedAnswer:
+    """Parse a lookup reply and score it against the table's correct id."""
+    value = parse_lookup(reply)
+    answer = "" if value is None else str(value)
+    return ParsedAnswer(answer, value is not None, value == table.correct_id)
+
+
+# --- one interface for running any control task ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class ControlTask:
+    """A control task as a backend run sees it: prompts to send and a scorer of replies.
+
+    Attributes:
+        name: ``mmlu``, ``gsm8k`` or ``lookup``.
+        item_ids: The items (tables for lookup) in order.
+    """
+
+    name: str
+    item_ids: tuple[int, ...]
+    _prompts: Mapping[int, str]
+    _items: Mapping[int, ControlItem | LookupTable]
+
+    def prompts(self, *, repetitions: int = 10) -> Iterator[ControlPrompt]:
+        """Every (item, repetition) request, item by item, repetitions numbered from 1."""
+        if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1:
+            raise ValueError(f"repetitions must be an integer >= 1, got {repetitions!r}")
+        for item_id in self.item_ids:
+            for r in range(1, repetitions + 1):
+                yield ControlPrompt(item_id, r, self._prompts[item_id])
+
+    def score(self, item_id: int, reply: str) -> ParsedAnswer:
+        """The parsed answer, ``format_valid`` and ``correct`` of one reply."""
+        item = self._items[item_id]
+        if isinstance(item, LookupTable):
+            return score_lookup(reply, item)
+        return score_reply(reply, item, "mmlu" if item.choices else "gsm8k")
+
+    def gold(self, item_id: int) -> str:
+        """The right answer of an item, as the CSVs write it."""
+        item = self._items[item_id]
+        return str(item.correct_id) if isinstance(item, LookupTable) else item.gold
+
+
+def capability_task(items: ItemSet) -> ControlTask:
+    """The :class:`ControlTask` of an items file."""
+    return ControlTask(
+        items.task,
+        tuple(it.item_id for it in items.items),
+        {it.item_id: render_item(it, items.task) for it in items.items},
+        {it.item_id: it for it in items.items},
+    )
+
+
+def lookup_task(n_tables: int = LOOKUP_TABLES, *, seed: int = SEED) -> ControlTask:
+    """The :class:`ControlTask` of the seeded lookup tables."""
+    tables = lookup_tables(n_tables, seed=seed)
+    return ControlTask(
+        "lookup",
+        tuple(t.table_id for t in tables),
+        {t.table_id: render_lookup(t) for t in tables},
+        {t.table_id: t for t in tables},
+    )
+
+
 __all__ = [
     "GSM8K_TEMPLATE",
     "LOOKUP_TEMPLATE",
@@ -519,18 +580,21 @@ __all__ = [
     "TASKS",
     "ControlItem",
     "ControlPrompt",
+    "ControlTask",
     "ItemSet",
     "LookupTable",
     "ParsedAnswer",
     "TaskName",
     "build_gsm8k_items",
     "build_mmlu_items",
+    "capability_task",
     "gsm8k_gold",
     "items_from_dict",
     "items_json",
     "iter_prompts",
     "load_items",
     "lookup_tables",
+    "lookup_task",
     "normalise_number",
     "parse_gsm8k",
     "parse_lookup",
@@ -538,6 +602,7 @@ __all__ = [
     "read_source_rows",
     "render_item",
     "render_lookup",
+    "score_lookup",
     "score_reply",
     "task_from_name",
 ]
