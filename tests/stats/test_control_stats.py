@@ -21,8 +21,10 @@ from persona_collapse.store.control_csv import read_capability_csv, read_lookup_
 FOLLOWUPS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "costa2026-followups"
 SE_TOLERANCE = 0.10  # the reference's bootstrap seeds differ from ours
 # A 2.5 % / 97.5 % percentile of 10 000 draws has a Monte-Carlo SD of about 0.03 of the
-# delta's bootstrap SD (~0.02 here), i.e. ~0.001; GSM8K deltas move on a grid of 1/100
-# (one item of 100), so a bound may land one grid step away: allow that step.
+# delta's bootstrap SD (~0.02 here), i.e. ~0.001. But the deltas are discrete: their
+# bootstrap distributions sit on grids (1/100 for GSM8K; for MMLU steps of 1/228 and
+# 1/225, e.g. GPT-4.1 insecure non-unanimity: hi = 0.0569 or 0.0606 depending on the
+# seed, the reference has 0.0569), so a bound may land one grid step away: allow 0.01.
 CI_TOLERANCE = 0.0101
 
 
