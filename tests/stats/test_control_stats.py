@@ -203,3 +203,34 @@ def test_lookup_metrics_by_hand() -> None:
     assert lookup_metrics([0, 0], [2, 2], [2, 2]).robustness == math.inf
     with pytest.raises(ValueError, match="equal length"):
         lookup_metrics([0], [1, 2], [1, 2])
+
+
+def test_repetition_bootstrap_recovers_the_sampling_sd_of_one_item() -> None:
+    # One item answered A (right) 5 times and B 5 times: resampling its 10 answers,
+    # k ~ Binomial(10, 1/2) draws are A. Item resampling cannot vary a single item.
+    run = ControlAnswers.from_arrays([0] * 10, ["A"] * 5 + ["B"] * 5, [1] * 5 + [0] * 5)
+    m = capability_metrics(run, n_item_boot=50, n_rep_boot=20_000, rng=11)
+    assert m.accuracy_se_item == 0 and m.gini_se_item == 0
+    k = np.arange(11)
+    weight = np.array([math.comb(10, int(j)) for j in k]) / 2**10
+    gini = 1 - (k**2 + (10 - k) ** 2) / 100
+    gini_sd = math.sqrt(float(weight @ gini**2 - (weight @ gini) ** 2))
+    unanimous = 2 / 2**10
+    assert m.accuracy_se == pytest.approx(math.sqrt(0.25 / 10), rel=0.03)
+    assert m.gini_se == pytest.approx(gini_sd, rel=0.05)
+    assert m.non_unanimity_se == pytest.approx(math.sqrt(unanimous * (1 - unanimous)), rel=0.15)
+
+
+def test_item_bootstrap_resamples_within_subject() -> None:
+    # Every item of subject x is right, every item of y wrong: resampling within subject
+    # keeps 3 right and 3 wrong items, so accuracy does not vary; one stratum would.
+    items = np.repeat(np.arange(6), 2)
+    answers = np.full(12, "A")
+    correct = (items < 3).astype(float)
+    strata = np.where(items < 3, "x", "y")
+    stratified = capability_metrics(
+        ControlAnswers.from_arrays(items, answers, correct, subject=strata), rng=1
+    )
+    assert stratified.accuracy_se == 0
+    pooled = capability_metrics(ControlAnswers.from_arrays(items, answers, correct), rng=1)
+    assert pooled.accuracy_se == pytest.approx(math.sqrt(0.25 / 6), rel=0.1)
