@@ -152,18 +152,19 @@ def _matrix(item_id: IntArray, codes: IntArray, correct: FloatArray, items: IntA
     keep = np.isin(item_id, items)
     item_id, codes, correct = item_id[keep], codes[keep], correct[keep]
     pos = np.searchsorted(items, item_id)
-    order = np.lexsort((np.arange(len(pos)), pos))
+    order = np.argsort(pos, kind="stable")  # rows of an item stay in file order
     pos, codes, correct = pos[order], codes[order], correct[order]
     n = np.bincount(pos, minlength=len(items)).astype(np.int64)
     width = max(int(n.max(initial=0)), 1)
     starts = np.concatenate(([0], np.cumsum(n)[:-1]))
     slot = np.arange(len(pos)) - starts[pos]
-    # Local code = rank of the answer among the item's distinct answers (keeps K small).
-    pair = pos * (int(codes.max(initial=0)) + 1) + codes
-    uniq, inverse = np.unique(pair, return_inverse=True)
-    first = np.searchsorted(uniq // (int(codes.max(initial=0)) + 1), np.arange(len(items)))
-    local = np.arange(len(uniq)) - first[uniq // (int(codes.max(initial=0)) + 1)]
-    local_codes = local[inverse] if len(uniq) else np.zeros(0, dtype=np.int64)
+    # Local code = rank of the answer among its item's distinct answers (keeps K small;
+    # the order of the global codes, i.e. the answers' sort order, is preserved).
+    stride = int(codes.max(initial=0)) + 1
+    pairs, inverse = np.unique(pos * stride + codes, return_inverse=True)
+    pair_item = pairs // stride
+    first_pair = np.searchsorted(pair_item, pair_item)
+    local_codes = (np.arange(len(pairs)) - first_pair)[inverse].astype(np.int64)
     mat_codes = np.full((len(items), width), -1, dtype=np.int64)
     mat_corr = np.zeros((len(items), width), dtype=np.float64)
     mat_codes[pos, slot] = local_codes
