@@ -30,12 +30,15 @@ import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from persona_collapse.stats.instability import distinct_answers, gini_impurity, non_unanimity
+
+if TYPE_CHECKING:
+    from persona_collapse.store.control_csv import CapabilityRun
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -115,7 +118,7 @@ class ControlAnswers:
         return cls(items.astype(np.int64), answers, corr, rep, subj)
 
     @classmethod
-    def from_run(cls, run: Any) -> ControlAnswers:
+    def from_run(cls, run: CapabilityRun) -> ControlAnswers:
         """From a :class:`persona_collapse.store.control_csv.CapabilityRun`."""
         return cls.from_arrays(
             run.item_id, run.answer, run.correct, replied=run.replied, subject=run.subject
