@@ -90,3 +90,10 @@ def test_reads_the_reference_files() -> None:
         assert np.isin(run.correct, [0.0, 1.0]).all()
     for path in sorted((FOLLOWUPS / "lookup").glob("*_lookup.csv")):
         assert len(read_lookup_csv(path).rating) == 300
+
+
+def test_unreadable_files_are_not_control_files(tmp_path: Path) -> None:
+    noise = tmp_path / "noise.csv"
+    noise.write_bytes(bytes(range(256)) * 4)
+    assert detect_control_kind(noise) is None
+    assert detect_control_kind(tmp_path / "missing.csv") is None

@@ -95,7 +95,10 @@ def detect_control_kind(path: str | Path) -> ControlKind | None:
     p = Path(path)
     if p.suffix.lower() != ".csv" or not p.is_file():
         return None
-    header = set(_header(p))
+    try:
+        header = set(_header(p))
+    except InputFileError:
+        return None  # not a readable CSV: the persona-run reader explains what it is
     if header.issuperset(CAPABILITY_COLUMNS):
         return "capability"
     if header.issuperset(LOOKUP_COLUMNS):
