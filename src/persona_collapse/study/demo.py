@@ -38,7 +38,7 @@ def demo_study_data(
 ) -> dict[str, Any]:
     """The demo's study file as plain data (output folder: the file's own folder)."""
     a = analysis or AnalysisConfig(seed=seed)
-    protocol: dict[str, Any] = {"repetitions": repetitions, "seed": seed, "band": list(a.s_band)}
+    protocol: dict[str, Any] = {"repetitions": repetitions, "seed": seed, "s_band": list(a.s_band)}
     if max_personas is not None:
         protocol["max_personas"] = max_personas
     return {

@@ -30,8 +30,8 @@ from persona_collapse.study.spec import (
     FamilySpec,
     FinetuneSpec,
     StudyConfig,
+    StudyVerifySettings,
     VariantSpec,
-    VerifySettings,
 )
 
 _ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -408,7 +408,7 @@ def _check_verify(config: StudyConfig, source: str) -> None:
         judges.append(("verify.judge", config.verify.judge))
     for family, fam in config.families.items():
         for label, variant in fam.variants.items():
-            if isinstance(variant.verify, VerifySettings) and variant.verify.judge is not None:
+            if isinstance(variant.verify, StudyVerifySettings) and variant.verify.judge is not None:
                 judges.append((f"families.{family}.{label}.verify.judge", variant.verify.judge))
     for key, name in judges:
         if name not in config.backends:
