@@ -21,7 +21,7 @@ from persona_collapse.backends.base import (
     Usage,
 )
 from persona_collapse.backends.simulator import SimulatorBackend
-from persona_collapse.core.config import PacingSettings
+from persona_collapse.core.config import PacingSettings, SamplingSettings
 from persona_collapse.core.errors import BackendError, ConfigError, TransientBackendError
 from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30
@@ -171,6 +171,12 @@ def run(
 ) -> Any:
     options.setdefault("progress", False)
     options.setdefault("n_repetitions", 3)
+    # Tests name the protocol fields they set; the engine takes them as one settings object
+    # (a None field is left unset, so it is taken from the run).
+    names = {"n_repetitions": "repetitions", "temperature": "temperature", "seed": "seed"}
+    names["mode"] = "mode"
+    protocol = {names[k]: options.pop(k) for k in list(options) if k in names}
+    options["protocol"] = SamplingSettings(**{k: v for k, v in protocol.items() if v is not None})
     # Tests name the concurrency and backoff directly; the engine takes them as a pacer.
     options["pacing"] = Pacer.create(
         max_concurrency=options.pop("max_concurrency", 8), retry=options.pop("retry", NO_WAIT)
@@ -444,9 +450,9 @@ def test_cancellation_keeps_answers_and_marks_run_interrupted(store: RunStore) -
                 backend,
                 PERSONAS,
                 small_instrument(),
-                n_repetitions=3,
                 pacing=PacingSettings(max_concurrency=2),
                 progress=updates.append,
+                protocol=SamplingSettings(repetitions=3),
             )
         )
         while len(updates) < 3:
@@ -527,7 +533,7 @@ def test_explicit_spec_and_record_resume(store: RunStore) -> None:
         personas=PERSONAS,
         template=DEFAULT_TEMPLATE,
         name="my-run",
-        n_repetitions=2,
+        protocol=SamplingSettings(repetitions=2),
     )
     assert spec.model == "fake"
     first = run(store, backend, run=spec, instrument=inst, n_repetitions=None)
@@ -572,7 +578,13 @@ def test_simulator_full_persona_run(store: RunStore) -> None:
     assert len(personas) == 100
     started = time.perf_counter()
     summary = run_collection(
-        store, None, SimulatorBackend("base"), personas, mfq30(), n_repetitions=10, progress=False
+        store,
+        None,
+        SimulatorBackend("base"),
+        personas,
+        mfq30(),
+        progress=False,
+        protocol=SamplingSettings(repetitions=10),
     )
     elapsed = time.perf_counter() - started
     assert summary.complete
@@ -590,7 +602,13 @@ def test_simulator_full_persona_run(store: RunStore) -> None:
 
 def test_simulator_self_run(store: RunStore) -> None:
     summary = run_collection(
-        store, None, SimulatorBackend("insecure"), None, mfq30(), n_repetitions=10, progress=False
+        store,
+        None,
+        SimulatorBackend("insecure"),
+        None,
+        mfq30(),
+        progress=False,
+        protocol=SamplingSettings(repetitions=10),
     )
     frame = store.ratings_frame(summary.run.run_id)
     assert len(frame) == 300
@@ -602,7 +620,13 @@ def test_simulator_self_run(store: RunStore) -> None:
 def test_simulator_exact_mode(store: RunStore) -> None:
     personas = builtin_personas()[:5]
     summary = run_collection(
-        store, None, SimulatorBackend("base"), personas, mfq30(), mode="exact", progress=False
+        store,
+        None,
+        SimulatorBackend("base"),
+        personas,
+        mfq30(),
+        progress=False,
+        protocol=SamplingSettings(mode="exact"),
     )
     frame = store.distributions_frame(summary.run.run_id)
     assert len(frame) == 5 * 30
@@ -632,7 +656,13 @@ def test_exact_mode_batches_cells_up_to_the_backend_limit(tmp_path: Path) -> Non
     backend = _BatchCountingSimulator(instrument=instrument)
     with RunStore.open(tmp_path / "exact.db") as store:
         summary = run_collection(
-            store, None, backend, personas, instrument, mode="exact", progress=False
+            store,
+            None,
+            backend,
+            personas,
+            instrument,
+            progress=False,
+            protocol=SamplingSettings(mode="exact"),
         )
         frame = store.distributions_frame(summary.run.run_id)
     cells = 3 * 30
@@ -645,7 +675,13 @@ def test_exact_mode_batches_cells_up_to_the_backend_limit(tmp_path: Path) -> Non
     single = SimulatorBackend(instrument=instrument)
     with RunStore.open(tmp_path / "single.db") as store:
         ref = run_collection(
-            store, None, single, personas, instrument, mode="exact", progress=False
+            store,
+            None,
+            single,
+            personas,
+            instrument,
+            progress=False,
+            protocol=SamplingSettings(mode="exact"),
         )
         ref_frame = store.distributions_frame(ref.run.run_id)
     pd.testing.assert_frame_equal(frame.reset_index(drop=True), ref_frame.reset_index(drop=True))

@@ -12,7 +12,7 @@ import pytest
 
 from persona_collapse.backends.base import Backend, Generation, Prompt, Usage
 from persona_collapse.backends.simulator import SimulatorBackend
-from persona_collapse.core.config import PacingSettings
+from persona_collapse.core.config import PacingSettings, SamplingSettings
 from persona_collapse.core.errors import ConfigError, TransientBackendError
 from persona_collapse.core.instrument import instrument_from_dict, mfq30
 from persona_collapse.core.personas import builtin_personas
@@ -139,9 +139,9 @@ def test_adaptive_concurrency_finds_the_servers_capacity(tmp_path: Path) -> None
                 backend,
                 PERSONAS,
                 small_instrument(),
-                n_repetitions=2,
                 pacing=Pacer.create(max_concurrency=24, retry=retry, adaptive=adaptive),
                 progress=False,
+                protocol=SamplingSettings(repetitions=2),
             )
         assert summary.complete and backend.served == 24
         assert summary.rate_limited == backend.refused
@@ -188,9 +188,9 @@ def test_caps_slow_a_collection_down(tmp_path: Path) -> None:
             backend,
             PERSONAS[:2],
             small_instrument(),
-            n_repetitions=1,
             pacing=PacingSettings(max_concurrency=8, requests_per_minute=1200),
             progress=False,
+            protocol=SamplingSettings(repetitions=1),
         )
         elapsed = time.perf_counter() - started
     # 12 requests at 20 a second with a 20-request bucket: immediate. Now a tighter cap.
@@ -204,10 +204,10 @@ def test_caps_slow_a_collection_down(tmp_path: Path) -> None:
             backend,
             PERSONAS[:2],
             small_instrument(),
-            n_repetitions=1,
             # 500 tokens a second; each request ~100 tokens
             pacing=PacingSettings(max_concurrency=8, tokens_per_minute=60 * 500),
             progress=False,
+            protocol=SamplingSettings(repetitions=1),
         )
         assert time.perf_counter() - started >= 0.8
 
@@ -222,9 +222,9 @@ def test_cost_and_protocols_are_recorded(tmp_path: Path) -> None:
             CapacityBackend(capacity=100),
             PERSONAS[:2],
             small_instrument(),
-            n_repetitions=3,
             progress=updates.append,
             prices=prices,
+            protocol=SamplingSettings(repetitions=3),
         )
         metadata = dict(store.get_run(summary.run.run_id).metadata)
         requests, usage = store.usage(summary.run.run_id)
@@ -250,8 +250,8 @@ def test_simulator_runs_record_their_protocol(tmp_path: Path) -> None:
             SimulatorBackend("base"),
             personas,
             small_instrument(),
-            mode="exact",
             progress=False,
+            protocol=SamplingSettings(mode="exact"),
         )
         assert store.get_run(sampled.run.run_id).metadata["protocols"] == ["short-1-token"]
         assert store.get_run(exact.run.run_id).metadata["protocols"] == ["exact-distribution"]
@@ -263,8 +263,8 @@ def test_simulator_runs_record_their_protocol(tmp_path: Path) -> None:
             SimulatorBackend("base"),
             personas,
             small_instrument(),
-            mode="exact",
             progress=False,
+            protocol=SamplingSettings(mode="exact"),
         )
         assert again.requests == 0
         assert store.get_run(exact.run.run_id).metadata["protocols"] == ["exact-distribution"]
