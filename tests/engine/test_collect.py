@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
+from _fakes import PERSONAS as SHARED_PERSONAS
+from _fakes import Call, DistributionBackend, FakeBackend, always, small_instrument
 from persona_collapse.backends.base import (
     Backend,
     Generation,
@@ -24,7 +25,7 @@ from persona_collapse.backends.simulator import SimulatorBackend
 from persona_collapse.core.config import PacingSettings, SamplingSettings
 from persona_collapse.core.errors import BackendError, ConfigError, TransientBackendError
 from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
-from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30
+from persona_collapse.core.instrument import Instrument, mfq30
 from persona_collapse.core.personas import builtin_personas
 from persona_collapse.core.prompts import (
     DEFAULT_TEMPLATE,
@@ -47,93 +48,8 @@ from persona_collapse.engine.collect import (
 from persona_collapse.engine.pacing import Pacer
 from persona_collapse.store.sqlite import RunStore
 
-PERSONAS = ("A retired sailor.", "A young nurse.")
+PERSONAS = SHARED_PERSONAS[:2]
 NO_WAIT = RetryPolicy(max_retries=3, initial_wait=0.0, max_wait=0.0, jitter=0.0)
-
-
-def small_instrument(n_items: int = 3) -> Instrument:
-    data = mfq30().to_dict()
-    data["name"] = f"mfq-{n_items}"
-    data["items"] = data["items"][:n_items]
-    return instrument_from_dict(data)
-
-
-@dataclass(frozen=True)
-class Call:
-    persona: str | None
-    item_id: int
-    n: int
-    max_tokens: int
-    seed: int | None
-
-
-Reply = Callable[[Call, int], Sequence[str]]
-"""Texts for a call, given the call and its index among the calls for the same cell."""
-
-
-class FakeBackend(Backend):
-    """Answers with a script; records every call."""
-
-    name = "fake"
-
-    def __init__(
-        self,
-        reply: Reply,
-        *,
-        fail: Callable[[Call, int], BaseException | None] = (lambda call, index: None),
-        delay: float = 0.0,
-    ) -> None:
-        self.reply = reply
-        self.fail = fail
-        self.delay = delay
-        self.calls: list[Call] = []
-        self.per_cell: dict[tuple[str | None, int], int] = {}
-        self.closed = False
-
-    async def generate(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        n: int,
-        temperature: float,
-        max_tokens: int,
-        seed: int | None = None,
-    ) -> list[Generation]:
-        assert len(prompts) == 1
-        prompt = prompts[0]
-        assert prompt.item_id is not None
-        call = Call(prompt.persona, prompt.item_id, n, max_tokens, seed)
-        self.calls.append(call)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        error = self.fail(call, len(self.calls) - 1)
-        if error is not None:
-            raise error
-        key = (prompt.persona, prompt.item_id)
-        index = self.per_cell.get(key, 0)
-        self.per_cell[key] = index + 1
-        texts = tuple(self.reply(call, index))
-        return [Generation(texts, Usage(prompt_tokens=10, completion_tokens=len(texts)))]
-
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "fake"}
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-class DistributionBackend(FakeBackend):
-    async def distributions(
-        self, prompts: Sequence[Prompt], *, scale: Sequence[int], temperature: float
-    ) -> list[ScaleDistribution]:
-        item = prompts[0].item_id or 0
-        probs = [0.0] * len(scale)
-        probs[item % len(scale)] = 1.0
-        return [ScaleDistribution(tuple(probs), tuple(scale), 0.9, {"item": item}, Usage(5, 1))]
-
-
-def always(text: str) -> Reply:
-    return lambda call, index: [text] * call.n
 
 
 def seeded_reply(call: Call, index: int) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from _fakes import PERSONAS
 from persona_collapse.backends.base import Backend, Generation, Prompt
 from persona_collapse.cli import main
 from persona_collapse.core.config import SamplingSettings
@@ -16,8 +17,6 @@ from persona_collapse.core.instrument import instrument_from_dict, mfq30
 from persona_collapse.core.prompts import SHORT_MAX_TOKENS
 from persona_collapse.engine.collect import run_collection
 from persona_collapse.store.sqlite import RunStore
-
-PERSONAS = ("A retired sailor.", "A young nurse.", "A chess teacher.", "A baker.")
 
 
 class ChattyBackend(Backend):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from persona_collapse.cli import main
+from _cli import user_error_line as _cli_error
 from persona_collapse.core.errors import ConfigError
 from persona_collapse.study import load_study
 from persona_collapse.study.loading import study_from_mapping
@@ -23,16 +23,6 @@ BASE_STUDY: dict[str, Any] = {
     "backends": {"sim": {"kind": "simulator"}},
     "families": {"f": {"base": {"backend": "sim", "model": "base"}}},
 }
-
-
-def _cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    assert code == 2, (out, err)
-    lines = [ln.strip() for ln in err.strip().splitlines() if ln.strip()]
-    assert lines and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return " ".join(lines)
 
 
 def _edit(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:

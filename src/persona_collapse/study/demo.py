@@ -55,7 +55,7 @@ def demo_study_data(
             "seed": a.seed,
         },
         "backends": {
-            "simulator": {"kind": "simulator", "concurrency": 8, "options": {"seed": seed}}
+            "simulator": {"kind": "simulator", "max_concurrency": 8, "options": {"seed": seed}}
         },
         "families": {
             family: {
