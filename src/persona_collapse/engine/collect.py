@@ -655,10 +655,11 @@ def _resolve_run(
             raise ConfigError(
                 f"{key}={value!r} conflicts with the run's {key}={getattr(run, key)!r}"
             )
-    if isinstance(run, RunSpec):
-        record = store.get_or_create_run(run, personas=None if personas is None else list(personas))
-    else:
+    # A stored record is also a RunSpec (it composes the settings): test it first.
+    if isinstance(run, RunRecord):
         record = store.get_run(run.run_id)
+    else:
+        record = store.get_or_create_run(run, personas=None if personas is None else list(personas))
     _check_matches(record, backend, personas, instrument, template)
     return record
 
