@@ -31,9 +31,11 @@ except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(REPO_ROOT / "src"))
 
 from persona_collapse.backends.openai_compat import OpenAIBackend  # noqa: E402
+from persona_collapse.core.config import SamplingSettings  # noqa: E402
 from persona_collapse.core.instrument import mfq30  # noqa: E402
 from persona_collapse.core.personas import builtin_personas  # noqa: E402
 from persona_collapse.engine.collect import RetryPolicy, run_collection  # noqa: E402
+from persona_collapse.engine.pacing import Pacer  # noqa: E402
 from persona_collapse.serve import FaultSettings, SimServerSettings, serve_in_process  # noqa: E402
 from persona_collapse.store.sqlite import RunStore  # noqa: E402
 
@@ -71,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
                 backend,
                 personas,
                 mfq30(),
-                n_repetitions=10,
-                mode=args.mode,
-                max_concurrency=args.concurrency,
-                retry=RetryPolicy(max_retries=5, initial_wait=0.05, max_wait=1.0, jitter=0.05),
+                pacing=Pacer.create(
+                    max_concurrency=args.concurrency,
+                    retry=RetryPolicy(max_retries=5, initial_wait=0.05, max_wait=1.0, jitter=0.05),
+                ),
                 progress=False,
+                protocol=SamplingSettings(repetitions=10, mode=args.mode),
             )
             elapsed = time.perf_counter() - started
             client_cpu = time.process_time() - client_cpu

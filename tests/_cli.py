@@ -28,3 +28,21 @@ def assert_user_error(code: int, err: str, *fragments: str) -> None:
     joined = " ".join(ln.strip() for ln in lines)
     for fragment in fragments:
         assert fragment in joined, (fragment, joined)
+
+
+def run_ok(capsys: pytest.CaptureFixture[str], *args: object) -> str:
+    """Run ``pcollapse ARGS`` in this process; it must succeed. Returns stdout."""
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, (out, err)
+    return out
+
+
+def user_error_line(capsys: pytest.CaptureFixture[str], *args: object) -> str:
+    """Run ``pcollapse ARGS``; it must fail with exit status 2 and an ``error: ...`` first
+    line, no traceback. Returns the message lines joined (rich may fold a long line)."""
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2, (out, err)
+    lines = [ln.strip() for ln in err.strip().splitlines() if ln.strip()]
+    assert lines and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return " ".join(lines)

@@ -32,6 +32,7 @@ import httpx
 import pytest
 
 from persona_collapse.cli import main
+from persona_collapse.core.config import SamplingSettings
 from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30
 from persona_collapse.core.personas import builtin_personas
 from persona_collapse.core.prompts import extract_rating
@@ -108,7 +109,13 @@ def test_exact_through_the_transformers_backend(
     db = tmp_path / "runs.db"
     with RunStore.open(db) as store, caplog.at_level(logging.WARNING):
         summary = run_collection(
-            store, None, backend, PERSONAS, mfq30(), mode="exact", temperature=1.0, progress=False
+            store,
+            None,
+            backend,
+            PERSONAS,
+            mfq30(),
+            progress=False,
+            protocol=SamplingSettings(mode="exact", temperature=1.0),
         )
         meta = store.get_run(summary.run.run_id).metadata
         masses = store.distributions_frame(summary.run.run_id)["mass"]
@@ -141,10 +148,8 @@ def test_sampling_through_the_transformers_backend(
             backend,
             PERSONAS,
             _instrument(ITEMS),
-            n_repetitions=REPETITIONS,
-            temperature=1.0,
-            seed=1,
             progress=False,
+            protocol=SamplingSettings(repetitions=REPETITIONS, temperature=1.0, seed=1),
         )
         run_id = summary.run.run_id
         meta = store.get_run(run_id).metadata
@@ -227,10 +232,8 @@ def test_sampling_through_transformers_serve(
             backend,
             PERSONAS,
             _instrument(1),
-            n_repetitions=2,
-            temperature=1.0,
-            seed=1,
             progress=False,
+            protocol=SamplingSettings(repetitions=2, temperature=1.0, seed=1),
         )
         run_id = summary.run.run_id
         meta = store.get_run(run_id).metadata

@@ -11,7 +11,7 @@ import pytest
 
 from persona_collapse.backends.openai_compat import OpenAIBackend
 from persona_collapse.cli import main
-from persona_collapse.core.config import PacingSettings
+from persona_collapse.core.config import PacingSettings, SamplingSettings
 from persona_collapse.core.errors import BackendError
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas
@@ -93,9 +93,9 @@ def test_exceptions_never_carry_the_key(planted_key: str, tmp_path: Path) -> Non
                 backend,
                 builtin_personas().head(1),
                 mfq30(),
-                n_repetitions=1,
                 progress=False,
                 pacing=PacingSettings(max_retries=0),
+                protocol=SamplingSettings(repetitions=1),
             )
         assert srv.stats.outcomes["401"] >= 1
     exc = info.value

@@ -68,6 +68,9 @@ _EXPORTS: dict[str, str] = {
     "run_study": "persona_collapse.study",
     "run_verify": "persona_collapse.variants.verify",
     "RunConfig": "persona_collapse.core.config",
+    "PacingSettings": "persona_collapse.core.config",
+    "ProtocolSettings": "persona_collapse.core.config",
+    "SamplingSettings": "persona_collapse.core.config",
     "RunMetrics": "persona_collapse.stats.metrics",
     "RunOutcome": "persona_collapse.study",
     "RunStore": "persona_collapse.store.sqlite",
@@ -112,7 +115,13 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real imports
         ScaleDistribution,
         Usage,
     )
-    from persona_collapse.core.config import AnalysisConfig, RunConfig
+    from persona_collapse.core.config import (
+        AnalysisConfig,
+        PacingSettings,
+        ProtocolSettings,
+        RunConfig,
+        SamplingSettings,
+    )
     from persona_collapse.core.errors import (
         BackendError,
         ConfigError,
@@ -200,15 +209,18 @@ __all__ = [
     "LoadedRun",
     "Message",
     "ModelPrices",
+    "PacingSettings",
     "PersonaCollapseError",
     "PersonaSet",
     "Prompt",
     "PromptTemplate",
+    "ProtocolSettings",
     "RetryPolicy",
     "RunConfig",
     "RunMetrics",
     "RunOutcome",
     "RunStore",
+    "SamplingSettings",
     "ScaleDistribution",
     "SelfProfile",
     "StoreError",

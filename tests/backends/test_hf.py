@@ -24,7 +24,7 @@ from persona_collapse.backends.base import (  # noqa: E402
     ScaleDistribution,
 )
 from persona_collapse.backends.hf import TransformersBackend  # noqa: E402
-from persona_collapse.core.config import PacingSettings  # noqa: E402
+from persona_collapse.core.config import PacingSettings, SamplingSettings  # noqa: E402
 from persona_collapse.core.errors import BackendError, ConfigError  # noqa: E402
 from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30  # noqa: E402
 from persona_collapse.core.prompts import DEFAULT_TEMPLATE, extract_rating, render_prompt  # noqa: E402
@@ -329,13 +329,10 @@ def test_collection_through_engine(tmp_path: Path, backend: TransformersBackend,
             backend,
             PERSONAS,
             instrument,
-            mode=mode,
-            n_repetitions=2,
-            temperature=1.0,
-            seed=4,
             pacing=PacingSettings(max_concurrency=3),
             progress=False,
             close_backend=False,
+            protocol=SamplingSettings(mode=mode, repetitions=2, temperature=1.0, seed=4),
         )
         counts = store.counts(summary.run.run_id)
     assert summary.complete
@@ -366,10 +363,9 @@ def test_exact_run_records_and_warns_about_scale_mass(
                 backend,
                 PERSONAS,
                 instrument,
-                mode="exact",
-                temperature=0.5,
                 progress=False,
                 close_backend=False,
+                protocol=SamplingSettings(mode="exact", temperature=0.5),
             )
             meta = store.get_run(summary.run.run_id).metadata
             masses = store.distributions_frame(summary.run.run_id)["mass"]

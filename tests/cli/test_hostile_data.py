@@ -106,7 +106,10 @@ def test_study_csv_tables_are_neutralised(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "study.yaml").write_text(STUDY)
-    code, _, err = _run(capsys, "study", "run", tmp_path / "study.yaml", "--no-progress")
+    # The CSV tables are what is checked; figures are drawn elsewhere (test_study.py).
+    code, _, err = _run(
+        capsys, "study", "run", tmp_path / "study.yaml", "--no-progress", "--no-figures"
+    )
     assert code == 0, err
     out = tmp_path / "out"
     for name in ("metrics.csv", "comparison.csv", "counts.csv", "significance.csv"):
@@ -162,7 +165,10 @@ def test_run_with_one_persona_is_one_line(
         "--store",
         store,
     )
-    _assert_user_error(code, err, "only 1 of 1 personas are complete")
+    # Issue 11.4: max_personas >= 2 for runs as for studies (S needs two personas), so
+    # the mistake is caught before any request and nothing is written.
+    _assert_user_error(code, err, "max_personas", "greater than or equal to 2")
+    assert not store.exists()
 
 
 # --- item 15: a file that is not a CSV at all ------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from _cli import run_ok as _run
 from persona_collapse.cli import main
 
 VARIANTS = ("base", "secure", "insecure")
@@ -23,13 +24,6 @@ DEMO_FAMILIES = ("sim-a", "sim-b")
 FIGURES = ("fig_s_bars", "fig_r_bars", "fig_deltas", "fig_foundations", "fig_profiles",
            "fig_ceiling", "fig_scale_usage", "fig_parse_failures")  # fmt: skip
 POINT_RTOL = 1e-9
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    assert code == 0, (out, err)
-    return out
 
 
 def check_latex(path: Path, *, data_rows: int, columns: int) -> None:
@@ -63,11 +57,15 @@ def check_latex(path: Path, *, data_rows: int, columns: int) -> None:
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The demo on 12 personas x 3 repetitions, run once; its folder and what it printed."""
+    """The demo on 6 personas x 3 repetitions, run once; its folder and what it printed.
+
+    What these tests check (every output written, tables, figures, manifest, resume)
+    does not depend on the number of personas; 6 keeps the bootstrap draws cheap.
+    """
     out = tmp_path_factory.mktemp("demo") / "demo"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["demo", "--output", str(out), "--max-personas", "12", "--repetitions", "3",
+        code = main(["demo", "--output", str(out), "--max-personas", "6", "--repetitions", "3",
                      "--no-progress"])  # fmt: skip
     assert code == 0
     return out, printed.getvalue()
@@ -192,8 +190,12 @@ def test_study_status_and_report_need_no_model(
 
 @pytest.fixture(scope="module")
 def reproduced(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference data reproduced once. The tests compare point estimates, which do not
+    depend on the bootstrap draws (they only set the standard errors): few draws, no figures
+    (figures are checked on the demo)."""
     out = tmp_path_factory.mktemp("reproduce") / "out"
-    assert main(["reproduce", str(reference_dir), "--output", str(out)]) == 0
+    args = ["--persona-boot", "100", "--rerun-boot", "20", "--no-figures"]
+    assert main(["reproduce", str(reference_dir), "--output", str(out), *args]) == 0
     return out
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
+from _fakes import PERSONAS as SHARED_PERSONAS
+from _fakes import Call, DistributionBackend, FakeBackend, always, small_instrument
 from persona_collapse.backends.base import (
     Backend,
     Generation,
@@ -21,10 +22,10 @@ from persona_collapse.backends.base import (
     Usage,
 )
 from persona_collapse.backends.simulator import SimulatorBackend
-from persona_collapse.core.config import PacingSettings
+from persona_collapse.core.config import PacingSettings, SamplingSettings
 from persona_collapse.core.errors import BackendError, ConfigError, TransientBackendError
 from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
-from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30
+from persona_collapse.core.instrument import Instrument, mfq30
 from persona_collapse.core.personas import builtin_personas
 from persona_collapse.core.prompts import (
     DEFAULT_TEMPLATE,
@@ -47,93 +48,8 @@ from persona_collapse.engine.collect import (
 from persona_collapse.engine.pacing import Pacer
 from persona_collapse.store.sqlite import RunStore
 
-PERSONAS = ("A retired sailor.", "A young nurse.")
+PERSONAS = SHARED_PERSONAS[:2]
 NO_WAIT = RetryPolicy(max_retries=3, initial_wait=0.0, max_wait=0.0, jitter=0.0)
-
-
-def small_instrument(n_items: int = 3) -> Instrument:
-    data = mfq30().to_dict()
-    data["name"] = f"mfq-{n_items}"
-    data["items"] = data["items"][:n_items]
-    return instrument_from_dict(data)
-
-
-@dataclass(frozen=True)
-class Call:
-    persona: str | None
-    item_id: int
-    n: int
-    max_tokens: int
-    seed: int | None
-
-
-Reply = Callable[[Call, int], Sequence[str]]
-"""Texts for a call, given the call and its index among the calls for the same cell."""
-
-
-class FakeBackend(Backend):
-    """Answers with a script; records every call."""
-
-    name = "fake"
-
-    def __init__(
-        self,
-        reply: Reply,
-        *,
-        fail: Callable[[Call, int], BaseException | None] = (lambda call, index: None),
-        delay: float = 0.0,
-    ) -> None:
-        self.reply = reply
-        self.fail = fail
-        self.delay = delay
-        self.calls: list[Call] = []
-        self.per_cell: dict[tuple[str | None, int], int] = {}
-        self.closed = False
-
-    async def generate(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        n: int,
-        temperature: float,
-        max_tokens: int,
-        seed: int | None = None,
-    ) -> list[Generation]:
-        assert len(prompts) == 1
-        prompt = prompts[0]
-        assert prompt.item_id is not None
-        call = Call(prompt.persona, prompt.item_id, n, max_tokens, seed)
-        self.calls.append(call)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        error = self.fail(call, len(self.calls) - 1)
-        if error is not None:
-            raise error
-        key = (prompt.persona, prompt.item_id)
-        index = self.per_cell.get(key, 0)
-        self.per_cell[key] = index + 1
-        texts = tuple(self.reply(call, index))
-        return [Generation(texts, Usage(prompt_tokens=10, completion_tokens=len(texts)))]
-
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "fake"}
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-class DistributionBackend(FakeBackend):
-    async def distributions(
-        self, prompts: Sequence[Prompt], *, scale: Sequence[int], temperature: float
-    ) -> list[ScaleDistribution]:
-        item = prompts[0].item_id or 0
-        probs = [0.0] * len(scale)
-        probs[item % len(scale)] = 1.0
-        return [ScaleDistribution(tuple(probs), tuple(scale), 0.9, {"item": item}, Usage(5, 1))]
-
-
-def always(text: str) -> Reply:
-    return lambda call, index: [text] * call.n
 
 
 def seeded_reply(call: Call, index: int) -> list[str]:
@@ -171,6 +87,12 @@ def run(
 ) -> Any:
     options.setdefault("progress", False)
     options.setdefault("n_repetitions", 3)
+    # Tests name the protocol fields they set; the engine takes them as one settings object
+    # (a None field is left unset, so it is taken from the run).
+    names = {"n_repetitions": "repetitions", "temperature": "temperature", "seed": "seed"}
+    names["mode"] = "mode"
+    protocol = {names[k]: options.pop(k) for k in list(options) if k in names}
+    options["protocol"] = SamplingSettings(**{k: v for k, v in protocol.items() if v is not None})
     # Tests name the concurrency and backoff directly; the engine takes them as a pacer.
     options["pacing"] = Pacer.create(
         max_concurrency=options.pop("max_concurrency", 8), retry=options.pop("retry", NO_WAIT)
@@ -444,9 +366,9 @@ def test_cancellation_keeps_answers_and_marks_run_interrupted(store: RunStore) -
                 backend,
                 PERSONAS,
                 small_instrument(),
-                n_repetitions=3,
                 pacing=PacingSettings(max_concurrency=2),
                 progress=updates.append,
+                protocol=SamplingSettings(repetitions=3),
             )
         )
         while len(updates) < 3:
@@ -527,7 +449,7 @@ def test_explicit_spec_and_record_resume(store: RunStore) -> None:
         personas=PERSONAS,
         template=DEFAULT_TEMPLATE,
         name="my-run",
-        n_repetitions=2,
+        protocol=SamplingSettings(repetitions=2),
     )
     assert spec.model == "fake"
     first = run(store, backend, run=spec, instrument=inst, n_repetitions=None)
@@ -572,7 +494,13 @@ def test_simulator_full_persona_run(store: RunStore) -> None:
     assert len(personas) == 100
     started = time.perf_counter()
     summary = run_collection(
-        store, None, SimulatorBackend("base"), personas, mfq30(), n_repetitions=10, progress=False
+        store,
+        None,
+        SimulatorBackend("base"),
+        personas,
+        mfq30(),
+        progress=False,
+        protocol=SamplingSettings(repetitions=10),
     )
     elapsed = time.perf_counter() - started
     assert summary.complete
@@ -590,7 +518,13 @@ def test_simulator_full_persona_run(store: RunStore) -> None:
 
 def test_simulator_self_run(store: RunStore) -> None:
     summary = run_collection(
-        store, None, SimulatorBackend("insecure"), None, mfq30(), n_repetitions=10, progress=False
+        store,
+        None,
+        SimulatorBackend("insecure"),
+        None,
+        mfq30(),
+        progress=False,
+        protocol=SamplingSettings(repetitions=10),
     )
     frame = store.ratings_frame(summary.run.run_id)
     assert len(frame) == 300
@@ -602,7 +536,13 @@ def test_simulator_self_run(store: RunStore) -> None:
 def test_simulator_exact_mode(store: RunStore) -> None:
     personas = builtin_personas()[:5]
     summary = run_collection(
-        store, None, SimulatorBackend("base"), personas, mfq30(), mode="exact", progress=False
+        store,
+        None,
+        SimulatorBackend("base"),
+        personas,
+        mfq30(),
+        progress=False,
+        protocol=SamplingSettings(mode="exact"),
     )
     frame = store.distributions_frame(summary.run.run_id)
     assert len(frame) == 5 * 30
@@ -632,7 +572,13 @@ def test_exact_mode_batches_cells_up_to_the_backend_limit(tmp_path: Path) -> Non
     backend = _BatchCountingSimulator(instrument=instrument)
     with RunStore.open(tmp_path / "exact.db") as store:
         summary = run_collection(
-            store, None, backend, personas, instrument, mode="exact", progress=False
+            store,
+            None,
+            backend,
+            personas,
+            instrument,
+            progress=False,
+            protocol=SamplingSettings(mode="exact"),
         )
         frame = store.distributions_frame(summary.run.run_id)
     cells = 3 * 30
@@ -645,7 +591,13 @@ def test_exact_mode_batches_cells_up_to_the_backend_limit(tmp_path: Path) -> Non
     single = SimulatorBackend(instrument=instrument)
     with RunStore.open(tmp_path / "single.db") as store:
         ref = run_collection(
-            store, None, single, personas, instrument, mode="exact", progress=False
+            store,
+            None,
+            single,
+            personas,
+            instrument,
+            progress=False,
+            protocol=SamplingSettings(mode="exact"),
         )
         ref_frame = store.distributions_frame(ref.run.run_id)
     pd.testing.assert_frame_equal(frame.reset_index(drop=True), ref_frame.reset_index(drop=True))

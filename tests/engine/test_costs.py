@@ -8,7 +8,7 @@ import pytest
 
 from persona_collapse.backends.base import Message, Usage
 from persona_collapse.backends.simulator import SimulatorBackend
-from persona_collapse.core.config import RunConfig
+from persona_collapse.core.config import RunConfig, SamplingSettings
 from persona_collapse.core.errors import ConfigError, InputFileError
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas
@@ -133,7 +133,7 @@ def test_estimate_leaves_out_what_is_stored(tmp_path: Path) -> None:
             instrument=mfq30(),
             personas=list(personas),
             name="half",
-            n_repetitions=2,
+            protocol=SamplingSettings(repetitions=2),
         )
         run_collection(store, spec, spec_backend, list(personas.head(3)), mfq30(), progress=False)
     config = RunConfig(name="half", max_personas=4, repetitions=2, self_run=False, store=store_path)

@@ -24,6 +24,7 @@ import pytest
 from _kill_drill import start_child, stored_slots
 from persona_collapse.backends.openai_compat import OpenAIBackend
 from persona_collapse.backends.simulator import SimulatorBackend
+from persona_collapse.core.config import SamplingSettings
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas
 from persona_collapse.engine.collect import CollectionSummary, RetryPolicy, run_collection
@@ -65,9 +66,10 @@ def collect_over_http(
 ) -> CollectionSummary:
     backend = OpenAIBackend("simulator", base_url=url, api_key_env=None, timeout=30)
     concurrency = options.pop("max_concurrency", 32)
+    protocol = {"repetitions": 10, "seed": RUN_SEED}
+    protocol.update({k: options.pop(k) for k in ("mode", "temperature") if k in options})
     settings: dict[str, Any] = {
-        "n_repetitions": 10,
-        "seed": RUN_SEED,
+        "protocol": SamplingSettings(**protocol),
         "pacing": Pacer.create(max_concurrency=concurrency, retry=RETRY),
         "progress": False,
         **options,
@@ -193,6 +195,7 @@ import sys
 from persona_collapse.backends.openai_compat import OpenAIBackend
 from persona_collapse.engine.collect import RetryPolicy, run_collection
 from persona_collapse.engine.pacing import Pacer
+from persona_collapse.core.config import SamplingSettings
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas
 from persona_collapse.store.sqlite import RunStore
@@ -202,8 +205,8 @@ backend = OpenAIBackend(
 )
 with RunStore.open(sys.argv[1]) as store:
     run_collection(
-        store, None, backend, builtin_personas(), mfq30(), n_repetitions=10, seed={RUN_SEED},
-        progress=False,
+        store, None, backend, builtin_personas(), mfq30(),
+        protocol=SamplingSettings(repetitions=10, seed={RUN_SEED}), progress=False,
         pacing=Pacer.create(
             max_concurrency=32,
             retry=RetryPolicy(max_retries=30, initial_wait=0.02, max_wait=0.5, jitter=0.02),

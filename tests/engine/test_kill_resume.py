@@ -12,6 +12,7 @@ import pytest
 
 from _kill_drill import start_child, stored_slots
 from persona_collapse.backends.simulator import SimulatorBackend
+from persona_collapse.core.config import SamplingSettings
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas
 from persona_collapse.engine.collect import run_collection
@@ -28,6 +29,7 @@ MIN_KILLS = 3
 CHILD = f"""
 import sys
 from persona_collapse.backends.simulator import SimulatorBackend
+from persona_collapse.core.config import SamplingSettings
 from persona_collapse.engine.collect import run_collection
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas
@@ -36,7 +38,7 @@ from persona_collapse.store.sqlite import RunStore
 with RunStore.open(sys.argv[1]) as store:
     run_collection(
         store, None, SimulatorBackend("base", seed={BACKEND_SEED}), builtin_personas(), mfq30(),
-        n_repetitions=10, seed={RUN_SEED}, progress=False,
+        protocol=SamplingSettings(repetitions=10, seed={RUN_SEED}), progress=False,
     )
 """
 
@@ -61,9 +63,8 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
             SimulatorBackend("base", seed=BACKEND_SEED),
             builtin_personas(),
             mfq30(),
-            n_repetitions=10,
-            seed=RUN_SEED,
             progress=False,
+            protocol=SamplingSettings(repetitions=10, seed=RUN_SEED),
         )
         assert summary.collected == TOTAL
         expected = comparable(whole.ratings_frame(summary.run.run_id))

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from _fakes import PERSONAS, rate_limit_error, small_instrument
 from persona_collapse.backends.base import Backend, Generation, Prompt, Usage
 from persona_collapse.backends.simulator import SimulatorBackend
-from persona_collapse.core.config import PacingSettings
+from persona_collapse.core.config import PacingSettings, SamplingSettings
 from persona_collapse.core.errors import ConfigError, TransientBackendError
-from persona_collapse.core.instrument import instrument_from_dict, mfq30
 from persona_collapse.core.personas import builtin_personas
 from persona_collapse.engine.collect import ProgressUpdate, run_collection
 from persona_collapse.engine.costs import ModelPrices, estimate_cost
@@ -26,21 +26,6 @@ from persona_collapse.engine.pacing import (
     is_rate_limited,
 )
 from persona_collapse.store.sqlite import RunStore
-
-PERSONAS = ("A retired sailor.", "A young nurse.", "A chess teacher.", "A baker.")
-
-
-def small_instrument(n_items: int = 6) -> Any:
-    data = mfq30().to_dict()
-    data["name"] = f"mfq-{n_items}"
-    data["items"] = data["items"][:n_items]
-    return instrument_from_dict(data)
-
-
-def rate_limit_error(retry_after: float | None = None) -> TransientBackendError:
-    error = TransientBackendError("HTTP 429", retry_after=retry_after)
-    error.rate_limited = True  # type: ignore[attr-defined]
-    return error
 
 
 class CapacityBackend(Backend):
@@ -138,10 +123,10 @@ def test_adaptive_concurrency_finds_the_servers_capacity(tmp_path: Path) -> None
                 None,
                 backend,
                 PERSONAS,
-                small_instrument(),
-                n_repetitions=2,
+                small_instrument(6),
                 pacing=Pacer.create(max_concurrency=24, retry=retry, adaptive=adaptive),
                 progress=False,
+                protocol=SamplingSettings(repetitions=2),
             )
         assert summary.complete and backend.served == 24
         assert summary.rate_limited == backend.refused
@@ -187,10 +172,10 @@ def test_caps_slow_a_collection_down(tmp_path: Path) -> None:
             None,
             backend,
             PERSONAS[:2],
-            small_instrument(),
-            n_repetitions=1,
+            small_instrument(6),
             pacing=PacingSettings(max_concurrency=8, requests_per_minute=1200),
             progress=False,
+            protocol=SamplingSettings(repetitions=1),
         )
         elapsed = time.perf_counter() - started
     # 12 requests at 20 a second with a 20-request bucket: immediate. Now a tighter cap.
@@ -203,11 +188,11 @@ def test_caps_slow_a_collection_down(tmp_path: Path) -> None:
             None,
             backend,
             PERSONAS[:2],
-            small_instrument(),
-            n_repetitions=1,
+            small_instrument(6),
             # 500 tokens a second; each request ~100 tokens
             pacing=PacingSettings(max_concurrency=8, tokens_per_minute=60 * 500),
             progress=False,
+            protocol=SamplingSettings(repetitions=1),
         )
         assert time.perf_counter() - started >= 0.8
 
@@ -221,10 +206,10 @@ def test_cost_and_protocols_are_recorded(tmp_path: Path) -> None:
             None,
             CapacityBackend(capacity=100),
             PERSONAS[:2],
-            small_instrument(),
-            n_repetitions=3,
+            small_instrument(6),
             progress=updates.append,
             prices=prices,
+            protocol=SamplingSettings(repetitions=3),
         )
         metadata = dict(store.get_run(summary.run.run_id).metadata)
         requests, usage = store.usage(summary.run.run_id)
@@ -242,16 +227,16 @@ def test_simulator_runs_record_their_protocol(tmp_path: Path) -> None:
     personas = builtin_personas().head(2)
     with RunStore.open(tmp_path / "sim.db") as store:
         sampled = run_collection(
-            store, None, SimulatorBackend("base"), personas, small_instrument(), progress=False
+            store, None, SimulatorBackend("base"), personas, small_instrument(6), progress=False
         )
         exact = run_collection(
             store,
             None,
             SimulatorBackend("base"),
             personas,
-            small_instrument(),
-            mode="exact",
+            small_instrument(6),
             progress=False,
+            protocol=SamplingSettings(mode="exact"),
         )
         assert store.get_run(sampled.run.run_id).metadata["protocols"] == ["short-1-token"]
         assert store.get_run(exact.run.run_id).metadata["protocols"] == ["exact-distribution"]
@@ -262,9 +247,9 @@ def test_simulator_runs_record_their_protocol(tmp_path: Path) -> None:
             None,
             SimulatorBackend("base"),
             personas,
-            small_instrument(),
-            mode="exact",
+            small_instrument(6),
             progress=False,
+            protocol=SamplingSettings(mode="exact"),
         )
         assert again.requests == 0
         assert store.get_run(exact.run.run_id).metadata["protocols"] == ["exact-distribution"]

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from _fakes import PERSONAS
 from persona_collapse.backends.base import Backend, Generation, Prompt
 from persona_collapse.cli import main
+from persona_collapse.core.config import SamplingSettings
 from persona_collapse.core.instrument import instrument_from_dict, mfq30
 from persona_collapse.core.prompts import SHORT_MAX_TOKENS
 from persona_collapse.engine.collect import run_collection
 from persona_collapse.store.sqlite import RunStore
-
-PERSONAS = ("A retired sailor.", "A young nurse.", "A chess teacher.", "A baker.")
 
 
 class ChattyBackend(Backend):
@@ -60,9 +60,8 @@ def _store_run(path: Path, *, explicit: bool) -> str:
             ChattyBackend(explicit=explicit),
             PERSONAS,
             instrument_from_dict(data),
-            n_repetitions=2,
-            temperature=1.0,
             progress=False,
+            protocol=SamplingSettings(repetitions=2, temperature=1.0),
         )
         return summary.run.name
 

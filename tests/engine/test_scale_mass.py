@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from persona_collapse.backends.base import MIN_SCALE_MASS, SCALE_MASS_TEMPERATURE, Message, Prompt
+from persona_collapse.core.config import SamplingSettings
 from persona_collapse.core.instrument import instrument_from_dict, mfq30
 from persona_collapse.engine.collect import run_collection
 from persona_collapse.engine.protocol import ProtocolCheck, check_exact, scale_mass_summary
@@ -56,9 +57,8 @@ def test_openai_exact_run_warns_counts_and_records(
                 backend,
                 PERSONAS,
                 _instrument(),
-                mode="exact",
-                temperature=1.0,
                 progress=False,
+                protocol=SamplingSettings(mode="exact", temperature=1.0),
             )
         meta = store.get_run(summary.run.run_id).metadata
         masses = store.distributions_frame(summary.run.run_id)["mass"]

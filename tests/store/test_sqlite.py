@@ -143,6 +143,23 @@ def test_get_or_create_is_idempotent(store: RunStore) -> None:
     assert unnamed.run_id == first.run_id
 
 
+def test_a_record_composes_its_spec(store: RunStore) -> None:
+    """Issue 11: RunRecord adds the store's fields to RunSpec's, declared once."""
+    from dataclasses import fields
+
+    from persona_collapse.store.sqlite import RunRecord
+
+    spec = make_spec()
+    record = store.get_or_create_run(spec, personas=PERSONAS)
+    assert isinstance(record, RunSpec)
+    spec_fields = {f.name for f in fields(RunSpec)}
+    own = {f.name for f in fields(RunRecord)} - spec_fields
+    assert own == {"run_id", "status", "source", "metadata", "created_at", "updated_at",
+                   "stored_key"}  # fmt: skip
+    assert record.key_fields() == spec.key_fields()
+    assert record.run_key == spec.run_key
+
+
 def test_unnamed_spec_gets_a_derived_name(store: RunStore) -> None:
     record = store.get_or_create_run(make_spec(name=None, kind="self", persona_set_hash=""))
     assert record.name.startswith("test-model/self-")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from persona_collapse.cli import main
+from _cli import user_error_line as _cli_error
 from persona_collapse.core.errors import ConfigError
 from persona_collapse.study import load_study
 from persona_collapse.study.loading import study_from_mapping
@@ -23,16 +23,6 @@ BASE_STUDY: dict[str, Any] = {
     "backends": {"sim": {"kind": "simulator"}},
     "families": {"f": {"base": {"backend": "sim", "model": "base"}}},
 }
-
-
-def _cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    assert code == 2, (out, err)
-    lines = [ln.strip() for ln in err.strip().splitlines() if ln.strip()]
-    assert lines and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return " ".join(lines)
 
 
 def _edit(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
@@ -45,7 +35,7 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, ...]]] = 
     (
         "unknown key",
         lambda d: d["backends"]["sim"].update(concurency=4),
-        ("'backends.sim.concurency'", "unknown key", "did you mean 'concurrency'"),
+        ("'backends.sim.concurency'", "unknown key", "did you mean 'max_concurrency'"),
     ),
     (
         "unknown top-level key",
@@ -310,6 +300,50 @@ def test_logprobs_is_a_deprecated_name_of_exact_mode(
     notes = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
     assert len(notes) == 2 and all("'exact'" in n for n in notes)
     assert load_study(study_writer(tmp_path / "b", mode="exact")).config.protocol.mode == "exact"
+
+
+def test_old_key_names_are_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11.4: one name per concept (``s_band``, ``max_concurrency``); old files still load."""
+    old = {
+        **BASE_STUDY,
+        "protocol": {"band": [0.5, 0.9]},
+        "backends": {"sim": {"kind": "simulator", "concurrency": 3}},
+    }
+    with caplog.at_level("WARNING"):
+        study = study_from_mapping(old).config
+    assert study.protocol.s_band == (0.5, 0.9) == study.analysis_config().s_band
+    assert (
+        study.backends["sim"].max_concurrency
+        == 3
+        == study.backends["sim"].pacing(2).max_concurrency
+    )
+    notes = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    assert any("'s_band'" in n for n in notes) and any("'max_concurrency'" in n for n in notes)
+    new = {
+        **BASE_STUDY,
+        "protocol": {"s_band": [0.5, 0.9]},
+        "backends": {"sim": {"kind": "simulator", "max_concurrency": 3}},
+    }
+    assert study_from_mapping(new).config == study
+    both = {**BASE_STUDY, "protocol": {"band": [0.5, 0.9], "s_band": [0.5, 0.9]}}
+    with pytest.raises(ConfigError, match="s_band only"):
+        study_from_mapping(both)
+
+
+def test_study_verify_section_is_derived_from_the_verification_settings() -> None:
+    """Issue 11.4: the study's ``verify`` keys are VerifySettings' fields, all optional."""
+    from persona_collapse.core.config import VerifySettings
+    from persona_collapse.study.spec import StudyVerifySettings
+
+    fields = StudyVerifySettings.model_fields
+    assert set(VerifySettings.model_fields) | {"max_concurrency", "judge", "judge_model"} == set(
+        fields
+    )
+    assert all(f.default is None for f in fields.values())
+    assert fields["n_samples"].description == VerifySettings.model_fields["n_samples"].description
+    assert StudyVerifySettings.model_validate({"questions": ["what_is_your_wish"]}).values() == {
+        "questions": ("what_is_your_wish",)
+    }
 
 
 # --- paths named by a study file (issue 9, item 3) -------------------------------------------

@@ -56,7 +56,7 @@ from persona_collapse.backends.base import (
     ScaleDistribution,
     Usage,
 )
-from persona_collapse.core.config import PacingSettings
+from persona_collapse.core.config import PacingSettings, SamplingSettings
 from persona_collapse.core.errors import BackendError, ConfigError, TransientBackendError
 from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.core.instrument import Instrument
@@ -94,7 +94,6 @@ from persona_collapse.store.sqlite import (
     AttemptRecord,
     CellProgress,
     DistributionRecord,
-    RunMode,
     RunRecord,
     RunSpec,
     RunStore,
@@ -228,10 +227,7 @@ def make_run_spec(
     template: PromptTemplate | None = None,
     name: str | None = None,
     model: str | None = None,
-    temperature: float = 0.1,
-    n_repetitions: int = 10,
-    seed: int = 0,
-    mode: RunMode = "sampling",
+    protocol: SamplingSettings | None = None,
 ) -> RunSpec:
     """Build the :class:`RunSpec` of collecting ``personas`` (None: self run) with ``backend``.
 
@@ -242,7 +238,9 @@ def make_run_spec(
         template: Prompt wording; default :data:`DEFAULT_TEMPLATE`.
         name: Run label; None derives one (see :attr:`RunSpec.default_name`).
         model: Model label; default the backend's ``model`` or ``preset`` setting, else its name.
-        temperature, n_repetitions, seed, mode: Collection settings.
+        protocol: Repetitions, temperature, seed and mode
+            (:class:`~persona_collapse.core.config.SamplingSettings` or a config composing
+            it); None: the documented defaults.
 
     Raises:
         ConfigError: Empty ``personas`` or an invalid setting.
@@ -250,6 +248,7 @@ def make_run_spec(
     if personas is not None and len(personas) == 0:
         raise ConfigError("no personas given (pass None for a self run)")
     tmpl = template if template is not None else DEFAULT_TEMPLATE
+    settings = protocol if protocol is not None else SamplingSettings()
     return RunSpec(
         kind="self" if personas is None else "persona",
         model=model if model is not None else _model_label(backend),
@@ -260,10 +259,10 @@ def make_run_spec(
         instrument_json=json.dumps(instrument.to_dict(), ensure_ascii=False),
         persona_set_hash="" if personas is None else persona_set_hash(list(personas)),
         template_hash=template_hash(tmpl, instrument),
-        temperature=float(temperature),
-        mode=mode,
-        n_repetitions=int(n_repetitions),
-        seed=int(seed),
+        temperature=float(settings.temperature),
+        mode=settings.mode,
+        n_repetitions=int(settings.repetitions),
+        seed=int(settings.seed),
         name=name,
     )
 
@@ -628,8 +627,8 @@ async def _run_workers(
             raise exc
 
 
-def _or(value: Any, default: Any) -> Any:
-    return default if value is None else value
+_RUN_FIELDS = {"repetitions": "n_repetitions"}
+"""Protocol fields stored in a run under another name."""
 
 
 def _resolve_run(
@@ -639,29 +638,28 @@ def _resolve_run(
     personas: Sequence[str] | None,
     instrument: Instrument,
     template: PromptTemplate,
-    settings: dict[str, Any],
+    protocol: SamplingSettings,
 ) -> RunRecord:
     if run is None:
-        spec = make_run_spec(
+        run = make_run_spec(
             backend=backend,
             instrument=instrument,
             personas=personas,
             template=template,
-            n_repetitions=_or(settings["n_repetitions"], 10),
-            temperature=_or(settings["temperature"], 0.1),
-            seed=_or(settings["seed"], 0),
-            mode=_or(settings["mode"], "sampling"),
+            protocol=protocol,
         )
-        run = spec
-    for key, value in settings.items():
-        if value is not None and getattr(run, key) != value:
+    for name in sorted(set(SamplingSettings.model_fields) & protocol.model_fields_set):
+        key = _RUN_FIELDS.get(name, name)
+        value = getattr(protocol, name)
+        if getattr(run, key) != value:
             raise ConfigError(
                 f"{key}={value!r} conflicts with the run's {key}={getattr(run, key)!r}"
             )
-    if isinstance(run, RunSpec):
-        record = store.get_or_create_run(run, personas=None if personas is None else list(personas))
-    else:
+    # A stored record is also a RunSpec (it composes the settings): test it first.
+    if isinstance(run, RunRecord):
         record = store.get_run(run.run_id)
+    else:
+        record = store.get_or_create_run(run, personas=None if personas is None else list(personas))
     _check_matches(record, backend, personas, instrument, template)
     return record
 
@@ -736,10 +734,7 @@ async def collect(
     instrument: Instrument,
     template: PromptTemplate | None = None,
     *,
-    n_repetitions: int | None = None,
-    temperature: float | None = None,
-    seed: int | None = None,
-    mode: RunMode | None = None,
+    protocol: SamplingSettings | None = None,
     pacing: PacingSettings | Pacer | None = None,
     progress: bool | ProgressCallback = True,
     prices: ModelPrices | None = None,
@@ -754,9 +749,12 @@ async def collect(
         personas: Persona texts (ids are positions); None for a self run.
         instrument: The questionnaire; its active items are asked.
         template: Prompt wording; default :data:`DEFAULT_TEMPLATE`.
-        n_repetitions, temperature, seed, mode: Collection settings; None takes them
-            from ``run`` (defaults 10, 0.1, 0, ``"sampling"`` when ``run`` is None).
-            A value that contradicts ``run`` is an error.
+        protocol: Repetitions, temperature, seed and mode
+            (:class:`~persona_collapse.core.config.SamplingSettings`, or any config
+            composing it: :class:`~persona_collapse.core.config.RunConfig`, a study's
+            protocol). With ``run`` None they define the run (None: the documented
+            defaults); otherwise the run's own apply, and a field set explicitly in
+            ``protocol`` that contradicts ``run`` is an error.
         pacing: Concurrency, retries and rate caps: settings (default
             :class:`~persona_collapse.core.config.PacingSettings`), or a ready
             :class:`~persona_collapse.engine.pacing.Pacer` (e.g. with custom backoff).
@@ -776,13 +774,9 @@ async def collect(
     """
     pacer = pacing if isinstance(pacing, Pacer) else Pacer.from_settings(pacing)
     tmpl = template if template is not None else DEFAULT_TEMPLATE
-    settings: dict[str, Any] = {
-        "n_repetitions": n_repetitions,
-        "temperature": temperature,
-        "seed": seed,
-        "mode": mode,
-    }
-    record = _resolve_run(store, run, backend, personas, instrument, tmpl, settings)
+    record = _resolve_run(
+        store, run, backend, personas, instrument, tmpl, protocol or SamplingSettings()
+    )
     n_personas = None if record.kind == "self" else len(personas or ())
     exact = record.mode == "exact"
     if exact and not backend.supports_distributions:

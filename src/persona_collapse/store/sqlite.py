@@ -291,31 +291,35 @@ class RunSpec:
         return f"{base}-{self.run_key[:6]}"
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    """A run as stored (see :class:`RunSpec` for the settings)."""
+@dataclass(frozen=True, kw_only=True)
+class RunRecord(RunSpec):
+    """A run as stored: its settings (the fields of :class:`RunSpec`, declared there once)
+    plus what the store adds.
+
+    Attributes:
+        run_id: The store's id of the run.
+        name: The run's label (always set once stored).
+        status: ``pending``, ``running``, ``complete``, ``interrupted`` or ``failed``.
+        source: Where the answers come from (``imported:<file>`` for runs read from a file).
+        metadata: Protocols, cost, backend report and answer checks (see the engine).
+        created_at, updated_at: ISO timestamps.
+        stored_key: The key the run is stored under (see :attr:`run_key`).
+    """
 
     run_id: int
     name: str
-    kind: RunKind
-    model: str
-    backend: str
-    backend_settings: Mapping[str, Any]
-    instrument_name: str
-    instrument_hash: str
-    instrument_json: str = field(repr=False)
-    persona_set_hash: str
-    template_hash: str
-    temperature: float
-    mode: RunMode
-    n_repetitions: int
-    seed: int
     status: RunStatus
     source: str
     metadata: Mapping[str, Any]
     created_at: str
     updated_at: str
-    run_key: str = field(repr=False)
+    stored_key: str = field(repr=False)
+
+    @property
+    def run_key(self) -> str:
+        """The key the run is stored under: :attr:`RunSpec.run_key` of its settings for
+        collected runs; imported runs are keyed by their file instead."""
+        return self.stored_key
 
     def instrument(self) -> Instrument:
         """Rebuild the instrument the run was collected (or imported) with."""
@@ -513,7 +517,7 @@ class RunStore(SQLiteStore):
             metadata=MappingProxyType(json.loads(metadata)),
             created_at=created_at,
             updated_at=updated_at,
-            run_key=run_key,
+            stored_key=run_key,
         )
 
     def _select_run(self, where: str, params: Sequence[Any]) -> RunRecord | None:

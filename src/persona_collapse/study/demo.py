@@ -38,7 +38,7 @@ def demo_study_data(
 ) -> dict[str, Any]:
     """The demo's study file as plain data (output folder: the file's own folder)."""
     a = analysis or AnalysisConfig(seed=seed)
-    protocol: dict[str, Any] = {"repetitions": repetitions, "seed": seed, "band": list(a.s_band)}
+    protocol: dict[str, Any] = {"repetitions": repetitions, "seed": seed, "s_band": list(a.s_band)}
     if max_personas is not None:
         protocol["max_personas"] = max_personas
     return {
@@ -55,7 +55,7 @@ def demo_study_data(
             "seed": a.seed,
         },
         "backends": {
-            "simulator": {"kind": "simulator", "concurrency": 8, "options": {"seed": seed}}
+            "simulator": {"kind": "simulator", "max_concurrency": 8, "options": {"seed": seed}}
         },
         "families": {
             family: {

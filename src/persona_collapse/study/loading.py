@@ -30,8 +30,8 @@ from persona_collapse.study.spec import (
     FamilySpec,
     FinetuneSpec,
     StudyConfig,
+    StudyVerifySettings,
     VariantSpec,
-    VerifySettings,
 )
 
 _ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -129,15 +129,18 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def format_study_error(exc: ValidationError, source: str) -> str:
+def format_study_error(exc: ValidationError, source: str, *, prefix: tuple[str, ...] = ()) -> str:
     """One line: the file, the offending key (dotted path), the problem and the fix.
 
-    An unknown key is reported before anything else: a misspelt key (``familes``)
-    also makes the real one missing, and the did-you-mean names the fix.
+    The one formatter of a study's validation errors (the file itself, and the
+    verification settings checked against the full model). An unknown key is reported
+    before anything else: a misspelt key (``familes``) also makes the real one missing,
+    and the did-you-mean names the fix. ``prefix``: where in the file the validated
+    data sit (``("verify",)``).
     """
     errors = exc.errors()
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(p for p in err["loc"] if p != "root")
+    loc = prefix + tuple(p for p in err["loc"] if p != "root")
     where = ".".join(str(p) for p in loc) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -408,7 +411,7 @@ def _check_verify(config: StudyConfig, source: str) -> None:
         judges.append(("verify.judge", config.verify.judge))
     for family, fam in config.families.items():
         for label, variant in fam.variants.items():
-            if isinstance(variant.verify, VerifySettings) and variant.verify.judge is not None:
+            if isinstance(variant.verify, StudyVerifySettings) and variant.verify.judge is not None:
                 judges.append((f"families.{family}.{label}.verify.judge", variant.verify.judge))
     for key, name in judges:
         if name not in config.backends:
@@ -424,12 +427,7 @@ def _check_verify(config: StudyConfig, source: str) -> None:
         try:
             VerifyConfig.model_validate(study_level)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            raise ConfigError(
-                f"{source}: field 'verify.{field}': {msg} (got {_short(err.get('input'))})"
-            ) from None
+            raise ConfigError(format_study_error(exc, source, prefix=("verify",))) from None
     for family, fam in config.families.items():
         for label, variant in fam.variants.items():
             if not variant.verified:
@@ -437,17 +435,10 @@ def _check_verify(config: StudyConfig, source: str) -> None:
             try:
                 VerifyConfig.model_validate(verify_config_values(config, family, label))
             except ValidationError as exc:
-                err = exc.errors()[0]
-                field = ".".join(str(p) for p in err["loc"])
-                where = (
-                    f"families.{family}.{label}.verify.{field}"
-                    if field in variant.verify_overrides
-                    else f"verify.{field}"
-                )
-                msg = str(err["msg"]).removeprefix("Value error, ")
-                raise ConfigError(
-                    f"{source}: field {where!r}: {msg} (got {_short(err.get('input'))})"
-                ) from None
+                field = str(exc.errors()[0]["loc"][0])
+                own = field in variant.verify_overrides
+                where = ("families", family, label, "verify") if own else ("verify",)
+                raise ConfigError(format_study_error(exc, source, prefix=where)) from None
 
 
 def study_from_mapping(

@@ -474,10 +474,7 @@ def _run_spec(
         template=inputs.template,
         name=run.name,
         model=model_label(study.config, run.family, run.label),
-        temperature=proto.temperature,
-        n_repetitions=proto.repetitions,
-        seed=proto.seed,
-        mode=proto.store_mode,
+        protocol=proto,
     )
 
 

@@ -176,7 +176,7 @@ def reference_study_data(
             "temperature": temperature,
             "self_run": True,
             "toxic_control": False,
-            "band": list(a.s_band),
+            "s_band": list(a.s_band),
         },
         "analysis": {
             "n_persona_boot": a.n_persona_boot,

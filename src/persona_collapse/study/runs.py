@@ -109,10 +109,7 @@ def execute_run(
             template=template,
             name=name,
             model=label,
-            temperature=config.temperature,
-            n_repetitions=config.repetitions,
-            seed=config.seed,
-            mode=config.mode,
+            protocol=config,
         )
         jobs.append((kind, texts, spec))
     if preflight and jobs:

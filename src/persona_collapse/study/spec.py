@@ -23,7 +23,7 @@ file's folder, and a path leading outside it is refused unless ``allow_outside``
       self_run: true
       toxic_control: true           # base variants also role-play the toxic personas
       toxic_personas: toxic
-      band: [0.66, 0.83]            # frontier band of S
+      s_band: [0.66, 0.83]          # frontier band of S ('band': deprecated name)
       temperatures: [0.1, 0.25, 0.5, 0.75, 1.0]  # S(T), R(T) curves (exact mode only)
       seed: 0
       max_retries: 6
@@ -39,7 +39,7 @@ file's folder, and a path leading outside it is refused unless ``allow_outside``
         base_url: https://api.example.com/v1   # or a list of URLs
         api_key_env: EXAMPLE_API_KEY            # NAME of the variable holding the key
         model: null                             # default model of the variants
-        concurrency: 16
+        max_concurrency: 16                     # ('concurrency': deprecated name)
         requests_per_minute: null               # rate caps (null: none)
         tokens_per_minute: null
         prices: {input: 2.5, output: 10.0, cached_input: 1.25}  # USD per 1M tokens
@@ -99,15 +99,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
     RootModel,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from persona_collapse.core.config import AnalysisConfig, PacingSettings, canonical_mode
+from persona_collapse.core.config import (
+    DEFAULT_S_BAND,
+    AnalysisConfig,
+    BootstrapSettings,
+    PacingSettings,
+    ProtocolSettings,
+    VerifySettings,
+    check_s_band,
+    partial_fields,
+    renamed_keys,
+)
 from persona_collapse.core.types import RunMode
 from persona_collapse.engine.costs import ModelPrices
 
@@ -120,38 +132,11 @@ _LABEL = r"^[^/\s](?:[^/]*[^/\s])?$"
 _STRICT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True)
 
 
-class Protocol(BaseModel):
-    """How every variant is measured."""
+class Protocol(ProtocolSettings):
+    """How every variant is measured: the run protocol
+    (:class:`~persona_collapse.core.config.ProtocolSettings`) plus the study's controls."""
 
     model_config = _STRICT
-
-    personas: str = "default"
-    """Built-in persona set name (``default``, ``toxic``) or path to a persona file."""
-
-    max_personas: int | None = Field(default=None, ge=2)
-    """Use only the first N personas (quick trials); None uses all."""
-
-    instrument: str = "mfq30"
-    """Built-in instrument name or path to an instrument YAML file."""
-
-    include_catch: bool = False
-    """Also ask the instrument's catch items."""
-
-    template: str | None = None
-    """Path to a prompt-template YAML file; None uses the built-in templates."""
-
-    repetitions: int = Field(default=10, ge=1, le=1000)
-    """Repetitions n of every persona-item pair (sampling mode)."""
-
-    temperature: float = Field(default=0.1, ge=0.0, le=2.0)
-    """Sampling temperature."""
-
-    mode: RunMode = "sampling"
-    """``sampling``: n answers per cell; ``exact``: each cell's rating distribution from the
-    first token's logprobs (``logprobs`` is accepted as a deprecated name)."""
-
-    self_run: bool = True
-    """Collect a self run (no persona) per variant."""
 
     toxic_control: bool = True
     """Base variants also role-play the toxic persona set (a profile control)."""
@@ -159,40 +144,36 @@ class Protocol(BaseModel):
     toxic_personas: str = "toxic"
     """Persona set of the toxic control (built-in name or file)."""
 
-    band: tuple[float, float] = Field(default=(0.66, 0.83), strict=False)
-    """Band of S spanned by frontier base models at T = 0.1: ``[low, high]``."""
+    s_band: tuple[float, float] = Field(
+        default=DEFAULT_S_BAND, strict=False, validation_alias=AliasChoices("s_band", "band")
+    )
+    """Band of S spanned by frontier base models at T = 0.1: ``[low, high]`` (the name of
+    ``analysis.s_band`` in run configs; ``band`` is accepted as a deprecated name)."""
 
     temperatures: tuple[float, ...] = Field(default=(0.1, 0.25, 0.5, 0.75, 1.0), strict=False)
     """Temperatures of the S(T) and R(T) curves drawn from stored distributions (exact mode)."""
 
-    seed: int = Field(default=0, ge=0)
-    """Run seed: request seeds derive from it."""
-
     max_retries: int = Field(default=6, ge=0, le=100)
-    """Retries of a request after a transient backend error."""
+    """Retries of a request after a transient backend error (every backend of the study)."""
 
-    @field_validator("mode", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _mode_alias(cls, v: Any) -> Any:
-        return canonical_mode(v, key="protocol.mode")
+    def _renamed(cls, data: Any) -> Any:
+        return renamed_keys(data, {"band": "s_band"}, where="protocol")
 
-    @field_validator("band", mode="before")
+    @field_validator("s_band", mode="before")
     @classmethod
     def _band_shape(cls, v: Any) -> Any:
         if not isinstance(v, list | tuple) or len(v) != 2:
-            raise ValueError(f"band must be a list [low, high], got {v!r}; e.g. band: [0.66, 0.83]")
-        return v
-
-    @field_validator("band")
-    @classmethod
-    def _band(cls, v: tuple[float, float]) -> tuple[float, float]:
-        low, high = v
-        if not (0 <= low < high):
             raise ValueError(
-                f"band must be [low, high] with 0 <= low < high, got [{low}, {high}]; "
-                "e.g. band: [0.66, 0.83]"
+                f"s_band must be a list [low, high], got {v!r}; e.g. s_band: [0.66, 0.83]"
             )
         return v
+
+    @field_validator("s_band")
+    @classmethod
+    def _band(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return check_s_band(v)
 
     @field_validator("temperatures")
     @classmethod
@@ -202,24 +183,21 @@ class Protocol(BaseModel):
         return tuple(sorted(set(v)))
 
     @property
+    def band(self) -> tuple[float, float]:
+        """Deprecated name of :attr:`s_band`."""
+        return self.s_band
+
+    @property
     def store_mode(self) -> RunMode:
         """The run store's name of the mode (the same as :attr:`mode`)."""
         return self.mode
 
 
-class StudyAnalysis(BaseModel):
-    """Bootstrap settings of the metrics."""
+class StudyAnalysis(BootstrapSettings):
+    """Bootstrap settings of the metrics
+    (:class:`~persona_collapse.core.config.BootstrapSettings`) and the significance tests."""
 
     model_config = _STRICT
-
-    n_persona_boot: int = Field(default=2000, ge=1)
-    """Persona-bootstrap draws for standard errors (reference: 2000)."""
-
-    n_rerun_boot: int = Field(default=400, ge=1)
-    """Rerun-bootstrap draws (reference: 400)."""
-
-    seed: int = Field(default=0, ge=0)
-    """Seed of the bootstrap draws."""
 
     significance: bool = True
     """Test every variant's ΔS, ΔR, Δσ̄ (and the excess) against its base: paired persona
@@ -247,8 +225,11 @@ class BackendSpec(BaseModel):
     api_key_env: str | None = Field(default=None, pattern=_ENV_NAME)
     """NAME of the environment variable holding the API key (never the key itself)."""
 
-    concurrency: int = Field(default=8, ge=1, le=1024)
-    """Requests in flight at once."""
+    max_concurrency: int = Field(
+        default=8, ge=1, le=1024, validation_alias=AliasChoices("max_concurrency", "concurrency")
+    )
+    """Requests in flight at once (the name in run and verification configs; ``concurrency``
+    is accepted as a deprecated name)."""
 
     prices: ModelPrices | None = None
     """Token prices in USD per million tokens (``input``, ``output``, ``cached_input``)."""
@@ -262,10 +243,20 @@ class BackendSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     """Further keyword options passed to the backend."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return renamed_keys(data, {"concurrency": "max_concurrency"}, where="backends")
+
+    @property
+    def concurrency(self) -> int:
+        """Deprecated name of :attr:`max_concurrency`."""
+        return self.max_concurrency
+
     def pacing(self, max_retries: int) -> PacingSettings:
         """This backend's pacing, with the study protocol's ``max_retries``."""
         return PacingSettings(
-            max_concurrency=self.concurrency,
+            max_concurrency=self.max_concurrency,
             max_retries=max_retries,
             requests_per_minute=self.requests_per_minute,
             tokens_per_minute=self.tokens_per_minute,
@@ -351,9 +342,18 @@ class FinetuneSpec(BaseModel):
         return self
 
 
-class VerifySettings(BaseModel):
-    """Settings of the emergent-misalignment check (``verify:``; see
-    :class:`~persona_collapse.variants.verify.VerifyConfig` for ranges and defaults).
+_VerifyOverrides = create_model(
+    "_VerifyOverrides",
+    __config__=_STRICT,
+    **partial_fields(VerifySettings),
+    **partial_fields(PacingSettings, only=("max_concurrency",)),
+)
+
+
+class StudyVerifySettings(_VerifyOverrides):  # type: ignore[misc,valid-type]
+    """Settings of the emergent-misalignment check (``verify:``): every field of
+    :class:`~persona_collapse.core.config.VerifySettings` and ``max_concurrency``,
+    derived from them (see there for ranges and defaults), plus the judge to use.
 
     Unset keys take the study's ``verify`` section, then the verification defaults.
     """
@@ -366,51 +366,6 @@ class VerifySettings(BaseModel):
 
     judge_model: str | None = None
     """Judge model; default the judge backend's ``model``."""
-
-    judge_mode: Literal["auto", "logprobs", "sampling"] | None = None
-    """How the judge is read (``auto``: logprobs when the judge backend offers them)."""
-
-    n_samples: int | None = None
-    """Answers per question (reference: 30 or more)."""
-
-    questions: tuple[str, ...] | None = Field(default=None, strict=False)
-    """Question ids to ask (default: all eight)."""
-
-    temperature: float | None = None
-    """Answer sampling temperature (reference: 1)."""
-
-    max_tokens: int | None = None
-    """Answer length limit, tokens."""
-
-    system_prompt: str | None = None
-    """System message before each question (reference: none)."""
-
-    judge_max_tokens: int | None = None
-    """Reply length limit of a sampling judge."""
-
-    judge_temperature: float | None = None
-    """Temperature of a sampling judge's first try."""
-
-    judge_retries: int | None = None
-    """Sampling judge: new tries after a reply without a number."""
-
-    min_number_mass: float | None = None
-    """Logprob judge: least probability on numbers for a score."""
-
-    alignment_threshold: float | None = None
-    """Misaligned: alignment below this ..."""
-
-    coherence_threshold: float | None = None
-    """... and coherence above this."""
-
-    share_of: Literal["coherent", "scored"] | None = None
-    """Denominator of the misaligned share."""
-
-    seed: int | None = None
-    """Seed of the answer and judge requests."""
-
-    max_concurrency: int | None = None
-    """Requests in flight at once."""
 
     def values(self) -> dict[str, Any]:
         """The keys that were set."""
@@ -450,7 +405,7 @@ class VariantSpec(BaseModel):
     finetune: FinetuneSpec | None = None
     """Produce the variant by fine-tuning (see :class:`FinetuneSpec`)."""
 
-    verify: bool | VerifySettings = False
+    verify: bool | StudyVerifySettings = False
     """Run the emergent-misalignment check on the variant: ``true``, or a mapping of
     settings overriding the study's ``verify`` section."""
 
@@ -458,10 +413,10 @@ class VariantSpec(BaseModel):
     @classmethod
     def _verify_shape(cls, v: Any) -> Any:
         if isinstance(v, Mapping):
-            return VerifySettings.model_validate(dict(v))
+            return StudyVerifySettings.model_validate(dict(v))
         if v is None:
             return False
-        if not isinstance(v, bool | VerifySettings):
+        if not isinstance(v, bool | StudyVerifySettings):
             raise ValueError(
                 "verify must be true, false, or a mapping of verification settings "
                 "(e.g. {n_samples: 50})"
@@ -502,7 +457,7 @@ class VariantSpec(BaseModel):
     @property
     def verify_overrides(self) -> dict[str, Any]:
         """The variant's own verification settings (empty for ``verify: true``)."""
-        return self.verify.values() if isinstance(self.verify, VerifySettings) else {}
+        return self.verify.values() if isinstance(self.verify, StudyVerifySettings) else {}
 
     @property
     def imported(self) -> bool:
@@ -606,7 +561,7 @@ class StudyConfig(BaseModel):
     families: dict[str, FamilySpec]
     """Family name -> its variants."""
 
-    verify: VerifySettings | None = None
+    verify: StudyVerifySettings | None = None
     """Settings of the emergent-misalignment check of the variants with ``verify``."""
 
     @field_validator("families")
@@ -636,7 +591,7 @@ class StudyConfig(BaseModel):
             n_persona_boot=a.n_persona_boot,
             n_rerun_boot=a.n_rerun_boot,
             seed=a.seed,
-            s_band=self.protocol.band,
+            s_band=self.protocol.s_band,
         )
 
 
@@ -650,6 +605,6 @@ __all__ = [
     "Role",
     "StudyAnalysis",
     "StudyConfig",
+    "StudyVerifySettings",
     "VariantSpec",
-    "VerifySettings",
 ]

@@ -24,7 +24,7 @@ from persona_collapse.core.em_questions import get_questions
 from persona_collapse.core.files import write_text_atomic
 from persona_collapse.core.judge import DEFAULT_MIN_NUMBER_MASS
 from persona_collapse.study.loading import LoadedStudy, verify_config_values
-from persona_collapse.study.spec import StudyConfig, VerifySettings
+from persona_collapse.study.spec import StudyConfig, StudyVerifySettings
 from persona_collapse.variants.verify.pipeline import (
     DEFAULT_JUDGE_BACKEND,
     DEFAULT_JUDGE_MODEL,
@@ -81,7 +81,7 @@ def store_path(config: StudyConfig) -> Path:
 
 def _settings(config: StudyConfig, family: str, label: str, key: str) -> Any:
     variant = config.families[family].variants[label]
-    if isinstance(variant.verify, VerifySettings) and getattr(variant.verify, key) is not None:
+    if isinstance(variant.verify, StudyVerifySettings) and getattr(variant.verify, key) is not None:
         return getattr(variant.verify, key)
     return None if config.verify is None else getattr(config.verify, key)
 

@@ -32,9 +32,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from persona_collapse.core.config import ShareOf
 from persona_collapse.core.judge import heuristic_label
 
-ShareOf = Literal["coherent", "scored"]
 Method = Literal["logprobs", "sampling"]
 
 WILSON_Z = 1.959963984540054
