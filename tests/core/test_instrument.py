@@ -355,3 +355,13 @@ def test_unknown_builtin_name_suggests() -> None:
 def test_instrument_from_dict_uses_source_label() -> None:
     with pytest.raises(ConfigError, match=r"^study\.yaml#instrument: invalid instrument"):
         instrument_from_dict({"name": "x"}, source="study.yaml#instrument")
+
+
+def test_schema_module_agrees_with_the_instrument_module() -> None:
+    # The YAML schema repeats two constants so that built-in instruments load without pydantic.
+    import typing
+
+    from persona_collapse.core import instrument, instrument_schema
+
+    assert instrument_schema.CATCH == instrument.CATCH
+    assert typing.get_args(instrument_schema.ItemKind) == typing.get_args(instrument.ItemKind)

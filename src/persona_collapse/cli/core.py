@@ -64,11 +64,17 @@ def metrics(
     ] = False,
 ) -> None:
     """Compute S, R and σ̄ (with bootstrap standard errors) of persona runs."""
-    from persona_collapse.core.config import AnalysisConfig
-    from persona_collapse.stats.sources import load_runs, metrics_by_name, run_completeness
+    # Not AnalysisConfig: the configuration models cost a tenth of a second to import.
+    from persona_collapse.stats.compare import DEFAULT_S_BAND
+    from persona_collapse.stats.sources import (
+        Bootstrap,
+        load_runs,
+        metrics_by_name,
+        run_completeness,
+    )
 
     out_format = check_format(fmt)
-    analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
+    analysis = Bootstrap(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
     runs = load_runs(paths, run_names=run, kind="persona")
     results = metrics_by_name(runs, analysis)
     by_name = {r.name: r for r in runs}
@@ -98,7 +104,7 @@ def metrics(
             metrics_table(
                 results,
                 per_foundation=per_foundation,
-                band=analysis.s_band,
+                band=DEFAULT_S_BAND,
                 coverage=coverage,
                 checks=checks,
             )

@@ -17,15 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from persona_collapse.core.errors import (
-    ConfigError,
-    InputFileError,
-    UnknownNameError,
-    format_validation_error,
-)
-from persona_collapse.core.yamlio import load_yaml_file
+from persona_collapse.core.errors import InputFileError, UnknownNameError
 
 FOUNDATIONS: tuple[str, ...] = (
     "Harm/Care",
@@ -293,85 +285,15 @@ def mfq30(*, include_catch: bool = False) -> Instrument:
 BUILTIN_INSTRUMENTS: Mapping[str, Callable[..., Instrument]] = MappingProxyType({"mfq30": mfq30})
 
 
-# --- YAML schema --------------------------------------------------------------------------
-
-
-class _ScaleModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    min: int = Field(description="Lowest rating on the scale.")
-    max: int = Field(description="Highest rating on the scale.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> _ScaleModel:
-        if self.max <= self.min:
-            raise ValueError("scale.max must be greater than scale.min")
-        if self.min < 0 or self.max > 9:
-            raise ValueError("scale must lie within 0..9 (single-digit ratings)")
-        return self
-
-
-class _BlockModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    instruction: str = Field(
-        min_length=1, description="Instruction shown before items of this kind."
-    )
-    anchors: dict[int, str] = Field(description="Label of each scale value.")
-
-
-class _ItemModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: int = Field(ge=1, description="Item id, unique, 1-based.")
-    text: str = Field(min_length=1, description="Item wording.")
-    foundation: str = Field(min_length=1, description="Foundation (or 'Catch').")
-    kind: ItemKind = Field(description="'relevance' or 'agreement'.")
-
-    @field_validator("text", "foundation")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be blank")
-        return v.strip()
-
-
-class _InstrumentModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, description="Instrument name.")
-    scale: _ScaleModel
-    include_catch: bool = False
-    blocks: dict[ItemKind, _BlockModel]
-    items: list[_ItemModel] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> _InstrumentModel:
-        ids = [i.id for i in self.items]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"duplicate item ids: {dup}")
-        scale = set(range(self.scale.min, self.scale.max + 1))
-        for kind, block in self.blocks.items():
-            if set(block.anchors) != scale:
-                raise ValueError(
-                    f"blocks.{kind}.anchors must label exactly the scale values "
-                    f"{sorted(scale)}, got {sorted(block.anchors)}"
-                )
-        for item in self.items:
-            if item.kind not in self.blocks:
-                raise ValueError(f"item {item.id} has kind {item.kind!r} but no such block")
-        if not any(i.foundation != CATCH for i in self.items):
-            raise ValueError("at least one item must belong to a foundation other than 'Catch'")
-        return self
-
-
 def instrument_from_dict(data: Any, *, source: str = "<dict>") -> Instrument:
     """Build and validate an instrument from plain data (the YAML schema).
 
     Raises:
         ConfigError: naming the source and the offending field.
     """
-    try:
-        model = _InstrumentModel.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid instrument, {format_validation_error(exc)}") from None
+    from persona_collapse.core.instrument_schema import validate_instrument
+
+    model = validate_instrument(data, source=source)
     blocks = {
         k: Block(k, b.instruction, dict(sorted(b.anchors.items()))) for k, b in model.blocks.items()
     }
@@ -404,6 +326,8 @@ def load_instrument(name_or_path: str | Path, *, include_catch: bool | None = No
             if path.suffix.lower() in {".yaml", ".yml"} or "/" in text:
                 raise InputFileError(path, "instrument file not found")
             raise UnknownNameError("instrument", text, BUILTIN_INSTRUMENTS)
+        from persona_collapse.core.yamlio import load_yaml_file
+
         data = load_yaml_file(path, what="instrument")
         inst = instrument_from_dict(data, source=str(path))
     if include_catch is not None:
