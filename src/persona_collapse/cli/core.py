@@ -44,17 +44,37 @@ if TYPE_CHECKING:  # imported where used, so help screens stay fast
     from persona_collapse.engine.costs import EndpointSupport
 
 
+InstrumentOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Instrument of CSV files: built-in name (mfq30, bfi44) or YAML file "
+        "(default mfq30; run stores record their own)."
+    ),
+]
+
+
+def _per_group_key(data: dict[str, Any], noun: str) -> dict[str, Any]:
+    """``per_foundation`` renamed after the instrument's groups (``per_domain`` for BFI-44)."""
+    if noun == "foundation" or "per_foundation" not in data:
+        return data
+    return {(f"per_{noun}" if k == "per_foundation" else k): v for k, v in data.items()}
+
+
 @app.command(rich_help_panel="Analyse")
 def metrics(
     paths: Paths,
     run: RunOpt = None,
     fmt: FormatOpt = "table",
     per_foundation: Annotated[
-        bool, typer.Option("--per-foundation", help="Also report each foundation.")
+        bool,
+        typer.Option(
+            "--per-foundation", help="Also report each foundation (each domain for BFI-44)."
+        ),
     ] = False,
     persona_boot: PersonaBootOpt = 2000,
     rerun_boot: RerunBootOpt = 400,
     seed: SeedOpt = 0,
+    instrument: InstrumentOpt = None,
     require_complete: Annotated[
         bool,
         typer.Option(
@@ -68,6 +88,7 @@ def metrics(
     from persona_collapse.stats.compare import DEFAULT_S_BAND
     from persona_collapse.stats.sources import (
         Bootstrap,
+        instrument_option,
         load_runs,
         metrics_by_name,
         run_completeness,
@@ -75,7 +96,8 @@ def metrics(
 
     out_format = check_format(fmt)
     analysis = Bootstrap(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
-    runs = load_runs(paths, run_names=run, kind="persona")
+    inst = instrument_option(instrument)
+    runs = load_runs(paths, run_names=run, kind="persona", instrument=inst)
     results = metrics_by_name(runs, analysis)
     by_name = {r.name: r for r in runs}
     coverage = {n: run_completeness(by_name[n], m) for n, m in results.items()}
@@ -89,12 +111,15 @@ def metrics(
     if out_format == "json":
         print_json(
             [
-                {
-                    **metrics_json(
-                        n, by_name[n].source, m, per_foundation=per_foundation, check=checks[n]
-                    ),
-                    **coverage[n].to_dict(),
-                }
+                _per_group_key(
+                    {
+                        **metrics_json(
+                            n, by_name[n].source, m, per_foundation=per_foundation, check=checks[n]
+                        ),
+                        **coverage[n].to_dict(),
+                    },
+                    by_name[n].instrument.group_noun,
+                )
                 for n, m in results.items()
             ]
         )
@@ -187,17 +212,36 @@ def compare(
 
 
 @app.command(rich_help_panel="Analyse")
-def profile(paths: Paths, run: RunOpt = None, fmt: FormatOpt = "table") -> None:
-    """Self-profiles: per-foundation mean and sd of the model's own answers."""
-    from persona_collapse.stats.sources import load_runs, run_self_profile
+def profile(
+    paths: Paths, run: RunOpt = None, fmt: FormatOpt = "table", instrument: InstrumentOpt = None
+) -> None:
+    """Self-profiles: per-foundation (per-domain) mean and sd of the model's own answers.
+
+    Reverse-keyed items (BFI-44) are reflected before averaging; the output says so.
+    """
+    from persona_collapse.stats.sources import (
+        instrument_option,
+        load_runs,
+        profile_notes,
+        run_self_profile,
+    )
 
     out_format = check_format(fmt)
-    runs = load_runs(paths, run_names=run, kind="self")
+    runs = load_runs(paths, run_names=run, kind="self", instrument=instrument_option(instrument))
     profiles = {r.name: run_self_profile(r) for r in runs}
+    notes = {r.name: profile_notes(r) for r in runs}
     if out_format == "json":
-        print_json([{"name": n, **p.to_dict()} for n, p in profiles.items()])
+        print_json([{"name": n, **p.to_dict(), **notes[n]} for n, p in profiles.items()])
     else:
-        stdout_console().print(profile_table(profiles))
+        console = stdout_console()
+        console.print(profile_table(profiles))
+        for n, note in notes.items():
+            if note["reverse_keyed_reflected"]:
+                items = ", ".join(str(i) for i in note["reverse_keyed_items"])
+                console.print(
+                    f"{n}: reverse-keyed items {items} reflected (min + max − rating) "
+                    f"before the {note['group']} means"
+                )
 
 
 @app.command(name="import", rich_help_panel="Runs and stores")

@@ -46,6 +46,7 @@ class ItemModel(BaseModel):
     text: str = Field(min_length=1, description="Item wording.")
     foundation: str = Field(min_length=1, description="Foundation (or 'Catch').")
     kind: ItemKind = Field(description="'relevance' or 'agreement'.")
+    reverse: bool = Field(default=False, description="Reverse-keyed item (profiles reflect it).")
 
     @field_validator("text", "foundation")
     @classmethod
@@ -60,6 +61,9 @@ class InstrumentModel(BaseModel):
     name: str = Field(min_length=1, description="Instrument name.")
     scale: ScaleModel
     include_catch: bool = False
+    group_noun: str = Field(
+        default="foundation", min_length=1, description="What the item groups are called."
+    )
     blocks: dict[ItemKind, BlockModel]
     items: list[ItemModel] = Field(min_length=1)
 

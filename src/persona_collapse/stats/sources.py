@@ -24,8 +24,8 @@ from persona_collapse.core.errors import (
     UnknownNameError,
     UserError,
 )
-from persona_collapse.core.frames import SELF_PERSONA_ID
-from persona_collapse.core.instrument import Instrument, mfq30
+from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
+from persona_collapse.core.instrument import Instrument, load_instrument, mfq30
 from persona_collapse.stats.metrics import (
     RunMetrics,
     SelfProfile,
@@ -512,24 +512,58 @@ def _run_metrics(run: LoadedRun, analysis: BootstrapSettings | None) -> RunMetri
 
 
 def run_self_profile(run: LoadedRun) -> SelfProfile:
-    """Per-foundation self-profile of a run (normally a self run)."""
+    """Per-group self-profile of a run (normally a self run).
+
+    Ratings of reverse-keyed items are reflected (``min + max - x``) before the
+    group means are taken, so a high mean always means more of the group's trait;
+    :func:`profile_notes` says which items were reflected.
+    """
+    inst = run.instrument
+    reverse = np.fromiter(inst.reverse_keyed, dtype=np.int64)
     if run.distributions is not None and len(run.distributions):
         d = run.distributions
         if run.kind == "persona":
             d = d[d["persona_id"] == SELF_PERSONA_ID]
-        scale = run.instrument.scale
+        scale = inst.scale
+        items = d["item_id"].to_numpy()
+        probs = d[[f"p{k}" for k in scale]].to_numpy(dtype=float)
+        flip = np.isin(items, reverse)
+        probs[flip] = probs[flip][:, ::-1]  # P(x) moves to min + max - x
         return self_profile_from_distributions(
-            d["item_id"].to_numpy(),
-            d[[f"p{k}" for k in scale]].to_numpy(dtype=float),
-            scale=scale,
-            foundations=run.foundations,
+            items, probs, scale=scale, foundations=run.foundations
         )
     r = run.columns
     if run.kind == "persona" and bool((r.persona_id < 0).any()):
         r = r.take(r.persona_id == SELF_PERSONA_ID)
     if not len(r):
         raise UserError(f"run {run.name!r} has no answers yet")
-    return compute_self_profile(r.item_id, r.rating, foundations=run.foundations)
+    ratings = r.rating
+    flip = np.isin(r.item_id, reverse) & (ratings != INVALID_RATING)
+    if flip.any():
+        ratings = np.where(flip, inst.scale_min + inst.scale_max - ratings, ratings)
+    return compute_self_profile(r.item_id, ratings, foundations=run.foundations)
+
+
+def profile_notes(run: LoadedRun) -> dict[str, Any]:
+    """How a self-profile of ``run`` was scored: group noun and reflected items (JSON)."""
+    inst = run.instrument
+    return {
+        "instrument": inst.name,
+        "group": inst.group_noun,
+        "reverse_keyed_reflected": bool(inst.reverse_keyed),
+        "reverse_keyed_items": sorted(inst.reverse_keyed),
+    }
+
+
+def instrument_option(name: str | None) -> Instrument | None:
+    """The instrument a command-line ``--instrument`` names (built-in or YAML file).
+
+    Catch items are included so that files holding them are read; S and R leave them out.
+
+    Raises:
+        UnknownNameError, InputFileError, ConfigError: as :func:`load_instrument`.
+    """
+    return None if name is None else load_instrument(name, include_catch=True)
 
 
 def metrics_by_name(
