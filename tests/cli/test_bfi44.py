@@ -127,3 +127,64 @@ def test_mfq_output_keeps_its_names(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert profile["group"] == "foundation"
     assert profile["reverse_keyed_reflected"] is False
     assert profile["mean"]["Harm/Care"] == 4.0
+
+
+def _variant(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    lines = [HEADER]
+    for p in range(4):
+        for q in range(1, 45):
+            centre = int(rng.integers(1, 6))
+            for r in range(1, 4):
+                rating = int(np.clip(centre + rng.integers(-1, 2), 1, 5))
+                lines.append(f"{p},{q},{r},{rating},0,{rating},t{r}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_compare_and_plan_take_the_instrument(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = [_variant(tmp_path / f"{n}.csv", s) for n, s in (("base", 1), ("sec", 2), ("ins", 3))]
+    code, out, err = run_cli(
+        capsys,
+        "compare",
+        *files,
+        "--base",
+        "base",
+        "--control",
+        "sec",
+        "--treatment",
+        "ins",
+        "--instrument",
+        "bfi44",
+        "--format",
+        "json",
+        "--persona-boot",
+        "30",
+        "--rerun-boot",
+        "5",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result["metrics"]) == {"base", "sec", "ins"}
+    assert result["metrics"]["base"]["questions"] == 44
+    code, out, err = run_cli(
+        capsys, "plan", files[0], "--instrument", "bfi44", "--format", "json", "--personas", "4,8"
+    )
+    assert code == 0, err
+
+
+def test_import_records_the_instrument(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _variant(tmp_path / "base.csv", 1)
+    store = tmp_path / "runs.db"
+    code, _, err = run_cli(capsys, "import", path, "--store", store, "--instrument", "bfi44")
+    assert code == 0, err
+    # The store remembers the instrument: metrics need no --instrument.
+    code, out, err = run_cli(
+        capsys, "metrics", store, "--format", "json", "--per-foundation", "--persona-boot", "20"
+    )
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert row["questions"] == 44
+    assert "Openness" in row["per_domain"]

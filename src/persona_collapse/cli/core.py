@@ -158,17 +158,20 @@ def compare(
     per_foundation: Annotated[
         bool, typer.Option("--per-foundation", help="Also test each foundation.")
     ] = False,
+    instrument: InstrumentOpt = None,
 ) -> None:
     """Compare variants of one model family with its base: ΔS, ΔR, Δσ̄ and the excess."""
     from persona_collapse.core.config import AnalysisConfig
     from persona_collapse.stats.compare import check_band, compare_labeled
     from persona_collapse.stats.significance import OVERALL, family_significance, run_cells
-    from persona_collapse.stats.sources import load_runs, metrics_by_name
+    from persona_collapse.stats.sources import instrument_option, load_runs, metrics_by_name
 
     out_format = check_format(fmt)
     estimator_name, variance_name = check_estimator(estimator, variance)
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
-    loaded = load_runs(paths, run_names=run, kind="persona")
+    loaded = load_runs(
+        paths, run_names=run, kind="persona", instrument=instrument_option(instrument)
+    )
     results = metrics_by_name(loaded, analysis)
     for label in (base, control, treatment):
         if label is not None and label not in results:
@@ -253,11 +256,14 @@ def import_(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model label; default: the run name.")] = None,
     temperature: Annotated[float, typer.Option(help="Collection temperature.")] = 0.1,
+    instrument: InstrumentOpt = None,
 ) -> None:
     """Import reference-layout CSV files (persona or self runs) into a run store."""
+    from persona_collapse.core.instrument import load_instrument
     from persona_collapse.store.reference_csv import iter_csv_files
     from persona_collapse.store.sqlite import RunStore
 
+    inst = None if instrument is None else load_instrument(instrument)
     csv_files = iter_csv_files(files)
     if name is not None and len(csv_files) != 1:
         raise UserError(f"--name needs exactly one CSV file, got {len(csv_files)}")
@@ -265,7 +271,11 @@ def import_(
     with RunStore.open(store) as st:
         for path in csv_files:
             record = st.import_csv(
-                path, name=name or path.stem, model=model, temperature=temperature
+                path,
+                name=name or path.stem,
+                model=model,
+                temperature=temperature,
+                instrument=inst,
             )
             counts = st.counts(record.run_id)
             console.print(f"imported {path} as {record.name!r} ({counts.slots} slots)")
