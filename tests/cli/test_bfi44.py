@@ -188,3 +188,32 @@ def test_import_records_the_instrument(tmp_path: Path, capsys: pytest.CaptureFix
     (row,) = json.loads(out)
     assert row["questions"] == 44
     assert "Openness" in row["per_domain"]
+
+
+def test_run_on_the_simulator_with_bfi44(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.db"
+    code, out, err = run_cli(
+        capsys,
+        "run",
+        "--backend",
+        "simulator",
+        "--model",
+        "base",
+        "--store",
+        store,
+        "--instrument",
+        "bfi44",
+        "--max-personas",
+        "3",
+        "--repetitions",
+        "2",
+    )
+    assert code == 0, err
+    assert "Openness" in out
+    assert "reverse-keyed items 2, 6, 8" in " ".join(out.split())
+    code, out, err = run_cli(capsys, "profile", store, "--format", "json")
+    assert code == 0, err
+    (profile,) = json.loads(out)
+    assert profile["instrument"] == "bfi44" and profile["reverse_keyed_reflected"] is True

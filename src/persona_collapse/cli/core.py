@@ -498,6 +498,12 @@ def run(
         )
     if outcome.self_profile is not None and outcome.self_run is not None:
         console.print(profile_table({outcome.self_run.name: outcome.self_profile}))
+        reverse = sorted(outcome.self_run.instrument().reverse_keyed)
+        if reverse:
+            console.print(
+                f"reverse-keyed items {', '.join(map(str, reverse))} reflected "
+                "(min + max − rating) before the profile means"
+            )
     console.print(f"answers are in {cfg.store}")
 
 
