@@ -858,6 +858,10 @@ def read_rating_columns(
     inst = instrument if instrument is not None else mfq30(include_catch=True)
     lo, hi = scale if scale is not None else (inst.scale_min, inst.scale_max)
     personas, items, repetitions, ratings, failures = _checked_ints(file, parsed, inst, lo, hi)
+    # int32 halves what a run holds while the others are read (values have <= 9 digits).
+    personas, items, repetitions, ratings, failures = (
+        a.astype(np.int32) for a in (personas, items, repetitions, ratings, failures)
+    )
     columns = RatingColumns(personas, items, repetitions, ratings, failures, parsed.kind, str(file))
     repeated = parsed.repeated
     if repeated is not None and repeated.any():
