@@ -528,7 +528,9 @@ def run_self_profile(run: LoadedRun) -> SelfProfile:
         items = d["item_id"].to_numpy()
         probs = d[[f"p{k}" for k in scale]].to_numpy(dtype=float)
         flip = np.isin(items, reverse)
-        probs[flip] = probs[flip][:, ::-1]  # P(x) moves to min + max - x
+        if flip.any():  # P(x) moves to min + max - x (on a copy: the frame's may be read-only)
+            probs = probs.copy()
+            probs[flip] = probs[flip][:, ::-1]
         return self_profile_from_distributions(
             items, probs, scale=scale, foundations=run.foundations
         )
