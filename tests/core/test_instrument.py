@@ -348,10 +348,66 @@ def test_nonexistent_paths(tmp_path: Path) -> None:
 def test_unknown_builtin_name_suggests() -> None:
     with pytest.raises(UnknownNameError, match="unknown instrument 'mfq3'; did you mean 'mfq30'"):
         load_instrument("mfq3")
-    with pytest.raises(UnknownNameError, match="known: mfq30"):
+    # BFI-44 is built in now: "bfi" finds it, a name like no built-in lists them all.
+    with pytest.raises(UnknownNameError, match="did you mean 'bfi44'"):
         load_instrument("bfi")
+    with pytest.raises(UnknownNameError, match="known: bfi44, mfq30"):
+        load_instrument("hexaco")
 
 
 def test_instrument_from_dict_uses_source_label() -> None:
     with pytest.raises(ConfigError, match=r"^study\.yaml#instrument: invalid instrument"):
         instrument_from_dict({"name": "x"}, source="study.yaml#instrument")
+
+
+def test_schema_module_agrees_with_the_instrument_module() -> None:
+    # The YAML schema repeats two constants so that built-in instruments load without pydantic.
+    import typing
+
+    from persona_collapse.core import instrument, instrument_schema
+
+    assert instrument_schema.CATCH == instrument.CATCH
+    assert typing.get_args(instrument_schema.ItemKind) == typing.get_args(instrument.ItemKind)
+
+
+# --- BFI-44 -------------------------------------------------------------------------------
+
+# SPEC section 1: domain -> (item ids, reverse-keyed ids).
+BFI_DOMAIN_ITEMS = {
+    "Extraversion": ((1, 6, 11, 16, 21, 26, 31, 36), {6, 21, 31}),
+    "Agreeableness": ((2, 7, 12, 17, 22, 27, 32, 37, 42), {2, 12, 27, 37}),
+    "Conscientiousness": ((3, 8, 13, 18, 23, 28, 33, 38, 43), {8, 18, 23, 43}),
+    "Neuroticism": ((4, 9, 14, 19, 24, 29, 34, 39), {9, 24, 34}),
+    "Openness": ((5, 10, 15, 20, 25, 30, 35, 40, 41, 44), {35, 41}),
+}
+
+
+def test_bfi44_items_domains_and_reverse_keys() -> None:
+    from persona_collapse.core.instrument import bfi44, items_by_foundation
+
+    inst = load_instrument("bfi44")
+    assert inst == bfi44()
+    assert (inst.name, inst.scale, inst.group_noun) == ("bfi44", (1, 2, 3, 4, 5), "domain")
+    assert [i.id for i in inst.active_items] == list(range(1, 45))
+    assert inst.item(1).text == "Is talkative"
+    assert inst.item(2).text == "Tends to find fault with others"
+    assert inst.item(44).text == "Is sophisticated in art, music, or literature"
+    assert items_by_foundation(inst) == {d: ids for d, (ids, _) in BFI_DOMAIN_ITEMS.items()}
+    reverse = set().union(*(rev for _, rev in BFI_DOMAIN_ITEMS.values()))
+    assert inst.reverse_keyed == reverse and len(reverse) == 16
+    assert set(inst.blocks[inst.item(1).kind].anchors) == {1, 2, 3, 4, 5}
+    assert inst.reflect(1) == 5 and inst.reflect(4) == 2
+    assert load_instrument("bfi44", include_catch=True).active_items == inst.active_items
+
+
+def test_group_noun_and_reverse_keys_round_trip_through_yaml(tmp_path: Path) -> None:
+    bfi = load_instrument("bfi44")
+    path = _dump(tmp_path, bfi.to_dict())
+    again = load_instrument(path)
+    assert again == bfi
+    assert again.content_hash == bfi.content_hash
+    # Instruments without them keep the form (and hash) they always had.
+    plain = mfq30(include_catch=True).to_dict()
+    assert "group_noun" not in plain
+    assert all("reverse" not in item for item in plain["items"])
+    assert mfq30().group_noun == "foundation" and not mfq30().reverse_keyed

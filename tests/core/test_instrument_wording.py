@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from persona_collapse.core.instrument import BUILTIN_INSTRUMENTS, CATCH, mfq30
+from persona_collapse.core.instrument import BUILTIN_INSTRUMENTS, CATCH, bfi44, mfq30
 
 # (form number, wording, foundation abbreviation) in the order the published form prints them.
 MFQ30_PUBLISHED: tuple[tuple[int, str, str], ...] = (
@@ -104,7 +104,67 @@ def _our_id(form_number: int) -> int:
     return form_number - (form_number > 6) - (form_number > 22)
 
 
-PUBLISHED: dict[str, tuple[tuple[int, str, str], ...]] = {"mfq30": MFQ30_PUBLISHED}
+# BFI-44 (John, Donahue & Kentle 1991), completions of "I see myself as someone who ...",
+# in the form's order; the letter is the domain, "R" marks a reverse-scored item.
+BFI44_PUBLISHED: tuple[tuple[int, str, str], ...] = (
+    (1, "Is talkative", "E"),
+    (2, "Tends to find fault with others", "AR"),
+    (3, "Does a thorough job", "C"),
+    (4, "Is depressed, blue", "N"),
+    (5, "Is original, comes up with new ideas", "O"),
+    (6, "Is reserved", "ER"),
+    (7, "Is helpful and unselfish with others", "A"),
+    (8, "Can be somewhat careless", "CR"),
+    (9, "Is relaxed, handles stress well", "NR"),
+    (10, "Is curious about many different things", "O"),
+    (11, "Is full of energy", "E"),
+    (12, "Starts quarrels with others", "AR"),
+    (13, "Is a reliable worker", "C"),
+    (14, "Can be tense", "N"),
+    (15, "Is ingenious, a deep thinker", "O"),
+    (16, "Generates a lot of enthusiasm", "E"),
+    (17, "Has a forgiving nature", "A"),
+    (18, "Tends to be disorganized", "CR"),
+    (19, "Worries a lot", "N"),
+    (20, "Has an active imagination", "O"),
+    (21, "Tends to be quiet", "ER"),
+    (22, "Is generally trusting", "A"),
+    (23, "Tends to be lazy", "CR"),
+    (24, "Is emotionally stable, not easily upset", "NR"),
+    (25, "Is inventive", "O"),
+    (26, "Has an assertive personality", "E"),
+    (27, "Can be cold and aloof", "AR"),
+    (28, "Perseveres until the task is finished", "C"),
+    (29, "Can be moody", "N"),
+    (30, "Values artistic, aesthetic experiences", "O"),
+    (31, "Is sometimes shy, inhibited", "ER"),
+    (32, "Is considerate and kind to almost everyone", "A"),
+    (33, "Does things efficiently", "C"),
+    (34, "Remains calm in tense situations", "NR"),
+    (35, "Prefers work that is routine", "OR"),
+    (36, "Is outgoing, sociable", "E"),
+    (37, "Is sometimes rude to others", "AR"),
+    (38, "Makes plans and follows through with them", "C"),
+    (39, "Gets nervous easily", "N"),
+    (40, "Likes to reflect, play with ideas", "O"),
+    (41, "Has few artistic interests", "OR"),
+    (42, "Likes to cooperate with others", "A"),
+    (43, "Is easily distracted", "CR"),
+    (44, "Is sophisticated in art, music, or literature", "O"),
+)
+
+_DOMAIN = {
+    "E": "Extraversion",
+    "A": "Agreeableness",
+    "C": "Conscientiousness",
+    "N": "Neuroticism",
+    "O": "Openness",
+}
+
+PUBLISHED: dict[str, tuple[tuple[int, str, str], ...]] = {
+    "mfq30": MFQ30_PUBLISHED,
+    "bfi44": BFI44_PUBLISHED,
+}
 
 
 def test_every_builtin_instrument_has_a_transcription() -> None:
@@ -134,3 +194,15 @@ def test_mfq30_anchors_start_with_the_published_labels() -> None:
         for value, label in enumerate(labels):
             # The extremes of part 1 add the form's parenthesised explanation.
             assert anchors[value].lower().startswith(label), (kind, value)
+
+
+@pytest.mark.parametrize(("number", "wording", "key"), BFI44_PUBLISHED)
+def test_bfi44_item_reads_as_published(number: int, wording: str, key: str) -> None:
+    item = bfi44().item(number)  # BFI-44 keeps the form's numbers as item ids
+    assert item.text == wording
+    assert item.foundation == _DOMAIN[key[0]]
+    assert item.reverse == key.endswith("R")
+
+
+def test_bfi44_has_exactly_the_published_items() -> None:
+    assert [(i.id, i.text) for i in bfi44().items] == [(n, w) for n, w, _ in BFI44_PUBLISHED]

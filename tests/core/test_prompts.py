@@ -294,3 +294,24 @@ def test_template_hash_stable_and_sensitive() -> None:
     # wording of the instrument reaches the prompts, so it changes the hash too
     items = tuple(dataclasses.replace(i, text=i.text + "!") if i.id == 7 else i for i in inst.items)
     assert template_hash(DEFAULT_TEMPLATE, dataclasses.replace(inst, items=items)) != h
+
+
+def test_bfi44_ratings_are_one_to_five() -> None:
+    from persona_collapse.core.instrument import bfi44
+
+    scale = bfi44().scale
+    assert [extract_rating(r, scale) for r in ("1", "5", " **3**", "4.")] == [1, 5, 3, 4]
+    assert [extract_rating(r, scale) for r in ("0", "6", "45", "I'd say 4")] == [None] * 4
+    assert extract_rating("I would rate it 2, as it fits me.", scale, long_form=True) == 2
+    assert extract_rating("My rating: 0", scale, long_form=True) is None
+
+
+def test_bfi44_prompt_uses_our_wording_and_its_scale() -> None:
+    from persona_collapse.core.instrument import bfi44
+
+    prompt = render_prompt(DEFAULT_TEMPLATE, bfi44(), 6, "a retired sailor")
+    text = "\n".join(m.content for m in prompt.messages)
+    assert "Is reserved" in text and "I see myself as someone who" in text
+    assert "1 = disagree completely" in text and "5 = agree completely" in text
+    assert "from 1 to 5" in text
+    assert "0 =" not in text

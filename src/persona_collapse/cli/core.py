@@ -44,17 +44,37 @@ if TYPE_CHECKING:  # imported where used, so help screens stay fast
     from persona_collapse.engine.costs import EndpointSupport
 
 
+InstrumentOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Instrument of CSV files: built-in name (mfq30, bfi44) or YAML file "
+        "(default mfq30; run stores record their own)."
+    ),
+]
+
+
+def _per_group_key(data: dict[str, Any], noun: str) -> dict[str, Any]:
+    """``per_foundation`` renamed after the instrument's groups (``per_domain`` for BFI-44)."""
+    if noun == "foundation" or "per_foundation" not in data:
+        return data
+    return {(f"per_{noun}" if k == "per_foundation" else k): v for k, v in data.items()}
+
+
 @app.command(rich_help_panel="Analyse")
 def metrics(
     paths: Paths,
     run: RunOpt = None,
     fmt: FormatOpt = "table",
     per_foundation: Annotated[
-        bool, typer.Option("--per-foundation", help="Also report each foundation.")
+        bool,
+        typer.Option(
+            "--per-foundation", help="Also report each foundation (each domain for BFI-44)."
+        ),
     ] = False,
     persona_boot: PersonaBootOpt = 2000,
     rerun_boot: RerunBootOpt = 400,
     seed: SeedOpt = 0,
+    instrument: InstrumentOpt = None,
     require_complete: Annotated[
         bool,
         typer.Option(
@@ -73,8 +93,16 @@ def metrics(
     metrics instead; the bootstrap options then count item and repetition draws.
     """
     from persona_collapse.cli.controls import control_files, control_metrics
-    from persona_collapse.core.config import AnalysisConfig
-    from persona_collapse.stats.sources import load_runs, metrics_by_name, run_completeness
+
+    # Not AnalysisConfig: the configuration models cost a tenth of a second to import.
+    from persona_collapse.stats.compare import DEFAULT_S_BAND
+    from persona_collapse.stats.sources import (
+        Bootstrap,
+        instrument_option,
+        load_runs,
+        metrics_by_name,
+        run_completeness,
+    )
 
     out_format = check_format(fmt)
     controls = control_files(paths)
@@ -84,8 +112,9 @@ def metrics(
             n_rep_boot=rerun_boot, seed=seed,
         )  # fmt: skip
         return
-    analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
-    runs = load_runs(paths, run_names=run, kind="persona")
+    analysis = Bootstrap(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
+    inst = instrument_option(instrument)
+    runs = load_runs(paths, run_names=run, kind="persona", instrument=inst)
     results = metrics_by_name(runs, analysis)
     by_name = {r.name: r for r in runs}
     coverage = {n: run_completeness(by_name[n], m) for n, m in results.items()}
@@ -99,12 +128,15 @@ def metrics(
     if out_format == "json":
         print_json(
             [
-                {
-                    **metrics_json(
-                        n, by_name[n].source, m, per_foundation=per_foundation, check=checks[n]
-                    ),
-                    **coverage[n].to_dict(),
-                }
+                _per_group_key(
+                    {
+                        **metrics_json(
+                            n, by_name[n].source, m, per_foundation=per_foundation, check=checks[n]
+                        ),
+                        **coverage[n].to_dict(),
+                    },
+                    by_name[n].instrument.group_noun,
+                )
                 for n, m in results.items()
             ]
         )
@@ -114,7 +146,7 @@ def metrics(
             metrics_table(
                 results,
                 per_foundation=per_foundation,
-                band=analysis.s_band,
+                band=DEFAULT_S_BAND,
                 coverage=coverage,
                 checks=checks,
             )
@@ -143,17 +175,20 @@ def compare(
     per_foundation: Annotated[
         bool, typer.Option("--per-foundation", help="Also test each foundation.")
     ] = False,
+    instrument: InstrumentOpt = None,
 ) -> None:
     """Compare variants of one model family with its base: ΔS, ΔR, Δσ̄ and the excess."""
     from persona_collapse.core.config import AnalysisConfig
     from persona_collapse.stats.compare import check_band, compare_labeled
     from persona_collapse.stats.significance import OVERALL, family_significance, run_cells
-    from persona_collapse.stats.sources import load_runs, metrics_by_name
+    from persona_collapse.stats.sources import instrument_option, load_runs, metrics_by_name
 
     out_format = check_format(fmt)
     estimator_name, variance_name = check_estimator(estimator, variance)
     analysis = AnalysisConfig(n_persona_boot=persona_boot, n_rerun_boot=rerun_boot, seed=seed)
-    loaded = load_runs(paths, run_names=run, kind="persona")
+    loaded = load_runs(
+        paths, run_names=run, kind="persona", instrument=instrument_option(instrument)
+    )
     results = metrics_by_name(loaded, analysis)
     for label in (base, control, treatment):
         if label is not None and label not in results:
@@ -197,17 +232,36 @@ def compare(
 
 
 @app.command(rich_help_panel="Analyse")
-def profile(paths: Paths, run: RunOpt = None, fmt: FormatOpt = "table") -> None:
-    """Self-profiles: per-foundation mean and sd of the model's own answers."""
-    from persona_collapse.stats.sources import load_runs, run_self_profile
+def profile(
+    paths: Paths, run: RunOpt = None, fmt: FormatOpt = "table", instrument: InstrumentOpt = None
+) -> None:
+    """Self-profiles: per-foundation (per-domain) mean and sd of the model's own answers.
+
+    Reverse-keyed items (BFI-44) are reflected before averaging; the output says so.
+    """
+    from persona_collapse.stats.sources import (
+        instrument_option,
+        load_runs,
+        profile_notes,
+        run_self_profile,
+    )
 
     out_format = check_format(fmt)
-    runs = load_runs(paths, run_names=run, kind="self")
+    runs = load_runs(paths, run_names=run, kind="self", instrument=instrument_option(instrument))
     profiles = {r.name: run_self_profile(r) for r in runs}
+    notes = {r.name: profile_notes(r) for r in runs}
     if out_format == "json":
-        print_json([{"name": n, **p.to_dict()} for n, p in profiles.items()])
+        print_json([{"name": n, **p.to_dict(), **notes[n]} for n, p in profiles.items()])
     else:
-        stdout_console().print(profile_table(profiles))
+        console = stdout_console()
+        console.print(profile_table(profiles))
+        for n, note in notes.items():
+            if note["reverse_keyed_reflected"]:
+                items = ", ".join(str(i) for i in note["reverse_keyed_items"])
+                console.print(
+                    f"{n}: reverse-keyed items {items} reflected (min + max − rating) "
+                    f"before the {note['group']} means"
+                )
 
 
 @app.command(name="import", rich_help_panel="Runs and stores")
@@ -219,11 +273,14 @@ def import_(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model label; default: the run name.")] = None,
     temperature: Annotated[float, typer.Option(help="Collection temperature.")] = 0.1,
+    instrument: InstrumentOpt = None,
 ) -> None:
     """Import reference-layout CSV files (persona or self runs) into a run store."""
+    from persona_collapse.core.instrument import load_instrument
     from persona_collapse.store.reference_csv import iter_csv_files
     from persona_collapse.store.sqlite import RunStore
 
+    inst = None if instrument is None else load_instrument(instrument)
     csv_files = iter_csv_files(files)
     if name is not None and len(csv_files) != 1:
         raise UserError(f"--name needs exactly one CSV file, got {len(csv_files)}")
@@ -231,7 +288,11 @@ def import_(
     with RunStore.open(store) as st:
         for path in csv_files:
             record = st.import_csv(
-                path, name=name or path.stem, model=model, temperature=temperature
+                path,
+                name=name or path.stem,
+                model=model,
+                temperature=temperature,
+                instrument=inst,
             )
             counts = st.counts(record.run_id)
             console.print(f"imported {path} as {record.name!r} ({counts.slots} slots)")
@@ -454,6 +515,12 @@ def run(
         )
     if outcome.self_profile is not None and outcome.self_run is not None:
         console.print(profile_table({outcome.self_run.name: outcome.self_profile}))
+        reverse = sorted(outcome.self_run.instrument().reverse_keyed)
+        if reverse:
+            console.print(
+                f"reverse-keyed items {', '.join(map(str, reverse))} reflected "
+                "(min + max − rating) before the profile means"
+            )
     console.print(f"answers are in {cfg.store}")
 
 

@@ -233,6 +233,10 @@ def plan(
     ] = None,
     seed: SeedOpt = 0,
     fmt: FormatOpt = "table",
+    instrument: Annotated[
+        str | None,
+        typer.Option(help="Instrument of a CSV pilot: mfq30, bfi44 or a YAML file."),
+    ] = None,
 ) -> None:
     """Personas × repetitions needed to detect a change, with requests, tokens and cost."""
     from persona_collapse.engine.costs import ModelPrices, load_price_table
@@ -273,7 +277,9 @@ def plan(
             raise UserError("--input-price and --output-price go together and must be >= 0")
         price = ModelPrices(input=input_price, output=output_price)
 
-    measured_tokens, measured_rate, pilot_cells, description = _load_pilot(paths, run, preset, seed)
+    measured_tokens, measured_rate, pilot_cells, description = _load_pilot(
+        paths, run, preset, seed, instrument
+    )
     try:
         models = variance_models(pilot_cells, rng=seed)
     except ValueError as exc:
@@ -357,14 +363,18 @@ def plan(
 
 
 def _load_pilot(
-    paths: Sequence[Path] | None, run_names: Sequence[str] | None, preset: str | None, seed: int
+    paths: Sequence[Path] | None,
+    run_names: Sequence[str] | None,
+    preset: str | None,
+    seed: int,
+    instrument: str | None = None,
 ) -> tuple[float | None, float | None, RunCells, str]:
     """(prompt tokens per request, unparseable rate, pilot cells, description)."""
     import numpy as np
 
     from persona_collapse.stats.planning import pilot_from_distributions, pilot_from_preset
     from persona_collapse.stats.significance import run_cells
-    from persona_collapse.stats.sources import is_run_store, load_runs
+    from persona_collapse.stats.sources import instrument_option, is_run_store, load_runs
     from persona_collapse.store.sqlite import RunStore
 
     if paths and preset is not None:
@@ -377,7 +387,9 @@ def _load_pilot(
             f"{cells.cells.values.shape[2] if cells.cells is not None else 0} ratings"
         )
         return None, None, cells, description
-    runs = load_runs(paths, run_names=run_names, kind="persona")
+    runs = load_runs(
+        paths, run_names=run_names, kind="persona", instrument=instrument_option(instrument)
+    )
     if len(runs) != 1:
         names = ", ".join(r.name for r in runs)
         raise UserError(

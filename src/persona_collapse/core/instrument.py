@@ -1,10 +1,15 @@
-"""The questionnaire: MFQ-30 as data, and custom instruments loaded from YAML.
+"""The questionnaires: MFQ-30 and BFI-44 as data, and custom instruments loaded from YAML.
 
-Item ids follow the reference study: ids 1-15 are the relevance items, ids
+MFQ-30 item ids follow the reference study: ids 1-15 are the relevance items, ids
 16-30 the agreement items, and within each block foundations cycle
 Harm/Care, Fairness/Reciprocity, In-group/Loyalty, Authority/Respect,
 Purity/Sanctity. The two standard catch items (ids 31 and 32 here) exist but
 are excluded unless ``include_catch=True``.
+
+BFI-44 items keep their canonical numbers 1-44; their groups are the five
+personality *domains* (an instrument names its groups: ``group_noun``), and 16
+items are reverse-keyed. Reverse keying is recorded on the item; S and R are
+dispersions and ignore it, self-profiles reflect those items.
 """
 
 from __future__ import annotations
@@ -17,15 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from persona_collapse.core.errors import (
-    ConfigError,
-    InputFileError,
-    UnknownNameError,
-    format_validation_error,
-)
-from persona_collapse.core.yamlio import load_yaml_file
+from persona_collapse.core.errors import InputFileError, UnknownNameError
 
 FOUNDATIONS: tuple[str, ...] = (
     "Harm/Care",
@@ -51,12 +48,15 @@ class Item:
         text: The item wording shown to the model.
         foundation: Moral foundation the item loads on (or ``"Catch"``).
         kind: ``"relevance"`` or ``"agreement"``; selects the block prompt and anchors.
+        reverse: Reverse-keyed: agreeing means less of the group's trait, so a
+            profile reflects the rating (``min + max - x``) before averaging.
     """
 
     id: int
     text: str
     foundation: str
     kind: ItemKind
+    reverse: bool = False
 
     @property
     def is_catch(self) -> bool:
@@ -90,6 +90,8 @@ class Instrument:
         blocks: Instruction and anchors per item kind.
         items: All items, catch items included, in id order.
         include_catch: Whether catch items are asked and analysed.
+        group_noun: What the item groups are called in output ("foundation" for
+            MFQ-30, "domain" for BFI-44); the ``Item.foundation`` field holds the group.
     """
 
     name: str
@@ -98,6 +100,7 @@ class Instrument:
     blocks: Mapping[ItemKind, Block]
     items: tuple[Item, ...]
     include_catch: bool = False
+    group_noun: str = "foundation"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", MappingProxyType(dict(self.blocks)))
@@ -139,12 +142,32 @@ class Instrument:
     def with_catch(self, include: bool = True) -> Instrument:
         """Return a copy with catch items switched on or off."""
         return Instrument(
-            self.name, self.scale_min, self.scale_max, self.blocks, self.items, include
+            self.name,
+            self.scale_min,
+            self.scale_max,
+            self.blocks,
+            self.items,
+            include,
+            self.group_noun,
         )
 
+    @property
+    def reverse_keyed(self) -> frozenset[int]:
+        """Ids of the reverse-keyed items."""
+        return frozenset(i.id for i in self.items if i.reverse)
+
+    def reflect(self, rating: int) -> int:
+        """A rating mirrored on the scale (``min + max - rating``), for reverse-keyed items."""
+        return self.scale_min + self.scale_max - rating
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form, the schema of instrument YAML files."""
-        return {
+        """Plain-data form, the schema of instrument YAML files.
+
+        ``group_noun`` and an item's ``reverse`` appear only when they differ from
+        the defaults, so the form (and the content hash stored with runs) of
+        instruments without them is what it always was.
+        """
+        data: dict[str, Any] = {
             "name": self.name,
             "scale": {"min": self.scale_min, "max": self.scale_max},
             "include_catch": self.include_catch,
@@ -157,9 +180,13 @@ class Instrument:
             },
             "items": [
                 {"id": i.id, "text": i.text, "foundation": i.foundation, "kind": i.kind}
+                | ({"reverse": True} if i.reverse else {})
                 for i in self.items
             ],
         }
+        if self.group_noun != "foundation":
+            data["group_noun"] = self.group_noun
+        return data
 
     @property
     def content_hash(self) -> str:
@@ -290,76 +317,100 @@ def mfq30(*, include_catch: bool = False) -> Instrument:
     )
 
 
-BUILTIN_INSTRUMENTS: Mapping[str, Callable[..., Instrument]] = MappingProxyType({"mfq30": mfq30})
+BFI_DOMAINS: tuple[str, ...] = (
+    "Extraversion",
+    "Agreeableness",
+    "Conscientiousness",
+    "Neuroticism",
+    "Openness",
+)
+"""The five BFI-44 domains, in the order the items cycle through them."""
+
+# Our own wording of the block and the 1-5 scale (not the published instrument's prompt).
+_BFI_INSTRUCTION = (
+    'The statement below finishes the sentence "I see myself as someone who ...". '
+    "How far do you agree that it describes you?"
+)
+_BFI_ANCHORS = {
+    1: "disagree completely",
+    2: "disagree somewhat",
+    3: "neutral: neither agree nor disagree",
+    4: "agree somewhat",
+    5: "agree completely",
+}
+
+# BFI-44 items (John, Donahue & Kentle, 1991; John & Srivastava, 1999) in canonical order,
+# each completing "I see myself as someone who ...": (id, text, domain, reverse-keyed).
+_E, _A, _C, _N, _O = BFI_DOMAINS
+
+_BFI44_ITEMS: tuple[tuple[int, str, str, bool], ...] = (
+    (1, "Is talkative", _E, False),
+    (2, "Tends to find fault with others", _A, True),
+    (3, "Does a thorough job", _C, False),
+    (4, "Is depressed, blue", _N, False),
+    (5, "Is original, comes up with new ideas", _O, False),
+    (6, "Is reserved", _E, True),
+    (7, "Is helpful and unselfish with others", _A, False),
+    (8, "Can be somewhat careless", _C, True),
+    (9, "Is relaxed, handles stress well", _N, True),
+    (10, "Is curious about many different things", _O, False),
+    (11, "Is full of energy", _E, False),
+    (12, "Starts quarrels with others", _A, True),
+    (13, "Is a reliable worker", _C, False),
+    (14, "Can be tense", _N, False),
+    (15, "Is ingenious, a deep thinker", _O, False),
+    (16, "Generates a lot of enthusiasm", _E, False),
+    (17, "Has a forgiving nature", _A, False),
+    (18, "Tends to be disorganized", _C, True),
+    (19, "Worries a lot", _N, False),
+    (20, "Has an active imagination", _O, False),
+    (21, "Tends to be quiet", _E, True),
+    (22, "Is generally trusting", _A, False),
+    (23, "Tends to be lazy", _C, True),
+    (24, "Is emotionally stable, not easily upset", _N, True),
+    (25, "Is inventive", _O, False),
+    (26, "Has an assertive personality", _E, False),
+    (27, "Can be cold and aloof", _A, True),
+    (28, "Perseveres until the task is finished", _C, False),
+    (29, "Can be moody", _N, False),
+    (30, "Values artistic, aesthetic experiences", _O, False),
+    (31, "Is sometimes shy, inhibited", _E, True),
+    (32, "Is considerate and kind to almost everyone", _A, False),
+    (33, "Does things efficiently", _C, False),
+    (34, "Remains calm in tense situations", _N, True),
+    (35, "Prefers work that is routine", _O, True),
+    (36, "Is outgoing, sociable", _E, False),
+    (37, "Is sometimes rude to others", _A, True),
+    (38, "Makes plans and follows through with them", _C, False),
+    (39, "Gets nervous easily", _N, False),
+    (40, "Likes to reflect, play with ideas", _O, False),
+    (41, "Has few artistic interests", _O, True),
+    (42, "Likes to cooperate with others", _A, False),
+    (43, "Is easily distracted", _C, True),
+    (44, "Is sophisticated in art, music, or literature", _O, False),
+)
 
 
-# --- YAML schema --------------------------------------------------------------------------
+def bfi44(*, include_catch: bool = False) -> Instrument:
+    """The Big Five Inventory (44 items, 1-5 scale, five domains, 16 reverse-keyed items).
 
-
-class _ScaleModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    min: int = Field(description="Lowest rating on the scale.")
-    max: int = Field(description="Highest rating on the scale.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> _ScaleModel:
-        if self.max <= self.min:
-            raise ValueError("scale.max must be greater than scale.min")
-        if self.min < 0 or self.max > 9:
-            raise ValueError("scale must lie within 0..9 (single-digit ratings)")
-        return self
-
-
-class _BlockModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    instruction: str = Field(
-        min_length=1, description="Instruction shown before items of this kind."
+    Args:
+        include_catch: Accepted for a uniform signature; BFI-44 has no catch items.
+    """
+    return Instrument(
+        name="bfi44",
+        scale_min=1,
+        scale_max=5,
+        blocks={"agreement": Block("agreement", _BFI_INSTRUCTION, _BFI_ANCHORS)},
+        items=tuple(Item(i, t, d, "agreement", r) for i, t, d, r in _BFI44_ITEMS),
+        include_catch=include_catch,
+        group_noun="domain",
     )
-    anchors: dict[int, str] = Field(description="Label of each scale value.")
 
 
-class _ItemModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: int = Field(ge=1, description="Item id, unique, 1-based.")
-    text: str = Field(min_length=1, description="Item wording.")
-    foundation: str = Field(min_length=1, description="Foundation (or 'Catch').")
-    kind: ItemKind = Field(description="'relevance' or 'agreement'.")
-
-    @field_validator("text", "foundation")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be blank")
-        return v.strip()
-
-
-class _InstrumentModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, description="Instrument name.")
-    scale: _ScaleModel
-    include_catch: bool = False
-    blocks: dict[ItemKind, _BlockModel]
-    items: list[_ItemModel] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> _InstrumentModel:
-        ids = [i.id for i in self.items]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"duplicate item ids: {dup}")
-        scale = set(range(self.scale.min, self.scale.max + 1))
-        for kind, block in self.blocks.items():
-            if set(block.anchors) != scale:
-                raise ValueError(
-                    f"blocks.{kind}.anchors must label exactly the scale values "
-                    f"{sorted(scale)}, got {sorted(block.anchors)}"
-                )
-        for item in self.items:
-            if item.kind not in self.blocks:
-                raise ValueError(f"item {item.id} has kind {item.kind!r} but no such block")
-        if not any(i.foundation != CATCH for i in self.items):
-            raise ValueError("at least one item must belong to a foundation other than 'Catch'")
-        return self
+BUILTIN_INSTRUMENTS: Mapping[str, Callable[..., Instrument]] = MappingProxyType(
+    {"mfq30": mfq30, "bfi44": bfi44}
+)
 
 
 def instrument_from_dict(data: Any, *, source: str = "<dict>") -> Instrument:
@@ -368,23 +419,29 @@ def instrument_from_dict(data: Any, *, source: str = "<dict>") -> Instrument:
     Raises:
         ConfigError: naming the source and the offending field.
     """
-    try:
-        model = _InstrumentModel.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid instrument, {format_validation_error(exc)}") from None
+    from persona_collapse.core.instrument_schema import validate_instrument
+
+    model = validate_instrument(data, source=source)
     blocks = {
         k: Block(k, b.instruction, dict(sorted(b.anchors.items()))) for k, b in model.blocks.items()
     }
     items = tuple(
-        Item(i.id, i.text, i.foundation, i.kind) for i in sorted(model.items, key=lambda x: x.id)
+        Item(i.id, i.text, i.foundation, i.kind, i.reverse)
+        for i in sorted(model.items, key=lambda x: x.id)
     )
     return Instrument(
-        model.name, model.scale.min, model.scale.max, blocks, items, model.include_catch
+        model.name,
+        model.scale.min,
+        model.scale.max,
+        blocks,
+        items,
+        model.include_catch,
+        model.group_noun,
     )
 
 
 def load_instrument(name_or_path: str | Path, *, include_catch: bool | None = None) -> Instrument:
-    """Load a built-in instrument by name (``"mfq30"``) or a YAML file by path.
+    """Load a built-in instrument by name (``"mfq30"``, ``"bfi44"``) or a YAML file by path.
 
     Args:
         name_or_path: Built-in name or path to a YAML file with the instrument schema.
@@ -404,6 +461,8 @@ def load_instrument(name_or_path: str | Path, *, include_catch: bool | None = No
             if path.suffix.lower() in {".yaml", ".yml"} or "/" in text:
                 raise InputFileError(path, "instrument file not found")
             raise UnknownNameError("instrument", text, BUILTIN_INSTRUMENTS)
+        from persona_collapse.core.yamlio import load_yaml_file
+
         data = load_yaml_file(path, what="instrument")
         inst = instrument_from_dict(data, source=str(path))
     if include_catch is not None:

@@ -12,23 +12,20 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-import pandas as pd
 
-from persona_collapse.core.config import AnalysisConfig
 from persona_collapse.core.errors import (
     InputFileError,
     TooFewPersonasError,
     UnknownNameError,
     UserError,
 )
-from persona_collapse.core.frames import SELF_PERSONA_ID
-from persona_collapse.core.instrument import Instrument, mfq30
-from persona_collapse.engine.protocol import ProtocolCheck, check_stored_run
+from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
+from persona_collapse.core.instrument import Instrument, load_instrument, mfq30
 from persona_collapse.stats.metrics import (
     RunMetrics,
     SelfProfile,
@@ -37,8 +34,13 @@ from persona_collapse.stats.metrics import (
     self_profile_from_distributions,
 )
 from persona_collapse.stats.metrics import self_profile as compute_self_profile
-from persona_collapse.store.reference_csv import iter_csv_files, read_ratings_csv
-from persona_collapse.store.sqlite import RunRecord, RunStore
+from persona_collapse.store.reference_csv import RatingColumns, iter_csv_files, read_rating_columns
+
+if TYPE_CHECKING:  # imported where used: metrics of CSV files need neither pandas nor SQLite
+    import pandas as pd
+
+    from persona_collapse.engine.protocol import ProtocolCheck
+    from persona_collapse.store.sqlite import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,6 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _STORE_SUFFIXES = frozenset({".db", ".sqlite", ".sqlite3"})
 
 
-@dataclass(frozen=True)
 class LoadedRun:
     """One run's answers, ready for analysis.
 
@@ -55,7 +56,9 @@ class LoadedRun:
         kind: ``"persona"`` or ``"self"``.
         source: Where it came from (a file path, or ``store.db#name``).
         instrument: Instrument the answers refer to.
-        ratings: Ratings frame (see :mod:`persona_collapse.core.frames`).
+        columns: The ratings' integer columns as numpy arrays (what metrics use).
+        ratings: Ratings frame (see :mod:`persona_collapse.core.frames`); built from
+            ``columns`` when first asked for, so metrics of CSV files need no pandas.
         distributions: Per-cell distribution frame for ``exact`` runs, else None.
         temperature: Collection temperature when known.
         planned_personas: Personas the run was planned with (run stores); None when
@@ -66,21 +69,73 @@ class LoadedRun:
             None for imported CSV files, whose ratings are already parsed).
     """
 
-    name: str
-    kind: Literal["persona", "self"]
-    source: str
-    instrument: Instrument
-    ratings: pd.DataFrame
-    distributions: pd.DataFrame | None = None
-    temperature: float | None = None
-    planned_personas: int | None = None
-    planned_repetitions: int | None = None
-    protocol: ProtocolCheck | None = None
+    def __init__(
+        self,
+        name: str,
+        kind: Literal["persona", "self"],
+        source: str,
+        instrument: Instrument,
+        ratings: pd.DataFrame | RatingColumns,
+        distributions: pd.DataFrame | None = None,
+        temperature: float | None = None,
+        planned_personas: int | None = None,
+        planned_repetitions: int | None = None,
+        protocol: ProtocolCheck | None = None,
+    ) -> None:
+        self.name = name
+        self.kind: Literal["persona", "self"] = kind
+        self.source = source
+        self.instrument = instrument
+        self.distributions = distributions
+        self.temperature = temperature
+        self.planned_personas = planned_personas
+        self.planned_repetitions = planned_repetitions
+        self.protocol = protocol
+        if isinstance(ratings, RatingColumns):
+            self.columns = ratings
+            self._frame: pd.DataFrame | None = None
+        else:
+            self.columns = RatingColumns.from_frame(ratings)
+            self._frame = ratings
+
+    def __repr__(self) -> str:
+        return (
+            f"LoadedRun(name={self.name!r}, kind={self.kind!r}, source={self.source!r}, "
+            f"instrument={self.instrument.name!r}, rows={len(self.columns)})"
+        )
+
+    @property
+    def ratings(self) -> pd.DataFrame:
+        """The ratings frame (built from :attr:`columns` on first use)."""
+        if self._frame is None:
+            self._frame = self.columns.to_frame()
+        return self._frame
+
+    def replace(self, **changes: Any) -> LoadedRun:
+        """A copy with the given attributes changed (``ratings`` may be a frame or columns)."""
+        current: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "source": self.source,
+            "instrument": self.instrument,
+            "ratings": self._frame if self._frame is not None else self.columns,
+            "distributions": self.distributions,
+            "temperature": self.temperature,
+            "planned_personas": self.planned_personas,
+            "planned_repetitions": self.planned_repetitions,
+            "protocol": self.protocol,
+        }
+        return LoadedRun(**(current | changes))
+
+    @property
+    def has_frame(self) -> bool:
+        """Whether the ratings frame exists already (given, or built on an earlier use)."""
+        return self._frame is not None
 
     @property
     def foundations(self) -> dict[int, str]:
-        """Item id -> foundation of the items present in the run."""
-        present = set(int(i) for i in np.unique(self.ratings["item_id"]))
+        """Item id -> group (foundation, domain...) of the items present in the run."""
+        present = set(int(i) for i in np.unique(self.columns.item_id))
         if self.distributions is not None:
             present |= set(int(i) for i in np.unique(self.distributions["item_id"]))
         mapping = {i.id: i.foundation for i in self.instrument.items}
@@ -100,6 +155,8 @@ def is_run_store(path: Path) -> bool:
 
 def stored_protocol_check(store: RunStore, record: RunRecord) -> ProtocolCheck | None:
     """The protocol verdict of a stored run (computed for runs stored before it existed)."""
+    from persona_collapse.engine.protocol import ProtocolCheck, check_stored_run
+
     check = ProtocolCheck.from_dict(record.metadata.get("protocol_check"))
     return check if check is not None else check_stored_run(store, record.run_id, record.mode)
 
@@ -130,6 +187,8 @@ def loaded_run(store: RunStore, record: RunRecord, *, path: Path | None = None) 
 
 
 def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]:
+    from persona_collapse.store.sqlite import RunStore
+
     if not path.is_file():
         raise InputFileError(path, "run store not found")
     with RunStore.open(path, create=False) as store:
@@ -137,16 +196,17 @@ def _runs_from_store(path: Path, names: Sequence[str] | None) -> list[LoadedRun]
         return [loaded_run(store, rec, path=path) for rec in records]
 
 
-def _run_from_csv(path: Path) -> LoadedRun:
-    # Metrics need no reply text: leaving it out keeps a large file's memory small.
-    frame = read_ratings_csv(path, text=False)
-    kind: Literal["persona", "self"] = "self" if frame.attrs.get("kind") == "self" else "persona"
+def _run_from_csv(path: Path, instrument: Instrument | None = None) -> LoadedRun:
+    # Metrics need no reply text: integer columns only, read without pandas.
+    inst = instrument if instrument is not None else mfq30(include_catch=True)
+    columns = read_rating_columns(path, instrument=inst)
+    kind: Literal["persona", "self"] = "self" if columns.kind == "self" else "persona"
     return LoadedRun(
         name=path.stem,
         kind=kind,
         source=str(path),
-        instrument=mfq30(include_catch=True),
-        ratings=frame,
+        instrument=inst,
+        ratings=columns,
     )
 
 
@@ -155,6 +215,7 @@ def load_runs(
     *,
     run_names: Sequence[str] | None = None,
     kind: Literal["persona", "self"] | None = None,
+    instrument: Instrument | None = None,
 ) -> list[LoadedRun]:
     """Load every run found at ``paths``.
 
@@ -163,6 +224,8 @@ def load_runs(
             ``*.csv``, or run stores (SQLite files).
         run_names: Restrict run stores to these run names (or ids).
         kind: Keep only persona or only self runs; None keeps both.
+        instrument: Instrument of the CSV files (default MFQ-30 with its catch
+            items); run stores record their own.
 
     Raises:
         InputFileError: a path is missing or a file is malformed.
@@ -181,7 +244,7 @@ def load_runs(
             csv_inputs.append(p)
     if csv_inputs:
         for csv_path in iter_csv_files(csv_inputs):
-            runs.append(_run_from_csv(csv_path))
+            runs.append(_run_from_csv(csv_path, instrument))
     if kind is not None:
         runs = [r for r in runs if r.kind == kind]
     if not runs:
@@ -190,7 +253,7 @@ def load_runs(
     return runs
 
 
-def run_metrics(run: LoadedRun, analysis: AnalysisConfig | None = None) -> RunMetrics:
+def run_metrics(run: LoadedRun, analysis: BootstrapSettings | None = None) -> RunMetrics:
     """S, R and sigma_bar (overall and per foundation) of a persona run, with SEs.
 
     Exact (distribution) runs use the stored distributions; sampled runs use
@@ -219,13 +282,13 @@ def scored_only(run: LoadedRun) -> LoadedRun:
     and a persona lacking one must not be dropped for it.
     """
     scored = np.fromiter(scored_item_ids(run.instrument), dtype=np.int64)
-    keep = np.isin(run.ratings["item_id"].to_numpy(), scored)
+    keep = np.isin(run.columns.item_id, scored)
     dists = run.distributions
     keep_d = None if dists is None else np.isin(dists["item_id"].to_numpy(), scored)
     dropped = int((~keep).sum()) + (0 if keep_d is None else int((~keep_d).sum()))
     if not dropped:
         return run
-    ids = set(run.ratings["item_id"].to_numpy()[~keep].tolist())
+    ids = set(run.columns.item_id[~keep].tolist())
     if dists is not None and keep_d is not None:
         ids |= set(dists["item_id"].to_numpy()[~keep_d].tolist())
     logger.warning(
@@ -236,13 +299,55 @@ def scored_only(run: LoadedRun) -> LoadedRun:
         ", ".join(str(i) for i in sorted(ids)),
         run.instrument.name,
     )
-    ratings = run.ratings[keep]
-    ratings.attrs = dict(run.ratings.attrs)
-    return replace(
-        run,
+    ratings: pd.DataFrame | RatingColumns
+    if run.has_frame:
+        ratings = run.ratings[keep]
+        ratings.attrs = dict(run.ratings.attrs)
+    else:
+        ratings = run.columns.take(keep)
+    return run.replace(
         ratings=ratings,
         distributions=None if dists is None or keep_d is None else dists[keep_d],
     )
+
+
+class BootstrapSettings(Protocol):
+    """What metrics read of the analysis settings (``AnalysisConfig`` fits)."""
+
+    @property
+    def n_persona_boot(self) -> int:
+        """Persona-bootstrap draws."""
+        ...
+
+    @property
+    def n_rerun_boot(self) -> int:
+        """Rerun-bootstrap draws."""
+        ...
+
+    @property
+    def seed(self) -> int:
+        """Seed of the bootstrap draws."""
+        ...
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Bootstrap draws and seed for metrics, without loading the configuration models.
+
+    ``pcollapse metrics`` uses it to stay quick to start; anything that has an
+    ``AnalysisConfig`` passes that instead.
+    """
+
+    n_persona_boot: int = 2000
+    n_rerun_boot: int = 400
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_persona_boot < 1 or self.n_rerun_boot < 1 or self.seed < 0:
+            raise ValueError(
+                "bootstrap draws must be >= 1 and the seed >= 0, got "
+                f"{self.n_persona_boot}, {self.n_rerun_boot}, {self.seed}"
+            )
 
 
 @dataclass(frozen=True)
@@ -312,6 +417,8 @@ def _repetitions_per_cell(
     columns = [persona, item] + ([] if repetition is None else [repetition])
     spans = [int(c.max()) - int(c.min()) + 1 for c in columns]
     if math.prod(spans) > 8 * len(persona) + 1024:  # sparse ids: let pandas group them
+        import pandas as pd
+
         frame = pd.DataFrame({"p": persona, "q": item})
         if repetition is None:
             return frame.groupby(["p", "q"]).size().clip(upper=1).to_numpy()
@@ -340,13 +447,18 @@ def run_completeness(run: LoadedRun, metrics: RunMetrics | None = None) -> Compl
     scored = scored_item_ids(run.instrument)
     n_items = len([i for i in run.instrument.active_items if i.id in scored]) or len(scored)
     exact = run.distributions is not None and len(run.distributions) > 0
-    frame = run.distributions if exact and run.distributions is not None else run.ratings
-    persona = frame["persona_id"].to_numpy()
-    keep = np.isin(frame["item_id"].to_numpy(), np.fromiter(scored, dtype=np.int64))
+    if exact and run.distributions is not None:
+        persona = run.distributions["persona_id"].to_numpy()
+        item = run.distributions["item_id"].to_numpy()
+        repetition = None
+    else:
+        persona, item = run.columns.persona_id, run.columns.item_id
+        repetition = run.columns.repetition
+    keep = np.isin(item, np.fromiter(scored, dtype=np.int64))
     keep &= persona >= 0
     persona = persona[keep]
-    item = frame["item_id"].to_numpy()[keep]
-    repetition = None if exact else frame["repetition"].to_numpy()[keep]
+    item = item[keep]
+    repetition = None if repetition is None else repetition[keep]
     per_cell = _repetitions_per_cell(persona, item, repetition)
     seen = np.unique(persona)
     n_personas = run.planned_personas if run.planned_personas is not None else len(seen)
@@ -367,8 +479,8 @@ def run_completeness(run: LoadedRun, metrics: RunMetrics | None = None) -> Compl
     return Completeness(slots, n_personas * n_items * reps, dropped, missing)
 
 
-def _run_metrics(run: LoadedRun, analysis: AnalysisConfig | None) -> RunMetrics:
-    cfg = analysis or AnalysisConfig()
+def _run_metrics(run: LoadedRun, analysis: BootstrapSettings | None) -> RunMetrics:
+    cfg = analysis if analysis is not None else Bootstrap()
     if run.kind != "persona":
         raise UserError(f"run {run.name!r} is a self run; S and R need a persona run")
     run = scored_only(run)
@@ -385,13 +497,13 @@ def _run_metrics(run: LoadedRun, analysis: AnalysisConfig | None) -> RunMetrics:
             n_persona_boot=cfg.n_persona_boot,
             rng=cfg.seed,
         )
-    r = run.ratings
-    if r.empty:
+    r = run.columns
+    if not len(r):
         raise UserError(f"run {run.name!r} has no answers yet")
     return analyze_ratings(
-        r["persona_id"].to_numpy(),
-        r["item_id"].to_numpy(),
-        r["rating"].to_numpy(),
+        r.persona_id,
+        r.item_id,
+        r.rating,
         foundations=run.foundations,
         n_persona_boot=cfg.n_persona_boot,
         n_rerun_boot=cfg.n_rerun_boot,
@@ -400,30 +512,64 @@ def _run_metrics(run: LoadedRun, analysis: AnalysisConfig | None) -> RunMetrics:
 
 
 def run_self_profile(run: LoadedRun) -> SelfProfile:
-    """Per-foundation self-profile of a run (normally a self run)."""
+    """Per-group self-profile of a run (normally a self run).
+
+    Ratings of reverse-keyed items are reflected (``min + max - x``) before the
+    group means are taken, so a high mean always means more of the group's trait;
+    :func:`profile_notes` says which items were reflected.
+    """
+    inst = run.instrument
+    reverse = np.fromiter(inst.reverse_keyed, dtype=np.int64)
     if run.distributions is not None and len(run.distributions):
         d = run.distributions
         if run.kind == "persona":
             d = d[d["persona_id"] == SELF_PERSONA_ID]
-        scale = run.instrument.scale
+        scale = inst.scale
+        items = d["item_id"].to_numpy()
+        probs = d[[f"p{k}" for k in scale]].to_numpy(dtype=float)
+        flip = np.isin(items, reverse)
+        if flip.any():  # P(x) moves to min + max - x (on a copy: the frame's may be read-only)
+            probs = probs.copy()
+            probs[flip] = probs[flip][:, ::-1]
         return self_profile_from_distributions(
-            d["item_id"].to_numpy(),
-            d[[f"p{k}" for k in scale]].to_numpy(dtype=float),
-            scale=scale,
-            foundations=run.foundations,
+            items, probs, scale=scale, foundations=run.foundations
         )
-    r = run.ratings
-    if run.kind == "persona":
-        r = r[r["persona_id"] == SELF_PERSONA_ID] if (r["persona_id"] < 0).any() else r
-    if r.empty:
+    r = run.columns
+    if run.kind == "persona" and bool((r.persona_id < 0).any()):
+        r = r.take(r.persona_id == SELF_PERSONA_ID)
+    if not len(r):
         raise UserError(f"run {run.name!r} has no answers yet")
-    return compute_self_profile(
-        r["item_id"].to_numpy(), r["rating"].to_numpy(), foundations=run.foundations
-    )
+    ratings = r.rating
+    flip = np.isin(r.item_id, reverse) & (ratings != INVALID_RATING)
+    if flip.any():
+        ratings = np.where(flip, inst.scale_min + inst.scale_max - ratings, ratings)
+    return compute_self_profile(r.item_id, ratings, foundations=run.foundations)
+
+
+def profile_notes(run: LoadedRun) -> dict[str, Any]:
+    """How a self-profile of ``run`` was scored: group noun and reflected items (JSON)."""
+    inst = run.instrument
+    return {
+        "instrument": inst.name,
+        "group": inst.group_noun,
+        "reverse_keyed_reflected": bool(inst.reverse_keyed),
+        "reverse_keyed_items": sorted(inst.reverse_keyed),
+    }
+
+
+def instrument_option(name: str | None) -> Instrument | None:
+    """The instrument a command-line ``--instrument`` names (built-in or YAML file).
+
+    Catch items are included so that files holding them are read; S and R leave them out.
+
+    Raises:
+        UnknownNameError, InputFileError, ConfigError: as :func:`load_instrument`.
+    """
+    return None if name is None else load_instrument(name, include_catch=True)
 
 
 def metrics_by_name(
-    runs: Sequence[LoadedRun], analysis: AnalysisConfig | None = None
+    runs: Sequence[LoadedRun], analysis: BootstrapSettings | None = None
 ) -> dict[str, RunMetrics]:
     """Metrics of each persona run, keyed by run name (names must be unique)."""
     out: dict[str, RunMetrics] = {}

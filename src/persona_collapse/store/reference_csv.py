@@ -20,15 +20,16 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from persona_collapse.core.csvio import unneutralise_text, write_csv_atomic
 from persona_collapse.core.errors import InputFileError
 from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.core.instrument import Instrument, mfq30
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: metrics read without it
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +216,8 @@ def _bad_row_error(path: Path, row: int, column: str, problem: str) -> InputFile
 
 def _integer_column(path: Path, raw: pd.Series, column: str) -> np.ndarray:
     """Parse a column as int64; raise naming the line of the first non-integer cell."""
+    import pandas as pd
+
     if pd.api.types.is_integer_dtype(raw.dtype):
         return raw.to_numpy(dtype=np.int64)
     numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
@@ -234,15 +237,19 @@ def _integer_column(path: Path, raw: pd.Series, column: str) -> np.ndarray:
 
 
 def _text_column(raw: pd.Series) -> pd.Series:
+
     return raw.fillna("").astype(str)
 
 
 def _read_text_column(raw: pd.Series) -> pd.Series:
     """A text column as read: our own formula neutralisation undone (see ``_csv``)."""
+
     text = _text_column(raw)
     quoted = text.str.startswith("'")
     if quoted.any():
         text = text.copy()
+        from persona_collapse.core.csvio import unneutralise_text
+
         text[quoted] = text[quoted].map(unneutralise_text)
     return text
 
@@ -270,6 +277,8 @@ _TEXT_COLUMNS = ("response", "collected_at")
 
 def _empty_text(n: int) -> pd.Series:
     """A text column of ``n`` empty strings in one byte per row (text not asked for)."""
+    import pandas as pd
+
     return pd.Series(
         pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=pd.Index([""]))
     )
@@ -389,6 +398,7 @@ def _repeated_among(
     rows: np.ndarray,
 ) -> np.ndarray | None:
     """For the given rows (sorted), whether each repeats an earlier one of them exactly."""
+    import pandas as pd
     import pyarrow as pa
 
     values: dict[str, list[Any]] = {name: [] for name in text_names}
@@ -411,6 +421,8 @@ def _repeated_among(
 
 def _parse_pandas(file: Path, *, text: bool) -> _Parsed:
     """Parse any file pandas can read; name the file and line of every problem."""
+    import pandas as pd
+
     try:
         raw = pd.read_csv(
             file,
@@ -473,48 +485,16 @@ def _parse_pandas(file: Path, *, text: bool) -> _Parsed:
     return _Parsed(kind, mapping, len(raw), ints, texts, repeated)
 
 
-def read_ratings_csv(
-    path: str | os.PathLike[str],
-    *,
-    scale: tuple[int, int] | None = None,
-    instrument: Instrument | None = None,
-    text: bool = True,
-) -> pd.DataFrame:
-    """Read a reference (or exported) ratings CSV file into a ratings frame.
-
-    Rows that repeat an earlier row exactly (``collected_at`` included) are
-    counted once, with a warning; files without ``collected_at`` are read as
-    they are (a retry of a slot cannot be told from a copy there).
-
-    Args:
-        path: CSV file, persona or self layout (see the module docstring).
-        scale: Inclusive (min, max) of valid ratings; ``-1`` is always allowed as the
-            invalid-rating marker. Default: the instrument's scale (MFQ-30: 0..5).
-        instrument: Instrument whose item ids are valid. Default: MFQ-30 with the
-            catch items (ids 1-32).
-        text: Keep ``response`` and ``collected_at``; False leaves them empty (and may
-            give int32 integer columns), reading a large file in a fraction of the
-            memory: metrics need no text.
-
-    Returns:
-        A frame with columns :data:`FRAME_COLUMNS` (int64 ids, repetition, rating and
-        failures; str response and collected_at), one row per file row, file order.
-        ``persona_id`` is ``SELF_PERSONA_ID`` for self files. ``attrs["kind"]`` is
-        ``"persona"`` or ``"self"``; ``attrs["source"]`` the path as a string.
+def _checked_ints(
+    file: Path, parsed: _Parsed, inst: Instrument, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(persona, item, repetition, rating, failures) of a parsed file, values checked.
 
     Raises:
-        InputFileError: Missing, empty, binary or malformed file, missing columns,
-            non-integer values, ratings outside the scale, unknown item ids or
-            negative persona ids; the message names the file and the line.
+        InputFileError: naming the file, line and column of the first bad value.
     """
-    file = Path(path)
-    _check_text_file(file)
-    inst = instrument if instrument is not None else mfq30(include_catch=True)
-    lo, hi = scale if scale is not None else (inst.scale_min, inst.scale_max)
-    known_items = _known_item_ids(inst)
-
-    parsed = _parse_fast(file, text=text) or _parse_pandas(file, text=text)
     kind, mapping, n, ints = parsed.kind, parsed.mapping, parsed.n, parsed.ints
+    known_items = _known_item_ids(inst)
     item_col = mapping["item_id"]
     rep_col = mapping["repetition"]
     items = ints["item_id"]
@@ -562,7 +542,63 @@ def read_ratings_csv(
     if bad_fail.any():
         row = int(np.flatnonzero(bad_fail)[0])
         raise _bad_row_error(file, row, "failures", f"must be >= 0, got {failures[row]}")
+    return personas, items, repetitions, ratings, failures
 
+
+def _warn_repeated(file: Path, repeated: np.ndarray) -> None:
+    first = int(np.flatnonzero(repeated)[0])
+    logger.warning(
+        "%s: ignored %d row(s) that repeat an earlier row exactly (first at line %s); "
+        "each answer is counted once",
+        file,
+        int(repeated.sum()),
+        _csv_line_of_row(file, first),
+    )
+
+
+def read_ratings_csv(
+    path: str | os.PathLike[str],
+    *,
+    scale: tuple[int, int] | None = None,
+    instrument: Instrument | None = None,
+    text: bool = True,
+) -> pd.DataFrame:
+    """Read a reference (or exported) ratings CSV file into a ratings frame.
+
+    Rows that repeat an earlier row exactly (``collected_at`` included) are
+    counted once, with a warning; files without ``collected_at`` are read as
+    they are (a retry of a slot cannot be told from a copy there).
+
+    Args:
+        path: CSV file, persona or self layout (see the module docstring).
+        scale: Inclusive (min, max) of valid ratings; ``-1`` is always allowed as the
+            invalid-rating marker. Default: the instrument's scale (MFQ-30: 0..5).
+        instrument: Instrument whose item ids are valid. Default: MFQ-30 with the
+            catch items (ids 1-32).
+        text: Keep ``response`` and ``collected_at``; False leaves them empty (and may
+            give int32 integer columns), reading a large file in a fraction of the
+            memory: metrics need no text.
+
+    Returns:
+        A frame with columns :data:`FRAME_COLUMNS` (int64 ids, repetition, rating and
+        failures; str response and collected_at), one row per file row, file order.
+        ``persona_id`` is ``SELF_PERSONA_ID`` for self files. ``attrs["kind"]`` is
+        ``"persona"`` or ``"self"``; ``attrs["source"]`` the path as a string.
+
+    Raises:
+        InputFileError: Missing, empty, binary or malformed file, missing columns,
+            non-integer values, ratings outside the scale, unknown item ids or
+            negative persona ids; the message names the file and the line.
+    """
+    import pandas as pd
+
+    file = Path(path)
+    _check_text_file(file)
+    inst = instrument if instrument is not None else mfq30(include_catch=True)
+    lo, hi = scale if scale is not None else (inst.scale_min, inst.scale_max)
+    parsed = _parse_fast(file, text=text) or _parse_pandas(file, text=text)
+    kind, n = parsed.kind, parsed.n
+    personas, items, repetitions, ratings, failures = _checked_ints(file, parsed, inst, lo, hi)
     columns: dict[str, Any] = {
         "persona_id": personas,
         "item_id": items,
@@ -584,14 +620,7 @@ def read_ratings_csv(
             else (v[keep].reset_index(drop=True) if isinstance(v, pd.Series) else v[keep])
             for k, v in columns.items()
         }
-        first = int(np.flatnonzero(repeated)[0])
-        logger.warning(
-            "%s: ignored %d row(s) that repeat an earlier row exactly (first at line %s); "
-            "each answer is counted once",
-            file,
-            int(repeated.sum()),
-            _csv_line_of_row(file, first),
-        )
+        _warn_repeated(file, repeated)
     frame = pd.DataFrame(columns, columns=list(FRAME_COLUMNS), copy=False)
     frame.attrs["kind"] = kind
     frame.attrs["source"] = str(file)
@@ -599,7 +628,251 @@ def read_ratings_csv(
     return frame
 
 
+# --- numpy-only reading, for metrics ---------------------------------------------------------
+
+_MAX_DIGITS = 9  # int32 range: longer numbers go to the general reader
+
+
+@dataclass(frozen=True)
+class RatingColumns:
+    """The integer columns of a ratings file as numpy arrays, without text or pandas.
+
+    What metrics need, read in a fraction of the time and memory of a frame;
+    :meth:`to_frame` builds the frame :func:`read_ratings_csv` would return with
+    ``text=False``.
+
+    Attributes:
+        persona_id, item_id, repetition, rating, failures: One value per kept row,
+            file order (rows repeating an earlier row exactly are dropped).
+        kind: ``"persona"`` or ``"self"`` (``persona_id`` is ``SELF_PERSONA_ID``).
+        source: The path as a string.
+    """
+
+    persona_id: np.ndarray
+    item_id: np.ndarray
+    repetition: np.ndarray
+    rating: np.ndarray
+    failures: np.ndarray
+    kind: str
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.rating)
+
+    def take(self, keep: np.ndarray) -> RatingColumns:
+        """The rows where the boolean mask ``keep`` is true."""
+        return RatingColumns(
+            self.persona_id[keep],
+            self.item_id[keep],
+            self.repetition[keep],
+            self.rating[keep],
+            self.failures[keep],
+            self.kind,
+            self.source,
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """A ratings frame (columns :data:`FRAME_COLUMNS`, empty text) of these rows."""
+        import pandas as pd
+
+        n = len(self)
+        frame = pd.DataFrame(
+            {
+                "persona_id": self.persona_id,
+                "item_id": self.item_id,
+                "repetition": self.repetition,
+                "rating": self.rating,
+                "failures": self.failures,
+                "response": _empty_text(n),
+                "collected_at": _empty_text(n),
+            },
+            columns=list(FRAME_COLUMNS),
+        )
+        frame.attrs["kind"] = self.kind
+        frame.attrs["source"] = self.source
+        return frame
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> RatingColumns:
+        """The integer columns of a ratings frame (``failures`` 0 when absent)."""
+        n = len(frame)
+        failures = (
+            frame["failures"].to_numpy() if "failures" in frame else np.zeros(n, dtype=np.int64)
+        )
+        return cls(
+            frame["persona_id"].to_numpy(),
+            frame["item_id"].to_numpy(),
+            frame["repetition"].to_numpy() if "repetition" in frame else np.ones(n, np.int64),
+            frame["rating"].to_numpy(),
+            failures,
+            _frame_kind(frame),
+            str(frame.attrs.get("source", "")),
+        )
+
+
+def _parse_integers(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+    """Decimal integers in ``buf[starts[i]:ends[i]]`` (optional leading '-'); None if any is not."""
+    lengths = ends - starts
+    if not len(lengths) or lengths.min() < 1 or lengths.max() > _MAX_DIGITS + 1:
+        return None
+    last = len(buf) - 1
+    negative = buf[starts] == ord("-")
+    if negative.any():
+        if bool((negative & (lengths < 2)).any()):
+            return None
+        starts = starts + negative
+        lengths = lengths - negative
+        if int(lengths.max()) > _MAX_DIGITS:
+            return None
+    values = np.zeros(len(starts), dtype=np.int64)
+    # One digit position at a time: fields are short, so a few passes over the rows.
+    for k in range(int(lengths.max())):
+        digit = buf[np.minimum(starts + k, last)].astype(np.int64) - ord("0")
+        inside = k < lengths
+        if bool(((digit < 0) | (digit > 9))[inside].any()):
+            return None
+        values = np.where(inside, values * 10 + digit, values)
+    return np.where(negative, -values, values)
+
+
+def _parse_numpy(file: Path) -> _Parsed | None:
+    """Parse a well-formed file's integer columns with numpy alone (no text kept).
+
+    Record and field bounds come from the unquoted commas and newlines (a quote
+    toggles the state; a doubled quote toggles it twice). Returns None for
+    anything unusual (carriage returns, blank lines, a short row, a bad cell, an
+    odd header...): the general reader then names the line of the problem.
+    """
+    try:
+        data = file.read_bytes()
+        data.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    first = next(_records(file), None)
+    if first is None or first[0] != 1:
+        return None
+    header = [c.strip() for c in first[1]]
+    if len(set(header)) != len(header) or any(not c for c in header):
+        return None
+    kind, mapping = _resolve_columns(file, header)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newline = buf == ord("\n")
+    comma = buf == ord(",")
+    carriage = buf == ord("\r")
+    quotes = np.flatnonzero(buf == ord('"'))
+    if len(quotes):
+        # A character is quoted when an odd number of quotes precede it.
+        for mask in (newline, comma, carriage):
+            at = np.flatnonzero(mask)
+            mask[at[np.searchsorted(quotes, at) % 2 == 1]] = False
+    # CRLF line ends are fine; a carriage return anywhere else is left to the general reader.
+    crs = np.flatnonzero(carriage)
+    del carriage
+    if len(crs) and not bool(newline[np.minimum(crs + 1, len(buf) - 1)].all()):
+        return None
+    bounds = np.flatnonzero(newline | comma)
+    width = len(header)
+    if len(bounds) % width:
+        return None
+    ends = bounds.reshape(-1, width)
+    is_newline = newline[ends]
+    if is_newline[:, :-1].any() or not is_newline[:, -1].all() or len(ends) < 2:
+        return None
+    starts = np.empty_like(ends)
+    starts[:, 1:] = ends[:, :-1] + 1
+    starts[0, 0] = 0
+    starts[1:, 0] = ends[:-1, -1] + 1
+    if len(crs):  # the last field of a CRLF line ends before the carriage return
+        ends = ends.copy()
+        ends[:, -1] -= buf[ends[:, -1] - 1] == ord("\r")
+    ints: dict[str, np.ndarray] = {}
+    for frame_col in _INT_COLUMNS:
+        if frame_col not in mapping:
+            continue
+        j = header.index(mapping[frame_col])
+        values = _parse_integers(buf, starts[1:, j], ends[1:, j])
+        if values is None:
+            return None
+        ints[frame_col] = values
+    n = len(ends) - 1
+    repeated = None
+    if "collected_at" in mapping:
+        rows = _shared_slot_rows(ints)
+        repeated = np.zeros(n, dtype=bool)
+        if len(rows):
+            int_positions = {header.index(mapping[c]) for c in ints}
+            repeated[rows] = _repeated_records(
+                data, starts[1:, 0], ends[1:, -1], ints, rows, int_positions
+            )
+    return _Parsed(kind, mapping, n, ints, {}, repeated)
+
+
+def _repeated_records(
+    data: bytes,
+    row_starts: np.ndarray,
+    row_ends: np.ndarray,
+    ints: Mapping[str, np.ndarray],
+    rows: np.ndarray,
+    int_positions: set[int],
+) -> np.ndarray:
+    """For the given rows (sorted), whether each repeats an earlier one of them exactly.
+
+    Rows compare by their parsed values (integers as numbers, text as parsed).
+    """
+    text = [data[int(row_starts[r]) : int(row_ends[r])].decode("utf-8") for r in rows.tolist()]
+    seen: set[tuple[Any, ...]] = set()
+    out = np.zeros(len(rows), dtype=bool)
+    numbers = list(zip(*(ints[c][rows].tolist() for c in ints), strict=True))
+    for k, (fields, values) in enumerate(zip(csv.reader(text), numbers, strict=True)):
+        key = (*values, *(f for j, f in enumerate(fields) if j not in int_positions))
+        out[k] = key in seen
+        seen.add(key)
+    return out
+
+
+def read_rating_columns(
+    path: str | os.PathLike[str],
+    *,
+    scale: tuple[int, int] | None = None,
+    instrument: Instrument | None = None,
+) -> RatingColumns:
+    """The integer columns of a ratings CSV file, read without pandas when it is well formed.
+
+    Same checks, errors and duplicate handling as :func:`read_ratings_csv`; a file
+    the numpy reader does not take (quoted numbers, blank lines, a malformed row...)
+    goes through :func:`read_ratings_csv`, which names the line of any problem.
+
+    Raises:
+        InputFileError: as :func:`read_ratings_csv`.
+    """
+    file = Path(path)
+    _check_text_file(file)
+    parsed = _parse_numpy(file)
+    if parsed is None:
+        frame = read_ratings_csv(file, scale=scale, instrument=instrument, text=False)
+        return RatingColumns.from_frame(frame)
+    inst = instrument if instrument is not None else mfq30(include_catch=True)
+    lo, hi = scale if scale is not None else (inst.scale_min, inst.scale_max)
+    personas, items, repetitions, ratings, failures = _checked_ints(file, parsed, inst, lo, hi)
+    # int32 halves what a run holds while the others are read (values have <= 9 digits).
+    personas, items, repetitions, ratings, failures = (
+        a.astype(np.int32) for a in (personas, items, repetitions, ratings, failures)
+    )
+    columns = RatingColumns(personas, items, repetitions, ratings, failures, parsed.kind, str(file))
+    repeated = parsed.repeated
+    if repeated is not None and repeated.any():
+        columns = columns.take(~repeated)
+        _warn_repeated(file, repeated)
+    logger.debug("read %d %s rows from %s", len(columns), parsed.kind, file)
+    return columns
+
+
 def _frame_kind(frame: pd.DataFrame) -> str:
+
     kind = frame.attrs.get("kind")
     if kind in ("persona", "self"):
         return str(kind)
@@ -631,6 +904,8 @@ def write_ratings_csv(
         ValueError: ``frame`` lacks a required column.
         InputFileError: The destination cannot be written.
     """
+    import pandas as pd
+
     missing = [c for c in ("persona_id", "item_id", "repetition", "rating") if c not in frame]
     if missing:
         raise ValueError(f"frame: missing required column(s) {', '.join(missing)}")
@@ -654,6 +929,8 @@ def write_ratings_csv(
     )
     if _frame_kind(frame) == "self":
         out = out.drop(columns="persona_id")
+    from persona_collapse.core.csvio import write_csv_atomic
+
     return write_csv_atomic(out, dest, raw=raw)
 
 

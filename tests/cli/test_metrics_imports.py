@@ -1,0 +1,45 @@
+"""``pcollapse metrics`` on CSV files loads neither pandas nor the run store (issue 11.8)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HEAVY = ("pandas", "pyarrow", "persona_collapse.store.sqlite", "persona_collapse.core.config")
+
+
+def _ratings_file(path: Path, *, personas: int = 4, items: int = 30, reps: int = 3) -> Path:
+    rng = np.random.default_rng(7)
+    lines = ["persona_id,question_id,run_index,rating,failures,response,collected_at"]
+    for p in range(personas):
+        for q in range(1, items + 1):
+            for r in range(1, reps + 1):
+                rating = int(rng.integers(0, 6))
+                lines.append(f"{p},{q},{r},{rating},0,{rating},2026-01-01T00:00:{r:02d}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_metrics_command_imports_no_pandas(tmp_path: Path) -> None:
+    csv_file = _ratings_file(tmp_path / "run.csv")
+    code = (
+        "import json, sys\n"
+        "from persona_collapse.cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(json.dumps({'status': status, 'heavy': heavy}))\n"
+    )
+    args = ["metrics", str(csv_file), "--per-foundation", "--persona-boot", "20"]
+    for fmt in ("table", "json"):
+        out = subprocess.run(
+            [sys.executable, "-c", code, *args, "--rerun-boot", "5", "--format", fmt],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result == {"status": 0, "heavy": []}, out.stderr
