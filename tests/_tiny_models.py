@@ -136,3 +136,18 @@ def save_tiny_model(path: Path, **options: Any) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def save_tiny_adapter(model_dir: Path, folder: Path, *, seed: int) -> Path:
+    """A random (non-zero) LoRA adapter on the attention projections of a saved tiny Llama."""
+    import peft
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = peft.LoraConfig(
+        r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    torch.manual_seed(seed)
+    peft.get_peft_model(base, config).save_pretrained(folder)
+    return folder

@@ -19,6 +19,7 @@ from rich.console import Console
 from persona_collapse.cli import (  # noqa: F401
     core,
     finetune,
+    geometry,
     serve,
     stats,
     stores,

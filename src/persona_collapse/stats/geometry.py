@@ -553,8 +553,10 @@ def displacement_pct(states: ArrayLike, base: ArrayLike) -> float:
     return 100.0 * shift / unit if unit > 0 else math.nan
 
 
-def _dpr(pr: float, pr_base: float) -> float:
-    return 100.0 * (pr - pr_base) / pr_base if pr_base > 0 else math.nan
+def _dpr(pr: FloatArray, pr_base: FloatArray) -> FloatArray:
+    """100 (PR - PR_base) / PR_base; NaN where the base cloud is a point (PR undefined)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pr_base > 0, 100.0 * (pr - pr_base) / pr_base, np.nan)
 
 
 def excess_pr(
@@ -613,8 +615,7 @@ def excess_pr(
         return out[0], out[1], out[2]
 
     pr_b, pr_t, pr_c = prs(slice(None))
-    vec = np.vectorize(_dpr)
-    dpr_t, dpr_c = vec(pr_t, pr_b), vec(pr_c, pr_b)
+    dpr_t, dpr_c = _dpr(pr_t, pr_b), _dpr(pr_c, pr_b)
     excess = dpr_t - dpr_c
 
     gen = _rng(rng)
@@ -622,7 +623,7 @@ def excess_pr(
     for k in range(draws):
         sel = np.sort(gen.choice(n, size=size, replace=replace))
         db, dt, dc = prs(sel)
-        per_draw[k] = vec(dt, db) - vec(dc, db)
+        per_draw[k] = _dpr(dt, db) - _dpr(dc, db)
     q = (100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2)
     lo, hi = np.percentile(per_draw, q, axis=0)
     band_results = []
