@@ -18,7 +18,8 @@ the finished file replaces the parts. A part or file made from other inputs
 
 Scaling on a GPU: prompts are sorted by length and run in batches of
 ``batch_size`` with right padding (the padding after the final token cannot affect
-it under causal attention), so the cost is about (prompts / batch_size) forward
+it under causal attention, so no attention mask is passed and the model keeps its
+fused causal attention kernel), so the cost is about (prompts / batch_size) forward
 passes; raise ``batch_size`` until memory runs short (the states kept per batch
 are ``batch x (L+1) x d``, copied to the CPU as float16 at once). A model larger
 than one device is loaded with ``device_map="auto"`` (``accelerate`` spreads the
@@ -272,25 +273,27 @@ class StateReader:
         order = sorted(range(len(texts)), key=lambda k: len(ids[k]))
         out: np.ndarray | None = None
         device = self._input_device()
+        pad = int(self.tokenizer.pad_token_id)
         for start in range(0, len(order), size):
             rows = order[start : start + size]
-            enc = self.tokenizer.pad(
-                {"input_ids": [ids[k] for k in rows]},
-                padding=True,
-                padding_side="right",
-                return_attention_mask=True,
-                return_tensors="pt",
-            ).to(device)
+            lengths = [len(ids[k]) for k in rows]
+            grid = np.full((len(rows), max(lengths)), pad, dtype=np.int64)
+            for i, k in enumerate(rows):
+                grid[i, : lengths[i]] = ids[k]
+            batch = torch.from_numpy(grid)
+            # Right padding under causal attention: the pads come after each row's last
+            # token, which never attends to them, and positions start at 0 as in an
+            # unpadded pass. So no attention mask is needed, and without one the model
+            # takes its fused causal attention path (several times faster than a masked one).
             kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._logits_to_keep else {}
             with torch.inference_mode():
                 result = self._active(
-                    input_ids=enc["input_ids"],
-                    attention_mask=enc["attention_mask"],
+                    input_ids=batch.to(device),
                     output_hidden_states=True,
                     use_cache=False,
                     **kwargs,
                 )
-            last = enc["attention_mask"].sum(-1) - 1
+            last = torch.tensor(lengths) - 1
             picked = torch.stack(
                 [
                     h[torch.arange(len(rows), device=h.device), last.to(h.device)]
