@@ -82,6 +82,15 @@ def test_batched_states_equal_unbatched_final_token(model_dir: Path) -> None:
     np.testing.assert_allclose(states, one, rtol=2e-3, atol=2e-3)
 
 
+def test_device_map_load_gives_the_same_states(model_dir: Path) -> None:
+    pytest.importorskip("accelerate")
+    texts = list(PERSONAS[:3])
+    spread = StateReader.load(model_dir, device_map="auto", dtype="float32")
+    np.testing.assert_array_equal(
+        spread.final_states(texts), _reader(model_dir).final_states(texts)
+    )
+
+
 def test_gpt2_right_padding_keeps_positions(tmp_path: Path) -> None:
     reader = StateReader.load(save_tiny_model(tmp_path / "g", arch="gpt2"), device="cpu")
     texts = [PERSONAS[0], PERSONAS[1]]  # different lengths: one row is padded

@@ -16,7 +16,7 @@ pd = pytest.importorskip("pandas")
 
 from _cli import assert_user_error, run_cli  # noqa: E402
 from _tiny_models import save_tiny_adapter, save_tiny_model  # noqa: E402
-from persona_collapse.backends.hidden_states import load_states  # noqa: E402
+from persona_collapse.backends.hidden_states import StateReader, load_states  # noqa: E402
 from persona_collapse.stats.geometry import excess_pr, participation_ratio  # noqa: E402
 
 PERSONAS = 12
@@ -52,7 +52,10 @@ def _args(family: tuple[Path, Path, Path], out: Path, *extra: object) -> list[ob
 
 
 def test_two_adapters_geometry_excess_and_outputs(
-    family: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    family: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "geo"
     code, stdout, err = run_cli(capsys, *_args(family, out))
@@ -90,8 +93,14 @@ def test_two_adapters_geometry_excess_and_outputs(
     floor = pd.read_csv(out / "resolution_floor.csv")
     assert floor.loc[floor["layer"] > 0, "eta_squared"].between(0, 1).all()
 
-    # Running again reuses the saved states and gives the same tables.
+    # Running again reuses the saved states (without loading the model) and gives the
+    # same tables.
     stamp = (out / "states" / "risky.npz").stat().st_mtime_ns
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded although every variant is saved")
+
+    monkeypatch.setattr(StateReader, "load", no_load)
     code, stdout, err = run_cli(capsys, *_args(family, out, "--no-figures", "--format", "json"))
     assert code == 0, err
     assert (out / "states" / "risky.npz").stat().st_mtime_ns == stamp

@@ -386,6 +386,28 @@ def _saved_parts(folder: Path, fp: str) -> dict[int, np.ndarray]:
     return done
 
 
+def finished_states(
+    folder: Path,
+    variant: Variant,
+    base_model: str,
+    personas: Sequence[str],
+    templates: Sequence[str],
+) -> Path | None:
+    """The variant's states file under ``folder`` if it is complete and made from these
+    inputs (then nothing needs the model), else None."""
+    target = states_path(folder, variant.name)
+    if not target.is_file():
+        return None
+    try:
+        with np.load(target, allow_pickle=False) as data:
+            saved = str(data["fingerprint"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return (
+        target if saved == fingerprint(base_model, variant.adapter, personas, templates) else None
+    )
+
+
 def collect_variant(
     reader: StateReader,
     variant: Variant,
@@ -407,13 +429,10 @@ def collect_variant(
         raise ValueError(f"chunk: must be >= 1, got {chunk}")
     fp = fingerprint(reader.label, variant.adapter, personas, templates)
     target = states_path(folder, variant.name)
+    if finished_states(folder, variant, reader.label, personas, templates) is not None:
+        logger.info("reusing %s", target)
+        return target
     if target.is_file():
-        try:
-            if load_states(target).fingerprint == fp:
-                logger.info("reusing %s", target)
-                return target
-        except InputFileError:
-            pass
         logger.warning("%s was made from other inputs; collecting it again", target)
     texts, persona_ids, template_ids = prompt_texts(personas, templates)
     parts = folder / f"{variant.name}{PARTS_SUFFIX}"
@@ -493,6 +512,7 @@ __all__ = [
     "collect_variant",
     "collect_variants",
     "fingerprint",
+    "finished_states",
     "load_states",
     "prompt_texts",
     "save_states",

@@ -129,6 +129,7 @@ def geometry_command(
         PERSONA_TEMPLATES,
         StateReader,
         collect_variants,
+        finished_states,
         load_states,
     )
     from persona_collapse.core.files import claim_output_dir
@@ -151,19 +152,24 @@ def geometry_command(
     texts = list(persona_set)[:limit] if limit is not None else list(persona_set)
     if len(texts) < 2:
         raise UserError(f"--personas: at least 2 personas are needed, got {len(texts)}")
+    chosen = PERSONA_TEMPLATES[:templates]
+    saved = [finished_states(output / STATES_DIR, v, model, texts, chosen) for v in variants]
     with interruptible():
-        reader = StateReader.load(
-            model,
-            device=device,
-            dtype=dtype,
-            device_map=device_map,
-            batch_size=batch_size,
-            local_files_only=local_files_only,
-        )
-        out = claim_output_dir(output, force=force)
-        files = collect_variants(
-            reader, variants, texts, PERSONA_TEMPLATES[:templates], out / STATES_DIR
-        )
+        if all(path is not None for path in saved):
+            # Every variant is collected already (a rerun with other analysis options).
+            out = claim_output_dir(output, force=force)
+            files = {v.name: path for v, path in zip(variants, saved, strict=True) if path}
+        else:
+            reader = StateReader.load(
+                model,
+                device=device,
+                dtype=dtype,
+                device_map=device_map,
+                batch_size=batch_size,
+                local_files_only=local_files_only,
+            )
+            out = claim_output_dir(output, force=force)
+            files = collect_variants(reader, variants, texts, chosen, out / STATES_DIR)
     analysis = analyse_geometry(
         {name: load_states(path) for name, path in files.items()},
         base=base_name,
