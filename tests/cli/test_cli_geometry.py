@@ -58,7 +58,7 @@ def test_two_adapters_geometry_excess_and_outputs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "geo"
-    code, stdout, err = run_cli(capsys, *_args(family, out))
+    code, stdout, err = run_cli(capsys, *_args(family, out, "--band", "2-2"))
     assert code == 0, err
     assert "Persona geometry" in stdout and "excess all" in stdout
     for name in ("layer_summary", "pr_saturation", "resolution_floor", "excess", "excess_bands"):
@@ -89,7 +89,8 @@ def test_two_adapters_geometry_excess_and_outputs(
     assert (blocks["excess_ci_lo"] <= blocks["excess_ci_hi"]).all()
     assert (blocks["excess_pp"] != 0).all()  # the two adapters differ
     bands = pd.read_csv(out / "excess_bands.csv")
-    assert bands["band"].tolist() == ["all", "early", "late"]
+    assert bands["band"].tolist() == ["all", "early", "late", "2-2"]
+    assert bands["excess_pp"].iloc[3] == pytest.approx(excess.loc[2, "excess_pp"])
     floor = pd.read_csv(out / "resolution_floor.csv")
     assert floor.loc[floor["layer"] > 0, "eta_squared"].between(0, 1).all()
 
@@ -119,6 +120,8 @@ def test_two_adapters_geometry_excess_and_outputs(
         (["--treatment", "base"], "go together"),
         (["--templates", "9"], "--templates"),
         (["--fraction", "1.5"], "--fraction"),
+        (["--band", "3-2"], "LO-HI"),
+        (["--band", "0-2"], "embeddings"),
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -135,3 +138,10 @@ def test_missing_model_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFix
     code, _, err = run_cli(capsys, *args, "--local-files-only", "--limit", 3)
     assert_user_error(code, err, "cannot load model")
     assert not (tmp_path / "o").exists()
+
+
+def test_band_beyond_the_last_layer(
+    family: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(capsys, *_args(family, tmp_path / "o", "--band", "1-7", "--no-figures"))
+    assert_user_error(code, err, "band '1-7'", "layers 1-2")

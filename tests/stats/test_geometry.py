@@ -133,6 +133,11 @@ def test_layer_summary_per_layer_and_rows() -> None:
     assert set(rows[0]) >= {"clumpiness", "gain_over_base", "rdm_spearman_vs_base"}
     alone = g.layer_summary(stack)
     assert np.all(np.isnan(alone.gain_over_base))
+    # float16 stacks (as stored) are converted layer by layer: the same numbers.
+    half = stack.astype(np.float16)
+    np.testing.assert_array_equal(
+        g.layer_summary(half).clumpiness, g.layer_summary(half.astype(np.float64)).clumpiness
+    )
 
 
 def test_pr_saturation_is_seeded_and_grows_with_count() -> None:

@@ -46,6 +46,15 @@ def _variants(base_name: str, adapters: list[str]) -> list[Variant]:
     return variants
 
 
+def _band(text: str) -> tuple[str, int, int]:
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(lo) > int(hi):
+        raise UserError(f"--band expects LO-HI layer numbers with LO <= HI, got {text!r}")
+    if int(lo) < 1:
+        raise UserError(f"--band: layers start at 1 (0 is the embeddings), got {text!r}")
+    return f"{int(lo)}-{int(hi)}", int(lo), int(hi) + 1
+
+
 def _num(value: float, digits: int) -> str:
     return "—" if math.isnan(value) else f"{value:.{digits}f}"
 
@@ -114,6 +123,13 @@ def geometry_command(
     ] = False,
     draws: Annotated[int, typer.Option(help="Paired subsamples of the excess CIs.", min=2)] = 60,
     fraction: Annotated[float, typer.Option(help="Share of personas per subsample.")] = 0.8,
+    bootstrap: Annotated[
+        bool, typer.Option("--bootstrap", help="Resample personas with replacement instead.")
+    ] = False,
+    band: Annotated[
+        list[str] | None,
+        typer.Option(help="Also report the mean excess over layers LO-HI (inclusive; repeatable)."),
+    ] = None,
     seed: SeedOpt = 0,
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Write PNGs.")] = True,
     fmt: FormatOpt = "table",
@@ -141,6 +157,7 @@ def geometry_command(
         raise UserError(f"--templates: at most {len(PERSONA_TEMPLATES)}, got {templates}")
     if not 0.0 < fraction <= 1.0:
         raise UserError(f"--fraction must be in (0, 1], got {fraction}")
+    bands = [_band(text) for text in band or []]
     variants = _variants(base_name, adapter or [])
     names = {v.name for v in variants}
     for role, name in (("--treatment", treatment), ("--control", control)):
@@ -177,6 +194,8 @@ def geometry_command(
         control=control,
         draws=draws,
         fraction=fraction,
+        bootstrap=bootstrap,
+        bands=bands,
         seed=seed,
     )
     written = write_geometry_outputs(analysis, out, figures=figures)

@@ -144,11 +144,15 @@ def analyse_geometry(
     control: str | None = None,
     draws: int = 60,
     fraction: float = 0.8,
+    bootstrap: bool = False,
+    bands: Sequence[tuple[str, int, int]] = (),
     saturation_draws: int = 5,
     seed: int = 0,
 ) -> GeometryAnalysis:
     """Per-layer geometry of every variant, base comparisons and (with a treatment and a
-    control) the excess with paired-subsample intervals.
+    control) the excess with paired-subsample intervals (``bootstrap``: resampled with
+    replacement). ``bands`` (name, first slot, end slot) are added to the default ones
+    (a preregistered band).
 
     Raises:
         ConfigError: unknown base/treatment/control, or variants of different inputs.
@@ -159,7 +163,7 @@ def analyse_geometry(
             raise ConfigError(f"the {role} variant {name!r} has no hidden states")
     if (treatment is None) != (control is None):
         raise ConfigError("the excess needs both a treatment and a control variant")
-    primary = {v: hs.by_template(0).astype(np.float64) for v, hs in states.items()}
+    primary = {v: hs.by_template(0) for v, hs in states.items()}  # float16; per layer in float64
     layers = ref.layer_indices
     summaries = {
         v: geo.layer_summary(x, base=None if v == base else primary[base], layers=layers)
@@ -173,8 +177,11 @@ def analyse_geometry(
     resolution: dict[str, list[geo.ResolutionFloor]] = {}
     if len(ref.templates) > 1:
         for v, hs in states.items():
-            grid = hs.by_persona().astype(np.float64)
+            grid = hs.by_persona()
             resolution[v] = [geo.resolution_floor(grid[:, :, k]) for k in range(len(layers))]
+    for name, lo, hi in bands:
+        if not 0 < lo < hi <= len(layers):
+            raise ConfigError(f"band {name!r}: outside the model's layers 1-{len(layers) - 1}")
     excess = None
     if treatment is not None and control is not None:
         excess = geo.excess_pr(
@@ -184,6 +191,8 @@ def analyse_geometry(
             layers=layers,
             draws=draws,
             fraction=fraction,
+            replace=bootstrap,
+            bands=[*geo.default_bands(len(layers)), *bands],
             rng=seed,
         )
     return GeometryAnalysis(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -65,8 +66,12 @@ def _cloud(states: ArrayLike, name: str = "states", *, min_rows: int = 2) -> Flo
     return arr
 
 
-def _stack(states: ArrayLike, name: str = "states", *, min_rows: int = 2) -> FloatArray:
-    arr = np.asarray(states, dtype=np.float64)
+def _stack(states: ArrayLike, name: str = "states", *, min_rows: int = 2) -> NDArray[np.floating]:
+    # Kept in its own float dtype (float16 states of a large model would take 4x the
+    # memory in float64); each layer is converted to float64 where it is used.
+    arr = np.asarray(states)
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
     if arr.ndim != 3:
         raise ValueError(
             f"{name}: expected a 3-D (personas, layers, dim) array, got shape {arr.shape}"
@@ -78,7 +83,7 @@ def _stack(states: ArrayLike, name: str = "states", *, min_rows: int = 2) -> Flo
     return arr
 
 
-def _same_shape(a: FloatArray, b: FloatArray, name_a: str, name_b: str) -> None:
+def _same_shape(a: NDArray[Any], b: NDArray[Any], name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise ValueError(
             f"{name_b}: shape {b.shape} differs from {name_a}'s {a.shape} "
