@@ -216,4 +216,11 @@ def geometry_command(
         return
     console = stdout_console()
     console.print(_summary_table(analysis))
+    limited = [v for v, sat in analysis.saturation.items() if sat.near_rank_limit]
+    if limited:
+        console.print(
+            f"note: PR is above 0.9 (N - 1) at layer {analysis.saturation_layer} for "
+            f"{', '.join(limited)}: the persona count, not the model, bounds it "
+            "(see pr_saturation.csv; use more personas)"
+        )
     console.print(f"wrote {len(written)} files to {out}")
