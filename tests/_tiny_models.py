@@ -11,6 +11,7 @@ probability.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,12 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build_tokenizer(vocab_size: int = 400) -> Any:
-    """A byte-level BPE ``PreTrainedTokenizerFast`` with pad/eos tokens and a chat template."""
+def build_tokenizer(vocab_size: int = 400, *, extra_texts: Sequence[str] = ()) -> Any:
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with pad/eos tokens and a chat template.
+
+    ``extra_texts`` join the training corpus (with a larger ``vocab_size``, texts
+    like them then split into about as many tokens as a real tokenizer makes).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -55,7 +60,7 @@ def build_tokenizer(vocab_size: int = 400) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    raw.train_from_iterator(_corpus(), trainer)
+    raw.train_from_iterator([*_corpus(), *extra_texts], trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw, pad_token="<|pad|>", eos_token="<|eos|>"
     )
@@ -136,3 +141,18 @@ def save_tiny_model(path: Path, **options: Any) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def save_tiny_adapter(model_dir: Path, folder: Path, *, seed: int) -> Path:
+    """A random (non-zero) LoRA adapter on the attention projections of a saved tiny Llama."""
+    import peft
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = peft.LoraConfig(
+        r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    torch.manual_seed(seed)
+    peft.get_peft_model(base, config).save_pretrained(folder)
+    return folder

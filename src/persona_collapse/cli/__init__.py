@@ -20,6 +20,7 @@ from persona_collapse.cli import (  # noqa: F401
     controls,
     core,
     finetune,
+    geometry,
     serve,
     stats,
     stores,
