@@ -203,7 +203,11 @@ def test_count_statistics_values_and_errors(monkeypatch: pytest.MonkeyPatch) -> 
             assert top.value == pytest.approx(t_point[0], rel=1e-12)
             assert gini.se == pytest.approx(np.std(g_rep, ddof=1), rel=0.12), scope
             assert top.se == pytest.approx(np.std(t_rep, ddof=1), rel=0.12), scope
-    assert list(persona.estimates)[-2:] == ["test_gini", "test_top_share"]
+    # Listed by group, registration order within a group.
+    groups = [registry.get_statistic(name).group for name in persona.estimates]
+    assert groups == sorted(groups, key=registry.GROUPS.index)
+    assert list(persona.estimates)[groups.index("distribution") - 1] == "test_gini"
+    assert list(persona.estimates)[-1] == "test_top_share"
     assert "test_gini_se" in persona.to_dict()
 
 

@@ -40,6 +40,7 @@ from persona_collapse.stats.registry import (
     CellFeatures,
     Estimate,
     FeatureSums,
+    estimate_count_statistics,
     estimate_statistics,
     estimates_to_dict,
     feature_sets,
@@ -468,8 +469,12 @@ class _Features:
         group_of_item: ``(Q,)`` group (foundation) index of each item.
         n_groups: Number of groups; they partition the items.
         cells: ``(P, Q, width)`` features of the analysed cells.
+        by_persona: ``(P, n_groups, width)`` feature sums per persona and group.
         positions: ``(P, Q, W)`` scale index of each valid rating (sampled runs), else None.
         n_scale: Number of scale points.
+        linear_cols: Columns of the linear feature sets.
+        linear_map: ``(n_scale, len(linear_cols))``: their features are ``counts @ map``.
+        other_cols: Columns of the other feature sets.
     """
 
     sets: tuple[CellFeatures, ...]
@@ -478,33 +483,17 @@ class _Features:
     group_of_item: NDArray[np.intp]
     n_groups: int
     cells: FloatArray
+    by_persona: FloatArray
     positions: NDArray[np.intp] | None
     n_scale: int
+    linear_cols: NDArray[np.intp]
+    linear_map: FloatArray
+    other_cols: NDArray[np.intp]
 
-    def sampled(self, counts: FloatArray) -> FloatArray:
-        """``(N, width)`` features of ``(N, K)`` sampled counts."""
-        return np.concatenate([fs.sampled(counts) for fs in self.sets], axis=1)
-
-    def per_persona(self) -> FloatArray:
-        """``(P, n_groups, width)`` feature sums per persona and group."""
-        n_p = self.cells.shape[0]
-        out = np.zeros((n_p, self.n_groups, self.width))
-        for g in range(self.n_groups):
-            out[:, g] = self.cells[:, self.group_of_item == g].sum(axis=1)
-        return out
-
-    def add_by_group(self, total: FloatArray, change: FloatArray, groups: NDArray[np.intp]) -> None:
-        """``total[:, g] += sum of change[:, c] over cells c of group g``, in place.
-
-        Args:
-            total: ``(B, n_groups, width)``.
-            change: ``(B, C, width)`` per replicate and cell.
-            groups: ``(C,)`` group of each cell.
-        """
-        order = np.argsort(groups, kind="stable")
-        ordered = groups[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        total[:, ordered[starts]] += np.add.reduceat(change[:, order], starts, axis=1)
+    def nonlinear(self, counts: FloatArray) -> FloatArray:
+        """``(N, len(other_cols))`` features of the non-linear sets from ``(N, K)`` counts."""
+        blocks = [fs.sampled(counts) for fs in self.sets if not fs.linear]
+        return np.concatenate(blocks, axis=1) if blocks else np.empty((len(counts), 0))
 
 
 def _scale_positions(values: FloatArray, grid: FloatArray) -> NDArray[np.intp] | None:
@@ -573,21 +562,44 @@ def _make_features(
     n_scale: int,
 ) -> _Features:
     slices: dict[str, slice] = {}
+    linear: list[int] = []
+    maps: list[FloatArray] = []
     start = 0
     for fs, block in zip(sets, blocks, strict=True):
         slices[fs.name] = slice(start, start + block.shape[1])
+        if fs.linear:
+            linear += range(start, start + block.shape[1])
+            maps.append(fs.sampled(np.eye(n_scale)))
         start += block.shape[1]
     cells = np.concatenate(blocks, axis=1).reshape(*shape, start)
+    group_of_item = _groups_of_items(shape[1], groups)
+    by_persona = np.zeros((shape[0], len(groups), start))
+    for g in range(len(groups)):
+        by_persona[:, g] = cells[:, group_of_item == g].sum(axis=1)
+    linear_cols = np.asarray(linear, dtype=np.intp)
     return _Features(
         sets=sets,
         slices=slices,
         width=start,
-        group_of_item=_groups_of_items(shape[1], groups),
+        group_of_item=group_of_item,
         n_groups=len(groups),
         cells=cells,
+        by_persona=by_persona,
         positions=positions,
         n_scale=n_scale,
+        linear_cols=linear_cols,
+        linear_map=np.concatenate(maps, axis=1) if maps else np.empty((n_scale, 0)),
+        other_cols=np.setdiff1d(np.arange(start), linear_cols).astype(np.intp),
     )
+
+
+def _segments(key: NDArray[np.intp]) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
+    """``(order, starts, keys)``: a stable order grouping equal keys, where each run of
+    equal keys starts in it, and the key of each run."""
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return order, starts, ordered[starts]
 
 
 def _two_valued_feature_change(
@@ -601,28 +613,46 @@ def _two_valued_feature_change(
 ) -> None:
     """Add the feature change of resampled two-valued cells to ``total`` (B, G, width).
 
-    A resampled two-valued cell is one of ``n + 1`` count vectors (``K`` = 0..n high
-    values), so each cell's features are tabulated over ``K`` once. Cells with equal
-    tables (scale-free features depend on ``n`` and ``K`` only) are pooled into a
-    few types, and the replicates only need a histogram of (group, type, ``K``).
+    Linear features change by ``(K - n_high) (map[high] - map[low])``: sums of that
+    count change per (group, scale point). The others are tabulated over the ``n + 1``
+    possible resamples (``K`` = 0..n high values) once per kind of cell (its two
+    scale points and ``n_high``); kinds with equal tables (scale-free features depend
+    on ``n_high`` and ``K`` only) are pooled, and the replicates only need a
+    histogram of (group, kind, ``K``).
     """
-    assert feats.positions is not None
-    n_cells = len(p_g)
+    positions = feats.positions
+    if positions is None:
+        raise ValueError("two-valued cells need scale positions")
     n_boot = k_high.shape[0]
-    values_pos = feats.positions[p_g, q_g, :n]  # (C, n)
-    low_pos = values_pos.min(axis=1)
-    high_pos = values_pos.max(axis=1)
-    k_axis = np.arange(n + 1)
-    counts = np.zeros((n_cells, n + 1, feats.n_scale))
-    rows = np.arange(n_cells)[:, None]
-    counts[rows, k_axis[None, :], low_pos[:, None]] = n - k_axis[None, :]
-    counts[rows, k_axis[None, :], high_pos[:, None]] += k_axis[None, :]
-    table = feats.sampled(counts.reshape(-1, feats.n_scale)).reshape(n_cells, n + 1, feats.width)
-    table -= table[np.arange(n_cells), n_high][:, None, :]  # change from the original cell
-    types, type_of = np.unique(table.reshape(n_cells, -1), axis=0, return_inverse=True)
-    type_of = type_of.ravel()
-    n_types = len(types)
+    n_s = feats.n_scale
+    cell_pos = positions[p_g, q_g, :n]
+    low_pos, high_pos = cell_pos.min(axis=1), cell_pos.max(axis=1)
     group = feats.group_of_item[q_g]
+    if len(feats.linear_cols):
+        change = k_high - n_high
+        for pos, sign in ((high_pos, 1.0), (low_pos, -1.0)):
+            order, starts, keys = _segments(group * n_s + pos)
+            seg = np.add.reduceat(change[:, order], starts, axis=1)  # (B, segments)
+            effect = seg[..., None] * (sign * feats.linear_map[keys % n_s])[None]
+            for g in np.unique(keys // n_s):
+                mine = keys // n_s == g
+                total[:, g, feats.linear_cols] += effect[:, mine].sum(axis=1)
+    if not len(feats.other_cols):
+        return
+    kind_key = (low_pos * n_s + high_pos) * (n + 1) + n_high
+    kinds, kind_of = np.unique(kind_key, return_inverse=True)
+    n_kinds = len(kinds)
+    k_axis = np.arange(n + 1)
+    rows = np.arange(n_kinds)[:, None]
+    counts = np.zeros((n_kinds, n + 1, n_s))
+    counts[rows, k_axis[None, :], ((kinds // (n + 1)) // n_s)[:, None]] = n - k_axis[None, :]
+    counts[rows, k_axis[None, :], ((kinds // (n + 1)) % n_s)[:, None]] += k_axis[None, :]
+    width = len(feats.other_cols)
+    table = feats.nonlinear(counts.reshape(-1, n_s)).reshape(n_kinds, n + 1, width)
+    table -= table[np.arange(n_kinds), kinds % (n + 1)][:, None, :]  # change from the cell
+    types, type_of_kind = np.unique(table.reshape(n_kinds, -1), axis=0, return_inverse=True)
+    type_of = type_of_kind.ravel()[kind_of.ravel()]
+    n_types = len(types)
     k_int = k_high.astype(np.intp)
     bins = n_boot * feats.n_groups * n_types * (n + 1)
     if bins <= max(4 * k_int.size, 1 << 16):
@@ -630,11 +660,59 @@ def _two_valued_feature_change(
         replicate = np.arange(n_boot)[:, None] * (feats.n_groups * n_types * (n + 1))
         hist = np.bincount((replicate + cell_key + k_int).ravel(), minlength=bins)
         hist = hist.reshape(n_boot, feats.n_groups, n_types * (n + 1)).astype(np.float64)
-        per_type = types.reshape(n_types * (n + 1), feats.width)
-        total += hist @ per_type
+        total[:, :, feats.other_cols] += hist @ types.reshape(n_types * (n + 1), width)
+        return
+    flat = types.reshape(n_types * (n + 1), width)
+    order, starts, keys = _segments(group)
+    picked = (type_of * (n + 1))[order] + k_int[:, order]
+    for j, col in enumerate(feats.other_cols):
+        total[:, keys, col] += np.add.reduceat(flat[:, j].take(picked), starts, axis=1)
+
+
+def _multi_valued_feature_change(
+    feats: _Features,
+    p_g: NDArray[np.intp],
+    q_g: NDArray[np.intp],
+    redrawn: _Redrawn,
+    total: FloatArray,
+) -> None:
+    """Add the feature change of resampled cells (any number of values) to ``total``.
+
+    Linear features follow from the per-group sums of the redrawn counts; the others
+    are computed once per distinct redrawn count vector.
+    """
+    order, starts, keys = _segments(feats.group_of_item[q_g])
+    n_boot = (redrawn.codes if redrawn.codes is not None else redrawn.counts).shape[0]  # type: ignore[union-attr]
+    total[:, keys] -= np.add.reduceat(feats.cells[p_g, q_g][order], starts, axis=0)
+    if redrawn.codes is not None:
+        codes = redrawn.codes[:, order]
+        redrawn = _Redrawn(codes, None, redrawn.base)
+    elif redrawn.counts is not None:
+        redrawn = _Redrawn(None, redrawn.counts[:, order], redrawn.base)
+    if len(feats.linear_cols):
+        sums = np.stack(
+            [
+                np.add.reduceat(redrawn.digit(k), starts, axis=1).astype(np.float64)
+                for k in range(feats.n_scale)
+            ],
+            axis=-1,
+        )  # (B, groups, K)
+        total[:, keys[:, None], feats.linear_cols[None, :]] += sums @ feats.linear_map
+    if not len(feats.other_cols):
+        return
+    if redrawn.codes is not None:
+        distinct, which = np.unique(redrawn.codes, return_inverse=True)
+        which = which.reshape(n_boot, -1)
+        counts = np.stack(
+            [(distinct // redrawn.base**k) % redrawn.base for k in range(feats.n_scale)], axis=1
+        ).astype(np.float64)
     else:
-        change = table.reshape(n_cells * (n + 1), feats.width)[np.arange(n_cells) * (n + 1) + k_int]
-        feats.add_by_group(total, change, group)
+        assert redrawn.counts is not None
+        counts = redrawn.counts.reshape(-1, feats.n_scale)
+        which = np.arange(len(counts)).reshape(n_boot, -1)
+    values = feats.nonlinear(counts)
+    for j, col in enumerate(feats.other_cols):
+        total[:, keys, col] += np.add.reduceat(values[:, j].take(which), starts, axis=1)
 
 
 # --- bootstrap engines ------------------------------------------------------------------------
@@ -719,6 +797,28 @@ def _resample_sums(
     return s1, s2
 
 
+@dataclass(frozen=True)
+class _Redrawn:
+    """Scale counts of resampled cells: packed codes, or counts when they do not pack.
+
+    Attributes:
+        codes: ``(B, C)`` int64, ``sum_k counts_k * (n + 1)**k``, or None.
+        counts: ``(B, C, K)`` float64 counts, or None (when ``codes`` is given).
+        base: ``n + 1``, the base of the digits of ``codes``.
+    """
+
+    codes: NDArray[np.int64] | None
+    counts: FloatArray | None
+    base: int
+
+    def digit(self, k: int) -> NDArray[np.int64]:
+        """``(B, C)`` counts of scale point ``k``."""
+        if self.codes is None:
+            assert self.counts is not None
+            return self.counts[..., k].astype(np.int64)
+        return (self.codes // self.base**k) % self.base
+
+
 def _resample(
     table: FloatArray,
     positions: NDArray[np.intp] | None,
@@ -726,7 +826,7 @@ def _resample(
     n: int,
     n_boot: int,
     rng: np.random.Generator,
-) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+) -> tuple[FloatArray, FloatArray, _Redrawn | None]:
     """Sums, sums of squares and (optionally) scale counts of resamples of each row.
 
     Args:
@@ -735,9 +835,8 @@ def _resample(
         n_scale: Number of scale points (with ``positions``).
 
     Returns:
-        ``(s1, s2, counts)``: ``(n_boot, C)`` float64 sums and sums of squares, and
-        ``(n_boot, C, n_scale)`` float64 counts of each scale point in the resample
-        (None without ``positions``).
+        ``(s1, s2, redrawn)``: ``(n_boot, C)`` float64 sums and sums of squares, and
+        the scale counts of each resample (None without ``positions``).
 
     Integer ratings are shifted to start at 0 and packed as ``v**2 * base + v``
     (``base`` > any possible sum of ``v``), so one gather and one sum give both
@@ -759,12 +858,13 @@ def _resample(
     scale = np.nextafter(np.float32(n), np.float32(0))
     s1 = np.empty((n_boot, n_cells))
     s2 = np.empty((n_boot, n_cells))
-    counts = None
-    digits = None
+    scale_codes = counts = digits = None
     if positions is not None:
-        counts = np.empty((n_boot, n_cells, n_scale))
         if float(n + 1) ** n_scale < 2.0**53:
             digits = (float(n + 1) ** positions.astype(np.float64)).ravel()
+            scale_codes = np.empty((n_boot, n_cells), dtype=np.int64)
+        else:
+            counts = np.empty((n_boot, n_cells, n_scale))
     chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // (n_cells * n)))
     # Buffers reused across chunks: fresh large arrays would page-fault every time.
     # Draws are laid out (n, B, C) so the sum over a resample is a reduction over
@@ -798,31 +898,17 @@ def _resample(
         # Undo the shift: sum(v) = sum(v') + n*low; sum(v^2) = sum(v'^2) + 2 low sum(v') + n low^2.
         s1[lo : lo + b] = s1_shift + n * low
         s2[lo : lo + b] = s2_shift + 2.0 * low * s1_shift + n * low * low
-        if counts is not None and positions is not None:
-            counts[lo : lo + b] = _scale_counts_of(idx, positions, digits, n, n_scale)
-    return s1, s2, counts
-
-
-def _scale_counts_of(
-    idx: NDArray[np.int32],
-    positions: NDArray[np.intp],
-    digits: FloatArray | None,
-    n: int,
-    n_scale: int,
-) -> FloatArray:
-    """``(b, C, n_scale)`` scale counts of resamples drawn as ``(n, b, C)`` flat indices."""
-    _, b, n_cells = idx.shape
-    if digits is not None:
-        # Sum of (n+1)**position over the n draws: base-(n+1) digits are the counts.
-        whole = np.rint(np.add.reduce(digits.take(idx), axis=0)).astype(np.int64)
-        out = np.empty((b, n_cells, n_scale))
-        for k in range(n_scale):
-            whole, digit = np.divmod(whole, n + 1)
-            out[..., k] = digit
-        return out
-    key = (np.arange(b * n_cells).reshape(1, b, n_cells) * n_scale) + positions.ravel().take(idx)
-    flat = np.bincount(key.ravel(), minlength=b * n_cells * n_scale)
-    return flat.reshape(b, n_cells, n_scale).astype(np.float64)
+        if scale_codes is not None and digits is not None:
+            # Sum of (n+1)**position over the n draws: base-(n+1) digits are the counts.
+            scale_codes[lo : lo + b] = np.rint(np.add.reduce(digits.take(idx), axis=0))
+        elif counts is not None and positions is not None:
+            key = np.arange(b * n_cells).reshape(1, b, n_cells) * n_scale
+            key = key + positions.ravel().take(idx)
+            flat = np.bincount(key.ravel(), minlength=b * n_cells * n_scale)
+            counts[lo : lo + b] = flat.reshape(b, n_cells, n_scale)
+    if positions is None:
+        return s1, s2, None
+    return s1, s2, _Redrawn(scale_codes, counts, n + 1)
 
 
 def _binomial_cdf(n: int, q: FloatArray) -> FloatArray:
@@ -968,7 +1054,7 @@ def _rerun_bootstrap_features(
     dsig = np.zeros((n_boot, n_q))  # change in sum of sds
     feature_total = None
     if feats is not None:
-        base = feats.per_persona().sum(axis=0)  # (G, width)
+        base = feats.by_persona.sum(axis=0)  # (G, width)
         feature_total = np.broadcast_to(base, (n_boot, *base.shape)).copy()
 
     p_all, q_all = np.nonzero(varying)
@@ -1007,10 +1093,7 @@ def _rerun_bootstrap_features(
                     mean = s1 / n
                     sd = np.sqrt(np.maximum((s2 - s1 * mean) / (n - 1), 0.0))
                     if feats is not None and feature_total is not None and redrawn is not None:
-                        change = feats.sampled(redrawn.reshape(-1, feats.n_scale))
-                        change = change.reshape(n_boot, len(p_g), feats.width)
-                        change -= feats.cells[p_g, q_g]
-                        feats.add_by_group(feature_total, change, feats.group_of_item[q_g])
+                        _multi_valued_feature_change(feats, p_g, q_g, redrawn, feature_total)
                 m_new = mean - centre[q_g]
                 m0 = centred[p_g, q_g]
                 _add_by_item(d1, m_new - m0, q_g)
@@ -1095,30 +1178,24 @@ def foundation_columns(
     return _foundation_groups(_as_int_ids("item_ids", item_ids), foundations)
 
 
-def _feature_sums(
+def _counted(
     feats: _Features | None,
-    per_persona: FloatArray | None,
     draws: Sequence[FloatArray | None],
-    group: int | None,
-) -> dict[str, FeatureSums] | None:
-    """Sums of each feature set over one group (None: every group), per bootstrap kind.
-
-    Args:
-        per_persona: ``(P, G, width)`` feature sums per persona and group.
-        draws: Per bootstrap kind, ``(B, G, width)`` replicate sums.
-    """
-    if feats is None or per_persona is None:
+    scale: Sequence[float] | None,
+) -> list[dict[str, Estimate]] | None:
+    """Count statistics per group and (last) over all items, from ``(B, G, width)`` draws."""
+    if feats is None or scale is None:
         return None
-    point = per_persona.sum(axis=0)
-    reps = [d for d in draws if d is not None]
-    if group is None:
-        point, reps = point.sum(axis=0), [d.sum(axis=1) for d in reps]
-    else:
-        point, reps = point[group], [d[:, group] for d in reps]
-    return {
-        name: FeatureSums(point=point[cols], draws=[d[:, cols] for d in reps])
+    point = feats.by_persona.sum(axis=0)  # (G, width)
+    point = np.concatenate([point, point.sum(axis=0, keepdims=True)])
+    reps = [
+        np.concatenate([d, d.sum(axis=1, keepdims=True)], axis=1) for d in draws if d is not None
+    ]
+    sums = {
+        name: FeatureSums(point=point[:, cols], draws=[d[:, :, cols] for d in reps])
         for name, cols in feats.slices.items()
     }
+    return estimate_count_statistics(sums, scale)
 
 
 def _assemble(
@@ -1133,7 +1210,7 @@ def _assemble(
     scale: Sequence[float] | None = None,
     **extra: Any,
 ) -> RunMetrics:
-    per_persona = None if feats is None else feats.per_persona()
+    counted = _counted(feats, feature_draws, scale)
     per_foundation = {}
     for g, (name, cols) in enumerate(groups.items()):
         per_foundation[name] = FoundationMetrics(
@@ -1142,17 +1219,12 @@ def _assemble(
                 mu[:, cols],
                 sigma[:, cols],
                 [(sd[:, cols], sg[:, cols]) for sd, sg in boots],
-                features=_feature_sums(feats, per_persona, feature_draws, g),
-                scale=scale,
+                counted=None if counted is None else counted[g],
             ),
         )
     return RunMetrics(
         estimates=estimate_statistics(
-            mu,
-            sigma,
-            boots,
-            features=_feature_sums(feats, per_persona, feature_draws, None),
-            scale=scale,
+            mu, sigma, boots, counted=None if counted is None else counted[-1]
         ),
         personas=int(mu.shape[0]),
         questions=int(mu.shape[1]),
@@ -1268,7 +1340,7 @@ def analyze_ratings(
     mu, sigma = cell_moments(cells)
     grid = _default_scale(scale)
     feats = _sampled_features(cells, groups, grid)
-    extra = None if feats is None else feats.per_persona().reshape(len(mu), -1)
+    extra = None if feats is None else feats.by_persona.reshape(len(mu), -1)
     sd_mu, mean_sig, persona_sums = _persona_bootstrap_sums(
         mu, sigma, extra, n_persona_boot, generator
     )
@@ -1409,7 +1481,7 @@ def analyze_distributions(
     cell_probs = np.zeros((n_p * n_q, len(grid)))
     cell_probs[cell] = p
     feats = _exact_features(cell_probs.reshape(n_p, n_q, -1)[complete], groups, repetitions)
-    extra = None if feats is None else feats.per_persona().reshape(len(mu), -1)
+    extra = None if feats is None else feats.by_persona.reshape(len(mu), -1)
     sd_mu, mean_sig, persona_sums = _persona_bootstrap_sums(
         mu, sigma, extra, n_persona_boot, generator
     )

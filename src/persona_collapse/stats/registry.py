@@ -83,11 +83,14 @@ class CellFeatures:
             scale and the number of repetitions the run asked for (None when unknown);
             None when the features have no meaning for stored distributions (the
             statistics are then NaN for exact runs).
+        linear: Whether ``sampled`` is linear in the counts (``counts @ M``); the
+            bootstrap then sums count changes instead of evaluating resampled cells.
     """
 
     name: str
     sampled: SampledFeaturesFn
     exact: ExactFeaturesFn | None = None
+    linear: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,17 +262,56 @@ def reciprocal(value: float) -> float:
     return math.inf if value == 0 else 1.0 / value
 
 
-def _count_estimate(
-    stat: Statistic, sums: FeatureSums | None, scale: FloatArray | None
-) -> Estimate:
-    if sums is None or scale is None or stat.combine is None:
-        return Estimate(math.nan, math.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        value = float(stat.combine(sums.point[None, :], scale)[0])
-        if not math.isfinite(value):
-            return Estimate(value, math.nan)
-        variance = sum(_bootstrap_sd(stat.combine(d, scale)) ** 2 for d in sums.draws)
-    return Estimate(value, math.sqrt(variance))
+def _column_sd(replicates: FloatArray) -> FloatArray:
+    """Per column of ``(B, S)`` replicates, :func:`_bootstrap_sd`."""
+    n_boot, n_cols = replicates.shape
+    if n_boot < 2:
+        return np.zeros(n_cols)
+    finite = np.isfinite(replicates)
+    if finite.all():
+        return np.asarray(np.std(replicates, axis=0, ddof=1), dtype=np.float64)
+    return np.array([_bootstrap_sd(replicates[:, s]) for s in range(n_cols)])
+
+
+def estimate_count_statistics(
+    features: Mapping[str, FeatureSums], scale: Sequence[float] | FloatArray
+) -> list[dict[str, Estimate]]:
+    """The registered count statistics over several scopes at once (one call per statistic).
+
+    Args:
+        features: :class:`CellFeatures` name -> sums whose ``point`` is ``(S, F)`` and
+            whose draws are ``(B, S, F)``, for ``S`` scopes (e.g. each foundation and
+            all items); statistics whose features are missing are NaN.
+        scale: The scale's values (ascending), passed to ``combine``.
+
+    Returns:
+        Per scope, statistic name -> :class:`Estimate`.
+    """
+    grid = np.asarray(scale, dtype=np.float64)
+    n_scopes = len(next(iter(features.values())).point) if features else 1
+    out: list[dict[str, Estimate]] = [{} for _ in range(n_scopes)]
+    nan = Estimate(math.nan, math.nan)
+    for stat in statistics():
+        if stat.features is None or stat.combine is None:
+            continue
+        sums = features.get(stat.features.name)
+        if sums is None:
+            for scope in out:
+                scope[stat.name] = nan
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = stat.combine(sums.point, grid)
+            variance = np.zeros(n_scopes)
+            for draws in sums.draws:
+                n_boot = draws.shape[0]
+                flat = draws.reshape(n_boot * n_scopes, draws.shape[2])
+                replicates = stat.combine(flat, grid).reshape(n_boot, n_scopes)
+                variance += _column_sd(replicates) ** 2
+        for s, scope in enumerate(out):
+            value = float(values[s])
+            se = math.sqrt(variance[s]) if math.isfinite(value) else math.nan
+            scope[stat.name] = Estimate(value, se)
+    return out
 
 
 def estimate_statistics(
@@ -279,6 +321,7 @@ def estimate_statistics(
     *,
     features: Mapping[str, FeatureSums] | None = None,
     scale: Sequence[float] | FloatArray | None = None,
+    counted: Mapping[str, Estimate] | None = None,
 ) -> dict[str, Estimate]:
     """Every registered statistic over the items in scope, with its standard error.
 
@@ -290,20 +333,28 @@ def estimate_statistics(
         features: :class:`CellFeatures` name -> its sums over the cells in scope;
             count statistics whose features are missing are NaN.
         scale: The scale's values (ascending), passed to ``combine``.
+        counted: The count statistics already estimated (by
+            :func:`estimate_count_statistics`), used instead of ``features``.
 
     Returns:
         Statistic name -> :class:`Estimate`, in the order of :func:`statistics`.
     """
     registered = statistics()
-    grid = None if scale is None else np.asarray(scale, dtype=np.float64)
+    if counted is None:
+        counted = {}
+        if features is not None and scale is not None:
+            single = {
+                name: FeatureSums(sums.point[None, :], [d[:, None, :] for d in sums.draws])
+                for name, sums in features.items()
+            }
+            counted = estimate_count_statistics(single, scale)[0]
     direct: dict[str, Estimate] = {}
     for stat in registered:
         if stat.point is not None and stat.draws is not None:
             variance = sum(_bootstrap_sd(stat.draws(spread, noise)) ** 2 for spread, noise in boots)
             direct[stat.name] = Estimate(stat.point(mu, sigma), math.sqrt(variance))
         elif stat.features is not None:
-            sums = None if features is None else features.get(stat.features.name)
-            direct[stat.name] = _count_estimate(stat, sums, grid)
+            direct[stat.name] = counted.get(stat.name, Estimate(math.nan, math.nan))
     out: dict[str, Estimate] = {}
     for stat in registered:
         if stat.inverse_of is None:
@@ -430,6 +481,7 @@ __all__ = [
     "FeatureSums",
     "Statistic",
     "cell_mean_features",
+    "estimate_count_statistics",
     "estimate_statistics",
     "estimates_to_dict",
     "feature_sets",
