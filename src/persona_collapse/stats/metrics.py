@@ -629,14 +629,15 @@ def _two_valued_feature_change(
     low_pos, high_pos = cell_pos.min(axis=1), cell_pos.max(axis=1)
     group = feats.group_of_item[q_g]
     if len(feats.linear_cols):
-        change = k_high - n_high
-        for pos, sign in ((high_pos, 1.0), (low_pos, -1.0)):
-            order, starts, keys = _segments(group * n_s + pos)
-            seg = np.add.reduceat(change[:, order], starts, axis=1)  # (B, segments)
-            effect = seg[..., None] * (sign * feats.linear_map[keys % n_s])[None]
-            for g in np.unique(keys // n_s):
-                mine = keys // n_s == g
-                total[:, g, feats.linear_cols] += effect[:, mine].sum(axis=1)
+        # Cells sharing (group, low, high) change their linear features alike.
+        order, starts, keys = _segments((group * n_s + low_pos) * n_s + high_pos)
+        seg = np.add.reduceat(k_high[:, order], starts, axis=1)  # (B, segments)
+        seg -= np.add.reduceat(n_high[order], starts)
+        step = feats.linear_map[keys % n_s] - feats.linear_map[(keys // n_s) % n_s]
+        effect = seg[..., None] * step[None]  # (B, segments, linear columns)
+        seg_group = keys // (n_s * n_s)
+        for g in np.unique(seg_group):
+            total[:, g, feats.linear_cols] += effect[:, seg_group == g].sum(axis=1)
     if not len(feats.other_cols):
         return
     kind_key = (low_pos * n_s + high_pos) * (n + 1) + n_high
@@ -701,8 +702,7 @@ def _multi_valued_feature_change(
     if not len(feats.other_cols):
         return
     if redrawn.codes is not None:
-        distinct, which = np.unique(redrawn.codes, return_inverse=True)
-        which = which.reshape(n_boot, -1)
+        distinct, which = _distinct_codes(redrawn.codes)
         counts = np.stack(
             [(distinct // redrawn.base**k) % redrawn.base for k in range(feats.n_scale)], axis=1
         ).astype(np.float64)
@@ -711,8 +711,31 @@ def _multi_valued_feature_change(
         counts = redrawn.counts.reshape(-1, feats.n_scale)
         which = np.arange(len(counts)).reshape(n_boot, -1)
     values = feats.nonlinear(counts)
+    sizes = np.diff(np.r_[starts, len(order)])
     for j, col in enumerate(feats.other_cols):
-        total[:, keys, col] += np.add.reduceat(values[:, j].take(which), starts, axis=1)
+        column = values[:, j]
+        if np.all(column == column[0]):  # e.g. "cell is used": the same for every resample
+            total[:, keys, col] += column[0] * sizes
+            continue
+        total[:, keys, col] += np.add.reduceat(column.take(which), starts, axis=1)
+
+
+def _distinct_codes(codes: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.intp]]:
+    """Sorted distinct values of ``codes`` and each entry's index among them.
+
+    ``np.unique`` sorts; codes of small runs span a small range, where a presence
+    table is several times faster.
+    """
+    top = int(codes.max(initial=0)) + 1
+    if top > 8 * codes.size + (1 << 16):
+        distinct, which = np.unique(codes, return_inverse=True)
+        return distinct, which.reshape(codes.shape)
+    present = np.zeros(top, dtype=bool)
+    present[codes.ravel()] = True
+    distinct = np.flatnonzero(present)
+    lookup = np.empty(top, dtype=np.intp)
+    lookup[distinct] = np.arange(len(distinct))
+    return distinct.astype(np.int64), lookup[codes]
 
 
 # --- bootstrap engines ------------------------------------------------------------------------

@@ -385,7 +385,7 @@ def _scale_counts_exact(probs: FloatArray, repetitions: int | None) -> FloatArra
 
 
 SCALE_COUNTS = CellFeatures(
-    "scale_counts", sampled=lambda counts: counts, exact=_scale_counts_exact
+    "scale_counts", sampled=lambda counts: counts, exact=_scale_counts_exact, linear=True
 )
 """Each cell's counts per scale point; summed, the run's pooled rating distribution.
 
