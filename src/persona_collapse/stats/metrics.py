@@ -606,7 +606,7 @@ def _two_valued_feature_change(
     feats: _Features,
     p_g: NDArray[np.intp],
     q_g: NDArray[np.intp],
-    k_high: FloatArray,
+    k_high: NDArray[np.intp],
     n_high: IntArray,
     n: int,
     total: FloatArray,
@@ -654,7 +654,7 @@ def _two_valued_feature_change(
     types, type_of_kind = np.unique(table.reshape(n_kinds, -1), axis=0, return_inverse=True)
     type_of = type_of_kind.ravel()[kind_of.ravel()]
     n_types = len(types)
-    k_int = k_high.astype(np.intp)
+    k_int = k_high
     bins = n_boot * feats.n_groups * n_types * (n + 1)
     if bins <= max(4 * k_int.size, 1 << 16):
         cell_key = (group * n_types + type_of) * (n + 1)  # (C,)
@@ -679,41 +679,29 @@ def _multi_valued_feature_change(
 ) -> None:
     """Add the feature change of resampled cells (any number of values) to ``total``.
 
-    Linear features follow from the per-group sums of the redrawn counts; the others
-    are computed once per distinct redrawn count vector.
+    Features are computed once per distinct redrawn count vector, then gathered per
+    replicate and cell and summed per group.
     """
     order, starts, keys = _segments(feats.group_of_item[q_g])
-    n_boot = (redrawn.codes if redrawn.codes is not None else redrawn.counts).shape[0]  # type: ignore[union-attr]
     total[:, keys] -= np.add.reduceat(feats.cells[p_g, q_g][order], starts, axis=0)
     if redrawn.codes is not None:
-        codes = redrawn.codes[:, order]
-        redrawn = _Redrawn(codes, None, redrawn.base)
-    elif redrawn.counts is not None:
-        redrawn = _Redrawn(None, redrawn.counts[:, order], redrawn.base)
-    if len(feats.linear_cols):
-        sums = np.stack(
-            [
-                np.add.reduceat(redrawn.digit(k), starts, axis=1).astype(np.float64)
-                for k in range(feats.n_scale)
-            ],
-            axis=-1,
-        )  # (B, groups, K)
-        total[:, keys[:, None], feats.linear_cols[None, :]] += sums @ feats.linear_map
-    if not len(feats.other_cols):
-        return
-    if redrawn.codes is not None:
-        distinct, which = _distinct_codes(redrawn.codes)
+        # Float codes hold exact integers below 2**53.
+        distinct, which = _distinct_codes(redrawn.codes[:, order].astype(np.int64))
         counts = np.stack(
             [(distinct // redrawn.base**k) % redrawn.base for k in range(feats.n_scale)], axis=1
         ).astype(np.float64)
+    elif redrawn.counts is not None:
+        ordered = redrawn.counts[:, order]
+        counts = ordered.reshape(-1, feats.n_scale)
+        which = np.arange(len(counts)).reshape(ordered.shape[:2])
     else:
-        assert redrawn.counts is not None
-        counts = redrawn.counts.reshape(-1, feats.n_scale)
-        which = np.arange(len(counts)).reshape(n_boot, -1)
-    values = feats.nonlinear(counts)
+        raise ValueError("no redrawn counts")
+    values = np.empty((len(counts), feats.width))
+    values[:, feats.other_cols] = feats.nonlinear(counts)
+    values[:, feats.linear_cols] = counts @ feats.linear_map
     sizes = np.diff(np.r_[starts, len(order)])
-    for j, col in enumerate(feats.other_cols):
-        column = values[:, j]
+    for col in range(feats.width):
+        column = values[:, col]
         if np.all(column == column[0]):  # e.g. "cell is used": the same for every resample
             total[:, keys, col] += column[0] * sizes
             continue
@@ -825,21 +813,15 @@ class _Redrawn:
     """Scale counts of resampled cells: packed codes, or counts when they do not pack.
 
     Attributes:
-        codes: ``(B, C)`` int64, ``sum_k counts_k * (n + 1)**k``, or None.
+        codes: ``(B, C)`` float64 holding the exact integers
+            ``sum_k counts_k * (n + 1)**k`` (< 2**53), or None.
         counts: ``(B, C, K)`` float64 counts, or None (when ``codes`` is given).
         base: ``n + 1``, the base of the digits of ``codes``.
     """
 
-    codes: NDArray[np.int64] | None
+    codes: FloatArray | None
     counts: FloatArray | None
     base: int
-
-    def digit(self, k: int) -> NDArray[np.int64]:
-        """``(B, C)`` counts of scale point ``k``."""
-        if self.codes is None:
-            assert self.counts is not None
-            return self.counts[..., k].astype(np.int64)
-        return (self.codes // self.base**k) % self.base
 
 
 def _resample(
@@ -885,7 +867,7 @@ def _resample(
     if positions is not None:
         if float(n + 1) ** n_scale < 2.0**53:
             digits = (float(n + 1) ** positions.astype(np.float64)).ravel()
-            scale_codes = np.empty((n_boot, n_cells), dtype=np.int64)
+            scale_codes = np.empty((n_boot, n_cells))
         else:
             counts = np.empty((n_boot, n_cells, n_scale))
     chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // (n_cells * n)))
@@ -923,7 +905,7 @@ def _resample(
         s2[lo : lo + b] = s2_shift + 2.0 * low * s1_shift + n * low * low
         if scale_codes is not None and digits is not None:
             # Sum of (n+1)**position over the n draws: base-(n+1) digits are the counts.
-            scale_codes[lo : lo + b] = np.rint(np.add.reduce(digits.take(idx), axis=0))
+            np.rint(np.add.reduce(digits.take(idx), axis=0), out=scale_codes[lo : lo + b])
         elif counts is not None and positions is not None:
             key = np.arange(b * n_cells).reshape(1, b, n_cells) * n_scale
             key = key + positions.ravel().take(idx)
@@ -953,7 +935,7 @@ def _binomial_cdf(n: int, q: FloatArray) -> FloatArray:
 
 def _two_valued_draws(
     n_high: IntArray, n: int, n_boot: int, rng: np.random.Generator
-) -> FloatArray:
+) -> NDArray[np.intp]:
     """``K``, the number of ``high`` values among ``n`` resampled ratings of each cell.
 
     ``K ~ Binomial(n, n_high / n)`` is drawn by inverting its CDF with one uniform per
@@ -961,11 +943,11 @@ def _two_valued_draws(
     share the CDF, so one sorted search per distinct ``n_high`` does it.
 
     Returns:
-        ``(n_boot, C)`` float64 counts.
+        ``(n_boot, C)`` integer counts.
     """
     n_cells = len(n_high)
     cdf = _binomial_cdf(n, n_high / n)
-    k_high = np.empty((n_boot, n_cells))
+    k_high = np.empty((n_boot, n_cells), dtype=np.intp)
     chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // n_cells))
     kinds, first, kind_of = np.unique(n_high, return_index=True, return_inverse=True)
     columns = [np.flatnonzero(kind_of == j) for j in range(len(kinds))]
@@ -1007,7 +989,7 @@ def _resample_two_valued(
 
 
 def _two_valued_moments(
-    low: FloatArray, high: FloatArray, k_high: FloatArray, n: int
+    low: FloatArray, high: FloatArray, k_high: NDArray[np.intp], n: int
 ) -> tuple[FloatArray, FloatArray]:
     gap = high - low
     mean = low + k_high * (gap / n)
