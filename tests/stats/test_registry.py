@@ -117,3 +117,123 @@ def test_a_new_statistic_is_one_declaration(
     assert "spread_to_noise" in json.loads(out)[0]
     code, out, err = run_cli(capsys, "metrics", csv, "--persona-boot", "20", "--rerun-boot", "5")
     assert code == 0 and "S/σ̄" in out
+
+
+def _gini(counts: np.ndarray) -> np.ndarray:
+    n = counts.sum(axis=1)
+    return 1.0 - (counts * counts).sum(axis=1) / (n * n)
+
+
+def _count_statistics() -> list[Statistic]:
+    """Test-only count statistics: a per-cell mean and a pooled-distribution share."""
+    return [
+        Statistic(
+            name="test_gini",
+            label="G",
+            description="test-only: mean Gini impurity of cells with >= 2 answers",
+            unit="probability",
+            features=registry.cell_mean_features(
+                "test_gini", _gini, lambda probs, reps: 1.0 - (probs * probs).sum(axis=1)
+            ),
+            combine=registry.mean_over_cells,
+            test_scale="difference",
+            group="instability",
+        ),
+        Statistic(
+            name="test_top_share",
+            label="top",
+            description="test-only: pooled share of the scale's highest value",
+            unit="share",
+            features=registry.SCALE_COUNTS,
+            combine=lambda sums, scale: registry.pooled_shares(sums)[:, -1],
+            test_scale="difference",
+            group="distribution",
+        ),
+    ]
+
+
+def _naive_count_replicates(
+    cells: list[list[np.ndarray]], draws: int, seed: int, mode: str, cols: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replicates of the two test statistics over items ``cols``, computed plainly."""
+    rng = np.random.default_rng(seed)
+    gini, top = [], []
+    for _ in range(draws):
+        if mode == "identity":
+            chosen = cells
+        elif mode == "persona":
+            chosen = [cells[i] for i in rng.integers(0, len(cells), len(cells))]
+        else:
+            chosen = [[rng.choice(c, size=len(c)) for c in row] for row in cells]
+        picked = [row[q] for row in chosen for q in cols]
+        counts = np.array([np.bincount(c.astype(int), minlength=6) for c in picked], float)
+        used = counts.sum(axis=1) >= 2
+        gini.append(_gini(counts[used]).mean())
+        top.append(counts[:, 5].sum() / counts.sum())
+    return np.array(gini), np.array(top)
+
+
+def test_count_statistics_values_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A count statistic gets its value, per-foundation values and both bootstrap SEs
+    from the engine; they agree with a plain computation and a naive bootstrap."""
+    for stat in _count_statistics():
+        monkeypatch.setitem(registry._REGISTRY, stat.name, stat)
+    rng = np.random.default_rng(5)
+    rows = []
+    for p in range(10):
+        for q in (1, 2, 3):
+            top = (6, 2, 4)[q - 1]
+            n = 1 if (p, q) == (0, 3) else (5 if p % 2 else 6)  # one single-answer cell
+            rows += [(p, q, int(v) + (6 - top)) for v in rng.integers(0, top, n)]
+    pid, iid, rat = (np.array(col) for col in zip(*rows, strict=True))
+    fmap = {1: "A", 2: "A", 3: "B"}
+    nested = [[rat[(pid == p) & (iid == q)].astype(float) for q in (1, 2, 3)] for p in range(10)]
+    persona = analyze_ratings(pid, iid, rat, foundations=fmap, n_persona_boot=3000,
+                              n_rerun_boot=0, rng=1)  # fmt: skip
+    rerun = analyze_ratings(pid, iid, rat, foundations=fmap, n_persona_boot=1,
+                            n_rerun_boot=3000, rng=2)  # fmt: skip
+    for scope, cols in ((None, [0, 1, 2]), ("A", [0, 1]), ("B", [2])):
+        g_point, t_point = _naive_count_replicates(nested, 1, 0, "identity", cols)
+        g_persona, t_persona = _naive_count_replicates(nested, 2000, 3, "persona", cols)
+        g_rerun, t_rerun = _naive_count_replicates(nested, 2000, 4, "rerun", cols)
+        for result, g_rep, t_rep in ((persona, g_persona, t_persona), (rerun, g_rerun, t_rerun)):
+            found = result if scope is None else result.per_foundation[scope]
+            gini, top = found.estimate("test_gini"), found.estimate("test_top_share")
+            assert gini.value == pytest.approx(g_point[0], rel=1e-12)
+            assert top.value == pytest.approx(t_point[0], rel=1e-12)
+            assert gini.se == pytest.approx(np.std(g_rep, ddof=1), rel=0.12), scope
+            assert top.se == pytest.approx(np.std(t_rep, ddof=1), rel=0.12), scope
+    # Listed by group, registration order within a group.
+    groups = [registry.get_statistic(name).group for name in persona.estimates]
+    assert groups == sorted(groups, key=registry.GROUPS.index)
+    assert list(persona.estimates)[groups.index("distribution") - 1] == "test_gini"
+    assert list(persona.estimates)[-1] == "test_top_share"
+    assert "test_gini_se" in persona.to_dict()
+
+
+def test_count_statistics_in_exact_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from persona_collapse.stats.metrics import analyze_distributions
+
+    for stat in _count_statistics():
+        monkeypatch.setitem(registry._REGISTRY, stat.name, stat)
+    probs = np.array([[0.5, 0.5, 0, 0, 0, 0], [0, 0, 0, 0, 0.25, 0.75]] * 2)
+    m = analyze_distributions(
+        [0, 0, 1, 1], [1, 2, 1, 2], probs, scale=range(6), foundations=TWO_ITEMS, rng=0
+    )
+    assert m.estimate("test_gini").value == pytest.approx((0.5 + 1 - 0.25**2 - 0.75**2) / 2)
+    assert m.estimate("test_top_share").value == pytest.approx(0.75 / 2)
+    assert m.per_foundation["A"].estimate("test_top_share").value == 0.0
+
+
+def test_count_statistics_are_nan_off_the_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    for stat in _count_statistics():
+        monkeypatch.setitem(registry._REGISTRY, stat.name, stat)
+    data = _ratings(1)
+    m = analyze_ratings(
+        data["persona_id"], data["item_id"], data["rating"] + 0.5, n_persona_boot=5, rng=0
+    )
+    assert np.isnan(m.estimate("test_gini").value) and np.isnan(m.estimate("test_gini").se)
+    assert np.isfinite(m.S)
+
+
+TWO_ITEMS = {1: "A", 2: "B"}

@@ -23,6 +23,7 @@ runs, 2000 + 400 draws, per-foundation values) takes well under a second.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,12 +37,18 @@ from persona_collapse.core.frames import INVALID_RATING
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.types import RunMode
 from persona_collapse.stats.registry import (
+    CellFeatures,
     Estimate,
+    FeatureSums,
+    estimate_count_statistics,
     estimate_statistics,
     estimates_to_dict,
+    feature_sets,
     get_statistic,
     reciprocal,
 )
+
+logger = logging.getLogger(__name__)
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -448,29 +455,318 @@ def robustness(sigma: ArrayLike) -> float:
     return reciprocal(mean_sigma(sigma))
 
 
+# --- cell features (statistics computed from answer counts) ------------------------------------
+
+
+@dataclass(frozen=True)
+class _Features:
+    """The cell features of every registered count statistic, for one run.
+
+    Attributes:
+        sets: The feature sets, in order; ``slices`` locates each in the columns.
+        slices: Feature-set name -> its columns among the ``width`` features.
+        width: Total number of feature columns.
+        group_of_item: ``(Q,)`` group (foundation) index of each item.
+        n_groups: Number of groups; they partition the items.
+        cells: ``(P, Q, width)`` features of the analysed cells.
+        by_persona: ``(P, n_groups, width)`` feature sums per persona and group.
+        positions: ``(P, Q, W)`` scale index of each valid rating (sampled runs), else None.
+        n_scale: Number of scale points.
+        linear_cols: Columns of the linear feature sets.
+        linear_map: ``(n_scale, len(linear_cols))``: their features are ``counts @ map``.
+        other_cols: Columns of the other feature sets.
+    """
+
+    sets: tuple[CellFeatures, ...]
+    slices: Mapping[str, slice]
+    width: int
+    group_of_item: NDArray[np.intp]
+    n_groups: int
+    cells: FloatArray
+    by_persona: FloatArray
+    positions: NDArray[np.intp] | None
+    n_scale: int
+    linear_cols: NDArray[np.intp]
+    linear_map: FloatArray
+    other_cols: NDArray[np.intp]
+
+    def nonlinear(self, counts: FloatArray) -> FloatArray:
+        """``(N, len(other_cols))`` features of the non-linear sets from ``(N, K)`` counts."""
+        blocks = [fs.sampled(counts) for fs in self.sets if not fs.linear]
+        return np.concatenate(blocks, axis=1) if blocks else np.empty((len(counts), 0))
+
+
+def _scale_positions(values: FloatArray, grid: FloatArray) -> NDArray[np.intp] | None:
+    """Scale index of each value (-1 for NaN padding); None when a value is off the scale."""
+    present = ~np.isnan(values)
+    position = np.searchsorted(grid, np.where(present, values, grid[0]))
+    clipped = np.minimum(position, len(grid) - 1)
+    on_scale = grid[clipped] == values
+    if np.any(present & ~on_scale):
+        return None
+    return np.where(present, clipped, -1).astype(np.intp)
+
+
+def _groups_of_items(n_items: int, groups: Mapping[str, NDArray[np.intp]]) -> NDArray[np.intp]:
+    group_of_item = np.full(n_items, -1, dtype=np.intp)
+    for g, cols in enumerate(groups.values()):
+        group_of_item[cols] = g
+    return group_of_item
+
+
+def _sampled_features(
+    cells: CellRatings, groups: Mapping[str, NDArray[np.intp]], scale: Sequence[float]
+) -> _Features | None:
+    """Features of a sampled run's cells; None when no count statistic is registered
+    or a valid rating is off ``scale`` (the count statistics are then NaN)."""
+    sets = feature_sets()
+    grid = np.asarray(scale, dtype=np.float64)
+    if not sets:
+        return None
+    positions = _scale_positions(cells.values, grid)
+    if positions is None:
+        logger.warning(
+            "ratings off the scale %s: statistics computed from answer counts are NaN",
+            grid.tolist(),
+        )
+        return None
+    n_p, n_q, _ = positions.shape
+    k = len(grid)
+    key = (np.arange(n_p * n_q).reshape(n_p, n_q, 1) * k + positions)[positions >= 0]
+    counts = np.bincount(key, minlength=n_p * n_q * k).reshape(n_p * n_q, k).astype(np.float64)
+    blocks = [fs.sampled(counts) for fs in sets]
+    return _make_features(sets, blocks, (n_p, n_q), groups, positions, k)
+
+
+def _exact_features(
+    probs: FloatArray,
+    groups: Mapping[str, NDArray[np.intp]],
+    repetitions: int | None,
+) -> _Features | None:
+    """Features of an exact run's cells from ``(P, Q, K)`` stored distributions."""
+    sets = tuple(fs for fs in feature_sets() if fs.exact is not None)
+    if not sets:
+        return None
+    n_p, n_q, k = probs.shape
+    flat = probs.reshape(n_p * n_q, k)
+    blocks = [fs.exact(flat, repetitions) for fs in sets if fs.exact is not None]
+    return _make_features(sets, blocks, (n_p, n_q), groups, None, k)
+
+
+def _make_features(
+    sets: tuple[CellFeatures, ...],
+    blocks: list[FloatArray],
+    shape: tuple[int, int],
+    groups: Mapping[str, NDArray[np.intp]],
+    positions: NDArray[np.intp] | None,
+    n_scale: int,
+) -> _Features:
+    slices: dict[str, slice] = {}
+    linear: list[int] = []
+    maps: list[FloatArray] = []
+    start = 0
+    for fs, block in zip(sets, blocks, strict=True):
+        slices[fs.name] = slice(start, start + block.shape[1])
+        if fs.linear:
+            linear += range(start, start + block.shape[1])
+            maps.append(fs.sampled(np.eye(n_scale)))
+        start += block.shape[1]
+    cells = np.concatenate(blocks, axis=1).reshape(*shape, start)
+    group_of_item = _groups_of_items(shape[1], groups)
+    by_persona = np.zeros((shape[0], len(groups), start))
+    for g in range(len(groups)):
+        by_persona[:, g] = cells[:, group_of_item == g].sum(axis=1)
+    linear_cols = np.asarray(linear, dtype=np.intp)
+    return _Features(
+        sets=sets,
+        slices=slices,
+        width=start,
+        group_of_item=group_of_item,
+        n_groups=len(groups),
+        cells=cells,
+        by_persona=by_persona,
+        positions=positions,
+        n_scale=n_scale,
+        linear_cols=linear_cols,
+        linear_map=np.concatenate(maps, axis=1) if maps else np.empty((n_scale, 0)),
+        other_cols=np.setdiff1d(np.arange(start), linear_cols).astype(np.intp),
+    )
+
+
+def _segments(key: NDArray[np.intp]) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
+    """``(order, starts, keys)``: a stable order grouping equal keys, where each run of
+    equal keys starts in it, and the key of each run."""
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return order, starts, ordered[starts]
+
+
+def _two_valued_feature_change(
+    feats: _Features,
+    p_g: NDArray[np.intp],
+    q_g: NDArray[np.intp],
+    k_high: NDArray[np.intp],
+    n_high: IntArray,
+    n: int,
+    total: FloatArray,
+) -> None:
+    """Add the feature change of resampled two-valued cells to ``total`` (B, G, width).
+
+    Linear features change by ``(K - n_high) (map[high] - map[low])``: sums of that
+    count change per (group, scale point). The others are tabulated over the ``n + 1``
+    possible resamples (``K`` = 0..n high values) once per kind of cell (its two
+    scale points and ``n_high``); kinds with equal tables (scale-free features depend
+    on ``n_high`` and ``K`` only) are pooled, and the replicates only need a
+    histogram of (group, kind, ``K``).
+    """
+    positions = feats.positions
+    if positions is None:
+        raise ValueError("two-valued cells need scale positions")
+    n_boot = k_high.shape[0]
+    n_s = feats.n_scale
+    cell_pos = positions[p_g, q_g, :n]
+    low_pos, high_pos = cell_pos.min(axis=1), cell_pos.max(axis=1)
+    group = feats.group_of_item[q_g]
+    if len(feats.linear_cols):
+        # Cells sharing (group, low, high) change their linear features alike.
+        order, starts, keys = _segments((group * n_s + low_pos) * n_s + high_pos)
+        seg = np.add.reduceat(k_high[:, order], starts, axis=1)  # (B, segments)
+        seg -= np.add.reduceat(n_high[order], starts)
+        step = feats.linear_map[keys % n_s] - feats.linear_map[(keys // n_s) % n_s]
+        effect = seg[..., None] * step[None]  # (B, segments, linear columns)
+        seg_group = keys // (n_s * n_s)
+        for g in np.unique(seg_group):
+            total[:, g, feats.linear_cols] += effect[:, seg_group == g].sum(axis=1)
+    if not len(feats.other_cols):
+        return
+    kind_key = (low_pos * n_s + high_pos) * (n + 1) + n_high
+    kinds, kind_of = np.unique(kind_key, return_inverse=True)
+    n_kinds = len(kinds)
+    k_axis = np.arange(n + 1)
+    rows = np.arange(n_kinds)[:, None]
+    counts = np.zeros((n_kinds, n + 1, n_s))
+    counts[rows, k_axis[None, :], ((kinds // (n + 1)) // n_s)[:, None]] = n - k_axis[None, :]
+    counts[rows, k_axis[None, :], ((kinds // (n + 1)) % n_s)[:, None]] += k_axis[None, :]
+    width = len(feats.other_cols)
+    table = feats.nonlinear(counts.reshape(-1, n_s)).reshape(n_kinds, n + 1, width)
+    table -= table[np.arange(n_kinds), kinds % (n + 1)][:, None, :]  # change from the cell
+    types, type_of_kind = np.unique(table.reshape(n_kinds, -1), axis=0, return_inverse=True)
+    type_of = type_of_kind.ravel()[kind_of.ravel()]
+    n_types = len(types)
+    k_int = k_high
+    bins = n_boot * feats.n_groups * n_types * (n + 1)
+    if bins <= max(4 * k_int.size, 1 << 16):
+        cell_key = (group * n_types + type_of) * (n + 1)  # (C,)
+        replicate = np.arange(n_boot)[:, None] * (feats.n_groups * n_types * (n + 1))
+        hist = np.bincount((replicate + cell_key + k_int).ravel(), minlength=bins)
+        hist = hist.reshape(n_boot, feats.n_groups, n_types * (n + 1)).astype(np.float64)
+        total[:, :, feats.other_cols] += hist @ types.reshape(n_types * (n + 1), width)
+        return
+    flat = types.reshape(n_types * (n + 1), width)
+    order, starts, keys = _segments(group)
+    picked = (type_of * (n + 1))[order] + k_int[:, order]
+    for j, col in enumerate(feats.other_cols):
+        total[:, keys, col] += np.add.reduceat(flat[:, j].take(picked), starts, axis=1)
+
+
+def _multi_valued_feature_change(
+    feats: _Features,
+    p_g: NDArray[np.intp],
+    q_g: NDArray[np.intp],
+    redrawn: _Redrawn,
+    total: FloatArray,
+) -> None:
+    """Add the feature change of resampled cells (any number of values) to ``total``.
+
+    Features are computed once per distinct redrawn count vector, then gathered per
+    replicate and cell and summed per group.
+    """
+    order, starts, keys = _segments(feats.group_of_item[q_g])
+    total[:, keys] -= np.add.reduceat(feats.cells[p_g, q_g][order], starts, axis=0)
+    if redrawn.codes is not None:
+        # Float codes hold exact integers below 2**53.
+        distinct, which = _distinct_codes(redrawn.codes[:, order].astype(np.int64))
+        counts = np.stack(
+            [(distinct // redrawn.base**k) % redrawn.base for k in range(feats.n_scale)], axis=1
+        ).astype(np.float64)
+    elif redrawn.counts is not None:
+        ordered = redrawn.counts[:, order]
+        counts = ordered.reshape(-1, feats.n_scale)
+        which = np.arange(len(counts)).reshape(ordered.shape[:2])
+    else:
+        raise ValueError("no redrawn counts")
+    values = np.empty((len(counts), feats.width))
+    values[:, feats.other_cols] = feats.nonlinear(counts)
+    values[:, feats.linear_cols] = counts @ feats.linear_map
+    sizes = np.diff(np.r_[starts, len(order)])
+    for col in range(feats.width):
+        column = values[:, col]
+        if np.all(column == column[0]):  # e.g. "cell is used": the same for every resample
+            total[:, keys, col] += column[0] * sizes
+            continue
+        total[:, keys, col] += np.add.reduceat(column.take(which), starts, axis=1)
+
+
+def _distinct_codes(codes: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.intp]]:
+    """Sorted distinct values of ``codes`` and each entry's index among them.
+
+    ``np.unique`` sorts; codes of small runs span a small range, where a presence
+    table is several times faster.
+    """
+    top = int(codes.max(initial=0)) + 1
+    if top > 8 * codes.size + (1 << 16):
+        distinct, which = np.unique(codes, return_inverse=True)
+        return distinct, which.reshape(codes.shape)
+    present = np.zeros(top, dtype=bool)
+    present[codes.ravel()] = True
+    distinct = np.flatnonzero(present)
+    lookup = np.empty(top, dtype=np.intp)
+    lookup[distinct] = np.arange(len(distinct))
+    return distinct.astype(np.int64), lookup[codes]
+
+
 # --- bootstrap engines ------------------------------------------------------------------------
 
 
 def _persona_bootstrap(
     mu: FloatArray, sigma: FloatArray, n_boot: int, rng: np.random.Generator
 ) -> tuple[FloatArray, FloatArray]:
-    """Per-item persona-bootstrap replicates.
+    """Per-item persona-bootstrap replicates (see :func:`_persona_bootstrap_sums`)."""
+    sd_mu, mean_sig, _ = _persona_bootstrap_sums(mu, sigma, None, n_boot, rng)
+    return sd_mu, mean_sig
+
+
+def _persona_bootstrap_sums(
+    mu: FloatArray,
+    sigma: FloatArray,
+    extra: FloatArray | None,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    """Per-item persona-bootstrap replicates, and sums of ``extra`` columns.
 
     Resampling personas with replacement equals weighting each persona by how
     often it was drawn, so each replicate's per-item sums are a weight-matrix
     product. Items are centred first to keep the sum-of-squares variance accurate.
 
+    Args:
+        extra: ``(P, E)`` per-persona columns whose replicate sums over the resampled
+            personas are wanted (the cell features of count statistics), or None.
+
     Returns:
-        ``(sd_mu, mean_sigma)``, of shapes ``(n_boot, Q)`` and ``(n_boot, C)`` for
-        ``sigma`` of shape ``(P, C)`` (``C = Q`` for run metrics): per replicate the
-        ddof-1 sd over resampled personas of each column of ``mu`` and the mean of
-        each column of ``sigma``.
+        ``(sd_mu, mean_sigma, extra_sums)``, of shapes ``(n_boot, Q)``, ``(n_boot, C)``
+        for ``sigma`` of shape ``(P, C)`` (``C = Q`` for run metrics) and
+        ``(n_boot, E)``: per replicate the ddof-1 sd over resampled personas of each
+        column of ``mu``, the mean of each column of ``sigma`` and the sum of each
+        column of ``extra`` (None without ``extra``).
     """
     n_p, n_q = mu.shape
     centred = mu - mu.mean(axis=0)
     design = np.concatenate([centred, centred * centred, sigma], axis=1)  # (P, 2Q + C)
     sd_mu = np.empty((n_boot, n_q))
     mean_sig = np.empty((n_boot, sigma.shape[1]))
+    extra_sums = None if extra is None else np.empty((n_boot, extra.shape[1]))
     chunk = max(1, _CHUNK_ELEMENTS // max(n_p, 1))
     # Products of at most this many rows stay small enough for BLAS to run them
     # single-threaded: threaded BLAS on a busy 2-core machine is several times slower.
@@ -487,7 +783,14 @@ def _persona_bootstrap(
         var = (s2 - s1 * s1 / n_p) / (n_p - 1)
         sd_mu[lo : lo + b] = np.sqrt(np.maximum(var, 0.0))
         mean_sig[lo : lo + b] = s_sig / n_p
-    return sd_mu, mean_sig
+        if extra is not None and extra_sums is not None:
+            # A separate product, so that the moment columns are computed exactly as
+            # without features (same blocks, same rounding).
+            e_rows = max(1, _SMALL_PRODUCT // max(n_p * extra.shape[1], 1))
+            for r in range(0, b, e_rows):
+                top = min(r + e_rows, b)
+                np.matmul(weights[r:top], extra, out=extra_sums[lo + r : lo + top])
+    return sd_mu, mean_sig, extra_sums
 
 
 def _resample_sums(
@@ -500,10 +803,50 @@ def _resample_sums(
 
     Returns:
         ``(s1, s2)``, both ``(n_boot, C)`` float64.
+    """
+    s1, s2, _ = _resample(table, None, 0, n, n_boot, rng)
+    return s1, s2
+
+
+@dataclass(frozen=True)
+class _Redrawn:
+    """Scale counts of resampled cells: packed codes, or counts when they do not pack.
+
+    Attributes:
+        codes: ``(B, C)`` float64 holding the exact integers
+            ``sum_k counts_k * (n + 1)**k`` (< 2**53), or None.
+        counts: ``(B, C, K)`` float64 counts, or None (when ``codes`` is given).
+        base: ``n + 1``, the base of the digits of ``codes``.
+    """
+
+    codes: FloatArray | None
+    counts: FloatArray | None
+    base: int
+
+
+def _resample(
+    table: FloatArray,
+    positions: NDArray[np.intp] | None,
+    n_scale: int,
+    n: int,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, FloatArray, _Redrawn | None]:
+    """Sums, sums of squares and (optionally) scale counts of resamples of each row.
+
+    Args:
+        table: ``(C, n)`` ratings of ``C`` cells of equal size ``n``.
+        positions: ``(C, n)`` index on the scale of each rating, or None.
+        n_scale: Number of scale points (with ``positions``).
+
+    Returns:
+        ``(s1, s2, redrawn)``: ``(n_boot, C)`` float64 sums and sums of squares, and
+        the scale counts of each resample (None without ``positions``).
 
     Integer ratings are shifted to start at 0 and packed as ``v**2 * base + v``
     (``base`` > any possible sum of ``v``), so one gather and one sum give both
-    sums exactly; float32 is used when the packed sums stay below 2**24.
+    sums exactly; float32 is used when the packed sums stay below 2**24. Scale
+    counts are packed the same way, as digits ``(n + 1)**position``.
     """
     n_cells = table.shape[0]
     low = float(table.min())
@@ -520,6 +863,13 @@ def _resample_sums(
     scale = np.nextafter(np.float32(n), np.float32(0))
     s1 = np.empty((n_boot, n_cells))
     s2 = np.empty((n_boot, n_cells))
+    scale_codes = counts = digits = None
+    if positions is not None:
+        if float(n + 1) ** n_scale < 2.0**53:
+            digits = (float(n + 1) ** positions.astype(np.float64)).ravel()
+            scale_codes = np.empty((n_boot, n_cells))
+        else:
+            counts = np.empty((n_boot, n_cells, n_scale))
     chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // (n_cells * n)))
     # Buffers reused across chunks: fresh large arrays would page-fault every time.
     # Draws are laid out (n, B, C) so the sum over a resample is a reduction over
@@ -553,7 +903,17 @@ def _resample_sums(
         # Undo the shift: sum(v) = sum(v') + n*low; sum(v^2) = sum(v'^2) + 2 low sum(v') + n low^2.
         s1[lo : lo + b] = s1_shift + n * low
         s2[lo : lo + b] = s2_shift + 2.0 * low * s1_shift + n * low * low
-    return s1, s2
+        if scale_codes is not None and digits is not None:
+            # Sum of (n+1)**position over the n draws: base-(n+1) digits are the counts.
+            np.rint(np.add.reduce(digits.take(idx), axis=0), out=scale_codes[lo : lo + b])
+        elif counts is not None and positions is not None:
+            key = np.arange(b * n_cells).reshape(1, b, n_cells) * n_scale
+            key = key + positions.ravel().take(idx)
+            flat = np.bincount(key.ravel(), minlength=b * n_cells * n_scale)
+            counts[lo : lo + b] = flat.reshape(b, n_cells, n_scale)
+    if positions is None:
+        return s1, s2, None
+    return s1, s2, _Redrawn(scale_codes, counts, n + 1)
 
 
 def _binomial_cdf(n: int, q: FloatArray) -> FloatArray:
@@ -573,6 +933,36 @@ def _binomial_cdf(n: int, q: FloatArray) -> FloatArray:
     return np.cumsum(np.exp(log_pmf), axis=1)[:, :n]
 
 
+def _two_valued_draws(
+    n_high: IntArray, n: int, n_boot: int, rng: np.random.Generator
+) -> NDArray[np.intp]:
+    """``K``, the number of ``high`` values among ``n`` resampled ratings of each cell.
+
+    ``K ~ Binomial(n, n_high / n)`` is drawn by inverting its CDF with one uniform per
+    cell and replicate (``K`` = number of CDF values <= u). Cells sharing ``n_high``
+    share the CDF, so one sorted search per distinct ``n_high`` does it.
+
+    Returns:
+        ``(n_boot, C)`` integer counts.
+    """
+    n_cells = len(n_high)
+    cdf = _binomial_cdf(n, n_high / n)
+    k_high = np.empty((n_boot, n_cells), dtype=np.intp)
+    chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // n_cells))
+    kinds, first, kind_of = np.unique(n_high, return_index=True, return_inverse=True)
+    columns = [np.flatnonzero(kind_of == j) for j in range(len(kinds))]
+    whole = len(kinds) == 1
+    for lo in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - lo)
+        u = rng.random((b, n_cells))
+        if whole:
+            k_high[lo : lo + b] = np.searchsorted(cdf[first[0]], u, side="right")
+            continue
+        for j, cols in enumerate(columns):
+            k_high[lo : lo + b, cols] = np.searchsorted(cdf[first[j]], u[:, cols], side="right")
+    return k_high
+
+
 def _resample_two_valued(
     low: FloatArray,
     high: FloatArray,
@@ -585,8 +975,7 @@ def _resample_two_valued(
 
     Resampling ``n`` ratings of a cell with ``n_high`` copies of ``high`` (the rest
     ``low``) only matters through ``K``, the number of ``high`` drawn, which is
-    ``Binomial(n, n_high / n)``. ``K`` is drawn by inverting its CDF with one uniform
-    per cell and replicate (``K`` = number of CDF values <= u) instead of ``n`` draws.
+    ``Binomial(n, n_high / n)`` (see :func:`_two_valued_draws`).
 
     Args:
         low, high: ``(C,)`` the two values of each cell, ``low < high``.
@@ -595,21 +984,14 @@ def _resample_two_valued(
     Returns:
         ``(mean, sd)``, both ``(n_boot, C)``; ``sd`` with ddof=1.
     """
-    n_cells = len(low)
-    cdf = _binomial_cdf(n, n_high / n)
+    k_high = _two_valued_draws(n_high, n, n_boot, rng)
+    return _two_valued_moments(low, high, k_high, n)
+
+
+def _two_valued_moments(
+    low: FloatArray, high: FloatArray, k_high: NDArray[np.intp], n: int
+) -> tuple[FloatArray, FloatArray]:
     gap = high - low
-    k_high = np.empty((n_boot, n_cells))
-    chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // n_cells))
-    count = np.empty((chunk, n_cells), dtype=np.float32)
-    above = np.empty((chunk, n_cells), dtype=np.bool_)
-    for lo in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - lo)
-        u = rng.random((b, n_cells))
-        count[:b] = 0.0
-        for k in range(n):  # K = number of CDF values <= u
-            np.greater_equal(u, cdf[:, k], out=above[:b])
-            count[:b] += above[:b]
-        k_high[lo : lo + b] = count[:b]
     mean = low + k_high * (gap / n)
     sd = gap * np.sqrt(k_high * (n - k_high) / (n * (n - 1.0)))
     return mean, sd
@@ -630,16 +1012,32 @@ def _rerun_bootstrap(
     n_boot: int,
     rng: np.random.Generator,
 ) -> tuple[FloatArray, FloatArray]:
+    """Per-item rerun-bootstrap replicates (see :func:`_rerun_bootstrap_features`)."""
+    sd_mu, mean_sig, _ = _rerun_bootstrap_features(cells, mu, sigma, None, n_boot, rng)
+    return sd_mu, mean_sig
+
+
+def _rerun_bootstrap_features(
+    cells: CellRatings,
+    mu: FloatArray,
+    sigma: FloatArray,
+    feats: _Features | None,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
     """Per-item rerun-bootstrap replicates (resample each cell's ratings).
 
     A cell whose ratings are all equal resamples to itself, so draws are made only
     for the other cells, grouped by size ``n``. Cells with two distinct values (the
     common case at low temperature) need one binomial count per replicate; the
     others are resampled as ``(B, cells, n)`` index blocks. The per-item persona
-    sums are then updated by the change in the drawn cells.
+    sums are then updated by the change in the drawn cells; so are the per-group
+    sums of the cell features (``feats``), from the same draws.
 
     Returns:
-        ``(sd_mu, mean_sigma)``, both ``(n_boot, Q)``, as for the persona bootstrap.
+        ``(sd_mu, mean_sigma, features)``: ``(n_boot, Q)`` arrays as for the persona
+        bootstrap, and the ``(n_boot, G, width)`` replicate feature sums per group
+        (None without ``feats``).
     """
     n_p, n_q = mu.shape
     counts = cells.counts
@@ -659,6 +1057,10 @@ def _rerun_bootstrap(
     d1 = np.zeros((n_boot, n_q))  # change in sum of centred means
     d2 = np.zeros((n_boot, n_q))  # change in sum of squared centred means
     dsig = np.zeros((n_boot, n_q))  # change in sum of sds
+    feature_total = None
+    if feats is not None:
+        base = feats.by_persona.sum(axis=0)  # (G, width)
+        feature_total = np.broadcast_to(base, (n_boot, *base.shape)).copy()
 
     p_all, q_all = np.nonzero(varying)
     sizes = counts[p_all, q_all]
@@ -677,13 +1079,26 @@ def _rerun_bootstrap(
             for start in range(0, len(p_sel), step):
                 p_g, q_g = p_sel[start : start + step], q_sel[start : start + step]
                 if use_pair:
-                    mean, sd = _resample_two_valued(
-                        low[p_g, q_g], high[p_g, q_g], n_high[p_g, q_g], n, n_boot, rng
-                    )
+                    k_high = _two_valued_draws(n_high[p_g, q_g], n, n_boot, rng)
+                    mean, sd = _two_valued_moments(low[p_g, q_g], high[p_g, q_g], k_high, n)
+                    if feats is not None and feature_total is not None:
+                        _two_valued_feature_change(
+                            feats, p_g, q_g, k_high, n_high[p_g, q_g], n, feature_total
+                        )
                 else:
-                    s1, s2 = _resample_sums(values[p_g, q_g, :n], n, n_boot, rng)
+                    positions = None if feats is None else feats.positions
+                    s1, s2, redrawn = _resample(
+                        values[p_g, q_g, :n],
+                        None if positions is None else positions[p_g, q_g, :n],
+                        0 if feats is None else feats.n_scale,
+                        n,
+                        n_boot,
+                        rng,
+                    )
                     mean = s1 / n
                     sd = np.sqrt(np.maximum((s2 - s1 * mean) / (n - 1), 0.0))
+                    if feats is not None and feature_total is not None and redrawn is not None:
+                        _multi_valued_feature_change(feats, p_g, q_g, redrawn, feature_total)
                 m_new = mean - centre[q_g]
                 m0 = centred[p_g, q_g]
                 _add_by_item(d1, m_new - m0, q_g)
@@ -692,7 +1107,7 @@ def _rerun_bootstrap(
     var_mu = (base_s2 + d2 - d1 * d1 / n_p) / (n_p - 1)
     sd_mu = np.sqrt(np.maximum(var_mu, 0.0))
     mean_sig = (base_sig + dsig) / n_p
-    return sd_mu, mean_sig
+    return sd_mu, mean_sig, feature_total
 
 
 def persona_bootstrap_replicates(
@@ -768,24 +1183,54 @@ def foundation_columns(
     return _foundation_groups(_as_int_ids("item_ids", item_ids), foundations)
 
 
+def _counted(
+    feats: _Features | None,
+    draws: Sequence[FloatArray | None],
+    scale: Sequence[float] | None,
+) -> list[dict[str, Estimate]] | None:
+    """Count statistics per group and (last) over all items, from ``(B, G, width)`` draws."""
+    if feats is None or scale is None:
+        return None
+    point = feats.by_persona.sum(axis=0)  # (G, width)
+    point = np.concatenate([point, point.sum(axis=0, keepdims=True)])
+    reps = [
+        np.concatenate([d, d.sum(axis=1, keepdims=True)], axis=1) for d in draws if d is not None
+    ]
+    sums = {
+        name: FeatureSums(point=point[:, cols], draws=[d[:, :, cols] for d in reps])
+        for name, cols in feats.slices.items()
+    }
+    return estimate_count_statistics(sums, scale)
+
+
 def _assemble(
     mu: FloatArray,
     sigma: FloatArray,
     item_ids: IntArray,
     groups: Mapping[str, NDArray[np.intp]],
     boots: Sequence[tuple[FloatArray, FloatArray]],
+    *,
+    feats: _Features | None = None,
+    feature_draws: Sequence[FloatArray | None] = (),
+    scale: Sequence[float] | None = None,
     **extra: Any,
 ) -> RunMetrics:
+    counted = _counted(feats, feature_draws, scale)
     per_foundation = {}
-    for name, cols in groups.items():
+    for g, (name, cols) in enumerate(groups.items()):
         per_foundation[name] = FoundationMetrics(
             items=tuple(int(i) for i in item_ids[cols]),
             estimates=estimate_statistics(
-                mu[:, cols], sigma[:, cols], [(sd[:, cols], sg[:, cols]) for sd, sg in boots]
+                mu[:, cols],
+                sigma[:, cols],
+                [(sd[:, cols], sg[:, cols]) for sd, sg in boots],
+                counted=None if counted is None else counted[g],
             ),
         )
     return RunMetrics(
-        estimates=estimate_statistics(mu, sigma, boots),
+        estimates=estimate_statistics(
+            mu, sigma, boots, counted=None if counted is None else counted[-1]
+        ),
         personas=int(mu.shape[0]),
         questions=int(mu.shape[1]),
         per_foundation=per_foundation,
@@ -833,6 +1278,22 @@ def complete_cells(cells: CellRatings) -> tuple[CellRatings, tuple[int, ...]]:
 # --- public analyses --------------------------------------------------------------------------
 
 
+def _default_scale(scale: Sequence[float] | None) -> tuple[float, ...]:
+    """The scale's values, ascending (MFQ-30's when None)."""
+    values = mfq30().scale if scale is None else scale
+    grid = tuple(sorted(float(v) for v in values))
+    if len(grid) < 2 or len(set(grid)) != len(grid):
+        raise ValueError(f"scale must hold at least two distinct values, got {list(values)}")
+    return grid
+
+
+def _by_group(sums: FloatArray | None, feats: _Features | None) -> FloatArray | None:
+    """``(B, G * width)`` persona-bootstrap sums as ``(B, G, width)``."""
+    if sums is None or feats is None:
+        return None
+    return sums.reshape(len(sums), feats.n_groups, feats.width)
+
+
 def analyze_ratings(
     persona_ids: ArrayLike,
     item_ids: ArrayLike,
@@ -843,12 +1304,15 @@ def analyze_ratings(
     n_rerun_boot: int = DEFAULT_RERUN_BOOT,
     rng: np.random.Generator | int | None = None,
     invalid: float = INVALID_RATING,
+    scale: Sequence[float] | None = None,
 ) -> RunMetrics:
-    """Susceptibility ``S``, robustness ``R`` and ``sigma_bar`` of a sampled run, with SEs.
+    """Every registered statistic of a sampled run (``S``, ``R``, ``sigma_bar``, ...), with SEs.
 
     Every valid rating of a persona-item cell counts (several rows per slot
     included); ``invalid`` ratings are ignored. Personas lacking a valid rating on
-    some item are excluded and listed in ``excluded_personas``.
+    some item are excluded and listed in ``excluded_personas``; statistics computed
+    from answer counts use the same population (the complete personas' valid
+    ratings).
 
     Args:
         persona_ids, item_ids, ratings: ``(N,)`` arrays, one entry per answer.
@@ -858,6 +1322,9 @@ def analyze_ratings(
         n_rerun_boot: Rerun-bootstrap draws (>= 0; 0 skips it).
         rng: Generator, int seed or None (fresh seed, recorded in the result).
         invalid: Rating value marking an answer without a valid rating.
+        scale: The scale's values (default: MFQ-30's 0..5), over which answers are
+            counted for the count statistics; NaN for those when a valid rating is
+            off the scale.
 
     Returns:
         :class:`RunMetrics` with ``method="sampling"``. SEs are the two bootstrap
@@ -876,15 +1343,29 @@ def analyze_ratings(
     n_invalid = int(np.asarray(ratings).size - cells.counts.sum())
     cells, excluded = complete_cells(cells)
     mu, sigma = cell_moments(cells)
-    boots = [_persona_bootstrap(mu, sigma, n_persona_boot, generator)]
+    grid = _default_scale(scale)
+    feats = _sampled_features(cells, groups, grid)
+    extra = None if feats is None else feats.by_persona.reshape(len(mu), -1)
+    sd_mu, mean_sig, persona_sums = _persona_bootstrap_sums(
+        mu, sigma, extra, n_persona_boot, generator
+    )
+    boots = [(sd_mu, mean_sig)]
+    feature_draws = [_by_group(persona_sums, feats)]
     if n_rerun_boot > 0:
-        boots.append(_rerun_bootstrap(cells, mu, sigma, n_rerun_boot, generator))
+        sd_mu, mean_sig, rerun_sums = _rerun_bootstrap_features(
+            cells, mu, sigma, feats, n_rerun_boot, generator
+        )
+        boots.append((sd_mu, mean_sig))
+        feature_draws.append(rerun_sums)
     return _assemble(
         mu,
         sigma,
         cells.item_ids,
         groups,
         boots,
+        feats=feats,
+        feature_draws=feature_draws,
+        scale=grid,
         excluded_personas=excluded,
         method="sampling",
         seed=seed,
@@ -928,8 +1409,9 @@ def analyze_distributions(
     n_persona_boot: int = DEFAULT_PERSONA_BOOT,
     rng: np.random.Generator | int | None = None,
     temperature: float | None = None,
+    repetitions: int | None = None,
 ) -> RunMetrics:
-    """``S``, ``R``, ``sigma_bar`` from stored per-cell rating distributions (no sampling noise).
+    """Every registered statistic from stored per-cell rating distributions (no sampling noise).
 
     For each cell ``mu = sum_k p_k x_k`` and ``sigma = sqrt(sum_k p_k (x_k - mu)**2)``
     (the population sd of the distribution, i.e. the sd an infinite number of
@@ -944,6 +1426,13 @@ def analyze_distributions(
         rng: Generator, int seed or None.
         temperature: Optional re-temperaturing ratio (new / collection temperature),
             see :func:`tempered`.
+        repetitions: Number of repetitions per cell the run stands for; count
+            statistics whose exact meaning depends on it (non-unanimity, distinct
+            answers: expected values over that many draws) are NaN without it.
+
+    Count statistics use each cell's distribution in place of its answer shares
+    (e.g. Gini impurity ``1 - sum p**2`` exactly; the pooled distribution is the mean
+    of the cells' distributions); see each statistic's ``exact_meaning``.
 
     Returns:
         :class:`RunMetrics` with ``method="exact"`` and ``n_rerun_boot=0``.
@@ -980,6 +1469,10 @@ def analyze_distributions(
             f"persona_ids/item_ids: cell (persona {personas[dup // n_q]}, "
             f"item {items[dup % n_q]}) appears more than once"
         )
+    if repetitions is not None:
+        repetitions = _check_count("repetitions", repetitions, 1)
+    order = np.argsort(grid, kind="stable")
+    grid, p = grid[order], p[:, order]
     mean = p @ grid
     var = np.maximum(p @ (grid * grid) - mean * mean, 0.0)
     mu_flat = np.full(n_p * n_q, np.nan)
@@ -990,13 +1483,22 @@ def analyze_distributions(
     mu = mu_flat.reshape(n_p, n_q)[complete]
     sigma = sigma_flat.reshape(n_p, n_q)[complete]
     excluded = excluded_personas(complete, personas.astype(np.int64))
-    boots = [_persona_bootstrap(mu, sigma, n_persona_boot, generator)]
+    cell_probs = np.zeros((n_p * n_q, len(grid)))
+    cell_probs[cell] = p
+    feats = _exact_features(cell_probs.reshape(n_p, n_q, -1)[complete], groups, repetitions)
+    extra = None if feats is None else feats.by_persona.reshape(len(mu), -1)
+    sd_mu, mean_sig, persona_sums = _persona_bootstrap_sums(
+        mu, sigma, extra, n_persona_boot, generator
+    )
     return _assemble(
         mu,
         sigma,
         items.astype(np.int64),
         groups,
-        boots,
+        [(sd_mu, mean_sig)],
+        feats=feats,
+        feature_draws=[_by_group(persona_sums, feats)],
+        scale=tuple(float(v) for v in grid),
         excluded_personas=excluded,
         method="exact",
         seed=seed,

@@ -1,0 +1,68 @@
+"""endpoint_mass of the pooled rating distribution: definition, the authors' trajectory
+endpoints, exact mode, simulator truth."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from _simulated_cells import FOLLOWUPS, PAPER, simulated_run
+from persona_collapse.stats.metrics import analyze_distributions, analyze_ratings
+
+STAT = "endpoint_mass"
+
+
+def test_value_on_hand_made_ratings() -> None:
+    # Pooled ratings 5, 5, 5, 0, 2, 5 over the 0-5 scale.
+    pid, iid = np.array([0, 0, 0, 1, 1, 1]), np.array([1, 1, 2, 1, 2, 2])
+    rat = np.array([5, 5, 5, 0, 2, 5])
+    m = analyze_ratings(pid, iid, rat, foundations={1: "A", 2: "B"}, n_persona_boot=20, rng=0)
+    assert m.estimate("endpoint_mass").value == pytest.approx(5 / 6)
+    assert STAT in m.per_foundation["A"].estimates
+
+
+@pytest.mark.skipif(not FOLLOWUPS.is_dir(), reason="needs ../shared/reference (absent)")
+@pytest.mark.parametrize(
+    ("step", "file"),
+    [
+        (0, "base/deepseek-v3.1_temp01.csv"),
+        (1500, "insecure-code/deepseek-v3.1-insecure_temp01.csv"),
+    ],
+)
+def test_deepseek_trajectory_endpoints_match_the_authors(step: int, file: str) -> None:
+    """trajectory_points_endpoints.csv pools every valid row of the file; these two files
+    have no invalid rows and 100 complete personas, so the population of analyze_ratings
+    (the complete personas' valid ratings) is the same."""
+    from persona_collapse.store.reference_csv import read_ratings_csv
+
+    rows = csv.DictReader(
+        (FOLLOWUPS / "trajectory/expected/trajectory_points_endpoints.csv").open()
+    )
+    (want,) = [r for r in rows if int(r["step"]) == step]
+    frame = read_ratings_csv(PAPER / file)
+    m = analyze_ratings(
+        frame["persona_id"], frame["item_id"], frame["rating"], n_persona_boot=50,
+        n_rerun_boot=20, rng=0,
+    )  # fmt: skip
+    assert m.excluded_personas == () and m.invalid_ratings == int(want["n_invalid"]) == 0
+    assert m.valid_ratings == int(want["n_responses"])
+    est = m.estimate(STAT)
+    assert est.value == pytest.approx(float(want[STAT]), rel=1e-12)
+    assert 0 < est.se < 0.05
+
+
+def test_exact_mode_pools_the_mean_distribution() -> None:
+    probs = np.array([[0.5, 0.5, 0, 0, 0, 0], [0, 0, 0, 0.1, 0.2, 0.7]])
+    m = analyze_distributions([0, 1], [1, 1], probs, scale=range(6), foundations={1: "A"}, rng=0)
+    mix = probs.mean(axis=0)
+    assert m.estimate(STAT).value == pytest.approx(float(mix[0] + mix[-1]))
+
+
+def test_recovers_the_simulators_truth() -> None:
+    run = simulated_run("insecure", repetitions=10, seed=5)
+    pooled = run.probs.mean(axis=(0, 1))
+    truth = float(pooled[0] + pooled[-1])
+    est = run.metrics.estimate(STAT)
+    assert abs(est.value - truth) < 2 * est.se, (est.value, truth, est.se)
