@@ -64,6 +64,7 @@ def significance_table(
     scopes: Sequence[str] = ("overall",),  # significance.OVERALL
 ) -> Table:
     """Difference tests of a family: change or excess, interval, p-values, verdict."""
+    from persona_collapse.stats.display import fmt_change, is_difference
     from persona_collapse.stats.display import label as stat_label
     from persona_collapse.stats.significance import EXCESS
 
@@ -91,7 +92,9 @@ def significance_table(
                     continue
                 t = by_scope[scope]
                 estimate = (
-                    f"{100 * t.estimate:+.1f} pts"
+                    fmt_change(metric, t.estimate)
+                    if is_difference(metric)
+                    else f"{100 * t.estimate:+.1f} pts"
                     if excess and math.isfinite(t.estimate)
                     else fmt_pct(t.estimate)
                 )

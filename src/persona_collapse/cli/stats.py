@@ -245,10 +245,10 @@ def plan(
         plan_design,
         variance_models,
     )
-    from persona_collapse.stats.significance import tested_names
+    from persona_collapse.stats.significance import names_tested
 
     out_format = check_format(fmt)
-    names = tested_names()
+    names = names_tested()
     if metric not in names:
         quoted = ", ".join(repr(n) for n in names)
         raise UserError(f"--metric must be one of {quoted}, got {metric!r}")

@@ -31,7 +31,7 @@ from persona_collapse.report.tables import write_tables
 logger = logging.getLogger(__name__)
 
 _DESCRIPTIONS = {
-    "metrics.csv": "S, R, σ̄ with standard errors, overall and per foundation",
+    "metrics.csv": "S, R, σ̄ and every other statistic with SEs, overall and per foundation",
     "metrics.json": "all numbers of this report (metrics, profiles, diagnostics, counts)",
     "comparison.csv": "Δ% against the base and the excess, per family and mean by role",
     "profiles.csv": "self-profiles and toxic-control profiles per foundation",

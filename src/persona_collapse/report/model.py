@@ -19,7 +19,9 @@ from persona_collapse.engine.protocol import ProtocolCheck
 from persona_collapse.report.diagnostics import ParseFailures, ScaleUsage
 from persona_collapse.report.verification import ExcessPoint, excess_point
 from persona_collapse.stats.compare import AverageChange, FamilyComparison, check_band
+from persona_collapse.stats.display import HEADLINE, label
 from persona_collapse.stats.metrics import RunMetrics, SelfProfile
+from persona_collapse.stats.registry import Estimate, estimates_to_dict
 from persona_collapse.variants.verify.results import VerifyResult
 
 
@@ -57,14 +59,26 @@ class DataCounts:
 
 @dataclass(frozen=True)
 class TemperaturePoint:
-    """S and R of stored distributions re-tempered to ``temperature``."""
+    """Every registered statistic of stored distributions re-tempered to ``temperature``.
+
+    ``point.S`` / ``point.S_se`` read one statistic's value and SE (as ``estimates["S"]``).
+    """
 
     temperature: float
-    S: float
-    S_se: float
-    R: float
-    R_se: float
-    sigma_bar: float
+    estimates: Mapping[str, Estimate]
+
+    def __getattr__(self, name: str) -> float:
+        # Only reached for names that are not attributes: statistics and their SEs.
+        estimates = self.__dict__.get("estimates", {})
+        if name in estimates:
+            return float(estimates[name].value)
+        if name.endswith("_se") and name[:-3] in estimates:
+            return float(estimates[name[:-3]].se)
+        raise AttributeError(f"{type(self).__name__!r} has no statistic {name!r}")
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain-data form: ``{"temperature": t, name: value, name_se: se, ...}``."""
+        return {"temperature": self.temperature, **estimates_to_dict(self.estimates)}
 
 
 @dataclass(frozen=True)
@@ -363,7 +377,8 @@ def significance_verdict(results: StudyResults, family: FamilyResult) -> str | N
     if treatment is None:
         return None
     parts = []
-    for metric, name in (("S", "ΔS"), ("R", "ΔR")):
+    for metric in HEADLINE:
+        name = f"Δ{label(metric)}"
         row = results.test_row(family.name, treatment, metric)
         if row is None:
             continue

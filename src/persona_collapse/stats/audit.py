@@ -50,8 +50,8 @@ from persona_collapse.stats.significance import (
     draw_estimates,
     draw_estimators,
     is_log_scale,
+    names_tested,
     point_values,
-    tested_names,
 )
 
 FloatArray = NDArray[np.float64]
@@ -68,9 +68,9 @@ EXACT_SUFFIX = "-exact"
 
 def __getattr__(name: str) -> Any:
     # AUDIT_METRICS stays importable; the statistics audited are the tested ones of
-    # the registry (significance.tested_names), read when the audit runs.
+    # the registry (significance.names_tested), read when the audit runs.
     if name == "AUDIT_METRICS":
-        return tested_names()
+        return names_tested()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -514,7 +514,7 @@ def audit_estimators(
                         )
                     )
 
-    order = tested_names()
+    order = names_tested()
     return AuditReport(
         estimators=tuple(
             _estimator_row(preset, metric, estimator, truth[preset][metric], values, z_crit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from persona_collapse.core.formatting import MISSING, fmt_pct
 from persona_collapse.stats.registry import Statistic, statistics
 
 HEADLINE: tuple[str, ...] = ("S", "R")
@@ -31,14 +32,25 @@ def digits(name: str, default: int = 3) -> int:
     return default if found is None else int(getattr(found, "digits", default))
 
 
-def fmt_value(name: str, value: float | None, se: float | None = None) -> str:
-    """``value ± se`` with the statistic's decimals; ``—`` when missing or NaN."""
-    if value is None or math.isnan(value):
-        return "—"
-    d = digits(name)
-    if se is None or math.isnan(se):
-        return f"{value:.{d}f}"
-    return f"{value:.{d}f} ± {se:.{d}f}"
+def delta(name: str) -> str:
+    """Label of a change of statistic ``name`` (``ΔS``, ``Δσ̄``)."""
+    return f"Δ{label(name)}"
+
+
+def is_difference(name: str) -> bool:
+    """Whether changes of ``name`` are plain differences (``test_scale`` ``difference``)."""
+    found = _by_name().get(name)
+    return getattr(found, "test_scale", "log") == "difference"
+
+
+def fmt_change(name: str, value: float | None) -> str:
+    """A change of ``name``: a signed percentage (relative change, log-scale statistics)
+    or a signed plain difference with the statistic's decimals; ``—`` when missing."""
+    if value is None or not math.isfinite(value):
+        return MISSING
+    if is_difference(name):
+        return f"{value:+.{digits(name)}f}"
+    return fmt_pct(value)
 
 
 def headline() -> tuple[Statistic, ...]:
@@ -59,4 +71,13 @@ def test_lead(name: str) -> str:
     return name
 
 
-__all__ = ["HEADLINE", "digits", "fmt_value", "headline", "label", "test_lead"]
+__all__ = [
+    "HEADLINE",
+    "delta",
+    "digits",
+    "fmt_change",
+    "headline",
+    "is_difference",
+    "label",
+    "test_lead",
+]

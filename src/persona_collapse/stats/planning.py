@@ -71,7 +71,7 @@ from persona_collapse.stats.significance import (
     cells_from_cell_ratings,
     is_log_scale,
     scope_values,
-    tested_statistics,
+    statistics_tested,
 )
 
 PlanMetric = str
@@ -216,7 +216,7 @@ def variance_models(
             value=float(point[metric]),
         )
     models: dict[str, VarianceModel] = {}
-    for stat in tested_statistics():
+    for stat in statistics_tested():
         shared = getattr(stat, "same_test_as", None)
         if shared in fitted and stat.name in fitted:
             own = fitted[stat.name].value

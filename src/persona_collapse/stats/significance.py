@@ -1,7 +1,7 @@
 r"""Difference tests between runs: intervals and p-values for ΔS, ΔR, Δσ̄ and the excess.
 
 Every registered statistic computed from cell moments is tested (see
-:func:`tested_statistics`; :mod:`persona_collapse.stats.registry`), each on its
+:func:`statistics_tested`; :mod:`persona_collapse.stats.registry`), each on its
 ``test_scale``: the log ratio below for ``log`` statistics, the plain difference
 ``X_b - X_a`` (and ``X_treatment - X_control`` for the excess) for ``difference``
 ones. Statistics that share a test (``same_test_as``) share its p-values.
@@ -126,7 +126,7 @@ VARIANCES: tuple[str, ...] = ("persona", "reference", "rerun")
 """Variance schemes of the bootstrap (see the module docstring)."""
 
 
-def tested_statistics() -> tuple[Statistic, ...]:
+def statistics_tested() -> tuple[Statistic, ...]:
     """The registered statistics the difference tests cover, in registration order.
 
     A statistic is tested when it is computed from the per-item spread of cell means
@@ -139,15 +139,15 @@ def tested_statistics() -> tuple[Statistic, ...]:
     )
 
 
-def tested_names() -> tuple[str, ...]:
-    """Names of :func:`tested_statistics` (computed when called: the registry may grow)."""
-    return tuple(st.name for st in tested_statistics())
+def names_tested() -> tuple[str, ...]:
+    """Names of :func:`statistics_tested` (computed when called: the registry may grow)."""
+    return tuple(st.name for st in statistics_tested())
 
 
 def __getattr__(name: str) -> Any:
     # METRICS stays importable, but follows the registry rather than a fixed tuple.
     if name == "METRICS":
-        return tested_names()
+        return names_tested()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -438,7 +438,7 @@ def _scope_values(
     ``sd_mu`` is ``(..., Q)`` and ``averaged`` ``(..., Q)`` or ``(..., 2Q)`` as
     made by :func:`_averaged`; leading axes are bootstrap draws.
     """
-    tested = tested_statistics()
+    tested = statistics_tested()
     direct: dict[str, Any] = {}
     for stat in tested:
         if estimator == "reference":
@@ -1352,10 +1352,10 @@ __all__ = [
     "family_significance",
     "holm",
     "is_log_scale",
+    "names_tested",
     "point_values",
     "run_cells",
     "run_estimates",
     "scope_values",
-    "tested_names",
-    "tested_statistics",
+    "statistics_tested",
 ]
