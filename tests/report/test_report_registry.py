@@ -35,7 +35,16 @@ def test_report_tables_pick_up_a_registered_statistic(
     assert list(metrics.columns).index("sigma_bar_se") < list(metrics.columns).index(NEW[0])
 
     changes = comparison_frame(results)
-    assert {f"d{name}_pct" for name in NEW} <= set(changes.columns)
+    # relative change in % for a log-scale statistic, plain difference otherwise
+    assert {f"d{NEW[0]}_pct", f"d{NEW[1]}"} <= set(changes.columns)
+    row = changes[(changes["comparison"] == "excess") & (changes["scope"] == "overall")].iloc[0]
+    by_label = {v.label: v.metrics for v in results.families[row["family"]].variants.values()}
+    fam = results.families[row["family"]]
+    assert fam.treatment is not None and fam.control is not None
+    treated, control = by_label[fam.treatment], by_label[fam.control]
+    assert treated is not None and control is not None
+    gap = treated.estimate(NEW[1]).value - control.estimate(NEW[1]).value
+    assert row[f"d{NEW[1]}"] == pytest.approx(gap)
 
     tests = significance_frame(results)
     assert set(NEW) <= set(tests["metric"])
