@@ -39,6 +39,7 @@ from persona_collapse.report.model import (
     FamilyResult,
     StudyResults,
     TemperaturePoint,
+    VariantDiagnostics,
     VariantResult,
 )
 from persona_collapse.stats.compare import (
@@ -388,11 +389,13 @@ def _variant(
         metrics=found.metrics,
         self_profile=self_prof,
         toxic_profile=_pooled_profile(toxic) if toxic is not None and _has_answers(toxic) else None,
-        scale_usage=found.scale_usage,
-        ceiling_persona=found.ceiling,
-        ceiling_self=ceiling_self,
-        parse=found.parse,
-        self_parse_rate=self_rate,
+        diagnostics=VariantDiagnostics(
+            scale_usage=found.scale_usage,
+            ceiling_persona=found.ceiling,
+            ceiling_self=ceiling_self,
+            parse=found.parse,
+            self_parse_rate=self_rate,
+        ),
         counts=counts,
         temperature_curve=found.curve,
         notes=tuple(runs.notes),
