@@ -183,3 +183,46 @@ def test_compare_without_tests_and_bad_options(
     _assert_user_error(code, err, "--variance rerun needs --estimator reference")
     code, _, err = _run(capsys, "compare", *family[:2], "--base", "base", "--variance", "x")
     _assert_user_error(code, err, "--variance")
+
+
+# --- statistics added to the registry --------------------------------------------------------
+
+
+def test_registered_statistics_reach_compare_plan_and_audit(
+    family: list[Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from _registry import SPREAD_MINUS_NOISE, SPREAD_TO_NOISE, register_for_test
+
+    register_for_test(monkeypatch)
+    new = (SPREAD_TO_NOISE.name, SPREAD_MINUS_NOISE.name)
+    options = ("--base", "base", "--control", "secure", "--treatment", "insecure",
+               "--persona-boot", "60", "--rerun-boot", "10")  # fmt: skip
+    code, out, err = _run(capsys, "compare", *family, *options, "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    for name in new:
+        assert name in data["metrics"]["base"]
+        assert name in data["variants"]["insecure"]["overall"]
+        assert name in data["tests"]["contrasts"]["insecure"]["tests"]
+        assert name in data["tests"]["estimates"]["base"]["overall"]
+    code, out, err = _run(capsys, "compare", *family, *options)
+    assert code == 0, err
+    for stat in (SPREAD_TO_NOISE, SPREAD_MINUS_NOISE):
+        assert f"Δ{stat.label}" in out  # the comparison table
+        assert out.count(stat.label) >= 3  # metrics table, comparison and difference tests
+
+    code, out, err = _run(
+        capsys, "plan", "--metric", SPREAD_MINUS_NOISE.name, "--change", "0.1", "--format", "json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["metric"] == SPREAD_MINUS_NOISE.name
+    code, out, err = _run(capsys, "plan", "--metric", SPREAD_TO_NOISE.name)
+    assert code == 0 and f"Δ{SPREAD_TO_NOISE.label}" in out
+
+    code, out, err = _run(
+        capsys,
+        "audit", "--replications", "2", "--personas", "10", "--persona-boot", "20",
+        "--rerun-boot", "10", "--pool", "50", "--preset", "base", "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert set(new) <= {row["metric"] for row in json.loads(out)["estimators"]}

@@ -234,6 +234,7 @@ def _fmt_estimate(estimate: Estimate, digits: int) -> str:
 
 def comparison_table(cmp: FamilyComparison, base: str) -> Table:
     """Relative change of every registered statistic, per variant and for the excess."""
+    from persona_collapse.stats.display import fmt_change, is_difference
     from persona_collapse.stats.registry import statistics
 
     stats = statistics()
@@ -244,7 +245,14 @@ def comparison_table(cmp: FamilyComparison, base: str) -> Table:
     if cmp.excess is not None:
         rows.append((f"excess ({cmp.treatment} − {cmp.control})", cmp.excess.overall))
     for label, change in rows:
-        table.add_row(label, *(fmt_pct(change.values.get(st.name)) for st in stats))
+        table.add_row(
+            label,
+            *(
+                fmt_change(st.name, value) if is_difference(st.name) else fmt_pct(value)
+                for st in stats
+                for value in (change.values.get(st.name),)
+            ),
+        )
     return table
 
 

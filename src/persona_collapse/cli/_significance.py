@@ -64,6 +64,8 @@ def significance_table(
     scopes: Sequence[str] = ("overall",),  # significance.OVERALL
 ) -> Table:
     """Difference tests of a family: change or excess, interval, p-values, verdict."""
+    from persona_collapse.stats.display import fmt_change, is_difference
+    from persona_collapse.stats.display import label as stat_label
     from persona_collapse.stats.significance import EXCESS
 
     level = round(100 * tests.confidence)
@@ -85,19 +87,21 @@ def significance_table(
             else f"{contrast.variant} vs {contrast.reference}"
         )
         for scope in scopes:
-            for metric in ("S", "R", "sigma_bar"):
-                if scope not in contrast.tests[metric]:
+            for metric, by_scope in contrast.tests.items():
+                if scope not in by_scope:
                     continue
-                t = contrast.tests[metric][scope]
+                t = by_scope[scope]
                 estimate = (
-                    f"{100 * t.estimate:+.1f} pts"
+                    fmt_change(metric, t.estimate)
+                    if is_difference(metric)
+                    else f"{100 * t.estimate:+.1f} pts"
                     if excess and math.isfinite(t.estimate)
                     else fmt_pct(t.estimate)
                 )
                 table.add_row(
                     label,
                     scope,
-                    "σ̄" if metric == "sigma_bar" else metric,
+                    stat_label(metric),
                     estimate,
                     _fmt_ci(t.ci_low, t.ci_high, excess),
                     _fmt_p(t.p_value),

@@ -50,6 +50,7 @@ def audit(
 ) -> None:
     """Audit the estimators on the simulator: bias, RMSE and 95 % interval coverage."""
     from persona_collapse.stats.audit import DEFAULT_PRESETS, audit_estimators
+    from persona_collapse.stats.display import label, test_lead
 
     out_format = check_format(fmt)
     if pool < personas:
@@ -98,7 +99,7 @@ def audit(
     for row in report.estimators:
         est.add_row(
             row.preset,
-            "σ̄" if row.metric == "sigma_bar" else row.metric,
+            label(row.metric),
             row.estimator,
             f"{row.truth:.4f}",
             f"{row.mean:.4f}",
@@ -130,11 +131,11 @@ def audit(
             justify="left" if col in ("contrast", "metric", "estimator", "variance") else "right",
         )
     for d in report.differences:
-        if d.metric == "sigma_bar":
-            continue  # the same test as R
+        if test_lead(d.metric) != d.metric:
+            continue  # the same test as another statistic's row (sigma_bar: R's)
         diff.add_row(
             d.contrast,
-            d.metric,
+            label(d.metric),
             d.estimator,
             d.variance,
             fmt_pct(d.truth),
@@ -162,7 +163,7 @@ def audit(
     for a in report.agreement:
         agree.add_row(
             a.preset,
-            "σ̄" if a.metric == "sigma_bar" else a.metric,
+            label(a.metric),
             a.estimator,
             fmt_pct(a.mean_relative_difference),
             f"{100 * a.within_se:.1f} %",
@@ -202,7 +203,9 @@ def plan(
             help="Relative change to detect, e.g. -0.2 for a 20 % drop (write --change=-0.2)."
         ),
     ] = -0.2,
-    metric: Annotated[str, typer.Option(help="'S', 'R' or 'sigma_bar'.")] = "R",
+    metric: Annotated[
+        str, typer.Option(help="Statistic to plan for: 'S', 'R', 'sigma_bar', ...")
+    ] = "R",
     power: Annotated[float, typer.Option(help="Target power.")] = 0.8,
     alpha: Annotated[float, typer.Option(help="Test level.")] = 0.05,
     preset: Annotated[
@@ -240,15 +243,19 @@ def plan(
 ) -> None:
     """Personas × repetitions needed to detect a change, with requests, tokens and cost."""
     from persona_collapse.engine.costs import ModelPrices, load_price_table
+    from persona_collapse.stats.display import label
     from persona_collapse.stats.planning import (
         DEFAULT_UNPARSEABLE_RATE,
         plan_design,
         variance_models,
     )
+    from persona_collapse.stats.significance import names_tested
 
     out_format = check_format(fmt)
-    if metric not in ("S", "R", "sigma_bar"):
-        raise UserError(f"--metric must be 'S', 'R' or 'sigma_bar', got {metric!r}")
+    names = names_tested()
+    if metric not in names:
+        quoted = ", ".join(repr(n) for n in names)
+        raise UserError(f"--metric must be one of {quoted}, got {metric!r}")
     if not change > -1 or change == 0:
         raise UserError(f"--change must be a non-zero relative change above -1, got {change}")
     for name, value in (("--power", power), ("--alpha", alpha)):
@@ -306,7 +313,7 @@ def plan(
         print_json(result.to_dict())
         return
     console = stdout_console()
-    name = "σ̄" if metric == "sigma_bar" else metric
+    name = label(metric)
     table = Table(
         title=(
             f"Detecting Δ{name} = {100 * change:+.0f} % with power {power:g} at α = {alpha:g} "

@@ -22,6 +22,7 @@ from persona_collapse.report.model import (
     FamilyResult,
     StudyResults,
     TemperaturePoint,
+    VariantDiagnostics,
     VariantResult,
     Verdict,
     family_verdict,
@@ -31,7 +32,7 @@ from persona_collapse.report.tables import write_tables
 logger = logging.getLogger(__name__)
 
 _DESCRIPTIONS = {
-    "metrics.csv": "S, R, σ̄ with standard errors, overall and per foundation",
+    "metrics.csv": "S, R, σ̄ and every other statistic with SEs, overall and per foundation",
     "metrics.json": "all numbers of this report (metrics, profiles, diagnostics, counts)",
     "comparison.csv": "Δ% against the base and the excess, per family and mean by role",
     "profiles.csv": "self-profiles and toxic-control profiles per foundation",
@@ -101,6 +102,7 @@ __all__ = [
     "ReportFiles",
     "StudyResults",
     "TemperaturePoint",
+    "VariantDiagnostics",
     "VariantResult",
     "Verdict",
     "family_verdict",

@@ -25,6 +25,10 @@ from persona_collapse.core.errors import MissingDependencyError
 from persona_collapse.core.files import atomic_path
 from persona_collapse.report.model import FamilyResult, StudyResults, VariantResult, excess_points
 from persona_collapse.report.verification import ExcessPoint
+from persona_collapse.stats.compare import Change
+from persona_collapse.stats.display import HEADLINE, delta
+from persona_collapse.stats.display import label as stat_label
+from persona_collapse.stats.registry import get_statistic, statistic_names
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -44,6 +48,26 @@ METRIC_LABELS: dict[str, str] = {
     "R": "Robustness R = 1/σ̄",
     "sigma_bar": "Mean within-cell sd σ̄",
 }
+"""Axis labels of the built-in statistics; any other registered statistic is labelled
+from the registry (:func:`axis_label`)."""
+
+DELTA_PANELS: tuple[str, ...] = (*HEADLINE, "sigma_bar")
+"""Statistics of ``fig_deltas``: the headline ones and σ̄, whose inverse R is."""
+
+FOUNDATION_PANELS: tuple[str, ...] = ("sigma_bar", "S")
+"""Statistics of ``fig_foundations`` (left to right)."""
+
+
+def axis_label(metric: str) -> str:
+    """Axis label of registered statistic ``metric``.
+
+    Raises:
+        ValueError: ``metric`` is not a registered statistic.
+    """
+    names = statistic_names()
+    if metric not in names:
+        raise ValueError(f"metric must be one of {list(names)}, got {metric!r}")
+    return METRIC_LABELS.get(metric) or f"{get_statistic(metric).description} {stat_label(metric)}"
 
 
 def _require_matplotlib() -> None:
@@ -77,11 +101,15 @@ def _labels(results: StudyResults) -> list[str]:
     return list(dict.fromkeys(v.label for v in results.variants()))
 
 
+def _change_of(change: Change, metric: str) -> float:
+    return change.values.get(metric, math.nan)
+
+
 def _metric(v: VariantResult, metric: str) -> tuple[float, float]:
-    m = v.metrics
-    if m is None:
+    found = None if v.metrics is None else v.metrics.estimates.get(metric)
+    if found is None:
         return math.nan, math.nan
-    return float(getattr(m, metric)), float(getattr(m, f"{metric}_se"))
+    return float(found.value), float(found.se)
 
 
 def _outside_legend(ax: Axes) -> None:
@@ -98,12 +126,12 @@ def _finite(x: float) -> bool:
 def plot_metric_bars(
     results: StudyResults, metric: str = "S", *, ax: Axes | None = None, **kwargs: Any
 ) -> Axes:
-    """Bars of ``metric`` (``S``, ``R`` or ``sigma_bar``) per family and variant, ± SE.
+    """Bars of ``metric`` (a registered statistic: ``S``, ``R``, ...) per family and variant,
+    ± SE.
 
     For ``S`` the frontier band is shaded. ``kwargs`` go to ``ax.bar``.
     """
-    if metric not in METRIC_LABELS:
-        raise ValueError(f"metric must be one of {list(METRIC_LABELS)}, got {metric!r}")
+    y_label = axis_label(metric)
     ax = ax if ax is not None else new_axes()
     labels = _labels(results)
     colors = _variant_colors(results)
@@ -131,7 +159,7 @@ def plot_metric_bars(
                 xs, ys, width * 0.92, yerr=es, capsize=2, color=colors[label], label=label, **kwargs
             )
     ax.set_xticks(range(len(families)), [f.name for f in families])
-    ax.set_ylabel(METRIC_LABELS[metric])
+    ax.set_ylabel(y_label)
     ax.set_xlim(-0.6, len(families) - 0.4)
     _outside_legend(ax)
     ax.grid(axis="y", alpha=0.3)
@@ -143,8 +171,7 @@ def plot_deltas(
 ) -> Axes:
     """Relative change (%) of ``metric`` against the base, per family and variant, with the
     excess (treatment − control) hatched and the mean over families. ``kwargs`` go to ``ax.bar``."""
-    if metric not in METRIC_LABELS:
-        raise ValueError(f"metric must be one of {list(METRIC_LABELS)}, got {metric!r}")
+    axis_label(metric)  # validates the name
     ax = ax if ax is not None else new_axes()
     colors = _variant_colors(results)
     groups: list[tuple[str, list[tuple[str, float, str, bool]]]] = []
@@ -153,21 +180,21 @@ def plot_deltas(
         if cmp is None:
             continue
         bars = [
-            (label, 100 * getattr(ch.overall, metric), colors.get(label, OTHER_COLORS[0]), False)
+            (label, 100 * _change_of(ch.overall, metric), colors.get(label, OTHER_COLORS[0]), False)
             for label, ch in cmp.variants.items()
         ]
         if cmp.excess is not None:
-            bars.append(("excess", 100 * getattr(cmp.excess.overall, metric), "#888888", True))
+            bars.append(("excess", 100 * _change_of(cmp.excess.overall, metric), "#888888", True))
         groups.append((fam.name, bars))
     avg = results.average
     if avg is not None and len(groups) > 1:
         # Pooled by role: coloured like the roles' variants, no legend entries of its own.
         bars = [
-            ("", 100 * getattr(ch.overall, metric), ROLE_COLORS.get(role, "#888888"), False)
+            ("", 100 * _change_of(ch.overall, metric), ROLE_COLORS.get(role, "#888888"), False)
             for role, ch in avg.variants.items()
         ]
         if avg.excess is not None:
-            bars.append(("excess", 100 * getattr(avg.excess.overall, metric), "#888888", True))
+            bars.append(("excess", 100 * _change_of(avg.excess.overall, metric), "#888888", True))
         groups.append((f"mean of {avg.families}\n(by role)", bars))
     seen: set[str] = set()
     for i, (_, bars) in enumerate(groups):
@@ -189,8 +216,7 @@ def plot_deltas(
             seen.add(label)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(groups)), [g[0] for g in groups])
-    symbol = {"S": "ΔS", "R": "ΔR", "sigma_bar": "Δσ̄"}[metric]
-    ax.set_ylabel(f"{symbol} vs base (%)")
+    ax.set_ylabel(f"{delta(metric)} vs base (%)")
     _outside_legend(ax)
     ax.grid(axis="y", alpha=0.3)
     return ax
@@ -218,7 +244,10 @@ def plot_foundation_deltas(
         series.append(
             (
                 fam.name,
-                [100 * getattr(per[f], metric) if f in per else math.nan for f in foundations],
+                [
+                    100 * per[f].values.get(metric, math.nan) if f in per else math.nan
+                    for f in foundations
+                ],
             )
         )
     width = 0.8 / max(len(series), 1)
@@ -232,8 +261,7 @@ def plot_foundation_deltas(
     ax.axhline(0, color="black", lw=0.8)
     short = [f.split("/")[0] for f in foundations]
     ax.set_xticks(range(len(foundations)), short, rotation=20)
-    symbol = {"S": "ΔS", "R": "ΔR", "sigma_bar": "Δσ̄"}.get(metric, metric)
-    ax.set_ylabel(f"{symbol} of the {role} (%)")
+    ax.set_ylabel(f"{delta(metric)} of the {role} (%)")
     _outside_legend(ax)
     ax.grid(axis="y", alpha=0.3)
     return ax
@@ -414,10 +442,12 @@ def plot_persona_failures(results: StudyResults, *, ax: Axes | None = None, **kw
 def plot_temperature_curves(
     results: StudyResults, metric: str = "S", *, ax: Axes | None = None, **kwargs: Any
 ) -> Axes:
-    """``metric`` (``S`` or ``R``) against temperature for every logprobs variant, ± SE.
-    ``kwargs`` go to ``ax.plot``."""
-    if metric not in ("S", "R"):
-        raise ValueError(f"metric must be 'S' or 'R', got {metric!r}")
+    """``metric`` (a headline statistic, :data:`~persona_collapse.stats.display.HEADLINE`:
+    ``S`` or ``R``) against temperature for every logprobs variant, ± SE. ``kwargs`` go to
+    ``ax.plot``."""
+    if metric not in HEADLINE:
+        raise ValueError(f"metric must be one of {list(HEADLINE)}, got {metric!r}")
+    y_label = axis_label(metric)
     ax = ax if ax is not None else new_axes()
     colors = _variant_colors(results)
     styles = ("-", "--", ":", "-.")
@@ -429,8 +459,9 @@ def plot_temperature_curves(
             if not v.temperature_curve:
                 continue
             t = np.array([p.temperature for p in v.temperature_curve])
-            y = np.array([getattr(p, metric) for p in v.temperature_curve], dtype=float)
-            e = np.array([getattr(p, f"{metric}_se") for p in v.temperature_curve], dtype=float)
+            found = [p.estimates.get(metric) for p in v.temperature_curve]
+            y = np.array([math.nan if f is None else f.value for f in found], dtype=float)
+            e = np.array([math.nan if f is None else f.se for f in found], dtype=float)
             ax.plot(
                 t,
                 y,
@@ -443,7 +474,7 @@ def plot_temperature_curves(
             )
             ax.fill_between(t, y - e, y + e, color=colors[v.label], alpha=0.15, lw=0)
     ax.set_xlabel("temperature T")
-    ax.set_ylabel(METRIC_LABELS[metric])
+    ax.set_ylabel(y_label)
     _outside_legend(ax)
     ax.grid(alpha=0.3)
     return ax
@@ -517,8 +548,8 @@ def _bars(metric: str) -> Callable[[StudyResults], Figure | None]:
 def _deltas(results: StudyResults) -> Figure | None:
     if not any(f.comparison is not None for f in results.families.values()):
         return None
-    fig, axes = _grid(3, size=(max(4.2, 1.3 * len(results.families) + 2.0), 3.6))
-    for ax, metric in zip(axes, ("S", "R", "sigma_bar"), strict=True):
+    fig, axes = _grid(len(DELTA_PANELS), size=(max(4.2, 1.3 * len(results.families) + 2.0), 3.6))
+    for ax, metric in zip(axes, DELTA_PANELS, strict=True):
         plot_deltas(results, metric, ax=ax)
     return fig
 
@@ -526,9 +557,9 @@ def _deltas(results: StudyResults) -> Figure | None:
 def _foundations(results: StudyResults) -> Figure | None:
     if not any(f.comparison is not None and f.treatment for f in results.families.values()):
         return None
-    fig, axes = _grid(2, size=(5.6, 3.8))
-    plot_foundation_deltas(results, "sigma_bar", ax=axes[0])
-    plot_foundation_deltas(results, "S", ax=axes[1])
+    fig, axes = _grid(len(FOUNDATION_PANELS), size=(5.6, 3.8))
+    for ax, metric in zip(axes, FOUNDATION_PANELS, strict=True):
+        plot_foundation_deltas(results, metric, ax=ax)
     return fig
 
 
@@ -607,9 +638,9 @@ def plot_excess_r_vs_coherence(
 def _temperature(results: StudyResults) -> Figure | None:
     if not results.has_temperature_curves:
         return None
-    fig, axes = _grid(2, size=(5.2, 3.8))
-    plot_temperature_curves(results, "S", ax=axes[0])
-    plot_temperature_curves(results, "R", ax=axes[1])
+    fig, axes = _grid(len(HEADLINE), size=(5.2, 3.8))
+    for ax, metric in zip(axes, HEADLINE, strict=True):
+        plot_temperature_curves(results, metric, ax=ax)
     return fig
 
 

@@ -29,7 +29,9 @@ from persona_collapse.report.model import (
     format_p,
     significance_verdict,
 )
-from persona_collapse.stats.compare import check_band
+from persona_collapse.stats.compare import Change, check_band
+from persona_collapse.stats.display import delta, fmt_change, is_difference
+from persona_collapse.stats.registry import statistics
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -168,14 +170,20 @@ def _headline(results: StudyResults) -> Html:
     avg = results.average
     if avg is not None and "treatment" in avg.variants:
         o = avg.variants["treatment"].overall
-        text = (
-            f"Mean over {avg.families} families, treatment variants: ΔS = {fmt_pct(o.S)}, "
-            f"ΔR = {fmt_pct(o.R)}, Δσ̄ = {fmt_pct(o.sigma_bar)}."
-        )
+        changes = ", ".join(f"{delta(st.name)} = {_change_cell(o, st.name)}" for st in statistics())
+        text = f"Mean over {avg.families} families, treatment variants: {changes}."
         if avg.excess is not None:
             text += f" Mean misalignment-specific excess ΔR: {fmt_pct(avg.excess.overall.R)}."
         parts.append(f"<p><strong>{esc(text)}</strong></p>")
     return Html("\n".join(parts))
+
+
+def _change_cell(change: Change | None, name: str) -> str:
+    """A statistic's change: a percentage, or the plain difference of a difference-scale one."""
+    value = None if change is None else change.values.get(name)
+    if value is not None and not is_difference(name):
+        return fmt_pct(value)
+    return fmt_change(name, value)
 
 
 def _band_status(results: StudyResults, v: VariantResult) -> str:
@@ -193,22 +201,20 @@ def _metrics_table(results: StudyResults) -> Html:
             change = None
             if fam.comparison is not None and v.label != fam.base:
                 change = fam.comparison.variants.get(v.label)
-            rows.append(
-                [
-                    fam.name,
-                    v.label if v.interpretable else f"{v.label} † not interpretable",
-                    v.role or "",
-                    fmt_pm(m.S if m else None, m.S_se if m else None),
-                    "—" if change is None else fmt_pct(change.overall.S),
-                    fmt_pm(m.R if m else None, m.R_se if m else None, 2),
-                    "—" if change is None else fmt_pct(change.overall.R),
-                    fmt_pm(m.sigma_bar if m else None, m.sigma_bar_se if m else None),
-                    "—" if change is None else fmt_pct(change.overall.sigma_bar),
-                    _band_status(results, v),
-                    "—" if m is None else f"{m.personas}",
-                ]
-            )
-    header = ["family", "variant", "role", "S", "ΔS", "R", "ΔR", "σ̄", "Δσ̄", "S band", "personas"]
+            cells: list[Any] = [
+                fam.name,
+                v.label if v.interpretable else f"{v.label} † not interpretable",
+                v.role or "",
+            ]
+            for st in statistics():
+                e = None if m is None else m.estimates.get(st.name)
+                cells.append("—" if e is None else fmt_pm(e.value, e.se, st.digits))
+                cells.append(_change_cell(None if change is None else change.overall, st.name))
+            rows.append([*cells, _band_status(results, v), "—" if m is None else f"{m.personas}"])
+    header = ["family", "variant", "role"]
+    for st in statistics():
+        header += [st.label, delta(st.name)]
+    header += ["S band", "personas"]
     verdicts = [
         f"† {v.protocol.message(v.persona_run or v.label)}"
         for v in results.variants()
@@ -228,9 +234,7 @@ def _excess_table(results: StudyResults) -> Html:
             [
                 fam.name,
                 f"{cmp.treatment} − {cmp.control}",
-                fmt_pct(o.S),
-                fmt_pct(o.R),
-                fmt_pct(o.sigma_bar),
+                *(_change_cell(o, st.name) for st in statistics()),
             ]
         )
     avg = results.average
@@ -240,14 +244,12 @@ def _excess_table(results: StudyResults) -> Html:
             [
                 f"mean ({avg.families})",
                 "treatment − control",
-                fmt_pct(o.S),
-                fmt_pct(o.R),
-                fmt_pct(o.sigma_bar),
+                *(_change_cell(o, st.name) for st in statistics()),
             ]
         )
     if not rows:
         return Html('<p class="muted">No family has both a control and a treatment variant.</p>')
-    return table(["family", "excess", "ΔS", "ΔR", "Δσ̄"], rows, left=2)
+    return table(["family", "excess", *(delta(st.name) for st in statistics())], rows, left=2)
 
 
 def _foundation_table(results: StudyResults) -> Html:
@@ -260,11 +262,11 @@ def _foundation_table(results: StudyResults) -> Html:
         for f in results.foundations:
             if f in per:
                 c = per[f]
-                rows.append([fam.name, f, fmt_pct(c.S), fmt_pct(c.R), fmt_pct(c.sigma_bar)])
+                rows.append([fam.name, f, *(_change_cell(c, st.name) for st in statistics())])
     if not rows:
         return Html("")
     return table(
-        ["family", "foundation", "ΔS", "ΔR", "Δσ̄"],
+        ["family", "foundation", *(delta(st.name) for st in statistics())],
         rows,
         left=2,
         caption="Per-foundation changes of each family's treatment variant",
@@ -355,7 +357,6 @@ def _persona_failures(results: StudyResults) -> Html:
 
 
 _TEST_KEYS = frozenset({"family", "contrast", "metric", "scope", "estimate", "p_value", "p_holm"})
-_METRIC_NAMES = {"S": "ΔS", "R": "ΔR", "sigma_bar": "Δσ̄"}
 
 
 def _p_cell(value: Any) -> str:
@@ -387,8 +388,9 @@ def _significance(results: StudyResults) -> Html:
     intro = (
         "<p>Each variant against its family's base (relative change) and the "
         "misalignment-specific excess (treatment against control, relative to the base): "
-        "paired persona bootstrap, two-sided tests of the log ratio, Holm-adjusted p-values "
-        "across families and foundations per contrast and metric; "
+        "paired persona bootstrap, two-sided tests of the log ratio (of the difference for "
+        "statistics tested as differences), Holm-adjusted p-values "
+        "across families and foundations per contrast and statistic; "
         f"significant: adjusted p &lt; {esc(f'{results.alpha:g}')}. Overall scope shown; "
         "every foundation is in <code>significance.csv</code>.</p>"
     )
@@ -404,13 +406,17 @@ def _significance(results: StudyResults) -> Html:
             else f"{contrast} vs {row.get('reference', 'base')}"
         )
         excess = contrast == "excess"
-        shown = fmt_pct(float(row["estimate"]))
+        shown = (
+            fmt_change(metric, float(row["estimate"]))
+            if is_difference(metric)
+            else fmt_pct(float(row["estimate"]))
+        )
         low, high = float(row.get("ci_low", math.nan)), float(row.get("ci_high", math.nan))
         body.append(
             [
                 str(row["family"]),
                 ("excess " if excess else "") + what,
-                _METRIC_NAMES.get(metric, metric),
+                delta(metric),
                 shown,
                 "—"
                 if not (math.isfinite(low) and math.isfinite(high))

@@ -19,7 +19,9 @@ from persona_collapse.engine.protocol import ProtocolCheck
 from persona_collapse.report.diagnostics import ParseFailures, ScaleUsage
 from persona_collapse.report.verification import ExcessPoint, excess_point
 from persona_collapse.stats.compare import AverageChange, FamilyComparison, check_band
+from persona_collapse.stats.display import HEADLINE, label
 from persona_collapse.stats.metrics import RunMetrics, SelfProfile
+from persona_collapse.stats.registry import Estimate, estimates_to_dict
 from persona_collapse.variants.verify.results import VerifyResult
 
 
@@ -57,19 +59,55 @@ class DataCounts:
 
 @dataclass(frozen=True)
 class TemperaturePoint:
-    """S and R of stored distributions re-tempered to ``temperature``."""
+    """Every registered statistic of stored distributions re-tempered to ``temperature``.
+
+    ``point.S`` / ``point.S_se`` read one statistic's value and SE (as ``estimates["S"]``).
+    """
 
     temperature: float
-    S: float
-    S_se: float
-    R: float
-    R_se: float
-    sigma_bar: float
+    estimates: Mapping[str, Estimate]
+
+    def __getattr__(self, name: str) -> float:
+        # Only reached for names that are not attributes: statistics and their SEs.
+        estimates = self.__dict__.get("estimates", {})
+        if name in estimates:
+            return float(estimates[name].value)
+        if name.endswith("_se") and name[:-3] in estimates:
+            return float(estimates[name[:-3]].se)
+        raise AttributeError(f"{type(self).__name__!r} has no statistic {name!r}")
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain-data form: ``{"temperature": t, name: value, name_se: se, ...}``."""
+        return {"temperature": self.temperature, **estimates_to_dict(self.estimates)}
+
+
+@dataclass(frozen=True)
+class VariantDiagnostics:
+    """How well a variant's runs measure anything (scale use, saturation, parse failures).
+
+    Attributes:
+        scale_usage: Floor/ceiling shares and entropy of the persona run.
+        ceiling_persona: Ceiling-saturation index of the persona cells.
+        ceiling_self: Ceiling-saturation index of the self run's items.
+        parse: Parse failures of the persona run.
+        self_parse_rate: Parse-failure rate of the self run.
+    """
+
+    scale_usage: ScaleUsage | None = None
+    ceiling_persona: float = math.nan
+    ceiling_self: float = math.nan
+    parse: ParseFailures | None = None
+    self_parse_rate: float = math.nan
 
 
 @dataclass(frozen=True)
 class VariantResult:
     """Everything measured for one variant of a family.
+
+    Per-statistic results are held by statistic name: ``metrics.estimates`` (every
+    registered statistic, overall and per foundation) and each temperature point's
+    ``estimates``. The diagnostics are grouped in :class:`VariantDiagnostics` (read
+    through ``v.scale_usage``, ``v.parse``, ... as before).
 
     Attributes:
         family, label: Family name and variant label.
@@ -77,21 +115,17 @@ class VariantResult:
         model, backend: Model identifier and backend name (``import`` for files).
         description: Free text from the study file.
         persona_run, self_run, toxic_run: Run names in the store (None if absent).
-        metrics: S, R, sigma_bar of the persona run (None if missing/too small).
+        metrics: Every registered statistic of the persona run (None if missing/too small).
         self_profile: Per-foundation self-profile (None without a self run).
         toxic_profile: Per-foundation profile of the toxic-persona control.
-        scale_usage: Floor/ceiling shares and entropy of the persona run.
-        ceiling_persona: Ceiling-saturation index of the persona cells.
-        ceiling_self: Ceiling-saturation index of the self run's items.
-        parse: Parse failures of the persona run.
-        self_parse_rate: Parse-failure rate of the self run.
+        diagnostics: Scale usage, ceiling saturation, parse failures.
         counts: Collected data, requests, tokens, cost.
-        temperature_curve: S(T), R(T) points (logprobs runs only).
+        temperature_curve: Statistics against temperature (logprobs runs only).
         notes: Problems worth showing (incomplete runs, metrics not computable).
         verification: Emergent-misalignment verification (None: not verified).
         protocol: Whether the persona run's model follows the answer protocol (None: unknown).
         low_mass_share: Exact runs: share of cells whose on-scale mass (T = 1) is below
-            the threshold (NaN otherwise).
+            the threshold (NaN otherwise); evidence of the protocol verdict.
     """
 
     family: str
@@ -106,17 +140,38 @@ class VariantResult:
     metrics: RunMetrics | None = None
     self_profile: SelfProfile | None = None
     toxic_profile: SelfProfile | None = None
-    scale_usage: ScaleUsage | None = None
-    ceiling_persona: float = math.nan
-    ceiling_self: float = math.nan
-    parse: ParseFailures | None = None
-    self_parse_rate: float = math.nan
+    diagnostics: VariantDiagnostics = field(default_factory=VariantDiagnostics)
     counts: DataCounts = field(default_factory=DataCounts)
     temperature_curve: tuple[TemperaturePoint, ...] = ()
     notes: tuple[str, ...] = ()
     verification: VerifyResult | None = None
     protocol: ProtocolCheck | None = None
     low_mass_share: float = math.nan
+
+    @property
+    def scale_usage(self) -> ScaleUsage | None:
+        """Floor/ceiling shares and entropy of the persona run."""
+        return self.diagnostics.scale_usage
+
+    @property
+    def ceiling_persona(self) -> float:
+        """Ceiling-saturation index of the persona cells."""
+        return self.diagnostics.ceiling_persona
+
+    @property
+    def ceiling_self(self) -> float:
+        """Ceiling-saturation index of the self run's items."""
+        return self.diagnostics.ceiling_self
+
+    @property
+    def parse(self) -> ParseFailures | None:
+        """Parse failures of the persona run."""
+        return self.diagnostics.parse
+
+    @property
+    def self_parse_rate(self) -> float:
+        """Parse-failure rate of the self run."""
+        return self.diagnostics.self_parse_rate
 
     @property
     def interpretable(self) -> bool:
@@ -363,7 +418,8 @@ def significance_verdict(results: StudyResults, family: FamilyResult) -> str | N
     if treatment is None:
         return None
     parts = []
-    for metric, name in (("S", "ΔS"), ("R", "ΔR")):
+    for metric in HEADLINE:
+        name = f"Δ{label(metric)}"
         row = results.test_row(family.name, treatment, metric)
         if row is None:
             continue
@@ -381,6 +437,7 @@ __all__ = [
     "FamilyResult",
     "StudyResults",
     "TemperaturePoint",
+    "VariantDiagnostics",
     "VariantResult",
     "Verdict",
     "excess_points",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,49 @@ from persona_collapse.core.formatting import json_safe
 from persona_collapse.core.version import __version__
 from persona_collapse.report.model import StudyResults, VariantResult, excess_points
 from persona_collapse.stats.compare import Change, VariantChange, check_band
+from persona_collapse.stats.display import headline
 from persona_collapse.stats.metrics import SelfProfile
+from persona_collapse.stats.registry import Estimate, Statistic, statistics
 
 # --- frames ---------------------------------------------------------------------------------
 
 
 def _metric_row(v: VariantResult) -> dict[str, Any]:
     return {"family": v.family, "variant": v.label, "role": v.role or "", "run": v.persona_run}
+
+
+def estimate_columns() -> list[str]:
+    """``name, name_se`` of every registered statistic, in registration order."""
+    return [col for st in statistics() for col in (st.name, f"{st.name}_se")]
+
+
+def _change_column(stat: Statistic) -> str:
+    return f"d{stat.name}" if stat.test_scale == "difference" else f"d{stat.name}_pct"
+
+
+def change_columns() -> list[str]:
+    """``d<name>_pct`` (relative change, %) of every registered statistic (``dS_pct``,
+    ``dR_pct``, ...); ``d<name>`` (plain difference) for a difference-scale statistic."""
+    return [_change_column(st) for st in statistics()]
+
+
+def _change_cells(c: Change) -> dict[str, float]:
+    cells = {}
+    for st in statistics():
+        value = c.values.get(st.name, math.nan)
+        cells[_change_column(st)] = value if st.test_scale == "difference" else 100 * value
+    return cells
+
+
+def _estimate_cells(holder: Any) -> dict[str, float]:
+    """:func:`estimate_columns` of anything with ``estimates`` (NaN where one is missing)."""
+    found: Mapping[str, Estimate] = getattr(holder, "estimates", {}) or {}
+    cells: dict[str, float] = {}
+    for st in statistics():
+        e = found.get(st.name)
+        cells[st.name] = math.nan if e is None else e.value
+        cells[f"{st.name}_se"] = math.nan if e is None else e.se
+    return cells
 
 
 def metrics_frame(results: StudyResults) -> pd.DataFrame:
@@ -52,12 +88,7 @@ def metrics_frame(results: StudyResults) -> pd.DataFrame:
             {
                 **common,
                 "scope": "overall",
-                "S": m.S,
-                "S_se": m.S_se,
-                "R": m.R,
-                "R_se": m.R_se,
-                "sigma_bar": m.sigma_bar,
-                "sigma_bar_se": m.sigma_bar_se,
+                **_estimate_cells(m),
                 "in_band": check_band(m.S, results.band).inside,
             }
         )
@@ -67,12 +98,7 @@ def metrics_frame(results: StudyResults) -> pd.DataFrame:
                     **common,
                     "questions": len(f.items),
                     "scope": name,
-                    "S": f.S,
-                    "S_se": f.S_se,
-                    "R": f.R,
-                    "R_se": f.R_se,
-                    "sigma_bar": f.sigma_bar,
-                    "sigma_bar_se": f.sigma_bar_se,
+                    **_estimate_cells(f),
                     "in_band": None,
                 }
             )
@@ -82,12 +108,7 @@ def metrics_frame(results: StudyResults) -> pd.DataFrame:
         "role",
         "run",
         "scope",
-        "S",
-        "S_se",
-        "R",
-        "R_se",
-        "sigma_bar",
-        "sigma_bar_se",
+        *estimate_columns(),
         "in_band",
         "personas",
         "questions",
@@ -109,9 +130,7 @@ def _change_rows(
             "comparison": comparison,
             "role": role,
             "scope": scope,
-            "dS_pct": 100 * c.S,
-            "dR_pct": 100 * c.R,
-            "dsigma_bar_pct": 100 * c.sigma_bar,
+            **_change_cells(c),
         }
 
     return [row("overall", change.overall)] + [
@@ -139,7 +158,7 @@ def comparison_frame(results: StudyResults) -> pd.DataFrame:
             rows.extend(_change_rows(label, role, role, change))
         if avg.excess is not None:
             rows.extend(_change_rows(label, "excess", "treatment-control", avg.excess))
-    columns = ["family", "comparison", "role", "scope", "dS_pct", "dR_pct", "dsigma_bar_pct"]
+    columns = ["family", "comparison", "role", "scope", *change_columns()]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -229,22 +248,18 @@ def counts_frame(results: StudyResults) -> pd.DataFrame:
 
 
 def temperature_frame(results: StudyResults) -> pd.DataFrame:
-    """S(T), R(T) points of every logprobs variant."""
+    """Every registered statistic (± SE) against temperature, for every logprobs variant."""
     rows = [
         {
             "family": v.family,
             "variant": v.label,
             "temperature": p.temperature,
-            "S": p.S,
-            "S_se": p.S_se,
-            "R": p.R,
-            "R_se": p.R_se,
-            "sigma_bar": p.sigma_bar,
+            **_estimate_cells(p),
         }
         for v in results.variants()
         for p in v.temperature_curve
     ]
-    columns = ["family", "variant", "temperature", "S", "S_se", "R", "R_se", "sigma_bar"]
+    columns = ["family", "variant", "temperature", *estimate_columns()]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -294,7 +309,8 @@ SIGNIFICANCE_COLUMNS: tuple[str, ...] = (
     "paired",
     "seed",
 )
-"""Columns of ``significance.csv`` (``estimate``: relative change or excess, a fraction)."""
+"""Columns of ``significance.csv`` (``estimate``: relative change or excess, a fraction;
+a plain difference for a difference-scale statistic)."""
 
 
 def significance_frame(results: StudyResults) -> pd.DataFrame:
@@ -352,7 +368,7 @@ def results_json(results: StudyResults) -> dict[str, Any]:
                         "cost_usd",
                     )
                 },
-                "temperature_curve": [p.__dict__ for p in v.temperature_curve],
+                "temperature_curve": [p.to_dict() for p in v.temperature_curve],
                 "verification": None if v.verification is None else v.verification.to_dict(),
                 "notes": list(v.notes),
             }
@@ -458,16 +474,13 @@ def latex_metrics_table(results: StudyResults) -> str:
                 if fam.comparison is not None and v.label != fam.base
                 else None
             )
-            rows.append(
-                [
-                    latex_escape(fam.name) if i == 0 else "",
-                    latex_escape(v.label),
-                    "---" if m is None else _tex_pm(m.S, m.S_se, 3),
-                    "---" if change is None else _tex_pct(change.overall.S),
-                    "---" if m is None else _tex_pm(m.R, m.R_se, 2),
-                    "---" if change is None else _tex_pct(change.overall.R),
-                ]
-            )
+            cells = [latex_escape(fam.name) if i == 0 else "", latex_escape(v.label)]
+            for st in headline():
+                e = None if m is None else m.estimates.get(st.name)
+                cells.append("---" if e is None else _tex_pm(e.value, e.se, st.digits))
+                d = None if change is None else change.overall.values.get(st.name)
+                cells.append("---" if d is None else _tex_pct(d))
+            rows.append(cells)
         groups.append(rows)
     low, high = results.band
     caption = (
@@ -475,8 +488,16 @@ def latex_metrics_table(results: StudyResults) -> str:
         f"{latex_escape(results.name)}; $\\Delta$: change relative to the family's base model. "
         f"Frontier base models span $S \\in [{low:g}, {high:g}]$."
     )
-    header = ["Family", "Variant", "$S$", "$\\Delta S$", "$R$", "$\\Delta R$"]
-    return _tabular("llrrrr", header, groups, caption, f"tab:{_label_key(results.name)}-metrics")
+    header = ["Family", "Variant"]
+    for st in headline():
+        header += [f"${_tex_symbol(st.label)}$", f"$\\Delta {_tex_symbol(st.label)}$"]
+    columns = "ll" + "rr" * len(headline())
+    return _tabular(columns, header, groups, caption, f"tab:{_label_key(results.name)}-metrics")
+
+
+def _tex_symbol(text: str) -> str:
+    """A statistic's label in LaTeX math (``σ̄`` -> ``\\bar\\sigma``)."""
+    return {"σ̄": "\\bar\\sigma"}.get(text, text)
 
 
 def _profile_table(
@@ -581,9 +602,11 @@ def write_tables(results: StudyResults, out_dir: Path, *, raw_csv: bool = False)
 
 __all__ = [
     "SIGNIFICANCE_COLUMNS",
+    "change_columns",
     "comparison_frame",
     "counts_frame",
     "diagnostics_frame",
+    "estimate_columns",
     "json_safe",
     "latex_escape",
     "latex_metrics_table",

@@ -49,6 +49,9 @@ from persona_collapse.stats.significance import (
     change_tests,
     draw_estimates,
     draw_estimators,
+    is_log_scale,
+    names_tested,
+    point_values,
 )
 
 FloatArray = NDArray[np.float64]
@@ -62,8 +65,13 @@ NULL_SUFFIX = "-rerun"
 EXACT_SUFFIX = "-exact"
 """Label suffix of a preset's exact (distribution) run."""
 
-AUDIT_METRICS: tuple[str, ...] = ("S", "sigma_bar", "R")
-"""Metrics audited."""
+
+def __getattr__(name: str) -> Any:
+    # AUDIT_METRICS stays importable; the statistics audited are the tested ones of
+    # the registry (significance.names_tested), read when the audit runs.
+    if name == "AUDIT_METRICS":
+        return names_tested()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- sampling -------------------------------------------------------------------------------
@@ -122,7 +130,7 @@ class EstimatorAudit:
 
     Attributes:
         preset: Simulator preset.
-        metric: ``"S"``, ``"sigma_bar"`` or ``"R"``.
+        metric: Name of a tested statistic (``"S"``, ``"sigma_bar"``, ``"R"``, ...).
         estimator: ``"reference"`` (published estimator and SEs: persona and
             rerun bootstrap in quadrature, via ``analyze_ratings``) or
             ``"corrected"`` (bias-corrected estimator, persona-bootstrap SE).
@@ -160,13 +168,14 @@ class DifferenceAudit:
 
     Attributes:
         contrast: ``"<variant> vs <reference>"``.
-        metric: ``"S"``, ``"sigma_bar"`` or ``"R"``.
+        metric: Name of a tested statistic (``"S"``, ``"sigma_bar"``, ``"R"``, ...).
         estimator: ``"reference"`` or ``"corrected"``.
         variance: Variance scheme (see :mod:`persona_collapse.stats.significance`).
         truth: True relative change (0 for the null contrast).
         mean, bias, rmse: Of the estimated relative change.
-        sd_log: Sd over replications of the log ratio (the test statistic).
-        mean_se: Mean reported SE of the log ratio (compare with ``sd_log``).
+        sd_log: Sd over replications of the test statistic (the log ratio, or the
+            difference for a difference-scale statistic).
+        mean_se: Mean reported SE of the test statistic (compare with ``sd_log``).
         coverage: Share of intervals holding the truth.
         rejection_rate: Share of replications with ``p < alpha`` (the size
             under a null, the power otherwise).
@@ -198,9 +207,10 @@ class AgreementAudit:
 
     Attributes:
         preset: Simulator preset.
-        metric: ``"S"``, ``"sigma_bar"`` or ``"R"``.
+        metric: Name of a tested statistic (``"S"``, ``"sigma_bar"``, ``"R"``, ...).
         estimator: Estimator of the sampled run.
-        mean_relative_difference: Mean of ``sampled / exact - 1``.
+        mean_relative_difference: Mean of ``sampled / exact - 1`` (of ``sampled -
+            exact`` for a difference-scale statistic).
         within_se: Share of replications with ``|sampled - exact|`` within the
             interval half-width ``z * SE`` of the sampled run's own SE (reference
             scheme for the reference estimator, persona scheme otherwise).
@@ -313,17 +323,12 @@ class AuditReport:
 
 
 def _truth(means: FloatArray, sds: FloatArray) -> dict[str, float]:
-    s = float(np.mean(np.std(means, axis=0, ddof=1)))
-    sb = float(np.mean(sds))
-    return {"S": s, "sigma_bar": sb, "R": math.inf if sb == 0 else 1.0 / sb}
+    return point_values(means, sds)
 
 
-def _metric_of(s: float, sb: float, metric: str) -> float:
-    if metric == "S":
-        return s
-    if metric == "sigma_bar":
-        return sb
-    return math.inf if sb == 0 else 1.0 / sb
+def _true_change(variant: float, reference: float, metric: str) -> float:
+    """The true change on the estimate's scale (relative for log-scale statistics)."""
+    return variant / reference - 1 if is_log_scale(metric) else variant - reference
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:
@@ -334,7 +339,10 @@ def _check_int(name: str, value: int, minimum: int) -> int:
 
 def _retest(t: DifferenceTest, variance: str, z_crit: float) -> tuple[float, float, float, float]:
     """``(estimate, low, high, p)`` of a change test under another variance scheme."""
-    stat = math.log1p(t.estimate)  # the log ratio (R's is minus sigma_bar's)
+    log = is_log_scale(t.metric)
+    # the log ratio (R's is minus sigma_bar's), or the plain difference
+    stat = math.log1p(t.estimate) if log else t.estimate
+    back = math.expm1 if log else float
     se = {
         "persona": t.se_persona,
         "rerun": t.se_rerun,
@@ -343,7 +351,7 @@ def _retest(t: DifferenceTest, variance: str, z_crit: float) -> tuple[float, flo
     if not (math.isfinite(stat) and math.isfinite(se)) or se <= 0:
         return t.estimate, math.nan, math.nan, math.nan
     p = math.erfc(abs(stat / se) / math.sqrt(2.0))
-    return t.estimate, math.expm1(stat - z_crit * se), math.expm1(stat + z_crit * se), p
+    return t.estimate, back(stat - z_crit * se), back(stat + z_crit * se), p
 
 
 def audit_estimators(
@@ -476,16 +484,12 @@ def audit_estimators(
             )
             for name in presets:
                 e = estimates[name][OVERALL]
-                for metric, value, se in (
-                    ("S", e.S, e.S_se),
-                    ("sigma_bar", e.sigma_bar, e.sigma_bar_se),
-                    ("R", e.R, e.R_se),
-                ):
-                    single.setdefault((name, metric, estimator), []).append((value, se))
+                for metric, found in e.estimates.items():
+                    single.setdefault((name, metric, estimator), []).append((found.value, found.se))
             for reference, variant in contrasts:
                 tests = change_tests(draws, reference, variant, "persona", z_crit)
-                for metric in AUDIT_METRICS:
-                    t = tests[metric][OVERALL]
+                for metric, by_scope in tests.items():
+                    t = by_scope[OVERALL]
                     for variance in schemes[estimator]:
                         est, low, high, p_value = _retest(t, variance, z_crit)
                         se = {
@@ -497,15 +501,20 @@ def audit_estimators(
                         diffs.setdefault(key, []).append((est, low, high, p_value, se))
             for name in presets:
                 tests = change_tests(draws, f"{name}{EXACT_SUFFIX}", name, "persona", z_crit)
-                s_ex, sb_ex = draws.point[f"{name}{EXACT_SUFFIX}"][OVERALL]
-                for metric in AUDIT_METRICS:
-                    t = tests[metric][OVERALL]
-                    exact = _metric_of(s_ex, sb_ex, metric)
+                exact_values = draws.point[f"{name}{EXACT_SUFFIX}"][OVERALL]
+                for metric, by_scope in tests.items():
+                    t = by_scope[OVERALL]
+                    exact = exact_values[metric]
                     value, se = single[(name, metric, estimator)][-1]
                     agree.setdefault((name, metric, estimator), []).append(
-                        (value / exact - 1.0, float(abs(value - exact) <= z_crit * se), t.p_value)
+                        (
+                            _true_change(value, exact, metric),
+                            float(abs(value - exact) <= z_crit * se),
+                            t.p_value,
+                        )
                     )
 
+    order = names_tested()
     return AuditReport(
         estimators=tuple(
             _estimator_row(preset, metric, estimator, truth[preset][metric], values, z_crit)
@@ -514,7 +523,7 @@ def audit_estimators(
                 key=lambda kv: (
                     presets.index(kv[0][0]),
                     ("reference", "corrected").index(kv[0][2]),
-                    AUDIT_METRICS.index(kv[0][1]),
+                    order.index(kv[0][1]),
                 ),
             )
         ),
@@ -587,10 +596,13 @@ def _difference_row(
     contrast, metric, estimator, variance = key
     variant = contrast.split(" vs ")[0]
     true_change = (
-        0.0 if variant == null_label else truth[variant][metric] / truth[first][metric] - 1
+        0.0
+        if variant == null_label
+        else _true_change(truth[variant][metric], truth[first][metric], metric)
     )
     arr = np.array(values)
     est, low, high, p, se = arr.T
+    stat = np.log1p(est) if is_log_scale(metric) else est
     return DifferenceAudit(
         contrast=contrast,
         metric=metric,
@@ -600,7 +612,7 @@ def _difference_row(
         mean=float(est.mean()),
         bias=float(est.mean() - true_change),
         rmse=float(np.sqrt(np.mean((est - true_change) ** 2))),
-        sd_log=float(np.log1p(est).std(ddof=1)),
+        sd_log=float(stat.std(ddof=1)),
         mean_se=float(se.mean()),
         coverage=float(np.mean((low <= true_change) & (true_change <= high))),
         rejection_rate=float(np.mean(p < alpha)),
@@ -609,7 +621,6 @@ def _difference_row(
 
 
 __all__ = [
-    "AUDIT_METRICS",
     "DEFAULT_PRESETS",
     "EXACT_SUFFIX",
     "NULL_SUFFIX",

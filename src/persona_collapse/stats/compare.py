@@ -1,8 +1,10 @@
 """Compare fine-tuned variants of one model family with their base model.
 
-For a metric ``X`` (``S``, ``R`` or ``sigma_bar``) the relative change of a variant
-is ``dX = (X - X_base) / X_base``. With a *control* variant (e.g. fine-tuned on
-secure code) and a *treatment* variant (e.g. on insecure code), the
+For a registered statistic ``X`` (``S``, ``R``, ``sigma_bar``, ...) the relative
+change of a variant is ``dX = (X - X_base) / X_base`` (the plain difference
+``X - X_base`` for a statistic whose ``test_scale`` is ``difference``). With a
+*control* variant (e.g. fine-tuned on secure code) and a *treatment* variant (e.g.
+on insecure code), the
 misalignment-specific excess is ``dX_treatment - dX_control``: the part of the
 change that the fine-tuning alone does not explain. Family results are averaged
 with :func:`average_changes`.
@@ -15,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from persona_collapse.stats.registry import statistic_names
+from persona_collapse.stats.registry import statistic_names, statistics
 
 DEFAULT_S_BAND: tuple[float, float] = (0.66, 0.83)
 """Susceptibility band of the reference frontier models (``frontier_S_band``)."""
@@ -186,13 +188,27 @@ def _value(run: HasMetrics, name: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _change(after: float, before: float, log_scale: bool) -> float:
+    if log_scale:
+        return relative_change(after, before)
+    return after - before if math.isfinite(after) and math.isfinite(before) else math.nan
+
+
 def metric_change(base: HasMetrics, variant: HasMetrics) -> Change:
-    """Relative changes of every registered statistic both runs have, ``base`` to ``variant``."""
+    """Changes of every registered statistic both runs have, ``base`` to ``variant``.
+
+    Relative changes for statistics tested on the log scale; plain differences for
+    those tested as differences (rates and shares that may be 0).
+
+    Raises:
+        ValueError: A log-scale statistic of ``base`` is 0 (no relative change).
+    """
     changes: dict[str, float] = {}
-    for name in statistic_names():
-        before, after = _value(base, name), _value(variant, name)
+    for stat in statistics():
+        before, after = _value(base, stat.name), _value(variant, stat.name)
         if before is not None and after is not None:
-            changes[name] = relative_change(after, before)
+            log_scale = getattr(stat, "test_scale", "log") == "log"
+            changes[stat.name] = _change(after, before, log_scale)
     return Change(changes)
 
 

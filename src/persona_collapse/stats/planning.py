@@ -37,10 +37,10 @@ Prompt tokens are requests times the tokens of one prompt. Costs use
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -65,9 +65,41 @@ from persona_collapse.stats.metrics import (
     rerun_bootstrap_replicates,
     resolve_rng,
 )
-from persona_collapse.stats.significance import RunCells, cells_from_cell_ratings
+from persona_collapse.stats.registry import statistics
+from persona_collapse.stats.significance import (
+    RunCells,
+    cells_from_cell_ratings,
+    is_log_scale,
+    scope_values,
+    statistics_tested,
+)
 
-PlanMetric = Literal["S", "R", "sigma_bar"]
+PlanMetric = str
+"""Name of a tested statistic (``"S"``, ``"R"``, ``"sigma_bar"``, ...)."""
+
+NoiseFactor = Callable[[float, float], float]
+"""``(n0, n) -> g(n) / g(n0)``: how rating noise scales from ``n0`` to ``n`` ratings."""
+
+
+def _mean_noise(n0: float, n: float) -> float:
+    return n0 / n  # noise of a cell mean: g(n) = 1/n
+
+
+def _sd_noise(n0: float, n: float) -> float:
+    return (n0 - 1.0) / (n - 1.0)  # noise of a sample sd: g(n) = 1/(n-1)
+
+
+NOISE_FACTORS: dict[str, NoiseFactor] = {"S": _mean_noise, "sigma_bar": _sd_noise}
+"""Per statistic (by name), how its rating noise scales with the ratings per cell.
+A statistic sharing another's test uses that one's; others default to a mean's ``1/n``."""
+
+
+def noise_factor(metric: str) -> NoiseFactor:
+    """:data:`NOISE_FACTORS` entry of ``metric`` (or of the statistic it shares a test with)."""
+    shared = {st.name: getattr(st, "same_test_as", None) for st in statistics()}
+    return NOISE_FACTORS.get(metric) or NOISE_FACTORS.get(shared.get(metric) or "", _mean_noise)
+
+
 Mode = RunMode
 
 DEFAULT_PERSONAS: tuple[int, ...] = (25, 50, 100, 200, 400)
@@ -104,10 +136,7 @@ class VarianceModel:
     value: float
 
     def _noise_factor(self, repetitions: float) -> float:
-        n0 = self.pilot_repetitions
-        if self.metric == "S":
-            return n0 / repetitions
-        return (n0 - 1.0) / (repetitions - 1.0)
+        return noise_factor(self.metric)(self.pilot_repetitions, repetitions)
 
     def variance(self, personas: int, repetitions: int | None) -> float:
         """Variance of ``log X`` with ``personas`` personas and ``repetitions`` ratings
@@ -127,9 +156,10 @@ class VarianceModel:
         return dict(self.__dict__)
 
 
-def _log_var(values: np.ndarray) -> float:
+def _log_var(values: np.ndarray, log: bool = True) -> float:
+    """Variance of the replicates' logarithms (``log``) or of the replicates themselves."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.log(values)
+        logs = np.log(values) if log else np.asarray(values, dtype=np.float64)
     if len(logs) < 2 or not np.all(np.isfinite(logs)):
         return math.nan
     return float(np.var(logs, ddof=1))
@@ -142,7 +172,9 @@ def variance_models(
     n_rerun_boot: int = 400,
     rng: np.random.Generator | int | None = None,
 ) -> dict[str, VarianceModel]:
-    """Fit the variance model of ``S`` and of ``sigma_bar``/``R`` to a sampled pilot run.
+    """Fit the variance model of every tested statistic to a sampled pilot run.
+
+    A statistic sharing another's test (``R`` with ``sigma_bar``) shares its model.
 
     Args:
         pilot: A sampled run (``method="sampling"``) with at least 2 ratings per cell on average.
@@ -150,7 +182,7 @@ def variance_models(
         rng: Generator, int seed or None.
 
     Returns:
-        ``{"S": ..., "sigma_bar": ..., "R": ...}`` (the last two are the same model).
+        Statistic name -> model, in registration order (``S``, ``R``, ``sigma_bar``, ...).
 
     Raises:
         ValueError: The pilot is an exact run or has too few ratings per cell.
@@ -167,30 +199,30 @@ def variance_models(
     sd_p, sig_p = persona_bootstrap_replicates(pilot.mu, pilot.sigma, n_boot=n_boot, rng=generator)
     sd_r, sig_r = rerun_bootstrap_replicates(pilot.cells, n_boot=n_rerun_boot, rng=generator)
     n_p = pilot.n_personas
-    s_value = float(np.mean(np.std(pilot.mu, axis=0, ddof=1)))
-    sb_value = float(pilot.sigma.mean())
-    models: dict[str, VarianceModel] = {}
-    for metric, total, within, value in (
-        ("S", _log_var(sd_p.mean(axis=1)), _log_var(sd_r.mean(axis=1)), s_value),
-        ("sigma_bar", _log_var(sig_p.mean(axis=1)), _log_var(sig_r.mean(axis=1)), sb_value),
-    ):
-        models[metric] = VarianceModel(
+    cols = slice(None)  # every item, in the replicates' own memory layout
+    point = scope_values(np.std(pilot.mu, axis=0, ddof=1), pilot.sigma.mean(axis=0), cols)
+    persona = scope_values(sd_p, sig_p, cols)
+    rerun = scope_values(sd_r, sig_r, cols)
+    fitted: dict[str, VarianceModel] = {}
+    for metric in point:
+        log = is_log_scale(metric)
+        total, within = _log_var(persona[metric], log), _log_var(rerun[metric], log)
+        fitted[metric] = VarianceModel(
             metric=metric,
             between=max(total - within, 0.0) * n_p,
             within=within * n_p,
             pilot_personas=n_p,
             pilot_repetitions=n0,
-            value=value,
+            value=float(point[metric]),
         )
-    sig = models["sigma_bar"]
-    models["R"] = VarianceModel(
-        metric="R",
-        between=sig.between,
-        within=sig.within,
-        pilot_personas=sig.pilot_personas,
-        pilot_repetitions=sig.pilot_repetitions,
-        value=math.inf if sb_value == 0 else 1.0 / sb_value,
-    )
+    models: dict[str, VarianceModel] = {}
+    for stat in statistics_tested():
+        shared = getattr(stat, "same_test_as", None)
+        if shared in fitted and stat.name in fitted:
+            own = fitted[stat.name].value
+            models[stat.name] = replace(fitted[shared], metric=stat.name, value=own)
+        elif stat.name in fitted:
+            models[stat.name] = fitted[stat.name]
     return models
 
 
@@ -387,9 +419,10 @@ class Plan:
         }
 
 
-def power_of(change: float, se_difference: float, alpha: float) -> float:
-    """Power of the two-sided level-``alpha`` test of a relative ``change`` on the log scale."""
-    if not change > -1:
+def power_of(change: float, se_difference: float, alpha: float, *, log: bool = True) -> float:
+    """Power of the two-sided level-``alpha`` test of a relative ``change`` on the log scale
+    (``log=False``: of a plain difference ``change``, for difference-scale statistics)."""
+    if log and not change > -1:
         raise ValueError(f"change must be > -1 (a relative change), got {change!r}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
@@ -397,7 +430,7 @@ def power_of(change: float, se_difference: float, alpha: float) -> float:
         return math.nan
     normal = NormalDist()
     z = normal.inv_cdf(1.0 - alpha / 2.0)
-    shift = abs(math.log1p(change)) / se_difference
+    shift = abs(math.log1p(change) if log else change) / se_difference
     return normal.cdf(shift - z) + normal.cdf(-shift - z)
 
 
@@ -448,7 +481,8 @@ def plan_design(
         raise ValueError(f"items must be >= 1, got {items}")
     if not 0 <= unparseable_rate < 1:
         raise ValueError(f"unparseable_rate must lie in [0, 1), got {unparseable_rate!r}")
-    power_of(change, 1.0, alpha)  # validates change and alpha
+    log = is_log_scale(model.metric)
+    power_of(change, 1.0, alpha, log=log)  # validates change and alpha
     tokens = prompt_tokens if prompt_tokens is not None else prompt_tokens_per_request()
     if not (math.isfinite(tokens) and tokens > 0):
         raise ValueError(f"prompt_tokens must be > 0, got {tokens!r}")
@@ -456,7 +490,7 @@ def plan_design(
     def point(mode: Mode, n_personas: int, n_reps: int | None) -> DesignPoint:
         var = model.variance(n_personas, n_reps)
         se_diff = math.sqrt(2.0 * (1.0 - correlation) * var)
-        pw = power_of(change, se_diff, alpha)
+        pw = power_of(change, se_diff, alpha, log=log)
         cells = n_personas * items
         if n_reps is None:
             requests = without_n = cells

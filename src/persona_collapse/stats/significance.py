@@ -1,5 +1,11 @@
 r"""Difference tests between runs: intervals and p-values for ΔS, ΔR, Δσ̄ and the excess.
 
+Every registered statistic computed from cell moments is tested (see
+:func:`statistics_tested`; :mod:`persona_collapse.stats.registry`), each on its
+``test_scale``: the log ratio below for ``log`` statistics, the plain difference
+``X_b - X_a`` (and ``X_treatment - X_control`` for the excess) for ``difference``
+ones. Statistics that share a test (``same_test_as``) share its p-values.
+
 For two runs ``a`` (reference, e.g. the base model) and ``b`` (variant) and a
 metric ``X`` (``S``, ``R`` or ``sigma_bar``) the relative change is
 ``ΔX = X_b / X_a - 1``. For a family with a control (secure-code) and a
@@ -57,20 +63,22 @@ Estimators (``estimator=``): ``"reference"`` are the published estimators
   (0.9727 at ``n = 10``); ``R_c = 1 / sigma_bar_c``. Cells with one rating keep
   ``s = 0``.
 
+Only ``S`` and ``sigma_bar`` (and ``R``) have a corrected estimator (hooks keyed by
+name); other statistics are left out of ``estimator="corrected"`` results.
 For exact (distribution) runs there is no rating noise and both estimators agree.
 The rerun bootstrap is only defined for the reference estimator.
 
 Holm. :func:`holm` adjusts p-values step-down. :func:`family_significance`
 corrects within a family over its scopes (overall and each foundation), for
-each contrast and metric; :func:`study_significance` corrects over all
-families and scopes together, for each contrast and metric. ``R`` and
+each contrast and statistic; :func:`study_significance` corrects over all
+families and scopes together, for each contrast and statistic. ``R`` and
 ``sigma_bar`` share one test and so one adjusted p-value.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, Literal
@@ -93,6 +101,13 @@ from persona_collapse.stats.metrics import (
     resolve_rng,
     tempered,
 )
+from persona_collapse.stats.registry import (
+    Estimate,
+    Statistic,
+    estimates_to_dict,
+    reciprocal,
+    statistics,
+)
 
 if TYPE_CHECKING:
     from persona_collapse.stats.sources import LoadedRun
@@ -110,8 +125,31 @@ ESTIMATORS: tuple[str, ...] = ("reference", "corrected")
 VARIANCES: tuple[str, ...] = ("persona", "reference", "rerun")
 """Variance schemes of the bootstrap (see the module docstring)."""
 
-METRICS: tuple[str, ...] = ("S", "R", "sigma_bar")
-"""Metrics tested."""
+
+def statistics_tested() -> tuple[Statistic, ...]:
+    """The registered statistics the difference tests cover, in registration order.
+
+    A statistic is tested when it is computed from the per-item spread of cell means
+    and mean cell sd (the built-in ``S`` and ``sigma_bar``, or any statistic with
+    ``draws(spread, noise)``), or is the reciprocal of one (``R``).
+    """
+    direct = {st.name for st in statistics() if _direct_fn(st) is not None}
+    return tuple(
+        st for st in statistics() if st.name in direct or getattr(st, "inverse_of", None) in direct
+    )
+
+
+def names_tested() -> tuple[str, ...]:
+    """Names of :func:`statistics_tested` (computed when called: the registry may grow)."""
+    return tuple(st.name for st in statistics_tested())
+
+
+def __getattr__(name: str) -> Any:
+    # METRICS stays importable, but follows the registry rather than a fixed tuple.
+    if name == "METRICS":
+        return names_tested()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 OVERALL = "overall"
 """Scope name of the all-items statistics (the others are foundation names)."""
@@ -343,20 +381,81 @@ def _averaged(run: RunCells, estimator: str) -> FloatArray:
     return np.concatenate([sigma_c, noise], axis=1)
 
 
-def _scope_stats(
-    sd_mu: FloatArray, averaged: FloatArray, cols: NDArray[np.intp], estimator: str
-) -> tuple[FloatArray, FloatArray]:
-    """``(S, sigma_bar)`` over item columns ``cols`` from per-item values.
+ColumnsFn = Callable[[FloatArray, FloatArray], Any]
+"""``(spread, noise) -> value(s)``: per-item columns (``(..., C)``) to a statistic."""
+
+CorrectedFn = Callable[[FloatArray, FloatArray, NDArray[np.intp]], Any]
+"""``(sd_mu, averaged, cols) -> value(s)`` of a bias-corrected estimator (see :func:`_averaged`)."""
+
+
+def _mean_spread(spread: FloatArray, noise: FloatArray) -> Any:
+    return spread.mean(axis=-1)
+
+
+def _mean_noise(spread: FloatArray, noise: FloatArray) -> Any:
+    return noise.mean(axis=-1)
+
+
+def _corrected_s(sd_mu: FloatArray, averaged: FloatArray, cols: NDArray[np.intp]) -> Any:
+    n_q = sd_mu.shape[-1]
+    spread = sd_mu[..., cols] ** 2 - averaged[..., n_q + cols]
+    return np.sqrt(np.maximum(spread, 0.0)).mean(axis=-1)
+
+
+def _corrected_sigma_bar(sd_mu: FloatArray, averaged: FloatArray, cols: NDArray[np.intp]) -> Any:
+    return averaged[..., cols].mean(axis=-1)
+
+
+# Statistic-specific hooks, keyed by name. The built-in ones keep the exact
+# arithmetic of the published estimators; a statistic without a reference hook
+# uses its registered ``draws(spread, noise)``; one without a corrected hook has
+# no corrected estimator (it is left out of ``estimator="corrected"`` results).
+_REFERENCE_HOOKS: dict[str, ColumnsFn] = {"S": _mean_spread, "sigma_bar": _mean_noise}
+_CORRECTED_HOOKS: dict[str, CorrectedFn] = {"S": _corrected_s, "sigma_bar": _corrected_sigma_bar}
+
+
+def _direct_fn(stat: Statistic) -> ColumnsFn | None:
+    """How ``stat`` follows from per-item columns (None: it does not, or it is derived)."""
+    if stat.name in _REFERENCE_HOOKS:
+        return _REFERENCE_HOOKS[stat.name]
+    draws = getattr(stat, "draws", None)
+    if getattr(stat, "inverse_of", None) is not None or not callable(draws):
+        return None
+
+    def from_draws(spread: FloatArray, noise: FloatArray) -> Any:
+        if spread.ndim == 1:  # a point value: one "draw"
+            return draws(spread[None, :], noise[None, :])[0]
+        return draws(spread, noise)
+
+    return from_draws
+
+
+def _scope_values(
+    sd_mu: FloatArray, averaged: FloatArray, cols: NDArray[np.intp] | slice, estimator: str
+) -> dict[str, Any]:
+    """Every tested statistic over item columns ``cols``, by name.
 
     ``sd_mu`` is ``(..., Q)`` and ``averaged`` ``(..., Q)`` or ``(..., 2Q)`` as
     made by :func:`_averaged`; leading axes are bootstrap draws.
     """
-    n_q = sd_mu.shape[-1]
-    if estimator == "reference":
-        return sd_mu[..., cols].mean(axis=-1), averaged[..., cols].mean(axis=-1)
-    spread = sd_mu[..., cols] ** 2 - averaged[..., n_q + cols]
-    s = np.sqrt(np.maximum(spread, 0.0)).mean(axis=-1)
-    return s, averaged[..., cols].mean(axis=-1)
+    tested = statistics_tested()
+    direct: dict[str, Any] = {}
+    for stat in tested:
+        if estimator == "reference":
+            fn = _direct_fn(stat)
+            if fn is not None:
+                direct[stat.name] = fn(sd_mu[..., cols], averaged[..., cols])
+        elif stat.name in _CORRECTED_HOOKS and not isinstance(cols, slice):
+            direct[stat.name] = _CORRECTED_HOOKS[stat.name](sd_mu, averaged, cols)
+    out: dict[str, Any] = {}
+    for stat in tested:
+        base = getattr(stat, "inverse_of", None)
+        if base is None and stat.name in direct:
+            out[stat.name] = direct[stat.name]
+        elif base is not None and base in direct:
+            with np.errstate(divide="ignore"):
+                out[stat.name] = 1.0 / np.asarray(direct[base], dtype=np.float64)
+    return out
 
 
 # --- results --------------------------------------------------------------------------------
@@ -364,21 +463,30 @@ def _scope_stats(
 
 @dataclass(frozen=True)
 class MetricEstimate:
-    """One run's ``S``, ``sigma_bar`` and ``R`` on one scope, with standard errors.
+    """One run's tested statistics on one scope, with standard errors, by name.
 
-    SEs follow the chosen variance scheme; ``R_se = sigma_bar_se / sigma_bar**2``.
+    SEs follow the chosen variance scheme; a reciprocal statistic's SE follows by the
+    delta method (``R_se = sigma_bar_se / sigma_bar**2``). ``e.S`` / ``e.S_se`` and
+    ``e["S"]`` (an :class:`~persona_collapse.stats.registry.Estimate`) read one.
     """
 
-    S: float
-    S_se: float
-    sigma_bar: float
-    sigma_bar_se: float
-    R: float
-    R_se: float
+    estimates: Mapping[str, Estimate]
+
+    def __getitem__(self, name: str) -> Estimate:
+        return self.estimates[name]
+
+    def __getattr__(self, name: str) -> float:
+        # Only reached for names that are not attributes: statistics and their SEs.
+        estimates = self.__dict__.get("estimates", {})
+        if name in estimates:
+            return float(estimates[name].value)
+        if name.endswith("_se") and name[:-3] in estimates:
+            return float(estimates[name[:-3]].se)
+        raise AttributeError(f"{type(self).__name__!r} has no statistic {name!r}")
 
     def to_dict(self) -> dict[str, float]:
-        """Plain-data form."""
-        return dict(self.__dict__)
+        """Plain-data form: ``{name: value, name_se: se, ...}``."""
+        return estimates_to_dict(self.estimates)
 
 
 @dataclass(frozen=True)
@@ -386,9 +494,11 @@ class DifferenceTest:
     """One metric of one contrast on one scope.
 
     Attributes:
-        metric: ``"S"``, ``"R"`` or ``"sigma_bar"``.
+        metric: Name of the registered statistic tested.
         scope: ``"overall"`` or a foundation name.
-        estimate: Relative change (fraction, 0.5 = +50 %) or excess (difference of fractions).
+        estimate: Relative change (fraction, 0.5 = +50 %) or excess (difference of
+            fractions) of a log-scale statistic; plain difference (change) or
+            difference of differences (excess) of a difference-scale one.
         ci_low, ci_high: Confidence interval of ``estimate``.
         se: Standard error of the test statistic under the chosen variance
             scheme. The statistic is a log ratio: ``log(X_variant / X_reference)``
@@ -591,35 +701,52 @@ def holm(p_values: ArrayLike) -> FloatArray:
     return out
 
 
+def _test_groups() -> dict[str, list[str]]:
+    """Statistics sharing one test (``same_test_as``), keyed by the shared name, in
+    registration order; the first member's p-values stand for the group."""
+    groups: dict[str, list[str]] = {}
+    for stat in statistics():
+        groups.setdefault(getattr(stat, "same_test_as", None) or stat.name, []).append(stat.name)
+    return groups
+
+
 def _with_holm(
     contrast_sets: Sequence[Mapping[str, Contrast]],
 ) -> list[dict[str, Contrast]]:
-    """Holm-correct, per contrast key and metric, over every scope of every set."""
+    """Holm-correct, per contrast key and test, over every scope of every set.
+
+    Statistics that share a test (R and sigma_bar) are corrected once, over the
+    tests of the group's first registered member, and share its adjusted p-values.
+    """
     keys: dict[str, None] = {}
     for cs in contrast_sets:
         keys.update(dict.fromkeys(cs))
     adjusted: dict[tuple[int, str, str, str], float] = {}
     for key in keys:
-        # R and sigma_bar share one test: correct over R's tests, copy to sigma_bar.
-        for metric in ("S", "R"):
+        for members in _test_groups().values():
+            present = [
+                m for m in members if any(key in cs and m in cs[key].tests for cs in contrast_sets)
+            ]
+            if not present:
+                continue
+            lead = present[0]
             where = [
                 (i, scope, t.p_value)
                 for i, cs in enumerate(contrast_sets)
-                if key in cs
-                for scope, t in cs[key].tests[metric].items()
+                if key in cs and lead in cs[key].tests
+                for scope, t in cs[key].tests[lead].items()
             ]
             adj = holm([p for _, _, p in where])
             for (i, scope, _), a in zip(where, adj, strict=True):
-                adjusted[i, key, metric, scope] = float(a)
-                if metric == "R":
-                    adjusted[i, key, "sigma_bar", scope] = float(a)
+                for metric in present:
+                    adjusted[i, key, metric, scope] = float(a)
     out = []
     for i, cs in enumerate(contrast_sets):
         new: dict[str, Contrast] = {}
         for key, contrast in cs.items():
             tests = {
                 metric: {
-                    scope: replace(t, p_holm=adjusted[i, key, metric, scope])
+                    scope: replace(t, p_holm=adjusted.get((i, key, metric, scope), math.nan))
                     for scope, t in by_scope.items()
                 }
                 for metric, by_scope in contrast.tests.items()
@@ -634,16 +761,16 @@ def _with_holm(
 
 @dataclass(frozen=True)
 class EstimatorDraws:
-    """Point values and replicates of S and sigma_bar, per run label and scope.
+    """Point values and replicates of the tested statistics, per run label and scope.
 
-    ``point[run][scope] = (S, sigma_bar)``; ``persona`` and ``rerun`` hold
-    ``(S*, sigma_bar*)`` arrays of shape ``(B,)`` (``rerun`` is None when skipped;
-    an exact run's rerun replicates equal its point values).
+    ``point[run][scope][name]`` is a value; ``persona`` and ``rerun`` hold ``(B,)``
+    replicate arrays the same way (``rerun`` is None when skipped; an exact run's
+    rerun replicates equal its point values).
     """
 
-    point: dict[str, dict[str, tuple[float, float]]]
-    persona: dict[str, dict[str, tuple[FloatArray, FloatArray]]]
-    rerun: dict[str, dict[str, tuple[FloatArray, FloatArray]]] | None
+    point: dict[str, dict[str, dict[str, float]]]
+    persona: dict[str, dict[str, dict[str, FloatArray]]]
+    rerun: dict[str, dict[str, dict[str, FloatArray]]] | None
 
 
 def _scopes(runs: Mapping[str, RunCells]) -> dict[str, NDArray[np.intp]]:
@@ -747,8 +874,8 @@ def draw_estimators(
 
     out: dict[str, EstimatorDraws] = {}
     for index, estimator in enumerate(estimators):
-        point: dict[str, dict[str, tuple[float, float]]] = {}
-        persona: dict[str, dict[str, tuple[FloatArray, FloatArray]]] = {}
+        point: dict[str, dict[str, dict[str, float]]] = {}
+        persona: dict[str, dict[str, dict[str, FloatArray]]] = {}
         for k, run in runs.items():
             start = sum(part.shape[1] for part in parts[k][:index])
             width = parts[k][index].shape[1]
@@ -759,9 +886,9 @@ def draw_estimators(
             point[k] = {}
             persona[k] = {}
             for scope, cols in scopes.items():
-                s, sb = _scope_stats(sd, avg, cols, estimator)
-                point[k][scope] = (float(s), float(sb))
-                persona[k][scope] = _scope_stats(sd_boot, avg_boot, cols, estimator)
+                values = _scope_values(sd, avg, cols, estimator)
+                point[k][scope] = {name: float(v) for name, v in values.items()}
+                persona[k][scope] = _scope_values(sd_boot, avg_boot, cols, estimator)
         rerun = None
         if rerun_items and estimator == "reference":
             rerun = {}
@@ -769,13 +896,13 @@ def draw_estimators(
                 item_reps = rerun_items[k]
                 if item_reps is None:
                     rerun[k] = {
-                        scope: (np.full(n_rerun_boot, s), np.full(n_rerun_boot, sb))
-                        for scope, (s, sb) in point[k].items()
+                        scope: {name: np.full(n_rerun_boot, v) for name, v in values.items()}
+                        for scope, values in point[k].items()
                     }
                     continue
                 sd_r, sig_r = item_reps
                 rerun[k] = {
-                    scope: (sd_r[:, cols].mean(axis=1), sig_r[:, cols].mean(axis=1))
+                    scope: _scope_values(sd_r, sig_r, cols, "reference")
                     for scope, cols in scopes.items()
                 }
         out[estimator] = EstimatorDraws(point=point, persona=persona, rerun=rerun)
@@ -802,15 +929,32 @@ def _log(x: FloatArray | float) -> Any:
         return np.log(x)
 
 
-def _metric_value(values: tuple[Any, Any], metric: str) -> Any:
-    """``metric`` from ``(S, sigma_bar)`` values (floats or replicate arrays)."""
-    s, sb = values
-    if metric == "S":
-        return s
-    if metric == "sigma_bar":
-        return sb
-    with np.errstate(divide="ignore"):
-        return 1.0 / np.asarray(sb, dtype=np.float64)
+def is_log_scale(metric: str) -> bool:
+    """Whether ``metric`` is tested on the log scale (else as a plain difference)."""
+    by_name = {st.name: st for st in statistics()}
+    return getattr(by_name.get(metric), "test_scale", "log") == "log"
+
+
+_is_log = is_log_scale
+
+
+def scope_values(
+    spread: FloatArray, noise: FloatArray, cols: NDArray[np.intp] | slice
+) -> dict[str, Any]:
+    """Every tested statistic (reference estimator) from per-item columns, by name.
+
+    ``spread`` and ``noise`` are ``(..., Q)``: the across-persona sd of the cell means
+    and the mean cell sd per item (leading axes: bootstrap draws); ``cols`` selects
+    the items in scope (``slice(None)``: all, keeping the arrays' memory layout).
+    """
+    return _scope_values(spread, noise, cols, "reference")
+
+
+def point_values(mu: FloatArray, sigma: FloatArray) -> dict[str, float]:
+    """Every tested statistic (reference estimator) of ``(P, Q)`` cell means and sds."""
+    cols = np.arange(mu.shape[1], dtype=np.intp)
+    values = scope_values(np.std(mu, axis=0, ddof=1), sigma.mean(axis=0), cols)
+    return {name: float(v) for name, v in values.items()}
 
 
 def _normal_test(
@@ -825,30 +969,31 @@ def _normal_test(
     return se, z, p, statistic - z_crit * se, statistic + z_crit * se
 
 
-def _log_ratio(
-    values: Mapping[str, Mapping[str, tuple[Any, Any]]],
-    numerator: str,
-    denominator: str,
-    scope: str,
-    metric: str,
-) -> Any:
-    """``log X_numerator - log X_denominator`` (R's is minus sigma_bar's; NaN when
-    both are infinite, i.e. every cell constant in both runs)."""
+Values = Mapping[str, Mapping[str, Mapping[str, Any]]]
+"""Run label -> scope -> statistic name -> value (float or replicates)."""
+
+
+def _contrast(values: Values, numerator: str, denominator: str, scope: str, metric: str) -> Any:
+    """The test statistic of two runs: ``log X_numerator - log X_denominator`` on the log
+    scale (R's is minus sigma_bar's; NaN when both are infinite, i.e. every cell
+    constant in both runs), ``X_numerator - X_denominator`` on the difference scale."""
+    a = values[numerator][scope][metric]
+    b = values[denominator][scope][metric]
     with np.errstate(invalid="ignore"):
-        return _log(_metric_value(values[numerator][scope], metric)) - _log(
-            _metric_value(values[denominator][scope], metric)
-        )
+        if _is_log(metric):
+            return _log(a) - _log(b)
+        return np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
 
 
-def _log_ratio_ses(
+def _contrast_ses(
     draws: EstimatorDraws, numerator: str, denominator: str, scope: str, metric: str
 ) -> tuple[float, float, float]:
-    """``(statistic, se_persona, se_rerun)`` of the log ratio of two runs."""
-    stat = float(_log_ratio(draws.point, numerator, denominator, scope, metric))
-    se_p = _sd(_log_ratio(draws.persona, numerator, denominator, scope, metric))
+    """``(statistic, se_persona, se_rerun)`` of the contrast of two runs."""
+    stat = float(_contrast(draws.point, numerator, denominator, scope, metric))
+    se_p = _sd(_contrast(draws.persona, numerator, denominator, scope, metric))
     se_r = math.nan
     if draws.rerun is not None:
-        se_r = _sd(_log_ratio(draws.rerun, numerator, denominator, scope, metric))
+        se_r = _sd(_contrast(draws.rerun, numerator, denominator, scope, metric))
     return stat, se_p, se_r
 
 
@@ -856,20 +1001,26 @@ def _expm1(value: float) -> float:
     return math.expm1(value) if math.isfinite(value) else math.nan
 
 
+def _back(metric: str, value: float) -> float:
+    """A contrast statistic on the scale of the estimate (relative change for log scale)."""
+    return _expm1(value) if _is_log(metric) else value
+
+
 def change_tests(
     draws: EstimatorDraws, reference: str, variant: str, variance: str, z_crit: float
 ) -> dict[str, dict[str, DifferenceTest]]:
-    tests: dict[str, dict[str, DifferenceTest]] = {m: {} for m in METRICS}
-    for scope in draws.point[reference]:
-        for metric in METRICS:
-            stat, se_p, se_r = _log_ratio_ses(draws, variant, reference, scope, metric)
+    """Tests of ``variant`` against ``reference``: statistic -> scope -> test."""
+    tests: dict[str, dict[str, DifferenceTest]] = {}
+    for scope, values in draws.point[reference].items():
+        for metric in values:
+            stat, se_p, se_r = _contrast_ses(draws, variant, reference, scope, metric)
             se, z, p, low, high = _normal_test(stat, se_p, se_r, variance, z_crit)
-            tests[metric][scope] = DifferenceTest(
+            tests.setdefault(metric, {})[scope] = DifferenceTest(
                 metric=metric,
                 scope=scope,
-                estimate=_expm1(stat),
-                ci_low=_expm1(low),
-                ci_high=_expm1(high),
+                estimate=_back(metric, stat),
+                ci_low=_back(metric, low),
+                ci_high=_back(metric, high),
                 se=se,
                 se_persona=se_p,
                 se_rerun=se_r,
@@ -879,32 +1030,39 @@ def change_tests(
     return tests
 
 
+def _excess(
+    values: Values, base: str, control: str, treatment: str, scope: str, metric: str
+) -> Any:
+    """``(X_treatment - X_control) / X_base`` (log scale) or ``X_treatment - X_control``."""
+    xt = np.asarray(values[treatment][scope][metric], dtype=np.float64)
+    xc = np.asarray(values[control][scope][metric], dtype=np.float64)
+    if not _is_log(metric):
+        return xt - xc
+    x0 = np.asarray(values[base][scope][metric], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (xt - xc) / x0
+
+
 def _excess_tests(
     draws: EstimatorDraws, base: str, control: str, treatment: str, variance: str, z_crit: float
 ) -> dict[str, dict[str, DifferenceTest]]:
-    def excess(values: Mapping[str, Mapping[str, tuple[Any, Any]]], scope: str, metric: str) -> Any:
-        x0 = _metric_value(values[base][scope], metric)
-        xc = _metric_value(values[control][scope], metric)
-        xt = _metric_value(values[treatment][scope], metric)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (np.asarray(xt) - np.asarray(xc)) / np.asarray(x0)
-
-    tests: dict[str, dict[str, DifferenceTest]] = {m: {} for m in METRICS}
-    for scope in draws.point[base]:
-        for metric in METRICS:
-            # The test: log(X_treatment / X_control) = 0, the same hypothesis as a
-            # zero excess, and one test for R and sigma_bar. The interval: Wald on
-            # the excess itself.
-            stat, se_p, se_r = _log_ratio_ses(draws, treatment, control, scope, metric)
+    tests: dict[str, dict[str, DifferenceTest]] = {}
+    for scope, values in draws.point[base].items():
+        for metric in values:
+            # The test: X_treatment against X_control (log ratio or difference), the
+            # same hypothesis as a zero excess, and one test for R and sigma_bar.
+            # The interval: Wald on the excess itself.
+            stat, se_p, se_r = _contrast_ses(draws, treatment, control, scope, metric)
             se, z, p, _, _ = _normal_test(stat, se_p, se_r, variance, z_crit)
-            value = float(excess(draws.point, scope, metric))
+            args = (base, control, treatment, scope, metric)
+            value = float(_excess(draws.point, *args))
             se_ex = _combine(
-                _sd(excess(draws.persona, scope, metric)),
-                math.nan if draws.rerun is None else _sd(excess(draws.rerun, scope, metric)),
+                _sd(_excess(draws.persona, *args)),
+                math.nan if draws.rerun is None else _sd(_excess(draws.rerun, *args)),
                 variance,
             )
             ok = math.isfinite(value) and math.isfinite(se_ex)
-            tests[metric][scope] = DifferenceTest(
+            tests.setdefault(metric, {})[scope] = DifferenceTest(
                 metric=metric,
                 scope=scope,
                 estimate=value,
@@ -920,24 +1078,35 @@ def _excess_tests(
 
 
 def draw_estimates(draws: EstimatorDraws, variance: str) -> dict[str, dict[str, MetricEstimate]]:
+    """Run label -> scope -> estimates with SEs under ``variance``.
+
+    A reciprocal statistic (``inverse_of``) gets its SE by the delta method from its
+    base's; the others the bootstrap sd of their replicates.
+    """
+    inverse = {st.name: getattr(st, "inverse_of", None) for st in statistics()}
     out: dict[str, dict[str, MetricEstimate]] = {}
     for run, by_scope in draws.point.items():
         out[run] = {}
-        for scope, (s, sb) in by_scope.items():
-            ps, psb = draws.persona[run][scope]
-            rs = rsb = math.nan
-            if draws.rerun is not None:
-                rs, rsb = _sd(draws.rerun[run][scope][0]), _sd(draws.rerun[run][scope][1])
-            s_se = _combine(_sd(ps), rs, variance)
-            sb_se = _combine(_sd(psb), rsb, variance)
-            out[run][scope] = MetricEstimate(
-                S=s,
-                S_se=s_se,
-                sigma_bar=sb,
-                sigma_bar_se=sb_se,
-                R=math.inf if sb == 0 else 1.0 / sb,
-                R_se=sb_se / sb**2 if sb > 0 else math.nan,
-            )
+        for scope, values in by_scope.items():
+            direct: dict[str, Estimate] = {}
+            for name, value in values.items():
+                if inverse.get(name) is None:
+                    rerun_se = math.nan
+                    if draws.rerun is not None:
+                        rerun_se = _sd(draws.rerun[run][scope][name])
+                    se = _combine(_sd(draws.persona[run][scope][name]), rerun_se, variance)
+                    direct[name] = Estimate(value, se)
+            found: dict[str, Estimate] = {}
+            for name in values:
+                base = inverse.get(name)
+                if base is None:
+                    found[name] = direct[name]
+                    continue
+                b = direct[base]
+                found[name] = Estimate(
+                    reciprocal(b.value), b.se / b.value**2 if b.value > 0 else math.nan
+                )
+            out[run][scope] = MetricEstimate(found)
     return out
 
 
@@ -1167,7 +1336,6 @@ __all__ = [
     "DEFAULT_N_RERUN_BOOT",
     "ESTIMATORS",
     "EXCESS",
-    "METRICS",
     "OVERALL",
     "VARIANCES",
     "Contrast",
@@ -1183,6 +1351,11 @@ __all__ = [
     "compare_runs",
     "family_significance",
     "holm",
+    "is_log_scale",
+    "names_tested",
+    "point_values",
     "run_cells",
     "run_estimates",
+    "scope_values",
+    "statistics_tested",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from persona_collapse.report.model import (
     FamilyResult,
     StudyResults,
     TemperaturePoint,
+    VariantDiagnostics,
     VariantResult,
 )
 from persona_collapse.stats.compare import (
@@ -77,6 +79,7 @@ from persona_collapse.study.orchestrate import (
 from persona_collapse.study.produce import read_produced
 from persona_collapse.study.spec import StudyConfig
 from persona_collapse.study.verification import load_verification, read_index
+from persona_collapse.variants.verify.results import VerifyResult
 
 logger = logging.getLogger(__name__)
 
@@ -177,105 +180,148 @@ def _temperature_curve(
             rng=analysis.seed,
             temperature=t / collected_at,
         )
-        points.append(TemperaturePoint(t, m.S, m.S_se, m.R, m.R_se, m.sigma_bar))
+        points.append(TemperaturePoint(t, dict(m.estimates)))
     return tuple(points)
 
 
-def _variant(
-    config: StudyConfig,
-    store: RunStore,
-    records: Mapping[str, RunRecord],
-    runs: Sequence[PlannedRun],
-    family: str,
-    label: str,
-    analysis: AnalysisConfig,
-    persona_runs: dict[str, LoadedRun],
-    verify_index: Mapping[str, Mapping[str, Any]],
-) -> VariantResult:
-    """One variant's results; its loaded persona run is added to ``persona_runs``."""
-    fam = config.families[family]
-    spec = fam.variants[label]
-    backend = config.backends.get(spec.backend or "")
-    notes: list[str] = []
-    by_kind = {r.kind: r for r in runs}
-    loaded: dict[str, LoadedRun] = {}
-    stored: dict[str, RunRecord] = {}
-    for kind, planned in by_kind.items():
-        record = records.get(planned.stored_as)
+@dataclass(frozen=True)
+class _StudyContext:
+    """What every variant of a study is analysed against (one open store)."""
+
+    config: StudyConfig
+    store: RunStore
+    records: Mapping[str, RunRecord]
+    analysis: AnalysisConfig
+    verify_index: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass
+class _VariantRuns:
+    """A variant's planned runs by kind, those stored and loaded, and notes so far."""
+
+    by_kind: dict[str, PlannedRun]
+    loaded: dict[str, LoadedRun] = field(default_factory=dict)
+    stored: dict[str, RunRecord] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def stored_as(self, kind: str) -> str | None:
+        """Store name of the ``kind`` run when it was loaded."""
+        return self.by_kind[kind].stored_as if kind in self.loaded else None
+
+
+def _load_runs(ctx: _StudyContext, runs: Sequence[PlannedRun]) -> _VariantRuns:
+    """Load every stored run of a variant; note the missing and shared ones."""
+    found = _VariantRuns(by_kind={r.kind: r for r in runs})
+    for kind, planned in found.by_kind.items():
+        record = ctx.records.get(planned.stored_as)
         if record is None:
-            notes.append(f"{kind} run {planned.stored_as!r} not collected yet")
+            found.notes.append(f"{kind} run {planned.stored_as!r} not collected yet")
             continue
-        loaded[kind] = loaded_run(store, record)
-        stored[kind] = record
+        found.loaded[kind] = loaded_run(ctx.store, record)
+        found.stored[kind] = record
         if planned.shared:
-            notes.append(
+            found.notes.append(
                 f"{planned.name!r} shares the answers of {planned.stored_as!r} "
                 "(same model and settings); its requests are counted there"
             )
+    return found
+
+
+@dataclass(frozen=True)
+class _PersonaResults:
+    """What the persona run gives (all empty when there is none)."""
 
     metrics: RunMetrics | None = None
-    usage_diag = parse = None
-    ceiling_persona = ceiling_self = self_rate = math.nan
+    scale_usage: ScaleUsage | None = None
+    parse: ParseFailures | None = None
+    ceiling: float = math.nan
     curve: tuple[TemperaturePoint, ...] = ()
-    persona = loaded.get("persona")
-    if persona is not None:
-        persona_runs[label] = persona
-        try:
-            metrics = run_metrics(persona, analysis)
-        except (UserError, ValueError) as exc:
-            notes.append(f"no S/R for {persona.name!r}: {exc}")
-        usage_diag = _usage_of(persona)
-        parse = _parse_of(store, stored["persona"], persona)
-        ceiling_persona = ceiling_saturation_index(
-            _cell_means(persona, by_persona=True), scale_max=persona.instrument.scale_max
-        )
-        curve = _temperature_curve(persona, config.protocol.temperatures, analysis)
-        if persona.protocol is not None and not persona.protocol.follows:
-            notes.append(persona.protocol.message(persona.name))
-    self_prof = toxic_prof = None
-    own = loaded.get("self")
-    if own is not None and (_is_exact(own) or not own.ratings.empty):
-        self_prof = run_self_profile(own)
-        ceiling_self = ceiling_saturation_index(
-            _cell_means(own, by_persona=False), scale_max=own.instrument.scale_max
-        )
-        own_parse = _parse_of(store, stored["self"], own)
-        self_rate = own_parse.rate if own_parse is not None else math.nan
-    toxic = loaded.get("toxic")
-    if toxic is not None and (_is_exact(toxic) or not toxic.ratings.empty):
-        toxic_prof = _pooled_profile(toxic)
 
+
+def _persona_results(ctx: _StudyContext, runs: _VariantRuns) -> _PersonaResults:
+    """Metrics (every registered statistic), diagnostics and S(T)/R(T) of the persona run."""
+    persona = runs.loaded.get("persona")
+    if persona is None:
+        return _PersonaResults()
+    metrics = None
+    try:
+        metrics = run_metrics(persona, ctx.analysis)
+    except (UserError, ValueError) as exc:
+        runs.notes.append(f"no S/R for {persona.name!r}: {exc}")
+    if persona.protocol is not None and not persona.protocol.follows:
+        runs.notes.append(persona.protocol.message(persona.name))
+    return _PersonaResults(
+        metrics=metrics,
+        scale_usage=_usage_of(persona),
+        parse=_parse_of(ctx.store, runs.stored["persona"], persona),
+        ceiling=ceiling_saturation_index(
+            _cell_means(persona, by_persona=True), scale_max=persona.instrument.scale_max
+        ),
+        curve=_temperature_curve(persona, ctx.config.protocol.temperatures, ctx.analysis),
+    )
+
+
+def _has_answers(run: LoadedRun | None) -> bool:
+    return run is not None and (_is_exact(run) or not run.ratings.empty)
+
+
+def _self_results(
+    ctx: _StudyContext, runs: _VariantRuns
+) -> tuple[SelfProfile | None, float, float]:
+    """``(self profile, ceiling-saturation index, parse-failure rate)`` of the self run."""
+    own = runs.loaded.get("self")
+    if own is None or not _has_answers(own):
+        return None, math.nan, math.nan
+    ceiling = ceiling_saturation_index(
+        _cell_means(own, by_persona=False), scale_max=own.instrument.scale_max
+    )
+    own_parse = _parse_of(ctx.store, runs.stored["self"], own)
+    return run_self_profile(own), ceiling, own_parse.rate if own_parse is not None else math.nan
+
+
+def _personas_total(persona: LoadedRun | None) -> int:
+    """Distinct personas stored in the persona run (0 without one)."""
+    if persona is None:
+        return 0
+    if not persona.ratings.empty:
+        return int(persona.ratings["persona_id"].nunique())
+    if _is_exact(persona) and persona.distributions is not None:
+        return int(persona.distributions["persona_id"].nunique())
+    return 0
+
+
+def _data_counts(
+    ctx: _StudyContext,
+    runs: _VariantRuns,
+    metrics: RunMetrics | None,
+    prices: ModelPrices | None,
+) -> DataCounts:
+    """Slots, failures, requests, tokens and cost of a variant's runs; notes incomplete ones."""
     slots = failed = requests = 0
     usage = Usage()
     planned_total: int | None = 0
-    for kind, planned in by_kind.items():
-        record = records.get(planned.stored_as)
+    for kind, planned in runs.by_kind.items():
+        record = ctx.records.get(planned.stored_as)
         if planned.planned is None or planned_total is None:
             planned_total = None
         else:
             planned_total += planned.planned
         if record is None:
             continue
-        c = store.counts(record.run_id)
+        c = ctx.store.counts(record.run_id)
         slots += c.distributions if record.mode == "exact" else c.slots
         failed += c.failed
         if not planned.shared:
-            n_req, u = store.usage(record.run_id)
+            n_req, u = ctx.store.usage(record.run_id)
             requests += n_req
             usage = usage + u
         if planned.planned is not None and c.slots + c.distributions < planned.planned:
-            notes.append(
+            runs.notes.append(
                 f"{kind} run {planned.stored_as!r} incomplete: "
                 f"{c.slots + c.distributions} of {planned.planned} stored"
             )
-    personas_total = 0
-    if persona is not None and not persona.ratings.empty:
-        personas_total = int(persona.ratings["persona_id"].nunique())
-    elif persona is not None and _is_exact(persona):
-        assert persona.distributions is not None
-        personas_total = int(persona.distributions["persona_id"].nunique())
-    counts = DataCounts(
-        personas_total=personas_total,
+    return DataCounts(
+        personas_total=_personas_total(runs.loaded.get("persona")),
         personas_kept=0 if metrics is None else metrics.personas,
         slots=slots,
         planned=planned_total,
@@ -284,46 +330,80 @@ def _variant(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         cached_tokens=usage.cached_tokens,
-        cost_usd=_cost(usage, None if backend is None else backend.prices),
+        cost_usd=_cost(usage, prices),
     )
+
+
+def _variant_model(ctx: _StudyContext, family: str, label: str, notes: list[str]) -> str:
+    """The model a variant is shown under (fine-tuned label, backend model or kind)."""
+    config = ctx.config
+    spec = config.families[family].variants[label]
+    backend = config.backends.get(spec.backend or "")
     model = spec.model or (backend.model if backend is not None else None) or ""
     if spec.finetune is not None:
         model = model_label(config, family, label)
-        produced = read_produced(config, family, label)
-        if produced is None:
+        if read_produced(config, family, label) is None:
             notes.append(f"{family}/{label} is not fine-tuned yet")
     if not model and backend is not None:
         model = backend.kind
-    verification = None
-    if spec.verified:
-        verification = load_verification(config, family, label, verify_index)
-        if verification is None:
-            notes.append(f"{family}/{label}: verification not run yet")
-    return VariantResult(
+    return model or (spec.persona_file.name if spec.persona_file else "")
+
+
+def _verification(
+    ctx: _StudyContext, family: str, label: str, notes: list[str]
+) -> VerifyResult | None:
+    """The variant's emergent-misalignment verification, when it is verified and was run."""
+    if not ctx.config.families[family].variants[label].verified:
+        return None
+    verification = load_verification(ctx.config, family, label, ctx.verify_index)
+    if verification is None:
+        notes.append(f"{family}/{label}: verification not run yet")
+    return verification
+
+
+def _variant(
+    ctx: _StudyContext, family: str, label: str, planned: Sequence[PlannedRun]
+) -> tuple[VariantResult, LoadedRun | None]:
+    """One variant's results and its loaded persona run (None without one)."""
+    fam = ctx.config.families[family]
+    spec = fam.variants[label]
+    backend = ctx.config.backends.get(spec.backend or "")
+    runs = _load_runs(ctx, planned)
+    persona = runs.loaded.get("persona")
+    found = _persona_results(ctx, runs)
+    self_prof, ceiling_self, self_rate = _self_results(ctx, runs)
+    toxic = runs.loaded.get("toxic")
+    counts = _data_counts(ctx, runs, found.metrics, None if backend is None else backend.prices)
+    model = _variant_model(ctx, family, label, runs.notes)
+    verification = _verification(ctx, family, label, runs.notes)
+    result = VariantResult(
         family=family,
         label=label,
         role=fam.role_of(label),
-        model=model or (spec.persona_file.name if spec.persona_file else ""),
+        model=model,
         backend="import" if spec.imported else (backend.kind if backend else ""),
         description=spec.description,
-        persona_run=by_kind["persona"].stored_as if "persona" in loaded else None,
-        self_run=by_kind["self"].stored_as if "self" in loaded else None,
-        toxic_run=by_kind["toxic"].stored_as if "toxic" in loaded else None,
-        metrics=metrics,
+        persona_run=runs.stored_as("persona"),
+        self_run=runs.stored_as("self"),
+        toxic_run=runs.stored_as("toxic"),
+        metrics=found.metrics,
         self_profile=self_prof,
-        toxic_profile=toxic_prof,
-        scale_usage=usage_diag,
-        ceiling_persona=ceiling_persona,
-        ceiling_self=ceiling_self,
-        parse=parse,
-        self_parse_rate=self_rate,
+        toxic_profile=_pooled_profile(toxic) if toxic is not None and _has_answers(toxic) else None,
+        diagnostics=VariantDiagnostics(
+            scale_usage=found.scale_usage,
+            ceiling_persona=found.ceiling,
+            ceiling_self=ceiling_self,
+            parse=found.parse,
+            self_parse_rate=self_rate,
+        ),
         counts=counts,
-        temperature_curve=curve,
-        notes=tuple(notes),
+        temperature_curve=found.curve,
+        notes=tuple(runs.notes),
         verification=verification,
         protocol=None if persona is None else persona.protocol,
         low_mass_share=_low_mass_share(persona),
     )
+    return result, persona
 
 
 def _low_mass_share(run: LoadedRun | None) -> float:
@@ -573,23 +653,21 @@ def analyse_study(
     persona_runs: dict[str, dict[str, LoadedRun]] = {}
     verify_index = read_index(config)
     with RunStore.open(path, create=False) as store:
-        records = {r.name: r for r in store.list_runs()}
+        ctx = _StudyContext(
+            config=config,
+            store=store,
+            records={r.name: r for r in store.list_runs()},
+            analysis=analysis,
+            verify_index=verify_index,
+        )
         for family, fam in config.families.items():
             persona_runs[family] = {}
-            variants = {
-                label: _variant(
-                    config,
-                    store,
-                    records,
-                    [r for r in plan if r.family == family and r.label == label],
-                    family,
-                    label,
-                    analysis,
-                    persona_runs[family],
-                    verify_index,
-                )
-                for label in fam.variants
-            }
+            variants: dict[str, VariantResult] = {}
+            for label in fam.variants:
+                planned = [r for r in plan if r.family == family and r.label == label]
+                variants[label], persona = _variant(ctx, family, label, planned)
+                if persona is not None:
+                    persona_runs[family][label] = persona
             comparison, problem = _compare(fam.base, fam.control, fam.treatment, variants)
             if problem is not None:
                 notes.append(f"{family}: {problem}")
@@ -601,7 +679,7 @@ def analyse_study(
                 variants=variants,
                 comparison=comparison,
             )
-        persona_texts = _persona_texts(store, records, plan)
+        persona_texts = _persona_texts(store, ctx.records, plan)
     seeds = _seeds(config)
     if significance is None and config.analysis.significance:
         tests, labels = study_tests(config, persona_runs, notes)
