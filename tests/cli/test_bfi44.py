@@ -217,3 +217,16 @@ def test_run_on_the_simulator_with_bfi44(
     assert code == 0, err
     (profile,) = json.loads(out)
     assert profile["instrument"] == "bfi44" and profile["reverse_keyed_reflected"] is True
+
+
+def test_count_statistics_use_the_instruments_scale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a 1-5 instrument the scale's ends are 1 and 5 and k = 5 (not MFQ's 0..5)."""
+    path = _bfi_file(tmp_path / "bfi.csv", personas=4, reps=4)
+    code, out, err = run_cli(capsys, "metrics", path, "--instrument", "bfi44", "--format", "json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    ratings = np.array([int(line.split(",")[3]) for line in path.read_text().splitlines()[1:]])
+    assert row["endpoint_mass"] == pytest.approx(float(np.mean((ratings == 1) | (ratings == 5))))
+    assert row["mean_gini_norm"] == pytest.approx(row["mean_gini"] / (1 - 1 / 5))

@@ -20,6 +20,8 @@ from persona_collapse.core.errors import BackendError, UserError
 from persona_collapse.core.formatting import fmt_pct, fmt_pm, json_safe
 
 if TYPE_CHECKING:  # imported where used, so help screens stay fast
+    from rich.console import Group
+
     from persona_collapse.engine.protocol import ProtocolCheck
     from persona_collapse.stats.compare import FamilyComparison
     from persona_collapse.stats.metrics import RunMetrics, SelfProfile
@@ -166,23 +168,27 @@ def metrics_table(
     band: tuple[float, float],
     coverage: Mapping[str, Completeness] | None = None,
     checks: Mapping[str, ProtocolCheck | None] | None = None,
-) -> Table:
-    """Every registered statistic per run (with slot coverage when given); runs whose
-    model does not follow the protocol are marked (†)."""
+) -> Group:
+    """Every registered statistic per run, in two tables: the persona statistics (with
+    slot coverage when given; runs whose model does not follow the protocol are marked †)
+    and the scale-free instability and rating-distribution statistics."""
+    from rich.console import Group
+
     from persona_collapse.stats.compare import check_band
     from persona_collapse.stats.registry import statistics
 
-    stats = statistics()
+    persona = [st for st in statistics() if st.group == "persona"]
+    others = [st for st in statistics() if st.group != "persona"]
 
     failing = {n: c for n, c in (checks or {}).items() if c is not None and not c.follows}
     caption = "\n".join(f"† {c.message(n)}" for n, c in failing.items()) or None
     table = Table(
-        title="Moral susceptibility and robustness",
+        title="Susceptibility and robustness",
         title_justify="left",
         caption=caption,
         caption_justify="left",
     )
-    columns = ["run", *(st.label for st in stats), "personas", "items", "S band"]
+    columns = ["run", *(st.label for st in persona), "personas", "items", "S band"]
     if coverage is not None:
         columns.append("slots")
     for col in columns:
@@ -195,7 +201,7 @@ def metrics_table(
             extra.append(f"{c.slots}/{c.planned}" + ("" if c.complete else " incomplete"))
         table.add_row(
             f"{name} † not interpretable" if name in failing else name,
-            *(_fmt_estimate(m.estimate(st.name), st.digits) for st in stats),
+            *(_fmt_estimate(m.estimate(st.name), st.digits) for st in persona),
             str(m.personas),
             str(m.questions),
             "in" if band_check.inside else ("above" if band_check.high < m.S else "below"),
@@ -205,9 +211,26 @@ def metrics_table(
             for foundation, fm in m.per_foundation.items():
                 table.add_row(
                     f"  {foundation}",
-                    *(_fmt_estimate(fm.estimate(st.name), st.digits) for st in stats),
+                    *(_fmt_estimate(fm.estimate(st.name), st.digits) for st in persona),
                 )
-    return table
+    if not others:
+        return Group(table)
+    # A second table, so that neither is too wide for a terminal.
+    instability = Table(
+        title="Scale-free instability and rating distribution",
+        title_justify="left",
+    )
+    for col in ["run", *(st.label for st in others)]:
+        instability.add_column(col, justify="left" if col == "run" else "right")
+    for name, m in rows.items():
+        instability.add_row(name, *(_fmt_estimate(m.estimate(st.name), st.digits) for st in others))
+        if per_foundation:
+            for foundation, fm in m.per_foundation.items():
+                instability.add_row(
+                    f"  {foundation}",
+                    *(_fmt_estimate(fm.estimate(st.name), st.digits) for st in others),
+                )
+    return Group(table, instability)
 
 
 def metrics_json(

@@ -496,6 +496,7 @@ def _run_metrics(run: LoadedRun, analysis: BootstrapSettings | None) -> RunMetri
             foundations=run.foundations,
             n_persona_boot=cfg.n_persona_boot,
             rng=cfg.seed,
+            repetitions=run.planned_repetitions,
         )
     r = run.columns
     if not len(r):
@@ -504,6 +505,7 @@ def _run_metrics(run: LoadedRun, analysis: BootstrapSettings | None) -> RunMetri
         r.persona_id,
         r.item_id,
         r.rating,
+        scale=run.instrument.scale,
         foundations=run.foundations,
         n_persona_boot=cfg.n_persona_boot,
         n_rerun_boot=cfg.n_rerun_boot,

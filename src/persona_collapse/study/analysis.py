@@ -179,6 +179,7 @@ def _temperature_curve(
             n_persona_boot=analysis.n_persona_boot,
             rng=analysis.seed,
             temperature=t / collected_at,
+            repetitions=run.planned_repetitions,
         )
         points.append(TemperaturePoint(t, dict(m.estimates)))
     return tuple(points)
