@@ -492,7 +492,6 @@ def test_invalid_concurrency(store: RunStore) -> None:
 def test_simulator_full_persona_run(store: RunStore) -> None:
     personas = builtin_personas()
     assert len(personas) == 100
-    started = time.perf_counter()
     summary = run_collection(
         store,
         None,
@@ -502,7 +501,6 @@ def test_simulator_full_persona_run(store: RunStore) -> None:
         progress=False,
         protocol=SamplingSettings(repetitions=10),
     )
-    elapsed = time.perf_counter() - started
     assert summary.complete
     assert summary.collected == 30_000
     run_id = summary.run.run_id
@@ -513,7 +511,6 @@ def test_simulator_full_persona_run(store: RunStore) -> None:
     assert frame["rating"].between(0, 5).mean() > 0.99
     assert store.personas(run_id) == list(personas)
     assert counts.attempts > 30_000  # the simulator's unparseable replies were retried
-    assert elapsed < 20, f"30 000 slots took {elapsed:.1f} s"
 
 
 def test_simulator_self_run(store: RunStore) -> None:
