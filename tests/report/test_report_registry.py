@@ -67,5 +67,8 @@ def test_without_the_statistic_the_report_is_unchanged(hostile_outcome: StudyOut
     results = hostile_outcome.results
     columns = list(metrics_frame(results).columns)
     assert columns[5:11] == ["S", "S_se", "R", "R_se", "sigma_bar", "sigma_bar_se"]
-    assert list(comparison_frame(results).columns)[4:] == ["dS_pct", "dR_pct", "dsigma_bar_pct"]
+    comparison_columns = list(comparison_frame(results).columns)
+    assert comparison_columns[4:7] == ["dS_pct", "dR_pct", "dsigma_bar_pct"]
+    assert not {f"d{n}" for n in NEW} & set(comparison_columns)
+    assert not {f"d{n}_pct" for n in NEW} & set(comparison_columns)
     assert not set(NEW) & set(significance_frame(results)["metric"])
