@@ -109,6 +109,15 @@ def test_reference_contrast_and_changes(tmp_path: Path, capsys: pytest.CaptureFi
     assert gsm["accuracy_delta"] == pytest.approx(0.908 - 0.965)
     assert gsm["accuracy_delta_hi"] < 0  # the spec's paired delta is significant too
     assert rows[("gpt-4o", "base", "MMLU", "none")]["accuracy_delta"] is None
+    assert c["accuracy_drops"] == ["MMLU", "GSM8K"]  # valid-row accuracy fell on both
+    code, out, err = run_cli(
+        capsys, "compare-instruments", manifest, "--scale", "absolute", "--boot", 400
+    )
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("gpt-4o insecure:"))
+    # MFQ +.123, BFI +.291 vs MMLU +.070, GSM8K +.13, MFQ self 0 (SPEC section 2).
+    assert "changed +0.207 on persona sets" in line and "+0.067 on the others" in line
+    assert "accuracy fell significantly on MMLU, GSM8K" in line
 
 
 # --- small generated files ------------------------------------------------------------------
@@ -321,3 +330,5 @@ def test_bad_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert_user_error(code, err, "--format")
     code, _, err = run_cli(capsys, "compare-instruments", manifest, "--measure", "R")
     assert_user_error(code, err, "--measure")
+    code, _, err = run_cli(capsys, "compare-instruments", manifest, "--scale", "log")
+    assert_user_error(code, err, "--scale")

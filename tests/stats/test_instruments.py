@@ -129,6 +129,24 @@ def test_broad_degradation_gives_no_positive_contrast() -> None:
     assert c.persona_change.significant and c.other_change.significant
     mmlu = next(s for s in var.sets if s.variant.instrument == "MMLU")
     assert mmlu.accuracy_delta is not None and mmlu.accuracy_delta.hi < 0  # accuracy fell
+    assert var.accuracy_drops == ("MMLU",)
+    assert cmp.contrasts()[0]["accuracy_drops"] == ["MMLU"]
+
+
+def test_absolute_scale_contrast() -> None:
+    runs = _family(9, persona_err=0.09, other_err=0.03)
+    rel = compare_instruments(runs, n_boot=200, rng=1).variants[0]
+    cmp = compare_instruments(runs, n_boot=200, rng=1, scale="absolute")
+    c = cmp.variants[0].contrast
+    assert c is not None and c.scale == "absolute" and cmp.scale == "absolute"
+    persona, other = cmp.variants[0].sets[0], cmp.variants[0].sets[1]
+    want = (persona.variant.non_unanimity_rate - persona.base.non_unanimity_rate) - (
+        other.variant.non_unanimity_rate - other.base.non_unanimity_rate
+    )
+    assert c.difference.point == pytest.approx(want)
+    assert c.difference.significant and c.difference.point > 0
+    # The per-set changes in the rows stay relative.
+    assert cmp.variants[0].sets[0].relative == rel.sets[0].relative
 
 
 def test_draws_are_shared_within_a_family_and_seeded() -> None:
@@ -175,6 +193,7 @@ def test_rows_and_an_undefined_relative_change() -> None:
         ({}, lambda a, b: {"base": [a, a], "v": [a]}, "two MFQ \\(persona\\) sets"),
         ({"measure": "R"}, lambda a, b: {"base": [a], "v": [a]}, "measure"),
         ({"n_boot": 1}, lambda a, b: {"base": [a], "v": [a]}, "n_boot"),
+        ({"scale": "log"}, lambda a, b: {"base": [a], "v": [a]}, "scale"),
         ({"confidence": 1.0}, lambda a, b: {"base": [a], "v": [a]}, "confidence"),
         ({"rng": "x"}, lambda a, b: {"base": [a], "v": [a]}, "rng"),
     ],

@@ -341,6 +341,7 @@ def compare_files(
     base: str,
     measure: str,
     n_boot: int,
+    scale: str = "relative",
     confidence: float,
     seed: int,
 ) -> list[FamilyComparison]:
@@ -364,6 +365,7 @@ def compare_files(
                     family=family,
                     base=base,
                     measure=measure,
+                    scale=scale,
                     n_boot=n_boot,
                     confidence=confidence,
                     rng=reference_seed(f"{family}|{seed}"),
@@ -392,6 +394,10 @@ def _pct(value: float) -> str:
 
 def _pp(value: float) -> str:
     return f"{100 * value:+.0f} pp" if math.isfinite(value) else MISSING
+
+
+def _abs(value: float) -> str:
+    return f"{value:+.3f}" if math.isfinite(value) else MISSING
 
 
 def _change(row: Mapping[str, Any], measure: str) -> str:
@@ -445,22 +451,36 @@ def family_table(cmp: FamilyComparison) -> Table:
 
 
 def contrast_lines(cmp: FamilyComparison) -> list[str]:
-    """One sentence per variant: persona vs non-persona change and their difference."""
+    """One sentence per variant: persona vs non-persona change, their difference, and any
+    significant accuracy drop."""
     lines = []
-    for c in cmp.contrasts():
+    for var in cmp.variants:
+        drops = var.accuracy_drops
+        fell = f"; accuracy fell significantly on {', '.join(drops)}" if drops else ""
+        c = var.contrast
+        if c is None:
+            lines.append(
+                f"{cmp.family} {var.variant}: no persona vs non-persona contrast (each side "
+                f"needs a set with a defined change in {cmp.measure}){fell}"
+            )
+            continue
+        fmt = _pct if c.scale == "relative" else _abs
+        d = c.difference
         verdict = (
             "persona instability rose more"
-            if c["significant"] and c["difference"] > 0
+            if d.significant and d.point > 0
             else "non-persona instability rose more"
-            if c["significant"]
+            if d.significant
             else "no significant difference"
         )
+        unit = _pp if c.scale == "relative" else _abs
         lines.append(
-            f"{cmp.family} {c['variant']}: {c['measure']} changed {_pct(c['persona_change'])} on "
-            f"persona sets ({', '.join(c['persona_sets'])}) vs {_pct(c['other_change'])} on the "
-            f"others ({', '.join(c['other_sets'])}); difference {_pp(c['difference'])} "
-            f"[{_pp(c['difference_lo'])}, {_pp(c['difference_hi'])}]: {verdict}"
-            + (f" (left out, base 0: {', '.join(c['excluded'])})" if c["excluded"] else "")
+            f"{cmp.family} {var.variant}: {c.measure} changed {fmt(c.persona_change.point)} on "
+            f"persona sets ({', '.join(c.persona_sets)}) vs {fmt(c.other_change.point)} on the "
+            f"others ({', '.join(c.other_sets)}); difference {unit(d.point)} "
+            f"[{unit(d.lo)}, {unit(d.hi)}]"
+            + (f" (left out, change undefined: {', '.join(c.excluded)})" if c.excluded else "")
+            + f": {verdict}{fell}"
         )
     return lines
 
@@ -501,6 +521,10 @@ def compare_instruments_command(
             "mean_gini or mean_gini_norm."
         ),
     ] = "non_unanimity_rate",
+    scale: Annotated[
+        str,
+        typer.Option(help="Change in the contrast: relative ((v - b) / b) or absolute (v - b)."),
+    ] = "relative",
     boot: Annotated[int, typer.Option(help="Bootstrap draws.", min=2)] = 2000,
     confidence: Annotated[float, typer.Option(help="Level of the intervals.")] = 0.95,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.", min=0)] = 1337,
@@ -511,7 +535,8 @@ def compare_instruments_command(
     Per set: non-unanimity, Gini (normalised by 1 - 1/k), R (Likert sets) and accuracy
     (capability), each variant's relative change vs the base with bootstrap intervals
     (personas or items resampled, shared within a family), and the contrast: mean change
-    of the persona sets minus that of the others.
+    of the persona sets minus that of the others (--scale relative or absolute), with
+    any significant accuracy drop (broad degradation).
     """
     from persona_collapse.stats.instruments import CONTRAST_MEASURES
 
@@ -519,13 +544,21 @@ def compare_instruments_command(
         raise UserError(f"--format must be 'table', 'json' or 'csv', got {fmt!r}")
     if measure not in CONTRAST_MEASURES:
         raise UserError(f"--measure must be one of {', '.join(CONTRAST_MEASURES)}, got {measure!r}")
+    if scale not in ("relative", "absolute"):
+        raise UserError(f"--scale must be 'relative' or 'absolute', got {scale!r}")
     if not 0 < confidence < 1:
         raise UserError(f"--confidence must lie between 0 and 1, got {confidence}")
     entries = read_manifest(manifest) if manifest is not None else []
     entries += [parse_run_option(text) for text in run or []]
     grouped = check_entries(entries, base=base)
     comparisons = compare_files(
-        grouped, base=base, measure=measure, n_boot=boot, confidence=confidence, seed=seed
+        grouped,
+        base=base,
+        measure=measure,
+        scale=scale,
+        n_boot=boot,
+        confidence=confidence,
+        seed=seed,
     )
     if fmt == "csv":
         sys.stdout.write(_csv_text(comparisons))
@@ -538,6 +571,7 @@ def compare_instruments_command(
                 "settings": {
                     "base": base,
                     "measure": measure,
+                    "scale": scale,
                     "n_boot": boot,
                     "confidence": confidence,
                     "seed": seed,

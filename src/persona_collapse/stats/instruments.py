@@ -15,9 +15,12 @@ scale-free footing (:mod:`.instability`), over its cells with at least two answe
 
 A family's variants are compared with its base: per set the relative change
 ``(variant - base) / base`` of each measure, the absolute accuracy change, and the key
-contrast: the mean relative change of the persona-conditioned sets minus that of the
-others (self mode, capability, lookup). A positive contrast whose interval excludes 0
-says the persona instability rose more than the non-persona instability.
+contrast: the mean change of the persona-conditioned sets minus that of the others
+(self mode, capability, lookup), on one instability measure. The change is relative by
+default (scale-free, but large where a base value is small) or absolute (``variant -
+base``, on the measure's own 0-1 scale). A positive contrast whose interval excludes 0
+says the persona instability rose more than the non-persona instability; a significant
+accuracy drop (:attr:`VariantComparison.accuracy_drops`) says the model degraded broadly.
 
 Uncertainty: a percentile bootstrap that resamples *units* with replacement, persona
 for persona-conditioned sets (all of a persona's cells together) and the cell itself
@@ -52,6 +55,8 @@ MEASURES = ("non_unanimity_rate", "mean_gini", "mean_gini_norm", "R")
 """Measures whose relative change vs base is reported (R falls as instability rises)."""
 CONTRAST_MEASURES = ("non_unanimity_rate", "mean_gini", "mean_gini_norm")
 """Instability measures the persona vs non-persona contrast can be built on."""
+SCALES = ("relative", "absolute")
+"""How the contrast measures a change: ``(v - b) / b`` or ``v - b``."""
 
 # Columns of the per-unit sums a bootstrap draw reweights.
 _N, _NU, _GINI, _REPS, _SD, _CORRECT, _ANSWERS = range(7)
@@ -326,22 +331,26 @@ class SetComparison:
     variant: CellSetSummary
     relative: Mapping[str, Change]
     accuracy_delta: Change | None
+    variant_label: str = ""
 
 
 @dataclass(frozen=True)
 class PersonaContrast:
-    """Mean relative change of the persona sets minus that of the non-persona sets.
+    """Mean change of the persona sets minus that of the non-persona sets.
 
     Attributes:
         measure: The instability measure compared.
+        scale: ``relative`` (``(v - b) / b``) or ``absolute`` (``v - b``).
         persona_sets, other_sets: Labels of the sets averaged on each side.
-        excluded: Sets left out because their relative change is undefined (base 0).
+        excluded: Sets left out because their change is undefined (a relative change
+            from a base of 0, or a measure the set lacks, such as GSM8K's normalised Gini).
         persona_change, other_change: The two means, with intervals.
         difference: ``persona_change - other_change``: > 0 means the persona
             instability rose more.
     """
 
     measure: str
+    scale: str
     persona_sets: tuple[str, ...]
     other_sets: tuple[str, ...]
     excluded: tuple[str, ...]
@@ -359,6 +368,15 @@ class VariantComparison:
     sets: tuple[SetComparison, ...]
     contrast: PersonaContrast | None
 
+    @property
+    def accuracy_drops(self) -> tuple[str, ...]:
+        """Labels of the sets whose accuracy fell significantly (interval below 0)."""
+        return tuple(
+            s.variant_label
+            for s in self.sets
+            if s.accuracy_delta is not None and s.accuracy_delta.hi < 0
+        )
+
 
 @dataclass(frozen=True)
 class FamilyComparison:
@@ -369,6 +387,7 @@ class FamilyComparison:
     base: tuple[CellSetSummary, ...]
     variants: tuple[VariantComparison, ...]
     measure: str
+    scale: str
     n_boot: int
     confidence: float
     resampling: str = field(
@@ -394,12 +413,14 @@ class FamilyComparison:
             if c is None:
                 continue
             rec: dict[str, Any] = {"family": self.family, "variant": var.variant}
-            rec |= {"measure": c.measure, "persona_sets": list(c.persona_sets)}
+            rec |= {"measure": c.measure, "scale": c.scale}
+            rec |= {"persona_sets": list(c.persona_sets)}
             rec |= {"other_sets": list(c.other_sets), "excluded": list(c.excluded)}
             for name in ("persona_change", "other_change", "difference"):
                 est: Change = getattr(c, name)
                 rec |= {name: est.point, f"{name}_lo": est.lo, f"{name}_hi": est.hi}
             rec["significant"] = c.difference.significant
+            rec["accuracy_drops"] = list(var.accuracy_drops)
             rec["confidence"] = self.confidence
             out.append(rec)
         return out
@@ -502,6 +523,7 @@ def compare_instruments(
     family: str = "",
     base: str = "base",
     measure: str = "non_unanimity_rate",
+    scale: str = "relative",
     n_boot: int = 2000,
     confidence: float = 0.95,
     rng: RngLike = None,
@@ -515,6 +537,7 @@ def compare_instruments(
         base: Name of the base variant in ``runs``.
         measure: Instrument-free measure of the persona contrast, one of
             :data:`CONTRAST_MEASURES`.
+        scale: How the contrast measures change, one of :data:`SCALES`.
         n_boot: Bootstrap draws (see the module docstring), >= 2.
         confidence: Level of the percentile intervals, in (0, 1).
         rng: Seed or generator.
@@ -524,6 +547,8 @@ def compare_instruments(
     """
     if measure not in CONTRAST_MEASURES:
         raise ValueError(f"measure must be one of {', '.join(CONTRAST_MEASURES)}, got {measure!r}")
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 2:
         raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
     if not 0 < confidence < 1:
@@ -579,19 +604,24 @@ def compare_instruments(
                 point = float(_relative(v.value(m), b.value(m)))
                 rel = _relative(dv[m], db[m])
                 relative[m] = _interval(rel, point, confidence)
-                if m == measure and math.isfinite(point):
-                    rel_draws[key], rel_points[key] = rel, point
+                if m == measure:
+                    if scale == "absolute":
+                        point = v.value(m) - b.value(m)
+                        with np.errstate(invalid="ignore"):
+                            rel = dv[m] - db[m]
+                    if math.isfinite(point):
+                        rel_draws[key], rel_points[key] = rel, point
             acc = None
             if cells.n_correct is not None:
                 acc = _interval(
                     dv["accuracy"] - db["accuracy"], v.accuracy - b.accuracy, confidence
                 )
-            comparisons.append(SetComparison(b, v, relative, acc))
+            comparisons.append(SetComparison(b, v, relative, acc, cells.label))
         out.append(
             VariantComparison(
                 variant,
                 tuple(comparisons),
-                _contrast(keyed[variant], rel_points, rel_draws, measure, confidence),
+                _contrast(keyed[variant], rel_points, rel_draws, measure, scale, confidence),
             )
         )
     return FamilyComparison(
@@ -600,6 +630,7 @@ def compare_instruments(
         base=tuple(base_summaries.values()),
         variants=tuple(out),
         measure=measure,
+        scale=scale,
         n_boot=int(n_boot),
         confidence=float(confidence),
     )
@@ -610,6 +641,7 @@ def _contrast(
     points: Mapping[tuple[str, Conditioning], float],
     draws: Mapping[tuple[str, Conditioning], FloatArray],
     measure: str,
+    scale: str,
     confidence: float,
 ) -> PersonaContrast | None:
     persona = [k for k in sets if k[1] == "persona" and k in points]
@@ -631,6 +663,7 @@ def _contrast(
         diff_draws = p_draws - o_draws
     return PersonaContrast(
         measure=measure,
+        scale=scale,
         persona_sets=tuple(sets[k].label for k in persona),
         other_sets=tuple(sets[k].label for k in other),
         excluded=excluded,
@@ -644,6 +677,7 @@ __all__ = [
     "CONTRAST_MEASURES",
     "MEASURES",
     "ROW_COLUMNS",
+    "SCALES",
     "CellSet",
     "CellSetSummary",
     "Change",
