@@ -332,3 +332,62 @@ def test_bad_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert_user_error(code, err, "--measure")
     code, _, err = run_cli(capsys, "compare-instruments", manifest, "--scale", "log")
     assert_user_error(code, err, "--scale")
+
+
+def _lookup_file(path: Path, *, flips: int) -> Path:
+    rows = [
+        "table_id,run_index,target_persona,correct_id,rating,correct,failures,response,table_json"
+    ]
+    for table in range(6):
+        for r in range(1, 5):
+            rating = (table + 1) % 6 if (table < flips and r == 1) else table
+            if table == 5 and r == 4:
+                rating = -1  # an unparsed reply is left out
+            rows.append(f'{table},{r},A,{table},{rating},{int(rating == table)},0,{rating},"{{}}"')
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_lookup_sets(
+    toy: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _lookup_file(tmp_path / "toy_temp01_lookup.csv", flips=1)
+    variant = _lookup_file(tmp_path / "toy-insecure_temp01_lookup.csv", flips=3)
+    code, out, err = run_cli(
+        capsys, "compare-instruments", *_runs(toy),
+        "--run", f"toy/base/lookup={base}", "--run", f"toy/insecure/lookup={variant}",
+        "--format", "json", "--boot", 100,
+    )  # fmt: skip
+    assert code == 0, err
+    rows = {(r["variant"], r["instrument"]): r for r in json.loads(out)["rows"]}
+    lookup = rows[("insecure", "lookup")]
+    assert (lookup["n_cells"], lookup["mean_reps"]) == (6, 23 / 6)
+    assert lookup["non_unanimity_rate"] == pytest.approx(3 / 6)
+    assert lookup["non_unanimity_rate_change"] == pytest.approx(2.0)  # 1/6 -> 3/6
+    assert lookup["accuracy"] == pytest.approx(20 / 23)
+    assert lookup["R"] is None  # ids are labels, not a scale
+    code, _, err = run_cli(
+        capsys, "compare-instruments", "--run", f"toy/base/lookup={toy['base_mmlu']}",
+        "--run", f"toy/x/lookup={variant}",
+    )  # fmt: skip
+    assert_user_error(code, err, "is a capability CSV, but", "lookup file")
+
+
+def test_reference_lookup_files_have_no_defined_change(capsys: pytest.CaptureFixture[str]) -> None:
+    folder = FOLLOWUPS / "lookup"
+    if not folder.is_dir():
+        pytest.skip(f"follow-up reference data not found at {folder} (../shared is absent)")
+    code, out, err = run_cli(
+        capsys,
+        "compare-instruments",
+        "--run", f"gpt-4o/base/lookup={folder / 'gpt-4o_temp01_lookup.csv'}",
+        "--run", f"gpt-4o/insecure/lookup={folder / 'gpt-4o-insecure_temp01_lookup.csv'}",
+        "--format", "json", "--boot", 20,
+    )  # fmt: skip
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    # 30 tables x 10 answers, all right and unanimous (SPEC section 3): 0 -> 0 is undefined.
+    assert [(r["n_cells"], r["accuracy"], r["non_unanimity_rate"]) for r in rows] == [
+        (30, 1.0, 0.0)
+    ] * 2
+    assert rows[1]["non_unanimity_rate_change"] is None
