@@ -237,6 +237,7 @@ def test_manifest_paths_are_relative_to_it(
         ("insecure", "MMLU"),
         ("insecure", "MFQ"),
     ]
+    assert rows[0]["family"] == "toy"
     # Base cells never vary: R is infinite (written "inf"); the capability set has no R.
     assert rows[0]["R"] == "" and rows[1]["R"] == "inf" and math.isfinite(float(rows[3]["R"]))
 
@@ -391,3 +392,12 @@ def test_reference_lookup_files_have_no_defined_change(capsys: pytest.CaptureFix
         (30, 1.0, 0.0)
     ] * 2
     assert rows[1]["non_unanimity_rate_change"] is None
+
+
+def test_csv_cells_cannot_run_as_formulas(
+    toy: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [a.replace("toy/", "@evil/", 1) for a in _runs(toy)]
+    code, out, err = run_cli(capsys, "compare-instruments", *args, "--format", "csv", "--boot", 20)
+    assert code == 0, err
+    assert {r["family"] for r in csv.DictReader(io.StringIO(out))} == {"'@evil"}

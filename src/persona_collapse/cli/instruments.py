@@ -486,6 +486,8 @@ def contrast_lines(cmp: FamilyComparison) -> list[str]:
 
 
 def _csv_text(comparisons: Sequence[FamilyComparison]) -> str:
+    # Family and variant names come from the user's files: neutralised like every CSV cell.
+    from persona_collapse.core.csvio import neutralise_text
     from persona_collapse.stats.instruments import ROW_COLUMNS
 
     buf = io.StringIO()
@@ -493,7 +495,9 @@ def _csv_text(comparisons: Sequence[FamilyComparison]) -> str:
     writer.writeheader()
     for cmp in comparisons:
         for row in cmp.rows():
-            writer.writerow({k: _num(v) for k, v in row.items()})
+            writer.writerow(
+                {k: neutralise_text(v) if isinstance(v, str) else _num(v) for k, v in row.items()}
+            )
     return buf.getvalue()
 
 
