@@ -109,7 +109,13 @@ def test_reference_contrast_and_changes(tmp_path: Path, capsys: pytest.CaptureFi
     assert gsm["accuracy_delta"] == pytest.approx(0.908 - 0.965)
     assert gsm["accuracy_delta_hi"] < 0  # the spec's paired delta is significant too
     assert rows[("gpt-4o", "base", "MMLU", "none")]["accuracy_delta"] is None
-    assert c["accuracy_drops"] == ["MMLU", "GSM8K"]  # valid-row accuracy fell on both
+    # Over every row (unparsed = wrong, as the authors' variant deltas) only GSM8K fell:
+    # MMLU -.0232 [-.0535, +.0066] in variant_deltas.csv; over valid answers both fell.
+    assert c["accuracy_drops"] == ["GSM8K"]
+    mmlu = rows[("gpt-4o", "insecure", "MMLU", "none")]
+    assert mmlu["accuracy_all_delta"] == pytest.approx(0.7978070175438596 - 0.8210526315789474)
+    assert mmlu["accuracy_all_delta_lo"] < 0 < mmlu["accuracy_all_delta_hi"]
+    assert mmlu["accuracy_delta_hi"] < 0
     code, out, err = run_cli(
         capsys, "compare-instruments", manifest, "--scale", "absolute", "--boot", 400
     )
@@ -117,7 +123,7 @@ def test_reference_contrast_and_changes(tmp_path: Path, capsys: pytest.CaptureFi
     line = next(ln for ln in out.splitlines() if ln.startswith("gpt-4o insecure:"))
     # MFQ +.123, BFI +.291 vs MMLU +.070, GSM8K +.13, MFQ self 0 (SPEC section 2).
     assert "changed +0.207 on persona sets" in line and "+0.067 on the others" in line
-    assert "accuracy fell significantly on MMLU, GSM8K" in line
+    assert line.endswith("persona instability rose more; accuracy fell significantly on GSM8K")
 
 
 # --- small generated files ------------------------------------------------------------------
@@ -366,6 +372,7 @@ def test_lookup_sets(
     assert lookup["non_unanimity_rate"] == pytest.approx(3 / 6)
     assert lookup["non_unanimity_rate_change"] == pytest.approx(2.0)  # 1/6 -> 3/6
     assert lookup["accuracy"] == pytest.approx(20 / 23)
+    assert lookup["accuracy_all"] == pytest.approx(20 / 24)  # the unparsed reply is wrong
     assert lookup["R"] is None  # ids are labels, not a scale
     code, _, err = run_cli(
         capsys, "compare-instruments", "--run", f"toy/base/lookup={toy['base_mmlu']}",

@@ -50,6 +50,14 @@ def test_answer_cells_accuracy_counts_every_valid_answer() -> None:
     assert s.accuracy == pytest.approx(3 / 6)  # item 1's single answer counts here...
     assert s.n_cells == 2  # ...but not for instability
     assert s.non_unanimity_rate == 0.5 and math.isnan(s.R)
+    assert math.isnan(s.accuracy_all)  # only valid answers were given
+    rows = answer_cells(
+        [0, 0, 0, 1, 1, 2, 3], ["A", "", "B", "C", "C", "D", ""], correct=[1, 0, 0, 1, 1, 1, 0],
+        valid=[True, False, True, True, True, True, False], instrument="MMLU", n_options=4,
+    )  # fmt: skip
+    r = summarize_cells(rows)
+    assert (r.accuracy, r.accuracy_all) == (pytest.approx(4 / 5), pytest.approx(4 / 7))
+    assert (r.n_cells, r.non_unanimity_rate) == (2, 0.5)  # item 3 has no valid answer
     open_answers = answer_cells([0, 0], ["12", "13"], instrument="GSM8K", n_options=None)
     assert math.isnan(summarize_cells(open_answers).mean_gini_norm)
     assert summarize_cells(open_answers).mean_gini == pytest.approx(0.5)
@@ -68,6 +76,7 @@ def test_answer_cells_accuracy_counts_every_valid_answer() -> None:
         ),
         (lambda: answer_cells([0], ["A"], correct=[2], instrument="X", n_options=4), "correct"),
         (lambda: answer_cells([], [], instrument="X", n_options=4), "answer"),
+        (lambda: answer_cells([0], ["A"], valid=[False], instrument="X", n_options=4), "valid"),
     ],
 )
 def test_bad_arrays_name_the_parameter(call: object, name: str) -> None:

@@ -289,9 +289,10 @@ def _capability(entry: Entry) -> CellSet:
             f"{str(run.answer[row])!r}, not {expected} as {kind.name} answers are",
         )
     return answer_cells(
-        run.item_id[valid],
-        answers,
-        correct=run.correct[valid],
+        run.item_id,
+        run.answer,
+        correct=run.correct,
+        valid=valid,
         instrument=kind.instrument,
         n_options=kind.n_options,
     )
@@ -306,9 +307,10 @@ def _lookup(entry: Entry) -> CellSet:
     if not ok.any():
         raise InputFileError(entry.path, "no row has a parsed answer")
     return answer_cells(
-        run.table_id[ok],
-        run.rating[ok],
-        correct=(run.rating[ok] == run.correct_id[ok]).astype(float),
+        run.table_id,
+        run.rating,
+        correct=(ok & (run.rating == run.correct_id)).astype(float),
+        valid=ok,
         instrument="lookup",
         n_options=6,
     )
@@ -422,7 +424,8 @@ def family_table(cmp: FamilyComparison) -> Table:
         f"[{pct} % CI])",
         title_justify="left",
     )
-    for col in ("variant", "set", "cells × reps", "non-unanimity", "Gini (norm.)", "R", "accuracy"):
+    columns = ("variant", "set", "cells × reps", "non-unanimity", "Gini (norm.)", "R")
+    for col in (*columns, "accuracy (valid)", "accuracy (all rows)"):
         table.add_column(col, justify="left" if col in ("variant", "set") else "right")
     for row in cmp.rows():
         label = row["instrument"] + (
@@ -432,12 +435,6 @@ def family_table(cmp: FamilyComparison) -> Table:
             if row["instrument"] in _LIKERT
             else ""
         )
-        acc = _fmt(row["accuracy"])
-        if math.isfinite(row["accuracy_delta"]):
-            acc += (
-                f" ({row['accuracy_delta']:+.3f} [{row['accuracy_delta_lo']:+.3f}, "
-                f"{row['accuracy_delta_hi']:+.3f}])"
-            )
         table.add_row(
             row["variant"],
             label,
@@ -445,9 +442,16 @@ def family_table(cmp: FamilyComparison) -> Table:
             _fmt(row["non_unanimity_rate"]) + _change(row, "non_unanimity_rate"),
             _fmt(row["mean_gini_norm"], 4) + _change(row, "mean_gini_norm"),
             _fmt(row["R"]) + _change(row, "R"),
-            acc,
+            _fmt(row["accuracy"]) + _delta(row, "accuracy_delta"),
+            _fmt(row["accuracy_all"]) + _delta(row, "accuracy_all_delta"),
         )
     return table
+
+
+def _delta(row: Mapping[str, Any], name: str) -> str:
+    if not math.isfinite(row[name]):
+        return ""
+    return f" ({row[name]:+.3f} [{row[f'{name}_lo']:+.3f}, {row[f'{name}_hi']:+.3f}])"
 
 
 def contrast_lines(cmp: FamilyComparison) -> list[str]:
@@ -580,7 +584,8 @@ def compare_instruments_command(
                     "confidence": confidence,
                     "seed": seed,
                     "resampling": comparisons[0].resampling,
-                    "change": "relative: (variant - base) / base; accuracy_delta: variant - base",
+                    "change": "relative: (variant - base) / base; accuracy deltas: "
+                    "variant - base (accuracy: valid answers; accuracy_all: every row)",
                 },
             }
         )

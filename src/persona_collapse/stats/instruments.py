@@ -11,7 +11,8 @@ scale-free footing (:mod:`.instability`), over its cells with at least two answe
 * ``R`` for Likert sets: ``1 / mean`` over cells of the sample standard deviation
   (pooled; no complete-persona filter, unlike the persona pipeline's R);
 * ``accuracy`` where answers have ground truth: mean correctness over valid answers
-  (every cell, single answers included).
+  (every cell, single answers included); ``accuracy_all`` over every row, a reply that
+  did not parse counting as wrong (the authors' variant deltas use this one).
 
 A family's variants are compared with its base: per set the relative change
 ``(variant - base) / base`` of each measure, the absolute accuracy change, and the key
@@ -20,7 +21,8 @@ contrast: the mean change of the persona-conditioned sets minus that of the othe
 default (scale-free, but large where a base value is small) or absolute (``variant -
 base``, on the measure's own 0-1 scale). A positive contrast whose interval excludes 0
 says the persona instability rose more than the non-persona instability; a significant
-accuracy drop (:attr:`VariantComparison.accuracy_drops`) says the model degraded broadly.
+accuracy drop (:attr:`VariantComparison.accuracy_drops`, on ``accuracy_all``) says the
+model degraded broadly.
 
 Uncertainty: a percentile bootstrap that resamples *units* with replacement, persona
 for persona-conditioned sets (all of a persona's cells together) and the cell itself
@@ -59,7 +61,8 @@ SCALES = ("relative", "absolute")
 """How the contrast measures a change: ``(v - b) / b`` or ``v - b``."""
 
 # Columns of the per-unit sums a bootstrap draw reweights.
-_N, _NU, _GINI, _REPS, _SD, _CORRECT, _ANSWERS = range(7)
+_N, _NU, _GINI, _REPS, _SD, _CORRECT, _ANSWERS, _CORRECT_ALL, _ROWS = range(9)
+_SUMS = 9
 _CHUNK = 2_000_000  # (draw, unit) slots per chunk: bounds memory
 
 
@@ -107,11 +110,13 @@ class CellSet:
         instrument: Label of the instrument or task (``MFQ``, ``BFI-44``, ``MMLU``...).
         conditioning: ``persona`` (cells are persona x item) or ``none``.
         unit_id: ``(C,)`` resampling unit of each cell: persona id, or the cell's own key.
-        counts: ``(C, K)`` answer counts of each cell (every cell has >= 1 answer).
+        counts: ``(C, K)`` valid answer counts of each cell.
         n_options: Size ``k`` of the answer set, or None for open answers.
         sd: ``(C,)`` sample standard deviation of numeric answers (NaN under two
             answers), or None when answers are not on an ordinal scale.
-        n_correct: ``(C,)`` correct answers per cell, or None without ground truth.
+        n_correct: ``(C,)`` correct valid answers per cell, or None without ground truth.
+        n_correct_all, n_rows: ``(C,)`` correct rows and all rows (unparsed replies
+            included) per cell; None when only valid answers were given.
     """
 
     instrument: str
@@ -121,6 +126,8 @@ class CellSet:
     n_options: int | None
     sd: FloatArray | None = None
     n_correct: FloatArray | None = None
+    n_correct_all: FloatArray | None = None
+    n_rows: FloatArray | None = None
 
     @property
     def key(self) -> tuple[str, Conditioning]:
@@ -189,6 +196,7 @@ def answer_cells(
     answer: ArrayLike,
     *,
     correct: ArrayLike | None = None,
+    valid: ArrayLike | None = None,
     instrument: str,
     n_options: int | None,
 ) -> CellSet:
@@ -196,8 +204,11 @@ def answer_cells(
 
     Args:
         cell_id: ``(N,)`` item (or table) of each answer.
-        answer: ``(N,)`` valid answers only (text or numbers).
+        answer: ``(N,)`` answers (text or numbers); only valid ones unless ``valid`` is given.
         correct: ``(N,)`` 1 / 0 correctness of each answer, or None.
+        valid: ``(N,)`` True where the answer parsed: the rows then include unparsed
+            replies, which count for ``accuracy_all`` (as wrong unless marked correct)
+            and nowhere else.
         instrument: Label of the task.
         n_options: Size of the answer set (4 for A-D), or None for open answers.
 
@@ -210,15 +221,35 @@ def answer_cells(
     if n == 0:
         raise ValueError("answer must not be empty")
     k = _check_options(n_options)
+    ok = np.ones(n, dtype=bool) if valid is None else _check_1d("valid", valid, n).astype(bool)
+    if not ok.any():
+        raise ValueError("valid must mark at least one answer")
     cells, inverse = np.unique(ids, return_inverse=True)
-    _, _, counts = answer_counts(inverse, answers)
+    _, _, found = answer_counts(inverse[ok], answers[ok])
+    # answer_counts numbers only the cells it sees: place them among every cell.
+    counts = np.zeros((len(cells), found.shape[1]), dtype=np.int64)
+    counts[np.unique(inverse[ok])] = found
     n_correct: FloatArray | None = None
+    n_correct_all: FloatArray | None = None
+    n_rows: FloatArray | None = None
     if correct is not None:
         corr = _check_1d("correct", correct, n).astype(np.float64)
         if not np.all((corr == 0) | (corr == 1)):
             raise ValueError("correct must hold only 0 and 1")
-        n_correct = np.bincount(inverse, corr, minlength=len(cells)).astype(np.float64)
-    return CellSet(instrument, "none", cells.astype(np.int64), counts, k, n_correct=n_correct)
+        n_correct = np.bincount(inverse[ok], corr[ok], minlength=len(cells)).astype(np.float64)
+        if valid is not None:
+            n_correct_all = np.bincount(inverse, corr, minlength=len(cells)).astype(np.float64)
+            n_rows = np.bincount(inverse, minlength=len(cells)).astype(np.float64)
+    return CellSet(
+        instrument,
+        "none",
+        cells.astype(np.int64),
+        counts,
+        k,
+        n_correct=n_correct,
+        n_correct_all=n_correct_all,
+        n_rows=n_rows,
+    )
 
 
 # --- summaries ------------------------------------------------------------------------------
@@ -237,6 +268,7 @@ class CellSetSummary:
     mean_gini_norm: float
     n_cells: int
     mean_reps: float
+    accuracy_all: float = math.nan
 
     def value(self, measure: str) -> float:
         """The value of ``measure`` (one of :data:`MEASURES` or ``accuracy``)."""
@@ -246,10 +278,10 @@ class CellSetSummary:
 
 
 def _cell_sums(cells: CellSet) -> FloatArray:
-    """``(C, 7)`` per-cell contributions to the sums the measures are ratios of."""
+    """``(C, 9)`` per-cell contributions to the sums the measures are ratios of."""
     n = cells.counts.sum(axis=1)
     multi = (n >= 2).astype(np.float64)
-    out = np.zeros((len(n), 7), dtype=np.float64)
+    out = np.zeros((len(n), _SUMS), dtype=np.float64)
     out[:, _N] = multi
     ok = multi > 0
     out[ok, _NU] = non_unanimity(cells.counts[ok])
@@ -260,11 +292,14 @@ def _cell_sums(cells: CellSet) -> FloatArray:
     if cells.n_correct is not None:
         out[:, _CORRECT] = cells.n_correct
     out[:, _ANSWERS] = n
+    if cells.n_correct_all is not None and cells.n_rows is not None:
+        out[:, _CORRECT_ALL] = cells.n_correct_all
+        out[:, _ROWS] = cells.n_rows
     return out
 
 
 def _measures(sums: FloatArray, cells: CellSet) -> dict[str, FloatArray]:
-    """Every measure from summed contributions ``(..., 7)``."""
+    """Every measure from summed contributions ``(..., 9)``."""
     with np.errstate(invalid="ignore", divide="ignore"):
         n = sums[..., _N]
         gini = sums[..., _GINI] / n
@@ -279,6 +314,9 @@ def _measures(sums: FloatArray, cells: CellSet) -> dict[str, FloatArray]:
                 sums[..., _CORRECT] / sums[..., _ANSWERS] if cells.n_correct is not None else nan
             ),
             "mean_reps": sums[..., _REPS] / n,
+            "accuracy_all": (
+                sums[..., _CORRECT_ALL] / sums[..., _ROWS] if cells.n_rows is not None else nan
+            ),
         }
 
 
@@ -296,6 +334,7 @@ def summarize_cells(cells: CellSet) -> CellSetSummary:
         mean_gini_norm=float(m["mean_gini_norm"]),
         n_cells=int(sums[:, _N].sum()),
         mean_reps=float(m["mean_reps"]),
+        accuracy_all=float(m["accuracy_all"]),
     )
 
 
@@ -324,7 +363,8 @@ class SetComparison:
         base, variant: Point values of the two sets.
         relative: Per measure of :data:`MEASURES`, ``(variant - base) / base`` (NaN when
             the base value is 0 or undefined).
-        accuracy_delta: ``variant - base`` accuracy, or None without ground truth.
+        accuracy_delta: ``variant - base`` accuracy (valid answers), or None without
+            ground truth; ``accuracy_all_delta`` likewise over every row.
     """
 
     base: CellSetSummary
@@ -332,6 +372,7 @@ class SetComparison:
     relative: Mapping[str, Change]
     accuracy_delta: Change | None
     variant_label: str = ""
+    accuracy_all_delta: Change | None = None
 
 
 @dataclass(frozen=True)
@@ -370,12 +411,15 @@ class VariantComparison:
 
     @property
     def accuracy_drops(self) -> tuple[str, ...]:
-        """Labels of the sets whose accuracy fell significantly (interval below 0)."""
-        return tuple(
-            s.variant_label
-            for s in self.sets
-            if s.accuracy_delta is not None and s.accuracy_delta.hi < 0
-        )
+        """Labels of the sets whose accuracy fell significantly (interval below 0): over
+        every row where the rows were given (an unparsed reply is a failure too), else
+        over valid answers."""
+        drops = []
+        for s in self.sets:
+            delta = s.accuracy_all_delta or s.accuracy_delta
+            if delta is not None and delta.hi < 0:
+                drops.append(s.variant_label)
+        return tuple(drops)
 
 
 @dataclass(frozen=True)
@@ -442,6 +486,10 @@ ROW_COLUMNS = (
     "accuracy_delta",
     "accuracy_delta_lo",
     "accuracy_delta_hi",
+    "accuracy_all",
+    "accuracy_all_delta",
+    "accuracy_all_delta_lo",
+    "accuracy_all_delta_hi",
 )
 """Columns of :meth:`FamilyComparison.rows`."""
 
@@ -453,9 +501,11 @@ def _row(family: str, variant: str, s: CellSetSummary, cmp: SetComparison | None
         ch = cmp.relative[m] if cmp is not None else None
         for suffix, attr in (("", "point"), ("_lo", "lo"), ("_hi", "hi")):
             row[f"{m}_change{suffix}"] = getattr(ch, attr) if ch is not None else math.nan
-    acc = cmp.accuracy_delta if cmp is not None else None
-    for suffix, attr in (("", "point"), ("_lo", "lo"), ("_hi", "hi")):
-        row[f"accuracy_delta{suffix}"] = getattr(acc, attr) if acc is not None else math.nan
+    row["accuracy_all"] = s.accuracy_all
+    for name in ("accuracy_delta", "accuracy_all_delta"):
+        acc = getattr(cmp, name) if cmp is not None else None
+        for suffix, attr in (("", "point"), ("_lo", "lo"), ("_hi", "hi")):
+            row[f"{name}{suffix}"] = getattr(acc, attr) if acc is not None else math.nan
     return row
 
 
@@ -568,7 +618,7 @@ def compare_instruments(
         for key, cells in by_key.items():
             ids = spaces[_unit_space(cells)]
             pos = np.searchsorted(ids, cells.unit_id)
-            sums = np.zeros((len(ids), 7), dtype=np.float64)
+            sums = np.zeros((len(ids), _SUMS), dtype=np.float64)
             np.add.at(sums, pos, _cell_sums(cells))
             unit_sums[(variant, key)] = sums
 
@@ -616,7 +666,14 @@ def compare_instruments(
                 acc = _interval(
                     dv["accuracy"] - db["accuracy"], v.accuracy - b.accuracy, confidence
                 )
-            comparisons.append(SetComparison(b, v, relative, acc, cells.label))
+            acc_all = None
+            if cells.n_rows is not None and keyed[base][key].n_rows is not None:
+                acc_all = _interval(
+                    dv["accuracy_all"] - db["accuracy_all"],
+                    v.accuracy_all - b.accuracy_all,
+                    confidence,
+                )
+            comparisons.append(SetComparison(b, v, relative, acc, cells.label, acc_all))
         out.append(
             VariantComparison(
                 variant,
