@@ -30,7 +30,8 @@ otherwise (item or table). Within a family one draw of units serves every run: t
 personas for every persona set of base and variants (persona ids name the same personas
 across instruments, as in the reference studies), the same items for one instrument's
 self, capability or lookup sets. Base and variant are thus paired, and the persona and
-non-persona groups keep their correlation. Repetitions are not resampled separately: a
+non-persona groups keep their correlation; a persona (or item) absent from a set
+contributes nothing to it when drawn. Repetitions are not resampled separately: a
 cell's statistic already carries its repetitions' noise, and resampling whole units
 captures it. Percentiles take observed draws (no interpolation), so a draw whose base
 value is 0 (relative change infinite) widens an interval honestly rather than breaking it.
