@@ -21,6 +21,7 @@ from persona_collapse.cli import (  # noqa: F401
     core,
     finetune,
     geometry,
+    instruments,
     serve,
     stats,
     stores,
