@@ -25,6 +25,7 @@ from persona_collapse.cli import (  # noqa: F401
     stats,
     stores,
     study,
+    trajectory,
     verify,
 )
 from persona_collapse.cli._app import HelpOpt, app, backend_failure, stdout_console
