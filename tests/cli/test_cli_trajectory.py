@@ -210,6 +210,24 @@ def test_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "--final-step" in line
 
 
+def test_steps_from_a_run_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    specs = _sim_steps(tmp_path, {k: FLAT[k] for k in (0, 100, 200)})
+    store = tmp_path / "steps.db"
+    for spec in specs[1::2]:
+        step, path = spec.split("=", 1)
+        run_ok(capsys, "import", path, "--store", store, "--name", f"ckpt-{step}")
+    from_csv = json.loads(run_ok(capsys, "trajectory", *specs, *FAST, "-f", "json"))
+    stored = [a for s in (0, 100, 200) for a in ("--step", f"{s}={store}:ckpt-{s}")]
+    from_store = json.loads(run_ok(capsys, "trajectory", *stored, *FAST, "-f", "json"))
+    assert [p["name"] for p in from_store] == ["ckpt-0", "ckpt-100", "ckpt-200"]
+    for a, b in zip(from_csv, from_store, strict=True):
+        assert (a["S"], a["R"], a["entropy_bits"]) == (b["S"], b["R"], b["entropy_bits"])
+    line = user_error_line(capsys, "trajectory", "--step", f"0={store}", *stored[2:])
+    assert "holds 3 persona runs" in line and "STORE:RUN" in line
+    line = user_error_line(capsys, "trajectory", "--step", f"0={store}:nope", *stored[2:])
+    assert "nope" in line
+
+
 def test_too_few_common_personas(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     specs = _sim_steps(
         tmp_path, {k: FLAT[k] for k in (0, 100, 200)}, personas=33, missing={0: [0, 1], 200: [5, 6]}

@@ -165,7 +165,7 @@ def _write_csv(records: list[dict[str, Any]]) -> None:
     sys.stdout.write(buf.getvalue())
 
 
-@app.command(rich_help_panel="Statistics")
+@app.command(rich_help_panel="Analyse")
 def trajectory(
     step: Annotated[
         list[str],
