@@ -183,7 +183,7 @@ def trajectory(
         int, typer.Option(help="Fewest personas complete at every step.", min=2)
     ] = 30,
     persona_boot: Annotated[int, typer.Option(help="Persona-bootstrap draws.", min=2)] = 2000,
-    rerun_boot: Annotated[int, typer.Option(help="Rerun-bootstrap draws.", min=0)] = 400,
+    rerun_boot: Annotated[int, typer.Option(help="Rerun-bootstrap draws.", min=1)] = 400,
     seed: SeedOpt = 0,
     confidence: Annotated[
         float, typer.Option(help="Level of the rise and drop intervals of S.")

@@ -171,6 +171,9 @@ class EndpointCheck:
             "role": self.role,
             "standalone": standalone,
             "shift": {n: self.shift(n) for n in HEADLINE_FIELDS if n in self.common.estimates},
+            "shift_in_se": {
+                n: self.shift_in_se(n) for n in HEADLINE_FIELDS if n in self.common.estimates
+            },
         }
 
 
@@ -290,6 +293,7 @@ class Trajectory:
                 check = checks[point.step].to_dict()
                 rec["standalone"] = check["standalone"]
                 rec["shift_from_standalone"] = check["shift"]
+                rec["shift_in_standalone_se"] = check["shift_in_se"]
             if point.role == "final" and self.non_monotone is not None:
                 rec["non_monotone_S"] = self.non_monotone.to_dict()
             records.append(rec)
@@ -551,15 +555,21 @@ def analyze_trajectory(
         final_step: Step of the published variant (default: the largest step);
             fractions of training are ``round(step / final_step, 4)``.
         min_personas: Fewest common personas accepted.
-        n_persona_boot, n_rerun_boot: Bootstrap draws of every SE and interval.
+        n_persona_boot, n_rerun_boot: Bootstrap draws of every SE and interval (>= 1).
         seed: Seed of every bootstrap (each step's SEs use it, so the persona
             resamples are the same at every step).
         confidence: Level of the non-monotone intervals.
 
     Raises:
+        ValueError: bad bootstrap settings.
         UserError: fewer than 2 steps, a self or exact run, mixed instruments.
         TooFewCommonPersonasError: fewer than ``min_personas`` common personas.
     """
+    if n_persona_boot < 1 or n_rerun_boot < 1 or seed < 0:
+        raise ValueError(
+            "bootstrap draws must be >= 1 and the seed >= 0, got "
+            f"{n_persona_boot}, {n_rerun_boot}, {seed}"
+        )
     _check_runs(runs)
     steps = sorted(runs)
     final = steps[-1] if final_step is None else final_step
