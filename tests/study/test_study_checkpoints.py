@@ -89,3 +89,19 @@ def test_checkpoint_settings_are_checked(tmp_path: Path) -> None:
         (100, "fam/insecure/step0100", "sim"),
         (200, "fam/secure", None),
     ]
+
+
+def test_too_few_personas_leave_the_trajectory_out_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_study(
+        tmp_path,
+        overrides={"protocol": {"personas": "personas.txt", "repetitions": 2, "seed": 3,
+                                "self_run": False, "toxic_control": False}},
+        families=_families([{"step": 100, "run": "fam/secure"}]),
+    )  # fmt: skip
+    with caplog.at_level("WARNING"):
+        outcome = run_study(load_study(path), progress=False, figures=False)
+    assert outcome.files.html.is_file()
+    assert not (outcome.output_dir / "trajectory").exists()
+    assert "no trajectory of fam/insecure" in caplog.text and "at least 30" in caplog.text

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_collapse.backends import ModelBackendSpec, create_backend, resolve_options
-from persona_collapse.core.errors import ConfigError
+from persona_collapse.core.errors import ConfigError, UserError
 from persona_collapse.core.files import write_text_atomic
 from persona_collapse.core.formatting import json_safe
 from persona_collapse.engine.collect import CollectionSummary, collect, make_run_spec
@@ -191,7 +191,8 @@ def study_trajectories(study: LoadedStudy) -> dict[tuple[str, str], Trajectory]:
     """The trajectory of every variant with checkpoints, from the study's store.
 
     Step 0 is the family base's persona run and ``final_step`` the variant's own
-    persona run (the stored runs the study collected or imported for them).
+    persona run (the stored runs the study collected or imported for them). A variant
+    whose runs are missing or share too few complete personas is left out with a warning.
     """
     checkpoints = plan_checkpoints(study)
     if not checkpoints:
@@ -213,16 +214,23 @@ def study_trajectories(study: LoadedStudy) -> dict[tuple[str, str], Trajectory]:
                 mine = [c for c in checkpoints if (c.family, c.label) == (family, label)]
                 if not mine or variant.final_step is None:
                     continue
-                runs = {0: load(stored[(family, fam.base)])}
-                runs.update({c.step: load(c.name) for c in mine})
-                runs[variant.final_step] = load(stored[(family, label)])
-                out[(family, label)] = analyze_trajectory(
-                    runs,
-                    final_step=variant.final_step,
-                    n_persona_boot=analysis.n_persona_boot,
-                    n_rerun_boot=analysis.n_rerun_boot,
-                    seed=analysis.seed,
-                )
+                try:
+                    runs = {0: load(stored[(family, fam.base)])}
+                    runs.update({c.step: load(c.name) for c in mine})
+                    runs[variant.final_step] = load(stored[(family, label)])
+                    out[(family, label)] = analyze_trajectory(
+                        runs,
+                        final_step=variant.final_step,
+                        n_persona_boot=analysis.n_persona_boot,
+                        n_rerun_boot=analysis.n_rerun_boot,
+                        seed=analysis.seed,
+                    )
+                except UserError as exc:
+                    # One variant's missing runs or too few personas must not stop the
+                    # rest of the study's outputs.
+                    logger.warning(
+                        "study %s: no trajectory of %s/%s: %s", cfg.name, family, label, exc
+                    )
     return out
 
 
