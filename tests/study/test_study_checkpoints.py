@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from _study_helpers import CallCounter, write_study
 
 from persona_collapse.core.errors import ConfigError
@@ -105,3 +106,48 @@ def test_too_few_personas_leave_the_trajectory_out_with_a_warning(
     assert outcome.files.html.is_file()
     assert not (outcome.output_dir / "trajectory").exists()
     assert "no trajectory of fam/insecure" in caplog.text and "at least 30" in caplog.text
+
+
+def test_trainer_checkpoints_are_the_saved_adapters(tmp_path: Path) -> None:
+    from persona_collapse.backends.base import Message
+    from persona_collapse.variants.finetune.datasets import ChatExample, write_chat_jsonl
+
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    write_chat_jsonl(
+        [ChatExample((Message("user", "q"), Message("assistant", "a")))], tmp_path / "data.jsonl"
+    )
+    data = {
+        "name": "ft",
+        "output": "out",
+        "backends": {"hf": {"kind": "transformers", "model": "models/tiny"}},
+        "families": {
+            "fam": {
+                "base": {"backend": "hf"},
+                "insecure": {
+                    "finetune": {"dataset": "data.jsonl"},
+                    "checkpoints": "trainer",
+                    "final_step": 300,
+                },
+            }
+        },
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    study = load_study(path)
+    assert plan_checkpoints(study) == []  # nothing trained yet
+    saved = study.config.output_dir / "finetune" / "fam" / "insecure" / "checkpoints"
+    for step in (100, 200, 300):  # the trainer's last checkpoint is the variant itself
+        (saved / f"checkpoint-{step}").mkdir(parents=True)
+        (saved / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"")
+    plan = plan_checkpoints(study)
+    assert [(c.step, c.name, c.backend) for c in plan] == [
+        (100, "fam/insecure/step0100", "hf"),
+        (200, "fam/insecure/step0200", "hf"),
+    ]
+    assert plan[0].options == {"adapter": str(saved / "checkpoint-100")}
+
+    data["families"]["fam"]["insecure"].pop("finetune")  # type: ignore[index]
+    data["families"]["fam"]["insecure"]["backend"] = "hf"  # type: ignore[index]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="local 'finetune'"):
+        load_study(path)

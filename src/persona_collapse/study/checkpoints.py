@@ -1,7 +1,9 @@
 """Checkpoint trajectories of study variants.
 
 A variant may list ``checkpoints`` (each a training step with a model to collect, a run
-already in the store, or a CSV file to import) and its own ``final_step``. The
+already in the store, or a CSV file to import; or ``trainer``: every ``checkpoint-N/``
+its local LoRA fine-tuning saved, measured as adapters of the model it started from)
+and its own ``final_step``. The
 trajectory's step 0 is the family's base and its last step the variant: both reuse
 the runs the study collects anyway (never collected twice). :func:`collect_checkpoints`
 collects or imports the checkpoint runs (resuming), :func:`study_trajectories` computes
@@ -31,6 +33,8 @@ from persona_collapse.stats.trajectory import Trajectory, analyze_trajectory
 from persona_collapse.store.sqlite import RunStore
 from persona_collapse.study.loading import LoadedStudy
 from persona_collapse.study.orchestrate import BackendBuilder, plan_study, prepare_study
+from persona_collapse.study.produce import finetune_folder, read_produced
+from persona_collapse.study.watch import find_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +78,9 @@ def plan_checkpoints(study: LoadedStudy) -> list[CheckpointRun]:
     runs = []
     for family, fam in cfg.families.items():
         for label, variant in fam.variants.items():
+            if variant.checkpoints == "trainer":
+                runs.extend(_trainer_checkpoints(study, family, label))
+                continue
             for cp in sorted(variant.checkpoints, key=lambda c: c.step):
                 where = f"{study.source}: families.{family}.{label}.checkpoints (step {cp.step})"
                 file = cp.persona_file
@@ -100,6 +107,30 @@ def plan_checkpoints(study: LoadedStudy) -> list[CheckpointRun]:
                     )
                 )
     return runs
+
+
+def _trainer_checkpoints(study: LoadedStudy, family: str, label: str) -> list[CheckpointRun]:
+    """The checkpoints the local LoRA trainer of a fine-tuned variant has saved so far
+    (before ``final_step``: the last one is the variant itself)."""
+    cfg = study.config
+    variant = cfg.families[family].variants[label]
+    folder = finetune_folder(cfg, family, label)
+    if not folder.is_dir() or variant.final_step is None:
+        return []
+    return [
+        CheckpointRun(
+            family=family,
+            label=label,
+            step=step,
+            name=checkpoint_name(family, label, step),
+            backend=variant.backend,
+            model=None,
+            options={"adapter": str(path)},
+            file=None,
+        )
+        for step, path in find_checkpoints(folder).items()
+        if step < variant.final_step
+    ]
 
 
 def collect_checkpoints(
@@ -145,9 +176,14 @@ def collect_checkpoints(
             spec = cfg.backends[cp.backend]
             variant = cfg.families[cp.family].variants[cp.label]
             options = {**spec.options, **variant.options, **cp.options}
+            produced = (
+                read_produced(cfg, cp.family, cp.label) if variant.finetune is not None else None
+            )
+            # A fine-tuned variant's checkpoints are adapters of the model it started from.
+            start = None if produced is None else produced.model
             built = ModelBackendSpec(
                 spec.kind,
-                cp.model or variant.model or spec.model,
+                cp.model or variant.model or start or spec.model,
                 connection=spec.connection_options(),
                 options=options,
                 context={"instrument": inputs.instrument, "template": inputs.template},
@@ -159,7 +195,7 @@ def collect_checkpoints(
                 personas=list(inputs.personas),
                 template=inputs.template,
                 name=cp.name,
-                model=cp.model or variant.model or spec.model or cp.name,
+                model=cp.model or variant.model or start or spec.model or cp.name,
                 protocol=cfg.protocol,
             )
             jobs.append((cp, spec, backend, run_spec))

@@ -85,7 +85,8 @@ resulting model measured with the ``openai`` backend. A fine-tuned variant's
 overriding the study's ``verify`` settings) runs the emergent-misalignment
 check of :mod:`persona_collapse.variants.verify` on the variant before it is measured.
 A variant may list training ``checkpoints`` (each ``step`` with a ``model``/``options``
-to collect, a ``run`` of the store or a ``persona_file``) and its own ``final_step``;
+to collect, a ``run`` of the store or a ``persona_file``; or ``trainer``: every checkpoint
+its local fine-tuning saved) and its own ``final_step``;
 the study then writes its trajectory (:mod:`persona_collapse.study.checkpoints`).
 
 Each family has exactly one base variant (``role: base``, or
@@ -446,9 +447,10 @@ class VariantSpec(BaseModel):
     """Run the emergent-misalignment check on the variant: ``true``, or a mapping of
     settings overriding the study's ``verify`` section."""
 
-    checkpoints: tuple[CheckpointSpec, ...] = Field(default=(), strict=False)
+    checkpoints: list[CheckpointSpec] | Literal["trainer"] = Field(default_factory=list)
     """Training checkpoints measured for a trajectory (step 0 = the family's base, the
-    variant itself = ``final_step``)."""
+    variant itself = ``final_step``), or ``trainer``: every checkpoint the local LoRA
+    trainer of the variant's ``finetune`` saved."""
 
     final_step: int | None = Field(default=None, ge=1)
     """Training step of the variant itself (needed with ``checkpoints``)."""
@@ -486,7 +488,12 @@ class VariantSpec(BaseModel):
             raise ValueError("give either 'backend' or 'persona_file', not both")
         if self.persona_file is None and (self.self_file or self.toxic_file):
             raise ValueError("'self_file' and 'toxic_file' need a 'persona_file'")
-        if self.checkpoints:
+        if self.checkpoints == "trainer":
+            if self.finetune is None or self.finetune.platform != "local":
+                raise ValueError("'checkpoints: trainer' needs a local 'finetune' block")
+            if self.final_step is None:
+                raise ValueError("'checkpoints' need 'final_step', the variant's own step")
+        elif self.checkpoints:
             steps = [c.step for c in self.checkpoints]
             if self.final_step is None or max(steps) >= self.final_step:
                 raise ValueError(
