@@ -69,6 +69,9 @@ def test_preliminary_curve_reproduces_reference(reference_json: list[dict[str, A
         "top1_share": "top1_share",
         "endpoint_mass": "endpoint_mass",
     }
+    # Personas complete at each step on its own (SPEC.md section 4: 48-56 for DeepSeek).
+    complete = [p["personas_complete"] for p in reference_json]
+    assert complete == [100, 56, 53, 53, 48, 53, 54, 53, 100]
     for got, row in zip(reference_json, want, strict=True):
         assert got["personas"] == int(row["n_personas"]) == 48
         assert got["fraction_of_training"] == float(row["fraction_of_training"])

@@ -289,6 +289,10 @@ class Trajectory:
         records = []
         for point in self.points:
             rec = point.to_dict()
+            # How many personas the step has and has complete on its own (the common
+            # set is the intersection of the latter).
+            rec["personas_present"] = self.common.present[point.step]
+            rec["personas_complete"] = self.common.complete[point.step]
             if point.step in checks:
                 check = checks[point.step].to_dict()
                 rec["standalone"] = check["standalone"]
