@@ -26,7 +26,9 @@ from persona_collapse.cli import (  # noqa: F401
     stats,
     stores,
     study,
+    trajectory,
     verify,
+    watch,
 )
 from persona_collapse.cli._app import HelpOpt, app, backend_failure, stdout_console
 from persona_collapse.core.errors import BackendError, UserError

@@ -11,6 +11,7 @@ from typing import Any
 from persona_collapse.core.files import claim_output_dir
 from persona_collapse.report import ReportFiles, StudyResults, write_report
 from persona_collapse.study.analysis import analyse_study
+from persona_collapse.study.checkpoints import collect_checkpoints, write_trajectory_outputs
 from persona_collapse.study.loading import LoadedStudy
 from persona_collapse.study.orchestrate import BackendBuilder, StudyCollection, collect_study
 
@@ -86,6 +87,7 @@ def report_study(
     out = claim_study_output(study, output_dir, force=force)
     results = analyse_study(study, significance=significance)
     files = write_report(results, out, figures=figures)
+    write_trajectory_outputs(study, out, figures=figures)
     logger.info("study %s: report written to %s", study.config.name, files.html)
     return StudyOutcome(study=study, results=results, files=files)
 
@@ -121,6 +123,7 @@ def run_study(
     collection = collect_study(
         study, backend_builder=backend_builder, progress=progress, preflight=preflight
     )
+    collect_checkpoints(study, backend_builder=backend_builder, progress=progress)
     outcome = report_study(study, output_dir=output_dir, figures=figures, force=force)
     return StudyOutcome(
         study=study, results=outcome.results, files=outcome.files, collection=collection

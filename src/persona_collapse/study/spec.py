@@ -84,6 +84,10 @@ resulting model measured with the ``openai`` backend. A fine-tuned variant's
 ``finetune.base_model`` to that variant's model. ``verify`` (true, or a mapping
 overriding the study's ``verify`` settings) runs the emergent-misalignment
 check of :mod:`persona_collapse.variants.verify` on the variant before it is measured.
+A variant may list training ``checkpoints`` (each ``step`` with a ``model``/``options``
+to collect, a ``run`` of the store or a ``persona_file``; or ``trainer``: every checkpoint
+its local fine-tuning saved) and its own ``final_step``;
+the study then writes its trajectory (:mod:`persona_collapse.study.checkpoints`).
 
 Each family has exactly one base variant (``role: base``, or
 the variant labelled ``base``); ``control`` and ``treatment`` roles (default:
@@ -372,6 +376,40 @@ class StudyVerifySettings(_VerifyOverrides):  # type: ignore[misc,valid-type]
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+class CheckpointSpec(BaseModel):
+    """A training checkpoint of a variant (see :mod:`persona_collapse.study.checkpoints`):
+    a model to collect, a run already in the study's store, or a CSV file to import."""
+
+    model_config = _STRICT
+
+    step: int = Field(ge=1)
+    """Training step of the checkpoint (step 0 is the family's base)."""
+
+    model: str | None = None
+    """Model id to collect, with ``backend`` (default the variant's backend)."""
+
+    backend: str | None = None
+    """Name of a backend under ``backends`` (default the variant's)."""
+
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Backend options of this checkpoint (e.g. ``adapter: ckpt/step200``)."""
+
+    run: str | None = None
+    """Name of a run already in the study's store."""
+
+    persona_file: Path | None = Field(default=None, strict=False)
+    """Reference-layout persona CSV to import (relative to the study file)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CheckpointSpec:
+        given = [k for k in ("run", "persona_file") if getattr(self, k) is not None]
+        if len(given) > 1 or (given and (self.model or self.options or self.backend)):
+            raise ValueError(
+                "a checkpoint is one of: 'model'/'options' to collect, 'run', or 'persona_file'"
+            )
+        return self
+
+
 class VariantSpec(BaseModel):
     """One variant of a family: collected from a backend, imported from files, or
     produced by fine-tuning."""
@@ -409,6 +447,14 @@ class VariantSpec(BaseModel):
     """Run the emergent-misalignment check on the variant: ``true``, or a mapping of
     settings overriding the study's ``verify`` section."""
 
+    checkpoints: list[CheckpointSpec] | Literal["trainer"] = Field(default_factory=list)
+    """Training checkpoints measured for a trajectory (step 0 = the family's base, the
+    variant itself = ``final_step``), or ``trainer``: every checkpoint the local LoRA
+    trainer of the variant's ``finetune`` saved."""
+
+    final_step: int | None = Field(default=None, ge=1)
+    """Training step of the variant itself (needed with ``checkpoints``)."""
+
     @field_validator("verify", mode="before")
     @classmethod
     def _verify_shape(cls, v: Any) -> Any:
@@ -442,6 +488,20 @@ class VariantSpec(BaseModel):
             raise ValueError("give either 'backend' or 'persona_file', not both")
         if self.persona_file is None and (self.self_file or self.toxic_file):
             raise ValueError("'self_file' and 'toxic_file' need a 'persona_file'")
+        if self.checkpoints == "trainer":
+            if self.finetune is None or self.finetune.platform != "local":
+                raise ValueError("'checkpoints: trainer' needs a local 'finetune' block")
+            if self.final_step is None:
+                raise ValueError("'checkpoints' need 'final_step', the variant's own step")
+        elif self.checkpoints:
+            steps = [c.step for c in self.checkpoints]
+            if self.final_step is None or max(steps) >= self.final_step:
+                raise ValueError(
+                    "'checkpoints' need 'final_step', the variant's own step, after every "
+                    "checkpoint's step"
+                )
+            if len(set(steps)) != len(steps):
+                raise ValueError(f"checkpoint steps must differ, got {sorted(steps)}")
         if self.persona_file is not None and self.verify is not False:
             raise ValueError(
                 "an imported variant has no model to ask: remove 'verify' (verification "

@@ -1,0 +1,96 @@
+"""``pcollapse watch``: measure LoRA checkpoints as the trainer saves them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from persona_collapse.cli._app import app, interruptible, stdout_console
+from persona_collapse.core.errors import UserError
+
+if TYPE_CHECKING:
+    from persona_collapse.study.watch import MeasuredCheckpoint
+
+
+@app.command(rich_help_panel="Collect")
+def watch(
+    folder: Annotated[Path, typer.Argument(help="Folder where the trainer saves checkpoint-N/.")],
+    model: Annotated[str, typer.Option("--model", help="Base model the adapters belong to.")],
+    store: Annotated[Path, typer.Option(help="Run store (SQLite file).")],
+    prefix: Annotated[
+        str | None, typer.Option(help="Run names are PREFIX/stepNNNN (default: the folder name).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="Backend name.")] = "transformers",
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Backend option KEY=VALUE (repeatable)."),
+    ] = None,
+    adapter_option: Annotated[
+        str, typer.Option(help="Backend option that takes the checkpoint folder.")
+    ] = "adapter",
+    personas: Annotated[str | None, typer.Option(help="Persona set name or file.")] = None,
+    max_personas: Annotated[int | None, typer.Option(help="Use only the first N personas.")] = None,
+    repetitions: Annotated[int | None, typer.Option(help="Repetitions per cell.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
+    mode: Annotated[str | None, typer.Option(help="'sampling' or 'exact'.")] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.", min=0)] = 60.0,
+    max_concurrency: Annotated[
+        int, typer.Option(help="Checkpoints measured at once (each loads its model).", min=1)
+    ] = 1,
+    once: Annotated[
+        bool, typer.Option("--once", help="Measure what is there now, then stop.")
+    ] = False,
+    max_polls: Annotated[
+        int | None, typer.Option(help="Stop after this many polls.", min=1)
+    ] = None,
+) -> None:
+    """Measure every checkpoint-N/ of a LoRA training folder, and each new one as it appears
+    (resumable: what is stored is never asked again)."""
+    from persona_collapse.cli.core import parse_options
+    from persona_collapse.core.config import RunConfig
+    from persona_collapse.study.watch import find_checkpoints, watch_checkpoints
+
+    find_checkpoints(folder)  # a missing folder is one line before anything else
+    overrides: dict[str, Any] = {
+        "backend": backend,
+        "model": model,
+        "personas": personas,
+        "max_personas": max_personas,
+        "repetitions": repetitions,
+        "temperature": temperature,
+        "seed": seed,
+        "mode": mode,
+        "store": store,
+        "self_run": False,
+        "progress": False,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if option:
+        overrides["backend_options"] = parse_options(option)
+    if adapter_option in overrides.get("backend_options", {}):
+        raise UserError(f"--option {adapter_option}=... is set per checkpoint; remove it")
+    cfg = RunConfig.from_mapping(overrides, source="command line")
+    name = prefix if prefix is not None else folder.resolve().name
+    console = stdout_console()
+
+    def report(done: MeasuredCheckpoint) -> None:
+        m = None if done.outcome is None else done.outcome.metrics
+        summary = f" ({done.problem})" if done.problem else ""
+        if m is not None:
+            summary = f": S {m.S:.3f} ± {m.S_se:.3f}, R {m.R:.3f} ± {m.R_se:.3f}"
+        console.print(f"step {done.step} → {store}:{done.name}{summary}", markup=False)
+
+    with interruptible():
+        watch_checkpoints(
+            folder,
+            cfg,
+            prefix=name,
+            adapter_option=adapter_option,
+            interval=interval,
+            max_concurrency=max_concurrency,
+            max_polls=1 if once else max_polls,
+            on_measured=report,
+        )
