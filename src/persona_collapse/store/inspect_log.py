@@ -118,6 +118,7 @@ def split_inspect_logs(
 def raw_format_version(path: Path) -> int | None:
     """The log format version as written in the file (inspect upgrades old logs in
     memory when it reads them, so the file is asked directly); None if unreadable."""
+    _inspect_log_module()  # inspect's .eval logs are zstd-compressed: it teaches zipfile that
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
@@ -131,15 +132,20 @@ def raw_format_version(path: Path) -> int | None:
             data = json.load(handle)
         value = data.get("version") if isinstance(data, dict) else None
         return int(value) if isinstance(value, int) else None
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError):
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError, NotImplementedError):
         return None
 
 
-def _read_log(path: Path, *, header_only: bool) -> Any:
+def _inspect_log_module() -> Any:
     try:
-        from inspect_ai.log import read_eval_log
+        import inspect_ai.log
     except ImportError:
         raise MissingDependencyError("inspect_ai", "inspect") from None
+    return inspect_ai.log
+
+
+def _read_log(path: Path, *, header_only: bool) -> Any:
+    read_eval_log = _inspect_log_module().read_eval_log
     try:
         return read_eval_log(str(path), header_only=header_only)
     except Exception as exc:  # inspect raises many kinds for a file that is not a log
