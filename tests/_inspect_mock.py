@@ -95,7 +95,8 @@ class StreamOutputs:
     see the same replies (one per request; ``num_choices`` is not supported).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, salt: str = "") -> None:
+        self.salt = salt
         self.counts: dict[str, int] = defaultdict(int)
         self.lock = threading.Lock()
 
@@ -106,4 +107,4 @@ class StreamOutputs:
         with self.lock:
             index = self.counts[key]
             self.counts[key] += 1
-        return _output([reply_for(key, index, config.max_tokens)])
+        return _output([reply_for(self.salt + key, index, config.max_tokens)])

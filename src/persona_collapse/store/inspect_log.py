@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,8 +154,22 @@ def _read_log(path: Path, *, header_only: bool) -> Any:
         ) from None
 
 
-def check_inspect_log(path: str | os.PathLike[str]) -> Any:
+def is_inspect_log(path: str | os.PathLike[str]) -> bool:
+    """Whether a file name is that of an inspect log (``.eval``, or ``.json``)."""
+    return Path(path).suffix.lower() in (".eval", ".json")
+
+
+def check_inspect_log(
+    path: str | os.PathLike[str],
+    *,
+    expect_kind: str | None = None,
+    expect_instrument_hash: str | None = None,
+    expect_personas: Sequence[str] | None = None,
+) -> Any:
     """Read a log's header and refuse what this importer cannot read.
+
+    ``expect_*``: what the caller (a study) needs the log to hold: a ``persona`` or
+    ``self`` run, of the instrument with this content hash, with these personas.
 
     Returns:
         The log header (``EvalLog`` without samples).
@@ -188,6 +202,26 @@ def check_inspect_log(path: str | os.PathLike[str]) -> Any:
             f"task metadata layout {metadata.get('protocol_version')!r}; expected "
             f"{PROTOCOL_VERSION} (written by another persona-collapse release)",
         )
+    kind = "self" if metadata.get("kind") == "self" else "persona"
+    if expect_kind is not None and kind != expect_kind:
+        raise InputFileError(file, f"a {kind} run ({task}); expected a {expect_kind} run")
+    if expect_instrument_hash is not None and (
+        metadata.get("instrument_hash") != expect_instrument_hash
+    ):
+        raise InputFileError(
+            file,
+            f"collected with instrument {metadata.get('instrument_name')!r} "
+            f"(hash {metadata.get('instrument_hash')}); expected the study's instrument "
+            f"(hash {expect_instrument_hash})",
+        )
+    if expect_personas is not None and list(metadata.get("personas") or []) != list(
+        expect_personas
+    ):
+        raise InputFileError(
+            file,
+            f"collected with {len(metadata.get('personas') or [])} other personas; expected "
+            f"the study's {len(expect_personas)} personas (in the same order)",
+        )
     return header
 
 
@@ -214,7 +248,13 @@ def _file_sha256(path: Path) -> str:
 
 
 def import_inspect_log(
-    store: RunStore, path: str | os.PathLike[str], *, name: str | None = None
+    store: RunStore,
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    expect_kind: str | None = None,
+    expect_instrument_hash: str | None = None,
+    expect_personas: Sequence[str] | None = None,
 ) -> InspectImport:
     """Import one inspect log of a persona_collapse task as a new run.
 
@@ -225,6 +265,7 @@ def import_inspect_log(
         store: The run store.
         path: The ``.eval`` (or ``.json``) log.
         name: Run name; default the log file's name without extension.
+        expect_kind, expect_instrument_hash, expect_personas: See :func:`check_inspect_log`.
 
     Raises:
         InputFileError: The log is refused (see :func:`check_inspect_log`) or a sample
@@ -232,7 +273,12 @@ def import_inspect_log(
         UserError: ``name`` is taken by other data.
     """
     file = Path(path)
-    check_inspect_log(file)
+    check_inspect_log(
+        file,
+        expect_kind=expect_kind,
+        expect_instrument_hash=expect_instrument_hash,
+        expect_personas=expect_personas,
+    )
     run_name = name or file.stem
     sha = _file_sha256(file)
     source = f"imported:{file.resolve()}"
@@ -390,6 +436,7 @@ __all__ = [
     "InspectImport",
     "check_inspect_log",
     "import_inspect_log",
+    "is_inspect_log",
     "raw_format_version",
     "split_inspect_logs",
 ]
