@@ -230,20 +230,19 @@ class InspectBackend(Backend):
         return [kinds[m.role](content=m.content) for m in prompt.messages]
 
     def _convert(self, exc: BaseException) -> BackendError:
-        """Our error type for what inspect raised (message scrubbed of secrets)."""
+        """Our error type for what inspect raised (message scrubbed of secrets).
+
+        With ``max_retries=0`` inspect raises a retryable failure wrapped in tenacity's
+        ``RetryError`` and anything else as it is; the provider's own classifier
+        (``ModelAPI.should_retry``) says whether it was a rate limit and what the
+        server asked to wait.
+        """
         import tenacity
 
         inner: BaseException = exc
+        wrapped = False
         if isinstance(exc, tenacity.RetryError):
-            inner = exc.last_attempt.exception() or exc
-            retryable: Any = True
-        else:
-            retryable = False
-        if self._model is not None and isinstance(inner, Exception) and not retryable:
-            try:
-                retryable = self._model.api.should_retry(inner)
-            except Exception:  # a classifier that fails classifies nothing
-                retryable = False
+            inner, wrapped = exc.last_attempt.exception() or exc, True
         if isinstance(inner, TimeoutError) or type(inner).__name__ in (
             "AttemptTimeoutError",
             "StreamIdleTimeoutError",
@@ -251,19 +250,18 @@ class InspectBackend(Backend):
             return TransientBackendError(
                 f"inspect model {self.model!r}: no response within {self.timeout:g} s"
             )
+        decision: Any = False
+        if self._model is not None and isinstance(inner, Exception):
+            try:
+                decision = self._model.api.should_retry(inner)
+            except Exception:  # a classifier that fails classifies nothing
+                decision = False
         text = f"inspect model {self.model!r}: {type(inner).__name__}: {scrub(str(inner))[:500]}"
-        if retryable:
-            decision: Any = None
-            if self._model is not None and isinstance(inner, Exception):
-                try:
-                    decision = self._model.api.should_retry(inner)
-                except Exception:
-                    decision = None
-            kind = getattr(decision, "kind", None)
+        if wrapped or decision:
             return TransientBackendError(
                 text,
                 retry_after=getattr(decision, "retry_after", None),
-                rate_limited=kind == "rate_limit",
+                rate_limited=getattr(decision, "kind", None) == "rate_limit",
             )
         return BackendError(text)
 
