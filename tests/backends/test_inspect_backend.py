@@ -209,12 +209,19 @@ def test_secrets_never_reach_the_store(tmp_path: Path, monkeypatch: pytest.Monke
     with RunStore.open(path) as store, pytest.raises(BackendError) as info:
         collect(store, backend)
     assert key not in str(info.value)
-    backend = mock_backend(SeededOutputs(), api_key_env="PC_INSPECT_TEST_KEY")
+    backend = mock_backend(
+        SeededOutputs(),
+        api_key_env="PC_INSPECT_TEST_KEY",
+        base_url="http://user:url-password-42@127.0.0.1:9/v1",
+    )
     with RunStore.open(path) as store:
         summary = collect(store, backend)
         assert summary.complete
+        meta = store.get_run(summary.run.run_id).metadata
+    assert meta["backend"]["base_url"] == "http://127.0.0.1:9/v1"
     for file in tmp_path.iterdir():
-        assert key.encode() not in file.read_bytes(), file
+        data = file.read_bytes()
+        assert key.encode() not in data and b"url-password-42" not in data, file
 
 
 # --- kill and resume ------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from persona_collapse.backends.base import (
 from persona_collapse.backends.openai_compat import (
     LOGPROB_TEMPERATURE,
     MissingPolicy,
+    public_url,
     scale_probabilities,
 )
 from persona_collapse.core.errors import (
@@ -184,13 +185,15 @@ class InspectBackend(Backend):
         }
 
     def run_metadata(self) -> dict[str, Any]:
-        """Protocols used, whether the provider honours ``num_choices``, inspect's version."""
+        """Protocols used, whether the provider honours ``num_choices``, inspect's version
+        and the provider URL (without credentials)."""
         import inspect_ai
 
         return {
             "protocols": sorted(self.protocols_used),
             "honours_num_choices": self.honours_choices,
             "inspect_ai": str(getattr(inspect_ai, "__version__", "")),
+            "base_url": public_url(self.base_url) if self.base_url else None,
         }
 
     # --- plumbing -------------------------------------------------------------------------
