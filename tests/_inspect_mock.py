@@ -7,10 +7,13 @@ encoding it downloads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import math
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 SCALE = range(6)
@@ -108,3 +111,23 @@ class StreamOutputs:
             index = self.counts[key]
             self.counts[key] += 1
         return _output([reply_for(self.salt + key, index, config.max_tokens)])
+
+
+_LOGGERS = ("", "httpx", "httpx2", "inspect_ai", "persona_collapse")
+
+
+@contextlib.contextmanager
+def logging_restored() -> Iterator[None]:
+    """Undo what ``inspect_ai.eval`` does to process-wide logging (root level and
+    handlers, httpx levels), so later tests capture logs as without inspect."""
+    saved = []
+    for name in _LOGGERS:
+        log = logging.getLogger(name)
+        saved.append((log, log.level, list(log.handlers), log.propagate))
+    try:
+        yield
+    finally:
+        for log, level, handlers, propagate in saved:
+            log.setLevel(level)
+            log.handlers[:] = handlers
+            log.propagate = propagate

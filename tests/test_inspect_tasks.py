@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 pytest.importorskip("inspect_ai", reason="inspect_ai is not installed")
 
 from _cli import run_cli
-from _inspect_mock import StreamOutputs
+from _inspect_mock import StreamOutputs, logging_restored
 from persona_collapse.backends import create_backend
 from persona_collapse.core.instrument import load_instrument, mfq30
 from persona_collapse.core.personas import builtin_personas
@@ -30,6 +31,13 @@ REPO = Path(__file__).resolve().parents[1]
 N_PERSONAS = 4
 REPS = 3
 N_ITEMS = 6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _inspect_logging() -> Iterator[None]:
+    """inspect's eval reconfigures process-wide logging; later tests must not see it."""
+    with logging_restored():
+        yield
 
 
 def write_instrument(path: Path, n_items: int = N_ITEMS) -> Path:

@@ -8,13 +8,14 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from _inspect_mock import SeededOutputs
+from _inspect_mock import SeededOutputs, logging_restored
 from _kill_drill import start_child, stored_slots
 from persona_collapse.backends import create_backend
 from persona_collapse.core.errors import (
@@ -37,6 +38,13 @@ needs_inspect = pytest.mark.skipif(
 TESTS = Path(__file__).resolve().parents[1]
 PERSONAS = tuple(builtin_personas()[:4])
 SCALE = tuple(range(6))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _inspect_logging() -> Iterator[None]:
+    """inspect's eval reconfigures process-wide logging; later tests must not see it."""
+    with logging_restored():
+        yield
 
 
 def small_instrument(n_items: int = 5) -> Any:
@@ -232,7 +240,7 @@ DRILL_TOTAL = DRILL_PERSONAS * 30 * DRILL_REPS
 CHILD = f"""
 import sys
 sys.path.insert(0, sys.argv[2])
-from _inspect_mock import SeededOutputs
+from _inspect_mock import SeededOutputs, logging_restored
 from persona_collapse.backends import create_backend
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 pytest.importorskip("inspect_ai", reason="inspect_ai is not installed")
 
 from _cli import assert_user_error, run_cli
-from _inspect_mock import StreamOutputs
+from _inspect_mock import StreamOutputs, logging_restored
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.store.inspect_log import (
     LOG_FORMAT_VERSION,
@@ -22,6 +23,13 @@ from persona_collapse.store.inspect_log import (
 from persona_collapse.store.sqlite import RunStore
 
 SECRET = "sekrit-password-0123456789"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _inspect_logging() -> Iterator[None]:
+    """inspect's eval reconfigures process-wide logging; later tests must not see it."""
+    with logging_restored():
+        yield
 
 
 def _instrument(path: Path, n_items: int = 2) -> Path:

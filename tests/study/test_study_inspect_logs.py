@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("inspect_ai", reason="inspect_ai is not installed")
 
-from _inspect_mock import StreamOutputs
+from _inspect_mock import StreamOutputs, logging_restored
 from persona_collapse.core.errors import InputFileError
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.stats.sources import load_runs, run_metrics
 from persona_collapse.study import load_study, run_study
 
 REPS = 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _inspect_logging() -> Iterator[None]:
+    """inspect's eval reconfigures process-wide logging; later tests must not see it."""
+    with logging_restored():
+        yield
 
 
 def _instrument(path: Path, n_items: int = 3) -> Path:
