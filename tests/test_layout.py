@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("pandas", "matplotlib", "openai", "fastapi", "torch", "transformers", "pyarrow", "numpy")
+HEAVY = (
+    "pandas",
+    "matplotlib",
+    "openai",
+    "fastapi",
+    "torch",
+    "transformers",
+    "pyarrow",
+    "numpy",
+    "inspect_ai",
+)
 
 
 def _imported_after(code: str) -> set[str]:

@@ -56,8 +56,16 @@ def _transformers(_stack: ExitStack, tmp: Path) -> dict[str, Any]:
     return {"model": str(save_tiny_model(tmp / "tiny")), "device": "cpu"}
 
 
+def _inspect(_stack: ExitStack, _tmp: Path) -> dict[str, Any]:
+    pytest.importorskip("inspect_ai")
+    from _inspect_mock import SeededOutputs
+
+    return {"model": "mockllm/model", "model_args": {"custom_outputs": SeededOutputs()}}
+
+
 BUILDERS: dict[str, Callable[[ExitStack, Path], dict[str, Any]]] = {
     "simulator": _simulator,
+    "inspect": _inspect,
     "openai": _openai,
     "transformers": _transformers,
 }

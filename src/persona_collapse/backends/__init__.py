@@ -32,6 +32,7 @@ BUILTIN_BACKENDS: Mapping[str, str] = MappingProxyType(
         "simulator": "persona_collapse.backends.simulator:SimulatorBackend",
         "openai": "persona_collapse.backends.openai_compat:OpenAIBackend",
         "transformers": "persona_collapse.backends.hf:TransformersBackend",
+        "inspect": "persona_collapse.backends.inspect_backend:InspectBackend",
     }
 )
 """Built-in backend names and the ``module:attribute`` that implements each."""

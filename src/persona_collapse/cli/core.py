@@ -266,7 +266,10 @@ def profile(
 
 @app.command(name="import", rich_help_panel="Runs and stores")
 def import_(
-    files: Annotated[list[Path], typer.Argument(help="Reference-layout CSV files or folders.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Reference-layout CSV files, inspect eval logs (.eval) or folders."),
+    ],
     store: Annotated[Path, typer.Option(help="Run store to import into (created if new).")],
     name: Annotated[
         str | None, typer.Option(help="Run name (one file only); default: the file name.")
@@ -275,17 +278,30 @@ def import_(
     temperature: Annotated[float, typer.Option(help="Collection temperature.")] = 0.1,
     instrument: InstrumentOpt = None,
 ) -> None:
-    """Import reference-layout CSV files (persona or self runs) into a run store."""
+    """Import reference-layout CSV files (persona or self runs) or inspect eval logs of the
+    persona_collapse tasks into a run store."""
     from persona_collapse.core.instrument import load_instrument
+    from persona_collapse.store.inspect_log import (
+        check_inspect_log,
+        import_inspect_log,
+        split_inspect_logs,
+    )
     from persona_collapse.store.reference_csv import iter_csv_files
     from persona_collapse.store.sqlite import RunStore
 
     inst = None if instrument is None else load_instrument(instrument)
-    csv_files = iter_csv_files(files)
-    if name is not None and len(csv_files) != 1:
-        raise UserError(f"--name needs exactly one CSV file, got {len(csv_files)}")
+    logs, others = split_inspect_logs(files)
+    csv_files = iter_csv_files(others) if others else []
+    if name is not None and len(csv_files) + len(logs) != 1:
+        raise UserError(f"--name needs exactly one file, got {len(csv_files) + len(logs)}")
+    for log in logs:  # refuse a wrong log before anything is written
+        check_inspect_log(log)
     console = stdout_console()
     with RunStore.open(store) as st:
+        for log in logs:
+            done = import_inspect_log(st, log, name=name)
+            what = "already imported" if done.already else f"{done.samples} slots"
+            console.print(f"imported {log} as {done.run.name!r} ({what})")
         for path in csv_files:
             record = st.import_csv(
                 path,

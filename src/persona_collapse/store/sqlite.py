@@ -1115,6 +1115,102 @@ class RunStore(SQLiteStore):
         logger.info("imported %d rows from %s as run %r", len(frame), file, name)
         return self.get_run(run_id)
 
+    def add_imported_run(
+        self,
+        spec: RunSpec,
+        *,
+        import_key: str,
+        source: str,
+        metadata: Mapping[str, Any],
+        personas: Sequence[str] = (),
+        attempts: Iterable[AttemptRecord] = (),
+        accepted: Iterable[AcceptedSlot] = (),
+        usage: Usage | None = None,
+        requests: int = 0,
+    ) -> RunRecord:
+        """Store a complete run read from another tool's files, in ONE transaction.
+
+        For importers of other formats (e.g. inspect_ai logs): the run, its personas,
+        attempts, answers and usage are written together or not at all. ``spec.name``
+        must be set.
+
+        Raises:
+            UserError: ``spec.name`` is taken, or these data are already stored.
+        """
+        if spec.name is None:
+            raise ValueError("spec.name: an imported run needs a name")
+        for where, value in (("name = ?", spec.name), ("run_key = ?", import_key)):
+            taken = self._select_run(where, (value,))
+            if taken is not None:
+                raise UserError(
+                    f"run name {spec.name!r} is already used in {self.path}; choose another name"
+                    if where.startswith("name")
+                    else f"{source.removeprefix('imported:')} is already imported in "
+                    f"{self.path} as run {taken.name!r}"
+                )
+        with self._transaction() as conn:
+            run_id = self._insert_run(
+                conn,
+                spec,
+                name=spec.name,
+                run_key=import_key,
+                status="complete",
+                source=source,
+                metadata=metadata,
+            )
+            if personas:
+                self._insert_personas(conn, run_id, personas)
+            now = utc_now()
+            conn.executemany(
+                "INSERT INTO attempts (run_id, persona_id, item_id, repetition, round, "
+                "attempt, seed, max_tokens, long_form, response, rating, error, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        run_id,
+                        a.persona_id,
+                        a.item_id,
+                        a.repetition,
+                        a.round,
+                        a.attempt,
+                        a.seed,
+                        a.max_tokens,
+                        int(a.long_form),
+                        a.response,
+                        a.rating,
+                        a.error,
+                        a.created_at or now,
+                    )
+                    for a in attempts
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO ratings (run_id, persona_id, item_id, repetition, seq, "
+                "rating, failures, response, collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        run_id,
+                        s.persona_id,
+                        s.item_id,
+                        s.repetition,
+                        s.seq,
+                        s.rating,
+                        s.failures,
+                        s.response,
+                        s.collected_at or now,
+                    )
+                    for s in accepted
+                ],
+            )
+            u = usage if usage is not None else Usage()
+            conn.execute(
+                "UPDATE usage SET requests = ?, prompt_tokens = ?, completion_tokens = ?, "
+                "cached_tokens = ? WHERE run_id = ?",
+                (int(requests), u.prompt_tokens, u.completion_tokens, u.cached_tokens, run_id),
+            )
+        logger.info("imported run %r from %s", spec.name, source)
+        return self.get_run(run_id)
+
     def export(
         self,
         run_id: int,

@@ -53,6 +53,11 @@ from persona_collapse.engine.preflight import (
     make_check,
     run_preflight,
 )
+from persona_collapse.store.inspect_log import (
+    check_inspect_log,
+    import_inspect_log,
+    is_inspect_log,
+)
 from persona_collapse.store.sqlite import RunSpec, RunStore
 from persona_collapse.study.loading import LoadedStudy
 from persona_collapse.study.produce import (
@@ -500,7 +505,20 @@ def prepare_study(study: LoadedStudy) -> tuple[StudyInputs, list[PlannedRun]]:
     inputs = resolve_inputs(study)
     plan = plan_study(study, inputs)
     _check_files(study, plan)
+    for run in plan:  # inspect logs: refused before anything is collected or imported
+        if run.file is not None and is_inspect_log(run.file):
+            check_inspect_log(run.file, **_log_expects(run, inputs, study))
     return inputs, plan
+
+
+def _log_expects(run: PlannedRun, inputs: StudyInputs, study: LoadedStudy) -> dict[str, Any]:
+    """What an inspect log named by a variant must hold: its kind, the study's
+    instrument, and the persona texts where the study names a persona file."""
+    return {
+        "expect_kind": "self" if run.kind == "self" else "persona",
+        "expect_instrument_hash": inputs.instrument.content_hash,
+        "expect_personas": imported_persona_texts(study, inputs, run.kind),
+    }
 
 
 def collect_study(
@@ -620,6 +638,11 @@ def collect_study(
             try:
                 for run in plan:
                     if run.file is None:
+                        continue
+                    if is_inspect_log(run.file):  # a log of `inspect eval persona_collapse/…`
+                        expects = _log_expects(run, inputs, study)
+                        import_inspect_log(store, run.file, name=run.name, **expects)
+                        imported.append(run.name)
                         continue
                     store.import_csv(
                         run.file,
