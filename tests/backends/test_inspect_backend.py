@@ -18,6 +18,7 @@ import pytest
 from _inspect_mock import SeededOutputs, logging_restored
 from _kill_drill import start_child, stored_slots
 from persona_collapse.backends import create_backend
+from persona_collapse.core.config import SamplingSettings
 from persona_collapse.core.errors import (
     BackendError,
     ConfigError,
@@ -60,10 +61,18 @@ def mock_backend(outputs: Any, **options: Any) -> Any:
     )
 
 
-def collect(store: RunStore, backend: Any, **kwargs: Any) -> Any:
-    settings: dict[str, Any] = {"n_repetitions": 3, "seed": 5, "progress": False}
-    settings.update(kwargs)
-    return run_collection(store, None, backend, PERSONAS, small_instrument(), **settings)
+def collect(store: RunStore, backend: Any, *, mode: str = "sampling", **kwargs: Any) -> Any:
+    protocol = SamplingSettings(repetitions=3, seed=5, mode=mode)
+    return run_collection(
+        store,
+        None,
+        backend,
+        PERSONAS,
+        small_instrument(),
+        protocol=protocol,
+        progress=False,
+        **kwargs,
+    )
 
 
 def test_model_must_name_a_provider() -> None:
@@ -242,6 +251,7 @@ import sys
 sys.path.insert(0, sys.argv[2])
 from _inspect_mock import SeededOutputs, logging_restored
 from persona_collapse.backends import create_backend
+from persona_collapse.core.config import SamplingSettings
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.personas import builtin_personas
 from persona_collapse.engine.collect import run_collection
@@ -254,7 +264,7 @@ backend = create_backend(
 with RunStore.open(sys.argv[1]) as store:
     run_collection(
         store, None, backend, builtin_personas()[:{DRILL_PERSONAS}], mfq30(),
-        n_repetitions={DRILL_REPS}, seed=7, progress=False,
+        protocol=SamplingSettings(repetitions={DRILL_REPS}, seed=7), progress=False,
     )
 """
 
@@ -281,8 +291,7 @@ def test_kill_and_resume_through_the_inspect_backend(tmp_path: Path) -> None:
             backend,
             builtin_personas()[:DRILL_PERSONAS],
             mfq30(),
-            n_repetitions=DRILL_REPS,
-            seed=7,
+            protocol=SamplingSettings(repetitions=DRILL_REPS, seed=7),
             progress=False,
         )
         expected = _comparable(store.ratings_frame(summary.run.run_id))
