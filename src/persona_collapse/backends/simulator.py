@@ -763,7 +763,9 @@ class SimulatorBackend(Backend):
         assert prompt.control is not None  # checked by the caller
         task, item_id, gold = prompt.control
         model = controls.item_model(self.controls, self.params.world_seed, task, item_id, gold)
-        rng = self._prompt_rng(prompt.text, seed)
+        # The preset enters the reply stream: variants sharing a world (and so which
+        # items they know) still sample their replies independently.
+        rng = self._prompt_rng(f"{self.preset}\x00{prompt.text}", seed)
         answers = controls.sample_answers(
             model, self.controls, float(temperature), rng.random((n, 3))
         )

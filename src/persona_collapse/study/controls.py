@@ -34,6 +34,7 @@ from persona_collapse.backends import create_backend
 from persona_collapse.backends.base import Backend
 from persona_collapse.core.controls import ControlTask, capability_task, load_items, lookup_task
 from persona_collapse.core.instrument import Instrument, load_instrument
+from persona_collapse.core.personas import PersonaSet
 from persona_collapse.core.pricing import count_message_tokens, estimate_cost
 from persona_collapse.core.types import Message, Usage
 from persona_collapse.engine.collect import collect, make_run_spec
@@ -104,6 +105,15 @@ def control_repetitions(config: StudyConfig) -> int:
     return c.repetitions if c is not None and c.repetitions else config.protocol.repetitions
 
 
+def bfi_personas(study: LoadedStudy, inputs: StudyInputs) -> PersonaSet:
+    """The personas of the BFI-44 runs (``controls.max_personas`` of the protocol's)."""
+    c = study.config.controls
+    limit = c.max_personas if c is not None else None
+    if limit is None or limit >= len(inputs.personas):
+        return inputs.personas
+    return inputs.personas.head(limit)
+
+
 def control_tasks(config: StudyConfig) -> dict[str, ControlTask]:
     """The study's capability and lookup tasks, by task name."""
     c = config.controls
@@ -137,7 +147,7 @@ def plan_controls(study: LoadedStudy, inputs: StudyInputs | None = None) -> list
     out: list[PlannedControl] = []
     for family, label in _collected_variants(cfg):
         if cfg.controls.bfi44:
-            personas = (inputs or resolve_inputs(study)).personas
+            personas = bfi_personas(study, inputs or resolve_inputs(study))
             bfi = load_instrument("bfi44")
             per_cell = 1 if cfg.protocol.mode == "exact" else cfg.protocol.repetitions
             out.append(
@@ -204,7 +214,7 @@ def collect_study_controls(
                         spec = make_run_spec(
                             backend=backend,
                             instrument=bfi,
-                            personas=list(inputs.personas),
+                            personas=list(bfi_personas(study, inputs)),
                             template=inputs.template,
                             name=run.name,
                             model=model,
@@ -214,7 +224,7 @@ def collect_study_controls(
                             runs,
                             spec,
                             backend,
-                            list(inputs.personas),
+                            list(bfi_personas(study, inputs)),
                             bfi,
                             inputs.template,
                             pacing=pacing,
@@ -287,7 +297,7 @@ def estimate_controls(study: LoadedStudy) -> list[tuple[PlannedControl, RunEstim
                 "persona",
                 instrument=load_instrument("bfi44"),
                 template=inputs.template,
-                personas=list(inputs.personas),
+                personas=list(bfi_personas(study, inputs)),
                 mode=cfg.protocol.store_mode,
                 repetitions=cfg.protocol.repetitions,
                 store=cfg.store_path,

@@ -72,6 +72,7 @@ file's folder, and a path leading outside it is refused unless ``allow_outside``
       capability: {mmlu: items_mmlu.json, gsm8k: items_gsm8k.json}  # items files
       lookup: true                    # the seeded persona -> id lookup task
       repetitions: null               # per control item (default: protocol.repetitions)
+      max_personas: null              # first N personas in the BFI-44 runs (default: all)
     verify:                           # emergent-misalignment check of variants with verify
       judge: judge                    # a backend under 'backends' (null: OpenAI gpt-4o)
       n_samples: 30
@@ -569,6 +570,9 @@ class StudyControls(BaseModel):
 
     repetitions: int | None = Field(default=None, ge=2, le=1000)
     """Repetitions per control item (default: the protocol's)."""
+
+    max_personas: int | None = Field(default=None, ge=2)
+    """Only the first N of the protocol's personas in the BFI-44 runs (default: all)."""
 
 
 class StudyConfig(BaseModel):
