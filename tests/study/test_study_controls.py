@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ def _verdict(outcome) -> Any:  # type: ignore[no-untyped-def]
     return verdict
 
 
-def test_selective_preset_reads_as_persona_specific(tmp_path: Path) -> None:
+def test_selective_preset_reads_as_persona_specific(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     study = _study(tmp_path, {})
     before = study_status(study)
     names = [r.run.name for r in before]
@@ -91,6 +94,15 @@ def test_selective_preset_reads_as_persona_specific(tmp_path: Path) -> None:
     deltas = pd.read_csv(out / "controls_deltas.csv")
     assert {"p_holm", "lo", "hi"} <= set(deltas.columns)
     assert all(r.complete for r in study_status(study))
+    # Every control run is exported in the reference layout and reads back via metrics.
+    exported = out / "controls" / "fam__insecure_mmlu.csv"
+    from persona_collapse.store.control_csv import read_capability_csv
+
+    assert len(read_capability_csv(exported).item_id) == 400
+    from _cli import run_ok
+
+    (metrics,) = json.loads(run_ok(capsys, "metrics", exported, "--format", "json"))
+    assert metrics["task"] == "mmlu" and metrics["n_items"] == 40
     # Resume: nothing is asked again, nothing duplicated.
     with ControlStore.open(controls_path(study.config), create=False) as cs:
         counts = {r.name: len(cs.answers(r.run_id)) for r in cs.list_runs()}
@@ -134,3 +146,22 @@ def test_bad_controls_entries_name_the_key(tmp_path: Path, controls: dict, key: 
         _study(tmp_path, {}, controls=controls)
     message = str(info.value)
     assert key in message and "\n" not in message
+
+
+def test_cli_status_dry_run_and_bad_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from _cli import run_ok, user_error_line
+
+    study = _study(tmp_path, {}, controls={"capability": {"gsm8k": "items_gsm8k.json"}})
+    path = Path(study.source)
+    status = json.loads(run_ok(capsys, "study", "status", path, "--format", "json"))
+    gsm = [r for r in status if r.get("kind") == "gsm8k"]
+    assert {r["run"] for r in gsm} == {"fam/base/gsm8k", "fam/insecure/gsm8k"}
+    assert all(r["planned"] == 200 and r["status"] == "missing" for r in gsm)
+    dry = json.loads(run_ok(capsys, "study", "run", path, "--dry-run", "--format", "json"))
+    assert {r["name"] for r in dry["runs"]} >= {"fam/base/gsm8k", "fam/insecure/gsm8k"}
+    text = path.read_text().replace("items_gsm8k.json", "nope.json")
+    path.write_text(text)
+    line = user_error_line(capsys, "study", "status", path)
+    assert "controls.capability.gsm8k" in line and "nope.json" in line

@@ -531,9 +531,13 @@ def _all_variants(config: StudyConfig) -> list[tuple[str, str]]:
     return [(f, label) for f, fam in config.families.items() for label in fam.variants]
 
 
-def write_controls_outputs(report: ControlsReport, folder: Path) -> list[Path]:
-    """``controls.csv`` (instability and accuracy per variant and task) and
-    ``controls_deltas.csv`` (variant - base with CIs and Holm-adjusted p-values)."""
+def write_controls_outputs(
+    report: ControlsReport, folder: Path, *, study: LoadedStudy | None = None
+) -> list[Path]:
+    """``controls.csv`` (instability and accuracy per variant and task),
+    ``controls_deltas.csv`` (variant - base with CIs and Holm-adjusted p-values) and,
+    with ``study``, every control run in the reference CSV layout under
+    ``controls/<family>__<variant>_<task>.csv`` (``pcollapse metrics`` reads them)."""
     import pandas as pd
 
     from persona_collapse.core.files import atomic_path
@@ -547,6 +551,12 @@ def write_controls_outputs(report: ControlsReport, folder: Path) -> list[Path]:
         with atomic_path(path) as tmp:
             pd.DataFrame.from_records(records).to_csv(tmp, index=False)
         out.append(path)
+    if study is not None and controls_path(study.config).is_file():
+        with ControlStore.open(controls_path(study.config), create=False) as cs:
+            for record in cs.list_runs():
+                family, label, task = record.name.rsplit("/", 2)
+                safe = f"{family}__{label}".replace("/", "_").replace(" ", "_")
+                out.append(cs.export_csv(record.run_id, folder / "controls" / f"{safe}_{task}.csv"))
     return out
 
 

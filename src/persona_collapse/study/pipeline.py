@@ -94,7 +94,7 @@ def report_study(
     controls = analyse_controls(study)
     if controls is not None:
         results = dataclasses.replace(results, controls=controls)
-        write_controls_outputs(controls, out)
+        write_controls_outputs(controls, out, study=study)
     files = write_report(results, out, figures=figures)
     logger.info("study %s: report written to %s", study.config.name, files.html)
     return StudyOutcome(study=study, results=results, files=files)
