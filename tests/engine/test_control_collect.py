@@ -18,6 +18,7 @@ from persona_collapse.core.controls import (
     items_from_dict,
     lookup_task,
 )
+from persona_collapse.core.types import Generation
 from persona_collapse.engine.controls import control_spec, run_control_collection
 from persona_collapse.stats.controls import ControlAnswers, capability_metrics, lookup_metrics
 from persona_collapse.store.control_csv import read_capability_csv, read_lookup_csv
@@ -168,3 +169,22 @@ def test_kill_and_resume_of_a_control_run(tmp_path: Path) -> None:
     assert run.status == "complete" and len(got) == total
     strip = [(a.item_id, a.run_index, a.response, a.answer, a.correct) for a in got]
     assert strip == [(a.item_id, a.run_index, a.response, a.answer, a.correct) for a in expected]
+
+
+class OneReplyAtATime(SimulatorBackend):
+    """A server that ignores ``n``: one reply per request."""
+
+    async def generate(self, prompts, *, n, temperature, max_tokens, seed=None):  # type: ignore[no-untyped-def,override]
+        out = await super().generate(
+            prompts, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed
+        )
+        return [Generation(g.texts[:1], g.usage) for g in out]
+
+
+def test_a_backend_ignoring_n_is_asked_again_for_the_rest(tmp_path: Path) -> None:
+    task = capability_task(arithmetic_items(4))
+    summary, answers = collect(tmp_path / "c.db", task, OneReplyAtATime("base"), n=3)
+    assert summary.complete and summary.requests == 12
+    assert sorted((a.item_id, a.run_index) for a in answers) == [
+        (i, r) for i in range(4) for r in (1, 2, 3)
+    ]

@@ -148,7 +148,7 @@ async def collect_controls(
     store.set_status(run.run_id, "running")
     prompts = {i: _prompt(task, i) for i, _ in work}
 
-    async def one(item_id: int, reps: list[int]) -> None:
+    async def one(item_id: int, reps: list[int]) -> int:
         prompt = prompts[item_id]
         seed = derive_seed(run.seed, CONTROL_PERSONA_ID, item_id, reps[0])
         max_tokens = MAX_TOKENS.get(task.name, 256)
@@ -179,6 +179,7 @@ async def collect_controls(
         usage_total[0] = usage_total[0] + generations[0].usage
         if on_request is not None:
             on_request(added)
+        return len(rows)
 
     queue: asyncio.Queue[tuple[int, list[int]]] = asyncio.Queue()
     for entry in work:
@@ -192,11 +193,11 @@ async def collect_controls(
                 return
             # A backend returning fewer replies than asked: ask again for the rest.
             while reps:
-                before = counters["added"]
-                await one(item_id, reps)
-                stored = store.completed_slots(run.run_id)
-                reps = [r for r in reps if (item_id, r) not in stored]
-                if counters["added"] == before:
+                answered = await one(item_id, reps)
+                # The slots were missing and only this worker asks this item, so the
+                # first ``answered`` of them are now stored.
+                reps = reps[answered:]
+                if not answered:
                     raise BackendError(
                         f"backend {backend.name!r} returned no reply for item {item_id}"
                     )

@@ -3,7 +3,7 @@
 No network and no keys: each family is the simulator in another simulated world
 (``world_seed``), measured with the full protocol (persona runs, self runs and
 the toxic-persona control of the base models), plus the persona-specificity
-controls: a BFI-44 run on 20 personas and a capability task of 20 arithmetic word
+controls: a BFI-44 run on 10 personas and a capability task of 20 arithmetic word
 problems generated here (``items_gsm8k.json``). The study file is written into
 the output folder, so the demo can be re-run, inspected and edited with the
 ``pcollapse study`` commands.
@@ -35,7 +35,7 @@ DEMO_ITEMS = "items_gsm8k.json"
 
 DEMO_CONTROLS: dict[str, Any] = {
     "bfi44": True,
-    "max_personas": 20,
+    "max_personas": 10,
     "capability": {"gsm8k": DEMO_ITEMS},
     "repetitions": 10,
 }
