@@ -177,7 +177,8 @@ def test_study_status_and_report_need_no_model(
 ) -> None:
     out, _ = demo_dir
     status = json.loads(_run(capsys, "study", "status", out / "study.yaml", "--format", "json"))
-    assert len(status) == 2 * (3 * 2 + 1)
+    # Persona and self runs, toxic controls, then a BFI-44 and a gsm8k control per variant.
+    assert len(status) == 2 * (3 * 2 + 1) + 2 * 3 * 2
     assert all(row["complete"] for row in status)
     requests = sum(row["stored"] for row in status)
     (out / "report.html").unlink()
