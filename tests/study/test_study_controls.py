@@ -128,6 +128,8 @@ def test_bfi_and_lookup_controls_run(tmp_path: Path) -> None:
     assert report is not None
     measures = {(r.label, r.measure) for r in report.rows}
     assert ("insecure", "bfi44 persona") in measures and ("base", "lookup") in measures
+    assert [v.kind for v in report.verdicts] == ["selective"]
+    assert "vs lookup" in report.verdicts[0].text
     assert all(r.complete for r in study_status(study))
 
 

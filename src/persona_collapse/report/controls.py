@@ -7,8 +7,8 @@ deltas (paired bootstrap CIs, Holm-adjusted across the study) and words one verd
 per variant from those significance results only:
 
 * *broad*: a capability accuracy fell significantly (Holm-adjusted p below alpha);
-* *selective*: the rise of persona non-unanimity exceeds the rise on every capability
-  task, the difference's 95 % CI above 0;
+* *selective*: the rise of persona non-unanimity (protocol instrument) exceeds the rise
+  on every control task (capability and lookup), each difference's 95 % CI above 0;
 * otherwise "no significant difference". Never stronger than the statistics.
 """
 

@@ -473,6 +473,7 @@ def analyse_controls(study: LoadedStudy) -> ControlsReport | None:
                     )
     deltas: list[ControlDelta] = []
     gaps: list[PersonaGap] = []
+    persona_measure = f"{resolve_inputs(study).instrument.name} persona"
     for family, fam in cfg.families.items():
         base = fam.base
         for label in fam.variants:
@@ -497,9 +498,7 @@ def analyse_controls(study: LoadedStudy) -> ControlsReport | None:
                             math.nan,
                         )
                     )
-                if task == "lookup":
-                    continue
-                mfq = f"{resolve_inputs(study).instrument.name} persona"
+                mfq = f"{persona_measure}"
                 pb, pv = (
                     persona_stats.get((family, base, mfq)),
                     persona_stats.get((family, label, mfq)),
