@@ -210,7 +210,8 @@ def render_section(
     if report.deltas:
         parts.append(
             "<p>Control-task deltas (variant − base; paired bootstrap over shared items, "
-            "then repetitions; Holm across the study):</p>"
+            "then repetitions, percentile CI; p from the normal approximation to that "
+            "interval, Holm-adjusted across the study):</p>"
         )
         parts.append(
             table(

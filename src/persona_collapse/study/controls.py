@@ -13,9 +13,12 @@ All of it resumes (the stores never hold a slot twice) and shows in ``study stat
 and ``study run --dry-run``. :func:`analyse_controls` compares every variant with its
 family's base: instability (non-unanimity, normalised Gini) of MFQ persona cells, BFI
 persona cells, the capability tasks and lookup; paired-bootstrap accuracy and
-non-unanimity deltas of the capability tasks (Holm across the study); and the
-difference between the rise of persona instability and that of capability
-instability, from which :mod:`persona_collapse.report.controls` words its verdicts.
+non-unanimity deltas of the control tasks (a two-sided p from the normal approximation
+to each percentile CI, Holm-adjusted across the study); and the difference between the
+rise of persona non-unanimity (persona bootstrap SEs) and that of each control task
+(SE from its delta's CI), with a normal 95 % CI, from which
+:mod:`persona_collapse.report.controls` words its verdicts. Persona cells are counted
+in sampling mode only (exact-mode runs store distributions, not repeated answers).
 """
 
 from __future__ import annotations
