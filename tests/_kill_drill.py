@@ -11,14 +11,17 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def stored_slots(path: Path) -> int:
-    """Accepted slots in the store, read without interfering with the writer (0 if none yet)."""
+def stored_slots(path: Path, table: str = "ratings") -> int:
+    """Accepted slots in the store, read without interfering with the writer (0 if none yet).
+
+    ``table`` is the slots' table (``control_answers`` for a control store).
+    """
     if not path.exists():
         return 0
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
-            return int(conn.execute("SELECT COUNT(*) FROM ratings").fetchone()[0])
+            return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
         finally:
             conn.close()
     except sqlite3.OperationalError:

@@ -79,7 +79,8 @@ def test_demo_writes_every_output(
                  "comparison.csv", "profiles.csv", "diagnostics.csv", "counts.csv",
                  "parse_failures_by_persona.csv", "tables/table_metrics.tex",
                  "tables/table_self_profiles.tex", "tables/table_toxic_profiles.tex",
-                 "tables/tables.tex"):  # fmt: skip
+                 "tables/tables.tex", "controls.csv", "controls_deltas.csv",
+                 "items_gsm8k.json"):  # fmt: skip
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     for key in FIGURES:
         assert (out / "figures" / f"{key}.pdf").read_bytes()[:5] == b"%PDF-"
@@ -96,6 +97,10 @@ def test_demo_writes_every_output(
     check_latex(out / "tables" / "table_metrics.tex", data_rows=6, columns=6)
     check_latex(out / "tables" / "table_self_profiles.tex", data_rows=6, columns=7)
     check_latex(out / "tables" / "table_toxic_profiles.tex", data_rows=2, columns=7)
+    # Persona-specificity controls: a BFI-44 run and the arithmetic capability task.
+    controls = pd.read_csv(out / "controls.csv")
+    assert {"mfq30 persona", "bfi44 persona", "gsm8k"} <= set(controls["measure"])
+    assert "Is it persona-specific?" in (out / "report.html").read_text()
 
 
 def test_demo_prints_headline_and_report_path(demo_dir: tuple[Path, str]) -> None:
@@ -172,7 +177,8 @@ def test_study_status_and_report_need_no_model(
 ) -> None:
     out, _ = demo_dir
     status = json.loads(_run(capsys, "study", "status", out / "study.yaml", "--format", "json"))
-    assert len(status) == 2 * (3 * 2 + 1)
+    # Persona and self runs, toxic controls, then a BFI-44 and a gsm8k control per variant.
+    assert len(status) == 2 * (3 * 2 + 1) + 2 * 3 * 2
     assert all(row["complete"] for row in status)
     requests = sum(row["stored"] for row in status)
     (out / "report.html").unlink()

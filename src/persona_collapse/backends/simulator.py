@@ -71,8 +71,12 @@ and a prompt written from one of the judge rubrics of
 :mod:`persona_collapse.core.judge` gets a judge score; see
 :mod:`persona_collapse.backends.sim_openended` for both models and their
 per-preset rates (:data:`~persona_collapse.backends.sim_openended.OPEN_ENDED_PRESETS`,
-overridable like the other parameters). Any other prompt without an instrument
-item is an error, so a misconfigured template fails loudly.
+overridable like the other parameters). A control-task prompt (capability item or
+lookup table, ``Prompt.control`` set) is answered from a per-preset accuracy and
+repeat-instability knob (``control_accuracy``, ``control_instability``...; see
+:mod:`persona_collapse.backends.sim_controls`, whose ``true_control_metrics`` gives
+the truth). Any other prompt without an instrument item is an error, so a
+misconfigured template fails loudly.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from persona_collapse.backends import sim_controls as controls
 from persona_collapse.backends import sim_openended as openended
 from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
 from persona_collapse.core.em_questions import Question, find_question
@@ -372,8 +377,12 @@ class SimulatorBackend(Backend):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"simulator seed must be a non-negative integer, got {seed!r}")
         text_fields = openended.OpenEndedParams.model_fields
+        control_fields = controls.ControlParams.model_fields
         text_overrides = {k: v for k, v in overrides.items() if k in text_fields}
-        model_overrides = {k: v for k, v in overrides.items() if k not in text_fields}
+        control_overrides = {k: v for k, v in overrides.items() if k in control_fields}
+        model_overrides = {
+            k: v for k, v in overrides.items() if k not in text_fields and k not in control_fields
+        }
         try:
             params = SimulatorParams.model_validate(
                 {**PRESETS[preset].model_dump(), **model_overrides}
@@ -381,8 +390,12 @@ class SimulatorBackend(Backend):
             open_ended = openended.OpenEndedParams.model_validate(
                 {**openended.OPEN_ENDED_PRESETS[preset].model_dump(), **text_overrides}
             )
+            control_params = controls.ControlParams.model_validate(
+                {**controls.CONTROL_PRESETS[preset].model_dump(), **control_overrides}
+            )
         except ValidationError as exc:
             known = [*SimulatorParams.model_fields, *openended.OpenEndedParams.model_fields]
+            known += list(control_fields)
             raise ConfigError(
                 format_validation_error(exc, what="simulator parameter", known=known)
             ) from None
@@ -390,6 +403,7 @@ class SimulatorBackend(Backend):
         self.seed = seed
         self.params = params
         self.open_ended = open_ended
+        self.controls = control_params
         self.instrument = instrument if instrument is not None else mfq30()
         inst = self.instrument
         self._scale = np.arange(inst.scale_min, inst.scale_max + 1, dtype=float)
@@ -742,6 +756,38 @@ class SimulatorBackend(Backend):
         )
         return Generation(tuple(texts), usage)
 
+    def _control_generation(
+        self, prompt: Prompt, *, n: int, temperature: float, seed: int | None
+    ) -> Generation:
+        """Replies to a control item (see :mod:`~persona_collapse.backends.sim_controls`)."""
+        assert prompt.control is not None  # checked by the caller
+        task, item_id, gold = prompt.control
+        model = controls.item_model(self.controls, self.params.world_seed, task, item_id, gold)
+        # The preset enters the reply stream: variants sharing a world (and so which
+        # items they know) still sample their replies independently.
+        rng = self._prompt_rng(f"{self.preset}\x00{prompt.text}", seed)
+        answers = controls.sample_answers(
+            model, self.controls, float(temperature), rng.random((n, 3))
+        )
+        texts = tuple(controls.render_answer(task, a) for a in answers)
+        usage = Usage(
+            prompt_tokens=len(prompt.text.split()),
+            completion_tokens=sum(len(t.split()) for t in texts),
+        )
+        return Generation(texts, usage)
+
+    def true_control_metrics(
+        self, items: Sequence[tuple[str, int, str]], *, temperature: float, repetitions: int
+    ) -> dict[str, float]:
+        """True mean accuracy and non-unanimity rate of control ``items`` ((task, id, gold))."""
+        return controls.true_control_metrics(
+            self.controls,
+            self.params.world_seed,
+            items,
+            temperature=temperature,
+            repetitions=repetitions,
+        )
+
     def first_token_logprobs(
         self, prompt: Prompt, *, temperature: float, top: int = 20
     ) -> list[tuple[str, float]] | None:
@@ -790,6 +836,11 @@ class SimulatorBackend(Backend):
         refusal_rate = p.unparseable_rate * REFUSAL_SHARE
         out: list[Generation] = []
         for prompt in prompts:
+            if prompt.control is not None:
+                out.append(
+                    self._control_generation(prompt, n=n, temperature=temperature, seed=seed)
+                )
+                continue
             what = self._open_ended(prompt)
             if what is not None:
                 out.append(
@@ -927,6 +978,8 @@ class SimulatorBackend(Backend):
         }
         if self.open_ended != openended.OPEN_ENDED_PRESETS[self.preset]:
             out["open_ended"] = self.open_ended.model_dump()
+        if self.controls != controls.CONTROL_PRESETS[self.preset]:
+            out["controls"] = self.controls.model_dump()
         return out
 
 

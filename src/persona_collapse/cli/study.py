@@ -210,7 +210,7 @@ def run_cmd(
 ) -> None:
     """Collect every run the study needs (resuming), then write metrics, tables, figures, report."""
     from persona_collapse.study import load_study, run_study
-    from persona_collapse.study.orchestrate import estimate_study
+    from persona_collapse.study.controls import estimate_study
 
     out_format = check_format(fmt)
     study = load_study(study_file, allow_outside=allow_outside)
@@ -233,7 +233,8 @@ def status_cmd(
     study_file: StudyFile, fmt: FormatOpt = "table", allow_outside: AllowOutsideOpt = False
 ) -> None:
     """Per-variant progress of a study, read from its run store (no model call)."""
-    from persona_collapse.study import load_study, study_status
+    from persona_collapse.study import load_study
+    from persona_collapse.study.controls import study_status
     from persona_collapse.study.orchestrate import preparation_status
 
     out_format = check_format(fmt)

@@ -371,6 +371,36 @@ def build_gsm8k_items(
     return ItemSet("gsm8k", tuple(items), {"n": n, "seed": seed})
 
 
+def arithmetic_items(n: int = 12, *, seed: int = SEED) -> ItemSet:
+    """A small GSM8K-style items set of the toolkit's own arithmetic word problems.
+
+    For demos and tests (not the reference items): ``random.Random(seed)`` draws
+    two to four whole numbers per question; the gold answer is their sum or product.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    rng = random.Random(seed)
+    items: list[ControlItem] = []
+    for i in range(n):
+        if rng.random() < 0.5:
+            values = [rng.randint(2, 40) for _ in range(rng.randint(2, 4))]
+            question = (
+                "A shop sells "
+                + ", then ".join(f"{v} apples" for v in values)
+                + " in one morning. How many apples does it sell in total?"
+            )
+            gold = sum(values)
+        else:
+            boxes, per_box = rng.randint(2, 12), rng.randint(3, 25)
+            question = (
+                f"There are {boxes} boxes with {per_box} pencils in each. "
+                "How many pencils are there?"
+            )
+            gold = boxes * per_box
+        items.append(ControlItem(i, question, str(gold)))
+    return ItemSet("gsm8k", tuple(items), {"generator": "arithmetic", "n": n, "seed": seed})
+
+
 def items_json(items: ItemSet) -> str:
     """The items file text (the reference layout: one-space indent, ASCII escapes)."""
     return json.dumps(items.to_dict(), indent=1) + "\n"
@@ -546,6 +576,14 @@ class ControlTask:
             return score_lookup(reply, item)
         return score_reply(reply, item, "mmlu" if item.choices else "gsm8k")
 
+    def item(self, item_id: int) -> ControlItem | LookupTable:
+        """The item (lookup: table) with id ``item_id``."""
+        return self._items[item_id]
+
+    def prompt(self, item_id: int) -> str:
+        """The prompt text of an item."""
+        return self._prompts[item_id]
+
     def gold(self, item_id: int) -> str:
         """The right answer of an item, as the CSVs write it."""
         item = self._items[item_id]
@@ -585,6 +623,7 @@ __all__ = [
     "LookupTable",
     "ParsedAnswer",
     "TaskName",
+    "arithmetic_items",
     "build_gsm8k_items",
     "build_mmlu_items",
     "capability_task",

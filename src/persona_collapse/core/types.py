@@ -51,11 +51,15 @@ class Prompt:
         persona: Persona text, or None for a self run. Real backends ignore it;
             the simulator uses it (and infers it from ``messages`` when absent).
         item_id: Instrument item id the prompt asks about, or None if unknown.
+        control: For a control-task prompt, ``(task, item id, gold answer)``. Real
+            backends ignore it, as they ignore ``persona``; the simulator answers
+            control items from it (its model needs the right answer to be right).
     """
 
     messages: tuple[Message, ...]
     persona: str | None = None
     item_id: int | None = None
+    control: tuple[str, int, str] | None = None
 
     @property
     def text(self) -> str:

@@ -577,6 +577,12 @@ def _seeds(results: StudyResults) -> Html:
     return table(["draws", "seed"], [[k, str(v)] for k, v in results.seeds.items()], left=1)
 
 
+def _controls(results: StudyResults) -> Html:
+    from persona_collapse.report.controls import render_section
+
+    return Html(render_section(results.controls, table=table, esc=esc))
+
+
 def render_html(
     results: StudyResults,
     figures: Sequence[RenderedFigure],
@@ -609,6 +615,7 @@ def render_html(
             "Scale usage and parse failures",
             Html(_diagnostics_table(results).markup + _persona_failures(results).markup),
         ),
+        ("Is it persona-specific?", _controls(results)),
         ("Significance", _significance(results)),
         ("Figures", _figures(figures, figures_missing)),
         ("Protocol", _protocol(results)),

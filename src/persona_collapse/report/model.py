@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from persona_collapse.core.config import AnalysisConfig
 from persona_collapse.engine.protocol import ProtocolCheck
@@ -23,6 +23,9 @@ from persona_collapse.stats.display import HEADLINE, label
 from persona_collapse.stats.metrics import RunMetrics, SelfProfile
 from persona_collapse.stats.registry import Estimate, estimates_to_dict
 from persona_collapse.variants.verify.results import VerifyResult
+
+if TYPE_CHECKING:
+    from persona_collapse.report.controls import ControlsReport
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,8 @@ class StudyResults:
     significance: tuple[Mapping[str, Any], ...] | None = None
     notes: tuple[str, ...] = ()
     alpha: float = 0.05
+    controls: ControlsReport | None = None
+    """Persona-specificity controls (None when the study has none)."""
 
     def variants(self) -> list[VariantResult]:
         """Every variant of every family, in order."""

@@ -2,7 +2,9 @@
 
 No network and no keys: each family is the simulator in another simulated world
 (``world_seed``), measured with the full protocol (persona runs, self runs and
-the toxic-persona control of the base models). The study file is written into
+the toxic-persona control of the base models), plus the persona-specificity
+controls: a BFI-44 run on 10 personas and a capability task of 20 arithmetic word
+problems generated here (``items_gsm8k.json``). The study file is written into
 the output folder, so the demo can be re-run, inspected and edited with the
 ``pcollapse study`` commands.
 """
@@ -15,6 +17,7 @@ from typing import Any
 import yaml
 
 from persona_collapse.core.config import AnalysisConfig
+from persona_collapse.core.controls import arithmetic_items, items_json
 from persona_collapse.core.files import claim_output_dir, write_text_atomic
 from persona_collapse.study.loading import LoadedStudy, study_from_mapping
 from persona_collapse.study.pipeline import StudyOutcome, run_study
@@ -22,8 +25,21 @@ from persona_collapse.study.pipeline import StudyOutcome, run_study
 DEMO_FAMILIES: dict[str, int] = {"sim-a": 0, "sim-b": 1}
 """Demo family name -> the simulator's world seed."""
 
-_DEMO_DATABASES = tuple(f"runs.db{s}" for s in ("", "-wal", "-shm", "-journal"))
-"""The demo's run store: the tool's, though not written by the atomic writers."""
+_DEMO_DATABASES = tuple(
+    f"{db}{s}" for db in ("runs.db", "controls.db") for s in ("", "-wal", "-shm", "-journal")
+)
+"""The demo's run and control stores: the tool's, though not written by the atomic writers."""
+
+DEMO_ITEMS = "items_gsm8k.json"
+"""The demo's capability items: our own arithmetic word problems (not reference items)."""
+
+DEMO_CONTROLS: dict[str, Any] = {
+    "bfi44": True,
+    "max_personas": 10,
+    "capability": {"gsm8k": DEMO_ITEMS},
+    "repetitions": 10,
+}
+"""The demo's persona-specificity controls: a small BFI-44 run and a capability task."""
 
 DEMO_VARIANTS: dict[str, str] = {"base": "base", "secure": "control", "insecure": "treatment"}
 """Simulator preset (= variant label) -> role."""
@@ -57,6 +73,7 @@ def demo_study_data(
         "backends": {
             "simulator": {"kind": "simulator", "max_concurrency": 8, "options": {"seed": seed}}
         },
+        "controls": dict(DEMO_CONTROLS),
         "families": {
             family: {
                 preset: {
@@ -96,6 +113,8 @@ def demo_study(
         "# The demo study (pcollapse demo). Re-run: pcollapse study run study.yaml\n"
         + yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
     )
+    # After study.yaml: a user's study file there stops the demo before anything is written.
+    write_text_atomic(out / DEMO_ITEMS, items_json(arithmetic_items(20, seed=seed)))
     return study_from_mapping(data, source=str(path), root=out.resolve())
 
 

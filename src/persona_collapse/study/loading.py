@@ -265,8 +265,22 @@ def resolve_paths(
         for name, fam in config.families.items()
     }
     output = paths.optional(config.output, "output") or root / config.name
+    controls = config.controls
+    if controls is not None and controls.capability is not None:
+        cap = controls.capability
+        controls = controls.model_copy(
+            update={
+                "capability": cap.model_copy(
+                    update={
+                        task: paths.path(path, f"controls.capability.{task}")
+                        for task, path in cap.files().items()
+                    }
+                )
+            }
+        )
     return config.model_copy(
         update={
+            "controls": controls,
             "protocol": protocol,
             "backends": backends,
             "families": families,
@@ -441,6 +455,21 @@ def _check_verify(config: StudyConfig, source: str) -> None:
                 raise ConfigError(format_study_error(exc, source, prefix=where)) from None
 
 
+def _check_controls(config: StudyConfig, source: str) -> None:
+    """Validate the capability items files now, so a bad one fails before any run."""
+    from persona_collapse.core.controls import load_items
+    from persona_collapse.core.errors import InputFileError
+
+    controls = config.controls
+    if controls is None or controls.capability is None:
+        return
+    for task, path in controls.capability.files().items():
+        try:
+            load_items(path, task=task)  # type: ignore[arg-type]
+        except InputFileError as exc:
+            raise ConfigError(f"{source}: controls.capability.{task}: {exc}") from None
+
+
 def study_from_mapping(
     data: Mapping[str, Any],
     *,
@@ -470,6 +499,7 @@ def study_from_mapping(
         resolve_paths(config, base, source=source, allow_outside=allow_outside), source
     )
     _check_verify(resolved, source)
+    _check_controls(resolved, source)
     return LoadedStudy(config=resolved, source=source, root=base)
 
 

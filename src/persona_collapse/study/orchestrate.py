@@ -83,7 +83,8 @@ from persona_collapse.study.verification import (
 
 logger = logging.getLogger(__name__)
 
-RunKindInStudy = Literal["persona", "self", "toxic"]
+RunKindInStudy = Literal["persona", "self", "toxic", "bfi44", "mmlu", "gsm8k", "lookup"]
+"""Kinds of study runs; the last four are the persona-specificity controls."""
 
 BackendBuilder = Callable[[str, dict[str, Any]], Backend]
 """Builds a backend from its kind and keyword options (default: :func:`create_backend`)."""

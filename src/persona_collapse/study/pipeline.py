@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,11 @@ from persona_collapse.core.files import claim_output_dir
 from persona_collapse.report import ReportFiles, StudyResults, write_report
 from persona_collapse.study.analysis import analyse_study
 from persona_collapse.study.checkpoints import collect_checkpoints, write_trajectory_outputs
+from persona_collapse.study.controls import (
+    analyse_controls,
+    collect_study_controls,
+    write_controls_outputs,
+)
 from persona_collapse.study.loading import LoadedStudy
 from persona_collapse.study.orchestrate import BackendBuilder, StudyCollection, collect_study
 
@@ -59,7 +65,7 @@ def claim_study_output(
 
     out = Path(output_dir) if output_dir is not None else study.config.output_dir
     keep = {"finetune", Path(study.source).name}
-    for db in (study.config.store_path.name, VERIFY_STORE):
+    for db in (study.config.store_path.name, VERIFY_STORE, "controls.db"):
         keep.update(db + suffix for suffix in _DB_SUFFIXES)
     return claim_output_dir(out, force=force, keep=keep)
 
@@ -86,6 +92,10 @@ def report_study(
     """
     out = claim_study_output(study, output_dir, force=force)
     results = analyse_study(study, significance=significance)
+    controls = analyse_controls(study)
+    if controls is not None:
+        results = dataclasses.replace(results, controls=controls)
+        write_controls_outputs(controls, out, study=study)
     files = write_report(results, out, figures=figures)
     write_trajectory_outputs(study, out, figures=figures)
     logger.info("study %s: report written to %s", study.config.name, files.html)
@@ -124,6 +134,8 @@ def run_study(
         study, backend_builder=backend_builder, progress=progress, preflight=preflight
     )
     collect_checkpoints(study, backend_builder=backend_builder, progress=progress)
+    if study.config.controls is not None:
+        collect_study_controls(study, backend_builder=backend_builder, progress=progress)
     outcome = report_study(study, output_dir=output_dir, figures=figures, force=force)
     return StudyOutcome(
         study=study, results=outcome.results, files=outcome.files, collection=collection

@@ -67,6 +67,12 @@ file's folder, and a path leading outside it is refused unless ``allow_outside``
         insecure:
           finetune: {dataset: insecure}
           verify: {n_samples: 50}     # overrides of the study's verify settings
+    controls:                         # is it persona-specific? (optional)
+      bfi44: true                     # a BFI-44 persona run per collected variant
+      capability: {mmlu: items_mmlu.json, gsm8k: items_gsm8k.json}  # items files
+      lookup: true                    # the seeded persona -> id lookup task
+      repetitions: null               # per control item (default: protocol.repetitions)
+      max_personas: null              # first N personas in the BFI-44 runs (default: all)
     verify:                           # emergent-misalignment check of variants with verify
       judge: judge                    # a backend under 'backends' (null: OpenAI gpt-4o)
       n_samples: 30
@@ -592,6 +598,43 @@ class FamilySpec(RootModel[dict[str, VariantSpec]]):
         return None
 
 
+class CapabilityControls(BaseModel):
+    """Items files of the capability controls (reference JSON layout), by task."""
+
+    model_config = _STRICT
+
+    mmlu: Path | None = Field(default=None, strict=False)
+    """MMLU-style items file (letters A-D)."""
+
+    gsm8k: Path | None = Field(default=None, strict=False)
+    """GSM8K-style items file (``#### n`` answers)."""
+
+    def files(self) -> dict[str, Path]:
+        """Task -> items file, for the tasks set."""
+        return {t: p for t, p in (("mmlu", self.mmlu), ("gsm8k", self.gsm8k)) if p is not None}
+
+
+class StudyControls(BaseModel):
+    """Controls that tell persona collapse from broad degradation (issue 12)."""
+
+    model_config = _STRICT
+
+    bfi44: bool = False
+    """A BFI-44 persona run per collected variant, beside the protocol's instrument."""
+
+    capability: CapabilityControls | None = None
+    """Capability items files: every collected variant answers each item, no persona."""
+
+    lookup: bool = False
+    """The seeded persona -> id lookup task per collected variant."""
+
+    repetitions: int | None = Field(default=None, ge=2, le=1000)
+    """Repetitions per control item (default: the protocol's)."""
+
+    max_personas: int | None = Field(default=None, ge=2)
+    """Only the first N of the protocol's personas in the BFI-44 runs (default: all)."""
+
+
 class StudyConfig(BaseModel):
     """A whole study (see the module docstring for the file format)."""
 
@@ -623,6 +666,9 @@ class StudyConfig(BaseModel):
 
     verify: StudyVerifySettings | None = None
     """Settings of the emergent-misalignment check of the variants with ``verify``."""
+
+    controls: StudyControls | None = None
+    """Persona-specificity controls: BFI-44, capability tasks, lookup."""
 
     @field_validator("families")
     @classmethod
@@ -659,12 +705,14 @@ __all__ = [
     "PLATFORMS",
     "ROLES",
     "BackendSpec",
+    "CapabilityControls",
     "FamilySpec",
     "FinetuneSpec",
     "Protocol",
     "Role",
     "StudyAnalysis",
     "StudyConfig",
+    "StudyControls",
     "StudyVerifySettings",
     "VariantSpec",
 ]
