@@ -685,11 +685,13 @@ def _multi_valued_feature_change(
     order, starts, keys = _segments(feats.group_of_item[q_g])
     total[:, keys] -= np.add.reduceat(feats.cells[p_g, q_g][order], starts, axis=0)
     if redrawn.codes is not None:
-        # Float codes hold exact integers below 2**53.
-        distinct, which = _distinct_codes(redrawn.codes[:, order].astype(np.int64))
-        counts = np.stack(
-            [(distinct // redrawn.base**k) % redrawn.base for k in range(feats.n_scale)], axis=1
-        ).astype(np.float64)
+        # Float codes hold exact integers below 2**53. Every resample holds n = base - 1
+        # answers, so the last digit follows from the others: dropping it keeps codes small.
+        base, top_digit = redrawn.base, redrawn.base ** (feats.n_scale - 1)
+        distinct, which = _distinct_codes(redrawn.codes[:, order].astype(np.int64) % top_digit)
+        digits = [(distinct // base**k) % base for k in range(feats.n_scale - 1)]
+        digits.append(base - 1 - np.sum(digits, axis=0))
+        counts = np.stack(digits, axis=1).astype(np.float64)
     elif redrawn.counts is not None:
         ordered = redrawn.counts[:, order]
         counts = ordered.reshape(-1, feats.n_scale)
@@ -703,28 +705,26 @@ def _multi_valued_feature_change(
     fixed = np.flatnonzero(constant)
     if len(fixed):
         total[:, keys[:, None], fixed[None, :]] += sizes[:, None] * values[0, fixed][None, :]
-    varying = np.flatnonzero(~constant)
-    if len(varying):
-        picked = values[:, varying][which]  # (B, cells, varying columns)
-        total[:, keys[:, None], varying[None, :]] += np.add.reduceat(picked, starts, axis=1)
+    for col in np.flatnonzero(~constant):  # one column at a time: (B, cells) at most
+        total[:, keys, col] += np.add.reduceat(values[:, col].take(which), starts, axis=1)
 
 
 def _distinct_codes(codes: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.intp]]:
     """Sorted distinct values of ``codes`` and each entry's index among them.
 
-    ``np.unique`` sorts; codes of up to a few million values are found faster with
-    a presence table (only the pages holding codes are touched).
+    ``np.unique`` sorts; codes of small runs span a small range, where a presence
+    table is several times faster.
     """
     top = int(codes.max(initial=0)) + 1
-    if top > 16 * codes.size + (1 << 22):
+    if top > 8 * codes.size + (1 << 16):
         distinct, which = np.unique(codes, return_inverse=True)
         return distinct, which.reshape(codes.shape)
     present = np.zeros(top, dtype=bool)
     present[codes.ravel()] = True
     distinct = np.flatnonzero(present)
-    lookup = np.empty(top, dtype=np.intp)
-    lookup[distinct] = np.arange(len(distinct))
-    return distinct.astype(np.int64), lookup[codes]
+    lookup = np.empty(top, dtype=np.int32)  # only the entries at codes are read
+    lookup[distinct] = np.arange(len(distinct), dtype=np.int32)
+    return distinct.astype(np.int64), lookup[codes].astype(np.intp)
 
 
 # --- bootstrap engines ------------------------------------------------------------------------
