@@ -596,7 +596,7 @@ def _make_features(
         n_scale=n_scale,
         linear_cols=linear_cols,
         linear_map=np.concatenate(maps, axis=1) if maps else np.empty((n_scale, 0)),
-        other_cols=np.setdiff1d(np.arange(start), linear_cols).astype(np.intp),
+        other_cols=np.flatnonzero(~np.isin(np.arange(start), linear_cols)).astype(np.intp),
     )
 
 
@@ -666,7 +666,7 @@ def _two_valued_feature_change(
         return
     # Many scale points or a large n: gather each cell's tabulated row instead.
     picked = pair_of.ravel() * (n + 1) + k_high  # (B, C)
-    for g in np.unique(group):
+    for g in np.flatnonzero(np.bincount(group)):
         total[:, g] += table[picked[:, group == g]].sum(axis=1)
 
 
@@ -1058,7 +1058,8 @@ def _rerun_bootstrap_features(
     p_all, q_all = np.nonzero(varying)
     sizes = counts[p_all, q_all]
     pair = two_valued[p_all, q_all]
-    for n_value in np.unique(sizes):
+    # Distinct sizes (np.unique without options would import numpy.ma, ~20 ms).
+    for n_value in np.flatnonzero(np.bincount(sizes)):
         n = int(n_value)
         for use_pair in (True, False):
             sel = (sizes == n) & (pair == use_pair)
