@@ -994,7 +994,10 @@ def _two_valued_moments(
 ) -> tuple[FloatArray, FloatArray]:
     gap = high - low
     mean = low + k_high * (gap / n)
-    sd = gap * np.sqrt(k_high * (n - k_high) / (n * (n - 1.0)))
+    # sqrt(K (n - K) / (n (n - 1))) tabulated over K = 0..n: the same values, fewer passes.
+    k = np.arange(n + 1)
+    unit_sd = np.sqrt(k * (n - k) / (n * (n - 1.0)))
+    sd = gap * unit_sd[k_high]
     return mean, sd
 
 
