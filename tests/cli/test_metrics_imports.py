@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 HEAVY = ("pandas", "pyarrow", "persona_collapse.store.sqlite", "persona_collapse.core.config")
 
@@ -43,3 +44,32 @@ def test_metrics_command_imports_no_pandas(tmp_path: Path) -> None:
         )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         assert result == {"status": 0, "heavy": []}, out.stderr
+
+
+def test_a_command_run_is_the_only_one_converted() -> None:
+    """``main`` hands typer only the command (or group) it runs, with the same options."""
+    import typer
+
+    from persona_collapse.cli import _app_for, app
+
+    full = typer.main.get_command(app)
+    assert isinstance(full, typer.core.TyperGroup)
+    for name, command in full.commands.items():
+        alone = typer.main.get_command(_app_for(["-v", name, "--help"]))
+        assert isinstance(alone, typer.core.TyperGroup)
+        assert list(alone.commands) == [name]
+        assert [p.name for p in alone.commands[name].params] == [p.name for p in command.params]
+    for args in ([], ["--help"], ["--version"], ["metrcs"]):
+        assert _app_for(args) is app
+
+
+def test_metrics_help_is_unchanged_by_the_shortcut(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from persona_collapse.cli import app, main
+
+    assert main(["metrics", "--help"]) == 0
+    alone = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        typer.main.get_command(app)(["metrics", "--help"], prog_name="pcollapse")
+    assert capsys.readouterr().out == alone

@@ -237,3 +237,28 @@ def test_count_statistics_are_nan_off_the_scale(monkeypatch: pytest.MonkeyPatch)
 
 
 TWO_ITEMS = {1: "A", 2: "B"}
+
+
+def test_pooled_shares_are_computed_once_per_estimate() -> None:
+    """Statistics sharing the scale counts share one normalisation (issue 11.8), and no
+    memo outlives the estimate: shares asked for afterwards are fresh and writable."""
+    sums = np.array([[1.0, 3.0, 0.0, 0.0, 0.0, 4.0], [2.0, 2.0, 2.0, 2.0, 0.0, 0.0]])
+    seen: list[np.ndarray] = []  # kept alive, so that distinct arrays have distinct ids
+    original = registry.pooled_shares
+
+    def counting(arr: np.ndarray) -> np.ndarray:
+        out = original(arr)
+        seen.append(out)
+        return out
+
+    draws = np.stack([sums, sums[::-1]])  # (B=2, S=2, F=6)
+    features = {"scale_counts": registry.FeatureSums(sums, [draws])}
+    with pytest.MonkeyPatch.context() as mp:
+        for module in ("endpoint_mass", "entropy_bits", "top1_share"):
+            mp.setattr(f"persona_collapse.stats.measures.{module}.pooled_shares", counting)
+        estimates = registry.estimate_count_statistics(features, range(6))
+    assert len(seen) == 6 and len({id(a) for a in seen}) == 2  # (point, draws) x 3 statistics
+    assert estimates[0]["top1_share"].value == 0.5
+    after = registry.pooled_shares(sums)
+    after[0, 0] = 0.0  # writable: not the memo's read-only copy
+    assert registry.pooled_shares(sums)[0, 0] == 0.125

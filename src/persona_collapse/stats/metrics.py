@@ -495,6 +495,13 @@ class _Features:
         blocks = [fs.sampled(counts) for fs in self.sets if not fs.linear]
         return np.concatenate(blocks, axis=1) if blocks else np.empty((len(counts), 0))
 
+    def of_counts(self, counts: FloatArray) -> FloatArray:
+        """``(N, width)`` features of every set from ``(N, K)`` counts."""
+        values = np.empty((len(counts), self.width))
+        values[:, self.other_cols] = self.nonlinear(counts)
+        values[:, self.linear_cols] = counts @ self.linear_map
+        return values
+
 
 def _scale_positions(values: FloatArray, grid: FloatArray) -> NDArray[np.intp] | None:
     """Scale index of each value (-1 for NaN padding); None when a value is off the scale."""
@@ -589,8 +596,18 @@ def _make_features(
         n_scale=n_scale,
         linear_cols=linear_cols,
         linear_map=np.concatenate(maps, axis=1) if maps else np.empty((n_scale, 0)),
-        other_cols=np.setdiff1d(np.arange(start), linear_cols).astype(np.intp),
+        other_cols=np.flatnonzero(~np.isin(np.arange(start), linear_cols)).astype(np.intp),
     )
+
+
+def _add_product(out: FloatArray, left: FloatArray, right: FloatArray) -> None:
+    """``out += left @ right``, in products small enough for single-threaded BLAS.
+
+    Threaded BLAS on a busy machine spends more CPU time waiting than computing.
+    """
+    rows = max(1, _SMALL_PRODUCT // max(left.shape[1] * right.shape[1], 1))
+    for r in range(0, len(left), rows):
+        out[r : r + rows] += left[r : r + rows] @ right
 
 
 def _segments(key: NDArray[np.intp]) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
@@ -607,67 +624,50 @@ def _two_valued_feature_change(
     p_g: NDArray[np.intp],
     q_g: NDArray[np.intp],
     k_high: NDArray[np.intp],
-    n_high: IntArray,
     n: int,
     total: FloatArray,
 ) -> None:
     """Add the feature change of resampled two-valued cells to ``total`` (B, G, width).
 
-    Linear features change by ``(K - n_high) (map[high] - map[low])``: sums of that
-    count change per (group, scale point). The others are tabulated over the ``n + 1``
-    possible resamples (``K`` = 0..n high values) once per kind of cell (its two
-    scale points and ``n_high``); kinds with equal tables (scale-free features depend
-    on ``n_high`` and ``K`` only) are pooled, and the replicates only need a
-    histogram of (group, kind, ``K``).
+    A resampled two-valued cell holds ``n - K`` times its low and ``K`` times its
+    high scale point, so its features depend on (low, high, ``K``) only: they are
+    tabulated once per pair of scale points present and ``K = 0..n``, and each
+    replicate's sums are a histogram of (group, pair, ``K``) times that table. The
+    cells' own features are subtracted once.
     """
     positions = feats.positions
     if positions is None:
         raise ValueError("two-valued cells need scale positions")
-    n_boot = k_high.shape[0]
+    n_boot, n_cells = k_high.shape
     n_s = feats.n_scale
     cell_pos = positions[p_g, q_g, :n]
-    low_pos, high_pos = cell_pos.min(axis=1), cell_pos.max(axis=1)
-    group = feats.group_of_item[q_g]
-    if len(feats.linear_cols):
-        # Cells sharing (group, low, high) change their linear features alike.
-        order, starts, keys = _segments((group * n_s + low_pos) * n_s + high_pos)
-        seg = np.add.reduceat(k_high[:, order], starts, axis=1)  # (B, segments)
-        seg -= np.add.reduceat(n_high[order], starts)
-        step = feats.linear_map[keys % n_s] - feats.linear_map[(keys // n_s) % n_s]
-        effect = seg[..., None] * step[None]  # (B, segments, linear columns)
-        seg_group = keys // (n_s * n_s)
-        for g in np.unique(seg_group):
-            total[:, g, feats.linear_cols] += effect[:, seg_group == g].sum(axis=1)
-    if not len(feats.other_cols):
-        return
-    kind_key = (low_pos * n_s + high_pos) * (n + 1) + n_high
-    kinds, kind_of = np.unique(kind_key, return_inverse=True)
-    n_kinds = len(kinds)
+    pair_key = cell_pos.min(axis=1) * n_s + cell_pos.max(axis=1)
+    pairs, pair_of = np.unique(pair_key, return_inverse=True)
+    n_pairs = len(pairs)
     k_axis = np.arange(n + 1)
-    rows = np.arange(n_kinds)[:, None]
-    counts = np.zeros((n_kinds, n + 1, n_s))
-    counts[rows, k_axis[None, :], ((kinds // (n + 1)) // n_s)[:, None]] = n - k_axis[None, :]
-    counts[rows, k_axis[None, :], ((kinds // (n + 1)) % n_s)[:, None]] += k_axis[None, :]
-    width = len(feats.other_cols)
-    table = feats.nonlinear(counts.reshape(-1, n_s)).reshape(n_kinds, n + 1, width)
-    table -= table[np.arange(n_kinds), kinds % (n + 1)][:, None, :]  # change from the cell
-    types, type_of_kind = np.unique(table.reshape(n_kinds, -1), axis=0, return_inverse=True)
-    type_of = type_of_kind.ravel()[kind_of.ravel()]
-    n_types = len(types)
-    k_int = k_high
-    bins = n_boot * feats.n_groups * n_types * (n + 1)
-    if bins <= max(4 * k_int.size, 1 << 16):
-        cell_key = (group * n_types + type_of) * (n + 1)  # (C,)
-        replicate = np.arange(n_boot)[:, None] * (feats.n_groups * n_types * (n + 1))
-        hist = np.bincount((replicate + cell_key + k_int).ravel(), minlength=bins)
-        hist = hist.reshape(n_boot, feats.n_groups, n_types * (n + 1)).astype(np.float64)
-        total[:, :, feats.other_cols] += hist @ types.reshape(n_types * (n + 1), width)
+    rows = np.arange(n_pairs)[:, None]
+    counts = np.zeros((n_pairs, n + 1, n_s))
+    counts[rows, k_axis[None, :], (pairs // n_s)[:, None]] = n - k_axis[None, :]
+    counts[rows, k_axis[None, :], (pairs % n_s)[:, None]] += k_axis[None, :]
+    table = feats.of_counts(counts.reshape(-1, n_s))  # (n_pairs * (n + 1), width)
+    group = feats.group_of_item[q_g]
+    own = np.zeros((feats.n_groups, feats.width))
+    np.add.at(own, group, feats.cells[p_g, q_g])
+    total -= own
+    per_group = n_pairs * (n + 1)
+    cell_key = group * per_group + pair_of.ravel() * (n + 1)  # (C,)
+    bins = n_boot * feats.n_groups * per_group
+    if bins <= max(4 * n_boot * n_cells, 1 << 16):
+        replicate = np.arange(n_boot)[:, None] * (feats.n_groups * per_group)
+        keys = (replicate + cell_key + k_high).ravel()
+        hist = np.bincount(keys, minlength=bins).astype(np.float64)
+        by_row = hist.reshape(n_boot * feats.n_groups, per_group)
+        _add_product(total.reshape(n_boot * feats.n_groups, feats.width), by_row, table)
         return
-    flat = types.reshape(n_types * (n + 1), width)
-    order, starts, keys = _segments(group)
-    picked = (type_of * (n + 1))[order] + k_int[:, order]
-    for j, col in enumerate(feats.other_cols):
-        total[:, keys, col] += np.add.reduceat(flat[:, j].take(picked), starts, axis=1)
+    # Many scale points or a large n: gather each cell's tabulated row instead.
+    picked = pair_of.ravel() * (n + 1) + k_high  # (B, C)
+    for g in np.flatnonzero(np.bincount(group)):
+        total[:, g] += table[picked[:, group == g]].sum(axis=1)
 
 
 def _multi_valued_feature_change(
@@ -685,27 +685,28 @@ def _multi_valued_feature_change(
     order, starts, keys = _segments(feats.group_of_item[q_g])
     total[:, keys] -= np.add.reduceat(feats.cells[p_g, q_g][order], starts, axis=0)
     if redrawn.codes is not None:
-        # Float codes hold exact integers below 2**53.
-        distinct, which = _distinct_codes(redrawn.codes[:, order].astype(np.int64))
-        counts = np.stack(
-            [(distinct // redrawn.base**k) % redrawn.base for k in range(feats.n_scale)], axis=1
-        ).astype(np.float64)
+        # Float codes hold exact integers below 2**53. Every resample holds n = base - 1
+        # answers, so the last digit follows from the others: dropping it keeps codes small.
+        base, top_digit = redrawn.base, redrawn.base ** (feats.n_scale - 1)
+        distinct, which = _distinct_codes(redrawn.codes[:, order].astype(np.int64) % top_digit)
+        digits = [(distinct // base**k) % base for k in range(feats.n_scale - 1)]
+        digits.append(base - 1 - np.sum(digits, axis=0))
+        counts = np.stack(digits, axis=1).astype(np.float64)
     elif redrawn.counts is not None:
         ordered = redrawn.counts[:, order]
         counts = ordered.reshape(-1, feats.n_scale)
         which = np.arange(len(counts)).reshape(ordered.shape[:2])
     else:
         raise ValueError("no redrawn counts")
-    values = np.empty((len(counts), feats.width))
-    values[:, feats.other_cols] = feats.nonlinear(counts)
-    values[:, feats.linear_cols] = counts @ feats.linear_map
+    values = feats.of_counts(counts)
     sizes = np.diff(np.r_[starts, len(order)])
-    for col in range(feats.width):
-        column = values[:, col]
-        if np.all(column == column[0]):  # e.g. "cell is used": the same for every resample
-            total[:, keys, col] += column[0] * sizes
-            continue
-        total[:, keys, col] += np.add.reduceat(column.take(which), starts, axis=1)
+    # Columns equal for every resample (e.g. "cell is used") need no gathering.
+    constant = np.all(values == values[:1], axis=0)
+    fixed = np.flatnonzero(constant)
+    if len(fixed):
+        total[:, keys[:, None], fixed[None, :]] += sizes[:, None] * values[0, fixed][None, :]
+    for col in np.flatnonzero(~constant):  # one column at a time: (B, cells) at most
+        total[:, keys, col] += np.add.reduceat(values[:, col].take(which), starts, axis=1)
 
 
 def _distinct_codes(codes: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.intp]]:
@@ -721,9 +722,9 @@ def _distinct_codes(codes: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArra
     present = np.zeros(top, dtype=bool)
     present[codes.ravel()] = True
     distinct = np.flatnonzero(present)
-    lookup = np.empty(top, dtype=np.intp)
-    lookup[distinct] = np.arange(len(distinct))
-    return distinct.astype(np.int64), lookup[codes]
+    lookup = np.empty(top, dtype=np.int32)  # only the entries at codes are read
+    lookup[distinct] = np.arange(len(distinct), dtype=np.int32)
+    return distinct.astype(np.int64), lookup[codes].astype(np.intp)
 
 
 # --- bootstrap engines ------------------------------------------------------------------------
@@ -993,16 +994,11 @@ def _two_valued_moments(
 ) -> tuple[FloatArray, FloatArray]:
     gap = high - low
     mean = low + k_high * (gap / n)
-    sd = gap * np.sqrt(k_high * (n - k_high) / (n * (n - 1.0)))
+    # sqrt(K (n - K) / (n (n - 1))) tabulated over K = 0..n: the same values, fewer passes.
+    k = np.arange(n + 1)
+    unit_sd = np.sqrt(k * (n - k) / (n * (n - 1.0)))
+    sd = gap * unit_sd[k_high]
     return mean, sd
-
-
-def _add_by_item(total: FloatArray, change: FloatArray, item: NDArray[np.intp]) -> None:
-    """``total[:, q] += sum of change[:, c] over cells c with item[c] == q``, in place."""
-    order = np.argsort(item, kind="stable")
-    sorted_items = item[order]
-    starts = np.flatnonzero(np.r_[True, sorted_items[1:] != sorted_items[:-1]])
-    total[:, sorted_items[starts]] += np.add.reduceat(change[:, order], starts, axis=1)
 
 
 def _rerun_bootstrap(
@@ -1065,7 +1061,8 @@ def _rerun_bootstrap_features(
     p_all, q_all = np.nonzero(varying)
     sizes = counts[p_all, q_all]
     pair = two_valued[p_all, q_all]
-    for n_value in np.unique(sizes):
+    # Distinct sizes (np.unique without options would import numpy.ma, ~20 ms).
+    for n_value in np.flatnonzero(np.bincount(sizes)):
         n = int(n_value)
         for use_pair in (True, False):
             sel = (sizes == n) & (pair == use_pair)
@@ -1079,12 +1076,14 @@ def _rerun_bootstrap_features(
             for start in range(0, len(p_sel), step):
                 p_g, q_g = p_sel[start : start + step], q_sel[start : start + step]
                 if use_pair:
-                    k_high = _two_valued_draws(n_high[p_g, q_g], n, n_boot, rng)
+                    # Cells in item order, so that the per-item sums below need no
+                    # gathering; the draws are made in cell order first (same stream).
+                    order, starts, keys = _segments(q_g)
+                    k_high = _two_valued_draws(n_high[p_g, q_g], n, n_boot, rng)[:, order]
+                    p_g, q_g = p_g[order], q_g[order]
                     mean, sd = _two_valued_moments(low[p_g, q_g], high[p_g, q_g], k_high, n)
                     if feats is not None and feature_total is not None:
-                        _two_valued_feature_change(
-                            feats, p_g, q_g, k_high, n_high[p_g, q_g], n, feature_total
-                        )
+                        _two_valued_feature_change(feats, p_g, q_g, k_high, n, feature_total)
                 else:
                     positions = None if feats is None else feats.positions
                     s1, s2, redrawn = _resample(
@@ -1095,15 +1094,19 @@ def _rerun_bootstrap_features(
                         n_boot,
                         rng,
                     )
-                    mean = s1 / n
-                    sd = np.sqrt(np.maximum((s2 - s1 * mean) / (n - 1), 0.0))
                     if feats is not None and feature_total is not None and redrawn is not None:
                         _multi_valued_feature_change(feats, p_g, q_g, redrawn, feature_total)
+                    order, starts, keys = _segments(q_g)
+                    s1, s2 = s1[:, order], s2[:, order]
+                    p_g, q_g = p_g[order], q_g[order]
+                    mean = s1 / n
+                    sd = np.sqrt(np.maximum((s2 - s1 * mean) / (n - 1), 0.0))
+                # Same sums, in the same order, as before cells were put in item order.
                 m_new = mean - centre[q_g]
                 m0 = centred[p_g, q_g]
-                _add_by_item(d1, m_new - m0, q_g)
-                _add_by_item(d2, m_new * m_new - m0 * m0, q_g)
-                _add_by_item(dsig, sd - sigma[p_g, q_g], q_g)
+                d1[:, keys] += np.add.reduceat(m_new - m0, starts, axis=1)
+                d2[:, keys] += np.add.reduceat(m_new * m_new - m0 * m0, starts, axis=1)
+                dsig[:, keys] += np.add.reduceat(sd - sigma[p_g, q_g], starts, axis=1)
     var_mu = (base_s2 + d2 - d1 * d1 / n_p) / (n_p - 1)
     sd_mu = np.sqrt(np.maximum(var_mu, 0.0))
     mean_sig = (base_sig + dsig) / n_p

@@ -40,6 +40,7 @@ import logging
 import math
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
@@ -291,26 +292,34 @@ def estimate_count_statistics(
     n_scopes = len(next(iter(features.values())).point) if features else 1
     out: list[dict[str, Estimate]] = [{} for _ in range(n_scopes)]
     nan = Estimate(math.nan, math.nan)
-    for stat in statistics():
-        if stat.features is None or stat.combine is None:
-            continue
-        sums = features.get(stat.features.name)
-        if sums is None:
-            for scope in out:
-                scope[stat.name] = nan
-            continue
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = stat.combine(sums.point, grid)
-            variance = np.zeros(n_scopes)
-            for draws in sums.draws:
-                n_boot = draws.shape[0]
-                flat = draws.reshape(n_boot * n_scopes, draws.shape[2])
-                replicates = stat.combine(flat, grid).reshape(n_boot, n_scopes)
-                variance += _column_sd(replicates) ** 2
-        for s, scope in enumerate(out):
-            value = float(values[s])
-            se = math.sqrt(variance[s]) if math.isfinite(value) else math.nan
-            scope[stat.name] = Estimate(value, se)
+    # Each feature set's replicate sums are reshaped once, so statistics sharing a set
+    # get the same arrays and pooled_shares normalises them once for all of them.
+    flat_draws = {
+        name: [d.reshape(d.shape[0] * n_scopes, d.shape[2]) for d in sums.draws]
+        for name, sums in features.items()
+    }
+    token = _SHARES_MEMO.set({})
+    try:
+        for stat in statistics():
+            if stat.features is None or stat.combine is None:
+                continue
+            sums = features.get(stat.features.name)
+            if sums is None:
+                for scope in out:
+                    scope[stat.name] = nan
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values = stat.combine(sums.point, grid)
+                variance = np.zeros(n_scopes)
+                for flat in flat_draws[stat.features.name]:
+                    replicates = stat.combine(flat, grid).reshape(-1, n_scopes)
+                    variance += _column_sd(replicates) ** 2
+            for s, scope in enumerate(out):
+                value = float(values[s])
+                se = math.sqrt(variance[s]) if math.isfinite(value) else math.nan
+                scope[stat.name] = Estimate(value, se)
+    finally:
+        _SHARES_MEMO.reset(token)
     return out
 
 
@@ -432,10 +441,26 @@ def mean_over_cells(sums: FloatArray, scale: FloatArray) -> FloatArray:
         return np.where(sums[:, 0] > 0, sums[:, 1] / sums[:, 0], math.nan)
 
 
+_SHARES_MEMO: ContextVar[dict[int, tuple[FloatArray, FloatArray]] | None] = ContextVar(
+    "pooled_shares_memo", default=None
+)
+"""Shares already computed, by input array, while :func:`estimate_count_statistics` runs
+(its arrays are not changed meanwhile); None outside it."""
+
+
 def pooled_shares(sums: FloatArray) -> FloatArray:
     """Row-normalised :data:`SCALE_COUNTS` sums: the pooled distribution per replicate."""
+    memo = _SHARES_MEMO.get()
+    if memo is not None:
+        hit = memo.get(id(sums))
+        if hit is not None and hit[0] is sums:
+            return hit[1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / sums.sum(axis=1, keepdims=True)
+        shares = sums / sums.sum(axis=1, keepdims=True)
+    if memo is not None:
+        shares.flags.writeable = False  # shared by several statistics
+        memo[id(sums)] = (sums, shares)
+    return shares
 
 
 # --- the built-in moment statistics -------------------------------------------------------

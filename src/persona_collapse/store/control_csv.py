@@ -15,13 +15,15 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from persona_collapse.core.controls import TaskName, task_from_name
 from persona_collapse.core.errors import InputFileError
+
+if TYPE_CHECKING:  # core.controls builds pydantic models: `pcollapse metrics` only reads headers
+    from persona_collapse.core.controls import TaskName
 
 ControlKind = Literal["capability", "lookup"]
 
@@ -160,6 +162,8 @@ def read_capability_csv(path: str | Path, *, task: TaskName | None = None) -> Ca
         InputFileError: Unreadable file, missing column, or a bad cell (named with its line).
     """
     p = Path(path)
+    from persona_collapse.core.controls import task_from_name
+
     resolved = task or task_from_name(p.name)
     if resolved is None:
         raise InputFileError(
