@@ -13,6 +13,7 @@ import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from persona_collapse.backends.base import MIN_SCALE_MASS, SCALE_MASS_TEMPERATURE
@@ -21,13 +22,16 @@ from persona_collapse.core.formatting import fmt_pm
 from persona_collapse.core.version import __version__
 from persona_collapse.report.figures import RenderedFigure
 from persona_collapse.report.model import (
+    CEILING_ENTROPY_BITS,
+    CEILING_TOP1_SHARE,
     StudyResults,
     VariantResult,
-    Verdict,
+    ceiling_limit,
     excess_points,
-    family_verdict,
     format_p,
     significance_verdict,
+    study_verdict,
+    verdict_text,
 )
 from persona_collapse.stats.compare import Change, check_band
 from persona_collapse.stats.display import delta, fmt_change, is_difference
@@ -40,6 +44,15 @@ CSP = (
 
 PERSONA_TABLE_ROWS = 10
 """Personas listed in the per-persona parse-failure table."""
+
+FAILURE_TERMS = (
+    '<p class="muted"><strong>Failed slots</strong>: answer slots that hold no valid '
+    "rating after every retry; they are left out of the analysis. "
+    "<strong>Parse failures</strong>: replies, retries included, that held no valid rating, "
+    "as a share of all rating replies. A slot whose retry succeeded counts as a parse "
+    "failure but not as a failed slot, so the two can differ.</p>"
+)
+"""The report's one definition of the two failure counts (shown where either appears)."""
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
@@ -123,49 +136,13 @@ def table(
 # --- sections -----------------------------------------------------------------------------------
 
 
-def verdict_text(v: Verdict, band: tuple[float, float]) -> str:
-    """The headline of a family as plain text (escaped by the caller)."""
-    low, high = band
-    base = (
-        "the base model has no S yet"
-        if v.base_S is None
-        else f"base S = {fmt_pm(v.base_S, v.base_S_se)} "
-        f"({'inside' if v.base_in_band else 'outside'} the frontier band [{low:g}, {high:g}])"
-    )
-    if v.treatment is None or v.treatment_S is None:
-        return f"{v.family}: {base}; no treatment variant with results to compare."
-    where = (
-        "stays inside the frontier S band"
-        if not v.leaves_band
-        else f"leaves the frontier S band ({v.side} it)"
-    )
-    text = (
-        f"{v.family}: the {v.treatment} variant {where}: "
-        f"S = {fmt_pm(v.treatment_S, v.treatment_S_se)}; {base}. "
-        f"ΔS = {fmt_pct(v.dS)}, ΔR = {fmt_pct(v.dR)} (Δσ̄ = {fmt_pct(v.dsigma_bar)})."
-    )
-    if v.excess_R is None or v.control is None:
-        return text + " No control variant, so the misalignment-specific part is unknown."
-    share = (
-        ""
-        if v.specific_share is None
-        else f"; {100 * v.specific_share:.0f} % of ΔR is misalignment-specific"
-    )
-    return (
-        text + f" The {v.control} control changes R by {fmt_pct(v.control_dR)}, so the excess "
-        f"ΔR_{v.treatment} − ΔR_{v.control} is {fmt_pct(v.excess_R)}{share}."
-    )
-
-
 def _headline(results: StudyResults) -> Html:
     parts = []
     for fam in results.families.values():
-        v = family_verdict(fam, results.band)
-        ok = v.treatment is not None and v.leaves_band is False
+        v = study_verdict(results, fam)
+        tests = [t for t in (v.dS_test, v.dR_test) if t is not None]
+        ok = v.treatment is not None and bool(tests) and not any(t.significant for t in tests)
         text = verdict_text(v, results.band)
-        tested = significance_verdict(results, fam)
-        if tested is not None:
-            text += " " + tested
         parts.append(f'<div class="verdict{" ok" if ok else ""}">{esc(text)}</div>')
     avg = results.average
     if avg is not None and "treatment" in avg.variants:
@@ -174,6 +151,7 @@ def _headline(results: StudyResults) -> Html:
         text = f"Mean over {avg.families} families, treatment variants: {changes}."
         if avg.excess is not None:
             text += f" Mean misalignment-specific excess ΔR: {fmt_pct(avg.excess.overall.R)}."
+        text += " (Means are descriptive; the tests are per family.)"
         parts.append(f"<p><strong>{esc(text)}</strong></p>")
     return Html("\n".join(parts))
 
@@ -201,6 +179,7 @@ def _metrics_table(results: StudyResults) -> Html:
             change = None
             if fam.comparison is not None and v.label != fam.base:
                 change = fam.comparison.variants.get(v.label)
+            limited = ceiling_limit(v) is not None
             cells: list[Any] = [
                 fam.name,
                 v.label if v.interpretable else f"{v.label} † not interpretable",
@@ -208,7 +187,8 @@ def _metrics_table(results: StudyResults) -> Html:
             ]
             for st in statistics():
                 e = None if m is None else m.estimates.get(st.name)
-                cells.append("—" if e is None else fmt_pm(e.value, e.se, st.digits))
+                shown = "—" if e is None else fmt_pm(e.value, e.se, st.digits)
+                cells.append(shown + (" ‡" if limited and st.name == "S" and e else ""))
                 cells.append(_change_cell(None if change is None else change.overall, st.name))
             rows.append([*cells, _band_status(results, v), "—" if m is None else f"{m.personas}"])
     header = ["family", "variant", "role"]
@@ -220,6 +200,13 @@ def _metrics_table(results: StudyResults) -> Html:
         for v in results.variants()
         if v.protocol is not None and not v.protocol.follows
     ]
+    limits = [c for c in (ceiling_limit(v) for v in results.variants()) if c is not None]
+    if limits:
+        verdicts.append(
+            f"‡ S is ceiling-limited for this variant (≥ {100 * CEILING_TOP1_SHARE:.0f} % of "
+            f"ratings on one value or rating entropy < {CEILING_ENTROPY_BITS:g} bits): "
+            "personas have little room to move its answers, so no verdict on its S is given."
+        )
     return table(header, rows, left=3, caption=" ".join(verdicts) or None)
 
 
@@ -313,6 +300,7 @@ def _diagnostics_table(results: StudyResults) -> Html:
                 fmt_pct(None if v.parse is None else v.parse.rate).lstrip("+"),
                 fmt_pct(v.self_parse_rate).lstrip("+"),
                 fmt_pct(v.low_mass_share).lstrip("+"),
+                _ceiling_cell(v),
             ]
         )
     header = [
@@ -323,11 +311,17 @@ def _diagnostics_table(results: StudyResults) -> Html:
         "entropy (bits)",
         "ceiling index (personas)",
         "ceiling index (self)",
-        "parse failures",
+        "parse failures (share of replies)",
         "self parse failures",
         f"cells < {100 * MIN_SCALE_MASS:.0f} % on-scale mass (T = {SCALE_MASS_TEMPERATURE:g})",
+        "S ceiling-limited",
     ]
-    return table(header, rows, left=2)
+    return Html(table(header, rows, left=2).markup + FAILURE_TERMS)
+
+
+def _ceiling_cell(v: VariantResult) -> str:
+    limit = ceiling_limit(v)
+    return "no" if limit is None else f"yes: {limit.text()}"
 
 
 def _persona_failures(results: StudyResults) -> Html:
@@ -558,13 +552,13 @@ def _counts(results: StudyResults) -> Html:
         "backend",
         "personas kept",
         "answers stored",
-        "failed",
+        "failed slots",
         "requests",
         "prompt tokens",
         "completion tokens",
         "cost",
     ]
-    out = table(header, rows, left=4).markup
+    out = table(header, rows, left=4).markup + FAILURE_TERMS
     if any_cost:
         out += f"<p>Estimated total cost: ${total_cost:,.2f}.</p>"
     notes = [n for v in results.variants() for n in v.notes] + list(results.notes)
@@ -628,7 +622,7 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{esc(title)}</title>\n<style>{_CSS}</style></head>\n<body>\n"
         f"<h1>{esc(title)}</h1>\n"
-        f'<p class="muted">Source: <code>{esc(results.source)}</code> · '
+        f'<p class="muted">Source: <code>{esc(PurePath(results.source).name)}</code> · '
         f"persona-collapse {esc(__version__)}</p>\n{description}\n{body}\n{file_list}\n"
         "</body></html>\n"
     )

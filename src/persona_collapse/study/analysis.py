@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -464,23 +466,44 @@ def _average(families: Sequence[FamilyResult]) -> AverageChange | None:
     return average_changes(by_role) if by_role else None
 
 
+def shown_path(value: Any, root: Path) -> str:
+    """A path for the report: relative to the study file's folder (``root``), so the
+    report never shows an absolute path of the machine it ran on; other text as is."""
+    text = str(value)
+    path = Path(text)
+    if not path.is_absolute():
+        return text
+    try:
+        return os.path.relpath(path, root)
+    except ValueError:  # another drive (Windows): the name alone
+        return path.name
+
+
 def _protocol_display(
-    config: StudyConfig, inputs: StudyInputs, analysis: AnalysisConfig, *, collects: bool
+    config: StudyConfig,
+    inputs: StudyInputs,
+    analysis: AnalysisConfig,
+    *,
+    collects: bool,
+    root: Path,
 ) -> dict[str, Any]:
     proto = config.protocol
+    personas = shown_path(inputs.personas.source, root)
     return {
-        "personas": f"{inputs.personas.name} ({len(inputs.personas)} personas)"
+        "personas": f"{shown_path(inputs.personas.name, root)} ({len(inputs.personas)} personas)"
         if collects
-        else f"from the imported files (persona texts: {inputs.personas.source})",
+        else f"from the imported files (persona texts: {personas})",
         "instrument": f"{inputs.instrument.name} ({len(inputs.instrument.active_items)} items, "
         f"scale {inputs.instrument.scale_min}-{inputs.instrument.scale_max})",
-        "template": proto.template or "built-in",
+        "template": shown_path(proto.template, root) if proto.template else "built-in",
         "repetitions": proto.repetitions,
         "temperature": proto.temperature,
         "mode": proto.mode,
         "self runs": proto.self_run,
         "toxic control": (
-            f"{inputs.toxic.name} ({len(inputs.toxic)} personas)" if inputs.toxic else "off"
+            f"{shown_path(inputs.toxic.name, root)} ({len(inputs.toxic)} personas)"
+            if inputs.toxic
+            else "off"
         ),
         "S band": f"[{proto.band[0]:g}, {proto.band[1]:g}]",
         "bootstrap": f"{analysis.n_persona_boot} persona + {analysis.n_rerun_boot} rerun draws",
@@ -698,7 +721,7 @@ def analyse_study(
         name=config.name,
         description=config.description,
         source=study.source,
-        protocol=_protocol_display(config, inputs, analysis, collects=collects),
+        protocol=_protocol_display(config, inputs, analysis, collects=collects, root=study.root),
         band=config.protocol.band,
         analysis=analysis,
         families=families,
