@@ -62,6 +62,13 @@ MIN_TEXT_PT = 8.0
 FONT_SIZE_PT = 10.0
 """Base font size; ``small`` (legends, some ticks) is 8.3 pt."""
 
+FIGURE_STYLE: dict[str, object] = {
+    "font.size": FONT_SIZE_PT,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+"""matplotlib settings every figure of the report is drawn with."""
+
 BAND_TEMPERATURE = 0.1
 """Temperature the frontier S band was measured at (the paper's T = 0.1)."""
 
@@ -903,8 +910,7 @@ def render_figures(results: StudyResults, out_dir: Path, *, dpi: int = 110) -> l
     rendered: list[RenderedFigure] = []
     # Fixed metadata and hash salts make repeated renderings byte-identical where
     # the formats allow.
-    style = {"font.size": FONT_SIZE_PT, "axes.spines.top": False, "axes.spines.right": False}
-    with mpl.rc_context(style):  # type: ignore[arg-type]
+    with mpl.rc_context(FIGURE_STYLE):  # type: ignore[arg-type]
         for key, title, caption, build in FIGURES:
             fig = build(results)
             if fig is None:
