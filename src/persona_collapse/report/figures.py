@@ -546,6 +546,154 @@ def plot_temperature_curves(
     return ax
 
 
+def _variant_look(k: int) -> tuple[str, str]:
+    return LINE_STYLES[k % len(LINE_STYLES)], MARKERS[k % len(MARKERS)]
+
+
+def plot_foundation_metrics(
+    results: StudyResults,
+    family: str,
+    metric: str = "S",
+    *,
+    ax: Axes | None = None,
+    **kwargs: Any,
+) -> Axes:
+    """Absolute ``metric`` (± SE) per moral foundation for every variant of ``family``
+    (not only the treatment's change). ``kwargs`` go to ``ax.bar``."""
+    y_label = axis_label(metric)
+    ax = ax if ax is not None else new_axes()
+    fam = results.families[family]
+    colors = _variant_colors(results)
+    foundations = list(results.foundations)
+    variants = [v for v in fam.variants.values() if v.metrics is not None]
+    width = 0.8 / max(len(variants), 1)
+    for j, v in enumerate(variants):
+        assert v.metrics is not None  # filtered above
+        values, errors = [], []
+        for f in foundations:
+            scope = v.metrics.per_foundation.get(f)
+            found = None if scope is None else scope.estimates.get(metric)
+            values.append(math.nan if found is None else float(found.value))
+            errors.append(0.0 if found is None or not _finite(found.se) else float(found.se))
+        xs = np.arange(len(foundations)) + (j - (len(variants) - 1) / 2) * width
+        ax.bar(
+            xs, values, width * 0.92, yerr=errors, capsize=2, color=colors[v.label],
+            label=v.label, **kwargs,
+        )  # fmt: skip
+    ax.set_xticks(range(len(foundations)), [f.split("/")[0] for f in foundations], rotation=25)
+    ax.set_ylabel(y_label)
+    ax.set_title(family, fontsize="medium")
+    _outside_legend(ax)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_cell_heatmap(
+    variant: VariantResult,
+    *,
+    scale: Sequence[int],
+    ax: Axes | None = None,
+    **kwargs: Any,
+) -> Axes:
+    """Mean rating of every persona (rows) and item (columns, grouped by foundation) of a
+    variant's persona run; white lines separate the foundations. ``kwargs`` go to
+    ``ax.imshow``. The image is the axes' first image (``ax.images[0]``, for a colorbar)."""
+    ax = ax if ax is not None else new_axes(figsize=(4.0, 4.0))
+    cells = variant.cell_means
+    ax.set_title(f"{variant.family}: {variant.label}", fontsize="medium")
+    if cells is None or not cells.means:
+        ax.text(0.5, 0.5, "no persona run", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return ax
+    data = np.array(cells.means, dtype=float)
+    style: dict[str, Any] = {
+        "aspect": "auto", "cmap": "viridis", "vmin": scale[0], "vmax": scale[-1],
+        "interpolation": "nearest",
+    }  # fmt: skip
+    style.update(kwargs)
+    ax.imshow(data, **style)
+    bounds = [
+        i
+        for i in range(1, len(cells.foundations))
+        if cells.foundations[i] != cells.foundations[i - 1]
+    ]
+    for b in bounds:
+        ax.axvline(b - 0.5, color="white", lw=1.2)
+    starts = [0, *bounds]
+    ends = [*bounds, len(cells.foundations)]
+    centres = [(a + b - 1) / 2 for a, b in zip(starts, ends, strict=True)]
+    names = [cells.foundations[a].split("/")[0] or "items" for a in starts]
+    ax.set_xticks(centres, names, rotation=40, ha="right")
+    ax.set_ylabel("persona")
+    return ax
+
+
+def plot_persona_shift(family: FamilyResult, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+    """Each persona's mean rating under the base (x) against under every other variant (y):
+    how the fine-tunes move the personas; dotted: no change. ``kwargs`` go to
+    ``ax.scatter``."""
+    ax = ax if ax is not None else new_axes(figsize=(4.6, 4.2))
+    base = family.variants.get(family.base)
+    base_cells = None if base is None else base.cell_means
+    others = iter(OTHER_COLORS * 4)
+    lows, highs = [], []
+    if base_cells is not None:
+        x_of = base_cells.persona_means()
+        for k, v in enumerate(family.variants.values()):
+            if v.label == family.base or v.cell_means is None:
+                continue
+            y_of = v.cell_means.persona_means()
+            shared = [p for p in x_of if p in y_of]
+            xs = np.array([x_of[p] for p in shared], dtype=float)
+            ys = np.array([y_of[p] for p in shared], dtype=float)
+            color = ROLE_COLORS.get(v.role or "", "") or next(others)
+            style: dict[str, Any] = {"s": 14, "marker": MARKERS[k % len(MARKERS)], "alpha": 0.75}
+            style.update(kwargs)
+            ax.scatter(xs, ys, color=color, label=v.label, **style)
+            if xs.size:
+                lows.append(float(np.nanmin([xs.min(), ys.min()])))
+                highs.append(float(np.nanmax([xs.max(), ys.max()])))
+    if lows:
+        lo, hi = min(lows), max(highs)
+        ax.plot([lo, hi], [lo, hi], ":", color="black", lw=0.8)
+    ax.set_xlabel(f"persona mean rating, {family.base}")
+    ax.set_ylabel("persona mean rating, variant")
+    ax.set_title(family.name, fontsize="medium")
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize="small", frameon=False, loc="best")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_rating_histogram(
+    results: StudyResults, family: str, *, ax: Axes | None = None, **kwargs: Any
+) -> Axes:
+    """Share of each rating value in every variant's persona run of ``family``.
+    ``kwargs`` go to ``ax.bar``."""
+    ax = ax if ax is not None else new_axes()
+    fam = results.families[family]
+    colors = _variant_colors(results)
+    variants = [v for v in fam.variants.values() if v.scale_usage is not None]
+    width = 0.8 / max(len(variants), 1)
+    scale = list(results.scale)
+    for j, v in enumerate(variants):
+        assert v.scale_usage is not None  # filtered above
+        shares = dict(zip(v.scale_usage.scale, v.scale_usage.shares, strict=True))
+        xs = np.arange(len(scale)) + (j - (len(variants) - 1) / 2) * width
+        ax.bar(
+            xs, [100 * shares.get(k, 0.0) for k in scale], width * 0.92,
+            color=colors[v.label], label=v.label, **kwargs,
+        )  # fmt: skip
+    ax.set_xticks(range(len(scale)), [str(k) for k in scale])
+    ax.set_xlabel("rating")
+    ax.set_ylabel("share of ratings (%)")
+    ax.set_title(family, fontsize="medium")
+    _outside_legend(ax)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
 # --- rendering ----------------------------------------------------------------------------------
 
 
@@ -743,6 +891,78 @@ def _single(plot: Callable[..., Axes]) -> Callable[[StudyResults], Figure | None
     return _per_variant(plot)
 
 
+def _with_metrics(results: StudyResults) -> list[FamilyResult]:
+    return [f for f in results.families.values() if any(v.metrics for v in f.variants.values())]
+
+
+def _foundation_metrics(results: StudyResults) -> Figure | None:
+    fams = _with_metrics(results)
+    if not fams:
+        return None
+    # Two panels a row: each family's S beside its R.
+    fig, axes = _grid(len(HEADLINE) * len(fams), size=(5.0, 3.4))
+    panels = iter(axes)
+    for fam in fams:
+        for metric in HEADLINE:
+            plot_foundation_metrics(results, fam.name, metric, ax=next(panels))
+    return fig
+
+
+def _heatmaps(results: StudyResults) -> Figure | None:
+    fams = [f for f in results.families.values() if any(v.cell_means for v in f.variants.values())]
+    if not fams:
+        return None
+    from matplotlib.figure import Figure
+
+    cols = min(_max_variants(results), int(MAX_WIDTH_IN // 3.0))
+    rows = sum(math.ceil(len(f.variants) / cols) for f in fams)
+    fig = Figure(figsize=(3.0 * cols + 0.9, 3.3 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    r = 0
+    image = None
+    for fam in fams:
+        variants = list(fam.variants.values())
+        for i, v in enumerate(variants):
+            ax = axes[r + i // cols][i % cols]
+            plot_cell_heatmap(v, scale=results.scale, ax=ax)
+            if ax.images:
+                image = ax.images[0]
+        used = len(variants)
+        r_count = math.ceil(used / cols)
+        for i in range(used, r_count * cols):
+            axes[r + i // cols][i % cols].set_axis_off()
+        r += r_count
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), label="mean rating", shrink=0.6)
+    return fig
+
+
+def _persona_shift(results: StudyResults) -> Figure | None:
+    fams = [
+        f
+        for f in results.families.values()
+        if f.base in f.variants
+        and f.variants[f.base].cell_means is not None
+        and any(v.cell_means for k, v in f.variants.items() if k != f.base)
+    ]
+    if not fams:
+        return None
+    fig, axes = _grid(len(fams), size=(4.8, 4.4))
+    for ax, fam in zip(axes, fams, strict=True):
+        plot_persona_shift(fam, ax=ax)
+    return fig
+
+
+def _histograms(results: StudyResults) -> Figure | None:
+    fams = [f for f in results.families.values() if any(v.scale_usage for v in f.variants.values())]
+    if not fams:
+        return None
+    fig, axes = _grid(len(fams), size=(4.9, 3.3))
+    for ax, fam in zip(axes, fams, strict=True):
+        plot_rating_histogram(results, fam.name, ax=ax)
+    return fig
+
+
 def plot_excess_r_vs_coherence(
     ax: Axes | None = None, *, points: Sequence[ExcessPoint], **kwargs: Any
 ) -> Axes:
@@ -862,6 +1082,33 @@ FIGURES: tuple[FigureSpec, ...] = (
         "diamonds: mean over families (when there are several).",
         _foundations,
     ),
+    (
+        "fig_foundation_metrics",
+        "S and R per foundation",
+        "Absolute S and R (± bootstrap SE) per moral foundation for every variant, one pair "
+        "of panels per family.",
+        _foundation_metrics,
+    ),
+    (
+        "fig_heatmaps",
+        "Persona × item means",
+        "Mean rating of every persona (rows) on every item (columns, grouped by foundation, "
+        "white lines between foundations), each variant side by side; one colour scale.",
+        _heatmaps,
+    ),
+    (
+        "fig_persona_shift",
+        "How personas move",
+        "Each persona's mean rating under the base model (x) against under each other "
+        "variant (y); dotted: no change.",
+        _persona_shift,
+    ),
+    (
+        "fig_rating_histograms",
+        "Rating histograms",
+        "Share of each rating value in every variant's persona run, one panel per family.",
+        _histograms,
+    ),
     ("fig_profiles", "Self-profiles", _profiles_caption, _radar),
     ("fig_ceiling", "Ceiling saturation", _ceiling_caption, _single(plot_ceiling_saturation)),
     (
@@ -933,14 +1180,18 @@ __all__ = [
     "RenderedFigure",
     "new_axes",
     "plot_ceiling_saturation",
+    "plot_cell_heatmap",
     "plot_deltas",
     "plot_excess_r_vs_coherence",
     "plot_foundation_deltas",
+    "plot_foundation_metrics",
     "plot_metric_bars",
     "plot_parse_failures",
     "plot_persona_failures",
+    "plot_persona_shift",
     "plot_profile_radar",
     "plot_rating_entropy",
+    "plot_rating_histogram",
     "plot_scale_usage",
     "plot_temperature_curves",
     "render_figures",

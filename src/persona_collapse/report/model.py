@@ -102,6 +102,32 @@ class VariantDiagnostics:
 
 
 @dataclass(frozen=True)
+class CellMeans:
+    """Mean rating of every persona-item cell of a persona run (for heatmaps and scatters).
+
+    Attributes:
+        persona_ids: Row order.
+        item_ids: Column order (grouped by foundation, in instrument order).
+        foundations: Foundation of each column.
+        means: ``means[i][j]``: mean rating of persona ``persona_ids[i]`` on item
+            ``item_ids[j]`` (NaN where the cell has no valid rating).
+    """
+
+    persona_ids: tuple[int, ...]
+    item_ids: tuple[int, ...]
+    foundations: tuple[str, ...]
+    means: tuple[tuple[float, ...], ...]
+
+    def persona_means(self) -> dict[int, float]:
+        """Persona id -> mean over its items with a rating."""
+        out = {}
+        for pid, row in zip(self.persona_ids, self.means, strict=True):
+            values = [x for x in row if math.isfinite(x)]
+            out[pid] = sum(values) / len(values) if values else math.nan
+        return out
+
+
+@dataclass(frozen=True)
 class VariantResult:
     """Everything measured for one variant of a family.
 
@@ -127,6 +153,7 @@ class VariantResult:
         protocol: Whether the persona run's model follows the answer protocol (None: unknown).
         low_mass_share: Exact runs: share of cells whose on-scale mass (T = 1) is below
             the threshold (NaN otherwise); evidence of the protocol verdict.
+        cell_means: Mean rating of every persona-item cell of the persona run.
     """
 
     family: str
@@ -148,6 +175,7 @@ class VariantResult:
     verification: VerifyResult | None = None
     protocol: ProtocolCheck | None = None
     low_mass_share: float = math.nan
+    cell_means: CellMeans | None = None
 
     @property
     def scale_usage(self) -> ScaleUsage | None:
@@ -726,6 +754,7 @@ __all__ = [
     "CEILING_ENTROPY_BITS",
     "CEILING_TOP1_SHARE",
     "CeilingLimit",
+    "CellMeans",
     "ChangeTest",
     "DataCounts",
     "FamilyResult",

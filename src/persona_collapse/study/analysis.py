@@ -37,6 +37,7 @@ from persona_collapse.report.diagnostics import (
     scale_usage_from_distributions,
 )
 from persona_collapse.report.model import (
+    CellMeans,
     DataCounts,
     FamilyResult,
     StudyResults,
@@ -113,6 +114,39 @@ def _cell_means(run: LoadedRun, *, by_persona: bool) -> np.ndarray[Any, np.dtype
     valid = r[r["rating"] != INVALID_RATING]
     keys = ["persona_id", "item_id"] if by_persona else ["item_id"]
     return valid.groupby(keys)["rating"].mean().to_numpy(dtype=float)
+
+
+def _cell_means_table(run: LoadedRun | None) -> CellMeans | None:
+    """Persona x item mean ratings of a persona run, items grouped by foundation."""
+    if run is None or not _has_answers(run):
+        return None
+    if _is_exact(run):
+        d = run.distributions
+        assert d is not None
+        means = _probs(run) @ np.asarray(run.instrument.scale, dtype=float)
+        frame = pd.DataFrame({"persona_id": d["persona_id"], "item_id": d["item_id"], "mu": means})
+    else:
+        r = run.ratings
+        valid = r[r["rating"] != INVALID_RATING]
+        frame = pd.DataFrame(
+            {"persona_id": valid["persona_id"], "item_id": valid["item_id"], "mu": valid["rating"]}
+        )
+    if frame.empty:
+        return None
+    table = frame.groupby(["persona_id", "item_id"])["mu"].mean().unstack("item_id")
+    found = run.foundations
+    order = list(dict.fromkeys(found.values()))
+    items = sorted(
+        (int(i) for i in table.columns),
+        key=lambda i: (order.index(found[i]) if i in found else len(order), i),
+    )
+    table = table[items]
+    return CellMeans(
+        persona_ids=tuple(int(p) for p in table.index),
+        item_ids=tuple(items),
+        foundations=tuple(found.get(i, "") for i in items),
+        means=tuple(tuple(float(x) for x in row) for row in table.to_numpy(dtype=float)),
+    )
 
 
 def _usage_of(run: LoadedRun) -> ScaleUsage | None:
@@ -405,6 +439,7 @@ def _variant(
         verification=verification,
         protocol=None if persona is None else persona.protocol,
         low_mass_share=_low_mass_share(persona),
+        cell_means=_cell_means_table(persona),
     )
     return result, persona
 
