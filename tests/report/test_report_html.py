@@ -159,3 +159,19 @@ def test_variant_that_does_not_follow_the_protocol_is_marked(
     assert "on-scale mass (T = 1)" in text and "66.7 %" in text
     plain = render_html(results, [])
     assert "not interpretable" not in html.unescape(plain)
+
+
+def test_page_puts_headline_and_main_figures_first(hostile_outcome: StudyOutcome) -> None:
+    # Issue 10.10: headline, main figures, per-foundation results; long tables collapsed.
+    page = hostile_outcome.files.html.read_text(encoding="utf-8")
+    order = [
+        page.index(f'<section id="{name}">')
+        for name in ("headline", "figures", "per-foundation", "significance", "protocol")
+    ]
+    assert order == sorted(order)
+    figures = page.split('<section id="figures">')[1].split("</section>")[0]
+    assert 'id="fig_s_bars"' in figures and 'id="fig_deltas"' in figures
+    assert 'id="fig_parse_failures"' not in figures
+    significance = page.split('<section id="significance">')[1].split("</section>")[0]
+    assert "<details><summary>All " in significance
+    assert "</table></details>" in significance

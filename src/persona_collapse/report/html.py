@@ -68,6 +68,7 @@ th{background:#f5f5f7}td.l,th.l{text-align:left}
 figure{margin:1.2em 0 2em}figure svg{max-width:100%;height:auto;display:block}
 caption{text-align:left;font-weight:600;padding:.2em 0}
 figcaption{font-size:.9em;color:#444;margin-top:.3em}
+details{margin:.6em 0 1.2em}summary{cursor:pointer;font-weight:600}
 code,.persona{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.88em}
 .persona{white-space:pre-wrap;word-break:break-word;text-align:left;max-width:40em}
 """
@@ -131,6 +132,11 @@ def table(
         body.append(f"<tr>{cells}</tr>")
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     return Html(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def details(summary: str, content: Html) -> Html:
+    """A collapsible block (closed): long tables stay out of the reader's way."""
+    return Html(f"<details><summary>{esc(summary)}</summary>{content.markup}</details>")
 
 
 # --- sections -----------------------------------------------------------------------------------
@@ -342,12 +348,8 @@ def _persona_failures(results: StudyResults) -> Html:
         ]
         for pid in top
     ]
-    return table(
-        ["persona", "text", "highest failure rate"],
-        rows,
-        left=2,
-        caption=f"The {len(top)} personas with the highest parse-failure rate in any variant",
-    )
+    caption = f"The {len(top)} personas with the highest parse-failure rate in any variant"
+    return details(caption, table(["persona", "text", "highest failure rate"], rows, left=2))
 
 
 _TEST_KEYS = frozenset({"family", "contrast", "metric", "scope", "estimate", "p_value", "p_holm"})
@@ -422,7 +424,8 @@ def _significance(results: StudyResults) -> Html:
         )
     header = ["family", "contrast", "metric", "estimate", "95 % CI", "p", "p (Holm)", "significant"]
     listed = f"<ul>{''.join(sentences)}</ul>" if sentences else ""
-    return Html(intro + listed + table(header, body, left=3).markup)
+    tests = details(f"All {len(body)} overall tests", table(header, body, left=3))
+    return Html(intro + listed + tests.markup)
 
 
 def _verification(results: StudyResults) -> Html:
@@ -498,6 +501,12 @@ def _value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else "—"
     return str(value)
+
+
+MAIN_FIGURES = frozenset(
+    {"fig_s_bars", "fig_r_bars", "fig_deltas", "fig_foundations", "fig_foundation_metrics"}
+)
+"""Figures shown right after the headline; the others follow the tables."""
 
 
 def _figures(figures: Sequence[RenderedFigure], missing_reason: str | None) -> Html:
@@ -592,19 +601,25 @@ def render_html(
     if files:
         items = "".join(f"<li><code>{esc(k)}</code>: {esc(v)}</li>" for k, v in files.items())
         file_list = f"<h2>Files</h2><ul>{items}</ul>"
+    main = [f for f in figures if f.key in MAIN_FIGURES]
+    more = [f for f in figures if f.key not in MAIN_FIGURES]
+    if not main:
+        main, more = list(figures), []
+    # Headline, main figures and per-foundation results first; long tables collapsed below.
     sections = [
         ("Headline", _headline(results)),
+        ("Figures", _figures(main, figures_missing)),
         ("Susceptibility and robustness", _metrics_table(results)),
-        ("Misalignment-specific excess", _excess_table(results)),
         ("Per foundation", _foundation_table(results)),
+        ("Misalignment-specific excess", _excess_table(results)),
         ("Emergent-misalignment verification", _verification(results)),
         ("Self-profiles and toxic control", _profiles_table(results)),
+        ("More figures", _figures(more, None) if more else Html("")),
         (
             "Scale usage and parse failures",
             Html(_diagnostics_table(results).markup + _persona_failures(results).markup),
         ),
         ("Significance", _significance(results)),
-        ("Figures", _figures(figures, figures_missing)),
         ("Protocol", _protocol(results)),
         ("Data", _counts(results)),
         ("Seeds", _seeds(results)),
@@ -628,4 +643,4 @@ def render_html(
     )
 
 
-__all__ = ["CSP", "Html", "esc", "render_html", "table", "verdict_text"]
+__all__ = ["CSP", "MAIN_FIGURES", "Html", "details", "esc", "render_html", "table", "verdict_text"]
