@@ -124,11 +124,12 @@ def test_heatmap_scatter_and_histogram(hostile_outcome: StudyOutcome) -> None:
     base = fam.variants[fam.base]
     assert base.cell_means is not None
     ax = figures.plot_cell_heatmap(base, scale=results.scale)
-    image = ax.images[0].get_array()
-    assert image.shape == (len(base.cell_means.persona_ids), len(base.cell_means.item_ids))
+    image = ax.collections[0].get_array()
+    assert image is not None
+    assert image.size == len(base.cell_means.persona_ids) * len(base.cell_means.item_ids)
     own = figures.new_axes()
     assert figures.plot_cell_heatmap(base, scale=results.scale, ax=own, cmap="magma") is own
-    assert own.images[0].get_cmap().name == "magma"
+    assert own.collections[0].get_cmap().name == "magma"
     ax = figures.plot_persona_shift(fam, alpha=0.3)
     offsets = [c for c in ax.collections if c.get_alpha() == 0.3]
     assert len(offsets) == len(fam.variants) - 1

@@ -597,7 +597,8 @@ def plot_cell_heatmap(
 ) -> Axes:
     """Mean rating of every persona (rows) and item (columns, grouped by foundation) of a
     variant's persona run; white lines separate the foundations. ``kwargs`` go to
-    ``ax.imshow``. The image is the axes' first image (``ax.images[0]``, for a colorbar)."""
+    ``ax.pcolormesh``. The mesh is the axes' first collection (``ax.collections[0]``, for a
+    colorbar)."""
     ax = ax if ax is not None else new_axes(figsize=(4.0, 4.0))
     cells = variant.cell_means
     ax.set_title(f"{variant.family}: {variant.label}", fontsize="medium")
@@ -606,12 +607,14 @@ def plot_cell_heatmap(
         ax.set_axis_off()
         return ax
     data = np.array(cells.means, dtype=float)
-    style: dict[str, Any] = {
-        "aspect": "auto", "cmap": "viridis", "vmin": scale[0], "vmax": scale[-1],
-        "interpolation": "nearest",
-    }  # fmt: skip
+    # Vector cells (pcolormesh), not an embedded bitmap: the HTML page loads nothing.
+    style: dict[str, Any] = {"cmap": "viridis", "vmin": scale[0], "vmax": scale[-1]}
     style.update(kwargs)
-    ax.imshow(data, **style)
+    ax.pcolormesh(
+        np.arange(data.shape[1] + 1) - 0.5, np.arange(data.shape[0] + 1) - 0.5, data, **style
+    )
+    ax.set_xlim(-0.5, data.shape[1] - 0.5)
+    ax.set_ylim(data.shape[0] - 0.5, -0.5)
     bounds = [
         i
         for i in range(1, len(cells.foundations))
@@ -925,15 +928,17 @@ def _heatmaps(results: StudyResults) -> Figure | None:
         for i, v in enumerate(variants):
             ax = axes[r + i // cols][i % cols]
             plot_cell_heatmap(v, scale=results.scale, ax=ax)
-            if ax.images:
-                image = ax.images[0]
+            if ax.collections:
+                image = ax.collections[0]
         used = len(variants)
         r_count = math.ceil(used / cols)
         for i in range(used, r_count * cols):
             axes[r + i // cols][i % cols].set_axis_off()
         r += r_count
     if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), label="mean rating", shrink=0.6)
+        bar = fig.colorbar(image, ax=axes.ravel().tolist(), label="mean rating", shrink=0.6)
+        if bar.solids is not None:
+            bar.solids.set_rasterized(False)  # vector, so the page embeds no bitmap
     return fig
 
 
