@@ -345,7 +345,7 @@ def plot_profile_radar(
     base = family.variants.get(family.base)
     if base is not None and base.toxic_profile is not None:
         profiles.append(("toxic personas", base.toxic_profile, TOXIC_COLOR, (":", "x")))
-    for label, profile, color, (style, marker) in profiles:
+    for k, (label, profile, color, (style, marker)) in enumerate(profiles):
         mean = np.array([profile.mean.get(f, math.nan) for f in foundations], dtype=float)
         sd = np.array([profile.sd.get(f, math.nan) for f in foundations], dtype=float)
         sd = np.nan_to_num(sd)
@@ -354,7 +354,10 @@ def plot_profile_radar(
             np.append(mean, mean[:1]),
             linestyle=style,
             marker=marker,
-            ms=4,
+            # Growing, alternately hollow markers keep coinciding lines (base and secure)
+            # apart.
+            ms=4 + 1.5 * k,
+            markerfacecolor="none" if k % 2 else color,
             color=color,
             label=label,
             **kwargs,
