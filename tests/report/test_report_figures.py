@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,3 +164,22 @@ def test_temperature_band_is_drawn_only_at_its_temperature(
     (segment,) = marks[0].get_segments()
     assert list(segment[:, 0]) == [0.1, 0.1]
     assert sorted(segment[:, 1]) == list(results.band)
+
+
+def test_unchanged_results_reuse_their_figures(
+    hostile_outcome: StudyOutcome, tmp_path: Path
+) -> None:
+    # Issue 10.12: a no-op re-render draws nothing; a change redraws.
+    results = hostile_outcome.results
+    first = figures.render_figures(results, tmp_path)
+    stamps = {f.key: f.files[0].stat().st_mtime_ns for f in first}
+    start = time.perf_counter()
+    again = figures.render_figures(results, tmp_path)
+    reused_s = time.perf_counter() - start
+    assert [(f.key, f.svg, f.caption) for f in again] == [(f.key, f.svg, f.caption) for f in first]
+    assert {f.key: f.files[0].stat().st_mtime_ns for f in again} == stamps
+    assert reused_s < 2.0
+    changed = dataclasses.replace(results, band=(0.5, 0.9))
+    assert figures.results_fingerprint(changed) != figures.results_fingerprint(results)
+    redrawn = figures.render_figures(changed, tmp_path)
+    assert any(f.files[0].stat().st_mtime_ns != stamps[f.key] for f in redrawn)

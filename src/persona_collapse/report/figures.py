@@ -12,7 +12,9 @@ other variants purple/brown, the toxic-persona control black.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -1152,8 +1154,64 @@ FIGURES: tuple[FigureSpec, ...] = (
 """Figures of the report: key, title, caption and builder (None when not applicable)."""
 
 
+FIGURE_CACHE = ".figures-cache.json"
+"""File in the figures folder recording what each figure was drawn from (a fingerprint),
+so a report whose results did not change reuses its figures instead of drawing them."""
+
+
+def results_fingerprint(results: StudyResults, *, dpi: int = 110) -> str:
+    """SHA-256 of everything the figures are drawn from (results, style, resolution,
+    version): equal fingerprints give identical figures."""
+    from persona_collapse.core.version import __version__
+    from persona_collapse.report.tables import results_json
+
+    extra = []
+    for v in results.variants():
+        u, cells, parse = v.scale_usage, v.cell_means, v.parse
+        extra.append(
+            [
+                v.family,
+                v.label,
+                None if u is None else list(u.shares),
+                None if parse is None else [list(parse.persona_ids), list(parse.persona_rates)],
+                None
+                if cells is None
+                else [
+                    list(cells.persona_ids),
+                    list(cells.foundations),
+                    [list(r) for r in cells.means],
+                ],
+            ]
+        )
+    data = {
+        "results": results_json(results),
+        "extra": extra,
+        "foundations": list(results.foundations),
+        "scale": list(results.scale),
+        "style": FIGURE_STYLE,
+        "dpi": dpi,
+        "version": __version__,
+        "figures": [key for key, _, _, _ in FIGURES],
+    }
+    text = json.dumps(data, sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _read_cache(path: Path) -> dict[str, str]:
+    """Figure key -> fingerprint it was drawn from (empty when unreadable)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+
 def render_figures(results: StudyResults, out_dir: Path, *, dpi: int = 110) -> list[RenderedFigure]:
-    """Draw every applicable figure; write ``<key>.pdf`` and ``<key>.png`` under ``out_dir``.
+    """Draw every applicable figure; write ``<key>.pdf``, ``<key>.png`` and ``<key>.svg``
+    under ``out_dir``. A figure whose files are there and were drawn from the same
+    inputs (:func:`results_fingerprint`) is reused, not drawn again.
 
     Raises:
         MissingDependencyError: matplotlib is not installed.
@@ -1161,29 +1219,45 @@ def render_figures(results: StudyResults, out_dir: Path, *, dpi: int = 110) -> l
     _require_matplotlib()
     import matplotlib as mpl
 
+    from persona_collapse.core.files import write_text_atomic
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = results_fingerprint(results, dpi=dpi)
+    cache = _read_cache(out_dir / FIGURE_CACHE)
+    drawn: dict[str, str] = {}
     rendered: list[RenderedFigure] = []
     # Fixed metadata and hash salts make repeated renderings byte-identical where
     # the formats allow.
     with mpl.rc_context(FIGURE_STYLE):  # type: ignore[arg-type]
         for key, title, caption, build in FIGURES:
+            pdf, png, svg = (out_dir / f"{key}.{ext}" for ext in ("pdf", "png", "svg"))
+            text = caption if isinstance(caption, str) else caption(results)
+            if cache.get(key) == fingerprint and all(f.is_file() for f in (pdf, png, svg)):
+                drawn[key] = fingerprint
+                svg_text = svg.read_text(encoding="utf-8")
+                rendered.append(RenderedFigure(key, title, text, svg_text, (pdf, png)))
+                continue
             fig = build(results)
             if fig is None:
                 continue
-            pdf, png = out_dir / f"{key}.pdf", out_dir / f"{key}.png"
             # Atomic writes: a killed run leaves no half-drawn figure, and the output
             # folder's manifest records them as this tool's.
             with atomic_path(pdf) as tmp:
                 fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None})
             with atomic_path(png) as tmp:
                 fig.savefig(tmp, format="png", dpi=dpi)
-            text = caption if isinstance(caption, str) else caption(results)
-            rendered.append(RenderedFigure(key, title, text, _svg_fragment(fig, key), (pdf, png)))
+            svg_text = _svg_fragment(fig, key)
+            write_text_atomic(svg, svg_text)
+            drawn[key] = fingerprint
+            rendered.append(RenderedFigure(key, title, text, svg_text, (pdf, png)))
+    if drawn != cache:
+        write_text_atomic(out_dir / FIGURE_CACHE, json.dumps(drawn, indent=1, sort_keys=True))
     return rendered
 
 
 __all__ = [
     "FIGURES",
+    "FIGURE_CACHE",
     "ROLE_COLORS",
     "RenderedFigure",
     "new_axes",
@@ -1203,4 +1277,5 @@ __all__ = [
     "plot_scale_usage",
     "plot_temperature_curves",
     "render_figures",
+    "results_fingerprint",
 ]
