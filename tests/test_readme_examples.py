@@ -72,3 +72,25 @@ def test_run_configuration_example_loads(line: int, body: str, tmp_path: Path) -
     path.write_text(body, encoding="utf-8")
     config = RunConfig.from_yaml(path)
     assert config.backend
+
+
+def study_blocks() -> list[tuple[int, str]]:
+    """``(line number, text)`` of every ```yaml block that is a whole study file."""
+    text = README.read_text(encoding="utf-8")
+    return [
+        (text.count("\n", 0, m.start()) + 1, m.group(1))
+        for m in re.finditer(r"^```yaml\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+        if re.search(r"^families:", m.group(1), re.MULTILINE)
+    ]
+
+
+STUDIES = study_blocks()
+
+
+@pytest.mark.parametrize(("line", "body"), STUDIES, ids=[f"README.md:{n}" for n, _ in STUDIES])
+def test_study_example_loads(line: int, body: str, tmp_path: Path) -> None:
+    from persona_collapse.study import load_study
+
+    path = tmp_path / "study.yaml"
+    path.write_text(body, encoding="utf-8")
+    assert load_study(path).config.families
