@@ -23,6 +23,7 @@ from persona_collapse.report.model import (
     study_verdict,
     verdict_text,
 )
+from persona_collapse.report.tables import diagnostics_frame
 from persona_collapse.study import StudyOutcome, load_study, run_study
 
 
@@ -71,6 +72,9 @@ def test_degenerate_treatment_is_ceiling_limited_and_s_is_withheld(
     assert "verdict on S is withheld" in page
     assert "‡ S is ceiling-limited for this variant" in page
     assert f"yes: {limit.text()}" in page
+    diagnostics = diagnostics_frame(results).set_index("variant")
+    assert diagnostics.loc["insecure", "s_ceiling_limited"]
+    assert not diagnostics.loc["base", "s_ceiling_limited"]
 
 
 def test_report_defines_failed_slots_and_parse_failures_once(degenerate: StudyOutcome) -> None:
