@@ -13,7 +13,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: setup
+# The demo needs only the core and the report extra (matplotlib), not the whole dev stack:
+# a fresh clone reaches the demo's headline without torch. `make test` installs everything.
+$(VENV)/.demo-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[report]'
+	touch $@
+
+demo: $(VENV)/.demo-installed
 	$(BIN)/pcollapse demo
 
 lint: setup

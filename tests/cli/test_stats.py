@@ -54,6 +54,10 @@ def test_audit_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0, err
     for fragment in ("coverage", "corrected", "insecure vs base", "base-rerun vs base", "seed 0"):
         assert fragment in out
+    # Issue 10.15: the coverage's Monte Carlo SE, and a warning for so few replications.
+    flat = " ".join(out.split())
+    assert "Monte Carlo SE of a 95 % coverage from 3 replications: ±12.6 points" in flat
+    assert "warning: 3 replications are too few for the coverage figures" in flat
 
 
 def test_audit_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,6 +92,23 @@ def test_plan_from_preset_with_prices(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0, err
     assert "cheapest design reaching the target" in out
     assert "exact" in out and "$" in out
+    assert "warning" not in out
+
+
+def test_plan_warns_when_the_persona_set_is_too_small(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 10.15: a design needing more personas than the chosen set holds is flagged.
+    small = tmp_path / "five.json"
+    small.write_text(json.dumps([f"Persona number {i}, a careful person." for i in range(5)]))
+    code, out, err = _run(
+        capsys,
+        "plan", "--preset", "base", "--metric", "R", "--change=-0.2",
+        "--personas", "50,100,200", "--repetitions", "3,5", "--persona-set", str(small),
+    )  # fmt: skip
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "personas but persona set" in flat and "holds 5; add personas" in flat
 
 
 def test_plan_json_from_csv_pilot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -149,6 +149,8 @@ class DevTools:
 
 CHECKS_JS = """
 (() => {
+  // Collapsed tables count as shown once the reader opens them.
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
   const figures = [...document.querySelectorAll('figure')].map(fig => {
     const svg = fig.querySelector('svg');
     const box = svg ? svg.getBoundingClientRect() : null;

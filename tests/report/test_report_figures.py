@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +14,7 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.patches import Rectangle
 
 from persona_collapse.report import figures
+from persona_collapse.report.model import TemperaturePoint
 from persona_collapse.study import StudyOutcome
 
 BAR_PLOTS: list[Callable[..., Axes]] = [
@@ -22,6 +26,8 @@ BAR_PLOTS: list[Callable[..., Axes]] = [
     figures.plot_scale_usage,
     figures.plot_rating_entropy,
     figures.plot_parse_failures,
+    lambda r, **kw: figures.plot_foundation_metrics(r, "plain", "R", **kw),
+    lambda r, **kw: figures.plot_rating_histogram(r, "plain", **kw),
 ]
 
 
@@ -78,3 +84,102 @@ def test_strip_and_curve_plots(hostile_outcome: StudyOutcome) -> None:
     assert isinstance(figures.plot_temperature_curves(results, "R", **kwargs), Axes)
     with pytest.raises(ValueError, match="metric"):
         figures.plot_temperature_curves(results, "sigma_bar")
+
+
+def test_delta_bars_carry_the_tests_95_percent_intervals(hostile_outcome: StudyOutcome) -> None:
+    # Issue 10.7: the whiskers are the CIs of significance.csv, in % of the base.
+    results = hostile_outcome.results
+    ax = figures.plot_deltas(results, "S")
+    whiskers = sorted(
+        (round(float(seg[0][1]), 9), round(float(seg[1][1]), 9))
+        for c in ax.containers
+        if isinstance(c, ErrorbarContainer)
+        for seg in c.lines[2][0].get_segments()
+    )
+    expected = sorted(
+        (round(100 * float(row["ci_low"]), 9), round(100 * float(row["ci_high"]), 9))
+        for row in results.significance or ()
+        if row["metric"] == "S" and row["scope"] == "overall"
+    )
+    assert whiskers and whiskers == expected
+
+
+def test_foundation_metrics_show_absolute_values(hostile_outcome: StudyOutcome) -> None:
+    # Issue 10.8: absolute per-foundation S for every variant, not only the change.
+    results = hostile_outcome.results
+    fam = results.families["plain"]
+    ax = figures.plot_foundation_metrics(results, "plain", "S")
+    heights = sorted(round(p.get_height(), 9) for p in ax.patches)
+    expected = sorted(
+        round(v.metrics.per_foundation[f].estimates["S"].value, 9)
+        for v in fam.variants.values()
+        if v.metrics is not None
+        for f in results.foundations
+    )
+    assert heights == expected
+
+
+def test_heatmap_scatter_and_histogram(hostile_outcome: StudyOutcome) -> None:
+    # Issue 10.8: persona x item means, how personas move, the rating histogram.
+    results = hostile_outcome.results
+    fam = results.families["plain"]
+    base = fam.variants[fam.base]
+    assert base.cell_means is not None
+    ax = figures.plot_cell_heatmap(base, scale=results.scale)
+    image = ax.collections[0].get_array()
+    assert image is not None
+    assert image.size == len(base.cell_means.persona_ids) * len(base.cell_means.item_ids)
+    own = figures.new_axes()
+    assert figures.plot_cell_heatmap(base, scale=results.scale, ax=own, cmap="magma") is own
+    assert own.collections[0].get_cmap().name == "magma"
+    ax = figures.plot_persona_shift(fam, alpha=0.3)
+    offsets = [c for c in ax.collections if c.get_alpha() == 0.3]
+    assert len(offsets) == len(fam.variants) - 1
+    base_means = base.cell_means.persona_means()
+    xs = sorted(round(float(x), 9) for x in offsets[0].get_offsets()[:, 0])
+    assert xs == sorted(round(base_means[p], 9) for p in base_means)
+    ax = figures.plot_rating_histogram(results, "plain")
+    per_variant = len(results.scale)
+    total = sum(p.get_height() for p in ax.patches[:per_variant])
+    assert total == pytest.approx(100.0)
+
+
+def test_temperature_band_is_drawn_only_at_its_temperature(
+    hostile_outcome: StudyOutcome,
+) -> None:
+    # Issue 10.9: no band across all temperatures; a mark at T = 0.1 only.
+    results = hostile_outcome.results
+    families = {}
+    for name, fam in results.families.items():
+        variants = {}
+        for label, v in fam.variants.items():
+            assert v.metrics is not None
+            curve = tuple(TemperaturePoint(t, dict(v.metrics.estimates)) for t in (0.1, 0.5, 1.0))
+            variants[label] = dataclasses.replace(v, temperature_curve=curve)
+        families[name] = dataclasses.replace(fam, variants=variants)
+    ax = figures.plot_temperature_curves(dataclasses.replace(results, families=families), "S")
+    assert not [p for p in ax.patches if "band" in str(p.get_label())]  # no axhspan
+    marks = [c for c in ax.collections if "frontier band" in str(c.get_label())]
+    assert len(marks) == 1
+    (segment,) = marks[0].get_segments()
+    assert list(segment[:, 0]) == [0.1, 0.1]
+    assert sorted(segment[:, 1]) == list(results.band)
+
+
+def test_unchanged_results_reuse_their_figures(
+    hostile_outcome: StudyOutcome, tmp_path: Path
+) -> None:
+    # Issue 10.12: a no-op re-render draws nothing; a change redraws.
+    results = hostile_outcome.results
+    first = figures.render_figures(results, tmp_path)
+    stamps = {f.key: f.files[0].stat().st_mtime_ns for f in first}
+    start = time.perf_counter()
+    again = figures.render_figures(results, tmp_path)
+    reused_s = time.perf_counter() - start
+    assert [(f.key, f.svg, f.caption) for f in again] == [(f.key, f.svg, f.caption) for f in first]
+    assert {f.key: f.files[0].stat().st_mtime_ns for f in again} == stamps
+    assert reused_s < 2.0
+    changed = dataclasses.replace(results, band=(0.5, 0.9))
+    assert figures.results_fingerprint(changed) != figures.results_fingerprint(results)
+    redrawn = figures.render_figures(changed, tmp_path)
+    assert any(f.files[0].stat().st_mtime_ns != stamps[f.key] for f in redrawn)

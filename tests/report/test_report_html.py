@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from html.parser import HTMLParser
 
 from _report_helpers import HOSTILE_DESCRIPTION, HOSTILE_FAMILY, HOSTILE_PERSONA
 
-from persona_collapse.report.html import CSP, esc, render_html, table, verdict_text
-from persona_collapse.report.model import Verdict
+from persona_collapse.report.html import CSP, esc, render_html, table
+from persona_collapse.report.model import ChangeTest, Verdict, verdict_text
 from persona_collapse.study import StudyOutcome
 
 FORBIDDEN_TAGS = {"script", "img", "iframe", "link", "object", "embed", "audio", "video", "base"}
@@ -81,22 +82,46 @@ def test_table_cells_are_escaped_unless_marked_safe() -> None:
     assert esc("\"q\" 's'") == "&quot;q&quot; &#x27;s&#x27;"
 
 
-def test_verdict_text_names_band_deltas_and_specific_share() -> None:
+def _tested(estimate: float, low: float, high: float, p_holm: float) -> ChangeTest:
+    return ChangeTest(estimate, low, high, p_holm, p_holm < 0.05)
+
+
+def test_verdict_text_claims_only_what_the_tests_support() -> None:
+    # Issue 10.1-10.2: a rise/drop only when significant after Holm; the signed share.
     v = Verdict(
         family="f", base_S=0.75, base_S_se=0.02, base_in_band=True, treatment="insecure",
         treatment_S=1.2, treatment_S_se=0.03, leaves_band=True, side="above", dS=0.6, dR=-0.7,
         dsigma_bar=2.3, control="secure", control_dR=-0.3, excess_R=-0.4,
-        specific_share=0.4 / 0.7,
+        specific_share=0.4 / 0.7, specific_share_ci=(0.3, 0.8),
+        dS_test=_tested(0.6, 0.4, 0.8, 0.001), dR_test=_tested(-0.7, -0.8, -0.6, 0.0001),
+        control_dR_test=_tested(-0.3, -0.4, -0.2, 0.001),
+        excess_R_test=_tested(-0.4, -0.5, -0.3, 0.001),
     )  # fmt: skip
     text = verdict_text(v, (0.66, 0.83))
-    assert "leaves the frontier S band (above it)" in text
-    assert "ΔS = +60.0 %" in text and "ΔR = −70.0 %" in text
-    assert "57 % of ΔR is misalignment-specific" in text
-    no_control = verdict_text(
+    assert "S rises significantly (ΔS +60.0 %, 95 % CI [+40.0 %, +80.0 %]" in text
+    assert "leaves the frontier S band [0.66, 0.83] (above it;" in text
+    assert "R drops significantly (ΔR −70.0 %" in text
+    assert "Misalignment-specific share of ΔR: +57.1 % (95 % CI [+30.0 %, +80.0 %])" in text
+    # Not significant: no rise, no band exit.
+    weak = dataclasses.replace(v, dS_test=_tested(0.11, -0.05, 0.3, 0.29))
+    text = verdict_text(weak, (0.66, 0.83))
+    assert "No significant change in S (ΔS +11.0 %, 95 % CI [−5.0 %, +30.0 %]" in text
+    assert "rises" not in text and "leaves" not in text and "not significant" in text
+    # A base outside the band: no band wording about the treatment.
+    outside = dataclasses.replace(v, base_S=0.9, base_in_band=False)
+    text = verdict_text(outside, (0.66, 0.83))
+    assert "already lies outside" in text and "leaves" not in text
+    # A wrong-sign excess whose interval covers 0 is "none", with its sign kept.
+    wrong = dataclasses.replace(v, specific_share=-0.014, specific_share_ci=(-0.18, 0.15))
+    assert "none detectable (−1.4 %, 95 % CI [−18.0 %, +15.0 %])" in verdict_text(wrong, (0, 1))
+    clear = dataclasses.replace(v, specific_share=-0.2, specific_share_ci=(-0.3, -0.1))
+    assert "wrong sign" in verdict_text(clear, (0, 1))
+    untested = verdict_text(
         Verdict("f", 0.7, 0.01, True, "t", 0.72, 0.01, False, "inside", 0.03, -0.1, 0.1),
         (0.66, 0.83),
     )
-    assert "stays inside" in no_control and "No control variant" in no_control
+    assert "stays inside" in untested and "No control variant" in untested
+    assert "not tested, so no rise or drop is claimed" in untested
 
 
 def test_render_without_figures_says_why(hostile_outcome: StudyOutcome) -> None:
@@ -115,8 +140,6 @@ def test_variant_that_does_not_follow_the_protocol_is_marked(
     hostile_outcome: StudyOutcome,
 ) -> None:
     # Issue 15.4: numbers stay, marked as not interpretable, with the verdict and its reasons.
-    import dataclasses
-
     from persona_collapse.engine.protocol import check_exact
 
     results = hostile_outcome.results
@@ -136,3 +159,19 @@ def test_variant_that_does_not_follow_the_protocol_is_marked(
     assert "on-scale mass (T = 1)" in text and "66.7 %" in text
     plain = render_html(results, [])
     assert "not interpretable" not in html.unescape(plain)
+
+
+def test_page_puts_headline_and_main_figures_first(hostile_outcome: StudyOutcome) -> None:
+    # Issue 10.10: headline, main figures, per-foundation results; long tables collapsed.
+    page = hostile_outcome.files.html.read_text(encoding="utf-8")
+    order = [
+        page.index(f'<section id="{name}">')
+        for name in ("headline", "figures", "per-foundation", "significance", "protocol")
+    ]
+    assert order == sorted(order)
+    figures = page.split('<section id="figures">')[1].split("</section>")[0]
+    assert 'id="fig_s_bars"' in figures and 'id="fig_deltas"' in figures
+    assert 'id="fig_parse_failures"' not in figures
+    significance = page.split('<section id="significance">')[1].split("</section>")[0]
+    assert "<details><summary>All " in significance
+    assert "</table></details>" in significance

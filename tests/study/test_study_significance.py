@@ -9,6 +9,7 @@ the insecure ΔS and ΔR are significant after Holm correction. Skips when
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +95,39 @@ def test_report_states_insecure_significance_after_holm(
     assert bool(overall.loc["R", "significant"]) is sig_r
     # R and σ̄ share one test.
     assert overall.loc["R", "p_holm"] == overall.loc["sigma_bar", "p_holm"]
-    verdict = {True: "significant after Holm", False: "not significant after Holm"}
-    expected_s = f"insecure ΔS {_pct(overall.loc['S', 'estimate'])} ({verdict[sig_s]}, p"
-    expected_r = f"ΔR {_pct(overall.loc['R', 'estimate'])} ({verdict[sig_r]}, p"
-    headline = page.split('<section id="headline">')[1].split("</section>")[0]
+    # Issue 10.1/10.5: the headline's words follow the tests; a ceiling-limited S is withheld.
+    headline = html.unescape(page.split('<section id="headline">')[1].split("</section>")[0])
     divs = headline.split('<div class="verdict')[1:]
     sentence = next(d for d in divs if d.split(">", 1)[1].startswith(f"{family}:"))
-    assert expected_s in sentence and expected_r in sentence
+    diagnostics = pd.read_csv(out / "metrics.csv")
+    top = diagnostics[
+        (diagnostics["family"] == family) & (diagnostics["scope"] == "overall")
+    ].set_index("variant")
+    limited = any(
+        top.loc[label, "top1_share"] >= 0.7 or top.loc[label, "entropy_bits"] < 1.5
+        for label in ("base", "insecure")
+    )
+    if limited:
+        assert "S is ceiling-limited" in sentence and "the verdict on S is withheld" in sentence
+        assert "S rises" not in sentence and "no significant change in S" not in sentence.lower()
+    elif sig_s:
+        assert f"S rises significantly (ΔS {_pct(overall.loc['S', 'estimate'])}" in sentence
+    else:
+        assert f"No significant change in S (ΔS {_pct(overall.loc['S', 'estimate'])}" in sentence
+    r_word = "drops" if overall.loc["R", "estimate"] < 0 else "rises"
+    if sig_r:
+        assert f"R {r_word} significantly (ΔR {_pct(overall.loc['R', 'estimate'])}" in sentence
+    base_s = top.loc["base", "S"]
+    if not 0.66 <= base_s <= 0.83:
+        assert "already lies outside the frontier S band" in sentence and "leaves" not in sentence
+    excess = table[
+        (table["family"] == family)
+        & (table["contrast"] == "excess")
+        & (table["metric"] == "R")
+        & (table["scope"] == "overall")
+    ].iloc[0]
+    covers = bool(excess["ci_low"] <= 0 <= excess["ci_high"])
+    assert ("Misalignment-specific share of ΔR: none detectable" in sentence) is covers
 
 
 def _pct(value: float) -> str:

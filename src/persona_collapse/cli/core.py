@@ -425,9 +425,17 @@ def run(
     max_personas: Annotated[int | None, typer.Option(help="Use only the first N personas.")] = None,
     instrument: Annotated[str | None, typer.Option(help="Instrument name or YAML file.")] = None,
     template: Annotated[str | None, typer.Option(help="Prompt template YAML file.")] = None,
-    repetitions: Annotated[int | None, typer.Option(help="Repetitions per cell.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
-    mode: Annotated[str | None, typer.Option(help="'sampling' or 'exact'.")] = None,
+    # Defaults are the config's (core.config.SamplingSettings); shown here so help tells them.
+    repetitions: Annotated[
+        int | None, typer.Option(help="Repetitions per cell (default: 10, or the config's).")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature (default: 0.1, or the config's).")
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="'sampling' or 'exact' (default: sampling, or the config's)."),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
     store: Annotated[Path | None, typer.Option(help="Run store (SQLite file).")] = None,

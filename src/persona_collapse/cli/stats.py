@@ -110,6 +110,7 @@ def audit(
             f"{100 * row.coverage:.1f} %",
         )
     console.print(est)
+    _coverage_precision(report.replications, report.confidence)
     diff = Table(
         title=f"Difference tests (relative changes; rejections at α = {report.alpha:g})",
         title_justify="left",
@@ -176,6 +177,33 @@ def audit(
     )
 
 
+MIN_AUDIT_REPLICATIONS = 100
+"""Fewer replications leave a coverage's Monte Carlo SE above ~2 points: audit warns."""
+
+
+def _coverage_precision(replications: int, confidence: float) -> None:
+    """Print the Monte Carlo SE of a coverage at the nominal level; warn when too few
+    replications make the coverage figures uninformative."""
+    import math
+
+    se = 100 * math.sqrt(confidence * (1 - confidence) / replications)
+    console = stdout_console()
+    console.print(
+        f"Monte Carlo SE of a {100 * confidence:.0f} % coverage from {replications} "
+        f"replications: ±{se:.1f} points",
+        markup=False,
+        highlight=False,
+    )
+    if replications < MIN_AUDIT_REPLICATIONS:
+        console.print(
+            f"warning: {replications} replications are too few for the coverage figures to "
+            f"mean much (±{1.96 * se:.1f} points at 95 %); use --replications "
+            f"{MIN_AUDIT_REPLICATIONS} or more",
+            markup=False,
+            highlight=False,
+        )
+
+
 # --- plan -----------------------------------------------------------------------------------
 
 
@@ -240,6 +268,13 @@ def plan(
         str | None,
         typer.Option(help="Instrument of a CSV pilot: mfq30, bfi44 or a YAML file."),
     ] = None,
+    persona_set: Annotated[
+        str,
+        typer.Option(
+            help="Persona set the study will use (name or file); plan warns when a design "
+            "needs more personas than it holds."
+        ),
+    ] = "default",
 ) -> None:
     """Personas × repetitions needed to detect a change, with requests, tokens and cost."""
     from persona_collapse.engine.costs import ModelPrices, load_price_table
@@ -284,6 +319,9 @@ def plan(
             raise UserError("--input-price and --output-price go together and must be >= 0")
         price = ModelPrices(input=input_price, output=output_price)
 
+    from persona_collapse.core.personas import get_persona_set
+
+    available = len(get_persona_set(persona_set))
     measured_tokens, measured_rate, pilot_cells, description = _load_pilot(
         paths, run, preset, seed, instrument
     )
@@ -362,6 +400,13 @@ def plan(
                 f"{mode}: cheapest design reaching the target: {best.personas} personas{reps} "
                 f"(power {best.power:.2f}; {best.requests:,} requests{cost} per variant)"
             )
+            if best.personas > available:
+                console.print(
+                    f"warning: the {mode} design needs {best.personas} personas but persona "
+                    f"set {persona_set!r} holds {available}; add personas or choose a larger set",
+                    markup=False,
+                    highlight=False,
+                )
     console.print(
         f"assumptions: {result.prompt_tokens:.0f} prompt tokens per request, "
         f"{100 * result.unparseable_rate:.1f} % replies without a rating, correlation "

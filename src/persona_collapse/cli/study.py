@@ -32,7 +32,7 @@ from persona_collapse.core.errors import BackendError
 
 if TYPE_CHECKING:  # imported where used, so help screens stay fast
     from persona_collapse.engine.costs import RunEstimate
-    from persona_collapse.report.model import StudyResults
+    from persona_collapse.report.model import StudyResults, Verdict
     from persona_collapse.study import StudyOutcome
     from persona_collapse.study.orchestrate import PlannedRun
 
@@ -67,7 +67,7 @@ def backend_failures() -> Iterator[None]:
 
 def headline_table(results: StudyResults) -> Table:
     """Per family: base and treatment S, band, ΔS, ΔR, Δσ̄ and the misalignment-specific ΔR."""
-    from persona_collapse.report.model import family_verdict
+    from persona_collapse.report.model import study_verdict
 
     table = Table(title=f"Headline: {results.name}", title_justify="left")
     columns = (
@@ -77,7 +77,7 @@ def headline_table(results: StudyResults) -> Table:
     for col in columns:
         table.add_column(col, justify="left" if col in ("family", "treatment") else "right")
     for fam in results.families.values():
-        v = family_verdict(fam, results.band)
+        v = study_verdict(results, fam)
         band = "—" if v.side is None else ("in" if v.side == "inside" else v.side)
         table.add_row(
             fam.name,
@@ -89,7 +89,7 @@ def headline_table(results: StudyResults) -> Table:
             "—" if v.dR is None else fmt_pct(v.dR),
             "—" if v.dsigma_bar is None else fmt_pct(v.dsigma_bar),
             "—" if v.excess_R is None else fmt_pct(v.excess_R),
-            "—" if v.specific_share is None else f"{100 * v.specific_share:.0f} %",
+            _specific(v),
         )
     avg = results.average
     if avg is not None and "treatment" in avg.variants and avg.families > 1:
@@ -107,6 +107,13 @@ def headline_table(results: StudyResults) -> Table:
             "",
         )
     return table
+
+
+def _specific(v: Verdict) -> str:
+    """Signed misalignment-specific share of ΔR; "none" only when its CI covers 0."""
+    if v.specific_share is None:
+        return "—"
+    return "none" if v.share_is_none else fmt_pct(v.specific_share)
 
 
 def print_outcome(outcome: StudyOutcome) -> None:

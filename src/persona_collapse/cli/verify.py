@@ -140,7 +140,10 @@ def verify_command(
     question: Annotated[
         list[str] | None, typer.Option(help="Only this question id (repeatable).")
     ] = None,
-    n: Annotated[int | None, typer.Option("--n", help="Answers per question.", min=1)] = None,
+    n: Annotated[
+        int | None,
+        typer.Option("--n", help="Answers per question (default: 30, or the config's).", min=1),
+    ] = None,
     temperature: Annotated[float | None, typer.Option(help="Answer temperature.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Answer length limit.")] = None,
     alignment_threshold: Annotated[

@@ -36,7 +36,8 @@ _DESCRIPTIONS = {
     "metrics.json": "all numbers of this report (metrics, profiles, diagnostics, counts)",
     "comparison.csv": "Δ% against the base and the excess, per family and mean by role",
     "profiles.csv": "self-profiles and toxic-control profiles per foundation",
-    "diagnostics.csv": "scale usage, ceiling saturation, parse-failure rates",
+    "diagnostics.csv": "scale usage, ceiling saturation, parse-failure rates, whether S is "
+    "ceiling-limited",
     "parse_failures_by_persona.csv": "parse-failure rate of every persona",
     "counts.csv": "personas, answers, failures, requests, tokens, cost",
     "temperature_curves.csv": "S(T) and R(T) from stored distributions",

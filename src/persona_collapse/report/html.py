@@ -13,6 +13,7 @@ import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from persona_collapse.backends.base import MIN_SCALE_MASS, SCALE_MASS_TEMPERATURE
@@ -21,13 +22,16 @@ from persona_collapse.core.formatting import fmt_pm
 from persona_collapse.core.version import __version__
 from persona_collapse.report.figures import RenderedFigure
 from persona_collapse.report.model import (
+    CEILING_ENTROPY_BITS,
+    CEILING_TOP1_SHARE,
     StudyResults,
     VariantResult,
-    Verdict,
+    ceiling_limit,
     excess_points,
-    family_verdict,
     format_p,
     significance_verdict,
+    study_verdict,
+    verdict_text,
 )
 from persona_collapse.stats.compare import Change, check_band
 from persona_collapse.stats.display import delta, fmt_change, is_difference
@@ -40,6 +44,15 @@ CSP = (
 
 PERSONA_TABLE_ROWS = 10
 """Personas listed in the per-persona parse-failure table."""
+
+FAILURE_TERMS = (
+    '<p class="muted"><strong>Failed slots</strong>: answer slots that hold no valid '
+    "rating after every retry; they are left out of the analysis. "
+    "<strong>Parse failures</strong>: replies, retries included, that held no valid rating, "
+    "as a share of all rating replies. A slot whose retry succeeded counts as a parse "
+    "failure but not as a failed slot, so the two can differ.</p>"
+)
+"""The report's one definition of the two failure counts (shown where either appears)."""
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
@@ -55,6 +68,7 @@ th{background:#f5f5f7}td.l,th.l{text-align:left}
 figure{margin:1.2em 0 2em}figure svg{max-width:100%;height:auto;display:block}
 caption{text-align:left;font-weight:600;padding:.2em 0}
 figcaption{font-size:.9em;color:#444;margin-top:.3em}
+details{margin:.6em 0 1.2em}summary{cursor:pointer;font-weight:600}
 code,.persona{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.88em}
 .persona{white-space:pre-wrap;word-break:break-word;text-align:left;max-width:40em}
 """
@@ -120,52 +134,21 @@ def table(
     return Html(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
+def details(summary: str, content: Html) -> Html:
+    """A collapsible block (closed): long tables stay out of the reader's way."""
+    return Html(f"<details><summary>{esc(summary)}</summary>{content.markup}</details>")
+
+
 # --- sections -----------------------------------------------------------------------------------
-
-
-def verdict_text(v: Verdict, band: tuple[float, float]) -> str:
-    """The headline of a family as plain text (escaped by the caller)."""
-    low, high = band
-    base = (
-        "the base model has no S yet"
-        if v.base_S is None
-        else f"base S = {fmt_pm(v.base_S, v.base_S_se)} "
-        f"({'inside' if v.base_in_band else 'outside'} the frontier band [{low:g}, {high:g}])"
-    )
-    if v.treatment is None or v.treatment_S is None:
-        return f"{v.family}: {base}; no treatment variant with results to compare."
-    where = (
-        "stays inside the frontier S band"
-        if not v.leaves_band
-        else f"leaves the frontier S band ({v.side} it)"
-    )
-    text = (
-        f"{v.family}: the {v.treatment} variant {where}: "
-        f"S = {fmt_pm(v.treatment_S, v.treatment_S_se)}; {base}. "
-        f"ΔS = {fmt_pct(v.dS)}, ΔR = {fmt_pct(v.dR)} (Δσ̄ = {fmt_pct(v.dsigma_bar)})."
-    )
-    if v.excess_R is None or v.control is None:
-        return text + " No control variant, so the misalignment-specific part is unknown."
-    share = (
-        ""
-        if v.specific_share is None
-        else f"; {100 * v.specific_share:.0f} % of ΔR is misalignment-specific"
-    )
-    return (
-        text + f" The {v.control} control changes R by {fmt_pct(v.control_dR)}, so the excess "
-        f"ΔR_{v.treatment} − ΔR_{v.control} is {fmt_pct(v.excess_R)}{share}."
-    )
 
 
 def _headline(results: StudyResults) -> Html:
     parts = []
     for fam in results.families.values():
-        v = family_verdict(fam, results.band)
-        ok = v.treatment is not None and v.leaves_band is False
+        v = study_verdict(results, fam)
+        tests = [t for t in (v.dS_test, v.dR_test) if t is not None]
+        ok = v.treatment is not None and bool(tests) and not any(t.significant for t in tests)
         text = verdict_text(v, results.band)
-        tested = significance_verdict(results, fam)
-        if tested is not None:
-            text += " " + tested
         parts.append(f'<div class="verdict{" ok" if ok else ""}">{esc(text)}</div>')
     avg = results.average
     if avg is not None and "treatment" in avg.variants:
@@ -174,6 +157,7 @@ def _headline(results: StudyResults) -> Html:
         text = f"Mean over {avg.families} families, treatment variants: {changes}."
         if avg.excess is not None:
             text += f" Mean misalignment-specific excess ΔR: {fmt_pct(avg.excess.overall.R)}."
+        text += " (Means are descriptive; the tests are per family.)"
         parts.append(f"<p><strong>{esc(text)}</strong></p>")
     return Html("\n".join(parts))
 
@@ -201,6 +185,7 @@ def _metrics_table(results: StudyResults) -> Html:
             change = None
             if fam.comparison is not None and v.label != fam.base:
                 change = fam.comparison.variants.get(v.label)
+            limited = ceiling_limit(v) is not None
             cells: list[Any] = [
                 fam.name,
                 v.label if v.interpretable else f"{v.label} † not interpretable",
@@ -208,7 +193,8 @@ def _metrics_table(results: StudyResults) -> Html:
             ]
             for st in statistics():
                 e = None if m is None else m.estimates.get(st.name)
-                cells.append("—" if e is None else fmt_pm(e.value, e.se, st.digits))
+                shown = "—" if e is None else fmt_pm(e.value, e.se, st.digits)
+                cells.append(shown + (" ‡" if limited and st.name == "S" and e else ""))
                 cells.append(_change_cell(None if change is None else change.overall, st.name))
             rows.append([*cells, _band_status(results, v), "—" if m is None else f"{m.personas}"])
     header = ["family", "variant", "role"]
@@ -220,6 +206,13 @@ def _metrics_table(results: StudyResults) -> Html:
         for v in results.variants()
         if v.protocol is not None and not v.protocol.follows
     ]
+    limits = [c for c in (ceiling_limit(v) for v in results.variants()) if c is not None]
+    if limits:
+        verdicts.append(
+            f"‡ S is ceiling-limited for this variant (≥ {100 * CEILING_TOP1_SHARE:.0f} % of "
+            f"ratings on one value or rating entropy < {CEILING_ENTROPY_BITS:g} bits): "
+            "personas have little room to move its answers, so no verdict on its S is given."
+        )
     return table(header, rows, left=3, caption=" ".join(verdicts) or None)
 
 
@@ -313,6 +306,7 @@ def _diagnostics_table(results: StudyResults) -> Html:
                 fmt_pct(None if v.parse is None else v.parse.rate).lstrip("+"),
                 fmt_pct(v.self_parse_rate).lstrip("+"),
                 fmt_pct(v.low_mass_share).lstrip("+"),
+                _ceiling_cell(v),
             ]
         )
     header = [
@@ -323,11 +317,17 @@ def _diagnostics_table(results: StudyResults) -> Html:
         "entropy (bits)",
         "ceiling index (personas)",
         "ceiling index (self)",
-        "parse failures",
+        "parse failures (share of replies)",
         "self parse failures",
         f"cells < {100 * MIN_SCALE_MASS:.0f} % on-scale mass (T = {SCALE_MASS_TEMPERATURE:g})",
+        "S ceiling-limited",
     ]
-    return table(header, rows, left=2)
+    return Html(table(header, rows, left=2).markup + FAILURE_TERMS)
+
+
+def _ceiling_cell(v: VariantResult) -> str:
+    limit = ceiling_limit(v)
+    return "no" if limit is None else f"yes: {limit.text()}"
 
 
 def _persona_failures(results: StudyResults) -> Html:
@@ -348,12 +348,8 @@ def _persona_failures(results: StudyResults) -> Html:
         ]
         for pid in top
     ]
-    return table(
-        ["persona", "text", "highest failure rate"],
-        rows,
-        left=2,
-        caption=f"The {len(top)} personas with the highest parse-failure rate in any variant",
-    )
+    caption = f"The {len(top)} personas with the highest parse-failure rate in any variant"
+    return details(caption, table(["persona", "text", "highest failure rate"], rows, left=2))
 
 
 _TEST_KEYS = frozenset({"family", "contrast", "metric", "scope", "estimate", "p_value", "p_holm"})
@@ -428,7 +424,8 @@ def _significance(results: StudyResults) -> Html:
         )
     header = ["family", "contrast", "metric", "estimate", "95 % CI", "p", "p (Holm)", "significant"]
     listed = f"<ul>{''.join(sentences)}</ul>" if sentences else ""
-    return Html(intro + listed + table(header, body, left=3).markup)
+    tests = details(f"All {len(body)} overall tests", table(header, body, left=3))
+    return Html(intro + listed + tests.markup)
 
 
 def _verification(results: StudyResults) -> Html:
@@ -506,6 +503,12 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+MAIN_FIGURES = frozenset(
+    {"fig_s_bars", "fig_r_bars", "fig_deltas", "fig_foundations", "fig_foundation_metrics"}
+)
+"""Figures shown right after the headline; the others follow the tables."""
+
+
 def _figures(figures: Sequence[RenderedFigure], missing_reason: str | None) -> Html:
     if not figures:
         reason = missing_reason or "no figure applies to this study"
@@ -558,13 +561,13 @@ def _counts(results: StudyResults) -> Html:
         "backend",
         "personas kept",
         "answers stored",
-        "failed",
+        "failed slots",
         "requests",
         "prompt tokens",
         "completion tokens",
         "cost",
     ]
-    out = table(header, rows, left=4).markup
+    out = table(header, rows, left=4).markup + FAILURE_TERMS
     if any_cost:
         out += f"<p>Estimated total cost: ${total_cost:,.2f}.</p>"
     notes = [n for v in results.variants() for n in v.notes] + list(results.notes)
@@ -604,20 +607,26 @@ def render_html(
     if files:
         items = "".join(f"<li><code>{esc(k)}</code>: {esc(v)}</li>" for k, v in files.items())
         file_list = f"<h2>Files</h2><ul>{items}</ul>"
+    main = [f for f in figures if f.key in MAIN_FIGURES]
+    more = [f for f in figures if f.key not in MAIN_FIGURES]
+    if not main:
+        main, more = list(figures), []
+    # Headline, main figures and per-foundation results first; long tables collapsed below.
     sections = [
         ("Headline", _headline(results)),
+        ("Figures", _figures(main, figures_missing)),
         ("Susceptibility and robustness", _metrics_table(results)),
-        ("Misalignment-specific excess", _excess_table(results)),
         ("Per foundation", _foundation_table(results)),
+        ("Misalignment-specific excess", _excess_table(results)),
         ("Emergent-misalignment verification", _verification(results)),
         ("Self-profiles and toxic control", _profiles_table(results)),
+        ("More figures", _figures(more, None) if more else Html("")),
         (
             "Scale usage and parse failures",
             Html(_diagnostics_table(results).markup + _persona_failures(results).markup),
         ),
         ("Is it persona-specific?", _controls(results)),
         ("Significance", _significance(results)),
-        ("Figures", _figures(figures, figures_missing)),
         ("Protocol", _protocol(results)),
         ("Data", _counts(results)),
         ("Seeds", _seeds(results)),
@@ -635,10 +644,10 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{esc(title)}</title>\n<style>{_CSS}</style></head>\n<body>\n"
         f"<h1>{esc(title)}</h1>\n"
-        f'<p class="muted">Source: <code>{esc(results.source)}</code> · '
+        f'<p class="muted">Source: <code>{esc(PurePath(results.source).name)}</code> · '
         f"persona-collapse {esc(__version__)}</p>\n{description}\n{body}\n{file_list}\n"
         "</body></html>\n"
     )
 
 
-__all__ = ["CSP", "Html", "esc", "render_html", "table", "verdict_text"]
+__all__ = ["CSP", "MAIN_FIGURES", "Html", "details", "esc", "render_html", "table", "verdict_text"]

@@ -19,7 +19,12 @@ from persona_collapse.core.csvio import write_csv_atomic
 from persona_collapse.core.files import write_text_atomic
 from persona_collapse.core.formatting import json_safe
 from persona_collapse.core.version import __version__
-from persona_collapse.report.model import StudyResults, VariantResult, excess_points
+from persona_collapse.report.model import (
+    StudyResults,
+    VariantResult,
+    ceiling_limit,
+    excess_points,
+)
 from persona_collapse.stats.compare import Change, VariantChange, check_band
 from persona_collapse.stats.display import headline
 from persona_collapse.stats.metrics import SelfProfile
@@ -205,6 +210,7 @@ def diagnostics_frame(results: StudyResults) -> pd.DataFrame:
                 "ceiling_saturation_self": v.ceiling_self,
                 "parse_failure_rate": math.nan if v.parse is None else v.parse.rate,
                 "self_parse_failure_rate": v.self_parse_rate,
+                "s_ceiling_limited": ceiling_limit(v) is not None,
             }
         )
     return pd.DataFrame(rows)
@@ -352,6 +358,7 @@ def results_json(results: StudyResults) -> dict[str, Any]:
                     "ceiling_saturation_self": v.ceiling_self,
                     "parse_failure_rate": None if v.parse is None else v.parse.rate,
                     "self_parse_failure_rate": v.self_parse_rate,
+                    "s_ceiling_limited": ceiling_limit(v) is not None,
                 },
                 "counts": {
                     k: getattr(v.counts, k)

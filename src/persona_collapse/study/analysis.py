@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ from persona_collapse.report.diagnostics import (
     scale_usage_from_distributions,
 )
 from persona_collapse.report.model import (
+    CellMeans,
     DataCounts,
     FamilyResult,
     StudyResults,
@@ -111,6 +114,39 @@ def _cell_means(run: LoadedRun, *, by_persona: bool) -> np.ndarray[Any, np.dtype
     valid = r[r["rating"] != INVALID_RATING]
     keys = ["persona_id", "item_id"] if by_persona else ["item_id"]
     return valid.groupby(keys)["rating"].mean().to_numpy(dtype=float)
+
+
+def _cell_means_table(run: LoadedRun | None) -> CellMeans | None:
+    """Persona x item mean ratings of a persona run, items grouped by foundation."""
+    if run is None or not _has_answers(run):
+        return None
+    if _is_exact(run):
+        d = run.distributions
+        assert d is not None
+        means = _probs(run) @ np.asarray(run.instrument.scale, dtype=float)
+        frame = pd.DataFrame({"persona_id": d["persona_id"], "item_id": d["item_id"], "mu": means})
+    else:
+        r = run.ratings
+        valid = r[r["rating"] != INVALID_RATING]
+        frame = pd.DataFrame(
+            {"persona_id": valid["persona_id"], "item_id": valid["item_id"], "mu": valid["rating"]}
+        )
+    if frame.empty:
+        return None
+    table = frame.groupby(["persona_id", "item_id"])["mu"].mean().unstack("item_id")
+    found = run.foundations
+    order = list(dict.fromkeys(found.values()))
+    items = sorted(
+        (int(i) for i in table.columns),
+        key=lambda i: (order.index(found[i]) if i in found else len(order), i),
+    )
+    table = table[items]
+    return CellMeans(
+        persona_ids=tuple(int(p) for p in table.index),
+        item_ids=tuple(items),
+        foundations=tuple(found.get(i, "") for i in items),
+        means=tuple(tuple(float(x) for x in row) for row in table.to_numpy(dtype=float)),
+    )
 
 
 def _usage_of(run: LoadedRun) -> ScaleUsage | None:
@@ -403,6 +439,7 @@ def _variant(
         verification=verification,
         protocol=None if persona is None else persona.protocol,
         low_mass_share=_low_mass_share(persona),
+        cell_means=_cell_means_table(persona),
     )
     return result, persona
 
@@ -464,23 +501,44 @@ def _average(families: Sequence[FamilyResult]) -> AverageChange | None:
     return average_changes(by_role) if by_role else None
 
 
+def shown_path(value: Any, root: Path) -> str:
+    """A path for the report: relative to the study file's folder (``root``), so the
+    report never shows an absolute path of the machine it ran on; other text as is."""
+    text = str(value)
+    path = Path(text)
+    if not path.is_absolute():
+        return text
+    try:
+        return os.path.relpath(path, root)
+    except ValueError:  # another drive (Windows): the name alone
+        return path.name
+
+
 def _protocol_display(
-    config: StudyConfig, inputs: StudyInputs, analysis: AnalysisConfig, *, collects: bool
+    config: StudyConfig,
+    inputs: StudyInputs,
+    analysis: AnalysisConfig,
+    *,
+    collects: bool,
+    root: Path,
 ) -> dict[str, Any]:
     proto = config.protocol
+    personas = shown_path(inputs.personas.source, root)
     return {
-        "personas": f"{inputs.personas.name} ({len(inputs.personas)} personas)"
+        "personas": f"{shown_path(inputs.personas.name, root)} ({len(inputs.personas)} personas)"
         if collects
-        else f"from the imported files (persona texts: {inputs.personas.source})",
+        else f"from the imported files (persona texts: {personas})",
         "instrument": f"{inputs.instrument.name} ({len(inputs.instrument.active_items)} items, "
         f"scale {inputs.instrument.scale_min}-{inputs.instrument.scale_max})",
-        "template": proto.template or "built-in",
+        "template": shown_path(proto.template, root) if proto.template else "built-in",
         "repetitions": proto.repetitions,
         "temperature": proto.temperature,
         "mode": proto.mode,
         "self runs": proto.self_run,
         "toxic control": (
-            f"{inputs.toxic.name} ({len(inputs.toxic)} personas)" if inputs.toxic else "off"
+            f"{shown_path(inputs.toxic.name, root)} ({len(inputs.toxic)} personas)"
+            if inputs.toxic
+            else "off"
         ),
         "S band": f"[{proto.band[0]:g}, {proto.band[1]:g}]",
         "bootstrap": f"{analysis.n_persona_boot} persona + {analysis.n_rerun_boot} rerun draws",
@@ -698,7 +756,7 @@ def analyse_study(
         name=config.name,
         description=config.description,
         source=study.source,
-        protocol=_protocol_display(config, inputs, analysis, collects=collects),
+        protocol=_protocol_display(config, inputs, analysis, collects=collects, root=study.root),
         band=config.protocol.band,
         analysis=analysis,
         families=families,
