@@ -211,9 +211,9 @@ class AgreementAudit:
         estimator: Estimator of the sampled run.
         mean_relative_difference: Mean of ``sampled / exact - 1`` (of ``sampled -
             exact`` for a difference-scale statistic).
-        within_se: Share of replications with ``|sampled - exact|`` within the
-            interval half-width ``z * SE`` of the sampled run's own SE (reference
-            scheme for the reference estimator, persona scheme otherwise).
+        within_se: Share of replications whose exact value lies within the sampled
+            run's own interval (``z * SE`` Wald, reference scheme, for the reference
+            estimator; the corrected estimator's default intervals otherwise).
         paired_rejection_rate: Share where the paired difference test (same
             personas, persona scheme: only rating noise is left) rejects at ``alpha``.
         replications: Number of replications.
@@ -434,7 +434,7 @@ def audit_estimators(
     schemes = {"reference": ("persona", "reference", "rerun"), "corrected": ("persona",)}
 
     # Collected per replication.
-    single: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    single: dict[tuple[str, str, str], list[tuple[float, float, float, float]]] = {}
     diffs: dict[tuple[str, str, str, str], list[tuple[float, float, float, float, float]]] = {}
     agree: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
 
@@ -480,12 +480,17 @@ def audit_estimators(
             # published SEs (persona and rerun bootstrap in quadrature, as
             # analyze_ratings computes them), the corrected one with persona SEs.
             estimates = draw_estimates(
-                draws, "reference" if estimator == "reference" else "persona"
+                draws,
+                "reference" if estimator == "reference" else "persona",
+                confidence=confidence,
             )
             for name in presets:
                 e = estimates[name][OVERALL]
                 for metric, found in e.estimates.items():
-                    single.setdefault((name, metric, estimator), []).append((found.value, found.se))
+                    low, high = e.interval(metric)
+                    single.setdefault((name, metric, estimator), []).append(
+                        (found.value, found.se, low, high)
+                    )
             for reference, variant in contrasts:
                 tests = change_tests(draws, reference, variant, "persona", z_crit)
                 for metric, by_scope in tests.items():
@@ -505,11 +510,11 @@ def audit_estimators(
                 for metric, by_scope in tests.items():
                     t = by_scope[OVERALL]
                     exact = exact_values[metric]
-                    value, se = single[(name, metric, estimator)][-1]
+                    value, _, low, high = single[(name, metric, estimator)][-1]
                     agree.setdefault((name, metric, estimator), []).append(
                         (
                             _true_change(value, exact, metric),
-                            float(abs(value - exact) <= z_crit * se),
+                            float(low <= exact <= high),
                             t.p_value,
                         )
                     )
@@ -517,7 +522,7 @@ def audit_estimators(
     order = names_tested()
     return AuditReport(
         estimators=tuple(
-            _estimator_row(preset, metric, estimator, truth[preset][metric], values, z_crit)
+            _estimator_row(preset, metric, estimator, truth[preset][metric], values)
             for (preset, metric, estimator), values in sorted(
                 single.items(),
                 key=lambda kv: (
@@ -563,11 +568,9 @@ def _estimator_row(
     metric: str,
     estimator: str,
     true_value: float,
-    values: list[tuple[float, float]],
-    z_crit: float,
+    values: list[tuple[float, float, float, float]],
 ) -> EstimatorAudit:
-    est = np.array([v[0] for v in values])
-    se = np.array([v[1] for v in values])
+    est, se, low, high = np.array(values, dtype=np.float64).T
     bias = float(est.mean() - true_value)
     return EstimatorAudit(
         preset=preset,
@@ -580,7 +583,7 @@ def _estimator_row(
         rmse=float(np.sqrt(np.mean((est - true_value) ** 2))),
         sd=float(est.std(ddof=1)),
         mean_se=float(se.mean()),
-        coverage=float(np.mean(np.abs(est - true_value) <= z_crit * se)),
+        coverage=float(np.mean((low <= true_value) & (true_value <= high))),
         replications=len(values),
     )
 
