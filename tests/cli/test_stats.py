@@ -54,6 +54,9 @@ def test_audit_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0, err
     for fragment in ("coverage", "corrected", "insecure vs base", "base-rerun vs base", "seed 0"):
         assert fragment in out
+    # every share with its Monte-Carlo SE, and the warning about too few replications
+    assert "Monte-Carlo SE" in out and " ± " in out
+    assert "warning: 3 replications" in out and "95 % from 90 %" in out
 
 
 def test_audit_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,6 +70,12 @@ def test_audit_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["settings"]["seed"] == 4 and data["settings"]["presets"] == ["base"]
     assert {row["estimator"] for row in data["estimators"]} == {"reference", "corrected"}
     assert data["elapsed_s"] > 0
+    assert "too few" in data["warning"]
+    row = data["estimators"][0]
+    assert row["coverage_mcse"] == pytest.approx(
+        (row["coverage"] * (1 - row["coverage"]) / 2) ** 0.5
+    )
+    assert {"coverage_mcse", "rejection_mcse"} <= set(data["differences"][0])
 
 
 def test_audit_bad_input(capsys: pytest.CaptureFixture[str]) -> None:

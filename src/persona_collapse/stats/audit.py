@@ -65,6 +65,35 @@ NULL_SUFFIX = "-rerun"
 EXACT_SUFFIX = "-exact"
 """Label suffix of a preset's exact (distribution) run."""
 
+RESOLUTION_PTS = 2.5
+"""Replications are too few when two Monte-Carlo SEs of a coverage at the nominal
+level reach this many percentage points: then 95 % cannot be told from 90 %."""
+
+
+def mc_se(share: float, replications: int) -> float:
+    """Monte-Carlo SE of a share (coverage, rejection rate) over ``replications``:
+    ``sqrt(p (1 - p) / n)`` (NaN without replications)."""
+    if replications < 1 or not math.isfinite(share):
+        return math.nan
+    return math.sqrt(max(share * (1.0 - share), 0.0) / replications)
+
+
+def replication_warning(replications: int, confidence: float = 0.95) -> str | None:
+    """A one-line warning when ``replications`` cannot tell the nominal coverage from one
+    5 points lower (``2 * MC SE >= 2.5`` points at the nominal level), else None."""
+    half_width = 200.0 * mc_se(confidence, replications)
+    if not half_width >= RESOLUTION_PTS:
+        return None
+    needed = replications + 1
+    while 200.0 * mc_se(confidence, needed) >= RESOLUTION_PTS:
+        needed += 1
+    level = round(100 * confidence)
+    return (
+        f"{replications} replications: 2 Monte-Carlo SEs of a {level} % coverage are "
+        f"{half_width:.1f} points, too few to tell {level} % from {level - 5} %; "
+        f"use at least {needed} replications"
+    )
+
 
 def __getattr__(name: str) -> Any:
     # AUDIT_METRICS stays importable; the statistics audited are the tested ones of
@@ -140,7 +169,8 @@ class EstimatorAudit:
         rmse: Root mean squared error.
         sd: Sd of the estimates over replications.
         mean_se: Mean reported standard error (compare with ``sd``).
-        coverage: Share of replications whose interval holds the truth.
+        coverage: Share of replications whose interval holds the truth
+            (``coverage_mcse``: its Monte-Carlo SE).
         replications: Number of replications.
     """
 
@@ -157,9 +187,14 @@ class EstimatorAudit:
     coverage: float
     replications: int
 
+    @property
+    def coverage_mcse(self) -> float:
+        """Monte-Carlo SE of ``coverage``."""
+        return mc_se(self.coverage, self.replications)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form."""
-        return dict(self.__dict__)
+        """Plain-data form (with the Monte-Carlo SE)."""
+        return {**self.__dict__, "coverage_mcse": self.coverage_mcse}
 
 
 @dataclass(frozen=True)
@@ -196,9 +231,23 @@ class DifferenceAudit:
     rejection_rate: float
     replications: int
 
+    @property
+    def coverage_mcse(self) -> float:
+        """Monte-Carlo SE of ``coverage``."""
+        return mc_se(self.coverage, self.replications)
+
+    @property
+    def rejection_mcse(self) -> float:
+        """Monte-Carlo SE of ``rejection_rate``."""
+        return mc_se(self.rejection_rate, self.replications)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form."""
-        return dict(self.__dict__)
+        """Plain-data form (with the Monte-Carlo SEs)."""
+        return {
+            **self.__dict__,
+            "coverage_mcse": self.coverage_mcse,
+            "rejection_mcse": self.rejection_mcse,
+        }
 
 
 @dataclass(frozen=True)
@@ -227,9 +276,23 @@ class AgreementAudit:
     paired_rejection_rate: float
     replications: int
 
+    @property
+    def within_se_mcse(self) -> float:
+        """Monte-Carlo SE of ``within_se``."""
+        return mc_se(self.within_se, self.replications)
+
+    @property
+    def paired_rejection_mcse(self) -> float:
+        """Monte-Carlo SE of ``paired_rejection_rate``."""
+        return mc_se(self.paired_rejection_rate, self.replications)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form."""
-        return dict(self.__dict__)
+        """Plain-data form (with the Monte-Carlo SEs)."""
+        return {
+            **self.__dict__,
+            "within_se_mcse": self.within_se_mcse,
+            "paired_rejection_mcse": self.paired_rejection_mcse,
+        }
 
 
 @dataclass(frozen=True)
@@ -296,9 +359,15 @@ class AuditReport:
                 return row
         raise KeyError((preset, metric, estimator))
 
+    @property
+    def warning(self) -> str | None:
+        """Why the replications are too few to tell 95 % from 90 % (None when enough)."""
+        return replication_warning(self.replications, self.confidence)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-serialisable)."""
         return {
+            "warning": self.warning,
             "settings": {
                 "presets": list(self.presets),
                 "replications": self.replications,
@@ -627,10 +696,13 @@ __all__ = [
     "DEFAULT_PRESETS",
     "EXACT_SUFFIX",
     "NULL_SUFFIX",
+    "RESOLUTION_PTS",
     "AgreementAudit",
     "AuditReport",
     "DifferenceAudit",
     "EstimatorAudit",
     "audit_estimators",
+    "mc_se",
+    "replication_warning",
     "sample_cells",
 ]
