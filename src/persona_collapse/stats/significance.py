@@ -192,6 +192,14 @@ OVERALL = "overall"
 EXCESS = "excess"
 """Contrast key of the misalignment-specific excess."""
 
+ESTIMATES_EXPLANATION = (
+    "The paper's S counts the rating noise of each persona's mean answer as persona "
+    "spread and its R uses sample sds that run small, so with a handful of ratings per "
+    "cell it overstates S and R; the bias-corrected estimates remove both effects "
+    "(subtracting the noise variance of the cell means, dividing each sd by c4(n))."
+)
+"""One sentence on why the paper's and the bias-corrected estimates differ (for reports)."""
+
 INTERVAL_WALD = "wald"
 """Interval method: estimate +- z x bootstrap SE (delta method for a reciprocal)."""
 
@@ -739,6 +747,11 @@ class FamilySignificance:
         n_boot, n_rerun_boot: Bootstrap draws.
         seed: Seed of the draws (None when a Generator was passed).
         holm: What the Holm correction of ``p_holm`` ran over.
+        other: The same family under the other estimator, from the same persona
+            draws (persona scheme), so that the paper's and the bias-corrected
+            estimates travel together; None when not computed. ``reference`` and
+            ``corrected`` pick either; verdicts (:meth:`verdict`) follow the
+            corrected one.
     """
 
     base: str
@@ -752,10 +765,64 @@ class FamilySignificance:
     n_rerun_boot: int
     seed: int | None
     holm: str
+    other: FamilySignificance | None = None
 
     def test(self, contrast: str, metric: str, scope: str = OVERALL) -> DifferenceTest:
         """Shortcut: ``contrasts[contrast].tests[metric][scope]``."""
         return self.contrasts[contrast].tests[metric][scope]
+
+    def _under(self, estimator: str) -> FamilySignificance | None:
+        if self.estimator == estimator:
+            return self
+        if self.other is not None and self.other.estimator == estimator:
+            return self.other
+        return None
+
+    @property
+    def reference(self) -> FamilySignificance | None:
+        """The results under the published estimators (None when not computed)."""
+        return self._under("reference")
+
+    @property
+    def corrected(self) -> FamilySignificance | None:
+        """The results under the bias-corrected estimators (None when not computed)."""
+        return self._under("corrected")
+
+    def verdict(self, contrast: str, metric: str, scope: str = OVERALL) -> DifferenceTest:
+        """The test the verdict on ``metric`` rests on: the corrected estimator's where
+        it has one (``S``, ``sigma_bar``, ``R``), else this result's own."""
+        corrected = self.corrected
+        if corrected is not None:
+            tests = corrected.contrasts.get(contrast)
+            if tests is not None and scope in tests.tests.get(metric, {}):
+                return tests.tests[metric][scope]
+        return self.test(contrast, metric, scope)
+
+    @property
+    def verdict_estimator(self) -> str:
+        """The estimator the verdicts follow (:meth:`verdict`)."""
+        return "corrected" if self.corrected is not None else self.estimator
+
+    def both_estimates(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Run -> scope -> the paper's estimates (``S``, ``S_se``, ...) side by side with
+        the corrected ones (``S_corrected``, ``S_corrected_se``, ``S_corrected_ci_low``,
+        ``S_corrected_ci_high``, ``S_corrected_interval``), where both were computed."""
+        reference, corrected = self.reference, self.corrected
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for run, by_scope in (reference or self).estimates.items():
+            out[run] = {}
+            for scope, estimate in by_scope.items():
+                row = dict(estimate.to_dict()) if reference is not None else {}
+                if corrected is not None and scope in corrected.estimates.get(run, {}):
+                    found = corrected.estimates[run][scope]
+                    # longest names first, so that a name never matches another's prefix
+                    names = sorted(found.estimates, key=len, reverse=True)
+                    for key, value in found.to_dict().items():
+                        # S_se -> S_corrected_se; sigma_bar_ci_low -> sigma_bar_corrected_ci_low
+                        stat = next(n for n in names if key == n or key.startswith(f"{n}_"))
+                        row[f"{stat}_corrected{key[len(stat) :]}"] = value
+                out[run][scope] = row
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-serialisable; non-finite values stay floats)."""
@@ -774,6 +841,18 @@ class FamilySignificance:
             "n_rerun_boot": self.n_rerun_boot,
             "seed": self.seed,
             "holm": self.holm,
+            **self._both_dict(),
+        }
+
+    def _both_dict(self) -> dict[str, Any]:
+        """The keys that carry both estimators (empty without :attr:`other`)."""
+        if self.other is None:
+            return {}
+        return {
+            "other": {k: v for k, v in self.other.to_dict().items() if k != "other"},
+            "verdict_estimator": self.verdict_estimator,
+            "estimates_both": self.both_estimates(),
+            "estimates_explanation": ESTIMATES_EXPLANATION,
         }
 
 
@@ -799,16 +878,23 @@ class StudySignificance:
             for key, contrast in fam.contrasts.items():
                 for metric, by_scope in contrast.tests.items():
                     for scope, t in by_scope.items():
-                        out.append(
-                            {
-                                "family": family,
-                                "contrast": key,
-                                "metric": metric,
-                                "scope": scope,
-                                **t.to_dict(),
-                                "significant": t.significant(alpha),
-                            }
-                        )
+                        row = {
+                            "family": family,
+                            "contrast": key,
+                            "metric": metric,
+                            "scope": scope,
+                            **t.to_dict(),
+                            "significant": t.significant(alpha),
+                        }
+                        if fam.other is not None:
+                            v = fam.verdict(key, metric, scope)
+                            row["verdict_estimator"] = (
+                                fam.verdict_estimator if v is not t else fam.estimator
+                            )
+                            row["verdict_estimate"] = v.estimate
+                            row["verdict_p_holm"] = v.p_holm
+                            row["verdict_significant"] = v.significant(alpha)
+                        out.append(row)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -1342,6 +1428,7 @@ def family_significance(
     n_rerun_boot: int = DEFAULT_N_RERUN_BOOT,
     confidence: float = 0.95,
     rng: np.random.Generator | int | None = None,
+    both: bool = True,
 ) -> FamilySignificance:
     """Test every run of a family against its base, and the excess, from one joint bootstrap.
 
@@ -1360,6 +1447,10 @@ def family_significance(
             ``"reference"`` and ``"rerun"``).
         confidence: Level of the intervals (0.95).
         rng: Generator, int seed or None (fresh seed, recorded).
+        both: Also test under the other estimator (``other``: persona scheme, same
+            persona draws), so the result carries the paper's and the corrected
+            estimates and its verdicts follow the corrected one; ``estimator``'s own
+            numbers are the same either way.
 
     Returns:
         :class:`FamilySignificance`; ``p_holm`` is corrected over the scopes
@@ -1379,14 +1470,68 @@ def family_significance(
     # "persona" scheme it only supplies the reported se_rerun component.
     n_rerun = n_rerun_boot if estimator == "reference" else 0
     generator, seed = resolve_rng(rng)
-    draws = _draw(
+    other_name = "corrected" if estimator == "reference" else "reference"
+    # The other estimator comes from the same persona draws (its columns ride along in
+    # the same weight-matrix product), so this run's numbers do not change with it.
+    all_draws = draw_estimators(
         runs,
-        estimator=estimator,
+        estimators=(estimator, other_name) if both else (estimator,),
         paired=use_paired,
         n_boot=n_boot,
         n_rerun_boot=n_rerun,
         rng=generator,
     )
+    holm_text = "within the family: over overall and foundations, per contrast and metric"
+    other = None
+    if both:
+        other_draws = all_draws[other_name]
+        (other_contrasts,) = _with_holm(
+            [_family_contrasts(other_draws, base, control, treatment, "persona", confidence)]
+        )
+        other = FamilySignificance(
+            base=base,
+            contrasts=other_contrasts,
+            estimates=draw_estimates(other_draws, "persona", confidence=confidence),
+            paired=use_paired,
+            estimator=other_name,
+            variance="persona",
+            confidence=float(confidence),
+            n_boot=int(n_boot),
+            n_rerun_boot=int(n_rerun),
+            seed=seed,
+            holm=holm_text,
+        )
+    draws = all_draws[estimator]
+    (corrected,) = _with_holm(
+        [_family_contrasts(draws, base, control, treatment, variance, confidence)]
+    )
+    return FamilySignificance(
+        base=base,
+        contrasts=corrected,
+        estimates=draw_estimates(draws, variance, confidence=confidence),
+        paired=use_paired,
+        estimator=estimator,
+        variance=variance,
+        confidence=float(confidence),
+        n_boot=int(n_boot),
+        n_rerun_boot=int(n_rerun),
+        seed=seed,
+        holm=holm_text,
+        other=other,
+    )
+
+
+def _family_contrasts(
+    draws: EstimatorDraws,
+    base: str,
+    control: str | None,
+    treatment: str | None,
+    variance: str,
+    confidence: float,
+) -> dict[str, Contrast]:
+    """Every run's change against ``base``, and the excess when control and treatment
+    are both present (before Holm)."""
+    runs = draws.point
     z_crit = NormalDist().inv_cdf(0.5 + confidence / 2.0)
     contrasts: dict[str, Contrast] = {}
     for label in runs:
@@ -1413,20 +1558,7 @@ def family_significance(
             base=base,
             tests=_excess_tests(draws, base, control, treatment, variance, z_crit),
         )
-    (corrected,) = _with_holm([contrasts])
-    return FamilySignificance(
-        base=base,
-        contrasts=corrected,
-        estimates=draw_estimates(draws, variance, confidence=confidence),
-        paired=use_paired,
-        estimator=estimator,
-        variance=variance,
-        confidence=float(confidence),
-        n_boot=int(n_boot),
-        n_rerun_boot=int(n_rerun),
-        seed=seed,
-        holm="within the family: over overall and foundations, per contrast and metric",
-    )
+    return contrasts
 
 
 def compare_runs(
@@ -1523,6 +1655,13 @@ def study_significance(
     holm_text = (
         "across families: over every family, overall and foundations, per contrast and metric"
     )
+    others = [f.other for f in results.values() if f.other is not None]
+    if len(others) == len(results):
+        other_sets = _with_holm([o.contrasts for o in others])
+        results = {
+            name: replace(fam, other=replace(o, contrasts=new, holm=holm_text))
+            for (name, fam), o, new in zip(results.items(), others, other_sets, strict=True)
+        }
     return StudySignificance(
         families={
             name: replace(fam, contrasts=new, holm=holm_text)
