@@ -174,6 +174,14 @@ def test_compare_json_tests(family: list[Path], capsys: pytest.CaptureFixture[st
     insecure_s = tests["contrasts"]["insecure"]["tests"]["S"]["overall"]
     assert insecure_s["estimate"] > 0.3 and insecure_s["p_holm"] < 0.05
     assert "excess" in tests["contrasts"]
+    # both estimators: the reference one rides along; verdicts follow the corrected one
+    assert tests["other"]["estimator"] == "reference"
+    assert tests["verdict_estimator"] == "corrected"
+    both = tests["estimates_both"]["insecure"]["overall"]
+    assert {"S", "S_corrected", "S_corrected_se", "S_corrected_ci_low"} <= set(both)
+    assert set(data["corrected"]) == {"base", "secure", "insecure"}
+    base_both = tests["estimates_both"]["base"]["overall"]
+    assert data["corrected"]["base"]["S_corrected"] == pytest.approx(base_both["S_corrected"])
 
 
 def test_compare_without_tests_and_bad_options(

@@ -814,13 +814,7 @@ class FamilySignificance:
             for scope, estimate in by_scope.items():
                 row = dict(estimate.to_dict()) if reference is not None else {}
                 if corrected is not None and scope in corrected.estimates.get(run, {}):
-                    found = corrected.estimates[run][scope]
-                    # longest names first, so that a name never matches another's prefix
-                    names = sorted(found.estimates, key=len, reverse=True)
-                    for key, value in found.to_dict().items():
-                        # S_se -> S_corrected_se; sigma_bar_ci_low -> sigma_bar_corrected_ci_low
-                        stat = next(n for n in names if key == n or key.startswith(f"{n}_"))
-                        row[f"{stat}_corrected{key[len(stat) :]}"] = value
+                    row.update(corrected_keys(corrected.estimates[run][scope]))
                 out[run][scope] = row
         return out
 
@@ -904,6 +898,46 @@ class StudySignificance:
             "seed": self.seed,
             "holm": self.holm,
         }
+
+
+def corrected_keys(estimate: MetricEstimate) -> dict[str, Any]:
+    """``estimate.to_dict()`` with every key labelled as corrected: ``S`` ->
+    ``S_corrected``, ``S_se`` -> ``S_corrected_se``, ``sigma_bar_ci_low`` ->
+    ``sigma_bar_corrected_ci_low``, ..."""
+    # longest names first, so that a name never matches another's prefix
+    names = sorted(estimate.estimates, key=len, reverse=True)
+    out: dict[str, Any] = {}
+    for key, value in estimate.to_dict().items():
+        stat = next(n for n in names if key == n or key.startswith(f"{n}_"))
+        out[f"{stat}_corrected{key[len(stat) :]}"] = value
+    return out
+
+
+def corrected_fields(
+    run: RunCells,
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    confidence: float = 0.95,
+    rng: np.random.Generator | int | None = None,
+    per_foundation: bool = False,
+) -> dict[str, Any]:
+    """The bias-corrected estimates of one run as labelled output fields.
+
+    ``S_corrected``, ``S_corrected_se``, ``S_corrected_ci_low``/``_ci_high`` and
+    ``S_corrected_interval`` (and the same for ``sigma_bar`` and ``R``) of the whole
+    run; ``corrected_by_foundation`` (foundation -> the same keys) when
+    ``per_foundation``; ``estimates_explanation``: why they differ from the paper's.
+    """
+    found = run_estimates(
+        run, estimator="corrected", n_boot=max(int(n_boot), 2), confidence=confidence, rng=rng
+    )
+    out: dict[str, Any] = corrected_keys(found[OVERALL])
+    if per_foundation:
+        out["corrected_by_foundation"] = {
+            scope: corrected_keys(e) for scope, e in found.items() if scope != OVERALL
+        }
+    out["estimates_explanation"] = ESTIMATES_EXPLANATION
+    return out
 
 
 # --- Holm -----------------------------------------------------------------------------------
@@ -1675,8 +1709,12 @@ def study_significance(
 __all__ = [
     "DEFAULT_N_BOOT",
     "DEFAULT_N_RERUN_BOOT",
+    "ESTIMATES_EXPLANATION",
     "ESTIMATORS",
     "EXCESS",
+    "INTERVAL_JACKKNIFE_T",
+    "INTERVAL_METHODS",
+    "INTERVAL_WALD",
     "OVERALL",
     "VARIANCES",
     "Contrast",
@@ -1690,9 +1728,12 @@ __all__ = [
     "cells_from_distributions",
     "cells_from_ratings",
     "compare_runs",
+    "corrected_fields",
+    "corrected_keys",
     "family_significance",
     "holm",
     "is_log_scale",
+    "jackknife_se_corrected_s",
     "names_tested",
     "point_values",
     "run_cells",
