@@ -159,6 +159,7 @@ def test_compare_reports_difference_tests(
     assert "Difference tests" in out and "Holm" in out
     assert "insecure vs base" in out and "excess (insecure − secure)" in out
     assert "Harm/Care" in out and "significant" in out
+    assert "verdict: corrected estimator" in out and "corrected" in out
 
 
 def test_compare_json_tests(family: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
