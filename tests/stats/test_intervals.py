@@ -12,6 +12,7 @@ from persona_collapse.stats.significance import (
     INTERVAL_WALD,
     OVERALL,
     RunCells,
+    c4,
     jackknife_se_corrected_s,
     run_estimates,
     t_quantile,
@@ -124,7 +125,13 @@ def test_corrected_estimates_carry_jackknife_t_intervals() -> None:
     assert corrected.S_se == pytest.approx(
         jackknife_se_corrected_s(run.mu, averaged, np.arange(6, dtype=np.intp))
     )
-    assert corrected.interval_methods["R"] == INTERVAL_WALD
+    # sigma_bar: a mean's jackknife SE (sd / sqrt(P)); R follows by the delta method
+    per_persona = (run.sigma / c4(10)).mean(axis=1)
+    assert corrected.sigma_bar_se == pytest.approx(per_persona.std(ddof=1) / math.sqrt(60))
+    assert corrected.R_se == pytest.approx(corrected.sigma_bar_se / corrected.sigma_bar**2)
+    assert corrected.interval_methods["R"] == INTERVAL_JACKKNIFE_T
+    r_low, r_high = corrected.interval("R")
+    assert r_high - r_low == pytest.approx(2 * q * corrected.R_se)
     data = corrected.to_dict()
     assert data["S_interval"] == INTERVAL_JACKKNIFE_T
     assert data["S_ci_low"] == s_low and data["R_ci_high"] > data["R"]
