@@ -13,6 +13,7 @@ from persona_collapse.stats.significance import (
     OVERALL,
     RunCells,
     c4,
+    family_significance,
     jackknife_se_corrected_s,
     run_estimates,
     t_quantile,
@@ -140,3 +141,36 @@ def test_corrected_estimates_carry_jackknife_t_intervals() -> None:
     assert reference.interval_methods["S"] == INTERVAL_WALD
     low, high = reference.interval("S")
     assert high - low == pytest.approx(2 * 1.959964 * reference.S_se, rel=1e-6)
+
+
+def _flat(data: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(data, dict):
+        out: dict[str, object] = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}/{key}"))
+        return out
+    return {prefix: data}
+
+
+def test_the_other_estimator_leaves_the_chosen_one_unchanged() -> None:
+    rng = np.random.default_rng(8)
+    runs = {"base": _run(30, rng), "insecure": _run(30, rng)}
+    alone = family_significance(runs, control=None, treatment=None, n_boot=60, rng=4, both=False)
+    both = family_significance(runs, control=None, treatment=None, n_boot=60, rng=4)
+    assert alone.other is None and alone.verdict_estimator == "reference"
+    # Same draws; the wider weight-matrix product may only move the last bits.
+    for key in ("contrasts", "estimates"):
+        got, want = _flat(both.to_dict()[key]), _flat(alone.to_dict()[key])
+        assert got.keys() == want.keys()
+        for name, value in want.items():
+            if isinstance(value, float):
+                assert got[name] == pytest.approx(value, rel=1e-12, nan_ok=True), name
+            else:
+                assert got[name] == value, name
+    assert both.corrected is both.other and both.reference is both
+    # the same family with the corrected estimator first: its numbers are the other's
+    flipped = family_significance(
+        runs, control=None, treatment=None, estimator="corrected", n_boot=60, rng=4
+    )
+    assert flipped.other is not None and flipped.other.estimator == "reference"
+    assert flipped.test("insecure", "S").estimate == both.verdict("insecure", "S").estimate

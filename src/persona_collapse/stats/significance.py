@@ -1510,7 +1510,8 @@ def family_significance(
         both: Also test under the other estimator (``other``: persona scheme, same
             persona draws), so the result carries the paper's and the corrected
             estimates and its verdicts follow the corrected one; ``estimator``'s own
-            numbers are the same either way.
+            numbers are the same either way (point values exactly; bootstrap SEs up
+            to the last bits of the wider matrix product).
 
     Returns:
         :class:`FamilySignificance`; ``p_holm`` is corrected over the scopes
@@ -1532,7 +1533,8 @@ def family_significance(
     generator, seed = resolve_rng(rng)
     other_name = "corrected" if estimator == "reference" else "reference"
     # The other estimator comes from the same persona draws (its columns ride along in
-    # the same weight-matrix product), so this run's numbers do not change with it.
+    # the same weight-matrix product), so this run's numbers do not change with it
+    # (beyond the last bits of floating-point summation).
     all_draws = draw_estimators(
         runs,
         estimators=(estimator, other_name) if both else (estimator,),
