@@ -17,6 +17,19 @@ with all statistics and once with only S, R and σ̄ (target: 0.30 s for all), a
 times the Holm-corrected difference tests of the 12 runs. With ``--max-seconds`` the
 exit status is 1 when the audit takes longer; with ``--max-compute`` when the
 all-statistics compute takes longer. ``--compute-only`` skips the audit.
+
+Coverage mode (issue 16)::
+
+    python bench/stats_bench.py --coverage [--presets base,secure,insecure]
+        [--personas 50,100,200] [--reps 500] [--boot 2000] [--seed S] [--json FILE]
+
+runs the audit once per preset and persona count (each preset is its own null
+contrast: two independent runs of it on the same personas) and prints, with
+Monte-Carlo SEs, the coverage of the corrected S (jackknife-t) and R (Wald)
+intervals, the reference ones for comparison, and the null rejection rate of the
+corrected and reference difference tests (persona scheme). It runs in parts: pick
+presets and persona counts per call. The rerun bootstrap only feeds the reference
+rows' rerun SE component, so it is kept small here (``--rerun-boot``, default 50).
 """
 
 from __future__ import annotations
@@ -97,6 +110,65 @@ def _reference_compute(reference: Path, repeat: int) -> tuple[float, float, int]
     return every, moments, n_stats
 
 
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def coverage_mode(args: argparse.Namespace) -> int:
+    """Corrected S and R coverage and null rejection, with Monte-Carlo SEs (issue 16)."""
+    from persona_collapse.stats.audit import NULL_SUFFIX, mc_se, replication_warning
+
+    def share(value: float, n: int) -> str:
+        return f"{100 * value:5.1f} ± {100 * mc_se(value, n):3.1f} %"
+
+    warning = replication_warning(args.reps)
+    if warning is not None:
+        print(f"warning: {warning}")
+    rows = []
+    for n_personas in (int(p) for p in _csv(args.personas)):
+        for preset in _csv(args.presets):
+            start = time.perf_counter()
+            report = audit_estimators(
+                presets=(preset,),
+                replications=args.reps,
+                n_personas=n_personas,
+                n_persona_boot=args.boot,
+                n_rerun_boot=args.rerun_boot,
+                rng=args.seed,
+            )
+            elapsed = time.perf_counter() - start
+            null = f"{preset}{NULL_SUFFIX} vs {preset}"
+            row: dict[str, object] = {
+                "preset": preset,
+                "n_personas": n_personas,
+                "replications": args.reps,
+                "seconds": round(elapsed, 1),
+            }
+            parts = []
+            for estimator in ("corrected", "reference"):
+                for metric in ("S", "R"):
+                    e = report.estimator(preset, metric, estimator)
+                    row[f"{metric}_{estimator}_coverage"] = e.coverage
+                    row[f"{metric}_{estimator}_coverage_mcse"] = e.coverage_mcse
+                    row[f"{metric}_{estimator}_relative_bias"] = e.relative_bias
+                    parts.append(f"{metric} {estimator[:4]} cov {share(e.coverage, args.reps)}")
+                for metric in ("S", "R"):
+                    d = report.difference(null, metric, estimator, "persona")
+                    row[f"{metric}_{estimator}_null_rejection"] = d.rejection_rate
+                    row[f"{metric}_{estimator}_null_rejection_mcse"] = d.rejection_mcse
+                    parts.append(
+                        f"{metric} {estimator[:4]} null rej {share(d.rejection_rate, args.reps)}"
+                    )
+            rows.append(row)
+            print(f"{preset:8s} P={n_personas:3d} reps={args.reps} ({elapsed:.0f} s)")
+            for k in range(0, len(parts), 4):
+                print("    " + ";  ".join(parts[k : k + 4]))
+            sys.stdout.flush()
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -107,7 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="compute passes (best kept)")
     parser.add_argument("--max-compute", type=float, default=None, help="fail above this")
     parser.add_argument("--compute-only", action="store_true", help="skip the audit")
+    parser.add_argument("--coverage", action="store_true", help="coverage mode (issue 16)")
+    parser.add_argument("--presets", default="base,secure,insecure", help="coverage mode")
+    parser.add_argument("--personas", default="50,100,200", help="coverage mode")
+    parser.add_argument("--reps", type=int, default=500, help="coverage mode")
+    parser.add_argument("--boot", type=int, default=2000, help="coverage mode")
+    parser.add_argument("--rerun-boot", type=int, default=50, help="coverage mode")
+    parser.add_argument("--json", type=Path, default=None, help="coverage mode: write rows")
     args = parser.parse_args(argv)
+    if args.coverage:
+        return coverage_mode(args)
 
     compute = _reference_compute(args.reference, args.repeat)
     if compute is not None:

@@ -49,6 +49,12 @@ def test_metrics_json_on_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         "Purity/Sanctity",
     }
     assert row["R"] == pytest.approx(1 / row["sigma_bar"])
+    # the bias-corrected estimates ride along, labelled, with the paper's unchanged
+    for key in ("S_corrected", "S_corrected_se", "S_corrected_ci_low", "R_corrected_ci_high"):
+        assert key in row
+    assert row["S_corrected_interval"] == "jackknife-t"
+    assert row["S_corrected"] <= row["S"] and "rating noise" in row["estimates_explanation"]
+    assert set(row["corrected_by_foundation"]) == set(row["per_foundation"])
 
 
 def test_run_then_metrics_from_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,10 +54,9 @@ def test_audit_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0, err
     for fragment in ("coverage", "corrected", "insecure vs base", "base-rerun vs base", "seed 0"):
         assert fragment in out
-    # Issue 10.15: the coverage's Monte Carlo SE, and a warning for so few replications.
-    flat = " ".join(out.split())
-    assert "Monte Carlo SE of a 95 % coverage from 3 replications: ±12.6 points" in flat
-    assert "warning: 3 replications are too few for the coverage figures" in flat
+    # every share with its Monte-Carlo SE, and the warning about too few replications
+    assert "Monte-Carlo SE" in out and " ± " in out
+    assert "warning: 3 replications" in out and "95 % from 90 %" in out
 
 
 def test_audit_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,6 +70,12 @@ def test_audit_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["settings"]["seed"] == 4 and data["settings"]["presets"] == ["base"]
     assert {row["estimator"] for row in data["estimators"]} == {"reference", "corrected"}
     assert data["elapsed_s"] > 0
+    assert "too few" in data["warning"]
+    row = data["estimators"][0]
+    assert row["coverage_mcse"] == pytest.approx(
+        (row["coverage"] * (1 - row["coverage"]) / 2) ** 0.5
+    )
+    assert {"coverage_mcse", "rejection_mcse"} <= set(data["differences"][0])
 
 
 def test_audit_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
@@ -171,6 +176,7 @@ def test_compare_reports_difference_tests(
     assert "Difference tests" in out and "Holm" in out
     assert "insecure vs base" in out and "excess (insecure − secure)" in out
     assert "Harm/Care" in out and "significant" in out
+    assert "verdict: corrected estimator" in out and "corrected" in out
 
 
 def test_compare_json_tests(family: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -186,6 +192,14 @@ def test_compare_json_tests(family: list[Path], capsys: pytest.CaptureFixture[st
     insecure_s = tests["contrasts"]["insecure"]["tests"]["S"]["overall"]
     assert insecure_s["estimate"] > 0.3 and insecure_s["p_holm"] < 0.05
     assert "excess" in tests["contrasts"]
+    # both estimators: the reference one rides along; verdicts follow the corrected one
+    assert tests["other"]["estimator"] == "reference"
+    assert tests["verdict_estimator"] == "corrected"
+    both = tests["estimates_both"]["insecure"]["overall"]
+    assert {"S", "S_corrected", "S_corrected_se", "S_corrected_ci_low"} <= set(both)
+    assert set(data["corrected"]) == {"base", "secure", "insecure"}
+    base_both = tests["estimates_both"]["base"]["overall"]
+    assert data["corrected"]["base"]["S_corrected"] == pytest.approx(base_both["S_corrected"])
 
 
 def test_compare_without_tests_and_bad_options(

@@ -69,15 +69,23 @@ def significance_table(
     from persona_collapse.stats.significance import EXCESS
 
     level = round(100 * tests.confidence)
+    # Verdicts follow the bias-corrected estimator where it was computed alongside
+    # (issue 16); its change is shown next to this estimator's when they differ.
+    corrected = tests.corrected if tests.estimator != "corrected" else None
     table = Table(
         title=(
             f"Difference tests ({level} % CI; {tests.variance} bootstrap, "
             f"{'paired' if tests.paired else 'unpaired'}, {tests.estimator} estimator; "
-            f"Holm over foundations)"
+            f"Holm over foundations"
+            + ("; verdict: corrected estimator" if corrected is not None else "")
+            + ")"
         ),
         title_justify="left",
     )
-    for col in ("contrast", "scope", "metric", "change", "CI", "p", "p (Holm)", f"α={alpha:g}"):
+    columns = ["contrast", "scope", "metric", "change", "CI", "p", "p (Holm)"]
+    if corrected is not None:
+        columns.append("corrected")
+    for col in (*columns, f"α={alpha:g}"):
         table.add_column(col, justify="left" if col in ("contrast", "scope", "metric") else "right")
     for key, contrast in tests.contrasts.items():
         excess = key == EXCESS
@@ -91,22 +99,30 @@ def significance_table(
                 if scope not in by_scope:
                     continue
                 t = by_scope[scope]
-                estimate = (
-                    fmt_change(metric, t.estimate)
-                    if is_difference(metric)
-                    else f"{100 * t.estimate:+.1f} pts"
-                    if excess and math.isfinite(t.estimate)
-                    else fmt_pct(t.estimate)
-                )
+
+                def shown(value: float, metric: str = metric, excess: bool = excess) -> str:
+                    return (
+                        fmt_change(metric, value)
+                        if is_difference(metric)
+                        else f"{100 * value:+.1f} pts"
+                        if excess and math.isfinite(value)
+                        else fmt_pct(value)
+                    )
+
+                verdict = tests.verdict(key, metric, scope)
+                extra = []
+                if corrected is not None:
+                    extra = [shown(verdict.estimate) if verdict is not t else "—"]
                 table.add_row(
                     label,
                     scope,
                     stat_label(metric),
-                    estimate,
+                    shown(t.estimate),
                     _fmt_ci(t.ci_low, t.ci_high, excess),
                     _fmt_p(t.p_value),
                     _fmt_p(t.p_holm),
-                    "significant" if t.significant(alpha) else "n.s.",
+                    *extra,
+                    "significant" if verdict.significant(alpha) else "n.s.",
                 )
     return table
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # imported where used, so help screens stay fast
     from persona_collapse.backends.base import EndpointBehaviour, ProbeMode
     from persona_collapse.core.config import RunConfig
     from persona_collapse.engine.costs import EndpointSupport
+    from persona_collapse.stats.sources import LoadedRun
 
 
 InstrumentOpt = Annotated[
@@ -134,6 +135,7 @@ def metrics(
                             n, by_name[n].source, m, per_foundation=per_foundation, check=checks[n]
                         ),
                         **coverage[n].to_dict(),
+                        **_corrected_json(by_name[n], persona_boot, seed, per_foundation),
                     },
                     by_name[n].instrument.group_noun,
                 )
@@ -154,6 +156,19 @@ def metrics(
         for n, c in coverage.items():
             if not c.complete:
                 console.print(f"incomplete run {n!r}: {c.describe()}")
+
+
+def _corrected_json(run: LoadedRun, n_boot: int, seed: int, per_foundation: bool) -> dict[str, Any]:
+    """A run's bias-corrected estimates as labelled JSON fields (issue 16; empty when
+    its cells cannot be formed)."""
+    from persona_collapse.stats.significance import corrected_fields, run_cells
+
+    try:
+        return corrected_fields(
+            run_cells(run), n_boot=n_boot, rng=seed, per_foundation=per_foundation
+        )
+    except ValueError:
+        return {}
 
 
 @app.command(rich_help_panel="Analyse")
@@ -220,6 +235,9 @@ def compare(
                 "band": {n: check_band(m.S, analysis.s_band).to_dict() for n, m in results.items()},
                 **cmp.to_dict(),
                 "tests": None if significance is None else significance.to_dict(),
+                "corrected": {
+                    r.name: _corrected_json(r, persona_boot, seed, False) for r in loaded
+                },
             }
         )
     else:

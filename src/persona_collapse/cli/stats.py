@@ -107,10 +107,9 @@ def audit(
             f"{row.rmse:.4f}",
             f"{row.sd:.4f}",
             f"{row.mean_se:.4f}",
-            f"{100 * row.coverage:.1f} %",
+            _share(row.coverage, row.coverage_mcse),
         )
     console.print(est)
-    _coverage_precision(report.replications, report.confidence)
     diff = Table(
         title=f"Difference tests (relative changes; rejections at α = {report.alpha:g})",
         title_justify="left",
@@ -143,8 +142,8 @@ def audit(
             f"{100 * d.bias:+.2f} pts",
             f"{d.sd_log:.4f}",
             f"{d.mean_se:.4f}",
-            f"{100 * d.coverage:.1f} %",
-            f"{100 * d.rejection_rate:.1f} %",
+            _share(d.coverage, d.coverage_mcse),
+            _share(d.rejection_rate, d.rejection_mcse),
         )
     console.print(diff)
     agree = Table(
@@ -167,41 +166,22 @@ def audit(
             label(a.metric),
             a.estimator,
             fmt_pct(a.mean_relative_difference),
-            f"{100 * a.within_se:.1f} %",
-            f"{100 * a.paired_rejection_rate:.1f} %",
+            _share(a.within_se, a.within_se_mcse),
+            _share(a.paired_rejection_rate, a.paired_rejection_mcse),
         )
     console.print(agree)
     console.print(
         f"seed {report.seed}; {report.n_persona_boot} persona + {report.n_rerun_boot} rerun "
-        f"bootstrap draws per interval; {elapsed:.1f} s"
+        f"bootstrap draws per interval; {elapsed:.1f} s; ± is the Monte-Carlo SE "
+        "sqrt(p (1 − p) / replications)"
     )
+    if report.warning is not None:
+        console.print(f"warning: {report.warning}")
 
 
-MIN_AUDIT_REPLICATIONS = 100
-"""Fewer replications leave a coverage's Monte Carlo SE above ~2 points: audit warns."""
-
-
-def _coverage_precision(replications: int, confidence: float) -> None:
-    """Print the Monte Carlo SE of a coverage at the nominal level; warn when too few
-    replications make the coverage figures uninformative."""
-    import math
-
-    se = 100 * math.sqrt(confidence * (1 - confidence) / replications)
-    console = stdout_console()
-    console.print(
-        f"Monte Carlo SE of a {100 * confidence:.0f} % coverage from {replications} "
-        f"replications: ±{se:.1f} points",
-        markup=False,
-        highlight=False,
-    )
-    if replications < MIN_AUDIT_REPLICATIONS:
-        console.print(
-            f"warning: {replications} replications are too few for the coverage figures to "
-            f"mean much (±{1.96 * se:.1f} points at 95 %); use --replications "
-            f"{MIN_AUDIT_REPLICATIONS} or more",
-            markup=False,
-            highlight=False,
-        )
+def _share(value: float, mcse: float) -> str:
+    """A coverage or rejection share with its Monte-Carlo SE, in percent."""
+    return f"{100 * value:.1f} ± {100 * mcse:.1f} %"
 
 
 # --- plan -----------------------------------------------------------------------------------

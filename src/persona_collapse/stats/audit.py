@@ -65,6 +65,35 @@ NULL_SUFFIX = "-rerun"
 EXACT_SUFFIX = "-exact"
 """Label suffix of a preset's exact (distribution) run."""
 
+RESOLUTION_PTS = 2.5
+"""Replications are too few when two Monte-Carlo SEs of a coverage at the nominal
+level reach this many percentage points: then 95 % cannot be told from 90 %."""
+
+
+def mc_se(share: float, replications: int) -> float:
+    """Monte-Carlo SE of a share (coverage, rejection rate) over ``replications``:
+    ``sqrt(p (1 - p) / n)`` (NaN without replications)."""
+    if replications < 1 or not math.isfinite(share):
+        return math.nan
+    return math.sqrt(max(share * (1.0 - share), 0.0) / replications)
+
+
+def replication_warning(replications: int, confidence: float = 0.95) -> str | None:
+    """A one-line warning when ``replications`` cannot tell the nominal coverage from one
+    5 points lower (``2 * MC SE >= 2.5`` points at the nominal level), else None."""
+    half_width = 200.0 * mc_se(confidence, replications)
+    if not half_width >= RESOLUTION_PTS:
+        return None
+    needed = replications + 1
+    while 200.0 * mc_se(confidence, needed) >= RESOLUTION_PTS:
+        needed += 1
+    level = round(100 * confidence)
+    return (
+        f"{replications} replications: 2 Monte-Carlo SEs of a {level} % coverage are "
+        f"{half_width:.1f} points, too few to tell {level} % from {level - 5} %; "
+        f"use at least {needed} replications"
+    )
+
 
 def __getattr__(name: str) -> Any:
     # AUDIT_METRICS stays importable; the statistics audited are the tested ones of
@@ -140,7 +169,8 @@ class EstimatorAudit:
         rmse: Root mean squared error.
         sd: Sd of the estimates over replications.
         mean_se: Mean reported standard error (compare with ``sd``).
-        coverage: Share of replications whose interval holds the truth.
+        coverage: Share of replications whose interval holds the truth
+            (``coverage_mcse``: its Monte-Carlo SE).
         replications: Number of replications.
     """
 
@@ -157,9 +187,14 @@ class EstimatorAudit:
     coverage: float
     replications: int
 
+    @property
+    def coverage_mcse(self) -> float:
+        """Monte-Carlo SE of ``coverage``."""
+        return mc_se(self.coverage, self.replications)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form."""
-        return dict(self.__dict__)
+        """Plain-data form (with the Monte-Carlo SE)."""
+        return {**self.__dict__, "coverage_mcse": self.coverage_mcse}
 
 
 @dataclass(frozen=True)
@@ -196,9 +231,23 @@ class DifferenceAudit:
     rejection_rate: float
     replications: int
 
+    @property
+    def coverage_mcse(self) -> float:
+        """Monte-Carlo SE of ``coverage``."""
+        return mc_se(self.coverage, self.replications)
+
+    @property
+    def rejection_mcse(self) -> float:
+        """Monte-Carlo SE of ``rejection_rate``."""
+        return mc_se(self.rejection_rate, self.replications)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form."""
-        return dict(self.__dict__)
+        """Plain-data form (with the Monte-Carlo SEs)."""
+        return {
+            **self.__dict__,
+            "coverage_mcse": self.coverage_mcse,
+            "rejection_mcse": self.rejection_mcse,
+        }
 
 
 @dataclass(frozen=True)
@@ -211,9 +260,9 @@ class AgreementAudit:
         estimator: Estimator of the sampled run.
         mean_relative_difference: Mean of ``sampled / exact - 1`` (of ``sampled -
             exact`` for a difference-scale statistic).
-        within_se: Share of replications with ``|sampled - exact|`` within the
-            interval half-width ``z * SE`` of the sampled run's own SE (reference
-            scheme for the reference estimator, persona scheme otherwise).
+        within_se: Share of replications whose exact value lies within the sampled
+            run's own interval (``z * SE`` Wald, reference scheme, for the reference
+            estimator; the corrected estimator's default intervals otherwise).
         paired_rejection_rate: Share where the paired difference test (same
             personas, persona scheme: only rating noise is left) rejects at ``alpha``.
         replications: Number of replications.
@@ -227,9 +276,23 @@ class AgreementAudit:
     paired_rejection_rate: float
     replications: int
 
+    @property
+    def within_se_mcse(self) -> float:
+        """Monte-Carlo SE of ``within_se``."""
+        return mc_se(self.within_se, self.replications)
+
+    @property
+    def paired_rejection_mcse(self) -> float:
+        """Monte-Carlo SE of ``paired_rejection_rate``."""
+        return mc_se(self.paired_rejection_rate, self.replications)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form."""
-        return dict(self.__dict__)
+        """Plain-data form (with the Monte-Carlo SEs)."""
+        return {
+            **self.__dict__,
+            "within_se_mcse": self.within_se_mcse,
+            "paired_rejection_mcse": self.paired_rejection_mcse,
+        }
 
 
 @dataclass(frozen=True)
@@ -296,9 +359,15 @@ class AuditReport:
                 return row
         raise KeyError((preset, metric, estimator))
 
+    @property
+    def warning(self) -> str | None:
+        """Why the replications are too few to tell 95 % from 90 % (None when enough)."""
+        return replication_warning(self.replications, self.confidence)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-serialisable)."""
         return {
+            "warning": self.warning,
             "settings": {
                 "presets": list(self.presets),
                 "replications": self.replications,
@@ -434,7 +503,7 @@ def audit_estimators(
     schemes = {"reference": ("persona", "reference", "rerun"), "corrected": ("persona",)}
 
     # Collected per replication.
-    single: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    single: dict[tuple[str, str, str], list[tuple[float, float, float, float]]] = {}
     diffs: dict[tuple[str, str, str, str], list[tuple[float, float, float, float, float]]] = {}
     agree: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
 
@@ -480,12 +549,17 @@ def audit_estimators(
             # published SEs (persona and rerun bootstrap in quadrature, as
             # analyze_ratings computes them), the corrected one with persona SEs.
             estimates = draw_estimates(
-                draws, "reference" if estimator == "reference" else "persona"
+                draws,
+                "reference" if estimator == "reference" else "persona",
+                confidence=confidence,
             )
             for name in presets:
                 e = estimates[name][OVERALL]
                 for metric, found in e.estimates.items():
-                    single.setdefault((name, metric, estimator), []).append((found.value, found.se))
+                    low, high = e.interval(metric)
+                    single.setdefault((name, metric, estimator), []).append(
+                        (found.value, found.se, low, high)
+                    )
             for reference, variant in contrasts:
                 tests = change_tests(draws, reference, variant, "persona", z_crit)
                 for metric, by_scope in tests.items():
@@ -505,11 +579,11 @@ def audit_estimators(
                 for metric, by_scope in tests.items():
                     t = by_scope[OVERALL]
                     exact = exact_values[metric]
-                    value, se = single[(name, metric, estimator)][-1]
+                    value, _, low, high = single[(name, metric, estimator)][-1]
                     agree.setdefault((name, metric, estimator), []).append(
                         (
                             _true_change(value, exact, metric),
-                            float(abs(value - exact) <= z_crit * se),
+                            float(low <= exact <= high),
                             t.p_value,
                         )
                     )
@@ -517,7 +591,7 @@ def audit_estimators(
     order = names_tested()
     return AuditReport(
         estimators=tuple(
-            _estimator_row(preset, metric, estimator, truth[preset][metric], values, z_crit)
+            _estimator_row(preset, metric, estimator, truth[preset][metric], values)
             for (preset, metric, estimator), values in sorted(
                 single.items(),
                 key=lambda kv: (
@@ -563,11 +637,9 @@ def _estimator_row(
     metric: str,
     estimator: str,
     true_value: float,
-    values: list[tuple[float, float]],
-    z_crit: float,
+    values: list[tuple[float, float, float, float]],
 ) -> EstimatorAudit:
-    est = np.array([v[0] for v in values])
-    se = np.array([v[1] for v in values])
+    est, se, low, high = np.array(values, dtype=np.float64).T
     bias = float(est.mean() - true_value)
     return EstimatorAudit(
         preset=preset,
@@ -580,7 +652,7 @@ def _estimator_row(
         rmse=float(np.sqrt(np.mean((est - true_value) ** 2))),
         sd=float(est.std(ddof=1)),
         mean_se=float(se.mean()),
-        coverage=float(np.mean(np.abs(est - true_value) <= z_crit * se)),
+        coverage=float(np.mean((low <= true_value) & (true_value <= high))),
         replications=len(values),
     )
 
@@ -624,10 +696,13 @@ __all__ = [
     "DEFAULT_PRESETS",
     "EXACT_SUFFIX",
     "NULL_SUFFIX",
+    "RESOLUTION_PTS",
     "AgreementAudit",
     "AuditReport",
     "DifferenceAudit",
     "EstimatorAudit",
     "audit_estimators",
+    "mc_se",
+    "replication_warning",
     "sample_cells",
 ]
