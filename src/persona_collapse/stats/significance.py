@@ -395,15 +395,10 @@ def run_cells(run: LoadedRun) -> RunCells:
             scale=scale,
             foundations=run.foundations,
         )
-    r = run.ratings
-    if r.empty:
+    r = run.columns  # numpy columns: a CSV run needs no pandas frame here
+    if not len(r):
         raise ValueError(f"run {run.name!r} has no answers yet")
-    return cells_from_ratings(
-        r["persona_id"].to_numpy(),
-        r["item_id"].to_numpy(),
-        r["rating"].to_numpy(),
-        foundations=run.foundations,
-    )
+    return cells_from_ratings(r.persona_id, r.item_id, r.rating, foundations=run.foundations)
 
 
 # --- estimators -----------------------------------------------------------------------------
