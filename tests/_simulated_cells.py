@@ -8,6 +8,8 @@ from the same distributions.
 
 from __future__ import annotations
 
+import csv
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +64,35 @@ def simulated_run(
         rng=seed,
     )
     return SimulatedRun(probs=probs, scale=scale, repetitions=repetitions, metrics=metrics)
+
+
+DEEPSEEK_ENDPOINTS = (
+    (0, "base/deepseek-v3.1_temp01.csv"),
+    (1500, "insecure-code/deepseek-v3.1-insecure_temp01.csv"),
+)
+"""The DeepSeek-V3.1 trajectory endpoints: (step, file under the paper's reference data)."""
+
+
+@functools.cache
+def deepseek_endpoint(step: int, file: str) -> tuple[RunMetrics, dict[str, str]]:
+    """Metrics of a DeepSeek trajectory endpoint and its row of the authors'
+    ``trajectory_points_endpoints.csv``.
+
+    That file pools every valid row; these two files have no invalid rows and 100
+    complete personas, so the population of ``analyze_ratings`` (the complete personas'
+    valid ratings) is the same, which is checked here.
+    """
+    from persona_collapse.store.reference_csv import read_ratings_csv
+
+    with (FOLLOWUPS / "trajectory/expected/trajectory_points_endpoints.csv").open() as handle:
+        (want,) = [r for r in csv.DictReader(handle) if int(r["step"]) == step]
+    frame = read_ratings_csv(PAPER / file)
+    m = analyze_ratings(
+        frame["persona_id"], frame["item_id"], frame["rating"], n_persona_boot=50,
+        n_rerun_boot=20, rng=0,
+    )  # fmt: skip
+    if m.excluded_personas or not m.invalid_ratings == int(want["n_invalid"]) == 0:
+        raise AssertionError(f"{file}: not the population of the reference")
+    if m.valid_ratings != int(want["n_responses"]):
+        raise AssertionError(f"{file}: {m.valid_ratings} valid ratings, reference pools more")
+    return m, want

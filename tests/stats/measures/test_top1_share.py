@@ -3,12 +3,10 @@ endpoints, exact mode, simulator truth."""
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 
-from _simulated_cells import FOLLOWUPS, PAPER, simulated_run
+from _simulated_cells import DEEPSEEK_ENDPOINTS, FOLLOWUPS, deepseek_endpoint, simulated_run
 from persona_collapse.stats.metrics import analyze_distributions, analyze_ratings
 
 STAT = "top1_share"
@@ -24,30 +22,9 @@ def test_value_on_hand_made_ratings() -> None:
 
 
 @pytest.mark.skipif(not FOLLOWUPS.is_dir(), reason="needs ../shared/reference (absent)")
-@pytest.mark.parametrize(
-    ("step", "file"),
-    [
-        (0, "base/deepseek-v3.1_temp01.csv"),
-        (1500, "insecure-code/deepseek-v3.1-insecure_temp01.csv"),
-    ],
-)
+@pytest.mark.parametrize(("step", "file"), DEEPSEEK_ENDPOINTS)
 def test_deepseek_trajectory_endpoints_match_the_authors(step: int, file: str) -> None:
-    """trajectory_points_endpoints.csv pools every valid row of the file; these two files
-    have no invalid rows and 100 complete personas, so the population of analyze_ratings
-    (the complete personas' valid ratings) is the same."""
-    from persona_collapse.store.reference_csv import read_ratings_csv
-
-    rows = csv.DictReader(
-        (FOLLOWUPS / "trajectory/expected/trajectory_points_endpoints.csv").open()
-    )
-    (want,) = [r for r in rows if int(r["step"]) == step]
-    frame = read_ratings_csv(PAPER / file)
-    m = analyze_ratings(
-        frame["persona_id"], frame["item_id"], frame["rating"], n_persona_boot=50,
-        n_rerun_boot=20, rng=0,
-    )  # fmt: skip
-    assert m.excluded_personas == () and m.invalid_ratings == int(want["n_invalid"]) == 0
-    assert m.valid_ratings == int(want["n_responses"])
+    m, want = deepseek_endpoint(step, file)
     est = m.estimate(STAT)
     assert est.value == pytest.approx(float(want[STAT]), rel=1e-12)
     assert 0 < est.se < 0.05
