@@ -457,6 +457,33 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (run_id, persona_id, item_id, repetition, round, "
+    "attempt, seed, max_tokens, long_form, response, rating, error, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_RATING = (
+    "INSERT INTO ratings (run_id, persona_id, item_id, repetition, seq, "
+    "rating, failures, response, collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _attempt_row(run_id: int, a: AttemptRecord, now: str) -> tuple[Any, ...]:
+    """The ``attempts`` row of one attempt (``now`` when it carries no time)."""
+    return (
+        run_id, a.persona_id, a.item_id, a.repetition, a.round, a.attempt, a.seed,
+        a.max_tokens, int(a.long_form), a.response, a.rating, a.error, a.created_at or now,
+    )  # fmt: skip
+
+
+def _rating_row(run_id: int, s: AcceptedSlot, now: str) -> tuple[Any, ...]:
+    """The ``ratings`` row of one accepted answer (``now`` when it carries no time)."""
+    return (
+        run_id, s.persona_id, s.item_id, s.repetition, s.seq, s.rating, s.failures,
+        s.response, s.collected_at or now,
+    )  # fmt: skip
+
+
 class RunStore(SQLiteStore):
     """A SQLite run store. Use :meth:`open`, preferably as a context manager.
 
@@ -749,38 +776,8 @@ class RunStore(SQLiteStore):
             Counts of the rows written and of the duplicates ignored.
         """
         now = utc_now()
-        attempt_rows = [
-            (
-                run_id,
-                a.persona_id,
-                a.item_id,
-                a.repetition,
-                a.round,
-                a.attempt,
-                a.seed,
-                a.max_tokens,
-                int(a.long_form),
-                a.response,
-                a.rating,
-                a.error,
-                a.created_at or now,
-            )
-            for a in attempts
-        ]
-        accepted_rows = [
-            (
-                run_id,
-                s.persona_id,
-                s.item_id,
-                s.repetition,
-                s.seq,
-                s.rating,
-                s.failures,
-                s.response,
-                s.collected_at or now,
-            )
-            for s in accepted
-        ]
+        attempt_rows = [_attempt_row(run_id, a, now) for a in attempts]
+        accepted_rows = [_rating_row(run_id, s, now) for s in accepted]
         dist_rows = [
             (
                 run_id,
@@ -796,19 +793,13 @@ class RunStore(SQLiteStore):
         ]
         with self._transaction() as conn:
             if attempt_rows:
-                conn.executemany(
-                    "INSERT INTO attempts (run_id, persona_id, item_id, repetition, round, "
-                    "attempt, seed, max_tokens, long_form, response, rating, error, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    attempt_rows,
-                )
+                conn.executemany(_INSERT_ATTEMPT, attempt_rows)
             inserted = 0
             if accepted_rows:
                 before = conn.total_changes
                 conn.executemany(
-                    "INSERT INTO ratings (run_id, persona_id, item_id, repetition, seq, "
-                    "rating, failures, response, collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (run_id, persona_id, item_id, repetition, seq) DO NOTHING",
+                    _INSERT_RATING + " ON CONFLICT (run_id, persona_id, item_id, repetition, seq) "
+                    "DO NOTHING",
                     accepted_rows,
                 )
                 inserted = conn.total_changes - before
@@ -1161,47 +1152,9 @@ class RunStore(SQLiteStore):
             if personas:
                 self._insert_personas(conn, run_id, personas)
             now = utc_now()
-            conn.executemany(
-                "INSERT INTO attempts (run_id, persona_id, item_id, repetition, round, "
-                "attempt, seed, max_tokens, long_form, response, rating, error, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run_id,
-                        a.persona_id,
-                        a.item_id,
-                        a.repetition,
-                        a.round,
-                        a.attempt,
-                        a.seed,
-                        a.max_tokens,
-                        int(a.long_form),
-                        a.response,
-                        a.rating,
-                        a.error,
-                        a.created_at or now,
-                    )
-                    for a in attempts
-                ],
-            )
-            conn.executemany(
-                "INSERT INTO ratings (run_id, persona_id, item_id, repetition, seq, "
-                "rating, failures, response, collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run_id,
-                        s.persona_id,
-                        s.item_id,
-                        s.repetition,
-                        s.seq,
-                        s.rating,
-                        s.failures,
-                        s.response,
-                        s.collected_at or now,
-                    )
-                    for s in accepted
-                ],
-            )
+            conn.executemany(_INSERT_ATTEMPT, [_attempt_row(run_id, a, now) for a in attempts])
+            # A fresh run: no slot can conflict, and a repeated slot in the import is an error.
+            conn.executemany(_INSERT_RATING, [_rating_row(run_id, s, now) for s in accepted])
             u = usage if usage is not None else Usage()
             conn.execute(
                 "UPDATE usage SET requests = ?, prompt_tokens = ?, completion_tokens = ?, "
