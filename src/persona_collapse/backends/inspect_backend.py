@@ -386,21 +386,12 @@ class InspectBackend(Backend):
                 f"inspect model {self.model!r}: malformed logprobs ({exc})"
             ) from None
         self.protocols_used.add(PROTOCOL_LOGPROBS)
-        raw = {
-            "protocol": PROTOCOL_LOGPROBS,
-            "request_temperature": LOGPROB_TEMPERATURE,
-            "top_logprobs": [[t, lp] for t, lp in pairs],
-            "sampled": first.token,
-            "missing": list(dist.missing),
-            "missing_policy": self.missing_logprob,
-            "floor_logprob": dist.floor_logprob,
-        }
         return [
-            ScaleDistribution(
-                probs=dist.probs,
-                scale=tuple(int(v) for v in scale),
-                mass=dist.mass,
-                raw=raw,
+            dist.scale_distribution(
+                top_logprobs=pairs,
+                sampled=first.token,
+                scale=scale,
+                missing_policy=self.missing_logprob,
                 usage=_usage(output),
             )
         ]

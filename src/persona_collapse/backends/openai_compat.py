@@ -117,6 +117,41 @@ class LogprobDistribution:
     missing: tuple[int, ...]
     floor_logprob: float | None
 
+    def scale_distribution(
+        self,
+        *,
+        top_logprobs: Sequence[tuple[str, float]],
+        sampled: str | None,
+        scale: Sequence[int],
+        missing_policy: MissingPolicy,
+        usage: Usage,
+    ) -> ScaleDistribution:
+        """The backend answer for one cell, with the logprobs it came from kept in ``raw``.
+
+        Args:
+            top_logprobs: The first token's ``(token, logprob)`` pairs this came from.
+            sampled: The token the server sampled, if it says.
+            scale: The scale values.
+            missing_policy: The policy applied to values without a token.
+            usage: Token usage of the request.
+        """
+        raw = {
+            "protocol": PROTOCOL_LOGPROBS,
+            "request_temperature": LOGPROB_TEMPERATURE,
+            "top_logprobs": [[t, lp] for t, lp in top_logprobs],
+            "sampled": sampled,
+            "missing": list(self.missing),
+            "missing_policy": missing_policy,
+            "floor_logprob": self.floor_logprob,
+        }
+        return ScaleDistribution(
+            probs=self.probs,
+            scale=tuple(int(v) for v in scale),
+            mass=self.mass,
+            raw=raw,
+            usage=usage,
+        )
+
 
 def scale_value_of(token: str, scale: Sequence[int]) -> int | None:
     """The scale value a token stands for (``"3"``, ``" 3"``, ``"▁3"`` -> 3), else None."""
@@ -788,21 +823,12 @@ class OpenAIBackend(Backend):
                 f"{endpoint.label}: malformed logprobs in the reply ({exc})"
             ) from None
         self.protocols_used.add(PROTOCOL_LOGPROBS)
-        raw = {
-            "protocol": PROTOCOL_LOGPROBS,
-            "request_temperature": LOGPROB_TEMPERATURE,
-            "top_logprobs": [[t, lp] for t, lp in pairs],
-            "sampled": first.get("token"),
-            "missing": list(dist.missing),
-            "missing_policy": self.missing_logprob,
-            "floor_logprob": dist.floor_logprob,
-        }
         return [
-            ScaleDistribution(
-                probs=dist.probs,
-                scale=tuple(int(v) for v in scale),
-                mass=dist.mass,
-                raw=raw,
+            dist.scale_distribution(
+                top_logprobs=pairs,
+                sampled=first.get("token"),
+                scale=scale,
+                missing_policy=self.missing_logprob,
                 usage=_usage(completion),
             )
         ]
