@@ -43,6 +43,14 @@ Model (scale ``lo..hi``, range ``r = hi - lo``, foundations ``f = 1..F``):
   i.e. :math:`p_T \propto p_1^{1/T}`; ``T = 0`` is greedy (all mass on the mode).
   The effective width at ``T`` is :math:`w\sqrt{T}`.
 
+* Wording and order (for the sensitivity suite; both off by default).
+  ``template_shift`` adds rating points per SD to ``differentiation`` when the
+  prompts use a given built-in template (the backend's ``template``), and
+  ``position_effect`` fades it along the questionnaire: item position ``j`` of
+  ``n`` in the backend's instrument gets a factor ``1 - position_effect * j/(n-1)``,
+  so a shuffled item order changes which items are asked "late".
+  :meth:`SimulatorBackend.true_metrics` includes both.
+
 So ``differentiation`` drives S, ``width`` and ``undecided_rate`` drive
 :math:`\bar\sigma` (and R = 1/:math:`\bar\sigma`), ``ceiling_pull`` and
 ``self_level`` drive saturation and the self profile.
@@ -94,7 +102,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from persona_collapse.backends import sim_controls as controls
 from persona_collapse.backends import sim_openended as openended
@@ -108,7 +116,12 @@ from persona_collapse.core.errors import (
 )
 from persona_collapse.core.instrument import Instrument, mfq30
 from persona_collapse.core.judge import JudgeRequest, parse_judge_prompt
-from persona_collapse.core.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from persona_collapse.core.prompts import (
+    BUILTIN_TEMPLATES,
+    DEFAULT_TEMPLATE,
+    PromptTemplate,
+    builtin_template_name,
+)
 
 DECIDED_WIDTH_RATIO = 0.05
 """Width of a decided cell as a fraction of ``width``."""
@@ -136,6 +149,15 @@ class SimulatorParams(BaseModel):
         chatty_rate: Probability that a long reply that starts with a rating continues.
         world_seed: Seed of the simulated world (item parameters and persona profiles).
         cue_strength: Multiplier of the character-word shifts (:data:`CHARACTER_CUES`).
+        template_shift: Built-in template name
+            (:data:`~persona_collapse.core.prompts.BUILTIN_TEMPLATES`) -> rating points
+            per profile SD added to ``differentiation`` when the prompts use that wording
+            (a template effect; default none). Set on a treatment variant, it moves the
+            treatment effect under one template only.
+        position_effect: Fading of differentiation along the questionnaire: the item at
+            position ``j`` of ``n`` (the order of the backend's instrument) gets
+            ``differentiation * (1 - position_effect * j / (n - 1))`` (an order effect;
+            default 0). A shuffled item order moves it to other items.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -150,6 +172,23 @@ class SimulatorParams(BaseModel):
     chatty_rate: float = Field(default=0.3, ge=0.0, le=1.0)
     world_seed: int = Field(default=0, ge=0)
     cue_strength: float = Field(default=1.0, ge=0.0)
+    template_shift: dict[str, float] = Field(default_factory=dict)
+    position_effect: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @field_validator("template_shift")
+    @classmethod
+    def _template_names(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(BUILTIN_TEMPLATES))
+        if unknown:
+            raise ValueError(
+                f"unknown built-in template {unknown[0]!r}; known: {', '.join(BUILTIN_TEMPLATES)}"
+            )
+        return v
+
+    def differentiation_under(self, template: str | None) -> float:
+        """``differentiation`` plus the ``template_shift`` of a built-in template (>= 0)."""
+        shift = self.template_shift.get(template, 0.0) if template is not None else 0.0
+        return max(0.0, self.differentiation + shift)
 
 
 PRESETS: Mapping[str, SimulatorParams] = MappingProxyType(
@@ -429,6 +468,13 @@ class SimulatorBackend(Backend):
             ((item.text, item.id) for item in inst.items), key=lambda t: -len(t[0])
         )
         tpl = template if template is not None else DEFAULT_TEMPLATE
+        # Which built-in wording the prompts use (None: a custom one), for template_shift;
+        # the per-item differentiation folds in the position effect of the instrument's order.
+        self.template_name = builtin_template_name(tpl)
+        fade = np.linspace(0.0, 1.0, n_items) if n_items > 1 else np.zeros(n_items)
+        self._differentiation = params.differentiation_under(self.template_name) * (
+            1.0 - params.position_effect * fade
+        )
         self._system_pattern = _persona_pattern(tpl.persona_system)
         self._user_pattern = _persona_pattern(tpl.persona_user)
         self._self_system = tpl.self_system
@@ -475,7 +521,7 @@ class SimulatorBackend(Backend):
         """Location m' and width w (at T = 1) of every item for one persona."""
         p = self.params
         z, undecided = self._profile(persona)
-        m = self._baseline + p.differentiation * self._loading * z[self._foundation_index]
+        m = self._baseline + self._differentiation * self._loading * z[self._foundation_index]
         m = m + p.ceiling_pull * (self.instrument.scale_max - m)
         w = np.where(undecided, p.width, p.width * DECIDED_WIDTH_RATIO)
         return m, w
@@ -968,10 +1014,16 @@ class SimulatorBackend(Backend):
         Open-ended parameters are included only when they differ from the preset's,
         so the run keys of instrument runs do not depend on them.
         """
+        params = self.params.model_dump()
+        # The order and template knobs enter only when set, so the run keys of runs
+        # collected without them are what they always were.
+        for knob in ("template_shift", "position_effect"):
+            if not params[knob]:
+                del params[knob]
         out: dict[str, Any] = {
             "backend": self.name,
             "preset": self.preset,
-            "params": self.params.model_dump(),
+            "params": params,
             "seed": self.seed,
             "instrument": self.instrument.name,
             "instrument_hash": self.instrument.content_hash,

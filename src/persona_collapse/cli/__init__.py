@@ -23,6 +23,7 @@ from persona_collapse.cli import (  # noqa: F401
     finetune,
     geometry,
     instruments,
+    sensitivity,
     serve,
     stats,
     stores,

@@ -222,7 +222,10 @@ def run_cmd(
     out_format = check_format(fmt)
     study = load_study(study_file, allow_outside=allow_outside)
     if dry_run:
-        print_study_estimate(estimate_study(study, preflight=bool(preflight)), out_format)
+        from persona_collapse.study.sensitivity import estimate_sensitivity
+
+        rows = estimate_study(study, preflight=bool(preflight)) + estimate_sensitivity(study)
+        print_study_estimate(rows, out_format)
         return
     with interruptible(), backend_failures():
         outcome = run_study(
@@ -246,7 +249,9 @@ def status_cmd(
 
     out_format = check_format(fmt)
     study = load_study(study_file, allow_outside=allow_outside)
-    rows = study_status(study)
+    from persona_collapse.study.sensitivity import sensitivity_status
+
+    rows = study_status(study) + sensitivity_status(study)
     steps = preparation_status(study)
     if out_format == "json":
         print_json(

@@ -27,9 +27,10 @@ import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from persona_collapse.core.errors import ConfigError
+from persona_collapse.core.errors import ConfigError, UnknownNameError
 from persona_collapse.core.files import check_file_size
 from persona_collapse.core.instrument import Instrument, ItemKind
 from persona_collapse.core.types import Message, Prompt
@@ -164,6 +165,98 @@ DEFAULT_TEMPLATE = PromptTemplate(
     ),
 )
 """The built-in wording (our own; not taken from any published study)."""
+
+
+# Paraphrases of the role-play wording (ours), for the sensitivity suite: the same
+# request (stay in role, one integer on the scale) in other words. Self prompts keep
+# the default wording, since the suite varies the role-play only.
+_FORMAL_TEMPLATE = PromptTemplate(
+    persona_system=(
+        "In this exercise you will portray a specific individual, described as follows:\n\n"
+        "{persona}\n\n"
+        "Remain in this role throughout. Each response must reflect this individual's "
+        "history, convictions and outlook rather than your own."
+    ),
+    persona_user=(
+        "{instruction}\n\n"
+        "Statement: {item}\n\n"
+        "Response options:\n{scale}\n\n"
+        "Responding as the individual you portray, give one whole number between "
+        "{scale_min} and {scale_max} and no other text."
+    ),
+    self_system=DEFAULT_TEMPLATE.self_system,
+    self_user=DEFAULT_TEMPLATE.self_user,
+)
+
+_PLAIN_TEMPLATE = PromptTemplate(
+    persona_system=(
+        "Pretend to be this person:\n\n{persona}\n\nAnswer as they would, not as yourself."
+    ),
+    persona_user=(
+        "{instruction}\n\n{item}\n\n{scale}\n\n"
+        "As this person, which number from {scale_min} to {scale_max}? Just the number."
+    ),
+    self_system=DEFAULT_TEMPLATE.self_system,
+    self_user=DEFAULT_TEMPLATE.self_user,
+)
+
+_INTERVIEW_TEMPLATE = PromptTemplate(
+    persona_system=(
+        "You are being interviewed for a survey of people's values. You are:\n\n"
+        "{persona}\n\n"
+        "The interviewer wants this person's genuine views; keep to their perspective "
+        "for every question."
+    ),
+    persona_user=(
+        "Interviewer: {instruction}\n\n"
+        "The question is about: {item}\n\n"
+        "Please choose from this scale:\n{scale}\n\n"
+        "Reply, in character, with only the number ({scale_min} to {scale_max})."
+    ),
+    self_system=DEFAULT_TEMPLATE.self_system,
+    self_user=DEFAULT_TEMPLATE.self_user,
+)
+
+BUILTIN_TEMPLATES: Mapping[str, PromptTemplate] = MappingProxyType(
+    {
+        "default": DEFAULT_TEMPLATE,
+        "formal": _FORMAL_TEMPLATE,
+        "plain": _PLAIN_TEMPLATE,
+        "interview": _INTERVIEW_TEMPLATE,
+    }
+)
+"""Built-in role-play wordings by name: ``default`` (:data:`DEFAULT_TEMPLATE`) and three
+paraphrases of it (``formal``, ``plain``, ``interview``; ours), which ask the same thing
+in other words. Self prompts are the default's in all of them."""
+
+
+def builtin_template_name(template: PromptTemplate) -> str | None:
+    """The name of a built-in template equal to ``template``, or None."""
+    return next((n for n, t in BUILTIN_TEMPLATES.items() if t == template), None)
+
+
+def get_template(name_or_path: str | Path) -> PromptTemplate:
+    """A built-in template by name (:data:`BUILTIN_TEMPLATES`), or a template YAML file.
+
+    A string that names no built-in template and has no YAML suffix or path separator
+    is taken as a mistyped name.
+
+    Raises:
+        UnknownNameError: An unknown name (with the closest built-in names).
+        InputFileError, ConfigError: As :func:`load_template`.
+    """
+    text = str(name_or_path)
+    if isinstance(name_or_path, str) and text in BUILTIN_TEMPLATES:
+        return BUILTIN_TEMPLATES[text]
+    looks_like_path = (
+        isinstance(name_or_path, Path)
+        or text.lower().endswith((".yaml", ".yml"))
+        or "/" in text
+        or "\\" in text
+    )
+    if not looks_like_path:
+        raise UnknownNameError("prompt template", text, BUILTIN_TEMPLATES)
+    return load_template(name_or_path)
 
 
 MAX_TEMPLATE_BYTES = 1 << 20
@@ -460,13 +553,16 @@ def extract_rating(
 
 
 __all__ = [
+    "BUILTIN_TEMPLATES",
     "DEFAULT_TEMPLATE",
     "LONG_MAX_TOKENS",
     "MAX_SHORT_ATTEMPTS",
     "PLACEHOLDERS",
     "SHORT_MAX_TOKENS",
     "PromptTemplate",
+    "builtin_template_name",
     "extract_rating",
+    "get_template",
     "load_template",
     "render_prompt",
     "render_scale",

@@ -586,6 +586,12 @@ def _controls(results: StudyResults) -> Html:
     return Html(render_section(results.controls, table=table, esc=esc))
 
 
+def _sensitivity(results: StudyResults, drawn: bool) -> Html:
+    from persona_collapse.report.sensitivity import render_section
+
+    return Html(render_section(results.sensitivity, table=table, esc=esc, figures=drawn))
+
+
 def render_html(
     results: StudyResults,
     figures: Sequence[RenderedFigure],
@@ -626,6 +632,7 @@ def render_html(
             Html(_diagnostics_table(results).markup + _persona_failures(results).markup),
         ),
         ("Is it persona-specific?", _controls(results)),
+        ("Robustness of the finding", _sensitivity(results, bool(figures))),
         ("Significance", _significance(results)),
         ("Protocol", _protocol(results)),
         ("Data", _counts(results)),

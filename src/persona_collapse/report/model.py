@@ -27,6 +27,7 @@ from persona_collapse.variants.verify.results import VerifyResult
 
 if TYPE_CHECKING:
     from persona_collapse.report.controls import ControlsReport
+    from persona_collapse.stats.sensitivity import SensitivityResult
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,9 @@ class StudyResults:
     alpha: float = 0.05
     controls: ControlsReport | None = None
     """Persona-specificity controls (None when the study has none)."""
+    sensitivity: SensitivityResult | None = None
+    """Robustness of the finding across templates, orders, persona samples and
+    temperatures (None when the study has no sensitivity suite)."""
 
     def variants(self) -> list[VariantResult]:
         """Every variant of every family, in order."""

@@ -278,8 +278,21 @@ def resolve_paths(
                 )
             }
         )
+    sensitivity = config.sensitivity
+    if sensitivity is not None:
+        sampling = sensitivity.personas
+        if sampling is not None and sampling.source is not None:
+            key = "sensitivity.personas.source"
+            src = paths.name_or_path(sampling.source, key, personas_builtin)
+            sampling = sampling.model_copy(update={"source": src})
+        templates = [
+            paths.name_or_path(t, f"sensitivity.templates[{i}]", ())
+            for i, t in enumerate(sensitivity.templates)
+        ]
+        sensitivity = sensitivity.model_copy(update={"templates": templates, "personas": sampling})
     return config.model_copy(
         update={
+            "sensitivity": sensitivity,
             "controls": controls,
             "protocol": protocol,
             "backends": backends,

@@ -83,8 +83,11 @@ from persona_collapse.study.verification import (
 
 logger = logging.getLogger(__name__)
 
-RunKindInStudy = Literal["persona", "self", "toxic", "bfi44", "mmlu", "gsm8k", "lookup"]
-"""Kinds of study runs; the last four are the persona-specificity controls."""
+RunKindInStudy = Literal[
+    "persona", "self", "toxic", "bfi44", "mmlu", "gsm8k", "lookup", "sensitivity"
+]
+"""Kinds of study runs; ``bfi44`` to ``lookup`` are the persona-specificity controls,
+``sensitivity`` the runs of the sensitivity suite (:mod:`persona_collapse.study.sensitivity`)."""
 
 BackendBuilder = Callable[[str, dict[str, Any]], Backend]
 """Builds a backend from its kind and keyword options (default: :func:`create_backend`)."""

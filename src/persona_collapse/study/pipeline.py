@@ -96,6 +96,13 @@ def report_study(
     if controls is not None:
         results = dataclasses.replace(results, controls=controls)
         write_controls_outputs(controls, out, study=study)
+    if study.config.sensitivity is not None:
+        from persona_collapse.study.sensitivity import study_sensitivity, write_sensitivity_outputs
+
+        sensitivity = study_sensitivity(study)
+        if sensitivity is not None:
+            results = dataclasses.replace(results, sensitivity=sensitivity)
+            write_sensitivity_outputs(sensitivity, out, figures=figures)
     files = write_report(results, out, figures=figures)
     write_trajectory_outputs(study, out, figures=figures)
     logger.info("study %s: report written to %s", study.config.name, files.html)
@@ -134,6 +141,10 @@ def run_study(
         study, backend_builder=backend_builder, progress=progress, preflight=preflight
     )
     collect_checkpoints(study, backend_builder=backend_builder, progress=progress)
+    if study.config.sensitivity is not None:
+        from persona_collapse.study.sensitivity import collect_sensitivity
+
+        collect_sensitivity(study, backend_builder=backend_builder, progress=progress)
     if study.config.controls is not None:
         collect_study_controls(study, backend_builder=backend_builder, progress=progress)
     outcome = report_study(study, output_dir=output_dir, figures=figures, force=force)

@@ -73,6 +73,12 @@ file's folder, and a path leading outside it is refused unless ``allow_outside``
       lookup: true                    # the seeded persona -> id lookup task
       repetitions: null               # per control item (default: protocol.repetitions)
       max_personas: null              # first N personas in the BFI-44 runs (default: all)
+    sensitivity:                      # robustness of the finding (optional; see SensitivitySpec)
+      templates: [formal, plain]      # built-in (default, formal, plain, interview) or YAML
+      orders: 2                       # seeded shuffles of the item order
+      personas: {source: null, size: 50, samples: 2, method: disjoint}  # source: protocol's set
+      temperatures: [0.5]             # other sampling temperatures
+      seed: 0                         # seed of the shuffles and persona samples
     verify:                           # emergent-misalignment check of variants with verify
       judge: judge                    # a backend under 'backends' (null: OpenAI gpt-4o)
       n_samples: 30
@@ -635,6 +641,72 @@ class StudyControls(BaseModel):
     """Only the first N of the protocol's personas in the BFI-44 runs (default: all)."""
 
 
+class PersonaSampling(BaseModel):
+    """Persona samples of the sensitivity suite: subsets of a (larger) persona set."""
+
+    model_config = _STRICT
+
+    source: str | None = None
+    """Persona set name or file the samples are drawn from; None: the protocol's
+    ``personas`` (all of it, not cut to ``max_personas``)."""
+
+    size: int = Field(ge=2)
+    """Personas per sample."""
+
+    samples: int = Field(default=2, ge=1, le=100)
+    """Number of samples (one factor level each)."""
+
+    method: Literal["disjoint", "resample"] = "disjoint"
+    """``disjoint``: non-overlapping samples (``size * samples`` personas needed);
+    ``resample``: each sample drawn afresh without replacement (samples may overlap)."""
+
+
+class SensitivitySpec(BaseModel):
+    """Robustness of the finding (:mod:`persona_collapse.study.sensitivity`): every collected
+    variant is measured again under each level of each factor (one factor changed at a
+    time, the rest as in the protocol); the protocol's own setting is the default level,
+    whose runs are the study's own (never collected twice)."""
+
+    model_config = _STRICT
+
+    templates: list[str] = Field(default_factory=list)
+    """Prompt wordings: built-in names (``default``, ``formal``, ``plain``, ``interview``;
+    see :data:`~persona_collapse.core.prompts.BUILTIN_TEMPLATES`) or template YAML files."""
+
+    orders: int = Field(default=0, ge=0, le=100)
+    """Number of seeded shuffles of the item order (0: order not varied)."""
+
+    personas: PersonaSampling | None = None
+    """Persona samples (None: the persona sample is not varied)."""
+
+    temperatures: list[float] = Field(default_factory=list, strict=False)
+    """Sampling temperatures (each >= 0)."""
+
+    seed: int = Field(default=0, ge=0)
+    """Seed of the item-order shuffles and the persona samples."""
+
+    @field_validator("temperatures")
+    @classmethod
+    def _temperatures(cls, v: list[float]) -> list[float]:
+        if any(not (0 <= t <= 5) for t in v):
+            raise ValueError("temperatures must lie in [0, 5]")
+        if len(set(v)) != len(v):
+            raise ValueError(f"temperatures must differ, got {v}")
+        return v
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"templates must differ, got {v}")
+        return v
+
+    @property
+    def empty(self) -> bool:
+        """Whether no factor is varied."""
+        return not (self.templates or self.orders or self.personas or self.temperatures)
+
+
 class StudyConfig(BaseModel):
     """A whole study (see the module docstring for the file format)."""
 
@@ -669,6 +741,10 @@ class StudyConfig(BaseModel):
 
     controls: StudyControls | None = None
     """Persona-specificity controls: BFI-44, capability tasks, lookup."""
+
+    sensitivity: SensitivitySpec | None = None
+    """Robustness of the finding under other templates, item orders, persona samples
+    and temperatures (see :class:`SensitivitySpec`); None: not studied."""
 
     @field_validator("families")
     @classmethod
@@ -708,8 +784,10 @@ __all__ = [
     "CapabilityControls",
     "FamilySpec",
     "FinetuneSpec",
+    "PersonaSampling",
     "Protocol",
     "Role",
+    "SensitivitySpec",
     "StudyAnalysis",
     "StudyConfig",
     "StudyControls",
