@@ -102,7 +102,15 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from persona_collapse.backends import sim_controls as controls
 from persona_collapse.backends import sim_openended as openended
@@ -184,6 +192,16 @@ class SimulatorParams(BaseModel):
                 f"unknown built-in template {unknown[0]!r}; known: {', '.join(BUILTIN_TEMPLATES)}"
             )
         return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The template and order knobs are dumped only when set, so the run keys of
+        # simulator runs collected without them are what they always were.
+        data: dict[str, Any] = handler(self)
+        for knob in ("template_shift", "position_effect"):
+            if knob in data and not data[knob]:
+                del data[knob]
+        return data
 
     def differentiation_under(self, template: str | None) -> float:
         """``differentiation`` plus the ``template_shift`` of a built-in template (>= 0)."""
@@ -1014,16 +1032,10 @@ class SimulatorBackend(Backend):
         Open-ended parameters are included only when they differ from the preset's,
         so the run keys of instrument runs do not depend on them.
         """
-        params = self.params.model_dump()
-        # The order and template knobs enter only when set, so the run keys of runs
-        # collected without them are what they always were.
-        for knob in ("template_shift", "position_effect"):
-            if not params[knob]:
-                del params[knob]
         out: dict[str, Any] = {
             "backend": self.name,
             "preset": self.preset,
-            "params": params,
+            "params": self.params.model_dump(),
             "seed": self.seed,
             "instrument": self.instrument.name,
             "instrument_hash": self.instrument.content_hash,
