@@ -255,3 +255,18 @@ def test_a_study_without_the_suite_has_no_result(tmp_path: Path) -> None:
     assert plan_sensitivity(study) == []
     with pytest.raises(UserError, match="sensitivity"):
         run_sensitivity(study)
+
+
+def test_a_template_file_is_a_level_and_the_protocols_own_is_the_headline(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "wording.yaml").write_text(
+        "persona_system: 'Act as this person: {persona}'\n", encoding="utf-8"
+    )
+    suite = {"templates": ["wording.yaml", "default", "interview"]}
+    study = load_study(write(tmp_path, TREATMENT, suite))
+    inputs, _ = prepare_study(study)
+    levels = plan_levels(study, inputs)
+    assert [lv.condition.label for lv in levels] == ["template=wording", "template=interview"]
+    assert levels[0].template.persona_system == "Act as this person: {persona}"
+    assert levels[1].template == BUILTIN_TEMPLATES["interview"]

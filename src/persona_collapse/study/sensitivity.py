@@ -504,10 +504,13 @@ def study_sensitivity(study: LoadedStudy) -> SensitivityResult | None:
         for r in plan
         if r.level.condition not in conditions
     }
+    for family in cfg.families:
+        if family not in measured:
+            missing[f"family {family}"] = (
+                "its base, or every other variant, is imported: nothing to ask again"
+            )
     if missing:
-        logger.warning(
-            "study %s: sensitivity conditions not collected: %s", cfg.name, ", ".join(missing)
-        )
+        logger.warning("study %s: sensitivity suite, not tested: %s", cfg.name, ", ".join(missing))
         result = replace(result, skipped={**missing, **result.skipped})
     return result
 

@@ -674,7 +674,10 @@ class SensitivitySpec(BaseModel):
     see :data:`~persona_collapse.core.prompts.BUILTIN_TEMPLATES`) or template YAML files."""
 
     orders: int = Field(default=0, ge=0, le=100)
-    """Number of seeded shuffles of the item order (0: order not varied)."""
+    """Number of seeded shuffles of the item order (0: order not varied). Each item is its
+    own prompt, so for a stateless model the order acts only through the serving side
+    (caching, drift during collection); the simulator's ``position_effect`` models an
+    order effect."""
 
     personas: PersonaSampling | None = None
     """Persona samples (None: the persona sample is not varied)."""
