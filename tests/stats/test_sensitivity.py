@@ -145,3 +145,9 @@ def test_the_control_is_reported_but_does_not_decide() -> None:
 def test_exactly_one_headline_is_needed() -> None:
     with pytest.raises(ValueError, match="headline"):
         analyze_sensitivity({Condition("template", "plain"): {"fam": _family(2.0, seed=1)}})
+
+
+def test_only_a_headline_is_not_robust_yet() -> None:
+    result = _analyze({HEAD: {"fam": _family(2.0, seed=1)}})
+    assert not result.robust
+    assert result.summary().startswith("Robustness unknown")

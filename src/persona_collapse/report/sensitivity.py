@@ -155,7 +155,7 @@ def render_section(
             f"Δ{r.metric}",
             _pct(r.headline.estimate),
             "yes" if r.headline.significant else "no",
-            "robust" if r.robust else "fragile",
+            ("robust" if r.robust else "fragile") if r.rows else "—",
             "; ".join(f"{x.status} under {x.condition.label}" for x in r.failures) or "—",
         ]
         for r in result.robustness

@@ -212,8 +212,10 @@ class SensitivityResult:
 
     @property
     def robust(self) -> bool:
-        """Whether the headline of every decisive verdict holds under every condition."""
-        return all(r.robust for r in self.decisive)
+        """Whether the headline of every decisive verdict holds under every condition
+        (False while no condition besides the headline was tested)."""
+        tested = any(r.rows for r in self.decisive)
+        return tested and all(r.robust for r in self.decisive)
 
     @property
     def conditions(self) -> tuple[Condition, ...]:
@@ -232,6 +234,8 @@ class SensitivityResult:
         if not self.robustness:
             return "No sensitivity conditions could be tested."
         whose = "treatment" if self.decisive[0].role == "treatment" else "variant"
+        if not any(r.rows for r in self.decisive):
+            return "Robustness unknown: no condition besides the headline could be tested yet."
         if self.robust:
             n = len(self.conditions) - 1
             return (
