@@ -63,7 +63,6 @@ def plot_robustness(
                 ms=5,
                 capsize=2,
                 markerfacecolor=colors[variant] if r.significant else "white",
-                label=variant if i == 0 or cond == conditions[0] else None,
                 **kwargs,
             )
     ax.axvline(0.0, color="0.4", lw=0.8)
@@ -77,7 +76,22 @@ def plot_robustness(
     ax.invert_yaxis()
     ax.set_xlabel(f"Δ{'σ̄' if metric == 'sigma_bar' else metric} vs base (%)")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    from matplotlib.lines import Line2D
+
+    # Proxy handles: one filled marker per variant, and what a hollow marker means.
+    handles = [Line2D([], [], color=c, marker="o", ms=5, label=v) for v, c in colors.items()]
+    handles.append(
+        Line2D([], [], color="0.4", marker="o", ms=5, markerfacecolor="white", linestyle="none",
+               label="not significant (Holm)")
+    )  # fmt: skip
+    ax.legend(
+        handles=handles,
+        fontsize=8,
+        frameon=False,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2),
+        ncol=2,
+    )
     return ax
 
 
