@@ -108,3 +108,15 @@ def test_user_errors_are_one_line(
     fresh = write_study(tmp_path / "fresh", {"orders": 1})
     code, _, err = run_cli(capsys, "sensitivity", fresh)
     assert_user_error(code, err, "run store not found")
+
+
+def test_dry_run_counts_the_suite(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write_study(tmp_path, {"templates": ["plain"], "temperatures": [0.5]})
+    forecast = json.loads(run_ok(capsys, "study", "run", path, "--dry-run", "-f", "json"))
+    names = [r["name"] for r in forecast["runs"]]
+    suite = [n for n in names if "/sensitivity/" in n]
+    assert len(names) == 6 and len(suite) == 4
+    assert "fam/insecure/sensitivity/temperature-0.5" in suite
+    per_run = 12 * 30 * 2  # personas x items x repetitions, one request per cell
+    assert forecast["requests"] == 6 * per_run // 2
+    assert not (tmp_path / "out" / "runs.db").exists()
