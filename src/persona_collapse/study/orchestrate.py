@@ -257,7 +257,7 @@ def resolve_inputs(study: LoadedStudy) -> StudyInputs:
     return StudyInputs(instrument=instrument, template=template, personas=personas, toxic=toxic)
 
 
-def _identity(config: StudyConfig, family: str, label: str, kind: RunKindInStudy) -> str:
+def run_identity(config: StudyConfig, family: str, label: str, kind: RunKindInStudy) -> str:
     """What makes a collected run: backend settings, model, options and run kind."""
     variant = config.families[family].variants[label]
     if variant.finetune is not None:
@@ -321,7 +321,7 @@ def plan_study(study: LoadedStudy, inputs: StudyInputs) -> list[PlannedRun]:
             for kind, personas in wanted:
                 n_personas = 1 if personas is None else len(personas)
                 name = run_name(family, label, kind)
-                owner = owners.setdefault(_identity(cfg, family, label, kind), name)
+                owner = owners.setdefault(run_identity(cfg, family, label, kind), name)
                 runs.append(
                     PlannedRun(
                         family=family,

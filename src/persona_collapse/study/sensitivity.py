@@ -50,11 +50,11 @@ from persona_collapse.study.orchestrate import (
     PlannedRun,
     RunProgress,
     StudyInputs,
-    _identity,
     backend_options,
     model_label,
     plan_study,
     prepare_study,
+    run_identity,
 )
 
 logger = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ def plan_sensitivity(study: LoadedStudy, inputs: StudyInputs | None = None) -> l
         for family, labels in _measured_families(study).items():
             for label in labels:
                 name = run_name(family, label, lvl.condition)
-                who = _identity(cfg, family, label, "persona")
+                who = run_identity(cfg, family, label, "persona")
                 owner = owners.setdefault((who, lvl.condition.label), name)
                 runs.append(
                     SensitivityRun(
