@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from _cli import assert_user_error, run_cli
 from persona_collapse.backends.base import Prompt
 from persona_collapse.backends.sim_controls import ControlCatalog
 from persona_collapse.backends.simulator import SimulatorBackend
@@ -114,8 +115,13 @@ def test_the_catalog_reads_back_the_control_tag_the_engine_sets() -> None:
     assert parsed.choices == mmlu.items[2].choices
 
 
-def test_serve_sim_rejects_a_bad_items_file(tmp_path: Path) -> None:
+def test_serve_sim_rejects_a_bad_items_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "items_mmlu.json"
     bad.write_text(json.dumps({"items": [{"item_id": 1, "question": "q", "answer": "E"}]}))
     with pytest.raises(InputFileError, match=r"items_mmlu\.json"):
         SimService(SimServerSettings(control_items=[str(bad)]))
+    # The command line: one error line naming the file, before anything binds.
+    code, _, err = run_cli(capsys, "serve-sim", "--port", "0", "--control-items", bad)
+    assert_user_error(code, err, "items_mmlu.json")
