@@ -261,3 +261,25 @@ def test_registered_statistics_reach_compare_plan_and_audit(
     )  # fmt: skip
     assert code == 0, err
     assert set(new) <= {row["metric"] for row in json.loads(out)["estimators"]}
+
+
+def test_a_registered_count_statistic_reaches_the_difference_tests_of_compare(
+    family: list[Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from _registry import WIDE_CELL_RATE, register_for_test
+
+    register_for_test(monkeypatch, WIDE_CELL_RATE)
+    name = WIDE_CELL_RATE.name
+    options = ("--base", "base", "--control", "secure", "--treatment", "insecure",
+               "--persona-boot", "60", "--rerun-boot", "10")  # fmt: skip
+    code, out, err = _run(capsys, "compare", *family, *options, "--format", "json")
+    assert code == 0, err
+    tests = json.loads(out)["tests"]
+    for key in ("secure", "insecure", "excess"):
+        t = tests["contrasts"][key]["tests"][name]["overall"]
+        assert 0 <= t["p_value"] <= t["p_holm"] <= 1 and t["se"] > 0
+    assert name in tests["estimates"]["base"]["overall"]
+    code, out, err = _run(capsys, "compare", *family, *options)
+    assert code == 0, err
+    tests_table = out[out.index("Difference tests") :]
+    assert WIDE_CELL_RATE.label in tests_table and "non-unan." in tests_table

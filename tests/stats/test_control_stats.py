@@ -13,6 +13,7 @@ from persona_collapse.stats.controls import (
     ControlAnswers,
     capability_metrics,
     lookup_metrics,
+    percentile_p_value,
     reference_seed,
     variant_delta,
 )
@@ -115,6 +116,42 @@ def test_variant_delta_of_identical_runs_is_zero_and_of_a_shift_is_found() -> No
     assert d.non_unanimity.point > 0 and d.non_unanimity.significant
     assert d.accuracy.lo <= d.accuracy.point <= d.accuracy.hi
     assert d.to_dict()["accuracy_sig"] is True
+    assert d.accuracy.p < 0.05 and d.to_dict()["accuracy_p"] == d.accuracy.p
+    assert same.accuracy.p > 0.05 and not same.accuracy.significant
+    again = variant_delta(base, worse, n_boot=500, rng=2)
+    assert again.non_unanimity.p == d.non_unanimity.p  # seeded
+
+
+def test_percentile_p_value_of_known_replicates() -> None:
+    # -10 .. 89: Q(q) = 0 at position 10 of 99, so the 1 - 20/99 interval starts at 0.
+    assert percentile_p_value(np.arange(-10.0, 90.0)) == pytest.approx(20 / 99, rel=1e-12)
+    assert percentile_p_value(np.arange(-10.0, 90.0)[::-1]) == pytest.approx(20 / 99)
+    assert percentile_p_value(-np.arange(-10.0, 90.0)) == pytest.approx(20 / 99)
+    # Half-way between two order statistics: -1.5 .. 97.5 in steps of 1, 0 at h = 1.5.
+    assert percentile_p_value(np.arange(-1.5, 98.0)) == pytest.approx(2 * 1.5 / 99)
+    assert percentile_p_value(np.linspace(-1, 1, 101)) == 1.0  # symmetric about 0
+    assert percentile_p_value(np.zeros(50)) == 1.0
+    assert percentile_p_value(np.linspace(0.1, 2, 50)) == 0.0  # all on one side
+    assert percentile_p_value([-3.0, np.nan, -1.0]) == 0.0
+    assert math.isnan(percentile_p_value([np.nan, np.nan]))
+
+
+@pytest.mark.parametrize("confidence", [0.8, 0.9, 0.95, 0.99])
+def test_percentile_p_value_agrees_with_the_percentile_interval(confidence: float) -> None:
+    rng = np.random.default_rng(12)
+    tail = 100 * (1 - confidence) / 2
+    checked = {True: 0, False: 0}
+    for trial in range(400):
+        n = int(rng.integers(20, 400))
+        shift = rng.normal(0, 0.25)
+        draws = rng.normal(shift, 0.1, n)
+        if trial % 2:  # deltas on a grid, with ties at and around 0
+            draws = np.round(draws * 20) / 20
+        lo, hi = np.nanpercentile(draws, [tail, 100 - tail])
+        excludes = bool(lo > 0 or hi < 0)
+        assert (percentile_p_value(draws) < 1 - confidence) == excludes, (trial, lo, hi)
+        checked[excludes] += 1
+    assert min(checked.values()) > 40  # both outcomes were exercised
 
 
 def _capability_runs() -> dict[tuple[str, str], ControlAnswers]:

@@ -26,6 +26,14 @@ item and :math:`1 - d` or :math:`d/(K-1)` for an unstable one (primary right or 
 and with ``n`` valid repetitions
 :math:`P(\text{not unanimous}) = 1 - (1-d)^n - (K-1)\,(d/(K-1))^n` (0 for a stable item).
 
+Prompts without the tag (a control task collected over HTTP from ``pcollapse
+serve-sim``, where only the text travels) are recognised from their text
+(:class:`ControlCatalog`, through :func:`~persona_collapse.core.controls.parse_control_prompt`):
+a lookup table carries its own answer, and its id is its index among the seeded tables;
+a capability item is looked up by task, question and choices among the items files the
+simulator was given (``serve-sim --control-items FILE``), which supply its id and gold.
+So the same seed gives the same answers over HTTP as in-process.
+
 Presets: every preset (``base``, ``secure``, ``insecure``) has the same capability
 (:data:`CONTROL_PRESETS`), so the insecure preset by default shows *selective* persona
 collapse; :data:`BROAD_OVERRIDES` turn it into *broad* degradation (accuracy falls and
@@ -43,7 +51,14 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from persona_collapse.core.controls import LETTERS, normalise_number
+from persona_collapse.core.controls import (
+    LETTERS,
+    ItemSet,
+    lookup_tables,
+    normalise_number,
+    parse_control_prompt,
+)
+from persona_collapse.core.errors import BackendError
 
 
 class ControlParams(BaseModel):
@@ -191,10 +206,60 @@ def true_control_metrics(
     }
 
 
+class ControlCatalog:
+    """Recognises control prompts from their text: ``(task, item id, gold)`` as the
+    ``Prompt.control`` tag of an in-process run would give them.
+
+    Args:
+        item_sets: Capability items files the simulator may be asked (their items are
+            recognised by task, question and choices).
+    """
+
+    def __init__(self, item_sets: Sequence[ItemSet] = ()) -> None:
+        self._items: dict[tuple[str, str, tuple[str, ...]], tuple[int, str]] = {}
+        for items in item_sets:
+            for it in items.items:
+                self._items[(items.task, it.question, tuple(it.choices))] = (it.item_id, it.gold)
+        self._tables: dict[tuple[tuple[tuple[str, int], ...], str], int] | None = None
+
+    def _table_id(self, display: tuple[tuple[str, int], ...], target: str) -> int | None:
+        if self._tables is None:  # built on first use: most runs never ask a lookup
+            self._tables = {(t.display, t.target): t.table_id for t in lookup_tables()}
+        return self._tables.get((display, target))
+
+    def identify(self, text: str) -> tuple[str, int, str] | None:
+        """The control tag of a prompt text; None when the text is no control prompt.
+
+        Raises:
+            BackendError: A capability prompt whose item is in no items file given, or
+                a lookup prompt whose table is not one of the seeded tables (the
+                simulator cannot know the item it stands for).
+        """
+        parsed = parse_control_prompt(text)
+        if parsed is None:
+            return None
+        if parsed.task == "lookup":
+            table_id = self._table_id(parsed.display, parsed.target)
+            if table_id is None or parsed.lookup_answer is None:
+                raise BackendError(
+                    "simulator: a lookup prompt whose table is not one of the seeded lookup "
+                    "tables; only the built-in lookup task is simulated"
+                )
+            return ("lookup", table_id, str(parsed.lookup_answer))
+        found = self._items.get((parsed.task, parsed.question, parsed.choices))
+        if found is None:
+            raise BackendError(
+                f"simulator: a {parsed.task} control prompt whose item it was not given; "
+                "start serve-sim with --control-items FILE (the run's items file)"
+            )
+        return (parsed.task, found[0], found[1])
+
+
 __all__ = [
     "BROAD_OVERRIDES",
     "CONTROL_PRESETS",
     "NO_ANSWER",
+    "ControlCatalog",
     "ControlItemModel",
     "ControlParams",
     "TrueControlItem",

@@ -80,8 +80,11 @@ and a prompt written from one of the judge rubrics of
 :mod:`persona_collapse.backends.sim_openended` for both models and their
 per-preset rates (:data:`~persona_collapse.backends.sim_openended.OPEN_ENDED_PRESETS`,
 overridable like the other parameters). A control-task prompt (capability item or
-lookup table, ``Prompt.control`` set) is answered from a per-preset accuracy and
-repeat-instability knob (``control_accuracy``, ``control_instability``...; see
+lookup table: ``Prompt.control`` set, or the text of one, recognised by
+:class:`~persona_collapse.backends.sim_controls.ControlCatalog` so that control tasks
+collected over HTTP from ``serve-sim`` get the same answers) is answered from a
+per-preset accuracy and repeat-instability knob (``control_accuracy``,
+``control_instability``...; see
 :mod:`persona_collapse.backends.sim_controls`, whose ``true_control_metrics`` gives
 the truth). Any other prompt without an instrument item is an error, so a
 misconfigured template fails loudly.
@@ -115,6 +118,7 @@ from pydantic import (
 from persona_collapse.backends import sim_controls as controls
 from persona_collapse.backends import sim_openended as openended
 from persona_collapse.backends.base import Backend, Generation, Prompt, ScaleDistribution, Usage
+from persona_collapse.core.controls import ItemSet
 from persona_collapse.core.em_questions import Question, find_question
 from persona_collapse.core.errors import (
     BackendError,
@@ -427,6 +431,7 @@ class SimulatorBackend(Backend):
         seed: int = 0,
         instrument: Instrument | None = None,
         template: PromptTemplate | None = None,
+        control_items: Sequence[ItemSet] = (),
         **overrides: Any,
     ) -> None:
         if preset not in PRESETS:
@@ -461,6 +466,7 @@ class SimulatorBackend(Backend):
         self.params = params
         self.open_ended = open_ended
         self.controls = control_params
+        self.control_catalog = controls.ControlCatalog(control_items)
         self.instrument = instrument if instrument is not None else mfq30()
         inst = self.instrument
         self._scale = np.arange(inst.scale_min, inst.scale_max + 1, dtype=float)
@@ -821,11 +827,16 @@ class SimulatorBackend(Backend):
         return Generation(tuple(texts), usage)
 
     def _control_generation(
-        self, prompt: Prompt, *, n: int, temperature: float, seed: int | None
+        self,
+        prompt: Prompt,
+        control: tuple[str, int, str],
+        *,
+        n: int,
+        temperature: float,
+        seed: int | None,
     ) -> Generation:
         """Replies to a control item (see :mod:`~persona_collapse.backends.sim_controls`)."""
-        assert prompt.control is not None  # checked by the caller
-        task, item_id, gold = prompt.control
+        task, item_id, gold = control
         model = controls.item_model(self.controls, self.params.world_seed, task, item_id, gold)
         # The preset enters the reply stream: variants sharing a world (and so which
         # items they know) still sample their replies independently.
@@ -900,9 +911,14 @@ class SimulatorBackend(Backend):
         refusal_rate = p.unparseable_rate * REFUSAL_SHARE
         out: list[Generation] = []
         for prompt in prompts:
-            if prompt.control is not None:
+            control = prompt.control
+            if control is None:  # over HTTP the tag is lost: read it from the text
+                control = self.control_catalog.identify(prompt.text)
+            if control is not None:
                 out.append(
-                    self._control_generation(prompt, n=n, temperature=temperature, seed=seed)
+                    self._control_generation(
+                        prompt, control, n=n, temperature=temperature, seed=seed
+                    )
                 )
                 continue
             what = self._open_ended(prompt)

@@ -82,6 +82,14 @@ def serve_sim(
     ft_min_examples: Annotated[
         int, typer.Option(help="Fine-tuning jobs: fewest training examples accepted.", min=1)
     ] = 10,
+    control_items: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--control-items",
+            help="Capability items file (MMLU/GSM8K JSON) to answer as control items over "
+            "HTTP, as in-process (repeatable; lookup prompts need none).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the simulator as an OpenAI-compatible API, with optional fault injection.
 
@@ -113,6 +121,7 @@ def serve_sim(
             "failure": ft_failure,
             "min_examples": ft_min_examples,
         },
+        control_items=list(control_items or []),
     )
     # Building the service validates the preset and parameters before binding.
     from persona_collapse.serve import SimService

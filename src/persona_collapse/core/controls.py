@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -544,6 +545,93 @@ def score_lookup(reply: str, table: LookupTable) -> ParsedAnswer:
     return ParsedAnswer(answer, value is not None, value == table.correct_id)
 
 
+# --- reading a control prompt back from its text ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedControlPrompt:
+    """What a control prompt's text says (the inverse of :func:`render_item` and
+    :func:`render_lookup`).
+
+    Attributes:
+        task: ``mmlu``, ``gsm8k`` or ``lookup``.
+        question: The question (capability tasks; ``""`` for lookup).
+        choices: The four options (``mmlu``), else empty.
+        display: The lookup table's (persona, id) rows in prompt order (``lookup``).
+        target: The persona asked about (``lookup``).
+    """
+
+    task: str
+    question: str = ""
+    choices: tuple[str, ...] = ()
+    display: tuple[tuple[str, int], ...] = ()
+    target: str = ""
+
+    @property
+    def lookup_answer(self) -> int | None:
+        """The id the lookup table gives the target persona (None for other tasks)."""
+        return dict(self.display).get(self.target) if self.task == "lookup" else None
+
+
+_FIELD_PATTERNS = {
+    "question": r"(?P<question>.+)",
+    "options": r"(?P<options>A\. [^\n]*\nB\. [^\n]*\nC\. [^\n]*\nD\. [^\n]*)",
+    "rows": r"(?P<rows>(?:  persona [A-Z]: id \d+\n?)+?)",
+    "target": r"(?P<target>[A-Z])",
+}
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """The whole-text pattern of a prompt template: its literal text escaped, each
+    ``{field}`` replaced by the field's pattern (so the parser follows the template)."""
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if name is not None:
+            parts.append(_FIELD_PATTERNS[name])
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _template_tail(template: str) -> str:
+    """The literal text after a template's last field (a cheap first check)."""
+    return [literal for literal, _, _, _ in string.Formatter().parse(template)][-1]
+
+
+_PROMPT_PATTERNS = tuple(
+    (task, _template_tail(template), _template_pattern(template))
+    for task, template in (
+        ("mmlu", MMLU_TEMPLATE),
+        ("gsm8k", GSM8K_TEMPLATE),
+        ("lookup", LOOKUP_TEMPLATE),
+    )
+)
+_LOOKUP_ROW = re.compile(r"  persona ([A-Z]): id (\d+)")
+
+
+def parse_control_prompt(text: str) -> ParsedControlPrompt | None:
+    """The task and content of a control prompt built by :func:`render_item` or
+    :func:`render_lookup`, from its text alone; None for any other text.
+
+    ``parse_control_prompt(render_item(item, task))`` gives back ``task``, the question
+    and the choices (an option holding a line break cannot be told apart from the
+    next option, so such an MMLU item is not recognised).
+    """
+    for task, tail, pattern in _PROMPT_PATTERNS:
+        if not text.endswith(tail):
+            continue
+        m = pattern.fullmatch(text)
+        if m is None:
+            continue
+        if task == "mmlu":
+            lines = m.group("options").split("\n")
+            return ParsedControlPrompt(task, m.group("question"), tuple(line[3:] for line in lines))
+        if task == "gsm8k":
+            return ParsedControlPrompt(task, m.group("question"))
+        display = tuple((p, int(i)) for p, i in _LOOKUP_ROW.findall(m.group("rows")))
+        return ParsedControlPrompt(task, display=display, target=m.group("target"))
+    return None
+
+
 # --- one interface for running any control task ---------------------------------------------
 
 
@@ -622,6 +710,7 @@ __all__ = [
     "ItemSet",
     "LookupTable",
     "ParsedAnswer",
+    "ParsedControlPrompt",
     "TaskName",
     "arithmetic_items",
     "build_gsm8k_items",
@@ -635,6 +724,7 @@ __all__ = [
     "lookup_tables",
     "lookup_task",
     "normalise_number",
+    "parse_control_prompt",
     "parse_gsm8k",
     "parse_lookup",
     "parse_mmlu",

@@ -210,8 +210,8 @@ def render_section(
     if report.deltas:
         parts.append(
             "<p>Control-task deltas (variant − base; paired bootstrap over shared items, "
-            "then repetitions, percentile CI; p from the normal approximation to that "
-            "interval, Holm-adjusted across the study):</p>"
+            "then repetitions, percentile CI; p inverts that interval (below 0.05 exactly "
+            "when the 95 % CI excludes 0), Holm-adjusted across the study):</p>"
         )
         parts.append(
             table(

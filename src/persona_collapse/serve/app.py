@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from persona_collapse.backends.base import Message, Prompt
 from persona_collapse.backends.simulator import PRESETS, SimulatorBackend
+from persona_collapse.core.controls import load_items
 from persona_collapse.core.errors import BackendError, ConfigError, format_validation_error
 from persona_collapse.core.instrument import Instrument, mfq30
 from persona_collapse.engine.costs import count_message_tokens
@@ -147,6 +148,10 @@ class SimServerSettings(BaseModel):
 
     fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
     """The simulated files and fine-tuning API (progress, failures, preset rule)."""
+
+    control_items: list[str] = Field(default_factory=list)
+    """Capability items files (MMLU/GSM8K JSON) whose prompts the simulator recognises,
+    so that control runs collected over HTTP get the in-process answers."""
 
 
 @dataclass
@@ -264,6 +269,8 @@ class SimService:
         self.fine_tuned_presets: dict[str, str] = {}
         """Fine-tuned model id -> the simulator preset answering it."""
         params: dict[str, Any] = dict(settings.sim_params)
+        # Items files validate here, before the server binds (one-line errors).
+        params["control_items"] = tuple(load_items(path) for path in settings.control_items)
         self._models[settings.model] = SimulatorBackend(
             settings.preset, seed=settings.seed, instrument=self.instrument, **params
         )

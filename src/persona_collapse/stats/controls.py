@@ -18,7 +18,9 @@ whose answer parsed:
 Variant deltas against a base run: point = stat(variant) - stat(base) over the items
 both runs share, with accuracy over all repetitions. The paired bootstrap draws the
 same item indices for both runs, then repetitions within each drawn item independently
-per run and per quantity; the CI is the percentile interval.
+per run and per quantity; the CI is the percentile interval and the p-value inverts it
+(:func:`percentile_p_value`: the smallest ``alpha`` whose ``1 - alpha`` percentile
+interval excludes 0, so ``p < 1 - confidence`` exactly when the CI excludes 0).
 
 Every bootstrap is vectorised: repetitions are coded per item, padded to a
 ``(items, reps)`` matrix, and resampled as index arrays in chunks of draws.
@@ -387,13 +389,63 @@ def capability_metrics(
 # --- variant deltas -------------------------------------------------------------------------
 
 
+def _zero_crossing(d: FloatArray, index: int) -> float:
+    """Position ``h`` in ``[index, index + 1]`` where the line through ``d[index]`` and
+    ``d[index + 1]`` is 0 (``d[index] <= 0 <= d[index + 1]``, not both 0)."""
+    lo, hi = float(d[index]), float(d[index + 1])
+    return index + (0.0 - lo) / (hi - lo)
+
+
+def percentile_p_value(replicates: ArrayLike) -> float:
+    """Two-sided p-value of "no difference" by inverting the bootstrap percentile interval.
+
+    With ``Q(q)`` the replicates' empirical quantile as :func:`numpy.nanpercentile`
+    computes it (linear interpolation between order statistics, NaNs left out), the
+    equal-tailed ``1 - alpha`` interval ``[Q(alpha / 2), Q(1 - alpha / 2)]`` excludes 0
+    exactly when ``alpha / 2 > min(a, 1 - b)``, with ``a = sup{q : Q(q) <= 0}`` and
+    ``b = inf{q : Q(q) >= 0}``; the p-value is the smallest such ``alpha``,
+    ``p = min(1, 2 min(a, 1 - b))`` (Efron & Tibshirani's achieved significance level of
+    the percentile interval, with interpolated quantiles). So ``p < 1 - c`` if and only if
+    the level-``c`` percentile CI excludes 0; ``p = 0`` when every replicate lies on one
+    side of 0 (then ``p`` is below about ``2 / B`` for ``B`` replicates); NaN without a
+    finite replicate.
+
+    Args:
+        replicates: Bootstrap replicates of the difference.
+    """
+    d = np.sort(np.asarray(replicates, dtype=np.float64).ravel())
+    d = d[~np.isnan(d)]
+    n = len(d)
+    if n == 0:
+        return math.nan
+    if n == 1:
+        return 1.0 if d[0] == 0 else 0.0
+    last_nonpositive = int(np.searchsorted(d, 0.0, side="right")) - 1
+    first_nonnegative = int(np.searchsorted(d, 0.0, side="left"))
+    if last_nonpositive < 0:  # every replicate > 0
+        a = 0.0
+    elif last_nonpositive == n - 1:
+        a = 1.0
+    else:
+        a = _zero_crossing(d, last_nonpositive) / (n - 1)
+    if first_nonnegative == 0:
+        b = 0.0
+    elif first_nonnegative == n:  # every replicate < 0
+        b = 1.0
+    else:
+        b = _zero_crossing(d, first_nonnegative - 1) / (n - 1)
+    return float(min(1.0, 2.0 * min(a, 1.0 - b)))
+
+
 @dataclass(frozen=True)
 class DeltaEstimate:
-    """One paired difference variant - base with its percentile CI."""
+    """One paired difference variant - base with its percentile CI and the p-value that
+    inverts it (:func:`percentile_p_value`)."""
 
     point: float
     lo: float
     hi: float
+    p: float = math.nan
 
     @property
     def significant(self) -> bool:
@@ -422,6 +474,7 @@ class VariantDelta:
                 f"{name}_lo": est.lo,
                 f"{name}_hi": est.hi,
                 f"{name}_sig": est.significant,
+                f"{name}_p": est.p,
             }
         return out | {"confidence": self.confidence, "n_boot": self.n_boot}
 
@@ -490,7 +543,7 @@ def variant_delta(
         lo, hi = (
             np.nanpercentile(d, [tail, 100 - tail]) if np.any(~np.isnan(d)) else (math.nan,) * 2
         )
-        ests.append(DeltaEstimate(float(p), float(lo), float(hi)))
+        ests.append(DeltaEstimate(float(p), float(lo), float(hi), percentile_p_value(d)))
     return VariantDelta(n_items, ests[0], ests[1], ests[2], confidence, n_boot)
 
 
@@ -597,6 +650,7 @@ __all__ = [
     "VariantDelta",
     "capability_metrics",
     "lookup_metrics",
+    "percentile_p_value",
     "reference_seed",
     "variant_delta",
 ]

@@ -503,6 +503,10 @@ class _Features:
         return values
 
 
+CountFeatures = _Features
+"""The cell features of a run's count statistics (see :func:`sampled_count_features`)."""
+
+
 def _scale_positions(values: FloatArray, grid: FloatArray) -> NDArray[np.intp] | None:
     """Scale index of each value (-1 for NaN padding); None when a value is off the scale."""
     present = ~np.isnan(values)
@@ -1168,6 +1172,52 @@ def rerun_bootstrap_replicates(
         raise ValueError(f"cells: need at least 2 personas, got {cells.counts.shape[0]}")
     mu, sigma = cell_moments(cells)
     return _rerun_bootstrap(cells, mu, sigma, n_boot, rng)
+
+
+def persona_bootstrap_sums(
+    mu: FloatArray,
+    averaged: FloatArray,
+    extra: FloatArray | None,
+    *,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    """:func:`persona_bootstrap_replicates` plus, from the same draws, the replicate sums
+    over the resampled personas of ``extra`` ``(P, E)`` columns (e.g. the cell features
+    of count statistics), ``(n_boot, E)``; the first two arrays are bit-identical to
+    :func:`persona_bootstrap_replicates`' (same draws, same products)."""
+    n_boot = _check_count("n_boot", n_boot, 1)
+    mu_arr = _check_matrix("mu", mu, min_rows=2)
+    avg_arr = _check_matrix("averaged", averaged, min_rows=2)
+    return _persona_bootstrap_sums(mu_arr, avg_arr, extra, n_boot, rng)
+
+
+def rerun_bootstrap_sums(
+    cells: CellRatings, feats: CountFeatures | None, *, n_boot: int, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    """:func:`rerun_bootstrap_replicates` plus, from the same draws, the ``(n_boot, G,
+    width)`` replicate sums per group of the cell features ``feats`` (None without);
+    the first two arrays equal :func:`rerun_bootstrap_replicates`' (same draws)."""
+    n_boot = _check_count("n_boot", n_boot, 1)
+    mu, sigma = cell_moments(cells)
+    return _rerun_bootstrap_features(cells, mu, sigma, feats, n_boot, rng)
+
+
+def sampled_count_features(
+    cells: CellRatings, groups: Mapping[str, NDArray[np.intp]], scale: Sequence[float] | None
+) -> CountFeatures | None:
+    """The cell features of every registered count statistic of a sampled run's cells,
+    summed per persona and group (``by_persona``); None when no count statistic is
+    registered or a valid rating is off ``scale`` (None: MFQ-30's 0..5)."""
+    return _sampled_features(cells, groups, _default_scale(scale))
+
+
+def exact_count_features(
+    probs: FloatArray, groups: Mapping[str, NDArray[np.intp]], repetitions: int | None
+) -> CountFeatures | None:
+    """:func:`sampled_count_features` of an exact run, from its ``(P, Q, K)`` stored
+    distributions over the ascending scale."""
+    return _exact_features(probs, groups, repetitions)
 
 
 def foundation_columns(

@@ -323,6 +323,42 @@ def estimate_count_statistics(
     return out
 
 
+def count_statistic_draws(
+    sums: Mapping[str, FloatArray], scale: Sequence[float] | FloatArray
+) -> dict[str, FloatArray]:
+    """Every registered count statistic from feature sums: the bootstrap-draw hook.
+
+    What difference tests (:mod:`persona_collapse.stats.significance`) call with the
+    point sums and the bootstrap replicate sums of each run and scope, so that a count
+    statistic declared here (``features`` and ``combine``) is tested with nothing else
+    to write.
+
+    Args:
+        sums: :class:`CellFeatures` name -> ``(N, F)`` sums over the cells in scope, one
+            row per replicate (or scope); statistics whose features are missing are left
+            out.
+        scale: The scale's values (ascending), passed to ``combine``.
+
+    Returns:
+        Statistic name -> ``(N,)`` values, in the order of :func:`statistics`.
+    """
+    grid = np.asarray(scale, dtype=np.float64)
+    out: dict[str, FloatArray] = {}
+    token = _SHARES_MEMO.set({})
+    try:
+        for stat in statistics():
+            if stat.features is None or stat.combine is None:
+                continue
+            found = sums.get(stat.features.name)
+            if found is None:
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[stat.name] = np.asarray(stat.combine(found, grid), dtype=np.float64)
+    finally:
+        _SHARES_MEMO.reset(token)
+    return out
+
+
 def estimate_statistics(
     mu: FloatArray,
     sigma: FloatArray,
@@ -506,6 +542,7 @@ __all__ = [
     "FeatureSums",
     "Statistic",
     "cell_mean_features",
+    "count_statistic_draws",
     "estimate_count_statistics",
     "estimate_statistics",
     "estimates_to_dict",

@@ -1,10 +1,19 @@
 r"""Difference tests between runs: intervals and p-values for ΔS, ΔR, Δσ̄ and the excess.
 
-Every registered statistic computed from cell moments is tested (see
-:func:`statistics_tested`; :mod:`persona_collapse.stats.registry`), each on its
+Every registered statistic is tested (:mod:`persona_collapse.stats.registry`): those
+computed from cell moments (:func:`statistics_tested`) and the count statistics
+(:func:`count_statistics_tested`: non-unanimity, Gini, entropy, ...), each on its
 ``test_scale``: the log ratio below for ``log`` statistics, the plain difference
 ``X_b - X_a`` (and ``X_treatment - X_control`` for the excess) for ``difference``
-ones. Statistics that share a test (``same_test_as``) share its p-values.
+ones. Statistics that share a test (``same_test_as``) share its p-values. A count
+statistic's point value and replicates come from the registry's draw hook
+(:func:`~persona_collapse.stats.registry.count_statistic_draws`) applied to each run's
+cell-feature sums over the resampled personas (the same persona draws as every other
+statistic, so paired runs stay paired) and over the rerun-bootstrap redraws of each
+cell; a statistic registered in a new module is thus tested, Holm-corrected and
+written to ``significance.csv`` with no change here. Count statistics have a single
+estimator: the ``corrected`` results carry the same values for them, and their
+verdicts rest on them.
 
 For two runs ``a`` (reference, e.g. the base model) and ``b`` (variant) and a
 metric ``X`` (``S``, ``R`` or ``sigma_bar``) the relative change is
@@ -134,25 +143,33 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from persona_collapse.core.errors import UnknownNameError
 from persona_collapse.core.frames import INVALID_RATING
 from persona_collapse.core.instrument import mfq30
 from persona_collapse.core.types import RunMode
 from persona_collapse.stats.metrics import (
     CellRatings,
+    CountFeatures,
     cell_moments,
     cell_ratings,
     complete_cells,
+    exact_count_features,
     excluded_personas,
     foundation_columns,
     persona_bootstrap_replicates,
+    persona_bootstrap_sums,
     rerun_bootstrap_replicates,
+    rerun_bootstrap_sums,
     resolve_rng,
+    sampled_count_features,
     tempered,
 )
 from persona_collapse.stats.registry import (
     Estimate,
     Statistic,
+    count_statistic_draws,
     estimates_to_dict,
+    get_statistic,
     reciprocal,
     statistics,
 )
@@ -185,6 +202,31 @@ def statistics_tested() -> tuple[Statistic, ...]:
     return tuple(
         st for st in statistics() if st.name in direct or getattr(st, "inverse_of", None) in direct
     )
+
+
+def count_statistics_tested() -> tuple[Statistic, ...]:
+    """The registered count statistics (``features`` and ``combine``), in registration order.
+
+    Difference tests between runs (:func:`family_significance`, :func:`study_significance`,
+    :func:`compare_runs`) cover them besides :func:`statistics_tested`: their point values
+    and bootstrap replicates come from each run's per-persona cell-feature sums, through
+    the registry's draw hook
+    (:func:`~persona_collapse.stats.registry.count_statistic_draws`), resampled with the
+    same persona (and rerun) draws as the moment statistics. Power planning and the
+    audit model the moment statistics only.
+    """
+    return tuple(st for st in statistics() if getattr(st, "features", None) is not None)
+
+
+def _has_correction(name: str) -> bool:
+    """Whether statistic ``name`` has a bias-corrected estimator (or is the reciprocal of
+    one that has), i.e. whether its ``corrected`` results differ from its reference ones."""
+    if name in _CORRECTED_HOOKS:
+        return True
+    try:
+        return getattr(get_statistic(name), "inverse_of", None) in _CORRECTED_HOOKS
+    except UnknownNameError:
+        return False
 
 
 def names_tested() -> tuple[str, ...]:
@@ -250,6 +292,11 @@ class RunCells:
         method: ``"sampling"`` or ``"exact"``.
         excluded_personas: Ids dropped for lacking a valid rating on some item.
         foundations: Item id -> foundation of the items present.
+        scale: The instrument's scale values, ascending (None: MFQ-30's 0..5), over
+            which answers are counted for the count statistics.
+        probs: ``(P, Q, K)`` stored distributions over ``scale`` (``exact``), else None.
+        repetitions: Repetitions per cell an exact run stands for (count statistics such
+            as the non-unanimity rate need it), or None.
     """
 
     persona_ids: IntArray
@@ -261,6 +308,9 @@ class RunCells:
     method: Method
     excluded_personas: tuple[int, ...]
     foundations: Mapping[int, str]
+    scale: tuple[float, ...] | None = None
+    probs: FloatArray | None = None
+    repetitions: int | None = None
 
     @property
     def n_personas(self) -> int:
@@ -283,6 +333,7 @@ def cells_from_ratings(
     *,
     foundations: Mapping[int, str] | None = None,
     invalid: float = INVALID_RATING,
+    scale: Sequence[float] | None = None,
 ) -> RunCells:
     """Cells of a sampled run, with the exclusions of ``analyze_ratings``.
 
@@ -290,13 +341,21 @@ def cells_from_ratings(
         persona_ids, item_ids, ratings: ``(N,)`` arrays, one entry per answer.
         foundations: Item id -> foundation (default MFQ-30 with catch items).
         invalid: Rating value marking an answer without a valid rating.
+        scale: The scale's values (default MFQ-30's 0..5), for the count statistics.
     """
     grouped = cell_ratings(persona_ids, item_ids, ratings, invalid=invalid)
-    return cells_from_cell_ratings(grouped, foundations=foundations)
+    return cells_from_cell_ratings(grouped, foundations=foundations, scale=scale)
+
+
+def _ascending(scale: Sequence[float] | None) -> tuple[float, ...] | None:
+    return None if scale is None else tuple(sorted(float(v) for v in scale))
 
 
 def cells_from_cell_ratings(
-    cells: CellRatings, *, foundations: Mapping[int, str] | None = None
+    cells: CellRatings,
+    *,
+    foundations: Mapping[int, str] | None = None,
+    scale: Sequence[float] | None = None,
 ) -> RunCells:
     """:func:`cells_from_ratings` for ratings already grouped into cells."""
     mapping = _mapping(cells.item_ids, foundations)
@@ -312,6 +371,7 @@ def cells_from_cell_ratings(
         method="sampling",
         excluded_personas=excluded,
         foundations=mapping,
+        scale=_ascending(scale),
     )
 
 
@@ -323,6 +383,7 @@ def cells_from_distributions(
     scale: Sequence[float],
     foundations: Mapping[int, str] | None = None,
     temperature: float | None = None,
+    repetitions: int | None = None,
 ) -> RunCells:
     """Cells of an exact run: each cell's mean and population sd from its distribution.
 
@@ -335,6 +396,7 @@ def cells_from_distributions(
         scale: ``(K,)`` rating value of each column.
         foundations: Item id -> foundation (default MFQ-30 with catch items).
         temperature: Optional re-temperaturing ratio (new / collection temperature).
+        repetitions: Repetitions per cell the run stands for (count statistics), or None.
     """
     pid = np.asarray(persona_ids)
     iid = np.asarray(item_ids)
@@ -368,6 +430,9 @@ def cells_from_distributions(
     mu_m, sigma_m = mu.reshape(n_p, n_q), sigma.reshape(n_p, n_q)
     complete = ~np.isnan(mu_m).any(axis=1)
     excluded = excluded_personas(complete, personas)
+    order = np.argsort(grid, kind="stable")  # count statistics read the scale ascending
+    cell_probs = np.zeros((n_p * n_q, len(grid)))
+    cell_probs[cell] = p[:, order]
     return RunCells(
         persona_ids=personas[complete],
         item_ids=items,
@@ -378,6 +443,9 @@ def cells_from_distributions(
         method="exact",
         excluded_personas=excluded,
         foundations=mapping,
+        scale=tuple(float(v) for v in grid[order]),
+        probs=cell_probs.reshape(n_p, n_q, len(grid))[complete],
+        repetitions=repetitions,
     )
 
 
@@ -394,11 +462,18 @@ def run_cells(run: LoadedRun) -> RunCells:
             d[[f"p{k}" for k in scale]].to_numpy(dtype=float),
             scale=scale,
             foundations=run.foundations,
+            repetitions=run.planned_repetitions,
         )
     r = run.columns  # numpy columns: a CSV run needs no pandas frame here
     if not len(r):
         raise ValueError(f"run {run.name!r} has no answers yet")
-    return cells_from_ratings(r.persona_id, r.item_id, r.rating, foundations=run.foundations)
+    return cells_from_ratings(
+        r.persona_id,
+        r.item_id,
+        r.rating,
+        foundations=run.foundations,
+        scale=run.instrument.scale,
+    )
 
 
 # --- estimators -----------------------------------------------------------------------------
@@ -815,9 +890,10 @@ class FamilySignificance:
 
     def verdict(self, contrast: str, metric: str, scope: str = OVERALL) -> DifferenceTest:
         """The test the verdict on ``metric`` rests on: the corrected estimator's where
-        it has one (``S``, ``sigma_bar``, ``R``), else this result's own."""
+        it has one (``S``, ``sigma_bar``, ``R``), else this result's own (the count
+        statistics have a single estimator)."""
         corrected = self.corrected
-        if corrected is not None:
+        if corrected is not None and _has_correction(metric):
             tests = corrected.contrasts.get(contrast)
             if tests is not None and scope in tests.tests.get(metric, {}):
                 return tests.tests[metric][scope]
@@ -839,7 +915,7 @@ class FamilySignificance:
             for scope, estimate in by_scope.items():
                 row = dict(estimate.to_dict()) if reference is not None else {}
                 if corrected is not None and scope in corrected.estimates.get(run, {}):
-                    row.update(corrected_keys(corrected.estimates[run][scope]))
+                    row.update(corrected_keys(_corrected_only(corrected.estimates[run][scope])))
                 out[run][scope] = row
         return out
 
@@ -923,6 +999,16 @@ class StudySignificance:
             "seed": self.seed,
             "holm": self.holm,
         }
+
+
+def _corrected_only(estimate: MetricEstimate) -> MetricEstimate:
+    """``estimate`` restricted to the statistics that have a bias-corrected estimator."""
+    keep = [name for name in estimate.estimates if _has_correction(name)]
+    return MetricEstimate(
+        {n: estimate.estimates[n] for n in keep},
+        {n: v for n, v in estimate.intervals.items() if n in keep},
+        {n: v for n, v in estimate.interval_methods.items() if n in keep},
+    )
 
 
 def corrected_keys(estimate: MetricEstimate) -> dict[str, Any]:
@@ -1135,25 +1221,49 @@ def draw_estimators(
     n_boot: int,
     n_rerun_boot: int,
     rng: np.random.Generator,
+    counts: bool = False,
 ) -> dict[str, EstimatorDraws]:
     """:func:`_draw` for several estimators from the same persona draws (one matrix product).
 
     The rerun bootstrap (``n_rerun_boot > 0``) only feeds the reference estimator.
+    ``counts``: also the count statistics (:func:`count_statistics_tested`), from the
+    same persona and rerun draws; they have one estimator, so every estimator's draws
+    hold the same values for them. The moment statistics' numbers are the same with or
+    without them (the same random draws; their sums in separate products).
     """
     scopes = _scopes(runs)
     labels = list(runs)
     # Per run, the averaged columns of every estimator side by side.
     parts = {k: [_averaged(r, e) for e in estimators] for k, r in runs.items()}
     averaged = {k: np.concatenate(parts[k], axis=1) for k in labels}
+    count_names = [st.name for st in count_statistics_tested()] if counts else []
+    groups = {name: cols for name, cols in scopes.items() if name != OVERALL}
+    feats = {k: _count_features(runs[k], groups) for k in labels} if count_names else {}
+    extras = {
+        k: f.by_persona.reshape(runs[k].n_personas, -1) for k, f in feats.items() if f is not None
+    }
+    persona_feats: dict[str, FloatArray] = {}
 
     per_run: dict[str, tuple[FloatArray, FloatArray]] = {}
     if paired:
-        sd_all, avg_all = persona_bootstrap_replicates(
-            np.concatenate([runs[k].mu for k in labels], axis=1),
-            np.concatenate([averaged[k] for k in labels], axis=1),
-            n_boot=n_boot,
-            rng=rng,
-        )
+        mu_all = np.concatenate([runs[k].mu for k in labels], axis=1)
+        avg_cat = np.concatenate([averaged[k] for k in labels], axis=1)
+        if extras:
+            sd_all, avg_all, extra_all = persona_bootstrap_sums(
+                mu_all,
+                avg_cat,
+                np.concatenate([extras[k] for k in labels if k in extras], axis=1),
+                n_boot=n_boot,
+                rng=rng,
+            )
+            e0 = 0
+            for k in labels:
+                if k in extras and extra_all is not None:
+                    width = extras[k].shape[1]
+                    persona_feats[k] = extra_all[:, e0 : e0 + width]
+                    e0 += width
+        else:
+            sd_all, avg_all = persona_bootstrap_replicates(mu_all, avg_cat, n_boot=n_boot, rng=rng)
         q0 = a0 = 0
         for k in labels:
             q, a = runs[k].mu.shape[1], averaged[k].shape[1]
@@ -1161,19 +1271,64 @@ def draw_estimators(
             q0, a0 = q0 + q, a0 + a
     else:
         for k in labels:
-            per_run[k] = persona_bootstrap_replicates(
-                runs[k].mu, averaged[k], n_boot=n_boot, rng=rng
-            )
+            if k in extras:
+                sd_k, avg_k, extra_k = persona_bootstrap_sums(
+                    runs[k].mu, averaged[k], extras[k], n_boot=n_boot, rng=rng
+                )
+                per_run[k] = (sd_k, avg_k)
+                if extra_k is not None:
+                    persona_feats[k] = extra_k
+            else:
+                per_run[k] = persona_bootstrap_replicates(
+                    runs[k].mu, averaged[k], n_boot=n_boot, rng=rng
+                )
 
     rerun_items: dict[str, tuple[FloatArray, FloatArray] | None] = {}
+    rerun_feats: dict[str, FloatArray] = {}
     if n_rerun_boot > 0 and "reference" in estimators:
         for k in labels:
             cells = runs[k].cells
-            rerun_items[k] = (
-                None  # exact run: nothing to resample
-                if cells is None
-                else rerun_bootstrap_replicates(cells, n_boot=n_rerun_boot, rng=rng)
-            )
+            feat = feats.get(k)
+            if cells is None:
+                rerun_items[k] = None  # exact run: nothing to resample
+            elif feat is not None:
+                sd_r, sig_r, feat_r = rerun_bootstrap_sums(
+                    cells, feat, n_boot=n_rerun_boot, rng=rng
+                )
+                rerun_items[k] = (sd_r, sig_r)
+                if feat_r is not None:
+                    rerun_feats[k] = feat_r
+            else:
+                rerun_items[k] = rerun_bootstrap_replicates(cells, n_boot=n_rerun_boot, rng=rng)
+
+    # Count statistics per run and scope: point values, persona and rerun replicates.
+    count_point: dict[str, dict[str, dict[str, float]]] = {}
+    count_persona: dict[str, dict[str, dict[str, FloatArray]]] = {}
+    count_rerun: dict[str, dict[str, dict[str, FloatArray]]] = {}
+    for k in labels if count_names else ():
+        feat = feats.get(k)
+        grid: Sequence[float] = runs[k].scale or tuple(float(v) for v in mfq30().scale)
+        nan_p = dict.fromkeys(count_names, math.nan)
+        if feat is None:
+            count_point[k] = {scope: dict(nan_p) for scope in scopes}
+            count_persona[k] = {
+                scope: {n: np.full(n_boot, math.nan) for n in count_names} for scope in scopes
+            }
+            count_rerun[k] = {
+                scope: {n: np.full(max(n_rerun_boot, 1), math.nan) for n in count_names}
+                for scope in scopes
+            }
+            continue
+        point_k = _count_values(
+            feat, feat.by_persona.sum(axis=0)[None], grid, count_names, list(groups)
+        )
+        count_point[k] = {
+            scope: {n: float(v[0]) for n, v in values.items()} for scope, values in point_k.items()
+        }
+        reps = persona_feats[k].reshape(n_boot, feat.n_groups, feat.width)
+        count_persona[k] = _count_values(feat, reps, grid, count_names, list(groups))
+        if k in rerun_feats:
+            count_rerun[k] = _count_values(feat, rerun_feats[k], grid, count_names, list(groups))
 
     out: dict[str, EstimatorDraws] = {}
     for index, estimator in enumerate(estimators):
@@ -1192,6 +1347,9 @@ def draw_estimators(
                 values = _scope_values(sd, avg, cols, estimator)
                 point[k][scope] = {name: float(v) for name, v in values.items()}
                 persona[k][scope] = _scope_values(sd_boot, avg_boot, cols, estimator)
+                if k in count_point:
+                    point[k][scope].update(count_point[k][scope])
+                    persona[k][scope].update(count_persona[k][scope])
         rerun = None
         if rerun_items and estimator == "reference":
             rerun = {}
@@ -1208,6 +1366,13 @@ def draw_estimators(
                     scope: _scope_values(sd_r, sig_r, cols, "reference")
                     for scope, cols in scopes.items()
                 }
+                if k in count_point:
+                    for scope in scopes:
+                        rerun[k][scope].update(
+                            count_rerun[k][scope]
+                            if k in count_rerun
+                            else {n: np.full(n_rerun_boot, math.nan) for n in count_names}
+                        )
         jackknife = None
         if estimator == "corrected":
             jackknife = {}
@@ -1228,6 +1393,40 @@ def draw_estimators(
             jackknife=jackknife,
             n_personas={k: run.n_personas for k, run in runs.items()},
         )
+    return out
+
+
+def _count_features(run: RunCells, groups: Mapping[str, NDArray[np.intp]]) -> CountFeatures | None:
+    """The count statistics' cell features of ``run`` per foundation group (None: none
+    registered, ratings off the scale, or no cells to count)."""
+    if run.cells is not None:
+        return sampled_count_features(run.cells, groups, run.scale)
+    if run.probs is not None:
+        return exact_count_features(run.probs, groups, run.repetitions)
+    return None
+
+
+def _count_values(
+    feat: CountFeatures,
+    sums: FloatArray,
+    scale: Sequence[float],
+    names: Sequence[str],
+    groups: Sequence[str],
+) -> dict[str, dict[str, FloatArray]]:
+    """Scope (foundations, then ``overall``) -> count statistic -> ``(N,)`` values, from
+    ``(N, G, width)`` feature sums per group (the foundations partition the items, so
+    their sums add up to the overall ones)."""
+    full = np.concatenate([sums, sums.sum(axis=1, keepdims=True)], axis=1)
+    n, n_scopes, width = full.shape
+    flat = full.reshape(n * n_scopes, width)
+    values = count_statistic_draws({name: flat[:, sl] for name, sl in feat.slices.items()}, scale)
+    scopes = [*groups, OVERALL]
+    out: dict[str, dict[str, FloatArray]] = {}
+    for j, scope in enumerate(scopes):
+        out[scope] = {
+            name: values[name].reshape(n, n_scopes)[:, j] if name in values else np.full(n, np.nan)
+            for name in names
+        }
     return out
 
 
@@ -1253,8 +1452,11 @@ def _log(x: FloatArray | float) -> Any:
 
 def is_log_scale(metric: str) -> bool:
     """Whether ``metric`` is tested on the log scale (else as a plain difference)."""
-    by_name = {st.name: st for st in statistics()}
-    return getattr(by_name.get(metric), "test_scale", "log") == "log"
+    try:
+        stat = get_statistic(metric)  # a dict lookup: called for every test and draw set
+    except UnknownNameError:
+        return True
+    return getattr(stat, "test_scale", "log") == "log"
 
 
 _is_log = is_log_scale
@@ -1282,8 +1484,20 @@ def point_values(mu: FloatArray, sigma: FloatArray) -> dict[str, float]:
 def _normal_test(
     statistic: float, se_persona: float, se_rerun: float, variance: str, z_crit: float
 ) -> tuple[float, float, float, float, float]:
-    """``(se, z, p, low, high)`` of a Wald test of ``statistic = 0``."""
+    """``(se, z, p, low, high)`` of a Wald test of ``statistic = 0``.
+
+    When every persona-bootstrap replicate of the contrast equals its point value
+    (``se = se_persona = 0``: a discrete statistic, such as the modal rating, on which
+    every resample agrees) the bootstrap distribution is a point mass: p = 1 and the
+    interval ``[0, 0]`` for a zero statistic, p = 0 and ``[statistic, statistic]``
+    otherwise (the limit of the Wald test). With ``se = 0`` from the rerun scheme
+    alone (exact runs have no rerun noise) there is no test (NaN).
+    """
     se = _combine(se_persona, se_rerun, variance)
+    if se == 0 and se_persona == 0 and math.isfinite(statistic):
+        if statistic == 0:
+            return se, 0.0, 1.0, 0.0, 0.0
+        return se, math.copysign(math.inf, statistic), 0.0, statistic, statistic
     if not (math.isfinite(statistic) and math.isfinite(se)) or se <= 0:
         return se, math.nan, math.nan, math.nan, math.nan
     z = statistic / se
@@ -1542,6 +1756,7 @@ def family_significance(
         n_boot=n_boot,
         n_rerun_boot=n_rerun,
         rng=generator,
+        counts=True,
     )
     holm_text = "within the family: over overall and foundations, per contrast and metric"
     other = None
@@ -1758,6 +1973,7 @@ __all__ = [
     "compare_runs",
     "corrected_fields",
     "corrected_keys",
+    "count_statistics_tested",
     "family_significance",
     "holm",
     "is_log_scale",

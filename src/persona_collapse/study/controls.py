@@ -13,8 +13,9 @@ All of it resumes (the stores never hold a slot twice) and shows in ``study stat
 and ``study run --dry-run``. :func:`analyse_controls` compares every variant with its
 family's base: instability (non-unanimity, normalised Gini) of MFQ persona cells, BFI
 persona cells, the capability tasks and lookup; paired-bootstrap accuracy and
-non-unanimity deltas of the control tasks (a two-sided p from the normal approximation
-to each percentile CI, Holm-adjusted across the study); and the difference between the
+non-unanimity deltas of the control tasks (a two-sided p inverting each percentile CI,
+:func:`~persona_collapse.stats.controls.percentile_p_value`, Holm-adjusted across the
+study); and the difference between the
 rise of persona non-unanimity (persona bootstrap SEs) and that of each control task
 (SE from its delta's CI), with a normal 95 % CI, from which
 :mod:`persona_collapse.report.controls` words its verdicts. Persona cells are counted
@@ -410,14 +411,6 @@ def _answers(cs: ControlStore, name: str) -> ControlAnswers | None:
     )
 
 
-def _p_from_ci(point: float, lo: float, hi: float) -> float:
-    """Two-sided p-value of a normal approximation whose 95 % interval is [lo, hi]."""
-    se = (hi - lo) / (2 * 1.959963984540054)
-    if not math.isfinite(se) or se <= 0:
-        return 0.0 if point != 0 else 1.0
-    return math.erfc(abs(point / se) / math.sqrt(2))
-
-
 def analyse_controls(study: LoadedStudy) -> ControlsReport | None:
     """Instability side by side, capability deltas and verdicts; None without controls."""
     cfg = study.config
@@ -497,7 +490,7 @@ def analyse_controls(study: LoadedStudy) -> ControlsReport | None:
                             est.point,
                             est.lo,
                             est.hi,
-                            _p_from_ci(est.point, est.lo, est.hi),
+                            est.p,
                             math.nan,
                         )
                     )
