@@ -175,3 +175,25 @@ def test_page_puts_headline_and_main_figures_first(hostile_outcome: StudyOutcome
     significance = page.split('<section id="significance">')[1].split("</section>")[0]
     assert "<details><summary>All " in significance
     assert "</table></details>" in significance
+
+
+def test_significance_cis_are_on_each_statistics_own_scale(hostile_outcome: StudyOutcome) -> None:
+    # A difference-scale statistic's CI is a plain difference, never a percentage.
+    from persona_collapse.stats.display import delta, is_difference
+    from persona_collapse.stats.registry import statistics
+
+    by_label = {delta(s.name): s.name for s in statistics()}
+    page = hostile_outcome.files.html.read_text(encoding="utf-8")
+    significance = page.split('<section id="significance">')[1].split("</section>")[0]
+    seen = {"difference": 0, "relative": 0}
+    for row in significance.split("<tr>")[1:]:
+        cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+        if len(cells) < 5 or cells[4] == "—":
+            continue
+        if is_difference(by_label[cells[2]]):
+            assert "%" not in cells[4], cells
+            seen["difference"] += 1
+        else:
+            assert "%" in cells[4], cells
+            seen["relative"] += 1
+    assert seen["difference"] > 0 and seen["relative"] > 0

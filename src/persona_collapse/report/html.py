@@ -363,6 +363,13 @@ def _p_cell(value: Any) -> str:
     return format_p(p).removeprefix("p = ").removeprefix("p ") if math.isfinite(p) else "—"
 
 
+def _ci_cell(metric: str, low: float, high: float) -> str:
+    """A test's 95 % CI on the statistic's own scale (plain difference or relative change)."""
+    if is_difference(metric):
+        return f"[{fmt_change(metric, low)}, {fmt_change(metric, high)}]"
+    return f"[{fmt_pct(low)}, {fmt_pct(high)}]"
+
+
 def _significance(results: StudyResults) -> Html:
     rows = results.significance
     if rows is None:
@@ -416,7 +423,7 @@ def _significance(results: StudyResults) -> Html:
                 shown,
                 "—"
                 if not (math.isfinite(low) and math.isfinite(high))
-                else f"[{fmt_pct(low)}, {fmt_pct(high)}]",
+                else _ci_cell(metric, low, high),
                 _p_cell(row["p_value"]),
                 _p_cell(row["p_holm"]),
                 "yes" if row.get("significant") else "no",
