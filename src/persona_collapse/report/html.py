@@ -586,6 +586,12 @@ def _controls(results: StudyResults) -> Html:
     return Html(render_section(results.controls, table=table, esc=esc))
 
 
+def _trajectories(results: StudyResults) -> Html:
+    from persona_collapse.report.trajectory import render_section
+
+    return Html(render_section(results.trajectories, table=table, esc=esc))
+
+
 def render_html(
     results: StudyResults,
     figures: Sequence[RenderedFigure],
@@ -626,6 +632,7 @@ def render_html(
             Html(_diagnostics_table(results).markup + _persona_failures(results).markup),
         ),
         ("Is it persona-specific?", _controls(results)),
+        ("Training trajectories", _trajectories(results)),
         ("Significance", _significance(results)),
         ("Protocol", _protocol(results)),
         ("Data", _counts(results)),

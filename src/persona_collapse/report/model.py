@@ -27,6 +27,7 @@ from persona_collapse.variants.verify.results import VerifyResult
 
 if TYPE_CHECKING:
     from persona_collapse.report.controls import ControlsReport
+    from persona_collapse.stats.trajectory import Trajectory
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,21 @@ class FamilyResult:
 
 
 @dataclass(frozen=True)
+class TrajectoryReport:
+    """What the report's trajectory section shows.
+
+    Attributes:
+        trajectories: ``family/variant`` -> its trajectory, in study order.
+        svg: The figure (R, S, entropy against step) as inline SVG (None: not drawn).
+        figure_missing: Why there is no figure (None when there is one).
+    """
+
+    trajectories: Mapping[str, Trajectory]
+    svg: str | None = None
+    figure_missing: str | None = None
+
+
+@dataclass(frozen=True)
 class StudyResults:
     """A whole study's results, ready to render.
 
@@ -271,6 +287,8 @@ class StudyResults:
     alpha: float = 0.05
     controls: ControlsReport | None = None
     """Persona-specificity controls (None when the study has none)."""
+    trajectories: TrajectoryReport | None = None
+    """Checkpoint trajectories of variants (None when no variant has checkpoints)."""
 
     def variants(self) -> list[VariantResult]:
         """Every variant of every family, in order."""
@@ -765,6 +783,7 @@ __all__ = [
     "FamilyResult",
     "StudyResults",
     "TemperaturePoint",
+    "TrajectoryReport",
     "VariantDiagnostics",
     "VariantResult",
     "Verdict",

@@ -12,7 +12,11 @@ from typing import Any
 from persona_collapse.core.files import claim_output_dir
 from persona_collapse.report import ReportFiles, StudyResults, write_report
 from persona_collapse.study.analysis import analyse_study
-from persona_collapse.study.checkpoints import collect_checkpoints, write_trajectory_outputs
+from persona_collapse.study.checkpoints import (
+    collect_checkpoints,
+    study_trajectories,
+    write_trajectory_outputs,
+)
 from persona_collapse.study.controls import (
     analyse_controls,
     collect_study_controls,
@@ -96,8 +100,15 @@ def report_study(
     if controls is not None:
         results = dataclasses.replace(results, controls=controls)
         write_controls_outputs(controls, out, study=study)
+    trajectories = study_trajectories(study)
+    if trajectories:
+        from persona_collapse.report.trajectory import trajectory_report
+
+        lines = {f"{f}/{v}": t for (f, v), t in trajectories.items()}
+        section = trajectory_report(lines, figures=figures)
+        results = dataclasses.replace(results, trajectories=section)
     files = write_report(results, out, figures=figures)
-    write_trajectory_outputs(study, out, figures=figures)
+    write_trajectory_outputs(study, out, figures=figures, trajectories=trajectories)
     logger.info("study %s: report written to %s", study.config.name, files.html)
     return StudyOutcome(study=study, results=results, files=files)
 
