@@ -592,6 +592,12 @@ def _trajectories(results: StudyResults) -> Html:
     return Html(render_section(results.trajectories, table=table, esc=esc))
 
 
+def _geometry(results: StudyResults) -> Html:
+    from persona_collapse.report.geometry import render_section
+
+    return Html(render_section(results.geometry, table=table, esc=esc))
+
+
 def render_html(
     results: StudyResults,
     figures: Sequence[RenderedFigure],
@@ -633,6 +639,7 @@ def render_html(
         ),
         ("Is it persona-specific?", _controls(results)),
         ("Training trajectories", _trajectories(results)),
+        ("Persona geometry", _geometry(results)),
         ("Significance", _significance(results)),
         ("Protocol", _protocol(results)),
         ("Data", _counts(results)),

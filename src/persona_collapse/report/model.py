@@ -248,6 +248,25 @@ class TrajectoryReport:
 
 
 @dataclass(frozen=True)
+class GeometryReport:
+    """What the report's hidden-state geometry section shows.
+
+    Attributes:
+        families: Family -> its
+            :class:`~persona_collapse.report.geometry.GeometryAnalysis` (typed loosely:
+            that module draws figures, which this one must not import).
+        svgs: Family -> its figures as inline SVG (title, SVG); empty when not drawn.
+        figure_missing: Why there are no figures (None when there are).
+        notes: Remarks (variants left out, and why).
+    """
+
+    families: Mapping[str, Any]
+    svgs: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    figure_missing: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class StudyResults:
     """A whole study's results, ready to render.
 
@@ -289,6 +308,8 @@ class StudyResults:
     """Persona-specificity controls (None when the study has none)."""
     trajectories: TrajectoryReport | None = None
     """Checkpoint trajectories of variants (None when no variant has checkpoints)."""
+    geometry: GeometryReport | None = None
+    """Hidden-state persona geometry (None when the study ran none)."""
 
     def variants(self) -> list[VariantResult]:
         """Every variant of every family, in order."""
@@ -781,6 +802,7 @@ __all__ = [
     "ChangeTest",
     "DataCounts",
     "FamilyResult",
+    "GeometryReport",
     "StudyResults",
     "TemperaturePoint",
     "TrajectoryReport",

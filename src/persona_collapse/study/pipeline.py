@@ -107,10 +107,32 @@ def report_study(
         lines = {f"{f}/{v}": t for (f, v), t in trajectories.items()}
         section = trajectory_report(lines, figures=figures)
         results = dataclasses.replace(results, trajectories=section)
+    results = _with_geometry(study, results, out, figures=figures)
     files = write_report(results, out, figures=figures)
     write_trajectory_outputs(study, out, figures=figures, trajectories=trajectories)
     logger.info("study %s: report written to %s", study.config.name, files.html)
     return StudyOutcome(study=study, results=results, files=files)
+
+
+def _with_geometry(
+    study: LoadedStudy, results: StudyResults, out: Path, *, figures: bool
+) -> StudyResults:
+    """``results`` with the geometry section, its tables and figures written (unchanged
+    without a ``geometry`` block or collected states)."""
+    if study.config.geometry is None:
+        return results
+    from persona_collapse.report.geometry import geometry_report
+    from persona_collapse.study.geometry import (
+        analyse_study_geometry,
+        plan_geometry,
+        write_study_geometry,
+    )
+
+    analyses = analyse_study_geometry(study)
+    write_study_geometry(analyses, out, figures=figures)
+    notes = [f"{plan.family}/{note}" for plan in plan_geometry(study) for note in plan.skipped]
+    section = geometry_report(analyses, notes=notes, figures=figures)
+    return results if section is None else dataclasses.replace(results, geometry=section)
 
 
 def run_study(
@@ -147,6 +169,10 @@ def run_study(
     collect_checkpoints(study, backend_builder=backend_builder, progress=progress)
     if study.config.controls is not None:
         collect_study_controls(study, backend_builder=backend_builder, progress=progress)
+    if study.config.geometry is not None:
+        from persona_collapse.study.geometry import collect_study_geometry
+
+        collect_study_geometry(study)
     outcome = report_study(study, output_dir=output_dir, figures=figures, force=force)
     return StudyOutcome(
         study=study, results=outcome.results, files=outcome.files, collection=collection
