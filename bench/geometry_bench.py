@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                             args.batch_size, args.max_batch_tokens))  # fmt: skip
     print(
         f"  batched (<= {args.batch_size} prompts, <= {args.max_batch_tokens} tokens per pass; "
-        f"{passes} pass{'' if passes == 1 else 'es'}): {batched:8.1f} personas/s ({batched_cpu:.1f} per CPU second)"
+        f"{passes} pass{'' if passes == 1 else 'es'}): {batched:8.1f} personas/s "
+        f"({batched_cpu:.1f} per CPU second)"
     )
     print(f"  one at a time:     {single:8.1f} personas/s ({single_cpu:.1f} per CPU second)")
     print(
