@@ -130,6 +130,9 @@ def test_study_geometry_settings_are_checked(tmp_path: Path) -> None:
     sim_only = load_study(write_study(tmp_path / "c", overrides={"geometry": {}}))
     with pytest.raises(ConfigError, match="no family has its base variant on a 'transformers'"):
         plan_geometry(sim_only)
+    with pytest.raises(ConfigError, match="no family has its base variant"):
+        run_study(sim_only, progress=False, figures=False)
+    assert not sim_only.config.store_path.exists()  # refused before anything was collected
     named = load_study(write_study(tmp_path / "d", overrides={"geometry": {"families": ["fam"]}}))
     with pytest.raises(ConfigError, match="does not run on a 'transformers' backend"):
         plan_geometry(named)

@@ -20,7 +20,8 @@ Scaling on a GPU: prompts are sorted by length and run in batches of
 ``batch_size`` with right padding (the padding after the final token cannot affect
 it under causal attention, so no attention mask is passed and the model keeps its
 fused causal attention kernel), so the cost is about (prompts / batch_size) forward
-passes; raise ``batch_size`` until memory runs short (the states kept per batch
+passes; raise ``batch_size`` until memory runs short (``max_batch_tokens`` caps the
+padded tokens of a pass, so long prompts go fewer at a time; the states kept per batch
 are ``batch x (L+1) x d``, copied to the CPU as float16 at once). A model larger
 than one device is loaded with ``device_map="auto"`` (``accelerate`` spreads the
 layers over the GPUs and the CPU); inputs go to the device of the embedding layer.

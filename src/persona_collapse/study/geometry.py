@@ -195,7 +195,12 @@ def collect_study_geometry(
             out[plan.family] = {v.name: p for v, p in zip(plan.variants, saved, strict=True) if p}
             continue
         logger.info("study %s: hidden states of family %s", study.config.name, plan.family)
-        reader = StateReader.load(plan.model, batch_size=settings.batch_size, **plan.load)
+        reader = StateReader.load(
+            plan.model,
+            batch_size=settings.batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
+            **plan.load,
+        )
         try:
             out[plan.family] = collect_variants(
                 reader, list(plan.variants), texts, templates, folder, progress=progress

@@ -163,6 +163,10 @@ def run_study(
     claim_study_output(study, force=force)  # the run store goes there too
     if output_dir is not None:
         claim_study_output(study, output_dir, force=force)
+    if study.config.geometry is not None:
+        from persona_collapse.study.geometry import plan_geometry
+
+        plan_geometry(study)  # a geometry block no family can serve fails before collecting
     collection = collect_study(
         study, backend_builder=backend_builder, progress=progress, preflight=preflight
     )

@@ -78,6 +78,7 @@ file's folder, and a path leading outside it is refused unless ``allow_outside``
       templates: 4                    # family whose base runs on transformers)
       max_personas: null
       batch_size: 8
+      max_batch_tokens: null          # most padded tokens per forward pass
       device_map: null
       draws: 60                       # paired subsamples of the excess CIs
       fraction: 0.8
@@ -662,7 +663,10 @@ class StudyGeometry(BaseModel):
     """Only the first N of the protocol's personas (default: all)."""
 
     batch_size: int = Field(default=8, ge=1, le=4096)
-    """Prompts per forward pass."""
+    """Most prompts per forward pass."""
+
+    max_batch_tokens: int | None = Field(default=None, ge=1)
+    """Most padded tokens per forward pass (None: only ``batch_size`` limits a batch)."""
 
     device_map: str | None = None
     """Spread a large model over devices (e.g. ``auto``); device and dtype otherwise
