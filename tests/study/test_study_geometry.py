@@ -22,10 +22,10 @@ from _tiny_models import save_tiny_adapter, save_tiny_model  # noqa: E402
 from persona_collapse.backends import hidden_states  # noqa: E402
 from persona_collapse.core.errors import ConfigError  # noqa: E402
 from persona_collapse.core.personas import builtin_personas  # noqa: E402
-from persona_collapse.report.geometry import geometry_report, render_section  # noqa: E402
+from persona_collapse.report.geometry import render_section  # noqa: E402
 from persona_collapse.report.html import esc, table  # noqa: E402
-from persona_collapse.study import load_study  # noqa: E402
-from persona_collapse.study.geometry import analyse_study_geometry, plan_geometry  # noqa: E402
+from persona_collapse.study import load_study, pipeline  # noqa: E402
+from persona_collapse.study.geometry import plan_geometry  # noqa: E402
 from persona_collapse.study.pipeline import report_study, run_study  # noqa: E402
 
 PERSONAS = 6
@@ -104,13 +104,14 @@ def test_study_geometry_is_collected_reused_and_reported(
     assert "tiny/other: not on a &#x27;transformers&#x27; backend" in section
     assert "No figures: figures were switched off" in section
 
-    # With figures: the layer curves and the excess inline, every figure as PNG.
-    analyses = analyse_study_geometry(study)
-    drawn = geometry_report(analyses, figures=True, png_folder=tmp_path / "png")
-    page = render_section(drawn, table=table, esc=esc)
+    # With figures (the report's geometry step alone; the study's other figures take most
+    # of a minute here): the layer curves and the excess inline, every figure as PNG.
+    drawn = pipeline._with_geometry(study, outcome.results, tmp_path / "rep", figures=True)
+    page = render_section(drawn.geometry, table=table, esc=esc)
     assert page.count("<svg") == 2 and "Excess ΔPR, ΔPR and displacement" in page
-    assert (tmp_path / "png" / "tiny" / "geometry_layers.png").read_bytes()[:4] == b"\x89PNG"
-    assert (tmp_path / "png" / "tiny" / "excess.png").is_file()
+    pngs = tmp_path / "rep" / "geometry" / "tiny"
+    assert (pngs / "geometry_layers.png").read_bytes()[:4] == b"\x89PNG"
+    assert (pngs / "excess.png").is_file() and (pngs / "layer_summary.csv").is_file()
 
     # Reruns reuse the states: no model is loaded again.
     def no_model(*args: object, **kwargs: object) -> None:

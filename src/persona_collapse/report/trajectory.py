@@ -1,4 +1,6 @@
-"""Figures of checkpoint trajectories: statistics against training step, one line per run.
+"""Checkpoint trajectories in figures (statistics against training step, one line per run)
+and in the report's "Training trajectories" section (:func:`trajectory_report`,
+:func:`render_section`).
 
 Follows :mod:`persona_collapse.report.figures`: ``plot_*`` functions draw on ``ax`` (new
 axes when None), pass ``**kwargs`` to the line and return the axes. Intermediate
@@ -15,10 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from persona_collapse.core.errors import UserError
+from persona_collapse.core.errors import MissingDependencyError, UserError
 from persona_collapse.core.files import atomic_path
+from persona_collapse.core.formatting import fmt_pm
 from persona_collapse.report.figures import OTHER_COLORS, axis_label, new_axes
 from persona_collapse.report.model import TrajectoryReport
+from persona_collapse.stats.registry import get_statistic
 from persona_collapse.stats.trajectory import Trajectory
 
 if TYPE_CHECKING:
@@ -163,8 +167,6 @@ def trajectory_report(
         return None
     if not figures:
         return TrajectoryReport(trajectories, figure_missing="figures were switched off")
-    from persona_collapse.core.errors import MissingDependencyError
-
     try:
         from persona_collapse.report.figures import _svg_fragment
 
@@ -176,14 +178,10 @@ def trajectory_report(
 
 
 def _pm(est: Any, digits: int) -> str:
-    from persona_collapse.core.formatting import fmt_pm
-
     return "—" if est is None else fmt_pm(est.value, est.se, digits)
 
 
 def _step_rows(traj: Trajectory) -> list[list[str]]:
-    from persona_collapse.stats.registry import get_statistic
-
     rows = []
     for p in traj.points:
         est = p.metrics.estimates

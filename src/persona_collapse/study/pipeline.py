@@ -123,15 +123,17 @@ def _with_geometry(
         return results
     from persona_collapse.report.geometry import geometry_report
     from persona_collapse.study.geometry import (
+        GEOMETRY_DIR,
         analyse_study_geometry,
         plan_geometry,
         write_study_geometry,
     )
 
     analyses = analyse_study_geometry(study)
-    write_study_geometry(analyses, out, figures=figures)
+    write_study_geometry(analyses, out, figures=False)
     notes = [f"{plan.family}/{note}" for plan in plan_geometry(study) for note in plan.skipped]
-    section = geometry_report(analyses, notes=notes, figures=figures)
+    # The figures are drawn once, for the page (SVG) and as PNG files beside the tables.
+    section = geometry_report(analyses, notes=notes, figures=figures, png_folder=out / GEOMETRY_DIR)
     return results if section is None else dataclasses.replace(results, geometry=section)
 
 
