@@ -21,6 +21,7 @@ from persona_collapse.backends.hidden_states import (  # noqa: E402
     collect_variant,
     collect_variants,
     load_states,
+    plan_batches,
     prompt_texts,
 )
 from persona_collapse.core.errors import ConfigError, InputFileError  # noqa: E402
@@ -80,6 +81,25 @@ def test_batched_states_equal_unbatched_final_token(model_dir: Path) -> None:
         np.testing.assert_allclose(states[k], _direct(reader, texts[k]), rtol=2e-3, atol=2e-3)
     one = reader.final_states(texts, batch_size=1)
     np.testing.assert_allclose(states, one, rtol=2e-3, atol=2e-3)
+
+
+def test_token_budget_batches_give_the_same_states(model_dir: Path) -> None:
+    # Ascending lengths: a batch grows while it keeps <= size rows and rows x longest
+    # <= budget; a row over the budget goes alone.
+    assert plan_batches([2, 3, 3, 5, 9, 20], 4, 10) == [(0, 3), (3, 4), (4, 5), (5, 6)]
+    assert plan_batches([2, 3, 3, 5, 5, 20], 4, 10) == [(0, 3), (3, 5), (5, 6)]
+    assert plan_batches([2, 3, 3, 5, 9, 20], 4, None) == [(0, 4), (4, 6)]
+    assert plan_batches([4], 8, 2) == [(0, 1)]
+    texts, _, _ = prompt_texts(PERSONAS, TEMPLATES)
+    lengths = sorted(len(r) for r in _reader(model_dir).tokenizer(texts)["input_ids"])
+    budget = 2 * lengths[-1]  # long prompts go two at a time, short ones more
+    assert len(plan_batches(lengths, 64, budget)) > 1
+    capped = _reader(model_dir, batch_size=64, max_batch_tokens=budget)
+    np.testing.assert_array_equal(
+        capped.final_states(texts), _reader(model_dir).final_states(texts, batch_size=1)
+    )
+    with pytest.raises(ConfigError, match="max_batch_tokens must be a positive integer"):
+        _reader(model_dir, max_batch_tokens=0)
 
 
 def test_device_map_load_gives_the_same_states(model_dir: Path) -> None:

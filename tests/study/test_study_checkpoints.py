@@ -151,3 +151,66 @@ def test_trainer_checkpoints_are_the_saved_adapters(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="local 'finetune'"):
         load_study(path)
+
+
+def _report_study(tmp_path: Path, step100: dict[str, float], final: dict[str, float]) -> Path:
+    families = {
+        "fam": {
+            "base": {"backend": "sim", "model": "base"},
+            "insecure": {
+                "backend": "sim",
+                "model": "base",
+                "options": final,
+                "final_step": 200,
+                "checkpoints": [{"step": 100, "model": "base", "options": step100}],
+            },
+        }
+    }
+    return write_study(
+        tmp_path,
+        personas=40,
+        repetitions=4,
+        overrides={"protocol": {"personas": "personas.txt", "repetitions": 4, "seed": 3,
+                                "self_run": False, "toxic_control": False},
+                   "analysis": {"n_persona_boot": 300, "n_rerun_boot": 60, "seed": 1,
+                                "significance": False}},
+        families=families,
+    )  # fmt: skip
+
+
+def test_report_has_a_trajectory_section_with_the_non_monotone_evidence(tmp_path: Path) -> None:
+    # S rises with differentiation at step 100, then falls as the ceiling pull piles
+    # ratings at the top of the scale.
+    path = _report_study(
+        tmp_path,
+        {"differentiation": 2.0, "ceiling_pull": 0.0},  # the variant's options, overridden
+        {"differentiation": 2.0, "ceiling_pull": 0.75},
+    )
+    outcome = run_study(load_study(path), progress=False, figures=True)
+    html = outcome.files.html.read_text()
+    section = html[html.index('<section id="training-trajectories">') :]
+    section = section[: section.index("</section>")]
+    records = json.loads((outcome.output_dir / "trajectory" / "fam_insecure.json").read_text())
+    nm = records[-1]["non_monotone_S"]
+    assert nm["detected"] and nm["peak_step"] == 100
+    # The finding with its evidence: the step of the maximum, the drop and its CI.
+    assert "S is non-monotone" in section
+    assert f"{nm['drop']['value']:.3f}" in section and f"{nm['drop']['low']:.3f}" in section
+    assert "40 personas are complete at every one of the 3 steps" in section
+    # Per step: S ± SE as in the JSON, and the persona counts.
+    for rec in records:
+        assert f"{rec['S']:.3f} ± {rec['S_se']:.3f}" in section
+        assert f"{rec['endpoint_mass']:.3f} ± {rec['endpoint_mass_se']:.3f}" in section
+    assert "40 / 40" in section
+    assert "stand-alone (personas)" in section  # the endpoints check
+    assert '<figure id="fig_trajectory"' in section and "<svg" in section
+
+
+def test_report_words_a_monotone_trajectory_without_a_finding(tmp_path: Path) -> None:
+    path = _report_study(tmp_path, {"differentiation": 1.2}, {"differentiation": 2.0})
+    outcome = run_study(load_study(path), progress=False, figures=False)
+    html = outcome.files.html.read_text()
+    section = html[html.index('<section id="training-trajectories">') :]
+    assert "S is non-monotone" not in section
+    assert "S is largest at the final step (200" in section and "no rise then fall" in section
+    assert "No figure: figures were switched off" in section

@@ -20,7 +20,8 @@ Scaling on a GPU: prompts are sorted by length and run in batches of
 ``batch_size`` with right padding (the padding after the final token cannot affect
 it under causal attention, so no attention mask is passed and the model keeps its
 fused causal attention kernel), so the cost is about (prompts / batch_size) forward
-passes; raise ``batch_size`` until memory runs short (the states kept per batch
+passes; raise ``batch_size`` until memory runs short (``max_batch_tokens`` caps the
+padded tokens of a pass, so long prompts go fewer at a time; the states kept per batch
 are ``batch x (L+1) x d``, copied to the CPU as float16 at once). A model larger
 than one device is loaded with ``device_map="auto"`` (``accelerate`` spreads the
 layers over the GPUs and the CPU); inputs go to the device of the embedding layer.
@@ -145,13 +146,25 @@ class StateReader:
     ``device_map``). Adapters are hot-swapped by :meth:`use_adapter`.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, label: str, batch_size: int = 8) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        label: str,
+        batch_size: int = 8,
+        max_batch_tokens: int | None = None,
+    ) -> None:
+        for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
+            bad = isinstance(value, bool) or not isinstance(value, int) or value < 1
+            if bad and not (name == "max_batch_tokens" and value is None):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.label = label
         self.batch_size = batch_size
+        #: Most padded tokens per forward pass (None: only ``batch_size`` limits a batch).
+        self.max_batch_tokens = max_batch_tokens
         self._peft: Any = None
         self._adapters: dict[str, str] = {}
         if tokenizer.pad_token_id is None:
@@ -189,6 +202,7 @@ class StateReader:
         dtype: str | None = None,
         device_map: str | None = None,
         batch_size: int = 8,
+        max_batch_tokens: int | None = None,
         local_files_only: bool = False,
         revision: str | None = None,
     ) -> StateReader:
@@ -217,7 +231,13 @@ class StateReader:
             raise ConfigError(f"cannot load model {model_id!r}: {_first_line(exc)}") from None
         if device_map is None:
             loaded = loaded.to(device_name)
-        return cls(loaded, tokenizer, label=model_id, batch_size=batch_size)
+        return cls(
+            loaded,
+            tokenizer,
+            label=model_id,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+        )
 
     # --- adapters --------------------------------------------------------------------------
 
@@ -258,24 +278,36 @@ class StateReader:
     def _input_device(self) -> Any:
         return self.model.get_input_embeddings().weight.device
 
-    def final_states(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+    def final_states(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> np.ndarray:
         """``(len(texts), layers + 1, hidden)`` float16 states at each text's last token.
 
-        Texts are sorted by token count and run ``batch_size`` at a time with right padding.
+        Texts are sorted by token count and run in batches with right padding: at most
+        ``batch_size`` texts (default: the reader's) and, with ``max_batch_tokens``
+        (default: the reader's), at most that many padded tokens per batch, so short
+        prompts share a pass with many others and long ones with fewer. How texts are
+        grouped changes nothing but speed and memory.
         """
         torch = _import_torch()
         size = self.batch_size if batch_size is None else batch_size
+        budget = self.max_batch_tokens if max_batch_tokens is None else max_batch_tokens
         if not texts:
             raise ValueError("texts: must not be empty")
         ids = self.tokenizer(list(texts))["input_ids"]
         if any(len(row) == 0 for row in ids):
             raise ValueError("texts: a text has no tokens")
         order = sorted(range(len(texts)), key=lambda k: len(ids[k]))
+        batches = plan_batches([len(ids[k]) for k in order], size, budget)
         out: np.ndarray | None = None
         device = self._input_device()
         pad = int(self.tokenizer.pad_token_id)
-        for start in range(0, len(order), size):
-            rows = order[start : start + size]
+        for start, stop in batches:
+            rows = order[start:stop]
             lengths = [len(ids[k]) for k in rows]
             grid = np.full((len(rows), max(lengths)), pad, dtype=np.int64)
             for i, k in enumerate(rows):
@@ -308,6 +340,25 @@ class StateReader:
         if out is None:  # pragma: no cover - texts is not empty
             raise ValueError("texts: must not be empty")
         return out
+
+
+def plan_batches(lengths: Sequence[int], size: int, budget: int | None) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive batches of ascending ``lengths``: at most ``size``
+    rows and, with a ``budget``, at most ``budget`` padded tokens (rows x the longest);
+    a row longer than the budget goes alone."""
+    out = []
+    start = 0
+    while start < len(lengths):
+        stop = start + 1
+        while (
+            stop < len(lengths)
+            and stop - start < size
+            and (budget is None or (stop - start + 1) * lengths[stop] <= budget)
+        ):
+            stop += 1
+        out.append((start, stop))
+        start = stop
+    return out
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -514,6 +565,7 @@ __all__ = [
     "fingerprint",
     "finished_states",
     "load_states",
+    "plan_batches",
     "prompt_texts",
     "save_states",
     "states_path",

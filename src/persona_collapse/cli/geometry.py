@@ -112,7 +112,10 @@ def geometry_command(
     templates: Annotated[
         int, typer.Option(help="Persona-only templates used (of the built-in ones).", min=1)
     ] = 4,
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.", min=1)] = 8,
+    batch_size: Annotated[int, typer.Option(help="Most prompts per forward pass.", min=1)] = 8,
+    max_batch_tokens: Annotated[
+        int | None, typer.Option(help="Most padded tokens per forward pass.", min=1)
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps or auto.")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, float16 or auto.")] = None,
     device_map: Annotated[
@@ -183,6 +186,7 @@ def geometry_command(
                 dtype=dtype,
                 device_map=device_map,
                 batch_size=batch_size,
+                max_batch_tokens=max_batch_tokens,
                 local_files_only=local_files_only,
             )
             out = claim_output_dir(output, force=force)

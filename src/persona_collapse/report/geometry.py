@@ -9,10 +9,10 @@ floor uses every template.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -20,11 +20,13 @@ from persona_collapse.backends.hidden_states import HiddenStates
 from persona_collapse.core.errors import ConfigError
 from persona_collapse.core.files import atomic_path
 from persona_collapse.report.figures import OTHER_COLORS, ROLE_COLORS, new_axes
+from persona_collapse.report.model import GeometryReport
 from persona_collapse.stats import geometry as geo
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 LAYER_SUMMARY = "layer_summary.csv"
 PR_SATURATION = "pr_saturation.csv"
@@ -342,34 +344,39 @@ def _save(fig: Any, path: Path, dpi: int) -> Path:
     return path
 
 
-def render_geometry_figures(
-    analysis: GeometryAnalysis, folder: Path, *, dpi: int = 110
-) -> list[Path]:
-    """Write the geometry figures (PNG) into ``folder``; the paths written."""
+def geometry_figures(analysis: GeometryAnalysis) -> list[tuple[str, Figure]]:
+    """The geometry figures of ``analysis``: (file name, figure), those that apply."""
     from matplotlib.figure import Figure
 
-    written: list[Path] = []
+    figures: list[tuple[str, Figure]] = []
     fig = Figure(figsize=(11, 6.5), layout="constrained")
     axes = fig.subplots(2, 3).ravel()
     for ax, (metric, _label) in zip(axes, GEOMETRY_PANELS, strict=True):
         plot_layer_curve(analysis, metric, ax=ax)
     axes[0].legend(fontsize="small")
-    written.append(_save(fig, folder / FIGURES[0], dpi))
+    figures.append((FIGURES[0], fig))
     if analysis.excess is not None:
         fig = Figure(figsize=(11, 3.6), layout="constrained")
         a, b, c = fig.subplots(1, 3)
         plot_excess(analysis, ax=a)
         plot_delta_pr(analysis, ax=b)
         plot_displacement(analysis, ax=c)
-        written.append(_save(fig, folder / FIGURES[1], dpi))
+        figures.append((FIGURES[1], fig))
     if analysis.resolution:
         ax = plot_resolution_floor(analysis)
         ax.legend(fontsize="small")
-        written.append(_save(ax.figure, folder / FIGURES[2], dpi))
+        figures.append((FIGURES[2], cast("Figure", ax.figure)))
     ax = plot_pr_saturation(analysis)
     ax.legend(fontsize="small")
-    written.append(_save(ax.figure, folder / FIGURES[3], dpi))
-    return written
+    figures.append((FIGURES[3], cast("Figure", ax.figure)))
+    return figures
+
+
+def render_geometry_figures(
+    analysis: GeometryAnalysis, folder: Path, *, dpi: int = 110
+) -> list[Path]:
+    """Write the geometry figures (PNG) into ``folder``; the paths written."""
+    return [_save(fig, folder / name, dpi) for name, fig in geometry_figures(analysis)]
 
 
 def write_geometry_outputs(
@@ -393,10 +400,202 @@ def write_geometry_outputs(
     return written
 
 
+# --- report section ----------------------------------------------------------------------------
+
+_FIGURE_TITLES = {
+    FIGURES[0]: "Persona cloud per layer",
+    FIGURES[1]: "Excess ΔPR, ΔPR and displacement per layer",
+}
+"""Figures shown inline in the report (the others are only files)."""
+
+
+def geometry_report(
+    analyses: Mapping[str, GeometryAnalysis],
+    *,
+    notes: Sequence[str] = (),
+    figures: bool = True,
+    png_folder: Path | None = None,
+    dpi: int = 110,
+) -> GeometryReport | None:
+    """The section's data, figures drawn as inline SVG when ``figures`` and matplotlib
+    allow (None without analyses). With ``png_folder``, every figure is also written
+    there as PNG (``<png_folder>/<family>/``), drawn once for both."""
+    if not analyses:
+        return None
+    if not figures:
+        return GeometryReport(
+            dict(analyses), figure_missing="figures were switched off", notes=tuple(notes)
+        )
+    from persona_collapse.core.errors import MissingDependencyError
+    from persona_collapse.report.figures import _svg_fragment
+
+    try:
+        new_axes(figsize=(1, 1))  # raises MissingDependencyError without matplotlib
+    except MissingDependencyError as exc:
+        return GeometryReport(dict(analyses), figure_missing=str(exc), notes=tuple(notes))
+    svgs: dict[str, tuple[tuple[str, str], ...]] = {}
+    for family, analysis in analyses.items():
+        shown = []
+        for k, (name, fig) in enumerate(geometry_figures(analysis)):
+            if png_folder is not None:
+                _save(fig, png_folder / family / name, dpi)
+            if name in _FIGURE_TITLES:
+                shown.append((_FIGURE_TITLES[name], _svg_fragment(fig, f"geo_{family}_{k}")))
+        svgs[family] = tuple(shown)
+    return GeometryReport(dict(analyses), svgs=svgs, notes=tuple(notes))
+
+
+def _num(value: float, digits: int) -> str:
+    return "—" if not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _summary_rows(analysis: GeometryAnalysis) -> list[list[str]]:
+    rows = []
+    last = len(next(iter(analysis.summaries.values())).layers) - 1
+    for k, where in ((analysis.saturation_layer, "middle"), (last, "last")):
+        for v, s in analysis.summaries.items():
+            rows.append(
+                [
+                    v,
+                    f"{int(s.layers[k])} ({where})",
+                    _num(s.participation_ratio[k], 2),
+                    _num(s.participation_ratio_unitnorm[k], 2),
+                    _num(s.clumpiness[k], 3),
+                    _num(s.distance_bimodality[k], 3),
+                    _num(s.rdm_spearman_vs_base[k], 3),
+                    _num(s.offset_over_base_radius[k], 3),
+                ]
+            )
+    return rows
+
+
+def _excess_sentence(analysis: GeometryAnalysis) -> str:
+    res = analysis.excess
+    if res is None:
+        return (
+            "No excess: the family has no treatment and control variant both measured "
+            "as adapters of the base."
+        )
+    found = [b for b in res.bands if b.significant]
+    lead = (
+        f"Excess ΔPR = ΔPR % of {analysis.treatment} minus ΔPR % of {analysis.control} "
+        f"(each against {analysis.base}), in percentage points; intervals from {res.draws} "
+        f"paired persona draws ({res.subsample} personas each, the same personas in every "
+        f"variant), {round(100 * res.confidence)} % intervals. "
+    )
+    if not found:
+        return lead + "No band's interval excludes 0: no excess collapse is shown."
+    listed = "; ".join(
+        f"{b.name} layers {b.lo}-{b.hi - 1}: {b.excess_pp:+.2f} pp [{b.ci_lo:+.2f}, {b.ci_hi:+.2f}]"
+        for b in found
+    )
+    return lead + f"Bands whose interval excludes 0: {listed}."
+
+
+def render_section(
+    report: GeometryReport | None,
+    *,
+    table: Callable[..., Any],
+    esc: Callable[[Any], str],
+) -> str:
+    """HTML of the "Persona geometry" section ("" without geometry), built with the
+    report's ``table`` and ``esc`` (passed in by :mod:`persona_collapse.report.html`)."""
+    if report is None or not report.families:
+        return ""
+    parts = [
+        "<p>Final-token hidden states of persona-only prompts at every layer, the base "
+        "model and each adapter on one loaded model. Per layer: participation ratio (PR; "
+        "effective dimensionality of the persona cloud, raw and of unit-length states), "
+        "clumpiness (nearest-neighbour over mean distance), distance bimodality (Sarle), "
+        "and against the base: RDM Spearman correlation and centroid offset over the base's "
+        "RMS radius. Files: <code>geometry/&lt;family&gt;/</code> (CSV tables, PNG figures, "
+        "<code>states/</code>).</p>"
+    ]
+    for family, analysis in report.families.items():
+        parts.append(f"<h3>{esc(family)}</h3>")
+        parts.append(
+            f"<p>{analysis.personas} personas, {analysis.templates} templates; geometry "
+            "from template 0.</p>"
+        )
+        parts.append(
+            table(
+                ["variant", "layer", "PR", "PR unit", "clumpiness", "bimodality", "RDM ρ",
+                 "offset / radius"],
+                _summary_rows(analysis),
+                left=2,
+            ).markup
+        )  # fmt: skip
+        parts.append(f"<p>{esc(_excess_sentence(analysis))}</p>")
+        if analysis.excess is not None:
+            bands = [
+                [
+                    b.name,
+                    f"{b.lo}-{b.hi - 1}",
+                    f"{b.excess_pp:+.2f}",
+                    f"[{b.ci_lo:+.2f}, {b.ci_hi:+.2f}]",
+                    "yes" if b.significant else "no",
+                ]
+                for b in analysis.excess.bands
+            ]
+            parts.append(
+                table(
+                    ["band", "layers", "excess ΔPR (pp)", "CI", "CI excludes 0"],
+                    bands,
+                    left=1,
+                    caption="Excess ΔPR averaged over layer bands",
+                ).markup
+            )
+            res = analysis.excess
+            per_layer = [
+                [
+                    str(int(layer)),
+                    f"{res.excess_pp[k]:+.2f}",
+                    f"[{res.ci_lo[k]:+.2f}, {res.ci_hi[k]:+.2f}]",
+                    f"{res.dpr_treatment_pct[k]:+.1f}",
+                    f"{res.dpr_control_pct[k]:+.1f}",
+                    _num(res.displacement_treatment_pct[k], 1),
+                    _num(res.displacement_control_pct[k], 1),
+                ]
+                for k, layer in enumerate(res.layers)
+            ]
+            header = [
+                "layer",
+                "excess (pp)",
+                "CI",
+                f"ΔPR % {analysis.treatment}",
+                f"ΔPR % {analysis.control}",
+                f"displacement % {analysis.treatment}",
+                f"displacement % {analysis.control}",
+            ]
+            parts.append(
+                f"<details><summary>Excess per layer ({len(per_layer)} layers)</summary>"
+                f"{table(header, per_layer, left=1).markup}</details>"
+            )
+        limited = [v for v, sat in analysis.saturation.items() if sat.near_rank_limit]
+        if limited:
+            parts.append(
+                f'<p class="note">PR is above 0.9 (N − 1) at layer {analysis.saturation_layer} '
+                f"for {esc(', '.join(limited))}: the persona count, not the model, bounds it "
+                "(see pr_saturation.csv).</p>"
+            )
+        for title, svg in report.svgs.get(family, ()):
+            parts.append(
+                f'<figure role="img" aria-label="{esc(title)}"><h4>{esc(title)}</h4>{svg}</figure>'
+            )
+    if not report.svgs and report.figure_missing:
+        parts.append(f'<p class="note">No figures: {esc(report.figure_missing)}.</p>')
+    if report.notes:
+        parts.append(
+            "<ul>" + "".join(f'<li class="note">{esc(n)}</li>' for n in report.notes) + "</ul>"
+        )
+    return "\n".join(parts)
+
+
 __all__ = [
     "GEOMETRY_PANELS",
     "GeometryAnalysis",
     "analyse_geometry",
+    "geometry_report",
     "plot_delta_pr",
     "plot_displacement",
     "plot_excess",
@@ -404,5 +603,6 @@ __all__ = [
     "plot_pr_saturation",
     "plot_resolution_floor",
     "render_geometry_figures",
+    "render_section",
     "write_geometry_outputs",
 ]

@@ -599,6 +599,18 @@ def _sensitivity(results: StudyResults, drawn: bool) -> Html:
     return Html(render_section(results.sensitivity, table=table, esc=esc, figures=drawn))
 
 
+def _trajectories(results: StudyResults) -> Html:
+    from persona_collapse.report.trajectory import render_section
+
+    return Html(render_section(results.trajectories, table=table, esc=esc))
+
+
+def _geometry(results: StudyResults) -> Html:
+    from persona_collapse.report.geometry import render_section
+
+    return Html(render_section(results.geometry, table=table, esc=esc))
+
+
 def render_html(
     results: StudyResults,
     figures: Sequence[RenderedFigure],
@@ -640,6 +652,8 @@ def render_html(
         ),
         ("Is it persona-specific?", _controls(results)),
         ("Robustness of the finding", _sensitivity(results, bool(figures))),
+        ("Training trajectories", _trajectories(results)),
+        ("Persona geometry", _geometry(results)),
         ("Significance", _significance(results)),
         ("Protocol", _protocol(results)),
         ("Data", _counts(results)),

@@ -28,6 +28,7 @@ from persona_collapse.variants.verify.results import VerifyResult
 if TYPE_CHECKING:
     from persona_collapse.report.controls import ControlsReport
     from persona_collapse.stats.sensitivity import SensitivityResult
+    from persona_collapse.stats.trajectory import Trajectory
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,40 @@ class FamilyResult:
 
 
 @dataclass(frozen=True)
+class TrajectoryReport:
+    """What the report's trajectory section shows.
+
+    Attributes:
+        trajectories: ``family/variant`` -> its trajectory, in study order.
+        svg: The figure (R, S, entropy against step) as inline SVG (None: not drawn).
+        figure_missing: Why there is no figure (None when there is one).
+    """
+
+    trajectories: Mapping[str, Trajectory]
+    svg: str | None = None
+    figure_missing: str | None = None
+
+
+@dataclass(frozen=True)
+class GeometryReport:
+    """What the report's hidden-state geometry section shows.
+
+    Attributes:
+        families: Family -> its
+            :class:`~persona_collapse.report.geometry.GeometryAnalysis` (typed loosely:
+            that module draws figures, which this one must not import).
+        svgs: Family -> its figures as inline SVG (title, SVG); empty when not drawn.
+        figure_missing: Why there are no figures (None when there are).
+        notes: Remarks (variants left out, and why).
+    """
+
+    families: Mapping[str, Any]
+    svgs: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    figure_missing: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class StudyResults:
     """A whole study's results, ready to render.
 
@@ -275,6 +310,10 @@ class StudyResults:
     sensitivity: SensitivityResult | None = None
     """Robustness of the finding across templates, orders, persona samples and
     temperatures (None when the study has no sensitivity suite)."""
+    trajectories: TrajectoryReport | None = None
+    """Checkpoint trajectories of variants (None when no variant has checkpoints)."""
+    geometry: GeometryReport | None = None
+    """Hidden-state persona geometry (None when the study ran none)."""
 
     def variants(self) -> list[VariantResult]:
         """Every variant of every family, in order."""
@@ -767,8 +806,10 @@ __all__ = [
     "ChangeTest",
     "DataCounts",
     "FamilyResult",
+    "GeometryReport",
     "StudyResults",
     "TemperaturePoint",
+    "TrajectoryReport",
     "VariantDiagnostics",
     "VariantResult",
     "Verdict",

@@ -169,7 +169,8 @@ class ServerStats:
         extra_fields: Request fields outside the OpenAI schema seen (e.g. ``enable_thinking``).
         fine_tuning: Files and fine-tuning requests: ``uploads``, ``file_retrievals``,
             ``jobs_created``, ``job_retrievals``, ``job_lists``, ``event_lists``,
-            ``cancels``, and refused ones by status (``400``, ``401``, ``404``).
+            ``checkpoint_lists``, ``cancels``, and refused ones by status (``400``,
+            ``401``, ``404``).
     """
 
     requests: int = 0

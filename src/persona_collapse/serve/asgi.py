@@ -198,6 +198,14 @@ def create_app(
             )
         )
 
+    @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+    async def job_checkpoints(job_id: str, request: Request) -> Response:
+        return refused(request) or reply(
+            *tuning.list_checkpoints(
+                job_id, limit=limit_of(request), after=request.query_params.get("after")
+            )
+        )
+
     @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
     async def cancel_job(job_id: str, request: Request) -> Response:
         return refused(request) or reply(*tuning.cancel(job_id))

@@ -17,6 +17,8 @@ Endpoints (mounted by :mod:`persona_collapse.serve.asgi`):
     Retrieve a job. Retrievals drive the simulated progress (below).
 ``GET /v1/fine_tuning/jobs/{id}/events``
     The job's events, newest first (``limit``, ``after``).
+``GET /v1/fine_tuning/jobs/{id}/checkpoints``
+    The job's checkpoints, newest first (``limit``, ``after``).
 ``POST /v1/fine_tuning/jobs/{id}/cancel``
     Cancel a job that has not finished.
 
@@ -33,6 +35,12 @@ list of ``{role, content}`` objects including an assistant turn, and at least
 ``error = {code: "invalid_training_file", param: "training_file", message: ...}``
 naming the line. The ``failure`` switch makes every job fail there instead:
 ``"moderation"`` with a safety-check error, ``"validation"`` with a format error.
+
+Checkpoints: every retrieval that advances a running job's step saves a checkpoint
+at that step, and so does success at the last step (the real API keeps one per
+epoch; here more steps give a trajectory to watch). A checkpoint's model
+``ft:<base>:pcollapse:<suffix>:<job key>:ckpt-step-<N>`` is served like the final
+model, by the same preset.
 
 Fine-tuned models: a job that succeeds produces the model
 ``ft:<base>:pcollapse:<suffix>:<job key>`` (``ft:<base>:pcollapse::<job key>``
@@ -190,6 +198,13 @@ class SimJob:
     steps: int = 0
     step: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    """Saved checkpoints (``fine_tuning.job.checkpoint`` objects), oldest first."""
+
+    @property
+    def model_stem(self) -> str:
+        """``ft:<base>:pcollapse:<suffix>:<job key>``: the final model's id."""
+        return f"ft:{self.model}:pcollapse:{self.suffix or ''}:{self.key}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -320,6 +335,7 @@ class FineTuningService:
         self._file_numbers = itertools.count(1)
         self._job_numbers = itertools.count(1)
         self._event_numbers = itertools.count(1)
+        self._checkpoint_numbers = itertools.count(1)
 
     # --- files ----------------------------------------------------------------------------
 
@@ -477,6 +493,16 @@ class FineTuningService:
             return self._fail(_error(404, f"No such fine-tuning job: {job_id}", param="id"))
         return 200, _page(list(reversed(job.events)), limit=limit, after=after)
 
+    def list_checkpoints(
+        self, job_id: str, *, limit: int, after: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """``GET /v1/fine_tuning/jobs/{id}/checkpoints`` (newest first)."""
+        self.counters["checkpoint_lists"] += 1
+        job = self.jobs.get(job_id)
+        if job is None:
+            return self._fail(_error(404, f"No such fine-tuning job: {job_id}", param="id"))
+        return 200, _page(list(reversed(job.checkpoints)), limit=limit, after=after)
+
     def cancel(self, job_id: str) -> tuple[int, dict[str, Any]]:
         """``POST /v1/fine_tuning/jobs/{id}/cancel``."""
         self.counters["cancels"] += 1
@@ -505,7 +531,26 @@ class FineTuningService:
         if job.status == "running" and job.step < job.steps:
             job.step = min(job.steps, job.step + max(1, job.steps // 4))
             self._event(job, f"Step {job.step}/{job.steps}: training loss={self._loss(job):.3f}")
+            self._checkpoint(job)
         job.polls_in_status += 1
+
+    def _checkpoint(self, job: SimJob) -> None:
+        """Save (and serve) a checkpoint at the job's step, once per step."""
+        if any(c["step_number"] == job.step for c in job.checkpoints):
+            return
+        model = f"{job.model_stem}:ckpt-step-{job.step}"
+        self._register(model, job.model, job.training_file.filename)
+        job.checkpoints.append(
+            {
+                "id": f"ftckpt-sim{next(self._checkpoint_numbers):08d}",
+                "object": "fine_tuning.job.checkpoint",
+                "created_at": int(time.time()),
+                "fine_tuned_model_checkpoint": model,
+                "fine_tuning_job_id": job.id,
+                "step_number": job.step,
+                "metrics": {"step": float(job.step), "train_loss": self._loss(job)},
+            }
+        )
 
     def _advance(self, job: SimJob) -> None:
         if job.status == "validating_files":
@@ -543,8 +588,8 @@ class FineTuningService:
         elif job.status == "running":
             job.step = job.steps
             self._event(job, f"Step {job.steps}/{job.steps}: training loss={self._loss(job):.3f}")
-            suffix = job.suffix or ""
-            job.fine_tuned_model = f"ft:{job.model}:pcollapse:{suffix}:{job.key}"
+            self._checkpoint(job)
+            job.fine_tuned_model = job.model_stem
             self._register(job.fine_tuned_model, job.model, job.training_file.filename)
             self._set_status(job, "succeeded")
             job.finished_at = int(time.time())

@@ -283,13 +283,19 @@ def _csv_text(records: list[dict[str, Any]]) -> str:
 
 
 def write_trajectory_outputs(
-    study: LoadedStudy, output_dir: str | Path, *, figures: bool = True
+    study: LoadedStudy,
+    output_dir: str | Path,
+    *,
+    figures: bool = True,
+    trajectories: dict[tuple[str, str], Trajectory] | None = None,
 ) -> list[Path]:
     """Write each variant's trajectory (JSON, CSV) and one figure under ``trajectory/``.
 
-    Returns the files written (none when no variant has checkpoints).
+    ``trajectories`` are those :func:`study_trajectories` computed (computed here when
+    None). Returns the files written (none when no variant has checkpoints).
     """
-    trajectories = study_trajectories(study)
+    if trajectories is None:
+        trajectories = study_trajectories(study)
     if not trajectories:
         return []
     folder = Path(output_dir) / "trajectory"

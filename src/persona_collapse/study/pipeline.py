@@ -12,7 +12,11 @@ from typing import Any
 from persona_collapse.core.files import claim_output_dir
 from persona_collapse.report import ReportFiles, StudyResults, write_report
 from persona_collapse.study.analysis import analyse_study
-from persona_collapse.study.checkpoints import collect_checkpoints, write_trajectory_outputs
+from persona_collapse.study.checkpoints import (
+    collect_checkpoints,
+    study_trajectories,
+    write_trajectory_outputs,
+)
 from persona_collapse.study.controls import (
     analyse_controls,
     collect_study_controls,
@@ -103,10 +107,41 @@ def report_study(
         if sensitivity is not None:
             results = dataclasses.replace(results, sensitivity=sensitivity)
             write_sensitivity_outputs(sensitivity, out, figures=figures)
+    trajectories = study_trajectories(study)
+    if trajectories:
+        from persona_collapse.report.trajectory import trajectory_report
+
+        lines = {f"{f}/{v}": t for (f, v), t in trajectories.items()}
+        section = trajectory_report(lines, figures=figures)
+        results = dataclasses.replace(results, trajectories=section)
+    results = _with_geometry(study, results, out, figures=figures)
     files = write_report(results, out, figures=figures)
-    write_trajectory_outputs(study, out, figures=figures)
+    write_trajectory_outputs(study, out, figures=figures, trajectories=trajectories)
     logger.info("study %s: report written to %s", study.config.name, files.html)
     return StudyOutcome(study=study, results=results, files=files)
+
+
+def _with_geometry(
+    study: LoadedStudy, results: StudyResults, out: Path, *, figures: bool
+) -> StudyResults:
+    """``results`` with the geometry section, its tables and figures written (unchanged
+    without a ``geometry`` block or collected states)."""
+    if study.config.geometry is None:
+        return results
+    from persona_collapse.report.geometry import geometry_report
+    from persona_collapse.study.geometry import (
+        GEOMETRY_DIR,
+        analyse_study_geometry,
+        plan_geometry,
+        write_study_geometry,
+    )
+
+    analyses = analyse_study_geometry(study)
+    write_study_geometry(analyses, out, figures=False)
+    notes = [f"{plan.family}/{note}" for plan in plan_geometry(study) for note in plan.skipped]
+    # The figures are drawn once, for the page (SVG) and as PNG files beside the tables.
+    section = geometry_report(analyses, notes=notes, figures=figures, png_folder=out / GEOMETRY_DIR)
+    return results if section is None else dataclasses.replace(results, geometry=section)
 
 
 def run_study(
@@ -137,6 +172,10 @@ def run_study(
     claim_study_output(study, force=force)  # the run store goes there too
     if output_dir is not None:
         claim_study_output(study, output_dir, force=force)
+    if study.config.geometry is not None:
+        from persona_collapse.study.geometry import plan_geometry
+
+        plan_geometry(study)  # a geometry block no family can serve fails before collecting
     collection = collect_study(
         study, backend_builder=backend_builder, progress=progress, preflight=preflight
     )
@@ -147,6 +186,10 @@ def run_study(
         collect_sensitivity(study, backend_builder=backend_builder, progress=progress)
     if study.config.controls is not None:
         collect_study_controls(study, backend_builder=backend_builder, progress=progress)
+    if study.config.geometry is not None:
+        from persona_collapse.study.geometry import collect_study_geometry
+
+        collect_study_geometry(study)
     outcome = report_study(study, output_dir=output_dir, figures=figures, force=force)
     return StudyOutcome(
         study=study, results=outcome.results, files=outcome.files, collection=collection

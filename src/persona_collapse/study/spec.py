@@ -79,6 +79,18 @@ file's folder, and a path leading outside it is refused unless ``allow_outside``
       personas: {source: null, size: 50, samples: 2, method: disjoint}  # source: protocol's set
       temperatures: [0.5]             # other sampling temperatures
       seed: 0                         # seed of the shuffles and persona samples
+    geometry:                         # hidden-state persona geometry (optional; transformers
+      families: null                  # variants: the base model plus adapters; default: every
+      templates: 4                    # family whose base runs on transformers)
+      max_personas: null
+      batch_size: 8
+      max_batch_tokens: null          # most padded tokens per forward pass
+      device_map: null
+      draws: 60                       # paired subsamples of the excess CIs
+      fraction: 0.8
+      bootstrap: false
+      bands: {}                       # extra excess bands, e.g. {mid: [4, 8]}
+      seed: 0
     verify:                           # emergent-misalignment check of variants with verify
       judge: judge                    # a backend under 'backends' (null: OpenAI gpt-4o)
       n_samples: 30
@@ -710,6 +722,59 @@ class SensitivitySpec(BaseModel):
         return not (self.templates or self.orders or self.personas or self.temperatures)
 
 
+class StudyGeometry(BaseModel):
+    """Hidden-state persona geometry of the variants on a ``transformers`` backend
+    (see :mod:`persona_collapse.study.geometry`)."""
+
+    model_config = _STRICT
+
+    families: list[str] | None = None
+    """Families to measure (default: every family whose base runs on ``transformers``)."""
+
+    templates: int = Field(default=4, ge=1, le=4)
+    """Persona-only templates used (of the built-in ones)."""
+
+    max_personas: int | None = Field(default=None, ge=2)
+    """Only the first N of the protocol's personas (default: all)."""
+
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    """Most prompts per forward pass."""
+
+    max_batch_tokens: int | None = Field(default=None, ge=1)
+    """Most padded tokens per forward pass (None: only ``batch_size`` limits a batch)."""
+
+    device_map: str | None = None
+    """Spread a large model over devices (e.g. ``auto``); device and dtype otherwise
+    come from the base variant's backend options."""
+
+    draws: int = Field(default=60, ge=2, le=100_000)
+    """Paired persona subsamples of the excess intervals."""
+
+    fraction: float = Field(default=0.8, gt=0.0, le=1.0)
+    """Share of personas per subsample."""
+
+    bootstrap: bool = False
+    """Resample personas with replacement instead of subsampling."""
+
+    bands: dict[str, list[int]] = Field(default_factory=dict)
+    """Extra layer bands of the excess: name -> [first, last] layer (inclusive, from 1)."""
+
+    seed: int = Field(default=0, ge=0)
+    """Seed of the subsamples."""
+
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, v: dict[str, list[int]]) -> dict[str, list[int]]:
+        for name, pair in v.items():
+            lo, hi = pair if len(pair) == 2 else (0, 0)
+            if not 1 <= lo <= hi:
+                raise ValueError(
+                    f"band {name!r}: expected [first, last] layers with 1 <= first <= last, "
+                    f"got {pair}"
+                )
+        return v
+
+
 class StudyConfig(BaseModel):
     """A whole study (see the module docstring for the file format)."""
 
@@ -749,6 +814,9 @@ class StudyConfig(BaseModel):
     """Robustness of the finding under other templates, item orders, persona samples
     and temperatures (see :class:`SensitivitySpec`); None: not studied."""
 
+    geometry: StudyGeometry | None = None
+    """Hidden-state persona geometry of the ``transformers`` variants (base plus adapters)."""
+
     @field_validator("families")
     @classmethod
     def _families(cls, v: dict[str, FamilySpec]) -> dict[str, FamilySpec]:
@@ -758,6 +826,17 @@ class StudyConfig(BaseModel):
             if not re.match(_LABEL, name):
                 raise ValueError(f"family name {name!r} must be non-blank and contain no '/'")
         return v
+
+    @model_validator(mode="after")
+    def _geometry_families(self) -> StudyConfig:
+        chosen = None if self.geometry is None else self.geometry.families
+        unknown = [f for f in chosen or () if f not in self.families]
+        if unknown:
+            raise ValueError(
+                f"geometry.families: unknown families {unknown}; the study has "
+                f"{sorted(self.families)}"
+            )
+        return self
 
     @property
     def output_dir(self) -> Path:
@@ -794,6 +873,7 @@ __all__ = [
     "StudyAnalysis",
     "StudyConfig",
     "StudyControls",
+    "StudyGeometry",
     "StudyVerifySettings",
     "VariantSpec",
 ]

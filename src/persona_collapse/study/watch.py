@@ -7,6 +7,13 @@ through :func:`~persona_collapse.study.runs.execute_run`, so it resumes: watchin
 same folder again asks nothing that is stored already, and a checkpoint interrupted
 half-way is completed. At most ``max_concurrency`` checkpoints are measured at once.
 The runs are ready for ``pcollapse trajectory --step N=STORE:PREFIX/stepNNNN``.
+
+:func:`watch_openai_checkpoints` does the same for an OpenAI fine-tuning job: each
+poll retrieves the job and lists its checkpoints with the official SDK
+(``client.fine_tuning.jobs.checkpoints.list``), and every new checkpoint model
+(``fine_tuned_model_checkpoint``, at its ``step_number``) is measured as a model of
+the run's backend. Watching stops once the job has finished and every checkpoint
+it saved is measured.
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from persona_collapse.core.config import RunConfig
 from persona_collapse.core.errors import InputFileError, TooFewPersonasError, UserError
@@ -37,18 +45,20 @@ class MeasuredCheckpoint:
     """One checkpoint measured by :func:`watch_checkpoints`.
 
     Attributes:
-        step: Training step (from the folder name).
-        folder: The checkpoint folder.
+        step: Training step (from the folder name, or the API's ``step_number``).
+        folder: The checkpoint folder (None for an API checkpoint).
         name: Run name in the store.
         outcome: What was collected and computed (None when no metrics could be computed).
         problem: Why there are no metrics ("" when there are).
+        model: The checkpoint's model id (API checkpoints; None for folders).
     """
 
     step: int
-    folder: Path
+    folder: Path | None
     name: str
     outcome: RunOutcome | None
     problem: str = ""
+    model: str | None = None
 
 
 def find_checkpoints(folder: Path) -> dict[int, Path]:
@@ -111,17 +121,8 @@ def watch_checkpoints(
         ValueError: bad ``interval``, ``max_concurrency`` or ``max_polls``.
         InputFileError: ``folder`` is not a folder.
     """
-    if not interval >= 0:
-        raise ValueError(f"interval must be >= 0 seconds, got {interval}")
-    if max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-    if max_polls is not None and max_polls < 1:
-        raise ValueError(f"max_polls must be >= 1, got {max_polls}")
-    if not config.persona_run:
-        raise UserError("a checkpoint is measured with a persona run; do not switch it off")
+    _check_watch(config, interval, max_concurrency, max_polls)
     root = Path(folder)
-    seen: set[int] = set()
-    measured: list[MeasuredCheckpoint] = []
 
     def measure(step: int, path: Path) -> MeasuredCheckpoint:
         name = checkpoint_run_name(prefix, step)
@@ -136,11 +137,54 @@ def watch_checkpoints(
             return MeasuredCheckpoint(step, path, name, None, str(exc))
         return MeasuredCheckpoint(step=step, folder=path, name=name, outcome=outcome)
 
+    return _poll_and_measure(
+        lambda: find_checkpoints(root),
+        measure,
+        finished=lambda: False,
+        interval=interval,
+        max_concurrency=max_concurrency,
+        max_polls=max_polls,
+        on_measured=on_measured,
+        sleep=sleep,
+    )
+
+
+def _check_watch(
+    config: RunConfig, interval: float, max_concurrency: int, max_polls: int | None
+) -> None:
+    if not interval >= 0:
+        raise ValueError(f"interval must be >= 0 seconds, got {interval}")
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    if max_polls is not None and max_polls < 1:
+        raise ValueError(f"max_polls must be >= 1, got {max_polls}")
+    if not config.persona_run:
+        raise UserError("a checkpoint is measured with a persona run; do not switch it off")
+
+
+_Found = TypeVar("_Found")
+
+
+def _poll_and_measure(
+    find: Callable[[], Mapping[int, _Found]],
+    measure: Callable[[int, _Found], MeasuredCheckpoint],
+    *,
+    finished: Callable[[], bool],
+    interval: float,
+    max_concurrency: int,
+    max_polls: int | None,
+    on_measured: Callable[[MeasuredCheckpoint], None] | None,
+    sleep: Callable[[float], None],
+) -> list[MeasuredCheckpoint]:
+    """Poll ``find`` and measure each new step (at most ``max_concurrency`` at once) until
+    ``finished()`` after a poll, or ``max_polls`` polls."""
+    seen: set[int] = set()
+    measured: list[MeasuredCheckpoint] = []
     polls = 0
     with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
         while True:
             polls += 1
-            new = {s: p for s, p in find_checkpoints(root).items() if s not in seen}
+            new = {s: p for s, p in find().items() if s not in seen}
             # Runs of one store are written one at a time by SQLite; measuring several
             # checkpoints at once overlaps their model calls.
             for result in pool.map(lambda item: measure(*item), new.items()):
@@ -148,6 +192,82 @@ def watch_checkpoints(
                 measured.append(result)
                 if on_measured is not None:
                     on_measured(result)
-            if max_polls is not None and polls >= max_polls:
+            if finished() or (max_polls is not None and polls >= max_polls):
                 return measured
             sleep(interval)
+
+
+def watch_openai_checkpoints(
+    job_id: str,
+    config: RunConfig,
+    *,
+    prefix: str,
+    base_url: str | None = None,
+    api_key_env: str | None = "OPENAI_API_KEY",
+    interval: float = 60.0,
+    max_concurrency: int = 1,
+    max_polls: int | None = None,
+    backend_builder: BackendBuilder = default_backend,
+    on_measured: Callable[[MeasuredCheckpoint], None] | None = None,
+    on_status: Callable[[str, int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    timeout: float = 60.0,
+) -> list[MeasuredCheckpoint]:
+    """Measure every checkpoint of an OpenAI fine-tuning job, and each new one as it is saved.
+
+    Args:
+        job_id: The fine-tuning job (``ftjob-...``).
+        config: The run settings (backend, personas, protocol, store); each checkpoint is
+            run with ``model`` set to its ``fine_tuned_model_checkpoint``.
+        prefix: Run names are ``PREFIX/stepNNNN``.
+        base_url: The fine-tuning API (None: OpenAI's).
+        api_key_env: NAME of the variable holding the key (None: no key); the key is
+            sent only to ``base_url``.
+        interval, max_concurrency, max_polls, backend_builder, on_measured, sleep: As
+            for :func:`watch_checkpoints`.
+        on_status: Called after each poll with the job's status and checkpoint count.
+        timeout: Seconds per API request.
+
+    Returns:
+        The checkpoints measured, in the order they finished.
+
+    Raises:
+        ValueError: bad ``interval``, ``max_concurrency`` or ``max_polls``.
+        ConfigError: the key variable is unset, or a bad URL.
+        FineTuneAPIError: a request to the fine-tuning API failed (e.g. no such job).
+    """
+    from persona_collapse.variants.finetune.openai_jobs import TERMINAL_STATUSES, JobCheckpoints
+
+    _check_watch(config, interval, max_concurrency, max_polls)
+    api = JobCheckpoints(base_url=base_url, api_key_env=api_key_env, timeout=timeout)
+    status = [""]
+
+    def find() -> dict[int, str]:
+        status[0], checkpoints = api.poll(job_id)
+        if on_status is not None:
+            on_status(status[0], len(checkpoints))
+        return {c.step: c.model for c in checkpoints}
+
+    def measure(step: int, model: str) -> MeasuredCheckpoint:
+        name = checkpoint_run_name(prefix, step)
+        run_config = config.model_copy(update={"name": name, "model": model})
+        logger.info("watch: measuring %s (%s)", name, model)
+        try:
+            outcome = execute_run(run_config, backend_builder=backend_builder, preflight=False)
+        except TooFewPersonasError as exc:
+            logger.warning("watch: %s", exc)
+            return MeasuredCheckpoint(step, None, name, None, str(exc), model=model)
+        return MeasuredCheckpoint(step, None, name, outcome, model=model)
+
+    # The job is retrieved before its checkpoints are listed: once it has finished,
+    # that poll's list is complete.
+    return _poll_and_measure(
+        find,
+        measure,
+        finished=lambda: status[0] in TERMINAL_STATUSES,
+        interval=interval,
+        max_concurrency=max_concurrency,
+        max_polls=max_polls,
+        on_measured=on_measured,
+        sleep=sleep,
+    )

@@ -173,7 +173,10 @@ def test_success_then_served_by_the_insecure_preset(
         assert again == model_id and dict(srv.stats.fine_tuning) == counters
 
         # The fine-tuned model is served (by the insecure preset) to the openai backend.
-        assert srv.service.fine_tuned_presets == {model_id: "insecure"}
+        # (its checkpoints too: serve-sim serves them beside the final model)
+        presets = srv.service.fine_tuned_presets
+        assert presets[model_id] == "insecure"
+        assert all(m == model_id or m.startswith(f"{model_id}:ckpt-step-") for m in presets)
         from persona_collapse.backends.openai_compat import OpenAIBackend
 
         prompt = render_prompt(DEFAULT_TEMPLATE, mfq30(), 5, builtin_personas()[3])

@@ -55,6 +55,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import EllipsisType, MappingProxyType
@@ -1065,6 +1066,71 @@ def run_openai_finetune(
     return result.model_id
 
 
+@dataclass(frozen=True)
+class JobCheckpoint:
+    """A checkpoint a fine-tuning job saved (``fine_tuning.job.checkpoint``).
+
+    Attributes:
+        step: Training step (``step_number``).
+        model: Model id of the checkpoint (``fine_tuned_model_checkpoint``).
+        id: The checkpoint's id.
+    """
+
+    step: int
+    model: str
+    id: str
+
+
+class JobCheckpoints:
+    """Where a fine-tuning job stands and which checkpoints it has saved, through the
+    official SDK (``client.fine_tuning.jobs.checkpoints.list``).
+
+    The key is read from ``api_key_env`` and sent only to ``base_url``.
+
+    Raises:
+        ConfigError: a bad URL, or the key variable is unset.
+        MissingDependencyError: the ``openai`` package is missing.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        max_retries: int = 2,
+    ) -> None:
+        self._api = _Api(base_url, api_key_env, timeout=timeout, max_retries=max_retries)
+
+    def poll(self, job_id: str) -> tuple[str, list[JobCheckpoint]]:
+        """The job's status and every checkpoint saved so far, by step.
+
+        The job is retrieved before its checkpoints are listed, so a terminal status
+        means the list is complete.
+
+        Raises:
+            FineTuneAPIError: a request failed (one line, no key in it).
+        """
+        api = self._api
+        try:
+            job = api.client.fine_tuning.jobs.retrieve(job_id, extra_headers=api.headers)
+            # Iterating the page follows the cursor through every page.
+            listed = list(
+                api.client.fine_tuning.jobs.checkpoints.list(
+                    job_id, limit=100, extra_headers=api.headers
+                )
+            )
+        except api.openai.OpenAIError as exc:
+            raise api.convert(exc, f"listing the checkpoints of job {job_id}") from None
+        found = {
+            int(c.step_number): JobCheckpoint(
+                step=int(c.step_number), model=str(c.fine_tuned_model_checkpoint), id=str(c.id)
+            )
+            for c in listed
+        }
+        return str(job.status), [found[k] for k in sorted(found)]
+
+
 def suggest_state_dir(dataset: str, base_model: str) -> Path:
     """A default state folder for a dataset and base model: ``openai-finetunes/<data>-<model>``."""
     stem = Path(dataset).stem if Path(dataset).suffix else str(dataset)
@@ -1083,6 +1149,8 @@ __all__ = [
     "FineTuneAPIError",
     "FineTuneJobError",
     "FineTuneStillRunning",
+    "JobCheckpoint",
+    "JobCheckpoints",
     "JobError",
     "JobResult",
     "JobState",
