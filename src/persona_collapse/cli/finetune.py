@@ -345,7 +345,8 @@ MaxWaitOpt = Annotated[
 ]
 
 
-def _key_env(value: str) -> str | None:
+def key_env_name(value: str) -> str | None:
+    """The key variable NAME an option gives; None for "none"/"null"/empty (no key)."""
     return None if value.strip().lower() in ("", "none", "null") else value.strip()
 
 
@@ -497,7 +498,7 @@ def finetune_openai(
     chosen = get_openai_recipe(recipe, parse_overrides(set_ or []))
     target = _study_target(study, family, variant)
     folder = state_dir if state_dir is not None else suggest_state_dir(data, model)
-    key_env = _key_env(api_key_env)
+    key_env = key_env_name(api_key_env)
     try:
         state = submit_job(
             data,
@@ -600,7 +601,7 @@ def finetune_openai_status(
     if sum((wait, cancel, offline)) > 1:
         raise UserError("--wait, --cancel and --offline exclude each other")
     target = _study_target(study, family, variant)
-    key_env: Any = ... if api_key_env is None else _key_env(api_key_env)
+    key_env: Any = ... if api_key_env is None else key_env_name(api_key_env)
     state = require_state(state_dir)
     if wait:
         _wait_and_finish(

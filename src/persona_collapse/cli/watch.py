@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from persona_collapse.cli._app import app, interruptible, stdout_console
-from persona_collapse.cli.finetune import ApiKeyEnvOpt, BaseUrlOpt, _key_env
+from persona_collapse.cli.finetune import ApiKeyEnvOpt, BaseUrlOpt, key_env_name
 from persona_collapse.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def watch(
         find_checkpoints(folder)  # a missing folder is one line before anything else
     elif model is not None:
         raise UserError("--model is for a folder of adapters; a job's checkpoints are models")
-    key_env = _key_env(api_key_env)
+    key_env = key_env_name(api_key_env)
     overrides: dict[str, Any] = {
         "backend": backend or ("transformers" if folder is not None else "openai"),
         "model": model or str(openai_job),  # each job checkpoint sets its own model
