@@ -149,8 +149,9 @@ def _launch(command: list[str]) -> tuple[float, float]:
 
 
 _SPLIT = """
-import io, json, sys, time
+import io, json, os, sys, time
 marks = [time.process_time()]  # interpreter start
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as pcollapse metrics does
 import numpy, numpy.random
 marks.append(time.process_time())
 import typer.main, rich.console, rich.table

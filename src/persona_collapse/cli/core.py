@@ -28,6 +28,7 @@ from persona_collapse.cli._app import (
     metrics_table,
     print_json,
     profile_table,
+    single_threaded_blas,
     stdout_console,
 )
 from persona_collapse.cli._significance import (
@@ -93,6 +94,7 @@ def metrics(
     Capability and lookup CSVs (recognised by their columns) get the control-task
     metrics instead; the bootstrap options then count item and repetition draws.
     """
+    single_threaded_blas()  # before numpy loads
     from persona_collapse.cli.controls import control_files, control_metrics
 
     # Not AnalysisConfig: the configuration models cost a tenth of a second to import.
