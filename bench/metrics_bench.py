@@ -149,9 +149,11 @@ def _launch(command: list[str]) -> tuple[float, float]:
 
 
 _SPLIT = """
-import io, json, os, sys, time
+import gc, io, json, os, sys, time
 marks = [time.process_time()]  # interpreter start
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as pcollapse metrics does
+# As pcollapse's main() does once the CLI's modules are imported (cli._GC_THRESHOLD).
+gc.set_threshold(200_000, *gc.get_threshold()[1:])
 import numpy, numpy.random
 marks.append(time.process_time())
 import typer.main, rich.console, rich.table
