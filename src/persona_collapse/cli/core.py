@@ -24,6 +24,7 @@ from persona_collapse.cli._app import (
     check_format,
     comparison_table,
     interruptible,
+    keep_freed_memory,
     metrics_json,
     metrics_table,
     print_json,
@@ -95,6 +96,7 @@ def metrics(
     metrics instead; the bootstrap options then count item and repetition draws.
     """
     single_threaded_blas()  # before numpy loads
+    keep_freed_memory()
     from persona_collapse.cli.controls import control_files, control_metrics
 
     # Not AnalysisConfig: the configuration models cost a tenth of a second to import.
