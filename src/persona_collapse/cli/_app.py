@@ -152,8 +152,8 @@ def single_threaded_blas() -> None:
 
     The statistics do their matrix products in blocks small enough for one thread;
     OpenBLAS's default pool starts a thread per core when numpy is imported, and
-    those threads spin between products: CPU time spent on nothing (about 0.05 s of
-    a ``pcollapse metrics`` run on a 2-core machine; bench/metrics_bench.py).
+    those threads spin between products: CPU time spent on nothing (0.02-0.07 s of
+    importing numpy alone on a 2-core machine, depending on its load).
     """
     if "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
