@@ -13,6 +13,7 @@ from persona_collapse.stats.metrics import (
     RunMetrics,
     _resample_sums,
     _resample_two_valued,
+    _two_valued_draws,
     analyze_distributions,
     analyze_ratings,
     cell_moments,
@@ -206,6 +207,20 @@ def test_two_valued_cells_resample_as_binomial_counts() -> None:
         freq = np.bincount(k[:, c], minlength=n + 1) / len(k)
         # Binomial standard error of each frequency, 5 sigma plus a floor.
         assert np.all(np.abs(freq - pmf) <= 5 * np.sqrt(pmf * (1 - pmf) / len(k)) + 1e-4)
+
+
+@pytest.mark.parametrize("n", [10, 70])
+def test_two_valued_draws_invert_the_binomial_cdf(n: int) -> None:
+    # K = number of CDF values <= u, whichever way it is counted (comparisons for
+    # small n, a sorted search for large n), from one uniform per cell and draw.
+    n_high = np.array([1, n // 2, n - 1, n // 2])
+    k = _two_valued_draws(n_high, n, 50, np.random.default_rng(8))
+    u = np.random.default_rng(8).random((50, len(n_high)))
+    for c, j in enumerate(n_high):
+        q = j / n
+        pmf = [math.comb(n, i) * q**i * (1 - q) ** (n - i) for i in range(n)]
+        expected = np.searchsorted(np.cumsum(pmf), u[:, c], side="right")
+        assert np.array_equal(k[:, c], expected), c
 
 
 def _naive_replicates(

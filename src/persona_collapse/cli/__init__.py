@@ -8,6 +8,7 @@ module of this package registers its commands on the shared Typer ``app``.
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -55,6 +56,11 @@ def _root(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     args = list(argv) if argv is not None else sys.argv[1:]
+    # A command allocates many short-lived objects (option parsers, result and table
+    # objects) and few reference cycles: the default cycle collection every 700
+    # allocations costs about 5 % of `pcollapse metrics` and frees almost nothing.
+    threshold = gc.get_threshold()
+    gc.set_threshold(max(threshold[0], _GC_THRESHOLD), *threshold[1:])
     command = typer.main.get_command(_app_for(args))
     try:
         command(args=args, prog_name="pcollapse")
@@ -65,7 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except BackendError as exc:
         return backend_failure(exc)
+    finally:
+        gc.set_threshold(*threshold)
     return 0
+
+
+_GC_THRESHOLD = 200_000
 
 
 def _app_for(args: Sequence[str]) -> typer.Typer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -146,6 +147,39 @@ def backend_failure(exc: BackendError) -> int:
     return 1 if exc.resumable else 2
 
 
+def single_threaded_blas() -> None:
+    """Ask OpenBLAS for one thread, unless numpy is loaded already or the user chose.
+
+    The statistics do their matrix products in blocks small enough for one thread;
+    OpenBLAS's default pool starts a thread per core when numpy is imported, and
+    those threads spin between products: CPU time spent on nothing (0.02-0.07 s of
+    importing numpy alone on a 2-core machine, depending on its load).
+    """
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def keep_freed_memory() -> None:
+    """Let glibc's malloc keep freed memory for reuse for the rest of this process.
+
+    By default it maps each numpy temporary of a few MB afresh and hands it back when
+    freed, so every reuse faults its pages in again: two thirds of the page faults and
+    half the system time of ``pcollapse metrics`` (bench/metrics_bench.py). Setting
+    both thresholds (the trim threshold alone turns the adaptive mapping threshold
+    off) keeps allocations below 32 MB on the heap. For short commands only: memory
+    is returned at exit, not before. A no-op where the C library has no ``mallopt``.
+    """
+    import ctypes  # numpy imports it anyway
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # no C library handle, or no mallopt
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 128 << 20)
+
+
 def stdout_console() -> Console:
     # Piped output gets a wide console so tables are not folded into unreadable cells.
     return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -173,6 +207,7 @@ def metrics_table(
     slot coverage when given; runs whose model does not follow the protocol are marked †)
     and the scale-free instability and rating-distribution statistics."""
     from rich.console import Group
+    from rich.text import Text
 
     from persona_collapse.stats.compare import check_band
     from persona_collapse.stats.registry import statistics
@@ -199,19 +234,26 @@ def metrics_table(
         if coverage is not None:
             c = coverage[name]
             extra.append(f"{c.slots}/{c.planned}" + ("" if c.complete else " incomplete"))
+        # Cells as Text: plain text (a run name is never read as markup), and Rich
+        # renders them a third faster than strings (bench/metrics_bench.py).
         table.add_row(
-            f"{name} † not interpretable" if name in failing else name,
-            *(_fmt_estimate(m.estimate(st.name), st.digits) for st in persona),
-            str(m.personas),
-            str(m.questions),
-            "in" if band_check.inside else ("above" if band_check.high < m.S else "below"),
-            *extra,
+            *map(
+                Text,
+                (
+                    f"{name} † not interpretable" if name in failing else name,
+                    *(_fmt_estimate(m.estimate(st.name), st.digits) for st in persona),
+                    str(m.personas),
+                    str(m.questions),
+                    "in" if band_check.inside else ("above" if band_check.high < m.S else "below"),
+                    *extra,
+                ),
+            )
         )
         if per_foundation:
             for foundation, fm in m.per_foundation.items():
                 table.add_row(
-                    f"  {foundation}",
-                    *(_fmt_estimate(fm.estimate(st.name), st.digits) for st in persona),
+                    Text(f"  {foundation}"),
+                    *(Text(_fmt_estimate(fm.estimate(st.name), st.digits)) for st in persona),
                 )
     if not others:
         return Group(table)
@@ -223,12 +265,14 @@ def metrics_table(
     for col in ["run", *(st.label for st in others)]:
         instability.add_column(col, justify="left" if col == "run" else "right")
     for name, m in rows.items():
-        instability.add_row(name, *(_fmt_estimate(m.estimate(st.name), st.digits) for st in others))
+        instability.add_row(
+            Text(name), *(Text(_fmt_estimate(m.estimate(st.name), st.digits)) for st in others)
+        )
         if per_foundation:
             for foundation, fm in m.per_foundation.items():
                 instability.add_row(
-                    f"  {foundation}",
-                    *(_fmt_estimate(fm.estimate(st.name), st.digits) for st in others),
+                    Text(f"  {foundation}"),
+                    *(Text(_fmt_estimate(fm.estimate(st.name), st.digits)) for st in others),
                 )
     return Group(table, instability)
 

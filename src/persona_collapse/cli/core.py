@@ -24,10 +24,12 @@ from persona_collapse.cli._app import (
     check_format,
     comparison_table,
     interruptible,
+    keep_freed_memory,
     metrics_json,
     metrics_table,
     print_json,
     profile_table,
+    single_threaded_blas,
     stdout_console,
 )
 from persona_collapse.cli._significance import (
@@ -93,6 +95,8 @@ def metrics(
     Capability and lookup CSVs (recognised by their columns) get the control-task
     metrics instead; the bootstrap options then count item and repetition draws.
     """
+    single_threaded_blas()  # before numpy loads
+    keep_freed_memory()
     from persona_collapse.cli.controls import control_files, control_metrics
 
     # Not AnalysisConfig: the configuration models cost a tenth of a second to import.

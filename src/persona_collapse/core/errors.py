@@ -7,7 +7,7 @@ with status 2. Library code raises them; it never prints.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -66,8 +66,9 @@ class UnknownNameError(UserError):
         known_list = sorted(known)
         message = f"unknown {kind} {name!r}"
         close = difflib.get_close_matches(name, known_list, n=3, cutoff=0.5)
-        if close:
-            message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+        hint = did_you_mean(name, known_list)
+        if hint:
+            message += f"; {hint}"
         elif known_list:
             message += "; known: " + ", ".join(known_list)
         super().__init__(message)
@@ -131,28 +132,62 @@ class TransientBackendError(BackendError):
         self.rate_limited = rate_limited
 
 
-def format_validation_error(
-    exc: ValidationError, *, what: str = "field", known: Sequence[str] | None = None
-) -> str:
-    """One line naming the first offending field of a pydantic error and what was expected.
+def did_you_mean(name: str, known: Iterable[str]) -> str | None:
+    """``did you mean 'a' or 'b'?`` for the known names close to ``name``; None if none is."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    return "did you mean " + " or ".join(repr(c) for c in close) + "?" if close else None
 
-    The one formatter of validation errors (config files, studies, recipes, backend
-    options, server requests).
+
+def format_validation_error(
+    exc: ValidationError,
+    *,
+    what: str = "field",
+    known: Sequence[str] | None = None,
+    source: str | None = None,
+    prefix: tuple[str | int, ...] = (),
+    keys_at: Callable[[tuple[str | int, ...]], Sequence[str] | None] | None = None,
+) -> str:
+    """One line naming the offending field of a pydantic error, what was wrong and the fix.
+
+    The one formatter of validation errors (config and study files, recipes, backend
+    options, server requests). An unknown key is reported before anything else: a
+    misspelt key also makes the real one missing, and the did-you-mean names the fix.
+    Wrapper levels of root models (``root``) are left out of the field's path.
 
     Args:
         exc: The pydantic error.
         what: What the fields are (``field``, ``simulator parameter``...).
-        known: Accepted names: an unknown one is answered with the known ones and a
-            "did you mean" where one is close.
+        known: Accepted names, when they form one closed list (backend parameters): an
+            unknown one is answered with all of them and a "did you mean".
+        source: The file (or other origin) to start the line with.
+        prefix: Where in the source the validated data sit (``("verify",)``).
+        keys_at: The keys allowed at a path of the source (``prefix`` included; None
+            when not known): an unknown key gets a "did you mean" among them, or
+            "remove it", and the list.
     """
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    if err["type"] != "extra_forbidden":
-        return f"{what} {loc!r}: {err['msg']}"
-    if known is None:
-        return f"{what} {loc!r}: unknown key"
-    message = f"unknown {what} {loc!r}; known: {', '.join(known)}"
-    close = difflib.get_close_matches(str(err["loc"][-1]), list(known), n=3, cutoff=0.5)
-    if close:
-        message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-    return message
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    path = (*prefix, *(p for p in err["loc"] if p != "root"))
+    where = ".".join(str(p) for p in path) or "(top level)"
+    head = f"{source}: " if source else ""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        name = str(path[-1]) if path else ""
+        if known is not None:
+            message = f"unknown {what} {where!r}; known: {', '.join(known)}"
+            hint = did_you_mean(name, known)
+            return head + message + (f"; {hint}" if hint else "")
+        allowed = sorted(keys_at(path[:-1]) or ()) if keys_at is not None else []
+        hint = did_you_mean(name, allowed) or "remove it"
+        listed = f" (allowed keys: {', '.join(allowed)})" if allowed else ""
+        return f"{head}{what} {where!r}: unknown key; {hint}{listed}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "missing":
+        return f"{head}{what} {where!r}: {msg}; add it"
+    got = "" if kind.startswith("value_error") else f" (got {_short(err.get('input'))})"
+    return f"{head}{what} {where!r}: {msg}{got}"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

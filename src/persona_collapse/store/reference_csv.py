@@ -745,7 +745,9 @@ def _parse_numpy(file: Path) -> _Parsed | None:
     """
     try:
         data = file.read_bytes()
-        data.decode("utf-8")
+        # ASCII is UTF-8: only a file with other bytes needs decoding to be checked.
+        if data and int(np.frombuffer(data, dtype=np.uint8).max()) >= 0x80:
+            data.decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
     if data.startswith(b"\xef\xbb\xbf"):

@@ -23,7 +23,7 @@ from pydantic import (
     ValidationError,
 )
 
-from persona_collapse.core.errors import ConfigError
+from persona_collapse.core.errors import ConfigError, format_validation_error
 from persona_collapse.core.files import FilePaths
 from persona_collapse.core.yamlio import load_yaml_mapping
 from persona_collapse.study.spec import (
@@ -124,39 +124,10 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return None
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def format_study_error(exc: ValidationError, source: str, *, prefix: tuple[str, ...] = ()) -> str:
-    """One line: the file, the offending key (dotted path), the problem and the fix.
-
-    The one formatter of a study's validation errors (the file itself, and the
-    verification settings checked against the full model). An unknown key is reported
-    before anything else: a misspelt key (``familes``) also makes the real one missing,
-    and the did-you-mean names the fix. ``prefix``: where in the file the validated
-    data sit (``("verify",)``).
-    """
-    errors = exc.errors()
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = prefix + tuple(p for p in err["loc"] if p != "root")
-    where = ".".join(str(p) for p in loc) or "(top level)"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
-        allowed = sorted(model.model_fields) if model is not None else []
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}?" if close else "remove it"
-        known = f" (allowed keys: {', '.join(allowed)})" if allowed else ""
-        return f"{source}: field {where!r}: unknown key; {hint}{known}"
-    if kind == "missing":
-        return f"{source}: field {where!r}: required key is missing; add it"
-    msg = str(err["msg"])
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    got = "" if kind.startswith("value_error") else f" (got {_short(err.get('input'))})"
-    return f"{source}: field {where!r}: {msg}{got}"
+def _keys_at(loc: tuple[str | int, ...]) -> list[str] | None:
+    """The keys a study file allows at ``loc`` (None where that is not one model)."""
+    model = _model_at(loc)
+    return sorted(model.model_fields) if model is not None else None
 
 
 def _resolve_finetune(spec: FinetuneSpec | None, paths: FilePaths, key: str) -> FinetuneSpec | None:
@@ -454,7 +425,9 @@ def _check_verify(config: StudyConfig, source: str) -> None:
         try:
             VerifyConfig.model_validate(study_level)
         except ValidationError as exc:
-            raise ConfigError(format_study_error(exc, source, prefix=("verify",))) from None
+            raise ConfigError(
+                format_validation_error(exc, source=source, prefix=("verify",), keys_at=_keys_at)
+            ) from None
     for family, fam in config.families.items():
         for label, variant in fam.variants.items():
             if not variant.verified:
@@ -465,7 +438,9 @@ def _check_verify(config: StudyConfig, source: str) -> None:
                 field = str(exc.errors()[0]["loc"][0])
                 own = field in variant.verify_overrides
                 where = ("families", family, label, "verify") if own else ("verify",)
-                raise ConfigError(format_study_error(exc, source, prefix=where)) from None
+                raise ConfigError(
+                    format_validation_error(exc, source=source, prefix=where, keys_at=_keys_at)
+                ) from None
 
 
 def _check_controls(config: StudyConfig, source: str) -> None:
@@ -505,7 +480,7 @@ def study_from_mapping(
     try:
         config = StudyConfig.model_validate(expanded)
     except ValidationError as exc:
-        raise ConfigError(format_study_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source=source, keys_at=_keys_at)) from None
     _check_references(config, source)
     base = Path(root).resolve()
     resolved = _complete_finetune(
@@ -535,7 +510,6 @@ __all__ = [
     "OPENAI_JOBS_MODULE",
     "LoadedStudy",
     "expand_env",
-    "format_study_error",
     "load_study",
     "recipe_getter",
     "resolve_paths",

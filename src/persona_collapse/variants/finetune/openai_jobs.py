@@ -45,7 +45,6 @@ contain the API key.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
@@ -222,12 +221,9 @@ def get_openai_recipe(
     try:
         return OpenAIJobRecipe.model_validate({**base, **dict(overrides or {})})
     except ValidationError as exc:
-        message = format_validation_error(exc).replace("Value error, ", "")
-        first = exc.errors()[0]
-        if first["type"] == "extra_forbidden":
-            fields = sorted(OpenAIJobRecipe.model_fields)
-            close = difflib.get_close_matches(str(first["loc"][-1]), fields, n=1, cutoff=0.5)
-            message += f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(fields)}"
+        message = format_validation_error(
+            exc, keys_at=lambda at: list(OpenAIJobRecipe.model_fields) if not at else None
+        )
         raise ConfigError(f"OpenAI fine-tuning recipe: {message}") from None
 
 
