@@ -691,14 +691,19 @@ def _direct_fn(stat: Statistic) -> ColumnsFn | None:
 
 
 def _scope_values(
-    sd_mu: FloatArray, averaged: FloatArray, cols: NDArray[np.intp] | slice, estimator: str
+    sd_mu: FloatArray,
+    averaged: FloatArray,
+    cols: NDArray[np.intp] | slice,
+    estimator: str,
+    tested: Sequence[Statistic] | None = None,
 ) -> dict[str, Any]:
     """Every tested statistic over item columns ``cols``, by name.
 
     ``sd_mu`` is ``(..., Q)`` and ``averaged`` ``(..., Q)`` or ``(..., 2Q)`` as
-    made by :func:`_averaged`; leading axes are bootstrap draws.
+    made by :func:`_averaged`; leading axes are bootstrap draws. ``tested``:
+    :func:`statistics_tested`, when the caller already has it.
     """
-    tested = statistics_tested()
+    tested = statistics_tested() if tested is None else tested
     direct: dict[str, Any] = {}
     for stat in tested:
         if estimator == "reference":
@@ -1232,6 +1237,7 @@ def draw_estimators(
     """
     scopes = _scopes(runs)
     labels = list(runs)
+    tested = statistics_tested()  # the registry, read once for every scope and run
     # Per run, the averaged columns of every estimator side by side.
     parts = {k: [_averaged(r, e) for e in estimators] for k, r in runs.items()}
     averaged = {k: np.concatenate(parts[k], axis=1) for k in labels}
@@ -1279,9 +1285,9 @@ def draw_estimators(
             point[k] = {}
             persona[k] = {}
             for scope, cols in scopes.items():
-                values = _scope_values(sd, avg, cols, estimator)
+                values = _scope_values(sd, avg, cols, estimator, tested)
                 point[k][scope] = {name: float(v) for name, v in values.items()}
-                persona[k][scope] = _scope_values(sd_boot, avg_boot, cols, estimator)
+                persona[k][scope] = _scope_values(sd_boot, avg_boot, cols, estimator, tested)
         rerun = None
         if rerun_items and estimator == "reference":
             rerun = {}
@@ -1295,7 +1301,7 @@ def draw_estimators(
                     continue
                 sd_r, sig_r = item_reps
                 rerun[k] = {
-                    scope: _scope_values(sd_r, sig_r, cols, "reference")
+                    scope: _scope_values(sd_r, sig_r, cols, "reference", tested)
                     for scope, cols in scopes.items()
                 }
         jackknife: dict[str, dict[str, dict[str, float]]] | None = None
@@ -1767,7 +1773,8 @@ def run_estimates(
 
     The bias-corrected estimates (the default here) are the documented
     alternative to :func:`~persona_collapse.stats.metrics.analyze_ratings`, which keeps
-    the published estimators.
+    the published estimators. With the corrected estimator and the persona scheme every
+    SE is a jackknife one, so ``n_boot`` goes unused (3 or more personas).
 
     Returns:
         Scope (``"overall"`` and foundation names) -> :class:`MetricEstimate`.
@@ -1775,6 +1782,15 @@ def run_estimates(
     _check_settings(estimator, variance, n_boot, n_rerun_boot, confidence)
     generator, _ = resolve_rng(rng)
     n_rerun = 0 if (estimator == "corrected" or variance == "persona") else n_rerun_boot
+    if (
+        estimator == "corrected"
+        and variance == "persona"
+        and run.n_personas >= 3
+        and set(_CORRECTED_HOOKS) <= set(_JACKKNIFE_HOOKS)
+    ):
+        # Every corrected statistic gets its SE from the jackknife: the persona
+        # bootstrap's replicates would go unused, so draw the fewest it allows.
+        n_boot = 2
     draws = _draw(
         {"run": run},
         estimator=estimator,
