@@ -24,6 +24,7 @@ from persona_collapse.report.figures import RenderedFigure
 from persona_collapse.report.model import (
     CEILING_ENTROPY_BITS,
     CEILING_TOP1_SHARE,
+    ChangeTest,
     StudyResults,
     VariantResult,
     ceiling_limit,
@@ -426,15 +427,12 @@ def _significance(results: StudyResults) -> Html:
             else fmt_pct(float(row["estimate"]))
         )
         low, high = float(row.get("ci_low", math.nan)), float(row.get("ci_high", math.nan))
-        corrected = "—"
-        if "estimate_corrected" in row:  # the bias-corrected test, which decides
-            c_low, c_high = float(row["ci_low_corrected"]), float(row["ci_high_corrected"])
-            corrected = f"{fmt_pct(float(row['estimate_corrected']))} " + (
-                f"[{fmt_pct(c_low)}, {fmt_pct(c_high)}], Holm {_p_cell(row['p_holm_corrected'])}"
-                if math.isfinite(c_low) and math.isfinite(c_high)
-                else ""
-            )
-        significant = row.get("significant_corrected", row.get("significant"))
+        corrected, significant = "—", row.get("significant")
+        test = ChangeTest.from_row(row, results.alpha)
+        if test.corrected:  # the bias-corrected test, which decides
+            ci = f"[{fmt_pct(test.ci_low)}, {fmt_pct(test.ci_high)}], "
+            corrected = f"{fmt_pct(test.estimate)} {ci}Holm {_p_cell(test.p_holm)}"
+            significant = test.significant
         body.append(
             [
                 str(row["family"]),

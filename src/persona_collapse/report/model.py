@@ -400,6 +400,7 @@ class ChangeTest:
         significant: ``p_holm < alpha``.
         paper_estimate: The change under the paper's estimators when the test is the
             bias-corrected one (NaN otherwise).
+        estimator: ``"corrected"`` (the bias-corrected test) or ``"reference"``.
     """
 
     estimate: float
@@ -408,11 +409,12 @@ class ChangeTest:
     p_holm: float
     significant: bool
     paper_estimate: float = math.nan
+    estimator: str = "reference"
 
     @property
     def corrected(self) -> bool:
         """Whether this is the bias-corrected test (the paper's estimate rides along)."""
-        return math.isfinite(self.paper_estimate)
+        return self.estimator == "corrected"
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], alpha: float) -> ChangeTest:
@@ -434,6 +436,7 @@ class ChangeTest:
                 p_holm,
                 p_holm < alpha,
                 paper_estimate=num("estimate"),
+                estimator="corrected",
             )
         p_holm = num("p_holm")
         return cls(num("estimate"), num("ci_low"), num("ci_high"), p_holm, p_holm < alpha)
