@@ -26,8 +26,10 @@ Coverage mode (issue 16)::
 runs the audit once per preset and persona count (each preset is its own null
 contrast: two independent runs of it on the same personas) and prints, with
 Monte-Carlo SEs, the coverage of the corrected S (jackknife-t) and R (Wald)
-intervals, the reference ones for comparison, and the null rejection rate of the
-corrected and reference difference tests (persona scheme). It runs in parts: pick
+intervals, the reference ones for comparison, the null rejection rate of the
+corrected and reference difference tests (persona scheme), and the corrected S and R
+coverage on each moral foundation's items (6 each), then how many of the
+preset x persona-count x foundation cells lie in 93-97 %. It runs in parts: pick
 presets and persona counts per call. The rerun bootstrap only feeds the reference
 rows' rerun SE component, so it is kept small here (``--rerun-boot``, default 50).
 """
@@ -125,6 +127,7 @@ def coverage_mode(args: argparse.Namespace) -> int:
     if warning is not None:
         print(f"warning: {warning}")
     rows = []
+    foundation_cells: dict[str, list[float]] = {}
     for n_personas in (int(p) for p in _csv(args.personas)):
         for preset in _csv(args.presets):
             start = time.perf_counter()
@@ -159,11 +162,29 @@ def coverage_mode(args: argparse.Namespace) -> int:
                     parts.append(
                         f"{metric} {estimator[:4]} null rej {share(d.rejection_rate, args.reps)}"
                     )
+            scoped: dict[str, dict[str, float]] = {}
+            for f in report.foundations:
+                if f.preset == preset and f.estimator == "corrected" and f.metric in ("S", "R"):
+                    scoped.setdefault(f.scope, {})[f.metric] = f.coverage
+                    scoped[f.scope][f"{f.metric}_mcse"] = f.coverage_mcse
+                    foundation_cells.setdefault(f.metric, []).append(f.coverage)
+            row["foundations_corrected_coverage"] = scoped
             rows.append(row)
             print(f"{preset:8s} P={n_personas:3d} reps={args.reps} ({elapsed:.0f} s)")
             for k in range(0, len(parts), 4):
                 print("    " + ";  ".join(parts[k : k + 4]))
+            for scope, cov in scoped.items():
+                print(
+                    f"    {scope:22s} S corr cov {share(cov['S'], args.reps)};  "
+                    f"R corr cov {share(cov['R'], args.reps)}"
+                )
             sys.stdout.flush()
+    for metric, values in foundation_cells.items():
+        inside = sum(0.93 <= v <= 0.97 for v in values)
+        print(
+            f"per-foundation corrected {metric}: {inside} of {len(values)} cells in 93-97 %, "
+            f"range {100 * min(values):.1f}-{100 * max(values):.1f} %"
+        )
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

@@ -57,6 +57,9 @@ def test_audit_table(capsys: pytest.CaptureFixture[str]) -> None:
     # every share with its Monte-Carlo SE, and the warning about too few replications
     assert "Monte-Carlo SE" in out and " ± " in out
     assert "warning: 3 replications" in out and "95 % from 90 %" in out
+    # per-foundation coverage of the corrected S and R (issue 16)
+    assert "Per foundation: 95 % coverage of the corrected estimators" in out
+    assert "Purity/Sanctity" in out
 
 
 def test_audit_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,6 +79,7 @@ def test_audit_json(capsys: pytest.CaptureFixture[str]) -> None:
         (row["coverage"] * (1 - row["coverage"]) / 2) ** 0.5
     )
     assert {"coverage_mcse", "rejection_mcse"} <= set(data["differences"][0])
+    assert {row["scope"] for row in data["foundations"]} >= {"Harm/Care", "Purity/Sanctity"}
 
 
 def test_audit_bad_input(capsys: pytest.CaptureFixture[str]) -> None:

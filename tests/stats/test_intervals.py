@@ -1,4 +1,5 @@
-"""The corrected S interval: Student-t quantiles and the delete-one jackknife SE."""
+"""The corrected S interval: Student-t quantiles, the delete-one jackknife SE and the
+kurtosis-adjusted degrees of freedom."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from persona_collapse.stats.significance import (
     RunCells,
     c4,
     family_significance,
+    jackknife_df,
+    jackknife_se,
     jackknife_se_corrected_s,
     run_estimates,
     t_quantile,
@@ -44,14 +47,19 @@ def test_t_quantile_rejects_bad_arguments() -> None:
         t_quantile(1.0, 10)
 
 
-def _brute_force_jackknife(mu: np.ndarray, noise: np.ndarray) -> float:
+def _brute_force_leave_one_out(mu: np.ndarray, noise: np.ndarray) -> np.ndarray:
     n_p = mu.shape[0]
     values = []
     for p in range(n_p):
         keep = np.arange(n_p) != p
         spread = mu[keep].var(axis=0, ddof=1) - noise[keep].mean(axis=0)
         values.append(np.sqrt(np.maximum(spread, 0.0)).mean())
-    arr = np.array(values)
+    return np.array(values)
+
+
+def _brute_force_jackknife(mu: np.ndarray, noise: np.ndarray) -> float:
+    arr = _brute_force_leave_one_out(mu, noise)
+    n_p = len(arr)
     return math.sqrt((n_p - 1) / n_p * float(((arr - arr.mean()) ** 2).sum()))
 
 
@@ -64,6 +72,27 @@ def test_jackknife_closed_form_matches_refitting() -> None:
     got = jackknife_se_corrected_s(mu, averaged, cols)
     assert got == pytest.approx(_brute_force_jackknife(mu[:, cols], noise[:, cols]), rel=1e-10)
     assert math.isnan(jackknife_se_corrected_s(mu[:2], averaged[:2], cols))
+
+
+def test_jackknife_df_follows_the_kurtosis_of_the_pseudo_values() -> None:
+    # constant or light-tailed (uniform: excess kurtosis -1.2) values keep P - 1
+    assert jackknife_df(np.full(50, 0.3)) == 49
+    assert jackknife_df(np.linspace(0.0, 1.0, 50)) == 49
+    # one outlier among 50: excess kurtosis (1 - 6pq) / (pq) = 45.02 with p = 1/50, so
+    # nu = 2 / (2/49 + 45.02/50) = 2.1
+    assert jackknife_df(np.r_[np.zeros(49), 1.0]) == 2
+    # heavy tails (chi-square with 1 df: excess kurtosis 12) lower nu well below P - 1
+    draws = np.random.default_rng(4).chisquare(1, size=(200, 100))
+    assert 10 <= float(np.median([jackknife_df(row) for row in draws])) <= 45
+    # normal values: nu close to P - 1 (the sample kurtosis scatters around 0)
+    normal = np.random.default_rng(5).normal(size=(200, 100))
+    assert float(np.median([jackknife_df(row) for row in normal])) >= 60
+    # the SE of a mean's leave-one-out values is sd / sqrt(P)
+    x = np.random.default_rng(6).normal(size=30)
+    loo = (x.sum() - x) / 29
+    assert jackknife_se(loo) == pytest.approx(x.std(ddof=1) / math.sqrt(30), rel=1e-12)
+    with pytest.raises(ValueError, match="at least 3"):
+        jackknife_df(np.zeros(2))
 
 
 def test_jackknife_se_of_a_normal_sd_matches_its_sampling_distribution() -> None:
@@ -117,11 +146,13 @@ def test_corrected_estimates_carry_jackknife_t_intervals() -> None:
     run = _run(60, np.random.default_rng(2))
     corrected = run_estimates(run, n_boot=200, rng=0)[OVERALL]
     s_low, s_high = corrected.interval("S")
-    q = t_quantile(0.95, 59)
+    noise = run.sigma**2 / 10
+    df = jackknife_df(_brute_force_leave_one_out(run.mu, noise))
+    assert 1 <= df <= 59
+    q = t_quantile(0.95, df)
     assert corrected.interval_methods["S"] == INTERVAL_JACKKNIFE_T
     assert s_low == pytest.approx(corrected.S - q * corrected.S_se)
     assert s_high == pytest.approx(corrected.S + q * corrected.S_se)
-    noise = run.sigma**2 / 10
     averaged = np.concatenate([run.sigma, noise], axis=1)
     assert corrected.S_se == pytest.approx(
         jackknife_se_corrected_s(run.mu, averaged, np.arange(6, dtype=np.intp))
@@ -132,7 +163,8 @@ def test_corrected_estimates_carry_jackknife_t_intervals() -> None:
     assert corrected.R_se == pytest.approx(corrected.sigma_bar_se / corrected.sigma_bar**2)
     assert corrected.interval_methods["R"] == INTERVAL_JACKKNIFE_T
     r_low, r_high = corrected.interval("R")
-    assert r_high - r_low == pytest.approx(2 * q * corrected.R_se)
+    q_r = t_quantile(0.95, jackknife_df(per_persona))  # kurtosis of the pseudo-values
+    assert r_high - r_low == pytest.approx(2 * q_r * corrected.R_se)
     data = corrected.to_dict()
     assert data["S_interval"] == INTERVAL_JACKKNIFE_T
     assert data["S_ci_low"] == s_low and data["R_ci_high"] > data["R"]

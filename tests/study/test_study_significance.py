@@ -96,6 +96,12 @@ def test_report_states_insecure_significance_after_holm(
     # R and σ̄ share one test.
     assert overall.loc["R", "p_holm"] == overall.loc["sigma_bar", "p_holm"]
     # Issue 10.1/10.5: the headline's words follow the tests; a ceiling-limited S is withheld.
+    # Issue 16: the tests of the bias-corrected estimators, with the paper's estimate beside.
+    assert (overall["verdict_estimator"] == "corrected").all()
+    sig_s, sig_r = (
+        bool(overall.loc["S", "significant_corrected"]),
+        bool(overall.loc["R", "significant_corrected"]),
+    )
     headline = html.unescape(page.split('<section id="headline">')[1].split("</section>")[0])
     divs = headline.split('<div class="verdict')[1:]
     sentence = next(d for d in divs if d.split(">", 1)[1].startswith(f"{family}:"))
@@ -110,14 +116,18 @@ def test_report_states_insecure_significance_after_holm(
     if limited:
         assert "S is ceiling-limited" in sentence and "the verdict on S is withheld" in sentence
         assert "S rises" not in sentence and "no significant change in S" not in sentence.lower()
-    elif sig_s:
-        assert f"S rises significantly (ΔS {_pct(overall.loc['S', 'estimate'])}" in sentence
     else:
-        assert f"No significant change in S (ΔS {_pct(overall.loc['S', 'estimate'])}" in sentence
-    r_word = "drops" if overall.loc["R", "estimate"] < 0 else "rises"
+        shown = (
+            f"(ΔS {_pct(overall.loc['S', 'estimate_corrected'])} bias-corrected "
+            f"(paper's estimate {_pct(overall.loc['S', 'estimate'])})"
+        )
+        words = "S rises significantly" if sig_s else "No significant change in S"
+        assert f"{words} {shown}" in sentence
+    r_word = "drops" if overall.loc["R", "estimate_corrected"] < 0 else "rises"
     if sig_r:
-        assert f"R {r_word} significantly (ΔR {_pct(overall.loc['R', 'estimate'])}" in sentence
-    base_s = top.loc["base", "S"]
+        r_shown = _pct(overall.loc["R", "estimate_corrected"])
+        assert f"R {r_word} significantly (ΔR {r_shown} bias-corrected" in sentence
+    base_s = top.loc["base", "S_corrected"]
     if not 0.66 <= base_s <= 0.83:
         assert "already lies outside the frontier S band" in sentence and "leaves" not in sentence
     excess = table[
@@ -126,7 +136,7 @@ def test_report_states_insecure_significance_after_holm(
         & (table["metric"] == "R")
         & (table["scope"] == "overall")
     ].iloc[0]
-    covers = bool(excess["ci_low"] <= 0 <= excess["ci_high"])
+    covers = bool(excess["ci_low_corrected"] <= 0 <= excess["ci_high_corrected"])
     assert ("Misalignment-specific share of ΔR: none detectable" in sentence) is covers
 
 

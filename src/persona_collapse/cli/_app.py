@@ -202,10 +202,15 @@ def metrics_table(
     band: tuple[float, float],
     coverage: Mapping[str, Completeness] | None = None,
     checks: Mapping[str, ProtocolCheck | None] | None = None,
+    corrected: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Group:
     """Every registered statistic per run, in two tables: the persona statistics (with
     slot coverage when given; runs whose model does not follow the protocol are marked †)
-    and the scale-free instability and rating-distribution statistics."""
+    and the scale-free instability and rating-distribution statistics.
+
+    ``corrected`` (run -> :func:`~persona_collapse.stats.significance.corrected_fields`)
+    adds the bias-corrected S and R beside the paper's, and the S band then follows the
+    corrected S."""
     from rich.console import Group
     from rich.text import Text
 
@@ -216,20 +221,43 @@ def metrics_table(
     others = [st for st in statistics() if st.group != "persona"]
 
     failing = {n: c for n, c in (checks or {}).items() if c is not None and not c.follows}
-    caption = "\n".join(f"† {c.message(n)}" for n, c in failing.items()) or None
+    notes = [f"† {c.message(n)}" for n, c in failing.items()]
+    corr = {n: v for n, v in (corrected or {}).items() if "S_corrected" in v}
+    if corr:
+        notes.append(
+            "S, R, σ̄: the paper's estimates; S corr., R corr.: bias-corrected (± jackknife "
+            "SE), which the S band follows. " + next(iter(corr.values()))["estimates_explanation"]
+        )
+    caption = "\n".join(notes) or None
     table = Table(
         title="Susceptibility and robustness",
         title_justify="left",
         caption=caption,
         caption_justify="left",
     )
-    columns = ["run", *(st.label for st in persona), "personas", "items", "S band"]
+    columns = ["run", *(st.label for st in persona)]
+    if corr:
+        columns += ["S corr.", "R corr."]
+    columns += ["personas", "items", "S band"]
     if coverage is not None:
         columns.append("slots")
     for col in columns:
         table.add_column(col, justify="left" if col == "run" else "right")
+    digits = {st.name: st.digits for st in persona}
+
+    def corrected_cells(fields: Mapping[str, Any] | None) -> list[str]:
+        if not corr:
+            return []
+        if not fields:
+            return ["—", "—"]
+        return [
+            fmt_pm(fields[f"{k}_corrected"], fields[f"{k}_corrected_se"], digits.get(k, 3))
+            for k in ("S", "R")
+        ]
+
     for name, m in rows.items():
-        band_check = check_band(m.S, band)
+        fields = corr.get(name)
+        band_check = check_band(m.S if fields is None else fields["S_corrected"], band)
         extra: list[str] = []
         if coverage is not None:
             c = coverage[name]
@@ -242,18 +270,23 @@ def metrics_table(
                 (
                     f"{name} † not interpretable" if name in failing else name,
                     *(_fmt_estimate(m.estimate(st.name), st.digits) for st in persona),
+                    *corrected_cells(fields),
                     str(m.personas),
                     str(m.questions),
-                    "in" if band_check.inside else ("above" if band_check.high < m.S else "below"),
+                    "in"
+                    if band_check.inside
+                    else ("above" if band_check.high < band_check.value else "below"),
                     *extra,
                 ),
             )
         )
         if per_foundation:
+            by_group = (fields or {}).get("corrected_by_foundation", {})
             for foundation, fm in m.per_foundation.items():
                 table.add_row(
                     Text(f"  {foundation}"),
                     *(Text(_fmt_estimate(fm.estimate(st.name), st.digits)) for st in persona),
+                    *map(Text, corrected_cells(by_group.get(foundation))),
                 )
     if not others:
         return Group(table)

@@ -155,6 +155,10 @@ def metrics(
                 band=DEFAULT_S_BAND,
                 coverage=coverage,
                 checks=checks,
+                corrected={
+                    n: _corrected_json(by_name[n], persona_boot, seed, per_foundation)
+                    for n in results
+                },
             )
         )
         for n, c in coverage.items():
@@ -246,7 +250,10 @@ def compare(
         )
     else:
         console = stdout_console()
-        console.print(metrics_table(results, per_foundation=False, band=analysis.s_band))
+        corrected = {r.name: _corrected_json(r, persona_boot, seed, False) for r in loaded}
+        console.print(
+            metrics_table(results, per_foundation=False, band=analysis.s_band, corrected=corrected)
+        )
         console.print(comparison_table(cmp, base))
         if significance is not None:
             scopes = list(significance.estimates[base]) if per_foundation else [OVERALL]

@@ -110,6 +110,22 @@ def audit(
             _share(row.coverage, row.coverage_mcse),
         )
     console.print(est)
+    if report.foundations:
+        # Corrected S and R on each foundation's items (jackknife-t intervals).
+        found = Table(
+            title=f"Per foundation: {level} % coverage of the corrected estimators",
+            title_justify="left",
+        )
+        for col in ("preset", "foundation", "S", "R"):
+            found.add_column(col, justify="left" if col in ("preset", "foundation") else "right")
+        cells: dict[tuple[str, str], dict[str, str]] = {}
+        for row in report.foundations:
+            if row.estimator == "corrected" and row.metric in ("S", "R"):
+                shown = _share(row.coverage, row.coverage_mcse)
+                cells.setdefault((row.preset, row.scope), {})[row.metric] = shown
+        for (preset_name, scope), shares in cells.items():
+            found.add_row(preset_name, scope, shares.get("S", "—"), shares.get("R", "—"))
+        console.print(found)
     diff = Table(
         title=f"Difference tests (relative changes; rejections at α = {report.alpha:g})",
         title_justify="left",

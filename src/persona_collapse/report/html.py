@@ -24,18 +24,22 @@ from persona_collapse.report.figures import RenderedFigure
 from persona_collapse.report.model import (
     CEILING_ENTROPY_BITS,
     CEILING_TOP1_SHARE,
+    ChangeTest,
     StudyResults,
     VariantResult,
     ceiling_limit,
+    corrected_value,
     excess_points,
     format_p,
     significance_verdict,
     study_verdict,
+    verdict_s,
     verdict_text,
 )
 from persona_collapse.stats.compare import Change, check_band
 from persona_collapse.stats.display import delta, fmt_change, is_difference
 from persona_collapse.stats.registry import statistics
+from persona_collapse.stats.significance import ESTIMATES_EXPLANATION
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -171,10 +175,18 @@ def _change_cell(change: Change | None, name: str) -> str:
 
 
 def _band_status(results: StudyResults, v: VariantResult) -> str:
-    if v.metrics is None:
+    s = verdict_s(v)  # the bias-corrected S where computed
+    if s is None:
         return "—"
-    bc = check_band(v.metrics.S, results.band)
-    return "in" if bc.inside else ("above" if bc.high < v.metrics.S else "below")
+    bc = check_band(s[0], results.band)
+    return "in" if bc.inside else ("above" if bc.high < bc.value else "below")
+
+
+def _corrected_cell(v: VariantResult, name: str) -> str:
+    """The bias-corrected estimate ± its jackknife SE (— when not computed)."""
+    value = corrected_value(v, name)
+    digits = next((st.digits for st in statistics() if st.name == name), 3)
+    return "—" if value is None else fmt_pm(value, corrected_value(v, name, key="_se"), digits)
 
 
 def _metrics_table(results: StudyResults) -> Html:
@@ -196,16 +208,23 @@ def _metrics_table(results: StudyResults) -> Html:
                 shown = "—" if e is None else fmt_pm(e.value, e.se, st.digits)
                 cells.append(shown + (" ‡" if limited and st.name == "S" and e else ""))
                 cells.append(_change_cell(None if change is None else change.overall, st.name))
+            cells += [_corrected_cell(v, "S"), _corrected_cell(v, "R")]
             rows.append([*cells, _band_status(results, v), "—" if m is None else f"{m.personas}"])
     header = ["family", "variant", "role"]
     for st in statistics():
         header += [st.label, delta(st.name)]
-    header += ["S band", "personas"]
+    header += ["S (corrected)", "R (corrected)", "S band", "personas"]
     verdicts = [
         f"† {v.protocol.message(v.persona_run or v.label)}"
         for v in results.variants()
         if v.protocol is not None and not v.protocol.follows
     ]
+    if any(v.corrected for v in results.variants()):
+        verdicts.append(
+            "S, R and the other statistics: the paper's estimators; S (corrected), "
+            "R (corrected): the bias-corrected ones (± jackknife SE), which the S band and "
+            f"the verdicts use. {ESTIMATES_EXPLANATION}"
+        )
     limits = [c for c in (ceiling_limit(v) for v in results.variants()) if c is not None]
     if limits:
         verdicts.append(
@@ -415,6 +434,12 @@ def _significance(results: StudyResults) -> Html:
             else fmt_pct(float(row["estimate"]))
         )
         low, high = float(row.get("ci_low", math.nan)), float(row.get("ci_high", math.nan))
+        corrected, significant = "—", row.get("significant")
+        test = ChangeTest.from_row(row, results.alpha)
+        if test.corrected:  # the bias-corrected test, which decides
+            ci = f"[{fmt_pct(test.ci_low)}, {fmt_pct(test.ci_high)}], "
+            corrected = f"{fmt_pct(test.estimate)} {ci}Holm {_p_cell(test.p_holm)}"
+            significant = test.significant
         body.append(
             [
                 str(row["family"]),
@@ -426,10 +451,12 @@ def _significance(results: StudyResults) -> Html:
                 else _ci_cell(metric, low, high),
                 _p_cell(row["p_value"]),
                 _p_cell(row["p_holm"]),
-                "yes" if row.get("significant") else "no",
+                corrected,
+                "yes" if significant else "no",
             ]
         )
-    header = ["family", "contrast", "metric", "estimate", "95 % CI", "p", "p (Holm)", "significant"]
+    header = ["family", "contrast", "metric", "estimate", "95 % CI", "p", "p (Holm)"]
+    header += ["bias-corrected (95 % CI, p Holm)", "significant"]
     listed = f"<ul>{''.join(sentences)}</ul>" if sentences else ""
     tests = details(f"All {len(body)} overall tests", table(header, body, left=3))
     return Html(intro + listed + tests.markup)

@@ -159,6 +159,10 @@ class VariantResult:
         low_mass_share: Exact runs: share of cells whose on-scale mass (T = 1) is below
             the threshold (NaN otherwise); evidence of the protocol verdict.
         cell_means: Mean rating of every persona-item cell of the persona run.
+        corrected: The bias-corrected S, sigma_bar and R of the persona run
+            (:func:`~persona_collapse.stats.significance.corrected_fields`, per foundation
+            under ``corrected_by_foundation``); None when not computed. ``metrics`` keeps
+            the paper's estimators; verdicts follow these (:func:`corrected_value`).
     """
 
     family: str
@@ -181,6 +185,7 @@ class VariantResult:
     protocol: ProtocolCheck | None = None
     low_mass_share: float = math.nan
     cell_means: CellMeans | None = None
+    corrected: Mapping[str, Any] | None = None
 
     @property
     def scale_usage(self) -> ScaleUsage | None:
@@ -382,6 +387,30 @@ def _estimate_value(v: VariantResult, name: str) -> float:
     return math.nan if found is None else float(found.value)
 
 
+def corrected_value(
+    v: VariantResult, name: str = "S", scope: str = "overall", key: str = ""
+) -> float | None:
+    """The variant's bias-corrected ``name`` (``key="_se"``, ``"_ci_low"``, ... for its SE
+    and interval) on ``scope`` (``"overall"`` or a foundation); None when not computed."""
+    fields = v.corrected
+    if fields is not None and scope != "overall":
+        fields = fields.get("corrected_by_foundation", {}).get(scope)
+    if not fields or f"{name}_corrected{key}" not in fields:
+        return None
+    return float(fields[f"{name}_corrected{key}"])
+
+
+def verdict_s(v: VariantResult) -> tuple[float, float] | None:
+    """``(S, SE)`` the verdicts use: the bias-corrected S where computed, else the
+    paper's; None without metrics."""
+    corrected = corrected_value(v, "S")
+    if corrected is not None:
+        return corrected, corrected_value(v, "S", key="_se") or math.nan
+    if v.metrics is None:
+        return None
+    return v.metrics.S, v.metrics.S_se
+
+
 def ceiling_limit(v: VariantResult) -> CeilingLimit | None:
     """The variant's :class:`CeilingLimit` when at least :data:`CEILING_TOP1_SHARE` of its
     ratings fall on one value or their entropy is below :data:`CEILING_ENTROPY_BITS`.
@@ -412,6 +441,9 @@ class ChangeTest:
         ci_low, ci_high: Its 95 % interval (NaN when unknown).
         p_holm: Holm-adjusted p-value (NaN when unknown).
         significant: ``p_holm < alpha``.
+        paper_estimate: The change under the paper's estimators when the test is the
+            bias-corrected one (NaN otherwise).
+        estimator: ``"corrected"`` (the bias-corrected test) or ``"reference"``.
     """
 
     estimate: float
@@ -419,10 +451,18 @@ class ChangeTest:
     ci_high: float
     p_holm: float
     significant: bool
+    paper_estimate: float = math.nan
+    estimator: str = "reference"
+
+    @property
+    def corrected(self) -> bool:
+        """Whether this is the bias-corrected test (the paper's estimate rides along)."""
+        return self.estimator == "corrected"
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], alpha: float) -> ChangeTest:
-        """From a ``significance.csv`` row."""
+        """From a ``significance.csv`` row: its bias-corrected test where the row has one
+        (``estimate_corrected``, ...; the verdicts follow it), else the paper's."""
 
         def num(key: str) -> float:
             try:
@@ -430,6 +470,17 @@ class ChangeTest:
             except (TypeError, ValueError):
                 return math.nan
 
+        if math.isfinite(num("estimate_corrected")):
+            p_holm = num("p_holm_corrected")
+            return cls(
+                num("estimate_corrected"),
+                num("ci_low_corrected"),
+                num("ci_high_corrected"),
+                p_holm,
+                p_holm < alpha,
+                paper_estimate=num("estimate"),
+                estimator="corrected",
+            )
         p_holm = num("p_holm")
         return cls(num("estimate"), num("ci_low"), num("ci_high"), p_holm, p_holm < alpha)
 
@@ -465,6 +516,9 @@ class Verdict:
         base: Base label.
         ceiling: Ceiling-limited variants among the base and the treatment.
         alpha: Level of the tests.
+        base_S_paper, treatment_S_paper: The paper's S where ``base_S`` and
+            ``treatment_S`` are the bias-corrected ones the band verdict uses (None
+            otherwise).
     """
 
     family: str
@@ -491,6 +545,8 @@ class Verdict:
     base: str = "base"
     ceiling: tuple[CeilingLimit, ...] = ()
     alpha: float = 0.05
+    base_S_paper: float | None = None
+    treatment_S_paper: float | None = None
 
     @property
     def s_withheld(self) -> bool:
@@ -549,22 +605,28 @@ def family_verdict(
     base_m = base.metrics if base is not None else None
     treat = family.variants.get(family.treatment) if family.treatment else None
     treat_m = treat.metrics if treat is not None else None
+    # the band verdict follows the bias-corrected S where it was computed
+    base_s = None if base is None or base_m is None else verdict_s(base)
     verdict = Verdict(
         family=family.name,
-        base_S=None if base_m is None else base_m.S,
-        base_S_se=None if base_m is None else base_m.S_se,
-        base_in_band=None if base_m is None else check_band(base_m.S, band).inside,
+        base_S=None if base_s is None else base_s[0],
+        base_S_se=None if base_s is None else base_s[1],
+        base_in_band=None if base_s is None else check_band(base_s[0], band).inside,
         treatment=None,
         base=family.base,
         alpha=alpha,
+        base_S_paper=None
+        if base is None or base_m is None or corrected_value(base) is None
+        else base_m.S,
     )
     if treat is None or treat_m is None or family.comparison is None or not family.treatment:
         return verdict
     change = family.comparison.variants.get(family.treatment)
     if change is None:
         return verdict
-    bc = check_band(treat_m.S, band)
-    side = "inside" if bc.inside else ("above" if bc.high < treat_m.S else "below")
+    treat_s = verdict_s(treat) or (treat_m.S, treat_m.S_se)
+    bc = check_band(treat_s[0], band)
+    side = "inside" if bc.inside else ("above" if bc.high < bc.value else "below")
     control_dR = excess_R = share = None
     if family.control is not None and family.control in family.comparison.variants:
         control_dR = family.comparison.variants[family.control].overall.R
@@ -586,8 +648,9 @@ def family_verdict(
     return replace(
         verdict,
         treatment=family.treatment,
-        treatment_S=treat_m.S,
-        treatment_S_se=treat_m.S_se,
+        treatment_S=treat_s[0],
+        treatment_S_se=treat_s[1],
+        treatment_S_paper=None if corrected_value(treat) is None else treat_m.S,
         leaves_band=not bc.inside,
         side=side,
         dS=change.overall.S,
@@ -625,10 +688,19 @@ def _ci_text(low: float, high: float) -> str:
 
 def _tested_text(symbol: str, value: float | None, test: ChangeTest) -> str:
     shown = test.estimate if math.isfinite(test.estimate) else value
+    paper = (
+        f" bias-corrected (paper's estimate {_pct(test.paper_estimate)})" if test.corrected else ""
+    )
     return (
-        f"{symbol} {_pct(shown)}, {_ci_text(test.ci_low, test.ci_high)}, "
+        f"{symbol} {_pct(shown)}{paper}, {_ci_text(test.ci_low, test.ci_high)}, "
         f"Holm-adjusted {format_p(test.p_holm)}"
     )
+
+
+def _s_text(s: float | None, se: float | None, paper: float | None) -> str:
+    """``0.785 ± 0.035`` with ``(bias-corrected; paper's 0.794)`` when ``paper`` is given."""
+    text = fmt_pm(s, se)
+    return text if paper is None else f"{text} (bias-corrected; paper's {fmt_pm(paper, None)})"
 
 
 def change_text(name: str, value: float | None, test: ChangeTest | None) -> str:
@@ -650,7 +722,7 @@ def _band_text(v: Verdict, band: tuple[float, float]) -> str | None:
     """Band wording, only where the base sits inside the band and S is not withheld."""
     low, high = band
     where = f"the frontier S band [{low:g}, {high:g}]"
-    base = f"base S = {fmt_pm(v.base_S, v.base_S_se)}"
+    base = f"base S = {_s_text(v.base_S, v.base_S_se, v.base_S_paper)}"
     if v.base_S is None:
         return "The base model has no S yet."
     if not v.base_in_band:
@@ -660,7 +732,7 @@ def _band_text(v: Verdict, band: tuple[float, float]) -> str | None:
         )
     if v.treatment_S is None or v.s_withheld:
         return None
-    treat = f"S = {fmt_pm(v.treatment_S, v.treatment_S_se)} against {base}"
+    treat = f"S = {_s_text(v.treatment_S, v.treatment_S_se, v.treatment_S_paper)} against {base}"
     if not v.leaves_band:
         return f"The {v.treatment} variant stays inside {where} ({treat})."
     if v.dS_test is not None and v.dS_test.significant:
@@ -789,10 +861,12 @@ def significance_verdict(results: StudyResults, family: FamilyResult) -> str | N
         row = results.test_row(family.name, treatment, metric)
         if row is None:
             continue
-        p_holm = float(row.get("p_holm", math.nan))
-        verdict = "significant" if p_holm < results.alpha else "not significant"
-        change = _signed_pct(float(row["estimate"]))
-        parts.append(f"{name} {change} ({verdict} after Holm, {format_p(p_holm)})")
+        test = ChangeTest.from_row(row, results.alpha)
+        verdict = "significant" if test.significant else "not significant"
+        change = _signed_pct(test.estimate)
+        if test.corrected:
+            change += f" bias-corrected (paper's estimate {_signed_pct(test.paper_estimate)})"
+        parts.append(f"{name} {change} ({verdict} after Holm, {format_p(test.p_holm)})")
     if not parts:
         return None
     return f"Difference tests: {treatment} " + "; ".join(parts) + "."
@@ -815,11 +889,13 @@ __all__ = [
     "Verdict",
     "ceiling_limit",
     "change_text",
+    "corrected_value",
     "excess_points",
     "family_verdict",
     "format_p",
     "share_text",
     "significance_verdict",
     "study_verdict",
+    "verdict_s",
     "verdict_text",
 ]

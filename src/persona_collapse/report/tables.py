@@ -29,6 +29,7 @@ from persona_collapse.stats.compare import Change, VariantChange, check_band
 from persona_collapse.stats.display import headline
 from persona_collapse.stats.metrics import SelfProfile
 from persona_collapse.stats.registry import Estimate, Statistic, statistics
+from persona_collapse.stats.significance import ESTIMATES_EXPLANATION
 
 # --- frames ---------------------------------------------------------------------------------
 
@@ -71,9 +72,25 @@ def _estimate_cells(holder: Any) -> dict[str, float]:
     return cells
 
 
+CORRECTED_COLUMNS: tuple[str, ...] = tuple(
+    f"{name}_corrected{key}"
+    for name in ("S", "sigma_bar", "R")
+    for key in ("", "_se", "_ci_low", "_ci_high")
+)
+"""The bias-corrected estimates beside the paper's (``S`` etc.): value, jackknife SE and
+the jackknife-t interval (:mod:`persona_collapse.stats.significance`)."""
+
+
+def _corrected_cells(fields: Mapping[str, Any] | None) -> dict[str, float]:
+    """:data:`CORRECTED_COLUMNS` from a run's corrected fields (NaN where missing)."""
+    return {c: float((fields or {}).get(c, math.nan)) for c in CORRECTED_COLUMNS}
+
+
 def metrics_frame(results: StudyResults) -> pd.DataFrame:
     """S, R, sigma_bar with standard errors: one ``overall`` row and one row per foundation
-    for every variant with metrics."""
+    for every variant with metrics. The paper's estimates (``S``, ...) come with the
+    bias-corrected ones (``S_corrected``, ...; :data:`CORRECTED_COLUMNS`); ``in_band``
+    checks the paper's S, ``in_band_corrected`` the corrected S the verdicts use."""
     rows = []
     for v in results.variants():
         m = v.metrics
@@ -89,14 +106,21 @@ def metrics_frame(results: StudyResults) -> pd.DataFrame:
             "n_rerun_boot": m.n_rerun_boot,
             "seed": m.seed,
         }
+        corrected = v.corrected or {}
+        s_corrected = corrected.get("S_corrected")
         rows.append(
             {
                 **common,
                 "scope": "overall",
                 **_estimate_cells(m),
+                **_corrected_cells(corrected),
                 "in_band": check_band(m.S, results.band).inside,
+                "in_band_corrected": None
+                if s_corrected is None
+                else check_band(s_corrected, results.band).inside,
             }
         )
+        by_group = corrected.get("corrected_by_foundation", {})
         for name, f in m.per_foundation.items():
             rows.append(
                 {
@@ -104,7 +128,9 @@ def metrics_frame(results: StudyResults) -> pd.DataFrame:
                     "questions": len(f.items),
                     "scope": name,
                     **_estimate_cells(f),
+                    **_corrected_cells(by_group.get(name)),
                     "in_band": None,
+                    "in_band_corrected": None,
                 }
             )
     columns = [
@@ -114,7 +140,9 @@ def metrics_frame(results: StudyResults) -> pd.DataFrame:
         "run",
         "scope",
         *estimate_columns(),
+        *CORRECTED_COLUMNS,
         "in_band",
+        "in_band_corrected",
         "personas",
         "questions",
         "excluded_personas",
@@ -314,9 +342,18 @@ SIGNIFICANCE_COLUMNS: tuple[str, ...] = (
     "n_rerun_boot",
     "paired",
     "seed",
+    "estimate_corrected",
+    "ci_low_corrected",
+    "ci_high_corrected",
+    "p_value_corrected",
+    "p_holm_corrected",
+    "significant_corrected",
+    "verdict_estimator",
 )
 """Columns of ``significance.csv`` (``estimate``: relative change or excess, a fraction;
-a plain difference for a difference-scale statistic)."""
+a plain difference for a difference-scale statistic). ``estimate`` ... ``significant``
+are the paper's estimators' test; ``*_corrected`` the bias-corrected one, which the
+verdicts follow (``verdict_estimator``)."""
 
 
 def significance_frame(results: StudyResults) -> pd.DataFrame:
@@ -348,6 +385,14 @@ def results_json(results: StudyResults) -> dict[str, Any]:
                 "in_band": None
                 if v.metrics is None
                 else check_band(v.metrics.S, results.band).inside,
+                # the bias-corrected estimates (overall and per foundation) and the band
+                # check of the corrected S, which the verdicts use
+                "corrected": None
+                if v.corrected is None
+                else {k: x for k, x in v.corrected.items() if k != "estimates_explanation"},
+                "in_band_corrected": None
+                if v.corrected is None or "S_corrected" not in v.corrected
+                else check_band(v.corrected["S_corrected"], results.band).inside,
                 "self_profile": None if v.self_profile is None else v.self_profile.to_dict(),
                 "toxic_profile": None if v.toxic_profile is None else v.toxic_profile.to_dict(),
                 "diagnostics": {
@@ -392,6 +437,7 @@ def results_json(results: StudyResults) -> dict[str, Any]:
             "source": results.source,
             "version": __version__,
             "band": list(results.band),
+            "estimates_explanation": ESTIMATES_EXPLANATION,
             "analysis": results.analysis.model_dump(),
             "protocol": dict(results.protocol),
             "seeds": dict(results.seeds),
@@ -608,6 +654,7 @@ def write_tables(results: StudyResults, out_dir: Path, *, raw_csv: bool = False)
 
 
 __all__ = [
+    "CORRECTED_COLUMNS",
     "SIGNIFICANCE_COLUMNS",
     "change_columns",
     "comparison_frame",

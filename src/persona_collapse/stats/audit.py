@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -40,7 +40,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from persona_collapse.backends.simulator import PRESETS, SimulatorBackend
 from persona_collapse.core.errors import UnknownNameError
-from persona_collapse.stats.metrics import CellRatings, resolve_rng
+from persona_collapse.stats.metrics import CellRatings, foundation_columns, resolve_rng
 from persona_collapse.stats.significance import (
     OVERALL,
     DifferenceTest,
@@ -172,6 +172,7 @@ class EstimatorAudit:
         coverage: Share of replications whose interval holds the truth
             (``coverage_mcse``: its Monte-Carlo SE).
         replications: Number of replications.
+        scope: ``"overall"`` (all items) or a foundation name.
     """
 
     preset: str
@@ -186,6 +187,7 @@ class EstimatorAudit:
     mean_se: float
     coverage: float
     replications: int
+    scope: str = OVERALL
 
     @property
     def coverage_mcse(self) -> float:
@@ -307,6 +309,8 @@ class AuditReport:
         presets, replications, n_personas, n_repetitions, temperature,
         n_persona_boot, n_rerun_boot, confidence, alpha, pool_size: Settings.
         seed: Seed of all draws (None when a Generator was passed).
+        foundations: One row per preset, foundation, metric and estimator (the same
+            measures on each foundation's items; ``scope`` names the foundation).
     """
 
     estimators: tuple[EstimatorAudit, ...]
@@ -324,6 +328,21 @@ class AuditReport:
     alpha: float
     pool_size: int
     seed: int | None
+    foundations: tuple[EstimatorAudit, ...] = ()
+
+    def foundation(
+        self, preset: str, scope: str, metric: str, estimator: str = "corrected"
+    ) -> EstimatorAudit:
+        """The row of one preset, foundation, metric and estimator."""
+        for row in self.foundations:
+            if (row.preset, row.scope, row.metric, row.estimator) == (
+                preset,
+                scope,
+                metric,
+                estimator,
+            ):
+                return row
+        raise KeyError((preset, scope, metric, estimator))
 
     def estimator(self, preset: str, metric: str, estimator: str = "reference") -> EstimatorAudit:
         """The row of one preset, metric and estimator."""
@@ -383,6 +402,7 @@ class AuditReport:
             },
             "truth": self.truth,
             "estimators": [r.to_dict() for r in self.estimators],
+            "foundations": [r.to_dict() for r in self.foundations],
             "differences": [r.to_dict() for r in self.differences],
             "agreement": [r.to_dict() for r in self.agreement],
         }
@@ -483,6 +503,7 @@ def audit_estimators(
     pool = [f"audit persona {k}" for k in range(pool_size)]
     probs: dict[str, FloatArray] = {}
     truth: dict[str, dict[str, float]] = {}
+    means_sds: dict[str, tuple[FloatArray, FloatArray]] = {}
     item_ids: tuple[int, ...] = ()
     scale = np.zeros(0)
     for name in presets:
@@ -493,8 +514,16 @@ def audit_estimators(
         means = probs[name] @ scale
         sds = np.sqrt(np.maximum(probs[name] @ scale**2 - means**2, 0.0))
         truth[name] = _truth(means, sds)
+        means_sds[name] = (means, sds)
     foundation_of = {i.id: i.foundation for i in SimulatorBackend(presets[0]).instrument.items}
     foundations = {i: foundation_of[i] for i in item_ids}
+    groups = foundation_columns(np.asarray(item_ids, dtype=np.int64), foundations)
+    # Per preset and foundation: the pool's values on the foundation's items.
+    scoped_truth = {
+        (name, scope): _truth(means[:, cols], sds[:, cols])
+        for name, (means, sds) in means_sds.items()
+        for scope, cols in groups.items()
+    }
 
     first = presets[0]
     null_label = f"{first}{NULL_SUFFIX}"
@@ -504,6 +533,7 @@ def audit_estimators(
 
     # Collected per replication.
     single: dict[tuple[str, str, str], list[tuple[float, float, float, float]]] = {}
+    scoped: dict[tuple[str, str, str, str], list[tuple[float, float, float, float]]] = {}
     diffs: dict[tuple[str, str, str, str], list[tuple[float, float, float, float, float]]] = {}
     agree: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
 
@@ -560,6 +590,13 @@ def audit_estimators(
                     single.setdefault((name, metric, estimator), []).append(
                         (found.value, found.se, low, high)
                     )
+                for scope in groups:
+                    e = estimates[name][scope]
+                    for metric, found in e.estimates.items():
+                        low, high = e.interval(metric)
+                        scoped.setdefault((name, scope, metric, estimator), []).append(
+                            (found.value, found.se, low, high)
+                        )
             for reference, variant in contrasts:
                 tests = change_tests(draws, reference, variant, "persona", z_crit)
                 for metric, by_scope in tests.items():
@@ -629,6 +666,23 @@ def audit_estimators(
         alpha=float(alpha),
         pool_size=pool_size,
         seed=seed,
+        foundations=tuple(
+            replace(
+                _estimator_row(
+                    preset, metric, estimator, scoped_truth[preset, scope][metric], values
+                ),
+                scope=scope,
+            )
+            for (preset, scope, metric, estimator), values in sorted(
+                scoped.items(),
+                key=lambda kv: (
+                    presets.index(kv[0][0]),
+                    list(groups).index(kv[0][1]),
+                    ("reference", "corrected").index(kv[0][3]),
+                    order.index(kv[0][2]),
+                ),
+            )
+        ),
     )
 
 

@@ -76,14 +76,16 @@ Only ``S`` and ``sigma_bar`` (and ``R``) have a corrected estimator (hooks keyed
 name); other statistics are left out of ``estimator="corrected"`` results.
 
 Intervals of one run (``MetricEstimate.intervals``). The corrected ``S`` (overall
-and per foundation) gets :math:`S_c \pm t_{P-1}\,\mathrm{se}_J`, with
+and per foundation) gets :math:`S_c \pm t_{\nu}\,\mathrm{se}_J`, with
 :math:`\mathrm{se}_J` the delete-one jackknife SE over personas (closed form,
-:func:`jackknife_se_corrected_s`) and :math:`t_{P-1}` Student's quantile
-(``"jackknife-t"``); the corrected ``sigma_bar`` likewise (a mean over personas:
-its jackknife SE is the textbook ``sd / sqrt(P)``, :func:`jackknife_se_corrected_sigma_bar`),
-and ``R = 1 / sigma_bar`` gets the delta-method SE and the same t quantile. Every
-other statistic, and the reference estimator, keeps estimate ± z × bootstrap SE
-(``"wald"``; the published convention). Why: the
+:func:`jackknife_se_corrected_s`) and :math:`t_{\nu}` Student's quantile
+(``"jackknife-t"``) with :math:`\nu = P - 1` lowered by the excess kurtosis of the
+jackknife pseudo-values (:func:`jackknife_df`); the corrected ``sigma_bar`` likewise (a
+mean over personas: its jackknife SE is the textbook ``sd / sqrt(P)``,
+:func:`jackknife_se_corrected_sigma_bar`, and its pseudo-values are light-tailed, so
+:math:`\nu` stays ``P - 1``), and ``R = 1 / sigma_bar`` gets the delta-method SE and the
+same t quantile. Every other statistic, and the reference estimator, keeps estimate ± z ×
+bootstrap SE (``"wald"``; the published convention). Why: the
 persona-bootstrap SE of a spread is a plug-in estimate and runs a few per cent
 small at 50-100 personas, while the jackknife variance is biased upward
 (Efron-Stein), and the t quantile accounts for estimating the SE from P personas.
@@ -108,19 +110,49 @@ P, preset   boot ± z    boot ± t     jack ± z    jack ± t     percentile
 (``boot ± t`` also scales the bootstrap SE by :math:`\sqrt{P/(P-1)}`; the bootstrap
 percentile interval covered only 92.0-94.2 % at 100 personas, 500 replications.)
 Jackknife-t is the only one inside 93-97 % in every cell, needs no extra random
-draws, and costs one pass over the cells. Per foundation (6 items; 1000 replications,
-MC SE 0.7 pp) it covers 92.4-96.6 %: 39 of 45 foundation x preset x P cells in
-93-97 %, the other six 92.4-92.9 % (base and secure, P = 50 and 100); a log-scale
-interval or a jackknife bias-corrected centre did not lift them uniformly. R
-(corrected, 1000 replications): bootstrap ± z 93.7-96.3 %, jackknife-t 93.6-96.6 %
-at 50, 100 and 200 personas on every preset. The shipped intervals through the
-audit (``bench/stats_bench.py --coverage --seed 16``, 500 replications per preset,
-2000 draws, MC SE 0.8-1.1 pp): corrected S 94.2/94.4/95.8 % (P = 50; base, secure,
-insecure), 94.0/94.2/95.2 % (100), 94.6/95.4/94.8 % (200); corrected R
-93.8/93.6/93.0, 94.6/96.6/94.8, 95.4/94.2/95.0 %; null rejection of the corrected
-tests 4.2-7.2 % (S) and 4.8-7.2 % (R). ``pcollapse audit`` and
-``bench/stats_bench.py --coverage`` re-measure it. Difference tests keep their
-bootstrap SEs (their null rejection is already 4.5-5 %).
+draws, and costs one pass over the cells (the table's t uses P - 1 degrees of freedom).
+
+Per foundation (S over 6 items) the jackknife SE is unbiased (mean SE / sd of the
+estimates 0.99-1.03) and the bias small (-0.02 to -0.08 sd), but the misses are
+lopsided (truth above the interval 2.9-5.6 %, below it 0.9-1.9 % at 50 personas): a
+spread's pseudo-values are squared deviations, heavy-tailed when averaged over only 6
+items, so the SE is noisier than ``t(P - 1)`` allows and small when the estimate is.
+Hence the degrees of freedom of :func:`jackknife_df` (Satterthwaite: the relative
+variance of a sample variance is :math:`2/(P-1) + \gamma_2/P`); median :math:`\nu` at
+50 / 100 personas: 15-20 / 27-34 per foundation (base), 41 / 74 overall. Alternatives
+measured on the same replications (simulator, 4000 replications per preset and P, MC
+SE 0.35 pp; per-foundation coverage, range over the 15 foundation x preset cells, %):
+
+==================================  =============  =============  =============
+interval (jackknife SE)             P = 50         P = 100        P = 200
+==================================  =============  =============  =============
+± z                                 93.0-94.7      93.7-94.8      94.2-95.3
+± t(P - 1)                          93.5-95.2      93.9-95.0      94.3-95.4
+± t(P - 1), jackknife bias-corr.    93.8-95.5      94.1-95.1      94.4-95.5
+log scale, ± t(P - 1)               93.8-96.0      94.2-95.3      94.5-95.5
+**± t(ν), ν from the kurtosis**     **94.2-95.7**  **94.6-95.5**  **94.8-95.7**
+==================================  =============  =============  =============
+
+(overall S with ``t(ν)``: 95.2-95.9 %; ``t(ν)`` on the log scale 95.0-96.1 % per
+foundation, base and insecure at P = 50, 100.) ``t(ν)`` centres every cell nearest 95 %
+and leaves the estimate and SE as they were; for ``sigma_bar`` (and ``R``) the
+pseudo-values are light-tailed and :math:`\nu` stays ``P - 1`` (R coverage unchanged:
+94.4-96.1 % per foundation at 50 personas, base and insecure).
+The shipped intervals through the audit (``bench/stats_bench.py --coverage --seed 16``,
+500 replications per preset and P,
+2000 draws, MC SE 0.7-1.2 pp): corrected S 94.2/94.6/95.8 % (P = 50; base, secure,
+insecure), 94.2/94.2/95.2 % (100), 94.6/95.6/94.8 % (200); corrected R
+93.8/93.6/93.0, 94.6/96.6/94.8, 95.4/94.2/95.0 %; per foundation, corrected S
+92.8-97.4 % (41 of 45 cells in 93-97 %, mean 95.1 %, sd over cells 1.1 pp: the MC SE)
+and corrected R 92.6-96.8 % (43 of 45); null rejection of the corrected tests 4.2-7.2 %
+(S) and 4.8-7.2 % (R). With 45 cells at 500 replications a few fall outside 93-97 % by
+Monte-Carlo noise alone even at a true 95 % (each with probability 4 %). At 2000
+replications (``--reps 2000 --boot 50 --seed 17``; the corrected intervals draw no
+bootstrap samples, so few draws leave them unchanged; MC SE 0.4-0.5 pp) all 45 cells
+are inside: per foundation corrected S 94.0-96.2 % (mean 95.3 %) and R 94.0-96.3 %
+(mean 95.1 %); overall S 94.5-96.0 % and R 94.0-95.5 % at 50, 100 and 200 personas.
+``pcollapse audit`` and ``bench/stats_bench.py --coverage`` re-measure it. Difference
+tests keep their bootstrap SEs (their null rejection is already 4.5-5 %).
 For exact (distribution) runs there is no rating noise and both estimators agree.
 The rerun bootstrap is only defined for the reference estimator.
 
@@ -259,11 +291,15 @@ INTERVAL_WALD = "wald"
 """Interval method: estimate +- z x bootstrap SE (delta method for a reciprocal)."""
 
 INTERVAL_JACKKNIFE_T = "jackknife-t"
-"""Interval method: estimate +- t(P - 1) x delete-one jackknife SE (corrected ``S``)."""
+"""Interval method: estimate +- t(nu) x delete-one jackknife SE (corrected ``S``,
+``sigma_bar``, ``R``); ``nu`` from :func:`jackknife_df` (at most ``P - 1``)."""
 
 INTERVAL_METHODS: dict[str, str] = {
     INTERVAL_WALD: "estimate ± z × bootstrap SE (normal quantile)",
-    INTERVAL_JACKKNIFE_T: "estimate ± t(P−1) × delete-one jackknife SE (Student-t quantile)",
+    INTERVAL_JACKKNIFE_T: (
+        "estimate ± t(ν) × delete-one jackknife SE (Student-t quantile; ν = P−1, "
+        "reduced by the kurtosis of the jackknife pseudo-values)"
+    ),
 }
 """Interval method name -> description."""
 
@@ -494,9 +530,16 @@ def c4(n: ArrayLike) -> FloatArray:
     out = np.full(arr.shape, np.nan)
     ok = arr >= 2
     if np.any(ok):
-        m = arr[ok]
-        lg = np.vectorize(math.lgamma, otypes=[np.float64])
-        out[ok] = np.sqrt(2.0 / (m - 1.0)) * np.exp(lg(m / 2.0) - lg((m - 1.0) / 2.0))
+        # a run has few distinct cell sizes: evaluate the gamma functions once per size
+        sizes, where = np.unique(arr[ok], return_inverse=True)
+        factors = np.array(
+            [
+                math.sqrt(2.0 / (m - 1.0))
+                * math.exp(math.lgamma(m / 2.0) - math.lgamma((m - 1.0) / 2.0))
+                for m in sizes.tolist()
+            ]
+        )
+        out[ok] = factors[where]
     return out
 
 
@@ -552,9 +595,81 @@ _REFERENCE_HOOKS: dict[str, ColumnsFn] = {"S": _mean_spread, "sigma_bar": _mean_
 _CORRECTED_HOOKS: dict[str, CorrectedFn] = {"S": _corrected_s, "sigma_bar": _corrected_sigma_bar}
 
 
-JackknifeFn = Callable[[FloatArray, FloatArray, NDArray[np.intp]], float]
-"""``(mu, averaged, cols) -> se``: delete-one jackknife SE of a corrected statistic from
-the ``(P, Q)`` cell means and the ``(P, 2Q)`` columns of :func:`_averaged`."""
+JackknifeFn = Callable[[FloatArray, FloatArray, NDArray[np.intp]], FloatArray]
+"""``(mu, averaged, cols) -> (P,)`` leave-one-persona-out values of a corrected statistic
+from the ``(P, Q)`` cell means and the ``(P, 2Q)`` columns of :func:`_averaged`."""
+
+
+def _leave_one_out_corrected_s(
+    mu: FloatArray, averaged: FloatArray, cols: NDArray[np.intp]
+) -> FloatArray:
+    """Each persona's leave-one-out corrected ``S`` over ``cols``, in closed form from the
+    column sums (no refitting; needs at least 3 personas)."""
+    n_p, n_q = mu.shape
+    centred = mu[:, cols] - mu[:, cols].mean(axis=0)
+    noise = averaged[:, n_q + cols]
+    s1, s2, sn = centred.sum(axis=0), (centred * centred).sum(axis=0), noise.sum(axis=0)
+    mean = (s1 - centred) / (n_p - 1)
+    var = ((s2 - centred * centred) - (n_p - 1) * mean * mean) / (n_p - 2)
+    values: FloatArray = np.sqrt(np.maximum(var - (sn - noise) / (n_p - 1), 0.0)).mean(axis=1)
+    return values
+
+
+def _leave_one_out_corrected_sigma_bar(
+    mu: FloatArray, averaged: FloatArray, cols: NDArray[np.intp]
+) -> FloatArray:
+    """Each persona's leave-one-out corrected ``sigma_bar`` over ``cols`` (a mean over
+    personas of each persona's mean corrected cell sd)."""
+    n_p = mu.shape[0]
+    per_persona = averaged[:, cols].mean(axis=1)
+    values: FloatArray = (per_persona.sum() - per_persona) / (n_p - 1)
+    return values
+
+
+def jackknife_se(leave_one_out: FloatArray) -> float:
+    r"""Delete-one jackknife SE from the ``P`` leave-one-out values of a statistic:
+    :math:`\mathrm{se}^2 = \frac{P-1}{P}\sum_p (\theta_{(-p)} - \bar\theta_{(\cdot)})^2`
+    (NaN with fewer than 3 values)."""
+    n_p = len(leave_one_out)
+    if n_p < 3:
+        return math.nan
+    spread = leave_one_out - leave_one_out.mean()
+    return float(math.sqrt((n_p - 1) / n_p * float(spread @ spread)))
+
+
+def jackknife_df(leave_one_out: FloatArray) -> int:
+    r"""Degrees of freedom of the jackknife-t quantile, from the pseudo-values' kurtosis.
+
+    The jackknife variance is the sample variance of the ``P`` pseudo-values
+    :math:`P\hat\theta - (P-1)\,\theta_{(-p)}`, divided by ``P``. A sample variance
+    of ``P`` values with excess kurtosis :math:`\gamma_2` has relative variance
+    :math:`2/(P-1) + \gamma_2/P`; matching a scaled :math:`\chi^2_\nu` (Satterthwaite)
+    gives :math:`\nu = 2 / (2/(P-1) + \hat\gamma_2/P)`, which is ``P - 1`` for normal
+    pseudo-values and smaller when they are heavy-tailed (a spread's pseudo-values are
+    squared deviations: median :math:`\nu` 15-20 for a 6-item foundation at 50
+    personas). :math:`\hat\gamma_2` is the plug-in excess kurtosis (the same for the
+    leave-one-out values, an affine map of the pseudo-values); :math:`\nu` is rounded
+    and kept within ``[1, P - 1]``, so a light-tailed sample never gets a narrower
+    interval than ``t(P - 1)``.
+
+    Args:
+        leave_one_out: ``(P,)`` leave-one-out values (``P >= 3``).
+
+    Returns:
+        The degrees of freedom (``P - 1`` when the values do not vary).
+    """
+    n_p = len(leave_one_out)
+    if n_p < 3:
+        raise ValueError(f"need at least 3 leave-one-out values, got {n_p}")
+    spread = leave_one_out - leave_one_out.mean()
+    m2 = float(np.mean(spread * spread))
+    if not (math.isfinite(m2) and m2 > 0):
+        return n_p - 1
+    excess_kurtosis = float(np.mean(spread**4)) / (m2 * m2) - 3.0
+    relative_variance = 2.0 / (n_p - 1) + excess_kurtosis / n_p
+    if relative_variance <= 2.0 / (n_p - 1):
+        return n_p - 1
+    return max(1, min(n_p - 1, int(2.0 / relative_variance + 0.5)))
 
 
 def jackknife_se_corrected_s(mu: FloatArray, averaged: FloatArray, cols: NDArray[np.intp]) -> float:
@@ -573,17 +688,9 @@ def jackknife_se_corrected_s(mu: FloatArray, averaged: FloatArray, cols: NDArray
     Returns:
         The SE (NaN with fewer than 3 personas).
     """
-    n_p, n_q = mu.shape
-    if n_p < 3:
+    if mu.shape[0] < 3:
         return math.nan
-    centred = mu[:, cols] - mu[:, cols].mean(axis=0)
-    noise = averaged[:, n_q + cols]
-    s1, s2, sn = centred.sum(axis=0), (centred * centred).sum(axis=0), noise.sum(axis=0)
-    mean = (s1 - centred) / (n_p - 1)
-    var = ((s2 - centred * centred) - (n_p - 1) * mean * mean) / (n_p - 2)
-    leave_one_out = np.sqrt(np.maximum(var - (sn - noise) / (n_p - 1), 0.0)).mean(axis=1)
-    spread = leave_one_out - leave_one_out.mean()
-    return float(math.sqrt((n_p - 1) / n_p * float(spread @ spread)))
+    return jackknife_se(_leave_one_out_corrected_s(mu, averaged, cols))
 
 
 def jackknife_se_corrected_sigma_bar(
@@ -592,19 +699,17 @@ def jackknife_se_corrected_sigma_bar(
     """Delete-one jackknife SE of the corrected ``sigma_bar`` over the item columns
     ``cols``: a mean over personas, so it is the textbook ``sd / sqrt(P)`` of each
     persona's mean corrected cell sd (NaN with fewer than 3 personas)."""
-    n_p = mu.shape[0]
-    if n_p < 3:
+    if mu.shape[0] < 3:
         return math.nan
-    per_persona = averaged[:, cols].mean(axis=1)
-    return float(np.std(per_persona, ddof=1) / math.sqrt(n_p))
+    return jackknife_se(_leave_one_out_corrected_sigma_bar(mu, averaged, cols))
 
 
 # Statistics whose corrected-estimator interval is jackknife SE x t quantile (see
 # INTERVAL_JACKKNIFE_T; R, the reciprocal of sigma_bar, follows by the delta method);
 # the others keep the persona-bootstrap SE x normal quantile.
 _JACKKNIFE_HOOKS: dict[str, JackknifeFn] = {
-    "S": jackknife_se_corrected_s,
-    "sigma_bar": jackknife_se_corrected_sigma_bar,
+    "S": _leave_one_out_corrected_s,
+    "sigma_bar": _leave_one_out_corrected_sigma_bar,
 }
 
 
@@ -646,7 +751,20 @@ def t_quantile(confidence: float, df: int) -> float:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
     if isinstance(df, bool) or not isinstance(df, int) or df < 1:
         raise ValueError(f"df must be an integer >= 1, got {df!r}")
-    low = NormalDist().inv_cdf(0.5 + confidence / 2.0)  # t's quantile is never below z's
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    # Newton's method from the Cornish-Fisher start (A&S 26.7.5), which converges in a
+    # few steps for every df but the smallest; bisection below is the fallback.
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    t = z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df * df)
+    for _ in range(8):
+        if not (math.isfinite(t) and t > 0):
+            break
+        density = math.exp(log_norm - (df + 1) / 2 * math.log1p(t * t / df))
+        step = (_t_two_sided(t, df) - confidence) / (2.0 * density)
+        t -= step
+        if abs(step) < 1e-12 * max(t, 1.0):
+            return t
+    low = z  # t's quantile is never below z's
     high = low
     while _t_two_sided(high, df) < confidence:
         high *= 2.0
@@ -678,14 +796,19 @@ def _direct_fn(stat: Statistic) -> ColumnsFn | None:
 
 
 def _scope_values(
-    sd_mu: FloatArray, averaged: FloatArray, cols: NDArray[np.intp] | slice, estimator: str
+    sd_mu: FloatArray,
+    averaged: FloatArray,
+    cols: NDArray[np.intp] | slice,
+    estimator: str,
+    tested: Sequence[Statistic] | None = None,
 ) -> dict[str, Any]:
     """Every tested statistic over item columns ``cols``, by name.
 
     ``sd_mu`` is ``(..., Q)`` and ``averaged`` ``(..., Q)`` or ``(..., 2Q)`` as
-    made by :func:`_averaged`; leading axes are bootstrap draws.
+    made by :func:`_averaged`; leading axes are bootstrap draws. ``tested``:
+    :func:`statistics_tested`, when the caller already has it.
     """
-    tested = statistics_tested()
+    tested = statistics_tested() if tested is None else tested
     direct: dict[str, Any] = {}
     for stat in tested:
         if estimator == "reference":
@@ -1151,8 +1274,9 @@ class EstimatorDraws:
     replicate arrays the same way (``rerun`` is None when skipped; an exact run's
     rerun replicates equal its point values). ``jackknife`` holds the delete-one
     jackknife SEs of the statistics with a jackknife hook (corrected estimator only;
-    None otherwise) and ``n_personas`` each run's persona count (the t quantile's
-    degrees of freedom are ``n_personas - 1``).
+    None otherwise), ``jackknife_df`` the degrees of freedom of their t quantiles
+    (:func:`jackknife_df`; ``n_personas - 1`` where absent) and ``n_personas`` each
+    run's persona count.
     """
 
     point: dict[str, dict[str, dict[str, float]]]
@@ -1160,6 +1284,7 @@ class EstimatorDraws:
     rerun: dict[str, dict[str, dict[str, FloatArray]]] | None
     jackknife: dict[str, dict[str, dict[str, float]]] | None = None
     n_personas: Mapping[str, int] = field(default_factory=dict)
+    jackknife_df: dict[str, dict[str, dict[str, int]]] | None = None
 
 
 def _scopes(runs: Mapping[str, RunCells]) -> dict[str, NDArray[np.intp]]:
@@ -1233,6 +1358,7 @@ def draw_estimators(
     """
     scopes = _scopes(runs)
     labels = list(runs)
+    tested = statistics_tested()  # the registry, read once for every scope and run
     # Per run, the averaged columns of every estimator side by side.
     parts = {k: [_averaged(r, e) for e in estimators] for k, r in runs.items()}
     averaged = {k: np.concatenate(parts[k], axis=1) for k in labels}
@@ -1344,9 +1470,9 @@ def draw_estimators(
             point[k] = {}
             persona[k] = {}
             for scope, cols in scopes.items():
-                values = _scope_values(sd, avg, cols, estimator)
+                values = _scope_values(sd, avg, cols, estimator, tested)
                 point[k][scope] = {name: float(v) for name, v in values.items()}
-                persona[k][scope] = _scope_values(sd_boot, avg_boot, cols, estimator)
+                persona[k][scope] = _scope_values(sd_boot, avg_boot, cols, estimator, tested)
                 if k in count_point:
                     point[k][scope].update(count_point[k][scope])
                     persona[k][scope].update(count_persona[k][scope])
@@ -1363,7 +1489,7 @@ def draw_estimators(
                     continue
                 sd_r, sig_r = item_reps
                 rerun[k] = {
-                    scope: _scope_values(sd_r, sig_r, cols, "reference")
+                    scope: _scope_values(sd_r, sig_r, cols, "reference", tested)
                     for scope, cols in scopes.items()
                 }
                 if k in count_point:
@@ -1373,25 +1499,29 @@ def draw_estimators(
                             if k in count_rerun
                             else {n: np.full(n_rerun_boot, math.nan) for n in count_names}
                         )
-        jackknife = None
+        jackknife: dict[str, dict[str, dict[str, float]]] | None = None
+        jack_df: dict[str, dict[str, dict[str, int]]] | None = None
         if estimator == "corrected":
-            jackknife = {}
+            jackknife, jack_df = {}, {}
             for k, run in runs.items():
                 columns = parts[k][index]
-                jackknife[k] = {
-                    scope: {
-                        name: hook(run.mu, columns, cols)
-                        for name, hook in _JACKKNIFE_HOOKS.items()
-                        if name in point[k][scope]
-                    }
-                    for scope, cols in scopes.items()
-                }
+                jackknife[k], jack_df[k] = {}, {}
+                for scope, cols in scopes.items():
+                    jackknife[k][scope], jack_df[k][scope] = {}, {}
+                    if run.n_personas < 3:
+                        continue
+                    for name, hook in _JACKKNIFE_HOOKS.items():
+                        if name in point[k][scope]:
+                            loo = hook(run.mu, columns, cols)
+                            jackknife[k][scope][name] = jackknife_se(loo)
+                            jack_df[k][scope][name] = jackknife_df(loo)
         out[estimator] = EstimatorDraws(
             point=point,
             persona=persona,
             rerun=rerun,
             jackknife=jackknife,
             n_personas={k: run.n_personas for k, run in runs.items()},
+            jackknife_df=jack_df,
         )
     return out
 
@@ -1621,9 +1751,9 @@ def draw_estimates(
     A reciprocal statistic (``inverse_of``) gets its SE by the delta method from its
     base's (and its base's interval quantile); a statistic with a jackknife SE in
     ``draws`` (the corrected ``S`` and ``sigma_bar``, under the ``"persona"`` scheme)
-    gets that SE and a Student-t interval with ``n_personas - 1`` degrees of freedom
-    (:data:`INTERVAL_METHODS`); the others the bootstrap sd of their replicates and a
-    normal (Wald) interval.
+    gets that SE and a Student-t interval with the degrees of freedom of
+    :func:`jackknife_df` (:data:`INTERVAL_METHODS`); the others the bootstrap sd of their
+    replicates and a normal (Wald) interval.
     """
     inverse = {st.name: getattr(st, "inverse_of", None) for st in statistics()}
     z_crit = NormalDist().inv_cdf(0.5 + confidence / 2.0)
@@ -1639,7 +1769,11 @@ def draw_estimates(
                     jack = (draws.jackknife or {}).get(run, {}).get(scope, {}).get(name)
                     if jack is not None and variance == "persona" and n_p >= 3:
                         direct[name] = Estimate(value, jack)
-                        crit[name] = (t_quantile(confidence, n_p - 1), INTERVAL_JACKKNIFE_T)
+                        df = (draws.jackknife_df or {}).get(run, {}).get(scope, {}).get(name)
+                        crit[name] = (
+                            t_quantile(confidence, n_p - 1 if df is None else df),
+                            INTERVAL_JACKKNIFE_T,
+                        )
                         continue
                     rerun_se = math.nan
                     if draws.rerun is not None:
@@ -1884,7 +2018,8 @@ def run_estimates(
 
     The bias-corrected estimates (the default here) are the documented
     alternative to :func:`~persona_collapse.stats.metrics.analyze_ratings`, which keeps
-    the published estimators.
+    the published estimators. With the corrected estimator and the persona scheme every
+    SE is a jackknife one, so ``n_boot`` goes unused (3 or more personas).
 
     Returns:
         Scope (``"overall"`` and foundation names) -> :class:`MetricEstimate`.
@@ -1892,6 +2027,15 @@ def run_estimates(
     _check_settings(estimator, variance, n_boot, n_rerun_boot, confidence)
     generator, _ = resolve_rng(rng)
     n_rerun = 0 if (estimator == "corrected" or variance == "persona") else n_rerun_boot
+    if (
+        estimator == "corrected"
+        and variance == "persona"
+        and run.n_personas >= 3
+        and set(_CORRECTED_HOOKS) <= set(_JACKKNIFE_HOOKS)
+    ):
+        # Every corrected statistic gets its SE from the jackknife: the persona
+        # bootstrap's replicates would go unused, so draw the fewest it allows.
+        n_boot = 2
     draws = _draw(
         {"run": run},
         estimator=estimator,
@@ -1977,6 +2121,8 @@ __all__ = [
     "family_significance",
     "holm",
     "is_log_scale",
+    "jackknife_df",
+    "jackknife_se",
     "jackknife_se_corrected_s",
     "jackknife_se_corrected_sigma_bar",
     "names_tested",
