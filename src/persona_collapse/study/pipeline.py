@@ -12,6 +12,7 @@ from typing import Any
 from persona_collapse.core.files import claim_output_dir
 from persona_collapse.report import ReportFiles, StudyResults, write_report
 from persona_collapse.study.analysis import analyse_study
+from persona_collapse.study.cache import cached_results
 from persona_collapse.study.checkpoints import collect_checkpoints, write_trajectory_outputs
 from persona_collapse.study.controls import (
     analyse_controls,
@@ -91,11 +92,16 @@ def report_study(
         InputFileError: The output path is a file, or a folder holding other files.
     """
     out = claim_study_output(study, output_dir, force=force)
-    results = analyse_study(study, significance=significance)
-    controls = analyse_controls(study)
-    if controls is not None:
-        results = dataclasses.replace(results, controls=controls)
-        write_controls_outputs(controls, out, study=study)
+
+    def analyse() -> StudyResults:
+        results = analyse_study(study, significance=significance)
+        controls = analyse_controls(study)
+        return results if controls is None else dataclasses.replace(results, controls=controls)
+
+    # Given difference tests are not part of the cache key: analyse afresh then.
+    results = analyse() if significance is not None else cached_results(study, out, analyse)
+    if results.controls is not None:
+        write_controls_outputs(results.controls, out, study=study)
     files = write_report(results, out, figures=figures)
     write_trajectory_outputs(study, out, figures=figures)
     logger.info("study %s: report written to %s", study.config.name, files.html)
