@@ -31,7 +31,13 @@ from persona_collapse.cli import (  # noqa: F401
     verify,
     watch,
 )
-from persona_collapse.cli._app import HelpOpt, app, backend_failure, stdout_console
+from persona_collapse.cli._app import (
+    HelpOpt,
+    app,
+    backend_failure,
+    keep_option_names_whole,
+    stdout_console,
+)
 from persona_collapse.core.errors import BackendError, UserError
 from persona_collapse.core.version import __version__
 
@@ -54,6 +60,7 @@ def _root(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     args = list(argv) if argv is not None else sys.argv[1:]
+    keep_option_names_whole()
     command = typer.main.get_command(_app_for(args))
     try:
         command(args=args, prog_name="pcollapse")
