@@ -182,3 +182,22 @@ def test_an_unwritable_user_cache_only_turns_the_cache_off(
     report_study(load_study(path), figures=False)
     report_study(load_study(path), figures=False)
     assert counted.calls == 3
+
+
+def test_the_study_named_by_another_path_reuses_the_analysis(
+    ran: tuple[Path, _Counted], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, counted = ran
+    monkeypatch.chdir(path.parent.parent)
+    relative = Path(path.parent.name) / path.name
+    study = load_study(relative)
+    outcome = report_study(study, figures=False)
+    assert counted.calls == 1  # reused, though the study file is named differently
+    assert outcome.results.source == str(relative)
+    reused = _outputs(study.config.output_dir)
+    assert str(relative).encode() in reused["metrics.json"]
+
+    (study.config.output_dir / ANALYSIS_CACHE).unlink()
+    report_study(load_study(relative), figures=False)
+    assert counted.calls == 2
+    assert _outputs(study.config.output_dir) == reused  # as a fresh analysis writes them

@@ -21,6 +21,7 @@ analysis runs again), and is never unpickled.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -126,7 +127,7 @@ def analysis_key(study: LoadedStudy) -> str:
         "format": CACHE_FORMAT,
         "version": __version__,
         "code": _code_state(),
-        "source": str(study.source),
+        # Not the study file's path as typed (``results.source``): it is set on reuse.
         "root": str(study.root),
         "settings": settings,
         "named_files": _named_files(settings, study.root),
@@ -216,7 +217,8 @@ def cached_results(
     found = read_cached(path, key, secret)
     if found is not None:
         logger.info("study %s: inputs unchanged, analysis reused from %s", study.config.name, path)
-        return found
+        # The same study named another way (relative or absolute path) is a hit too.
+        return dataclasses.replace(found, source=study.source)
     results = compute()
     # The inputs may have changed while the analysis read them (a collection running
     # beside it): cache only results whose inputs are known.
