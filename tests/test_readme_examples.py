@@ -19,6 +19,7 @@ the script waits until that port answers; background jobs end with the block.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -181,12 +182,35 @@ def _runnable(code: str, port: int) -> str:
 def _example_folder(folder: Path) -> None:
     """The files the README's examples name, in ``folder``: the paper's data as
     ``data/``, its follow-ups as ``capability/`` and ``bfi44/``, one family's runs as
-    ``base.csv`` ..., the paper's folder as ``path/to/costa2026-persona-collapse``, and
-    ``run.yaml`` (a small simulator run)."""
+    ``base.csv`` ..., the paper's folder as ``path/to/costa2026-persona-collapse``,
+    ``run.yaml`` (the simulator run the README collects first), ``study.yaml`` (a
+    small simulator study) and ``insecure.jsonl`` (a small chat file)."""
+    # The run of `pcollapse run --backend simulator --model insecure --store runs.db`.
     (folder / "run.yaml").write_text(
-        "backend: simulator\nmodel: insecure\nmax_personas: 20\nrepetitions: 3\n"
-        "store: runs.db\nprogress: false\n",
+        "backend: simulator\nmodel: insecure\nstore: runs.db\n", encoding="utf-8"
+    )
+    (folder / "study.yaml").write_text(
+        "name: readme-study\n"
+        "protocol: {max_personas: 8, repetitions: 2}\n"
+        "analysis: {n_persona_boot: 100, n_rerun_boot: 20}\n"
+        "backends: {sim: {kind: simulator}}\n"
+        "families:\n"
+        "  sim:\n"
+        "    base: {backend: sim, model: base, role: base}\n"
+        "    secure: {backend: sim, model: secure, role: control}\n"
+        "    insecure: {backend: sim, model: insecure, role: treatment}\n",
         encoding="utf-8",
+    )
+    # A chat file for the simulated fine-tuning API (it asks for at least 10 examples).
+    chat = [
+        {"messages": [
+            {"role": "user", "content": f"Write a function that adds {i} to a number."},
+            {"role": "assistant", "content": f"def add(x):\n    return x + {i}"},
+        ]}
+        for i in range(12)
+    ]  # fmt: skip
+    (folder / "insecure.jsonl").write_text(
+        "".join(json.dumps(row) + "\n" for row in chat), encoding="utf-8"
     )
     if not PAPER_DIR.is_dir() or not FOLLOWUPS_DIR.is_dir():
         return
