@@ -1222,7 +1222,11 @@ def render_figures(results: StudyResults, out_dir: Path, *, dpi: int = 110) -> l
     Raises:
         MissingDependencyError: matplotlib is not installed.
     """
-    if importlib.util.find_spec("matplotlib") is None:
+    try:  # found without importing it (a no-op re-render needs none)
+        missing = importlib.util.find_spec("matplotlib") is None
+    except ValueError:  # blocked: sys.modules holds None for it
+        missing = True
+    if missing:
         raise MissingDependencyError("matplotlib", "report")
 
     from persona_collapse.core.files import write_text_atomic
