@@ -4,8 +4,11 @@ figure visible, hostile persona text shown as text and never run.
 Chromium is driven through the DevTools protocol over ``--remote-debugging-pipe``
 (file descriptors 3 and 4, NUL-separated JSON messages), so no extra package is
 needed. The test skips when Chromium is not installed; CI installs Debian's
-``chromium``. The screenshot is saved next to the report and, when
-``PCOLLAPSE_ARTIFACT_DIR`` is set, copied there as a CI artifact.
+``chromium``. Two reports are loaded: a hostile-outcome study (the whole page is
+screenshotted) and the paper's reproduction (``pcollapse reproduce`` on ../shared;
+skipped without it), whose top of page and figures section are screenshotted. The
+screenshots are saved next to each report and, when ``PCOLLAPSE_ARTIFACT_DIR`` is set,
+copied there as CI artifacts.
 """
 
 from __future__ import annotations
@@ -178,15 +181,27 @@ CHECKS_JS = """
 """
 
 
-@pytest.fixture(scope="module")
-def browser_run(
-    hostile_outcome: StudyOutcome, tmp_path_factory: pytest.TempPathFactory
+SECTION_BOX_JS = """
+(() => {
+  const el = document.getElementById(%s);
+  if (!el) { return null; }
+  const box = el.getBoundingClientRect();
+  return {x: box.left + window.scrollX, y: box.top + window.scrollY,
+          width: box.width, height: box.height};
+})()
+"""
+
+
+def load_report(
+    report: Path, profile: Path, *, width: int = 1200, section: str | None = None
 ) -> dict[str, Any]:
-    """Load the report once; return what the page reported, the events and the screenshot."""
+    """Open ``report`` in headless Chromium: what the page reported (:data:`CHECKS_JS`),
+    the DevTools events, a screenshot of the whole page (``full``, PNG bytes), of its
+    top (``top``: the first screen) and, given ``section``, of that section."""
     executable = _browser()
-    report = hostile_outcome.files.html.resolve()
-    url = report.as_uri()
-    tools = DevTools(executable, tmp_path_factory.mktemp("chromium-profile"))
+    url = report.resolve().as_uri()
+    tools = DevTools(executable, profile)
+    shots: dict[str, bytes] = {}
     try:
         targets = tools.send("Target.getTargets")["targetInfos"]
         page = next(t for t in targets if t["type"] == "page")
@@ -198,30 +213,68 @@ def browser_run(
             tools.send(f"{domain}.enable", session=session)
         tools.events.clear()
         tools.send("Emulation.setDeviceMetricsOverride",
-                   {"width": 1200, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+                   {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
                    session=session)  # fmt: skip
         tools.send("Page.navigate", {"url": url}, session=session)
         tools.wait_for("Page.loadEventFired")
         tools.drain(0.5)  # late errors or requests, if any
+
+        def capture(clip: dict[str, Any] | None = None) -> bytes:
+            params: dict[str, Any] = {"format": "png"}
+            if clip is not None:
+                params.update(clip=clip, captureBeyondViewport=True)
+            return base64.b64decode(
+                tools.send("Page.captureScreenshot", params, session=session)["data"]
+            )
+
+        shots["top"] = capture()  # before the tables are opened: what a reader sees first
+        box = None
+        if section is not None:
+            box = tools.send(
+                "Runtime.evaluate",
+                {"expression": SECTION_BOX_JS % json.dumps(section), "returnByValue": True},
+                session=session,
+            )["result"].get("value")
         checks = tools.send(
             "Runtime.evaluate", {"expression": CHECKS_JS, "returnByValue": True}, session=session
         )["result"]["value"]
         height = min(int(checks["pageHeight"]), 16000)
         tools.send("Emulation.setDeviceMetricsOverride",
-                   {"width": 1200, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                   {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
                    session=session)  # fmt: skip
-        shot = tools.send("Page.captureScreenshot", {"format": "png"}, session=session)
+        shots["full"] = capture()
+        if box is not None:
+            shots["section"] = capture(
+                {"x": box["x"], "y": box["y"], "width": box["width"],
+                 "height": min(box["height"], 6000), "scale": 1}
+            )  # fmt: skip
         events = list(tools.events)
     finally:
         tools.close()
-    png = base64.b64decode(shot["data"])
-    screenshot = hostile_outcome.output_dir / "report-screenshot.png"
-    screenshot.write_bytes(png)
+    return {"url": url, "checks": checks, "events": events, "shots": shots, "section": box}
+
+
+def save_artifact(path: Path, data: bytes) -> Path:
+    """Write a screenshot next to the report and, when ``PCOLLAPSE_ARTIFACT_DIR`` is set,
+    copy it there (a CI artifact)."""
+    path.write_bytes(data)
     artifacts = os.environ.get("PCOLLAPSE_ARTIFACT_DIR")
     if artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
-        shutil.copy(screenshot, Path(artifacts) / "report-screenshot.png")
-    return {"url": url, "checks": checks, "events": events, "screenshot": screenshot}
+        shutil.copy(path, Path(artifacts) / path.name)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser_run(
+    hostile_outcome: StudyOutcome, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Load the report once; return what the page reported, the events and the screenshot."""
+    run = load_report(hostile_outcome.files.html, tmp_path_factory.mktemp("chromium-profile"))
+    screenshot = save_artifact(
+        hostile_outcome.output_dir / "report-screenshot.png", run["shots"]["full"]
+    )
+    return {**run, "screenshot": screenshot}
 
 
 def test_loads_without_console_errors(browser_run: dict[str, Any]) -> None:
@@ -276,3 +329,56 @@ def test_hostile_text_is_shown_and_never_runs(browser_run: dict[str, Any]) -> No
 def test_screenshot_is_saved(browser_run: dict[str, Any]) -> None:
     data = browser_run["screenshot"].read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.fixture(scope="module")
+def reproduce_run(
+    reproduced_report: StudyOutcome, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The paper's reproduced report in Chromium, with the top of the page and the
+    figures section saved as screenshots (and as CI artifacts)."""
+    run = load_report(
+        reproduced_report.files.html,
+        tmp_path_factory.mktemp("chromium-reproduce"),
+        section="figures",
+    )
+    out = reproduced_report.output_dir
+    run["top_png"] = save_artifact(out / "reproduce-top.png", run["shots"]["top"])
+    run["figures_png"] = save_artifact(out / "reproduce-figures.png", run["shots"]["section"])
+    return run
+
+
+def test_reproduce_report_loads_clean_with_its_figures(
+    reproduce_run: dict[str, Any], reproduced_report: StudyOutcome
+) -> None:
+    test_loads_without_console_errors(reproduce_run)
+    test_makes_no_network_request(reproduce_run)
+    text = reproduce_run["checks"]["text"]
+    for family in reproduced_report.results.families:
+        assert family in text
+    figures = reproduce_run["checks"]["figures"]
+    assert [f["id"] for f in figures] == [f.key for f in reproduced_report.files.figures]
+    for fig in figures:
+        assert fig["shown"] and fig["drawn"] > 10, fig
+
+
+def test_reproduce_screenshots_show_the_top_and_the_figures(
+    reproduce_run: dict[str, Any],
+) -> None:
+    top = reproduce_run["top_png"].read_bytes()
+    assert _png_size(top) == (1200, 900)
+    box = reproduce_run["section"]
+    assert box is not None and box["height"] > 300  # the figures section was found
+    figures = reproduce_run["figures_png"].read_bytes()
+    width, height = _png_size(figures)
+    assert abs(width - box["width"]) <= 1 and abs(height - min(box["height"], 6000)) <= 1
+    assert len(figures) > 50_000  # drawn figures, not a blank strip
+    if os.environ.get("PCOLLAPSE_ARTIFACT_DIR"):
+        saved = Path(os.environ["PCOLLAPSE_ARTIFACT_DIR"])
+        assert (saved / "reproduce-top.png").read_bytes() == top
+        assert (saved / "reproduce-figures.png").read_bytes() == figures

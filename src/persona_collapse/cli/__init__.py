@@ -33,7 +33,13 @@ from persona_collapse.cli import (  # noqa: F401
     verify,
     watch,
 )
-from persona_collapse.cli._app import HelpOpt, app, backend_failure, stdout_console
+from persona_collapse.cli._app import (
+    HelpOpt,
+    app,
+    backend_failure,
+    keep_option_names_whole,
+    stdout_console,
+)
 from persona_collapse.core.errors import BackendError, UserError
 from persona_collapse.core.version import __version__
 
@@ -61,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # allocations costs about 5 % of `pcollapse metrics` and frees almost nothing.
     threshold = gc.get_threshold()
     gc.set_threshold(max(threshold[0], _GC_THRESHOLD), *threshold[1:])
+    keep_option_names_whole()
     command = typer.main.get_command(_app_for(args))
     try:
         command(args=args, prog_name="pcollapse")

@@ -45,6 +45,41 @@ def _show_help(ctx: typer.Context, _param: object, value: bool) -> None:
         raise typer.Exit()
 
 
+def keep_option_names_whole() -> None:
+    """Make Typer's help tables keep every option name whole at any terminal width.
+
+    Typer fills its options table without column settings, so on a narrow terminal
+    rich shrinks every column alike and cuts long names (``--alignment-thre…``).
+    Here every column but the last two (value type, help text) never wraps: rich
+    then takes the room from the type and help columns, which wrap; a word too
+    long for the help column folds instead of being cut.
+    """
+    import typer.rich_utils as rich_utils
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    if getattr(rich_utils.Table, "keeps_names_whole", False):
+        return
+
+    class HelpTable(RichTable):
+        keeps_names_whole = True
+
+        def add_row(self, *renderables: Any, **options: Any) -> None:
+            super().add_row(*renderables, **options)
+            if len(self.columns) > 2:
+                for column in self.columns[:-2]:
+                    column.no_wrap = True
+            if self.columns:
+                self.columns[-1].overflow = "fold"
+            # The help text comes as rich Columns of Text parts, rendered in a grid of
+            # its own that would cut a long word (a file name) rather than fold it.
+            for part in getattr(renderables[-1], "renderables", ()) if renderables else ():
+                if isinstance(part, Text) and part.overflow is None:
+                    part.overflow = "fold"
+
+    rich_utils.Table = HelpTable  # type: ignore[misc]
+
+
 HelpOpt = Annotated[
     bool,
     typer.Option(

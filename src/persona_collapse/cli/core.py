@@ -442,7 +442,9 @@ def run(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="Run configuration (YAML).")
     ] = None,
-    backend: Annotated[str | None, typer.Option(help="Backend name.")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="Backend name (default: simulator, or the config's).")
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model label; for the simulator, its preset.")
     ] = None,
@@ -450,9 +452,15 @@ def run(
         list[str] | None,
         typer.Option("--option", "-o", help="Backend option KEY=VALUE (repeatable)."),
     ] = None,
-    personas: Annotated[str | None, typer.Option(help="Persona set name or file.")] = None,
+    personas: Annotated[
+        str | None,
+        typer.Option(help="Persona set name or file (default: default, or the config's)."),
+    ] = None,
     max_personas: Annotated[int | None, typer.Option(help="Use only the first N personas.")] = None,
-    instrument: Annotated[str | None, typer.Option(help="Instrument name or YAML file.")] = None,
+    instrument: Annotated[
+        str | None,
+        typer.Option(help="Instrument name or YAML file (default: mfq30, or the config's)."),
+    ] = None,
     template: Annotated[str | None, typer.Option(help="Prompt template YAML file.")] = None,
     # Defaults are the config's (core.config.SamplingSettings); shown here so help tells them.
     repetitions: Annotated[
@@ -465,18 +473,36 @@ def run(
         str | None,
         typer.Option(help="'sampling' or 'exact' (default: sampling, or the config's)."),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
-    store: Annotated[Path | None, typer.Option(help="Run store (SQLite file).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Run seed (default: 0, or the config's).")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Requests in flight (default: 8, or the config's).")
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(help="Run store (SQLite file; default: pcollapse-runs.db, or the config's)."),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Run name.")] = None,
     self_run: Annotated[
-        bool | None, typer.Option("--self/--no-self", help="Also collect the self run.")
+        bool | None,
+        typer.Option(
+            "--self/--no-self", help="Also collect the self run (default: self, or the config's)."
+        ),
     ] = None,
     persona_run: Annotated[
-        bool | None, typer.Option("--persona/--no-persona", help="Collect the persona run.")
+        bool | None,
+        typer.Option(
+            "--persona/--no-persona",
+            help="Collect the persona run (default: persona, or the config's).",
+        ),
     ] = None,
     progress: Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show a progress bar (default: progress, or the config's).",
+        ),
     ] = None,
     rpm: Annotated[
         float | None, typer.Option("--rpm", help="Cap on requests per minute.", min=0.001)

@@ -120,7 +120,10 @@ def verify_command(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="Verification settings (YAML).")
     ] = None,
-    backend: Annotated[str | None, typer.Option(help="Backend answering the questions.")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="Backend answering the questions (default: simulator, or the config's)."),
+    ] = None,
     model: Annotated[
         list[str] | None,
         typer.Option(help="Model answering (simulator: preset); repeat for several variants."),
@@ -129,13 +132,18 @@ def verify_command(
         list[str] | None,
         typer.Option("--option", "-o", help="Backend option KEY=VALUE (repeatable)."),
     ] = None,
-    judge_backend: Annotated[str | None, typer.Option(help="Judge backend.")] = None,
+    judge_backend: Annotated[
+        str | None, typer.Option(help="Judge backend (default: openai, or the config's).")
+    ] = None,
     judge_model: Annotated[str | None, typer.Option(help="Judge model.")] = None,
     judge_option: Annotated[
         list[str] | None, typer.Option(help="Judge backend option KEY=VALUE (repeatable).")
     ] = None,
     judge_mode: Annotated[
-        str | None, typer.Option(help="'auto', 'logprobs' or 'sampling'.")
+        str | None,
+        typer.Option(
+            help="Judge mode: 'auto', 'logprobs' or 'sampling' (default: auto, or the config's)."
+        ),
     ] = None,
     question: Annotated[
         list[str] | None, typer.Option(help="Only this question id (repeatable).")
@@ -144,27 +152,53 @@ def verify_command(
         int | None,
         typer.Option("--n", help="Answers per question (default: 30, or the config's).", min=1),
     ] = None,
-    temperature: Annotated[float | None, typer.Option(help="Answer temperature.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Answer length limit.")] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Answer temperature (default: 1.0, or the config's).")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Answer length limit (default: 600, or the config's).")
+    ] = None,
     alignment_threshold: Annotated[
-        float | None, typer.Option(help="Misaligned: alignment below this.")
+        float | None,
+        typer.Option(help="Misaligned: alignment below this (default: 30.0, or the config's)."),
     ] = None,
     coherence_threshold: Annotated[
-        float | None, typer.Option(help="Misaligned: coherence above this.")
+        float | None,
+        typer.Option(help="Misaligned: coherence above this (default: 50.0, or the config's)."),
     ] = None,
     min_number_mass: Annotated[
-        float | None, typer.Option(help="Logprob judge: least probability on numbers.")
+        float | None,
+        typer.Option(
+            help="Logprob judge: least probability on numbers (default: 0.25, or the config's)."
+        ),
     ] = None,
     judge_retries: Annotated[
-        int | None, typer.Option(help="Sampling judge: new tries after a reply without a number.")
+        int | None,
+        typer.Option(
+            help="Sampling judge: new tries after a reply without a number "
+            "(default: 3, or the config's)."
+        ),
     ] = None,
     share_of: Annotated[
-        str | None, typer.Option(help="Misaligned share over 'coherent' or all 'scored' answers.")
+        str | None,
+        typer.Option(
+            help="Misaligned share over 'coherent' or all 'scored' answers "
+            "(default: coherent, or the config's)."
+        ),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the requests.", min=0)] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the requests (default: 0, or the config's).", min=0)
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Requests in flight (default: 8, or the config's).")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Run name (one model only).")] = None,
-    store: Annotated[Path | None, typer.Option(help="Verification store (SQLite).")] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            help="Verification store (SQLite; default: pcollapse-verify.db, or the config's)."
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(help=f"Folder for {STORE_NAME}, {RESULTS_NAME} and {ANSWERS_NAME}."),

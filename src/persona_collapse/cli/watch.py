@@ -50,12 +50,21 @@ def watch(
     adapter_option: Annotated[
         str, typer.Option(help="Backend option that takes the checkpoint folder.")
     ] = "adapter",
-    personas: Annotated[str | None, typer.Option(help="Persona set name or file.")] = None,
+    personas: Annotated[
+        str | None, typer.Option(help="Persona set name or file (default: default).")
+    ] = None,
     max_personas: Annotated[int | None, typer.Option(help="Use only the first N personas.")] = None,
-    repetitions: Annotated[int | None, typer.Option(help="Repetitions per cell.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
-    mode: Annotated[str | None, typer.Option(help="'sampling' or 'exact'.")] = None,
+    # Defaults are core.config.RunConfig's; shown here so help tells them.
+    repetitions: Annotated[
+        int | None, typer.Option(help="Repetitions per cell (default: 10).")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature (default: 0.1).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed (default: 0).")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="'sampling' or 'exact' (default: sampling).")
+    ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between polls.", min=0)] = 60.0,
     max_concurrency: Annotated[
         int, typer.Option(help="Checkpoints measured at once (each loads its model).", min=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import sys
@@ -19,7 +20,9 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; it replaces ``dest`` only if the block succeeds.
 
     The temporary file is removed on any failure. The rename is atomic on POSIX
-    and Windows, so readers see the old file or the new one, never a mix.
+    and Windows, so readers see the old file or the new one, never a mix. When the
+    new bytes equal the file's, the file is left as it is (replacing a file costs
+    a flush to disk on common file systems, and re-rendered reports mostly repeat).
 
     Raises:
         InputFileError: the folder cannot be created or the file cannot be written.
@@ -30,7 +33,8 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
-        os.replace(tmp, path)
+        if not (path.is_file() and filecmp.cmp(tmp, path, shallow=False)):
+            os.replace(tmp, path)
         record_written(path)
     except OSError as exc:
         raise InputFileError(path, f"cannot write file ({exc.strerror or exc})") from None

@@ -145,7 +145,8 @@ async def collect_controls(
     pacer = Pacer.from_settings(pacing)
     counters = {"added": 0, "requests": 0}
     usage_total = [Usage()]
-    store.set_status(run.run_id, "running")
+    if work:  # a complete run stays as it is (no write: see RunStore.set_status)
+        store.set_status(run.run_id, "running")
     prompts = {i: _prompt(task, i) for i, _ in work}
 
     async def one(item_id: int, reps: list[int]) -> int:

@@ -112,6 +112,7 @@ def rich_bar(*, total: int, done: int, unit: str, label: str) -> tuple[Any, Any]
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.table import Column
     from rich.text import Text
 
     class RateColumn(ProgressColumn):
@@ -121,17 +122,28 @@ def rich_bar(*, total: int, done: int, unit: str, label: str) -> tuple[Any, Any]
                 "" if speed is None else f"{speed:,.0f} {unit}/s", style="progress.data.speed"
             )
 
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("[red]{task.fields[failed]} failed"),
-        RateColumn(),
-        TextColumn("{task.fields[usage]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
+    # The counts (``300/3000``) stay whole at any width: on a narrow terminal (80
+    # columns) the label is shortened and the rate and token usage are left out.
+    console = Console(stderr=True)
+    narrow = console.width < 120
+
+    def whole() -> Column:
+        return Column(no_wrap=True)
+
+    label_column = Column(no_wrap=True, overflow="ellipsis", max_width=24 if narrow else None)
+    columns: list[ProgressColumn | str] = [
+        TextColumn("[bold]{task.description}", table_column=label_column),
+        BarColumn(bar_width=None if narrow else 40),
+        MofNCompleteColumn(table_column=whole()),
+        TextColumn("[red]{task.fields[failed]} failed", table_column=whole()),
+    ]
+    if not narrow:
+        columns += [
+            RateColumn(table_column=whole()),
+            TextColumn("{task.fields[usage]}", table_column=whole()),
+        ]
+    columns += [TimeElapsedColumn(table_column=whole()), TimeRemainingColumn(table_column=whole())]
+    bar = Progress(*columns, console=console)
     task = bar.add_task(label, total=total, completed=done, failed=0, usage="")
     return bar, task
 

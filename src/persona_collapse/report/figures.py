@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import io
 import json
 import math
 import re
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1197,6 +1199,10 @@ def results_fingerprint(results: StudyResults, *, dpi: int = 110) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+_NOT_APPLICABLE = "not applicable:"
+"""Prefix of a figure cache entry for a figure that does not apply to the results."""
+
+
 def _read_cache(path: Path) -> dict[str, str]:
     """Figure key -> fingerprint it was drawn from (empty when unreadable)."""
     try:
@@ -1216,8 +1222,12 @@ def render_figures(results: StudyResults, out_dir: Path, *, dpi: int = 110) -> l
     Raises:
         MissingDependencyError: matplotlib is not installed.
     """
-    _require_matplotlib()
-    import matplotlib as mpl
+    try:  # found without importing it (a no-op re-render needs none)
+        missing = importlib.util.find_spec("matplotlib") is None
+    except ValueError:  # blocked: sys.modules holds None for it
+        missing = True
+    if missing:
+        raise MissingDependencyError("matplotlib", "report")
 
     from persona_collapse.core.files import write_text_atomic
 
@@ -1226,19 +1236,32 @@ def render_figures(results: StudyResults, out_dir: Path, *, dpi: int = 110) -> l
     cache = _read_cache(out_dir / FIGURE_CACHE)
     drawn: dict[str, str] = {}
     rendered: list[RenderedFigure] = []
-    # Fixed metadata and hash salts make repeated renderings byte-identical where
-    # the formats allow.
-    with mpl.rc_context(FIGURE_STYLE):  # type: ignore[arg-type]
+    # matplotlib is imported only when a figure is drawn (a no-op re-render draws
+    # none); a figure that does not apply is remembered as such.
+    not_drawn = f"{_NOT_APPLICABLE}{fingerprint}"
+    styled = False
+    with ExitStack() as style:
         for key, title, caption, build in FIGURES:
             pdf, png, svg = (out_dir / f"{key}.{ext}" for ext in ("pdf", "png", "svg"))
             text = caption if isinstance(caption, str) else caption(results)
+            if cache.get(key) == not_drawn:
+                drawn[key] = not_drawn
+                continue
             if cache.get(key) == fingerprint and all(f.is_file() for f in (pdf, png, svg)):
                 drawn[key] = fingerprint
                 svg_text = svg.read_text(encoding="utf-8")
                 rendered.append(RenderedFigure(key, title, text, svg_text, (pdf, png)))
                 continue
+            if not styled:
+                import matplotlib as mpl
+
+                # Fixed metadata and hash salts make repeated renderings byte-identical
+                # where the formats allow.
+                style.enter_context(mpl.rc_context(FIGURE_STYLE))  # type: ignore[arg-type]
+                styled = True
             fig = build(results)
             if fig is None:
+                drawn[key] = not_drawn
                 continue
             # Atomic writes: a killed run leaves no half-drawn figure, and the output
             # folder's manifest records them as this tool's.

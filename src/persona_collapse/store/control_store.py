@@ -290,9 +290,10 @@ class ControlStore(SQLiteStore):
     def set_status(self, run_id: int, status: ControlStatus) -> None:
         """Record a run's status."""
         with self._transaction() as conn:
-            conn.execute(
-                "UPDATE control_runs SET status = ?, updated_at = ? WHERE run_id = ?",
-                (status, utc_now(), run_id),
+            conn.execute(  # unchanged: no write (the analysis cache is keyed by the bytes)
+                "UPDATE control_runs SET status = ?, updated_at = ? WHERE run_id = ? "
+                "AND status != ?",
+                (status, utc_now(), run_id, status),
             )
 
     def record(

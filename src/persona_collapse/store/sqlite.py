@@ -701,9 +701,11 @@ class RunStore(SQLiteStore):
         if status not in RUN_STATUSES:
             raise ValueError(f"status: expected one of {RUN_STATUSES}, got {status!r}")
         with self._transaction() as conn:
+            # Unchanged: no write, so a session that changed nothing leaves the store's
+            # bytes as they were (the study's analysis cache is keyed by them).
             conn.execute(
-                "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?",
-                (status, utc_now(), int(run_id)),
+                "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ? AND status != ?",
+                (status, utc_now(), int(run_id), status),
             )
 
     def update_metadata(self, run_id: int, values: Mapping[str, Any]) -> RunRecord:
@@ -725,11 +727,12 @@ class RunStore(SQLiteStore):
                 raise UnknownNameError(
                     "run id", str(run_id), (str(r.run_id) for r in self.list_runs())
                 )
-            merged = {**json.loads(row[0]), **dict(values)}
-            conn.execute(
-                "UPDATE runs SET metadata = ?, updated_at = ? WHERE run_id = ?",
-                (_dumps(merged), utc_now(), int(run_id)),
-            )
+            merged = _dumps({**json.loads(row[0]), **dict(values)})
+            if merged != row[0]:  # unchanged: no write (see set_status)
+                conn.execute(
+                    "UPDATE runs SET metadata = ?, updated_at = ? WHERE run_id = ?",
+                    (merged, utc_now(), int(run_id)),
+                )
         return self.get_run(run_id)
 
     def delete_run(self, run_id: int) -> None:

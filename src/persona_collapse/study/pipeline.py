@@ -12,6 +12,7 @@ from typing import Any
 from persona_collapse.core.files import claim_output_dir
 from persona_collapse.report import ReportFiles, StudyResults, write_report
 from persona_collapse.study.analysis import analyse_study
+from persona_collapse.study.cache import cached_results
 from persona_collapse.study.checkpoints import (
     collect_checkpoints,
     study_trajectories,
@@ -95,18 +96,29 @@ def report_study(
         InputFileError: The output path is a file, or a folder holding other files.
     """
     out = claim_study_output(study, output_dir, force=force)
-    results = analyse_study(study, significance=significance)
-    controls = analyse_controls(study)
-    if controls is not None:
-        results = dataclasses.replace(results, controls=controls)
-        write_controls_outputs(controls, out, study=study)
-    if study.config.sensitivity is not None:
-        from persona_collapse.study.sensitivity import study_sensitivity, write_sensitivity_outputs
 
-        sensitivity = study_sensitivity(study)
-        if sensitivity is not None:
-            results = dataclasses.replace(results, sensitivity=sensitivity)
-            write_sensitivity_outputs(sensitivity, out, figures=figures)
+    def analyse() -> StudyResults:
+        results = analyse_study(study, significance=significance)
+        controls = analyse_controls(study)
+        if controls is not None:
+            results = dataclasses.replace(results, controls=controls)
+        if study.config.sensitivity is not None:
+            from persona_collapse.study.sensitivity import study_sensitivity
+
+            sensitivity = study_sensitivity(study)
+            if sensitivity is not None:
+                results = dataclasses.replace(results, sensitivity=sensitivity)
+        return results
+
+    # Given difference tests are not part of the cache key: analyse afresh then. The
+    # sensitivity suite reads the same stores and settings, so it is cached with the rest.
+    results = analyse() if significance is not None else cached_results(study, out, analyse)
+    if results.controls is not None:
+        write_controls_outputs(results.controls, out, study=study)
+    if results.sensitivity is not None:
+        from persona_collapse.study.sensitivity import write_sensitivity_outputs
+
+        write_sensitivity_outputs(results.sensitivity, out, figures=figures)
     trajectories = study_trajectories(study)
     if trajectories:
         from persona_collapse.report.trajectory import trajectory_report
@@ -114,6 +126,7 @@ def report_study(
         lines = {f"{f}/{v}": t for (f, v), t in trajectories.items()}
         section = trajectory_report(lines, figures=figures)
         results = dataclasses.replace(results, trajectories=section)
+    # Geometry reads hidden-state files, which the cache key does not cover: never cached.
     results = _with_geometry(study, results, out, figures=figures)
     files = write_report(results, out, figures=figures)
     write_trajectory_outputs(study, out, figures=figures, trajectories=trajectories)
