@@ -230,6 +230,14 @@ def test_reproduce_gives_the_paper_headline(
     assert "ΔS = +55.1 %, ΔR = −64.5 %, Δσ̄ = +303.7 %" in html
 
 
+def test_reproduce_report_shows_no_absolute_path(reproduced: Path, reference_dir: Path) -> None:
+    # Issue 10.4: nothing of the machine it ran on (the data folder is named, not located).
+    html = (reproduced / "report.html").read_text()
+    assert str(reference_dir.resolve()) not in html
+    assert str(reproduced.resolve()) not in html
+    assert reference_dir.resolve().name in html
+
+
 def test_reproduce_matches_every_run(reproduced: Path, reference_expected: dict[str, Any]) -> None:
     metrics = pd.read_csv(reproduced / "metrics.csv")
     overall = metrics[metrics["scope"] == "overall"].set_index(["family", "variant"])

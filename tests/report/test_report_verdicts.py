@@ -93,3 +93,16 @@ def test_protocol_and_source_show_no_absolute_path(degenerate: StudyOutcome) -> 
     root = str(Path(degenerate.results.source).parent)
     assert root not in page
     assert degenerate.results.protocol["personas"].startswith("personas (6 personas)")
+
+
+def test_shown_path_never_spells_out_the_machines_folders(tmp_path: Path) -> None:
+    from persona_collapse.study.analysis import shown_path
+
+    study = tmp_path / "studies" / "a"
+    assert shown_path(study / "personas.json", study) == "personas.json"
+    sibling = tmp_path / "data" / "p.json"
+    assert shown_path(sibling, study) == str(Path("..", "..", "data", "p.json"))
+    # Sharing only the file system's root: the last two parts, not "../../../...".
+    outside = Path(Path(tmp_path).anchor, "elsewhere-xyz", "data", "personas.json")
+    assert shown_path(outside, study) == str(Path("…", "data", "personas.json"))
+    assert shown_path("default", study) == "default"

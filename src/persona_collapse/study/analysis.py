@@ -527,9 +527,14 @@ def shown_path(value: Any, root: Path) -> str:
     if not path.is_absolute():
         return text
     try:
-        return os.path.relpath(path, root)
+        shared = os.path.commonpath([path, root.resolve()])
     except ValueError:  # another drive (Windows): the name alone
         return path.name
+    if Path(shared) == Path(path.anchor):
+        # Nothing in common but the file system's root: a relative path would spell out
+        # the machine's folders ("../../../work/..."), so show only the last two parts.
+        return str(Path("…", *path.parts[-2:]))
+    return os.path.relpath(path, root)
 
 
 def _protocol_display(

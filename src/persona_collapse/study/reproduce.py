@@ -169,7 +169,8 @@ def reference_study_data(
     personas = root / "personas.json"
     data = {
         "name": re.sub(r"[^A-Za-z0-9._-]+", "-", root.name).strip("-.") or "reproduction",
-        "description": f"Reproduction of the reference data in {root}.",
+        # The folder's name, not its absolute path: a report shows nothing of the machine.
+        "description": f"Reproduction of the reference data in the folder {root.name!r}.",
         "output": str(Path(output_dir).resolve()),
         "protocol": {
             "personas": str(personas) if personas.is_file() else "default",
