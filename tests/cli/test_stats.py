@@ -156,6 +156,34 @@ def test_plan_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     _assert_user_error(code, err, "nope")
 
 
+def test_plan_for_a_count_statistic(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = _run(
+        capsys, "plan", "--preset", "base", "--metric", "non_unanimity_rate", "--change=-0.05",
+        "--repetitions", "2,5,10", "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["metric"] == "non_unanimity_rate"
+    assert data["model"]["pilot_repetitions"] == 10  # as many as the largest design
+    assert [fit["repetitions"] for fit in data["model"]["by_repetitions"]] == [2, 5]
+    assert data["cheapest"]["sampling"] is not None
+    code, out, err = _run(capsys, "plan", "--metric", "non_unanimty_rate")
+    _assert_user_error(code, err, "did you mean 'non_unanimity_rate'")
+    assert "--metric" in err
+
+    from _registry import WIDE_CELL_RATE, register_for_test
+
+    register_for_test(monkeypatch, WIDE_CELL_RATE)
+    code, out, err = _run(
+        capsys, "plan", "--metric", WIDE_CELL_RATE.name, "--change", "0.02",
+        "--repetitions", "3,5", "--personas", "50,100",
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"Δ{WIDE_CELL_RATE.label} = +0.02" in out and "SE(log)" not in out
+
+
 # --- compare --------------------------------------------------------------------------------
 
 
