@@ -82,6 +82,27 @@ def test_audit_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert {row["scope"] for row in data["foundations"]} >= {"Harm/Care", "Purity/Sanctity"}
 
 
+def test_audit_covers_count_statistics(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from _registry import WIDE_CELL_RATE, register_for_test
+
+    register_for_test(monkeypatch, WIDE_CELL_RATE)  # declared without exact features
+    options = ("--replications", "2", "--personas", "10", "--persona-boot", "20",
+               "--rerun-boot", "10", "--pool", "50", "--preset", "base")  # fmt: skip
+    code, out, err = _run(capsys, "audit", *options, "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["truth"]["base"]["non_unanimity_rate"] > 0
+    assert "non_unanimity_rate" in {row["metric"] for row in data["estimators"]}
+    null = [d for d in data["differences"] if d["metric"] == "non_unanimity_rate"]
+    assert null and {"rejection_rate", "rejection_mcse"} <= set(null[0])
+    assert data["no_truth"] == [WIDE_CELL_RATE.name]
+    code, out, err = _run(capsys, "audit", *options)
+    assert code == 0, err
+    assert f"no truth available (null contrast only): {WIDE_CELL_RATE.label}" in out
+
+
 def test_audit_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "audit", "--preset", "nope", "--replications", "2")
     _assert_user_error(code, err, "nope")

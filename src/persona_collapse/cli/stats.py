@@ -47,6 +47,13 @@ def audit(
     ] = 10_000,
     seed: SeedOpt = 0,
     fmt: FormatOpt = "table",
+    counts: Annotated[
+        bool,
+        typer.Option(
+            "--counts/--no-counts",
+            help="Also the count statistics (non-unanimity, Gini, ...; about twice the time).",
+        ),
+    ] = True,
 ) -> None:
     """Audit the estimators on the simulator: bias, RMSE and 95 % interval coverage."""
     from persona_collapse.stats.audit import DEFAULT_PRESETS, audit_estimators
@@ -68,6 +75,7 @@ def audit(
         n_rerun_boot=rerun_boot,
         pool_size=pool,
         rng=seed,
+        counts=counts,
     )
     elapsed = time.perf_counter() - start
     if out_format == "json":
@@ -186,6 +194,9 @@ def audit(
             _share(a.paired_rejection_rate, a.paired_rejection_mcse),
         )
     console.print(agree)
+    if report.no_truth:
+        shown = ", ".join(label(name) for name in report.no_truth)
+        console.print(f"no truth available (null contrast only): {shown}")
     console.print(
         f"seed {report.seed}; {report.n_persona_boot} persona + {report.n_rerun_boot} rerun "
         f"bootstrap draws per interval; {elapsed:.1f} s; ± is the Monte-Carlo SE "
