@@ -36,6 +36,14 @@ contrast (true change 0). The exact-mode value is the statistic's declared estim
 not always the mean of its sampled estimator (the Gini impurity of ``n`` answers
 averages ``(1 - 1/n)`` times its population value), so such a gap shows as bias.
 
+Measured (seed 2026, 200 replications, 100 personas x 10 ratings, T = 0.1, pool
+3000, 500 + 100 draws; 45 s CPU with the count statistics): coverage of the 95 %
+intervals 93.5-96.5 % (MC SE about 1.5 points) for the non-unanimity rate, mean
+distinct answers, endpoint mass, entropy and top-1 share of every preset, null
+rejection 4.0-8.5 %; the mean Gini impurity (and its normalised form) is 9.3-9.7 %
+below its exact-mode value, covering 6-52 % (the ``(1 - 1/n)`` gap above); the modal
+rating is discrete (SE 0 where the mode never moves), so its intervals say little.
+
 All draws come from one seeded generator; the seed is recorded in the report.
 """
 

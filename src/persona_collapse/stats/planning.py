@@ -29,6 +29,12 @@ ratings of every cell: ratings of a cell are exchangeable) and keeps these fits 
 ``VarianceModel.by_repetitions``. Designs with more ratings than the pilot has are
 extrapolated from :math:`n_0` by the noise factor, so a pilot with as many ratings
 per cell as the largest design is best (``pcollapse plan --preset`` draws one).
+On the simulator (400-persona pilot with 20 ratings) the non-unanimity rate's
+predicted SE is within 3-10 % of its sd over 200 simulated runs at 100 x 2, 100 x 3
+and 50 x 10 (personas x ratings); without the refits the 100 x 2 prediction would
+be 90 % too high. A change of a difference-scale statistic is a plain difference
+(``-0.05``: five points less), and for a statistic whose value moves with the
+ratings per cell the same collapse is a different difference at each design.
 
 Power. A change :math:`\delta` (``-0.2`` = a 20 % drop) between two runs of
 one design is tested on the log scale (as in :mod:`persona_collapse.stats.significance`)
