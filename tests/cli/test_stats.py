@@ -178,7 +178,7 @@ def test_plan_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_plan_for_a_count_statistic(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     code, out, err = _run(
         capsys, "plan", "--preset", "base", "--metric", "non_unanimity_rate", "--change=-0.05",
@@ -203,6 +203,14 @@ def test_plan_for_a_count_statistic(
     )  # fmt: skip
     assert code == 0, err
     assert f"Δ{WIDE_CELL_RATE.label} = +0.02" in out and "SE(log)" not in out
+    assert "extrapolated" not in out  # the preset pilot has 10 ratings, the designs <= 5
+    pilot = _simulated_csv(tmp_path / "pilot.csv", "base", seed=5)  # 5 ratings per cell
+    code, out, err = _run(
+        capsys, "plan", pilot, "--metric", "non_unanimity_rate", "--change=-0.05",
+        "--repetitions", "3,5,10", "--personas", "50,100",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "designs with 10 are extrapolated" in out
 
 
 # --- compare --------------------------------------------------------------------------------

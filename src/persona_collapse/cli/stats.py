@@ -432,6 +432,15 @@ def plan(
                     markup=False,
                     highlight=False,
                 )
+    beyond = [n for n in grid_reps if n > result.model.pilot_repetitions]
+    if metric in counted and beyond:
+        console.print(
+            f"note: the pilot has {result.model.pilot_repetitions:g} ratings per cell; "
+            f"designs with {', '.join(map(str, beyond))} are extrapolated (this statistic's "
+            "value can change with the ratings per cell)",
+            markup=False,
+            highlight=False,
+        )
     console.print(
         f"assumptions: {result.prompt_tokens:.0f} prompt tokens per request, "
         f"{100 * result.unparseable_rate:.1f} % replies without a rating, correlation "
