@@ -82,6 +82,27 @@ def test_audit_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert {row["scope"] for row in data["foundations"]} >= {"Harm/Care", "Purity/Sanctity"}
 
 
+def test_audit_covers_count_statistics(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from _registry import WIDE_CELL_RATE, register_for_test
+
+    register_for_test(monkeypatch, WIDE_CELL_RATE)  # declared without exact features
+    options = ("--replications", "2", "--personas", "10", "--persona-boot", "20",
+               "--rerun-boot", "10", "--pool", "50", "--preset", "base")  # fmt: skip
+    code, out, err = _run(capsys, "audit", *options, "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["truth"]["base"]["non_unanimity_rate"] > 0
+    assert "non_unanimity_rate" in {row["metric"] for row in data["estimators"]}
+    null = [d for d in data["differences"] if d["metric"] == "non_unanimity_rate"]
+    assert null and {"rejection_rate", "rejection_mcse"} <= set(null[0])
+    assert data["no_truth"] == [WIDE_CELL_RATE.name]
+    code, out, err = _run(capsys, "audit", *options)
+    assert code == 0, err
+    assert f"no truth available (null contrast only): {WIDE_CELL_RATE.label}" in out
+
+
 def test_audit_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "audit", "--preset", "nope", "--replications", "2")
     _assert_user_error(code, err, "nope")
@@ -154,6 +175,42 @@ def test_plan_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     _assert_user_error(code, err, "not both")
     code, _, err = _run(capsys, "plan", "--preset", "nope")
     _assert_user_error(code, err, "nope")
+
+
+def test_plan_for_a_count_statistic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = _run(
+        capsys, "plan", "--preset", "base", "--metric", "non_unanimity_rate", "--change=-0.05",
+        "--repetitions", "2,5,10", "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["metric"] == "non_unanimity_rate"
+    assert data["model"]["pilot_repetitions"] == 10  # as many as the largest design
+    assert [fit["repetitions"] for fit in data["model"]["by_repetitions"]] == [2, 5]
+    assert data["cheapest"]["sampling"] is not None
+    code, out, err = _run(capsys, "plan", "--metric", "non_unanimty_rate")
+    _assert_user_error(code, err, "did you mean 'non_unanimity_rate'")
+    assert "--metric" in err
+
+    from _registry import WIDE_CELL_RATE, register_for_test
+
+    register_for_test(monkeypatch, WIDE_CELL_RATE)
+    code, out, err = _run(
+        capsys, "plan", "--metric", WIDE_CELL_RATE.name, "--change", "0.02",
+        "--repetitions", "3,5", "--personas", "50,100",
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"Δ{WIDE_CELL_RATE.label} = +0.02" in out and "SE(log)" not in out
+    assert "extrapolated" not in out  # the preset pilot has 10 ratings, the designs <= 5
+    pilot = _simulated_csv(tmp_path / "pilot.csv", "base", seed=5)  # 5 ratings per cell
+    code, out, err = _run(
+        capsys, "plan", pilot, "--metric", "non_unanimity_rate", "--change=-0.05",
+        "--repetitions", "3,5,10", "--personas", "50,100",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "designs with 10 are extrapolated" in out
 
 
 # --- compare --------------------------------------------------------------------------------

@@ -47,6 +47,13 @@ def audit(
     ] = 10_000,
     seed: SeedOpt = 0,
     fmt: FormatOpt = "table",
+    counts: Annotated[
+        bool,
+        typer.Option(
+            "--counts/--no-counts",
+            help="Also the count statistics (non-unanimity, Gini, ...; about twice the time).",
+        ),
+    ] = True,
 ) -> None:
     """Audit the estimators on the simulator: bias, RMSE and 95 % interval coverage."""
     from persona_collapse.stats.audit import DEFAULT_PRESETS, audit_estimators
@@ -68,6 +75,7 @@ def audit(
         n_rerun_boot=rerun_boot,
         pool_size=pool,
         rng=seed,
+        counts=counts,
     )
     elapsed = time.perf_counter() - start
     if out_format == "json":
@@ -186,6 +194,9 @@ def audit(
             _share(a.paired_rejection_rate, a.paired_rejection_mcse),
         )
     console.print(agree)
+    if report.no_truth:
+        shown = ", ".join(label(name) for name in report.no_truth)
+        console.print(f"no truth available (null contrast only): {shown}")
     console.print(
         f"seed {report.seed}; {report.n_persona_boot} persona + {report.n_rerun_boot} rerun "
         f"bootstrap draws per interval; {elapsed:.1f} s; ± is the Monte-Carlo SE "
@@ -224,11 +235,16 @@ def plan(
     change: Annotated[
         float,
         typer.Option(
-            help="Relative change to detect, e.g. -0.2 for a 20 % drop (write --change=-0.2)."
+            help="Change to detect: relative for log-scale statistics (-0.2: a 20 % drop; "
+            "write --change=-0.2), a plain difference for rates and shares (-0.05)."
         ),
     ] = -0.2,
     metric: Annotated[
-        str, typer.Option(help="Statistic to plan for: 'S', 'R', 'sigma_bar', ...")
+        str,
+        typer.Option(
+            help="Statistic to plan for: 'S', 'R', 'sigma_bar' or a count statistic "
+            "('non_unanimity_rate', ...)."
+        ),
     ] = "R",
     power: Annotated[float, typer.Option(help="Target power.")] = 0.8,
     alpha: Annotated[float, typer.Option(help="Test level.")] = 0.05,
@@ -273,6 +289,7 @@ def plan(
     ] = "default",
 ) -> None:
     """Personas × repetitions needed to detect a change, with requests, tokens and cost."""
+    from persona_collapse.core.errors import did_you_mean
     from persona_collapse.engine.costs import ModelPrices, load_price_table
     from persona_collapse.stats.display import label
     from persona_collapse.stats.planning import (
@@ -280,14 +297,20 @@ def plan(
         plan_design,
         variance_models,
     )
-    from persona_collapse.stats.significance import names_tested
+    from persona_collapse.stats.significance import (
+        count_statistics_tested,
+        is_log_scale,
+        names_tested,
+    )
 
     out_format = check_format(fmt)
-    names = names_tested()
+    counted = tuple(st.name for st in count_statistics_tested())
+    names = (*names_tested(), *counted)
     if metric not in names:
-        quoted = ", ".join(repr(n) for n in names)
-        raise UserError(f"--metric must be one of {quoted}, got {metric!r}")
-    if not change > -1 or change == 0:
+        hint = did_you_mean(metric, names) or "known: " + ", ".join(names)
+        raise UserError(f"--metric: unknown statistic {metric!r}; {hint}")
+    log_scale = is_log_scale(metric)
+    if change == 0 or (log_scale and not change > -1):
         raise UserError(f"--change must be a non-zero relative change above -1, got {change}")
     for name, value in (("--power", power), ("--alpha", alpha)):
         if not 0 < value < 1:
@@ -318,11 +341,16 @@ def plan(
     from persona_collapse.core.personas import get_persona_set
 
     available = len(get_persona_set(persona_set))
+    # A count statistic's value can depend on the ratings per cell, so a preset pilot
+    # then gets as many ratings as the largest design (the moment statistics keep 10).
+    pilot_reps = max(10, *grid_reps) if metric in counted else 10
     measured_tokens, measured_rate, pilot_cells, description = _load_pilot(
-        paths, run, preset, seed, instrument
+        paths, run, preset, seed, instrument, pilot_reps
     )
     try:
-        models = variance_models(pilot_cells, rng=seed)
+        models = variance_models(
+            pilot_cells, rng=seed, repetitions=grid_reps, counts=metric in counted
+        )
     except ValueError as exc:
         raise UserError(f"pilot {description}: {exc}") from None
     result = plan_design(
@@ -348,9 +376,10 @@ def plan(
         return
     console = stdout_console()
     name = label(metric)
+    target = f"{100 * change:+.0f} %" if log_scale else f"{change:+g}"
     table = Table(
         title=(
-            f"Detecting Δ{name} = {100 * change:+.0f} % with power {power:g} at α = {alpha:g} "
+            f"Detecting Δ{name} = {target} with power {power:g} at α = {alpha:g} "
             f"(pilot: {description}; per variant)"
         ),
         title_justify="left",
@@ -359,7 +388,7 @@ def plan(
         "mode",
         "personas",
         "reps",
-        "SE(log)",
+        "SE(log)" if log_scale else "SE",
         "power",
         "requests",
         "without n",
@@ -403,6 +432,15 @@ def plan(
                     markup=False,
                     highlight=False,
                 )
+    beyond = [n for n in grid_reps if n > result.model.pilot_repetitions]
+    if metric in counted and beyond:
+        console.print(
+            f"note: the pilot has {result.model.pilot_repetitions:g} ratings per cell; "
+            f"designs with {', '.join(map(str, beyond))} are extrapolated (this statistic's "
+            "value can change with the ratings per cell)",
+            markup=False,
+            highlight=False,
+        )
     console.print(
         f"assumptions: {result.prompt_tokens:.0f} prompt tokens per request, "
         f"{100 * result.unparseable_rate:.1f} % replies without a rating, correlation "
@@ -416,6 +454,7 @@ def _load_pilot(
     preset: str | None,
     seed: int,
     instrument: str | None = None,
+    preset_repetitions: int = 10,
 ) -> tuple[float | None, float | None, RunCells, str]:
     """(prompt tokens per request, unparseable rate, pilot cells, description)."""
     import numpy as np
@@ -429,7 +468,7 @@ def _load_pilot(
         raise UserError("give either a pilot run or --preset, not both")
     if not paths:
         name = preset or "base"
-        cells = pilot_from_preset(name, rng=seed)
+        cells = pilot_from_preset(name, n_repetitions=preset_repetitions, rng=seed)
         description = (
             f"simulator preset {name!r}, {cells.n_personas} personas × "
             f"{cells.cells.values.shape[2] if cells.cells is not None else 0} ratings"

@@ -24,6 +24,26 @@ Each replication also has an exact run (the pool's distributions of the same
 personas, as logprob mode would store them), for the sampling-versus-exact
 agreement section.
 
+Count statistics (non-unanimity, Gini, entropy, ...; the registry's ``features`` and
+``combine``) are audited with the reference estimator (they have one estimator)
+wherever their truth has a closed form in the cell distributions: the truth is the
+statistic's exact-mode value over the pool (each cell's ``CellFeatures.exact`` at
+``n_repetitions`` ratings, summed over the pool's cells), e.g. the non-unanimity
+rate's ``mean over cells of 1 - sum_k p_k**n``: the expected share of cells whose
+``n`` ratings are not all equal. Statistics declared without exact features have no
+truth: they are listed in ``AuditReport.no_truth`` and audited only under the null
+contrast (true change 0). The exact-mode value is the statistic's declared estimand,
+not always the mean of its sampled estimator (the Gini impurity of ``n`` answers
+averages ``(1 - 1/n)`` times its population value), so such a gap shows as bias.
+
+Measured (seed 2026, 200 replications, 100 personas x 10 ratings, T = 0.1, pool
+3000, 500 + 100 draws; 45 s CPU with the count statistics): coverage of the 95 %
+intervals 93.5-96.5 % (MC SE about 1.5 points) for the non-unanimity rate, mean
+distinct answers, endpoint mass, entropy and top-1 share of every preset, null
+rejection 4.0-8.5 %; the mean Gini impurity (and its normalised form) is 9.3-9.7 %
+below its exact-mode value, covering 6-52 % (the ``(1 - 1/n)`` gap above); the modal
+rating is discrete (SE 0 where the mode never moves), so its intervals say little.
+
 All draws come from one seeded generator; the seed is recorded in the report.
 """
 
@@ -41,12 +61,14 @@ from numpy.typing import ArrayLike, NDArray
 from persona_collapse.backends.simulator import PRESETS, SimulatorBackend
 from persona_collapse.core.errors import UnknownNameError
 from persona_collapse.stats.metrics import CellRatings, foundation_columns, resolve_rng
+from persona_collapse.stats.registry import count_statistic_draws, feature_sets
 from persona_collapse.stats.significance import (
     OVERALL,
     DifferenceTest,
     RunCells,
     cells_from_cell_ratings,
     change_tests,
+    count_statistics_tested,
     draw_estimates,
     draw_estimators,
     is_log_scale,
@@ -311,6 +333,9 @@ class AuditReport:
         seed: Seed of all draws (None when a Generator was passed).
         foundations: One row per preset, foundation, metric and estimator (the same
             measures on each foundation's items; ``scope`` names the foundation).
+        no_truth: Tested statistics whose true value the simulator cannot give in
+            closed form (count statistics without exact features): only their null
+            contrast is audited.
     """
 
     estimators: tuple[EstimatorAudit, ...]
@@ -329,6 +354,7 @@ class AuditReport:
     pool_size: int
     seed: int | None
     foundations: tuple[EstimatorAudit, ...] = ()
+    no_truth: tuple[str, ...] = ()
 
     def foundation(
         self, preset: str, scope: str, metric: str, estimator: str = "corrected"
@@ -401,6 +427,7 @@ class AuditReport:
                 "seed": self.seed,
             },
             "truth": self.truth,
+            "no_truth": list(self.no_truth),
             "estimators": [r.to_dict() for r in self.estimators],
             "foundations": [r.to_dict() for r in self.foundations],
             "differences": [r.to_dict() for r in self.differences],
@@ -413,6 +440,31 @@ class AuditReport:
 
 def _truth(means: FloatArray, sds: FloatArray) -> dict[str, float]:
     return point_values(means, sds)
+
+
+def count_truth(probs: FloatArray, scale: ArrayLike, n_repetitions: int) -> dict[str, float]:
+    """True values of the count statistics for a population of cells.
+
+    Args:
+        probs: ``(..., K)`` exact rating distributions of the population's cells over
+            ``scale`` (ascending).
+        scale: ``(K,)`` rating values.
+        n_repetitions: Ratings per cell of the runs whose estimates are judged.
+
+    Returns:
+        Count statistic -> its exact-mode value over all cells (each cell's
+        ``CellFeatures.exact`` summed, then ``combine``); statistics without exact
+        features, or whose value is not finite, are left out.
+    """
+    flat = np.asarray(probs, dtype=np.float64).reshape(-1, np.shape(probs)[-1])
+    sums: dict[str, FloatArray] = {}
+    for features in feature_sets():
+        if features.exact is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                per_cell = np.asarray(features.exact(flat, n_repetitions), dtype=np.float64)
+            sums[features.name] = per_cell.sum(axis=0)[None, :]
+    values = count_statistic_draws(sums, np.asarray(scale, dtype=np.float64))
+    return {name: float(v[0]) for name, v in values.items() if math.isfinite(float(v[0]))}
 
 
 def _true_change(variant: float, reference: float, metric: str) -> float:
@@ -456,6 +508,7 @@ def audit_estimators(
     alpha: float = 0.05,
     pool_size: int = 10_000,
     rng: np.random.Generator | int | None = None,
+    counts: bool = False,
 ) -> AuditReport:
     """Bias, RMSE and interval coverage of the estimators and difference tests.
 
@@ -471,6 +524,9 @@ def audit_estimators(
         alpha: Level of the tests (rejection rates).
         pool_size: Personas in the simulated population.
         rng: Generator, int seed or None (fresh seed, recorded).
+        counts: Also the count statistics (about twice the time; ``pcollapse audit``
+            does); the moment statistics' rows are the same either way (the same
+            random draws).
 
     Returns:
         :class:`AuditReport`.
@@ -514,6 +570,8 @@ def audit_estimators(
         means = probs[name] @ scale
         sds = np.sqrt(np.maximum(probs[name] @ scale**2 - means**2, 0.0))
         truth[name] = _truth(means, sds)
+        if counts:
+            truth[name] |= count_truth(probs[name], scale, n_repetitions)
         means_sds[name] = (means, sds)
     foundation_of = {i.id: i.foundation for i in SimulatorBackend(presets[0]).instrument.items}
     foundations = {i: foundation_of[i] for i in item_ids}
@@ -521,9 +579,13 @@ def audit_estimators(
     # Per preset and foundation: the pool's values on the foundation's items.
     scoped_truth = {
         (name, scope): _truth(means[:, cols], sds[:, cols])
+        | (count_truth(probs[name][:, cols], scale, n_repetitions) if counts else {})
         for name, (means, sds) in means_sds.items()
         for scope, cols in groups.items()
     }
+    scale_values = tuple(float(v) for v in scale)
+    counted = {st.name for st in count_statistics_tested()} if counts else set()
+    no_truth = tuple(n for n in sorted(counted) if any(n not in t for t in truth.values()))
 
     first = presets[0]
     null_label = f"{first}{NULL_SUFFIX}"
@@ -549,7 +611,9 @@ def audit_estimators(
                 rng=generator,
                 item_ids=item_ids,
             )
-            runs[label] = cells_from_cell_ratings(grouped, foundations=foundations)
+            runs[label] = cells_from_cell_ratings(
+                grouped, foundations=foundations, scale=scale_values
+            )
         for name in presets:
             dist = probs[name][chosen]
             means = dist @ scale
@@ -564,6 +628,9 @@ def audit_estimators(
                 method="exact",
                 excluded_personas=(),
                 foundations=foundations,
+                scale=scale_values,
+                probs=dist,
+                repetitions=n_repetitions,
             )
 
         both = draw_estimators(
@@ -573,8 +640,11 @@ def audit_estimators(
             n_boot=n_persona_boot,
             n_rerun_boot=n_rerun_boot,
             rng=generator,
+            counts=bool(counted),
         )
         for estimator, draws in both.items():
+            # Count statistics have one estimator: audited with the reference one only.
+            skip = counted if estimator == "corrected" else set()
             # Single-run estimates and SEs: the reference estimator with the
             # published SEs (persona and rerun bootstrap in quadrature, as
             # analyze_ratings computes them), the corrected one with persona SEs.
@@ -586,6 +656,8 @@ def audit_estimators(
             for name in presets:
                 e = estimates[name][OVERALL]
                 for metric, found in e.estimates.items():
+                    if metric in skip or metric not in truth[name]:
+                        continue
                     low, high = e.interval(metric)
                     single.setdefault((name, metric, estimator), []).append(
                         (found.value, found.se, low, high)
@@ -593,6 +665,8 @@ def audit_estimators(
                 for scope in groups:
                     e = estimates[name][scope]
                     for metric, found in e.estimates.items():
+                        if metric in skip or metric not in scoped_truth[name, scope]:
+                            continue
                         low, high = e.interval(metric)
                         scoped.setdefault((name, scope, metric, estimator), []).append(
                             (found.value, found.se, low, high)
@@ -600,6 +674,11 @@ def audit_estimators(
             for reference, variant in contrasts:
                 tests = change_tests(draws, reference, variant, "persona", z_crit)
                 for metric, by_scope in tests.items():
+                    known = variant == null_label or (
+                        metric in truth[variant] and metric in truth[reference]
+                    )
+                    if metric in skip or not known:
+                        continue
                     t = by_scope[OVERALL]
                     for variance in schemes[estimator]:
                         est, low, high, p_value = _retest(t, variance, z_crit)
@@ -614,6 +693,8 @@ def audit_estimators(
                 tests = change_tests(draws, f"{name}{EXACT_SUFFIX}", name, "persona", z_crit)
                 exact_values = draws.point[f"{name}{EXACT_SUFFIX}"][OVERALL]
                 for metric, by_scope in tests.items():
+                    if (name, metric, estimator) not in single:
+                        continue  # no truth, or a count statistic's second estimator
                     t = by_scope[OVERALL]
                     exact = exact_values[metric]
                     value, _, low, high = single[(name, metric, estimator)][-1]
@@ -625,7 +706,7 @@ def audit_estimators(
                         )
                     )
 
-    order = names_tested()
+    order = (*names_tested(), *(st.name for st in count_statistics_tested()))
     return AuditReport(
         estimators=tuple(
             _estimator_row(preset, metric, estimator, truth[preset][metric], values)
@@ -666,6 +747,7 @@ def audit_estimators(
         alpha=float(alpha),
         pool_size=pool_size,
         seed=seed,
+        no_truth=no_truth,
         foundations=tuple(
             replace(
                 _estimator_row(
@@ -756,6 +838,7 @@ __all__ = [
     "DifferenceAudit",
     "EstimatorAudit",
     "audit_estimators",
+    "count_truth",
     "mc_se",
     "replication_warning",
     "sample_cells",

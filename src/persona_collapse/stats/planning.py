@@ -14,6 +14,28 @@ persona bootstrap estimates the total :math:`(b + w)/P_0` and the rerun
 bootstrap the within part :math:`w/P_0` (it varies only the ratings). Exact
 (logprob) mode has no rating noise: :math:`\operatorname{var}(P) = b/P`.
 
+Every tested statistic gets such a model, count statistics (non-unanimity, Gini,
+entropy, ...; :func:`~persona_collapse.stats.significance.count_statistics_tested`)
+included: their persona and rerun replicates come from the same bootstrap the
+difference tests use (:func:`~persona_collapse.stats.significance.draw_estimators`),
+on each statistic's test scale (the variance of ``log X`` for ``log`` statistics,
+of ``X`` itself for ``difference`` ones such as rates). Their noise scales by
+:func:`noise_factor` (a mean's ``1/n`` unless :data:`NOISE_FACTORS` says otherwise).
+Several count statistics change their *value* with the ratings per cell (the
+non-unanimity rate of 2 answers is not that of 10), so a single fit at the pilot's
+:math:`n_0` would misjudge other designs; :func:`variance_models` therefore refits
+them on the pilot cut to each requested :math:`n < n_0` (the first :math:`n`
+ratings of every cell: ratings of a cell are exchangeable) and keeps these fits in
+``VarianceModel.by_repetitions``. Designs with more ratings than the pilot has are
+extrapolated from :math:`n_0` by the noise factor, so a pilot with as many ratings
+per cell as the largest design is best (``pcollapse plan --preset`` draws one).
+On the simulator (400-persona pilot with 20 ratings) the non-unanimity rate's
+predicted SE is within 3-10 % of its sd over 200 simulated runs at 100 x 2, 100 x 3
+and 50 x 10 (personas x ratings); without the refits the 100 x 2 prediction would
+be 90 % too high. A change of a difference-scale statistic is a plain difference
+(``-0.05``: five points less), and for a statistic whose value moves with the
+ratings per cell the same collapse is a different difference at each design.
+
 Power. A change :math:`\delta` (``-0.2`` = a 20 % drop) between two runs of
 one design is tested on the log scale (as in :mod:`persona_collapse.stats.significance`)
 with :math:`\mathrm{se} = \sqrt{2 (1 - \rho) \operatorname{var}(P, n)}`, assuming
@@ -61,14 +83,18 @@ from persona_collapse.core.types import RunMode
 from persona_collapse.engine.costs import ModelPrices, count_message_tokens, estimate_cost
 from persona_collapse.stats.audit import sample_cells
 from persona_collapse.stats.metrics import (
+    CellRatings,
     persona_bootstrap_replicates,
     rerun_bootstrap_replicates,
     resolve_rng,
 )
 from persona_collapse.stats.registry import statistics
 from persona_collapse.stats.significance import (
+    OVERALL,
     RunCells,
     cells_from_cell_ratings,
+    count_statistics_tested,
+    draw_estimators,
     is_log_scale,
     scope_values,
     statistics_tested,
@@ -126,6 +152,9 @@ class VarianceModel:
         pilot_personas: Personas of the pilot.
         pilot_repetitions: Mean ratings per cell of the pilot.
         value: The pilot's value of the metric.
+        by_repetitions: Count statistics: ``(n, between, within, value)`` refitted on
+            the pilot cut to ``n`` ratings per cell (``n`` below the pilot's); a design
+            with ``n`` ratings uses the fit of the nearest such ``n`` (or the pilot's).
     """
 
     metric: str
@@ -134,9 +163,19 @@ class VarianceModel:
     pilot_personas: int
     pilot_repetitions: float
     value: float
+    by_repetitions: tuple[tuple[int, float, float, float], ...] = ()
 
     def _noise_factor(self, repetitions: float) -> float:
         return noise_factor(self.metric)(self.pilot_repetitions, repetitions)
+
+    def _components(self, repetitions: int) -> tuple[float, float]:
+        """``(between, within)`` at ``repetitions`` ratings per cell, from the nearest fit."""
+        if not self.by_repetitions:
+            return self.between, self.within * self._noise_factor(repetitions)
+        fits = [(self.pilot_repetitions, self.between, self.within)]
+        fits += [(float(n), b, w) for n, b, w, _ in self.by_repetitions]
+        n_fit, between, within = min(fits, key=lambda f: abs(math.log(repetitions / f[0])))
+        return between, within * noise_factor(self.metric)(n_fit, repetitions)
 
     def variance(self, personas: int, repetitions: int | None) -> float:
         """Variance of ``log X`` with ``personas`` personas and ``repetitions`` ratings
@@ -149,11 +188,17 @@ class VarianceModel:
             raise ValueError(
                 f"repetitions must be >= 2 (a cell sd needs two ratings), got {repetitions}"
             )
-        return (self.between + self.within * self._noise_factor(repetitions)) / personas
+        between, within = self._components(repetitions)
+        return (between + within) / personas
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form."""
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["by_repetitions"] = [
+            {"repetitions": n, "between": b, "within": w, "value": v}
+            for n, b, w, v in self.by_repetitions
+        ]
+        return out
 
 
 def _log_var(values: np.ndarray, log: bool = True) -> float:
@@ -171,18 +216,27 @@ def variance_models(
     n_boot: int = 2000,
     n_rerun_boot: int = 400,
     rng: np.random.Generator | int | None = None,
+    repetitions: Sequence[int] = (),
+    counts: bool = True,
 ) -> dict[str, VarianceModel]:
     """Fit the variance model of every tested statistic to a sampled pilot run.
 
     A statistic sharing another's test (``R`` with ``sigma_bar``) shares its model.
+    The moment statistics are fitted first, from the same draws as without ``counts``.
 
     Args:
         pilot: A sampled run (``method="sampling"``) with at least 2 ratings per cell on average.
         n_boot, n_rerun_boot: Persona- and rerun-bootstrap draws.
         rng: Generator, int seed or None.
+        repetitions: Ratings per cell of the designs to plan; the count statistics are
+            refitted on the pilot cut to each of them below the pilot's (see the
+            module docstring).
+        counts: Also the count statistics
+            (:func:`~persona_collapse.stats.significance.count_statistics_tested`).
 
     Returns:
-        Statistic name -> model, in registration order (``S``, ``R``, ``sigma_bar``, ...).
+        Statistic name -> model, in the order of the registry (moment statistics, then
+        count statistics).
 
     Raises:
         ValueError: The pilot is an exact run or has too few ratings per cell.
@@ -223,7 +277,67 @@ def variance_models(
             models[stat.name] = replace(fitted[shared], metric=stat.name, value=own)
         elif stat.name in fitted:
             models[stat.name] = fitted[stat.name]
+    if not counts or not count_statistics_tested():
+        return models
+    at_pilot = _count_components(pilot, n_boot, n_rerun_boot, generator)
+    cut: dict[int, dict[str, tuple[float, float, float]]] = {}
+    for n in sorted({int(r) for r in repetitions}):
+        if 2 <= n < int(pilot.counts.min()):
+            cut[n] = _count_components(_first_ratings(pilot, n), n_boot, n_rerun_boot, generator)
+    for name, (between, within, value) in at_pilot.items():
+        models[name] = VarianceModel(
+            metric=name,
+            between=between,
+            within=within,
+            pilot_personas=n_p,
+            pilot_repetitions=n0,
+            value=value,
+            by_repetitions=tuple((n, *fits[name]) for n, fits in cut.items()),
+        )
     return models
+
+
+def _first_ratings(pilot: RunCells, n: int) -> RunCells:
+    """``pilot`` with only the first ``n`` valid ratings of every cell (``n`` <= every count)."""
+    cells = pilot.cells
+    if cells is None:
+        raise ValueError("pilot: need a sampled run to cut its cells")
+    kept = CellRatings(
+        values=np.ascontiguousarray(cells.values[:, :, :n]),
+        counts=np.minimum(cells.counts, n),
+        persona_ids=cells.persona_ids,
+        item_ids=cells.item_ids,
+    )
+    return cells_from_cell_ratings(kept, foundations=pilot.foundations, scale=pilot.scale)
+
+
+def _count_components(
+    pilot: RunCells, n_boot: int, n_rerun_boot: int, rng: np.random.Generator
+) -> dict[str, tuple[float, float, float]]:
+    """Count statistic -> ``(between, within, value)`` of a sampled pilot (all items),
+    from the persona and rerun bootstrap of the difference tests, on the test scale."""
+    draws = draw_estimators(
+        {"pilot": pilot},
+        estimators=("reference",),
+        paired=False,
+        n_boot=n_boot,
+        n_rerun_boot=n_rerun_boot,
+        rng=rng,
+        counts=True,
+    )["reference"]
+    point = draws.point["pilot"][OVERALL]
+    persona = draws.persona["pilot"][OVERALL]
+    rerun = draws.rerun["pilot"][OVERALL] if draws.rerun is not None else {}
+    n_p = pilot.n_personas
+    out: dict[str, tuple[float, float, float]] = {}
+    for stat in count_statistics_tested():
+        if stat.name not in persona:
+            continue
+        log = is_log_scale(stat.name)
+        total = _log_var(persona[stat.name], log)
+        within = _log_var(rerun[stat.name], log) if stat.name in rerun else 0.0
+        out[stat.name] = (max(total - within, 0.0) * n_p, within * n_p, float(point[stat.name]))
+    return out
 
 
 def pilot_from_distributions(
@@ -253,7 +367,7 @@ def pilot_from_distributions(
         rng=generator,
         item_ids=item_ids,
     )
-    return cells_from_cell_ratings(grouped, foundations=foundations)
+    return cells_from_cell_ratings(grouped, foundations=foundations, scale=scale)
 
 
 def pilot_from_preset(
@@ -550,10 +664,12 @@ __all__ = [
     "DEFAULT_PERSONAS",
     "DEFAULT_REPETITIONS",
     "DEFAULT_UNPARSEABLE_RATE",
+    "NOISE_FACTORS",
     "DesignPoint",
     "Plan",
     "VarianceModel",
     "expected_requests_per_cell",
+    "noise_factor",
     "pilot_from_distributions",
     "pilot_from_preset",
     "plan_design",

@@ -244,8 +244,10 @@ def count_statistics_tested() -> tuple[Statistic, ...]:
     and bootstrap replicates come from each run's per-persona cell-feature sums, through
     the registry's draw hook
     (:func:`~persona_collapse.stats.registry.count_statistic_draws`), resampled with the
-    same persona (and rerun) draws as the moment statistics. Power planning and the
-    audit model the moment statistics only.
+    same persona (and rerun) draws as the moment statistics. Power planning
+    (:mod:`persona_collapse.stats.planning`) and the audit
+    (:mod:`persona_collapse.stats.audit`, truths from the exact cell features) cover
+    them too.
     """
     return tuple(st for st in statistics() if getattr(st, "features", None) is not None)
 
