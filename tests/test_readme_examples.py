@@ -257,10 +257,12 @@ def test_shell_example_runs(line: int, language: str, code: str, mark: str, tmp_
     script = tmp_path / "example.sh"
     script.write_text(_runnable(code, _free_port()), encoding="utf-8")
     bindir = str(Path(sys.executable).parent)
+    # No PYTHONPATH of our own: the environment's install is this checkout (an inherited
+    # PYTHONPATH still wins), and putting src/ first would let a build's stale
+    # src/*.egg-info shadow the installed entry points (inspect's task registry).
     env = {
         **os.environ,
         "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(README.parent / "src"),
         "PCOLLAPSE_CACHE": str(tmp_path / "cache"),
         "COLUMNS": "100",
     }
