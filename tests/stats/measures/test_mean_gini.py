@@ -68,3 +68,19 @@ def test_recovers_the_simulators_truth() -> None:
     est = run.metrics.estimate("mean_gini")
     assert abs(est.value - truth) < 2 * est.se, (est.value, truth, est.se)
     assert est.se < 0.1 * truth
+
+
+def test_exact_mode_with_repetitions_is_the_sampled_expectation() -> None:
+    # An exact run of n repetitions reports what a sampled run of n answers estimates.
+    from persona_collapse.stats.measures.mean_gini import GINI_FEATURES
+
+    probs = np.array([[0.5, 0.5, 0, 0, 0, 0], [0, 0, 0, 0.2, 0.3, 0.5]])
+    assert GINI_FEATURES.exact is not None
+    # Features are [used, value] per cell.
+    with_n = GINI_FEATURES.exact(probs, 10)[:, 1]
+    without = GINI_FEATURES.exact(probs, None)[:, 1]
+    np.testing.assert_allclose(with_n, 0.9 * without)
+    rng = np.random.default_rng(5)
+    draws = np.array([rng.choice(6, size=10, p=probs[1]) for _ in range(20000)])
+    plug_in = 1 - sum((np.mean(draws == k, axis=1)) ** 2 for k in range(6))
+    assert float(np.mean(plug_in)) == pytest.approx(float(with_n[1]), abs=0.005)

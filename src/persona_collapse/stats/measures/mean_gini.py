@@ -2,9 +2,10 @@
 
 Per cell of valid answers with shares ``p_k``, ``1 - sum_k p_k**2`` (the chance that
 two draws with replacement differ), averaged over the cells with at least two valid
-answers. For an exact-mode run, ``1 - sum_k p_k**2`` of the cell's stored
-distribution; the sampled value of a cell of ``n`` answers estimates ``(1 - 1/n)``
-times that (the plug-in estimator's expectation).
+answers. The plug-in value of a cell of ``n`` answers has expectation
+``(1 - 1/n) (1 - sum_k p_k**2)``, so for an exact-mode run with ``n`` repetitions
+that expectation is reported (what a sampled run of the same design estimates, as
+for ``non_unanimity_rate``), and ``1 - sum_k p_k**2`` itself when ``n`` is not given.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from persona_collapse.stats.registry import (
 
 
 def _exact(probs: FloatArray, repetitions: int | None) -> FloatArray:
-    return 1.0 - (probs * probs).sum(axis=1)
+    population = 1.0 - (probs * probs).sum(axis=1)
+    # The sampled statistic's expectation at n answers, so exact and sampled runs of
+    # one design (and the audit's truth) agree.
+    return population if repetitions is None else (1.0 - 1.0 / repetitions) * population
 
 
 GINI_FEATURES = cell_mean_features("mean_gini", gini_impurity, _exact)
@@ -37,6 +41,10 @@ MEAN_GINI = register_statistic(
         test_scale="difference",
         group="instability",
         digits=4,
-        exact_meaning="1 - sum p**2 of each cell's stored distribution, averaged",
+        exact_meaning=(
+            "(1 - 1/n)(1 - sum p**2) of each cell's stored distribution for the run's n "
+            "repetitions (the sampled value's expectation; 1 - sum p**2 when n is not "
+            "given), averaged"
+        ),
     )
 )

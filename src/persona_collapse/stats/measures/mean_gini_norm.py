@@ -32,6 +32,6 @@ MEAN_GINI_NORM = register_statistic(
         test_scale="difference",
         group="instability",
         digits=4,
-        exact_meaning="mean of 1 - sum p**2 over 1 - 1/k",
+        exact_meaning="mean_gini's exact value over 1 - 1/k",
     )
 )
