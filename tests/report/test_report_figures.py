@@ -244,3 +244,14 @@ def test_unchanged_results_reuse_their_figures(
     assert figures.results_fingerprint(changed) != figures.results_fingerprint(results)
     redrawn = figures.render_figures(changed, tmp_path)
     assert any(f.files[0].stat().st_mtime_ns != stamps[f.key] for f in redrawn)
+
+
+def test_a_new_drawing_revision_invalidates_cached_figures(
+    hostile_outcome: StudyOutcome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Figures cached before the bias-corrected marks (issue 16) are redrawn, not reused.
+    results = hostile_outcome.results
+    before = figures.results_fingerprint(results)
+    assert figures.results_fingerprint(results) == before
+    monkeypatch.setattr(figures, "FIGURE_REVISION", figures.FIGURE_REVISION + 1)
+    assert figures.results_fingerprint(results) != before

@@ -1268,6 +1268,11 @@ FIGURES: tuple[FigureSpec, ...] = (
 """Figures of the report: key, title, caption and builder (None when not applicable)."""
 
 
+FIGURE_REVISION = 2
+"""Revision of how the figures are drawn, part of their fingerprint: bump it when a change
+alters a figure for unchanged results (2: bias-corrected S and R marks and Δ bars, issue 16),
+so a report redraws figures cached by an earlier drawing."""
+
 FIGURE_CACHE = ".figures-cache.json"
 """File in the figures folder recording what each figure was drawn from (a fingerprint),
 so a report whose results did not change reuses its figures instead of drawing them."""
@@ -1305,6 +1310,7 @@ def results_fingerprint(results: StudyResults, *, dpi: int = 110) -> str:
         "style": FIGURE_STYLE,
         "dpi": dpi,
         "version": __version__,
+        "revision": FIGURE_REVISION,
         "figures": [key for key, _, _, _ in FIGURES],
     }
     text = json.dumps(data, sort_keys=True, default=str, allow_nan=True)
