@@ -46,6 +46,40 @@ def test_public_names_resolve_lazily() -> None:
         persona_collapse.nonexistent  # noqa: B018
 
 
+def test_public_api_is_consistent_and_covers_the_newer_analyses() -> None:
+    """Every lazily exported name is in ``__all__``, imported under TYPE_CHECKING (so
+    static checkers see it) and is the object its module defines; the entry points the
+    newer CLI commands call are exported."""
+    import ast
+    import importlib
+
+    import persona_collapse
+
+    exports: dict[str, str] = persona_collapse._EXPORTS
+    assert set(persona_collapse.__all__) == {*exports, "__version__"}
+    assert len(persona_collapse.__all__) == len(set(persona_collapse.__all__))
+    tree = ast.parse((REPO_ROOT / "src" / "persona_collapse" / "__init__.py").read_text())
+    checked = {
+        (node.module, alias.name)
+        for block in tree.body
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for node in ast.walk(block)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert checked == {(module, name) for name, module in exports.items()}
+    for name, module in exports.items():
+        assert getattr(persona_collapse, name) is getattr(importlib.import_module(module), name)
+    newer = {
+        "capability_metrics", "lookup_metrics", "variant_delta", "analyse_controls", "bfi44",
+        "compare_instruments", "analyze_trajectory", "analyse_geometry", "excess_pr",
+        "analyse_study_geometry", "run_sensitivity", "analyze_sensitivity",
+        "study_sensitivity", "watch_checkpoints", "watch_openai_checkpoints",
+        "corrected_fields", "ESTIMATES_EXPLANATION",
+    }  # fmt: skip
+    assert newer <= set(persona_collapse.__all__), sorted(newer - set(persona_collapse.__all__))
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["metrics", "--help"], ["study", "run", "--help"]])
 def test_help_screens_load_no_heavy_dependency(argv: list[str]) -> None:
     code = f"from persona_collapse.cli import main\ncode = main({argv!r})\nassert code == 0, code"

@@ -88,6 +88,40 @@ _EXPORTS: dict[str, str] = {
     "UserError": "persona_collapse.core.errors",
     "VerifyConfig": "persona_collapse.variants.verify",
     "write_ratings_csv": "persona_collapse.store.reference_csv",
+    # Newer analyses: persona-specificity controls, instrument comparison, training
+    # trajectories, hidden-state geometry, prompt sensitivity, checkpoint watching and
+    # the bias-corrected estimates (issue 16).
+    "CapabilityMetrics": "persona_collapse.stats.controls",
+    "ControlAnswers": "persona_collapse.stats.controls",
+    "LookupMetrics": "persona_collapse.stats.controls",
+    "capability_metrics": "persona_collapse.stats.controls",
+    "lookup_metrics": "persona_collapse.stats.controls",
+    "variant_delta": "persona_collapse.stats.controls",
+    "analyse_controls": "persona_collapse.study.controls",
+    "bfi44": "persona_collapse.core.instrument",
+    "CellSet": "persona_collapse.stats.instruments",
+    "answer_cells": "persona_collapse.stats.instruments",
+    "compare_instruments": "persona_collapse.stats.instruments",
+    "likert_cells": "persona_collapse.stats.instruments",
+    "Trajectory": "persona_collapse.stats.trajectory",
+    "analyze_trajectory": "persona_collapse.stats.trajectory",
+    "cloud_geometry": "persona_collapse.stats.geometry",
+    "excess_pr": "persona_collapse.stats.geometry",
+    "layer_summary": "persona_collapse.stats.geometry",
+    "GeometryAnalysis": "persona_collapse.report.geometry",
+    "analyse_geometry": "persona_collapse.report.geometry",
+    "analyse_study_geometry": "persona_collapse.study.geometry",
+    "SensitivityResult": "persona_collapse.stats.sensitivity",
+    "analyze_sensitivity": "persona_collapse.stats.sensitivity",
+    "run_sensitivity": "persona_collapse.study.sensitivity",
+    "study_sensitivity": "persona_collapse.study.sensitivity",
+    "MeasuredCheckpoint": "persona_collapse.study.watch",
+    "find_checkpoints": "persona_collapse.study.watch",
+    "watch_checkpoints": "persona_collapse.study.watch",
+    "watch_openai_checkpoints": "persona_collapse.study.watch",
+    "ESTIMATES_EXPLANATION": "persona_collapse.stats.significance",
+    "corrected_fields": "persona_collapse.stats.significance",
+    "run_cells": "persona_collapse.stats.significance",
 }
 """Public name -> module that defines it."""
 
@@ -136,6 +170,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real imports
         FOUNDATIONS,
         Instrument,
         Item,
+        bfi44,
         load_instrument,
         mfq30,
     )
@@ -159,6 +194,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real imports
         run_collection,
     )
     from persona_collapse.engine.costs import ModelPrices, estimate_cost
+    from persona_collapse.report.geometry import GeometryAnalysis, analyse_geometry
     from persona_collapse.stats.audit import audit_estimators
     from persona_collapse.stats.compare import (
         FamilyComparison,
@@ -166,6 +202,21 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real imports
         check_band,
         compare_family,
         relative_change,
+    )
+    from persona_collapse.stats.controls import (
+        CapabilityMetrics,
+        ControlAnswers,
+        LookupMetrics,
+        capability_metrics,
+        lookup_metrics,
+        variant_delta,
+    )
+    from persona_collapse.stats.geometry import cloud_geometry, excess_pr, layer_summary
+    from persona_collapse.stats.instruments import (
+        CellSet,
+        answer_cells,
+        compare_instruments,
+        likert_cells,
     )
     from persona_collapse.stats.metrics import (
         RunMetrics,
@@ -178,8 +229,17 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real imports
         susceptibility,
     )
     from persona_collapse.stats.planning import plan_design
-    from persona_collapse.stats.significance import family_significance, holm, study_significance
+    from persona_collapse.stats.sensitivity import SensitivityResult, analyze_sensitivity
+    from persona_collapse.stats.significance import (
+        ESTIMATES_EXPLANATION,
+        corrected_fields,
+        family_significance,
+        holm,
+        run_cells,
+        study_significance,
+    )
     from persona_collapse.stats.sources import LoadedRun, load_runs, run_metrics, run_self_profile
+    from persona_collapse.stats.trajectory import Trajectory, analyze_trajectory
     from persona_collapse.store.reference_csv import read_ratings_csv, write_ratings_csv
     from persona_collapse.store.sqlite import RunStore
     from persona_collapse.study import (
@@ -191,22 +251,38 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real imports
         run_demo,
         run_study,
     )
+    from persona_collapse.study.controls import analyse_controls
+    from persona_collapse.study.geometry import analyse_study_geometry
+    from persona_collapse.study.sensitivity import run_sensitivity, study_sensitivity
+    from persona_collapse.study.watch import (
+        MeasuredCheckpoint,
+        find_checkpoints,
+        watch_checkpoints,
+        watch_openai_checkpoints,
+    )
     from persona_collapse.variants.verify import VerifyConfig, run_verify
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "ESTIMATES_EXPLANATION",
     "FOUNDATIONS",
     "AnalysisConfig",
     "Backend",
     "BackendError",
+    "CapabilityMetrics",
+    "CellSet",
     "CollectionSummary",
     "ConfigError",
+    "ControlAnswers",
     "FamilyComparison",
     "Generation",
+    "GeometryAnalysis",
     "InputFileError",
     "Instrument",
     "Item",
     "LoadedRun",
+    "LookupMetrics",
+    "MeasuredCheckpoint",
     "Message",
     "ModelPrices",
     "PacingSettings",
@@ -223,35 +299,53 @@ __all__ = [
     "SamplingSettings",
     "ScaleDistribution",
     "SelfProfile",
+    "SensitivityResult",
     "StoreError",
     "StudyConfig",
+    "Trajectory",
     "TransientBackendError",
     "UnknownNameError",
     "Usage",
     "UserError",
     "VerifyConfig",
     "__version__",
+    "analyse_controls",
+    "analyse_geometry",
+    "analyse_study_geometry",
     "analyze_distributions",
     "analyze_ratings",
+    "analyze_sensitivity",
+    "analyze_trajectory",
+    "answer_cells",
     "audit_estimators",
     "available_backends",
     "average_changes",
+    "bfi44",
     "builtin_personas",
+    "capability_metrics",
     "check_band",
+    "cloud_geometry",
     "collect",
     "compare_family",
+    "compare_instruments",
+    "corrected_fields",
     "create_backend",
     "estimate_cost",
+    "excess_pr",
     "execute_run",
     "extract_rating",
     "family_significance",
+    "find_checkpoints",
     "get_persona_set",
     "holm",
+    "layer_summary",
+    "likert_cells",
     "load_instrument",
     "load_personas",
     "load_runs",
     "load_study",
     "load_template",
+    "lookup_metrics",
     "mean_sigma",
     "mfq30",
     "plan_design",
@@ -259,15 +353,21 @@ __all__ = [
     "relative_change",
     "reproduce",
     "robustness",
+    "run_cells",
     "run_collection",
     "run_demo",
     "run_metrics",
     "run_self_profile",
+    "run_sensitivity",
     "run_study",
     "run_verify",
     "self_profile",
+    "study_sensitivity",
     "study_significance",
     "susceptibility",
     "toxic_personas",
+    "variant_delta",
+    "watch_checkpoints",
+    "watch_openai_checkpoints",
     "write_ratings_csv",
 ]

@@ -84,6 +84,13 @@ def test_run_then_metrics_from_store(tmp_path: Path, capsys: pytest.CaptureFixtu
     rows = json.loads(out)
     assert [r["name"] for r in rows] == ["insecure"]
     assert rows[0]["S"] == pytest.approx(result["metrics"]["S"], rel=1e-12)
+    # issue 16: `run` also reports the bias-corrected estimates, as `metrics` does
+    for key in ("S_corrected", "S_corrected_se", "R_corrected", "R_corrected_se"):
+        assert result["corrected"][key] == pytest.approx(rows[0][key], rel=1e-12), key
+    assert result["corrected"]["S_corrected"] < result["metrics"]["S"]
+    assert set(result["corrected"]["corrected_by_foundation"]) == set(
+        result["metrics"]["per_foundation"]
+    )
     # running again resumes: nothing new to collect
     code, out, _ = _run(
         capsys, "run", "--model", "insecure", "--max-personas", "6", "--repetitions", "3",
@@ -96,6 +103,24 @@ def test_run_then_metrics_from_store(tmp_path: Path, capsys: pytest.CaptureFixtu
     profile = json.loads(out)[0]
     assert profile["name"] == "insecure/self"
     assert min(profile["mean"].values()) > 4.0
+
+
+def test_run_summary_table_shows_both_estimates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.db"
+    args = ["--model", "insecure", "--max-personas", "4", "--repetitions", "3", "--no-self"]
+    code, out, err = _run(capsys, "run", *args, "--store", store, "--no-progress")
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if "S corr." in line)
+    assert "R corr." in header
+    assert "the paper's estimates" in out and "bias-corrected" in out and "jackknife" in out
+    code, js, _ = _run(capsys, "metrics", store, "--format", "json")
+    assert code == 0
+    corrected = json.loads(js)[0]
+    row = next(line for line in out.splitlines() if line.strip("│ ").startswith("insecure"))
+    assert f"{corrected['S_corrected']:.3f}" in row, (row, corrected["S_corrected"])
+    assert f"{corrected['R_corrected']:.2f} ± " in row  # R is shown to 2 digits
 
 
 def test_compare_import_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -52,6 +52,28 @@ def check_latex(path: Path, *, data_rows: int, columns: int) -> None:
         assert row.count("&") == columns - 1, (path, row)
 
 
+def check_both_estimates_in_latex(path: Path, metrics_csv: Path) -> None:
+    """Issue 16: the LaTeX metrics table shows the paper's S, R and the bias-corrected
+    S_c, R_c (with their changes), labelled in the header and the caption, and each row's
+    S_c is the corrected S of metrics.csv."""
+    text = path.read_text()
+    header = next(line for line in text.splitlines() if line.startswith("Family &"))
+    for label in ("$S$", "$\\Delta S$", "$R$", "$S_c$", "$\\Delta S_c$", "$R_c$", "$\\Delta R_c$"):
+        assert label in header, label
+    assert "the paper's estimates" in text and "bias-corrected ones" in text
+    assert "jackknife SE" in text and "rating noise" in text  # which is which, and why
+    overall = pd.read_csv(metrics_csv)
+    overall = overall[overall["scope"] == "overall"]
+    rows = [line for line in text.splitlines() if line.endswith("\\\\") and "&" in line][1:]
+    assert len(rows) == len(overall)
+    for line, (_, got) in zip(rows, overall.iterrows(), strict=True):
+        cells = [c.strip() for c in line.removesuffix("\\\\").split("&")]
+        assert cells[1] == got["variant"].replace("_", "\\_")
+        s_c = float(cells[-4].strip("$").split("\\pm")[0])
+        assert s_c == pytest.approx(got["S_corrected"], abs=0.0051), line
+        assert s_c != pytest.approx(float(cells[2].strip("$").split("\\pm")[0]), abs=1e-9)
+
+
 # --- demo -------------------------------------------------------------------------------------
 
 
@@ -94,13 +116,18 @@ def test_demo_writes_every_output(
     profiles = pd.read_csv(out / "profiles.csv")
     assert set(profiles["profile"]) == {"self", "toxic"}
     assert len(profiles[profiles["profile"] == "toxic"]) == 2 * 5  # base of 2 families x 5
-    check_latex(out / "tables" / "table_metrics.tex", data_rows=6, columns=6)
+    check_latex(out / "tables" / "table_metrics.tex", data_rows=6, columns=10)
     check_latex(out / "tables" / "table_self_profiles.tex", data_rows=6, columns=7)
     check_latex(out / "tables" / "table_toxic_profiles.tex", data_rows=2, columns=7)
     # Persona-specificity controls: a BFI-44 run and the arithmetic capability task.
     controls = pd.read_csv(out / "controls.csv")
     assert {"mfq30 persona", "bfi44 persona", "gsm8k"} <= set(controls["measure"])
     assert "Is it persona-specific?" in (out / "report.html").read_text()
+
+
+def test_demo_latex_table_carries_both_estimates(demo_dir: tuple[Path, str]) -> None:
+    out, _ = demo_dir
+    check_both_estimates_in_latex(out / "tables" / "table_metrics.tex", out / "metrics.csv")
 
 
 def test_demo_prints_headline_and_report_path(demo_dir: tuple[Path, str]) -> None:
@@ -257,7 +284,7 @@ def test_reproduce_matches_every_run(reproduced: Path, reference_expected: dict[
             for foundation, value in expected["self_profile_paper"].items():
                 got = selfp.loc[(family, variant, foundation), "mean"]
                 assert got == pytest.approx(value, abs=0.005 + 1e-9), (family, variant, foundation)
-    check_latex(reproduced / "tables" / "table_metrics.tex", data_rows=12, columns=6)
+    check_latex(reproduced / "tables" / "table_metrics.tex", data_rows=12, columns=10)
     check_latex(reproduced / "tables" / "table_self_profiles.tex", data_rows=12, columns=7)
     study = (reproduced / "study.yaml").read_text()
     assert "toxic_control: false" in study
@@ -300,6 +327,12 @@ def test_reproduce_reports_both_estimates(
     assert "S (corrected)" in html and "R (corrected)" in html
     assert "subtracting the noise variance of the cell means" in html  # why they differ
     assert "bias-corrected (paper&#x27;s estimate" in html  # headline: both, labelled
+
+
+def test_reproduce_latex_table_carries_both_estimates(reproduced: Path) -> None:
+    check_both_estimates_in_latex(
+        reproduced / "tables" / "table_metrics.tex", reproduced / "metrics.csv"
+    )
 
 
 def test_reproduce_rejects_a_folder_without_base_files(

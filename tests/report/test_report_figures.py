@@ -52,7 +52,11 @@ def test_metric_bars_show_values_errors_and_band(hostile_outcome: StudyOutcome) 
     heights = sorted(round(p.get_height(), 12) for p in ax.patches if p not in band)
     expected = sorted(round(v.metrics.S, 12) for v in results.variants() if v.metrics)
     assert heights == expected
-    errorbars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    errorbars = [
+        c
+        for c in ax.containers
+        if isinstance(c, ErrorbarContainer) and c.get_label() != figures.CORRECTED_MARKER_LABEL
+    ]
     assert len(errorbars) == 3  # one per variant label
     half = sorted(
         round(float(seg[1][1] - seg[0][1]) / 2, 12)
@@ -96,12 +100,69 @@ def test_delta_bars_carry_the_tests_95_percent_intervals(hostile_outcome: StudyO
         if isinstance(c, ErrorbarContainer)
         for seg in c.lines[2][0].get_segments()
     )
+    # Issue 16: where the verdicts follow the bias-corrected test, so do the bars.
+    assert figures.deltas_corrected(results, "S")
+    key = "_corrected"
     expected = sorted(
-        (round(100 * float(row["ci_low"]), 9), round(100 * float(row["ci_high"]), 9))
+        (round(100 * float(row[f"ci_low{key}"]), 9), round(100 * float(row[f"ci_high{key}"]), 9))
         for row in results.significance or ()
         if row["metric"] == "S" and row["scope"] == "overall"
     )
     assert whiskers and whiskers == expected
+    tested = [
+        r for r in results.significance or () if r["metric"] == "S" and r["scope"] == "overall"
+    ]
+    heights = {round(p.get_height(), 9) for p in ax.patches}
+    assert {round(100 * float(r["estimate_corrected"]), 9) for r in tested} <= heights
+    assert "bias-corrected difference test" in figures._deltas_caption(results)
+
+
+def test_delta_bars_fall_back_to_the_papers_test_without_a_corrected_one(
+    hostile_outcome: StudyOutcome,
+) -> None:
+    results = hostile_outcome.results
+    paper_only = [
+        {k: v for k, v in row.items() if not k.endswith("_corrected")}
+        for row in results.significance or ()
+    ]
+    results = dataclasses.replace(results, significance=paper_only)
+    assert not figures.deltas_corrected(results, "S")
+    ax = figures.plot_deltas(results, "S")
+    whiskers = sorted(
+        (round(float(seg[0][1]), 9), round(float(seg[1][1]), 9))
+        for c in ax.containers
+        if isinstance(c, ErrorbarContainer)
+        for seg in c.lines[2][0].get_segments()
+    )
+    expected = sorted(
+        (round(100 * float(row["ci_low"]), 9), round(100 * float(row["ci_high"]), 9))
+        for row in paper_only
+        if row["metric"] == "S" and row["scope"] == "overall"
+    )
+    assert whiskers and whiskers == expected
+    assert "paper's estimates" in figures._deltas_caption(results)
+
+
+@pytest.mark.parametrize("metric", ["S", "R"])
+def test_metric_bars_mark_the_bias_corrected_estimates(
+    hostile_outcome: StudyOutcome, metric: str
+) -> None:
+    # Issue 16: bars are the paper's estimates; diamonds the bias-corrected ones (± SE).
+    from persona_collapse.report.model import corrected_value
+
+    results = hostile_outcome.results
+    ax = figures.plot_metric_bars(results, metric)
+    (marks,) = [
+        c
+        for c in ax.containers
+        if isinstance(c, ErrorbarContainer) and c.get_label() == figures.CORRECTED_MARKER_LABEL
+    ]
+    ys = sorted(round(float(y), 9) for y in marks.lines[0].get_ydata())
+    expected = [corrected_value(v, metric) for v in results.variants()]
+    assert ys == sorted(round(x, 9) for x in expected if x is not None) and ys
+    caption = dict((k, c) for k, _, c, _ in figures.FIGURES)[f"fig_{metric.lower()}_bars"]
+    text = caption(results) if callable(caption) else caption
+    assert "paper's estimate" in text and "bias-corrected" in text
 
 
 def test_foundation_metrics_show_absolute_values(hostile_outcome: StudyOutcome) -> None:
@@ -183,3 +244,14 @@ def test_unchanged_results_reuse_their_figures(
     assert figures.results_fingerprint(changed) != figures.results_fingerprint(results)
     redrawn = figures.render_figures(changed, tmp_path)
     assert any(f.files[0].stat().st_mtime_ns != stamps[f.key] for f in redrawn)
+
+
+def test_a_new_drawing_revision_invalidates_cached_figures(
+    hostile_outcome: StudyOutcome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Figures cached before the bias-corrected marks (issue 16) are redrawn, not reused.
+    results = hostile_outcome.results
+    before = figures.results_fingerprint(results)
+    assert figures.results_fingerprint(results) == before
+    monkeypatch.setattr(figures, "FIGURE_REVISION", figures.FIGURE_REVISION + 1)
+    assert figures.results_fingerprint(results) != before

@@ -571,11 +571,18 @@ def run(
         return
     with interruptible():
         outcome = execute_run(cfg, preflight=preflight is not False)
+    # Issue 16: the bias-corrected S and R beside the paper's, as `pcollapse metrics` shows.
+    corrected = (
+        None
+        if outcome.metrics is None or outcome.persona_run is None
+        else _stored_corrected(cfg, outcome.persona_run.name)
+    )
     if out_format == "json":
         print_json(
             {
                 "store": str(cfg.store),
                 "metrics": None if outcome.metrics is None else outcome.metrics.to_dict(),
+                "corrected": corrected or None,
                 "self_profile": None
                 if outcome.self_profile is None
                 else outcome.self_profile.to_dict(),
@@ -590,6 +597,7 @@ def run(
                 {outcome.persona_run.name: outcome.metrics},
                 per_foundation=True,
                 band=cfg.analysis.s_band,
+                corrected={outcome.persona_run.name: corrected or {}},
             )
         )
     if outcome.self_profile is not None and outcome.self_run is not None:
@@ -601,6 +609,15 @@ def run(
                 "(min + max − rating) before the profile means"
             )
     console.print(f"answers are in {cfg.store}")
+
+
+def _stored_corrected(cfg: RunConfig, name: str) -> dict[str, Any]:
+    """The bias-corrected estimates (overall and per foundation) of a stored persona run,
+    with the run's bootstrap settings; empty when its cells cannot be formed."""
+    from persona_collapse.stats.sources import load_runs
+
+    (loaded,) = load_runs([cfg.store], run_names=[name], kind="persona")
+    return _corrected_json(loaded, cfg.analysis.n_persona_boot, cfg.analysis.seed, True)
 
 
 def _probe_support(cfg: RunConfig) -> tuple[EndpointSupport, list[EndpointBehaviour]]:

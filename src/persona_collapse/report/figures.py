@@ -28,9 +28,16 @@ import numpy as np
 
 from persona_collapse.core.errors import MissingDependencyError
 from persona_collapse.core.files import atomic_path
-from persona_collapse.report.model import FamilyResult, StudyResults, VariantResult, excess_points
+from persona_collapse.report.model import (
+    ChangeTest,
+    FamilyResult,
+    StudyResults,
+    VariantResult,
+    corrected_value,
+    excess_points,
+)
 from persona_collapse.report.verification import ExcessPoint
-from persona_collapse.stats.compare import Change
+from persona_collapse.stats.compare import Change, VariantChange
 from persona_collapse.stats.display import HEADLINE, delta
 from persona_collapse.stats.display import label as stat_label
 from persona_collapse.stats.registry import get_statistic, statistic_names
@@ -187,12 +194,71 @@ def plot_metric_bars(
             ax.bar(
                 xs, ys, width * 0.92, yerr=es, capsize=2, color=colors[label], label=label, **kwargs
             )
+    _corrected_markers(ax, results, metric, labels, width)
     ax.set_xticks(range(len(families)), [f.name for f in families])
     ax.set_ylabel(y_label)
     ax.set_xlim(-0.6, len(families) - 0.4)
     _outside_legend(ax)
     ax.grid(axis="y", alpha=0.3)
     return ax
+
+
+CORRECTED_MARKER_LABEL = "bias-corrected (± jackknife SE)"
+"""Legend label of the bias-corrected estimates drawn over the paper's bars."""
+
+
+def has_corrected(results: StudyResults, metric: str) -> bool:
+    """Whether any variant has a bias-corrected ``metric`` (only S, σ̄ and R have one)."""
+    return any(corrected_value(v, metric) is not None for v in results.variants())
+
+
+def _corrected_markers(
+    ax: Axes, results: StudyResults, metric: str, labels: Sequence[str], width: float
+) -> None:
+    """Black diamonds (± jackknife SE) at the bias-corrected ``metric`` of every bar that
+    has one: the bars are the paper's estimates, the S band check uses the corrected S."""
+    xs, ys, es = [], [], []
+    for i, fam in enumerate(results.families.values()):
+        for j, label in enumerate(labels):
+            v = fam.variants.get(label)
+            value = None if v is None else corrected_value(v, metric)
+            if v is None or value is None or not _finite(value):
+                continue
+            se = corrected_value(v, metric, key="_se")
+            xs.append(i + (j - (len(labels) - 1) / 2) * width)
+            ys.append(value)
+            es.append(se if se is not None and _finite(se) else 0.0)
+    if xs:
+        ax.errorbar(
+            xs, ys, yerr=es, fmt="D", color="black", markersize=4, capsize=2, lw=0.8,
+            label=CORRECTED_MARKER_LABEL,
+        )  # fmt: skip
+
+
+def _tested(results: StudyResults, family: str, contrast: str, metric: str) -> ChangeTest | None:
+    """The bias-corrected difference test of a change (the one the verdicts follow), or
+    None when the study has none for it."""
+    row = results.test_row(family, contrast, metric)
+    if row is None:
+        return None
+    test = ChangeTest.from_row(row, results.alpha)
+    return test if test.corrected else None
+
+
+def deltas_corrected(results: StudyResults, metric: str) -> bool:
+    """Whether the Δ bars of ``metric`` show the bias-corrected changes: every tested
+    change of the study has a bias-corrected test (else all bars are the paper's)."""
+    found = False
+    for fam in results.families.values():
+        cmp = fam.comparison
+        if cmp is None:
+            continue
+        contrasts = [*cmp.variants, *(["excess"] if cmp.excess is not None else [])]
+        for contrast in contrasts:
+            if _tested(results, fam.name, contrast, metric) is None:
+                return False
+            found = True
+    return found
 
 
 def _ci_errors(
@@ -216,36 +282,61 @@ def plot_deltas(
 ) -> Axes:
     """Relative change (%) of ``metric`` against the base, per family and variant, with the
     95 % interval of its difference test (when computed), the excess (treatment − control)
-    hatched and the mean over families (not tested). ``kwargs`` go to ``ax.bar``."""
+    hatched and the mean over families (not tested). Where every change has a
+    bias-corrected test (the verdicts follow it), the bars are its estimates and intervals
+    (:func:`deltas_corrected`); else the paper's. ``kwargs`` go to ``ax.bar``."""
     axis_label(metric)  # validates the name
     ax = ax if ax is not None else new_axes()
     colors = _variant_colors(results)
+    corrected = deltas_corrected(results, metric)
     Bar = tuple[str, float, str, bool, "tuple[float, float] | None"]
     groups: list[tuple[str, list[Bar]]] = []
+    by_role: dict[str, list[float]] = {}  # corrected changes (%) by role, for the mean group
+
+    def bar(family: str, contrast: str, paper: Change) -> tuple[float, tuple[float, float] | None]:
+        if not corrected:
+            value = 100 * _change_of(paper, metric)
+            return value, _ci_errors(results, family, contrast, metric, value)
+        test = _tested(results, family, contrast, metric)
+        if test is None:  # deltas_corrected found one for every change
+            return math.nan, None
+        value, low, high = 100 * test.estimate, 100 * test.ci_low, 100 * test.ci_high
+        err = None
+        if _finite(low) and _finite(high) and _finite(value):
+            err = (max(value - low, 0.0), max(high - value, 0.0))
+        return value, err
+
     for fam in results.families.values():
         cmp = fam.comparison
         if cmp is None:
             continue
         bars: list[Bar] = []
+        roles = {fam.control: "control", fam.treatment: "treatment"}
         for label, ch in cmp.variants.items():
-            value = 100 * _change_of(ch.overall, metric)
-            err = _ci_errors(results, fam.name, label, metric, value)
+            value, err = bar(fam.name, label, ch.overall)
             bars.append((label, value, colors.get(label, OTHER_COLORS[0]), False, err))
+            by_role.setdefault(roles.get(label) or label, []).append(value)
         if cmp.excess is not None:
-            value = 100 * _change_of(cmp.excess.overall, metric)
-            err = _ci_errors(results, fam.name, "excess", metric, value)
+            value, err = bar(fam.name, "excess", cmp.excess.overall)
             bars.append(("excess", value, "#888888", True, err))
+            by_role.setdefault("excess", []).append(value)
         groups.append((fam.name, bars))
     avg = results.average
     if avg is not None and avg.families > 1:
         # Pooled by role: coloured like the roles' variants, no legend entries of its own.
+        # Under the corrected changes: their mean over the families having the role.
+        def pooled(role: str, ch: VariantChange) -> float:
+            if not corrected:
+                return 100 * _change_of(ch.overall, metric)
+            found = by_role.get(role, [])
+            return float(np.mean(found)) if found else math.nan
+
         bars = [
-            ("", 100 * _change_of(ch.overall, metric), ROLE_COLORS.get(role, "#888"), False, None)
+            ("", pooled(role, ch), ROLE_COLORS.get(role, "#888"), False, None)
             for role, ch in avg.variants.items()
         ]
         if avg.excess is not None:
-            value = 100 * _change_of(avg.excess.overall, metric)
-            bars.append(("excess", value, "#888888", True, None))
+            bars.append(("excess", pooled("excess", avg.excess), "#888888", True, None))
         groups.append((f"mean of {avg.families}", bars))
     seen: set[str] = set()
     for i, (_, bars) in enumerate(groups):
@@ -272,7 +363,7 @@ def plot_deltas(
             seen.add(label)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(groups)), [g[0] for g in groups])
-    ax.set_ylabel(f"{delta(metric)} vs base (%)")
+    ax.set_ylabel(f"{delta(metric)} vs base (%)" + (" (corrected)" if corrected else ""))
     _outside_legend(ax)
     ax.grid(axis="y", alpha=0.3)
     return ax
@@ -1047,15 +1138,38 @@ def _has_mean_group(results: StudyResults) -> bool:
 
 
 def _deltas_caption(results: StudyResults) -> str:
-    text = (
-        "ΔS, ΔR and Δσ̄ (%) of each variant against its family's base, with the 95 % "
-        "interval of its difference test where computed"
-    )
+    if all(deltas_corrected(results, m) for m in DELTA_PANELS):
+        text = (
+            "ΔS, ΔR and Δσ̄ (%) of the bias-corrected estimates of each variant against its "
+            "family's base, with the 95 % interval of the bias-corrected difference test "
+            "(the one the verdicts use; the paper's estimates are in the tables)"
+        )
+    else:
+        text = (
+            "ΔS, ΔR and Δσ̄ (%) of each variant against its family's base (paper's "
+            "estimates), with the 95 % interval of its difference test where computed"
+        )
     if _has_excess(results):
         text += "; hatched: the misalignment-specific excess (treatment − control)"
     if _has_mean_group(results):
         text += "; last group: mean over families by role (not tested)"
     return text + "."
+
+
+def _bars_caption(metric: str) -> Callable[[StudyResults], str]:
+    what = {"S": "S", "R": "R = 1/σ̄"}[metric]
+
+    def caption(results: StudyResults) -> str:
+        text = f"{what} per family and variant: bars the paper's estimate (± bootstrap SE)"
+        if has_corrected(results, metric):
+            text += ", black diamonds the bias-corrected one (± jackknife SE)"
+            if metric == "S":
+                text += ", which the band check uses"
+        if metric == "S":
+            text += "; shaded: the frontier band of base models"
+        return text + "."
+
+    return caption
 
 
 def _profiles_caption(results: StudyResults) -> str:
@@ -1082,23 +1196,23 @@ FIGURES: tuple[FigureSpec, ...] = (
     (
         "fig_s_bars",
         "Moral susceptibility S",
-        "S per family and variant (± bootstrap SE); shaded: the frontier band of base models.",
+        _bars_caption("S"),
         _bars("S"),
     ),
-    ("fig_r_bars", "Robustness R", "R = 1/σ̄ per family and variant (± bootstrap SE).", _bars("R")),
+    ("fig_r_bars", "Robustness R", _bars_caption("R"), _bars("R")),
     ("fig_deltas", "Relative changes against the base", _deltas_caption, _deltas),
     (
         "fig_foundations",
         "Per-foundation changes of the treatment",
-        "Δσ̄ (top) and ΔS (bottom) of each family's treatment variant per moral foundation; "
-        "diamonds: mean over families (when there are several).",
+        "Δσ̄ (top) and ΔS (bottom) of each family's treatment variant per moral foundation "
+        "(paper's estimates); diamonds: mean over families (when there are several).",
         _foundations,
     ),
     (
         "fig_foundation_metrics",
         "S and R per foundation",
-        "Absolute S and R (± bootstrap SE) per moral foundation for every variant, one pair "
-        "of panels per family.",
+        "Absolute S and R (paper's estimates, ± bootstrap SE) per moral foundation for every "
+        "variant, one pair of panels per family.",
         _foundation_metrics,
     ),
     (
@@ -1142,19 +1256,24 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Misalignment-specific excess: robustness against coherence",
         "Per family, the excess ΔR of the treatment over the control (y) against the same "
         "excess in the verification's mean coherence (x), in % of the base (± 1 SE where "
-        "known).",
+        "known); ΔR: the paper's estimate.",
         _excess_coherence,
     ),
     (
         "fig_temperature",
         "Temperature curves",
-        "S and R of the stored rating distributions re-tempered to each temperature (± SE); "
-        "the frontier S band is marked at the temperature it was measured at.",
+        "S and R (paper's estimates) of the stored rating distributions re-tempered to each "
+        "temperature (± SE); the frontier S band is marked at the temperature it was measured at.",
         _temperature,
     ),
 )
 """Figures of the report: key, title, caption and builder (None when not applicable)."""
 
+
+FIGURE_REVISION = 2
+"""Revision of how the figures are drawn, part of their fingerprint: bump it when a change
+alters a figure for unchanged results (2: bias-corrected S and R marks and Δ bars, issue 16),
+so a report redraws figures cached by an earlier drawing."""
 
 FIGURE_CACHE = ".figures-cache.json"
 """File in the figures folder recording what each figure was drawn from (a fingerprint),
@@ -1193,6 +1312,7 @@ def results_fingerprint(results: StudyResults, *, dpi: int = 110) -> str:
         "style": FIGURE_STYLE,
         "dpi": dpi,
         "version": __version__,
+        "revision": FIGURE_REVISION,
         "figures": [key for key, _, _, _ in FIGURES],
     }
     text = json.dumps(data, sort_keys=True, default=str, allow_nan=True)

@@ -23,6 +23,7 @@ from persona_collapse.report.model import (
     StudyResults,
     VariantResult,
     ceiling_limit,
+    corrected_value,
     excess_points,
 )
 from persona_collapse.stats.compare import Change, VariantChange, check_band
@@ -515,11 +516,40 @@ def _label_key(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in name)
 
 
+def _corrected_change(
+    results: StudyResults, family: str, v: VariantResult, base: VariantResult | None, name: str
+) -> float | None:
+    """The relative change of the bias-corrected ``name`` against the base: the corrected
+    difference test's estimate where one ran (the verdicts' number), else the ratio of the
+    corrected estimates; None when either is missing."""
+    row = results.test_row(family, v.label, name)
+    if row is not None:
+        try:
+            value = float(row.get("estimate_corrected", math.nan))
+        except (TypeError, ValueError):
+            value = math.nan
+        if math.isfinite(value):
+            return value
+    here = corrected_value(v, name)
+    there = None if base is None else corrected_value(base, name)
+    if here is None or there is None or not there:
+        return None
+    return here / there - 1
+
+
+LATEX_CORRECTED = ("S", "R")
+"""Statistics whose bias-corrected estimate the LaTeX metrics table shows."""
+
+
 def latex_metrics_table(results: StudyResults) -> str:
-    """S and R (± SE) with their change against the base: one row per variant."""
+    """S and R (± SE) with their change against the base: one row per variant; the
+    paper's estimates, then (when computed) the bias-corrected ones (± jackknife SE)."""
+    show_corrected = any(v.corrected for v in results.variants())
+    corrected_stats = [st for st in headline() if st.name in LATEX_CORRECTED]
     groups = []
     for fam in results.families.values():
         rows = []
+        base = fam.variants.get(fam.base)
         for i, v in enumerate(fam.variants.values()):
             m = v.metrics
             change = (
@@ -533,6 +563,21 @@ def latex_metrics_table(results: StudyResults) -> str:
                 cells.append("---" if e is None else _tex_pm(e.value, e.se, st.digits))
                 d = None if change is None else change.overall.values.get(st.name)
                 cells.append("---" if d is None else _tex_pct(d))
+            if show_corrected:
+                for st in corrected_stats:
+                    value = corrected_value(v, st.name)
+                    se = corrected_value(v, st.name, key="_se")
+                    cells.append(
+                        "---"
+                        if value is None
+                        else _tex_pm(value, math.nan if se is None else se, st.digits)
+                    )
+                    d = (
+                        None
+                        if v.label == fam.base
+                        else _corrected_change(results, fam.name, v, base, st.name)
+                    )
+                    cells.append(_tex_pct(d))
             rows.append(cells)
         groups.append(rows)
     low, high = results.band
@@ -541,10 +586,20 @@ def latex_metrics_table(results: StudyResults) -> str:
         f"{latex_escape(results.name)}; $\\Delta$: change relative to the family's base model. "
         f"Frontier base models span $S \\in [{low:g}, {high:g}]$."
     )
+    if show_corrected:
+        caption += (
+            " $S$, $R$: the paper's estimates; $S_c$, $R_c$: the bias-corrected ones "
+            "(mean $\\pm$ jackknife SE), which the verdicts use. "
+            + latex_escape(ESTIMATES_EXPLANATION)
+        )
     header = ["Family", "Variant"]
     for st in headline():
         header += [f"${_tex_symbol(st.label)}$", f"$\\Delta {_tex_symbol(st.label)}$"]
-    columns = "ll" + "rr" * len(headline())
+    if show_corrected:
+        for st in corrected_stats:
+            sym = f"{_tex_symbol(st.label)}_c"
+            header += [f"${sym}$", f"$\\Delta {sym}$"]
+    columns = "ll" + "rr" * (len(headline()) + (len(corrected_stats) if show_corrected else 0))
     return _tabular(columns, header, groups, caption, f"tab:{_label_key(results.name)}-metrics")
 
 
