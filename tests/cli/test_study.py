@@ -136,6 +136,11 @@ def test_demo_prints_headline_and_report_path(demo_dir: tuple[Path, str]) -> Non
     for family in DEMO_FAMILIES:
         assert family in printed
     assert f"report: {(out / 'report.html').resolve()}" in " ".join(printed.split())
+    # Issue 16.2: which estimator each headline column shows, said on the table.
+    flat = " ".join(printed.split())
+    assert "S base (corr.)" in flat and "S treatment (corr.)" in flat
+    said = "bias-corrected estimates (± jackknife SE); ΔS, ΔR, Δσ̄ and excess ΔR: the paper's"
+    assert said in flat
 
 
 def test_demo_records_its_files_in_a_manifest(demo_dir: tuple[Path, str]) -> None:

@@ -69,15 +69,30 @@ def headline_table(results: StudyResults) -> Table:
     """Per family: base and treatment S, band, ΔS, ΔR, Δσ̄ and the misalignment-specific ΔR."""
     from persona_collapse.report.model import study_verdict
 
-    table = Table(title=f"Headline: {results.name}", title_justify="left")
+    verdicts = [study_verdict(results, fam) for fam in results.families.values()]
+    corrected = any(v.base_S_paper is not None or v.treatment_S_paper is not None for v in verdicts)
+    # The band verdict uses the bias-corrected S where there is one, the changes are the
+    # paper's: say which is which, so the columns are not read as one estimator.
+    caption = (
+        "S base, S treatment and the S band: bias-corrected estimates (± jackknife SE); "
+        "ΔS, ΔR, Δσ̄ and excess ΔR: the paper's estimates (the lines below give both)."
+        if corrected
+        else None
+    )
+    table = Table(
+        title=f"Headline: {results.name}",
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+    )
+    s_label = " (corr.)" if corrected else ""
     columns = (
-        "family", "treatment", "S base", "S treatment", "S band", "ΔS", "ΔR", "Δσ̄",
-        "excess ΔR", "specific",
+        "family", "treatment", f"S base{s_label}", f"S treatment{s_label}", "S band",
+        "ΔS", "ΔR", "Δσ̄", "excess ΔR", "specific",
     )  # fmt: skip
     for col in columns:
         table.add_column(col, justify="left" if col in ("family", "treatment") else "right")
-    for fam in results.families.values():
-        v = study_verdict(results, fam)
+    for fam, v in zip(results.families.values(), verdicts, strict=True):
         band = "—" if v.side is None else ("in" if v.side == "inside" else v.side)
         table.add_row(
             fam.name,
