@@ -16,7 +16,12 @@ import pandas as pd
 import pytest
 from test_core import HEADER, _assert_user_error, _persona_csv, _run
 
-from persona_collapse.core.csvio import neutralise_text, unneutralise_text, write_csv_atomic
+from persona_collapse.core.csvio import (
+    neutralise_text,
+    records_csv_text,
+    unneutralise_text,
+    write_csv_atomic,
+)
 from persona_collapse.store.reference_csv import read_ratings_csv
 from persona_collapse.store.sqlite import RunStore
 
@@ -87,6 +92,21 @@ def test_csv_writer_leaves_numbers_alone(tmp_path: Path) -> None:
     assert back["family"].tolist() == ["'+f", "'-g", "h", "i"]
     for value in [*FORMULAS, "", "x", "'", "''=a", "-1", "1e-3"]:
         assert unneutralise_text(neutralise_text(value)) == value
+
+
+def test_records_csv_is_neutralised_like_every_csv() -> None:
+    # The trajectory and sensitivity tables carry family and variant names.
+    text = records_csv_text(
+        [
+            {"family": "=HYPERLINK(1)", "S": -0.5, "per_domain": {"a": 1}},
+            {"family": "plain\rline", "S": 1.0, "extra": "-g"},
+        ]
+    )
+    rows = list(csv.DictReader(text.splitlines(keepends=True)))
+    assert list(rows[0]) == ["family", "S", "extra"]  # first-seen order, no nested values
+    assert rows[0]["family"] == "'=HYPERLINK(1)" and rows[0]["S"] == "-0.5"
+    assert rows[1]["family"] == "plain\rline" and rows[1]["extra"] == "'-g"
+    assert records_csv_text([], fieldnames=["a", "b"]) == "a,b\n"
 
 
 STUDY = """\

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -153,18 +151,6 @@ def _print_table(traj: Trajectory) -> None:
             )
 
 
-def _write_csv(records: list[dict[str, Any]]) -> None:
-    flat = [{k: v for k, v in r.items() if not isinstance(v, dict | list)} for r in records]
-    fields: list[str] = []
-    for r in flat:
-        fields.extend(k for k in r if k not in fields)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(flat)
-    sys.stdout.write(buf.getvalue())
-
-
 @app.command(rich_help_panel="Analyse")
 def trajectory(
     step: Annotated[
@@ -245,6 +231,8 @@ def trajectory(
     if fmt == "json":
         print_json(traj.to_records())
     elif fmt == "csv":
-        _write_csv(traj.to_records())
+        from persona_collapse.core.csvio import records_csv_text
+
+        sys.stdout.write(records_csv_text(traj.to_records()))
     else:
         _print_table(traj)

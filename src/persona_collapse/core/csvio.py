@@ -18,12 +18,14 @@ import csv
 import io
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Literal
 
 from persona_collapse.core.files import write_text_atomic
+
+if TYPE_CHECKING:  # pandas is imported where a frame is written, not with this module
+    import pandas as pd
 
 FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet treat a cell as a formula."""
@@ -55,6 +57,8 @@ def unneutralise_text(value: str) -> str:
 
 def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``frame`` whose text cells are neutralised; numeric columns stay as they are."""
+    import pandas as pd
+
     out = frame.copy()
     for column in out.columns:
         series = out[column]
@@ -66,6 +70,8 @@ def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _is_text(series: pd.Series) -> bool:
+    import pandas as pd
+
     dtype = series.dtype
     return not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
 
@@ -100,3 +106,37 @@ def write_csv_atomic(
     buffer = io.StringIO()
     data.to_csv(buffer, index=False, lineterminator="\n", quoting=quoting)
     return write_text_atomic(path, buffer.getvalue(), newline="")
+
+
+def records_csv_text(
+    records: Sequence[Mapping[str, Any]], *, fieldnames: Sequence[str] | None = None
+) -> str:
+    """CSV text (header first, ``\n`` line ends) of ``records``, one row each.
+
+    Columns are ``fieldnames`` or else every key in first-seen order; values that are
+    dicts or lists are left out. Text cells are neutralised, and quoted when one holds
+    ``\r``, as :func:`write_csv_atomic` does for a frame.
+    """
+    rows = [
+        {
+            k: neutralise_text(v) if isinstance(v, str) else v
+            for k, v in r.items()
+            if not isinstance(v, dict | list)
+        }
+        for r in records
+    ]
+    names = (
+        list(fieldnames)
+        if fieldnames is not None
+        else list(dict.fromkeys(k for r in rows for k in r))
+    )
+    quoting: Literal[0, 2] = (
+        csv.QUOTE_NONNUMERIC
+        if any(isinstance(v, str) and "\r" in v for r in rows for v in r.values())
+        else csv.QUOTE_MINIMAL
+    )
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n", quoting=quoting)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -15,8 +15,6 @@ collects or imports the checkpoint runs (resuming), :func:`study_trajectories` c
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 import logging
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_collapse.backends import ModelBackendSpec, create_backend, resolve_options
+from persona_collapse.core.csvio import records_csv_text
 from persona_collapse.core.errors import ConfigError, UserError
 from persona_collapse.core.files import write_text_atomic
 from persona_collapse.core.formatting import json_safe
@@ -270,18 +269,6 @@ def study_trajectories(study: LoadedStudy) -> dict[tuple[str, str], Trajectory]:
     return out
 
 
-def _csv_text(records: list[dict[str, Any]]) -> str:
-    flat = [{k: v for k, v in r.items() if not isinstance(v, dict | list)} for r in records]
-    fields: list[str] = []
-    for r in flat:
-        fields.extend(k for k in r if k not in fields)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(flat)
-    return buf.getvalue()
-
-
 def write_trajectory_outputs(
     study: LoadedStudy,
     output_dir: str | Path,
@@ -305,7 +292,7 @@ def write_trajectory_outputs(
         records = traj.to_records()
         text = json.dumps(json_safe(records), indent=2, ensure_ascii=False) + "\n"
         written.append(write_text_atomic(stem.with_suffix(".json"), text))
-        written.append(write_text_atomic(stem.with_suffix(".csv"), _csv_text(records)))
+        written.append(write_text_atomic(stem.with_suffix(".csv"), records_csv_text(records)))
         nm = traj.non_monotone
         if nm is not None and nm.detected:
             logger.warning("study %s, %s/%s: %s", study.config.name, family, label, nm.statement())

@@ -17,8 +17,6 @@ every condition (:func:`~persona_collapse.stats.sensitivity.analyze_sensitivity`
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 import logging
 import re
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from persona_collapse.core.csvio import records_csv_text
 from persona_collapse.core.errors import ConfigError, UserError
 from persona_collapse.core.files import write_text_atomic
 from persona_collapse.core.formatting import json_safe
@@ -517,14 +516,7 @@ def study_sensitivity(study: LoadedStudy) -> SensitivityResult | None:
 
 def robustness_csv(result: SensitivityResult) -> str:
     """The robustness table as CSV text."""
-    records = result.records()
-    buf = io.StringIO()
-    writer = csv.DictWriter(
-        buf, fieldnames=list(records[0]) if records else [], lineterminator="\n"
-    )
-    writer.writeheader()
-    writer.writerows(records)
-    return buf.getvalue()
+    return records_csv_text(result.records())
 
 
 def write_sensitivity_outputs(
