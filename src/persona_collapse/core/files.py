@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import json
 import os
 import sys
@@ -295,3 +296,13 @@ def record_written(path: str | os.PathLike[str]) -> None:
     if name not in entries:
         with suppress(OSError):  # the file is written; a stale manifest only costs --force
             _write_manifest(folder, entries | {name})
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a file's bytes, read in blocks.
+
+    Raises:
+        OSError: The file cannot be read.
+    """
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

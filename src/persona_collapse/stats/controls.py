@@ -30,14 +30,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from persona_collapse.stats.instability import distinct_answers, gini_impurity, non_unanimity
+from persona_collapse.stats.instability import (
+    distinct_answers,
+    draw_chunks,
+    gini_impurity,
+    non_unanimity,
+)
 
 if TYPE_CHECKING:
     from persona_collapse.store.control_csv import CapabilityRun
@@ -45,8 +49,6 @@ if TYPE_CHECKING:
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 RngLike = int | np.random.Generator | None
-
-_CHUNK_CELLS = 2_000_000  # (draw, item) slots per chunk: bounds memory
 
 
 def reference_seed(key: str) -> int:
@@ -251,15 +253,6 @@ def _rep_stats(
     return acc.reshape(shape), nu.reshape(shape), gini.reshape(shape)
 
 
-def _chunks(total: int, per_draw: int) -> Iterator[int]:
-    size = max(1, _CHUNK_CELLS // max(per_draw, 1))
-    done = 0
-    while done < total:
-        step = min(size, total - done)
-        yield step
-        done += step
-
-
 # --- capability metrics ---------------------------------------------------------------------
 
 
@@ -349,7 +342,7 @@ def capability_metrics(
     # Repetition level: resample each item's valid repetitions, items fixed.
     rep_level: list[list[FloatArray]] = [[], [], []]
     rows = np.arange(len(items))
-    for size in _chunks(n_rep_boot, len(items)):
+    for size in draw_chunks(n_rep_boot, len(items)):
         acc_b, nu_b, gini_b = _rep_stats(mat, np.broadcast_to(rows, (size, len(items))), gen)
         for store, stat in zip(rep_level, (acc_b, nu_b, gini_b), strict=True):
             store.append(_nanmean(stat))
@@ -527,7 +520,7 @@ def variant_delta(
     point = [v - b for b, v in zip(points[0], points[1], strict=True)]
     n_items = len(items)
     boot: list[list[FloatArray]] = [[], [], []]
-    for size in _chunks(n_boot, n_items):
+    for size in draw_chunks(n_boot, n_items):
         pick = gen.integers(0, n_items, size=(size, n_items))  # same items for both runs
         stats = []
         for every, val in parts:

@@ -20,7 +20,7 @@ and endpoint mass (share on the scale's two ends).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,3 +201,18 @@ __all__ = [
     "normalised_gini",
     "rating_distribution",
 ]
+
+
+DRAW_CHUNK_SLOTS = 2_000_000
+"""Most (draw, unit) slots a bootstrap materialises at once: bounds its memory."""
+
+
+def draw_chunks(total: int, per_draw: int, *, slots: int = DRAW_CHUNK_SLOTS) -> Iterator[int]:
+    """Sizes of the chunks ``total`` bootstrap draws are made in, ``per_draw`` slots
+    each, at most ``slots`` slots (and at least one draw) per chunk; they sum to ``total``."""
+    size = max(1, slots // max(per_draw, 1))
+    done = 0
+    while done < total:
+        step = min(size, total - done)
+        yield step
+        done += step

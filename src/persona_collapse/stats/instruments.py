@@ -40,14 +40,19 @@ value is 0 (relative change infinite) widens an interval honestly rather than br
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from persona_collapse.stats.instability import answer_counts, gini_impurity, non_unanimity
+from persona_collapse.stats.instability import (
+    answer_counts,
+    draw_chunks,
+    gini_impurity,
+    non_unanimity,
+)
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -64,7 +69,6 @@ SCALES = ("relative", "absolute")
 # Columns of the per-unit sums a bootstrap draw reweights.
 _N, _NU, _GINI, _REPS, _SD, _CORRECT, _ANSWERS, _CORRECT_ALL, _ROWS = range(9)
 _SUMS = 9
-_CHUNK = 2_000_000  # (draw, unit) slots per chunk: bounds memory
 
 
 def _generator(rng: RngLike) -> np.random.Generator:
@@ -514,15 +518,6 @@ def _unit_space(cells: CellSet) -> str:
     return "persona" if cells.conditioning == "persona" else f"cell:{cells.instrument}"
 
 
-def _chunks(total: int, per_draw: int) -> Iterator[int]:
-    size = max(1, _CHUNK // max(per_draw, 1))
-    done = 0
-    while done < total:
-        step = min(size, total - done)
-        yield step
-        done += step
-
-
 def _interval(draws: FloatArray, point: float, confidence: float) -> Change:
     d = draws[~np.isnan(draws)]
     if not math.isfinite(point) or len(d) == 0:
@@ -628,7 +623,7 @@ def compare_instruments(
         k: {} for k in unit_sums
     }
     widest = max(len(ids) for ids in spaces.values())
-    for size in _chunks(n_boot, widest):
+    for size in draw_chunks(n_boot, widest):
         weights = {
             name: gen.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=size).astype(
                 np.float64

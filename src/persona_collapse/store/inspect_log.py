@@ -28,6 +28,7 @@ from typing import Any
 from persona_collapse.backends.base import Usage
 from persona_collapse.backends.openai_compat import public_url
 from persona_collapse.core.errors import InputFileError, MissingDependencyError
+from persona_collapse.core.files import file_sha256
 from persona_collapse.core.frames import INVALID_RATING, SELF_PERSONA_ID
 from persona_collapse.core.instrument import instrument_from_dict
 from persona_collapse.store.sqlite import (
@@ -239,14 +240,6 @@ def _generate_settings(log: Any) -> dict[str, Any]:
     return dict(config)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def import_inspect_log(
     store: RunStore,
     path: str | os.PathLike[str],
@@ -280,7 +273,7 @@ def import_inspect_log(
         expect_personas=expect_personas,
     )
     run_name = name or file.stem
-    sha = _file_sha256(file)
+    sha = file_sha256(file)
     source = f"imported:{file.resolve()}"
     import_key = hashlib.sha256(f"{source}\0{sha}\0{run_name}".encode()).hexdigest()
     for record in store.list_runs():

@@ -59,7 +59,7 @@ from persona_collapse.core.errors import (
     UnknownNameError,
     UserError,
 )
-from persona_collapse.core.files import atomic_path
+from persona_collapse.core.files import atomic_path, file_sha256
 from persona_collapse.core.frames import DISTRIBUTION_PREFIX, INVALID_RATING
 from persona_collapse.core.instrument import Instrument, instrument_from_dict, mfq30
 from persona_collapse.core.types import RunMode
@@ -447,14 +447,6 @@ def _json_default(value: Any) -> Any:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=_json_default)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _INSERT_ATTEMPT = (
@@ -1027,7 +1019,7 @@ class RunStore(SQLiteStore):
         file_kind: RunKind = "self" if frame.attrs.get("kind") == "self" else "persona"
         if kind is not None and kind != file_kind:
             raise UserError(f"{file}: --kind {kind} given but the file is a {file_kind} file")
-        sha = _file_sha256(file)
+        sha = file_sha256(file)
         existing = self._select_run("name = ?", (name,))
         if existing is not None:
             if existing.metadata.get("sha256") == sha:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_collapse.core.errors import UserError
-from persona_collapse.core.files import cache_dir, write_bytes_atomic
+from persona_collapse.core.files import cache_dir, file_sha256, write_bytes_atomic
 from persona_collapse.core.version import __version__
 from persona_collapse.report.model import StudyResults
 from persona_collapse.study.loading import LoadedStudy
@@ -56,8 +56,7 @@ _STORE_SUFFIXES = (".db", ".db-wal", ".db-journal")
 def _file_digest(path: Path) -> str | None:
     """SHA-256 of a file's bytes; None when it is not a readable regular file."""
     try:
-        with path.open("rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 

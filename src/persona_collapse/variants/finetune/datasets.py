@@ -36,7 +36,7 @@ from persona_collapse.core.errors import (
     UnknownNameError,
     UserError,
 )
-from persona_collapse.core.files import CACHE_ENV, cache_dir, write_bytes_atomic
+from persona_collapse.core.files import CACHE_ENV, cache_dir, file_sha256, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -332,15 +332,6 @@ def write_chat_jsonl(examples: Iterable[ChatExample], path: str | os.PathLike[st
     data = _jsonl_bytes(items)
     write_bytes_atomic(p, data)
     return ChatDataset(items, p, hashlib.sha256(data).hexdigest())
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- statistics, shuffling, splits ---------------------------------------------------------
