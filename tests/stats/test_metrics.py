@@ -443,3 +443,33 @@ def test_self_profile_from_distributions_matches_hand_values() -> None:
         self_profile_from_distributions([1, 2], probs, scale=scale)
     with pytest.raises(ValueError, match="distinct"):
         self_profile_from_distributions([1, 1, 6], probs, scale=scale)
+
+
+@pytest.mark.parametrize("scale", [None, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]])
+def test_rerun_draws_with_count_features_equal_the_plain_rerun_bootstrap(
+    scale: list[float] | None,
+) -> None:
+    # With count features, resampled cells of three or more values are summed as scale
+    # counts (one gather per drawn rating); without, as packed ratings. Same uniforms,
+    # exact integer sums: the replicates must be bit-identical. On a half-step scale the
+    # steps are not integral: the ratings are then resampled as before, counts beside.
+    from persona_collapse.stats.metrics import (
+        complete_cells,
+        foundation_columns,
+        rerun_bootstrap_replicates,
+        rerun_bootstrap_sums,
+        sampled_count_features,
+    )
+
+    persona_ids, item_ids, ratings = simulated(40, 6, 10, seed=3)
+    if scale is not None:
+        ratings = ratings / 2
+    cells, _ = complete_cells(cell_ratings(persona_ids, item_ids, ratings))
+    groups = foundation_columns(cells.item_ids, {i: "AB"[i % 2] for i in range(1, 7)})
+    feats = sampled_count_features(cells, groups, scale)
+    assert feats is not None
+    plain = rerun_bootstrap_replicates(cells, n_boot=37, rng=np.random.default_rng(5))
+    counted = rerun_bootstrap_sums(cells, feats, n_boot=37, rng=np.random.default_rng(5))
+    assert counted[2] is not None
+    np.testing.assert_array_equal(counted[0], plain[0])
+    np.testing.assert_array_equal(counted[1], plain[1])

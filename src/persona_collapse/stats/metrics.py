@@ -476,6 +476,7 @@ class _Features:
         linear_cols: Columns of the linear feature sets.
         linear_map: ``(n_scale, len(linear_cols))``: their features are ``counts @ map``.
         other_cols: Columns of the other feature sets.
+        grid: ``(n_scale,)`` the scale's values (sampled runs), else None.
     """
 
     sets: tuple[CellFeatures, ...]
@@ -490,6 +491,7 @@ class _Features:
     linear_cols: NDArray[np.intp]
     linear_map: FloatArray
     other_cols: NDArray[np.intp]
+    grid: FloatArray | None = None
 
     def nonlinear(self, counts: FloatArray) -> FloatArray:
         """``(N, len(other_cols))`` features of the non-linear sets from ``(N, K)`` counts."""
@@ -547,7 +549,7 @@ def _sampled_features(
     key = (np.arange(n_p * n_q).reshape(n_p, n_q, 1) * k + positions)[positions >= 0]
     counts = np.bincount(key, minlength=n_p * n_q * k).reshape(n_p * n_q, k).astype(np.float64)
     blocks = [fs.sampled(counts) for fs in sets]
-    return _make_features(sets, blocks, (n_p, n_q), groups, positions, k)
+    return _make_features(sets, blocks, (n_p, n_q), groups, positions, k, grid)
 
 
 def _exact_features(
@@ -572,6 +574,7 @@ def _make_features(
     groups: Mapping[str, NDArray[np.intp]],
     positions: NDArray[np.intp] | None,
     n_scale: int,
+    grid: FloatArray | None = None,
 ) -> _Features:
     slices: dict[str, slice] = {}
     linear: list[int] = []
@@ -602,6 +605,7 @@ def _make_features(
         linear_cols=linear_cols,
         linear_map=np.concatenate(maps, axis=1) if maps else np.empty((n_scale, 0)),
         other_cols=np.flatnonzero(~np.isin(np.arange(start), linear_cols)).astype(np.intp),
+        grid=grid,
     )
 
 
@@ -689,7 +693,9 @@ def _multi_valued_feature_change(
     """
     order, starts, keys = _segments(feats.group_of_item[q_g])
     total[:, keys] -= np.add.reduceat(feats.cells[p_g, q_g][order], starts, axis=0)
-    if redrawn.codes is not None:
+    if redrawn.distinct is not None and redrawn.which is not None:
+        counts, which = redrawn.distinct, redrawn.which[:, order]
+    elif redrawn.codes is not None:
         # Float codes hold exact integers below 2**53. Every resample holds n = base - 1
         # answers, so the last digit follows from the others: dropping it keeps codes small.
         base, top_digit = redrawn.base, redrawn.base ** (feats.n_scale - 1)
@@ -823,11 +829,16 @@ class _Redrawn:
             ``sum_k counts_k * (n + 1)**k`` (< 2**53), or None.
         counts: ``(B, C, K)`` float64 counts, or None (when ``codes`` is given).
         base: ``n + 1``, the base of the digits of ``codes``.
+        distinct: ``(D, K)`` the distinct count vectors drawn (then ``codes`` and
+            ``counts`` are None), or None.
+        which: ``(B, C)`` index in ``distinct`` of each resample's count vector, or None.
     """
 
     codes: FloatArray | None
     counts: FloatArray | None
     base: int
+    distinct: FloatArray | None = None
+    which: NDArray[np.intp] | None = None
 
 
 def _resample(
@@ -920,6 +931,95 @@ def _resample(
     if positions is None:
         return s1, s2, None
     return s1, s2, _Redrawn(scale_codes, counts, n + 1)
+
+
+def _redraw_scale_counts(
+    positions: NDArray[np.intp], n_scale: int, n: int, n_boot: int, rng: np.random.Generator
+) -> tuple[FloatArray, NDArray[np.intp]]:
+    """Scale counts of ``n_boot`` with-replacement resamples of each row of ``positions``.
+
+    The same uniforms as :func:`_resample` (same chunks, same order), so the same
+    resamples; only the scale counts are summed, as digits ``(n + 1)**position``
+    (float32 while the codes stay below 2**24), and returned as the distinct count
+    vectors and each resample's index among them. Every statistic of a resampled
+    cell follows from its counts, so nothing else needs gathering.
+
+    Args:
+        positions: ``(C, n)`` index on the scale of each rating of ``C`` cells.
+        n_scale: Number of scale points; ``(n + 1)**n_scale < 2**53``.
+
+    Returns:
+        ``(distinct, which)``: ``(D, K)`` count vectors and ``(n_boot, C)`` indices.
+    """
+    n_cells = positions.shape[0]
+    base = n + 1
+    exact32 = n * float(base) ** (n_scale - 1) < 2.0**24
+    digits = (float(base) ** positions.astype(np.float64)).astype(
+        np.float32 if exact32 else np.float64
+    )
+    digits = digits.ravel()
+    codes = np.empty((n_boot, n_cells), dtype=np.int64)
+    offsets = np.arange(n_cells, dtype=np.int32) * n
+    scale = np.nextafter(np.float32(n), np.float32(0))
+    chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // (n_cells * n)))
+    size = n * chunk * n_cells
+    u_buf = np.empty(size, dtype=np.float32)
+    idx_buf = np.empty(size, dtype=np.int32)
+    x_buf = np.empty(size, dtype=digits.dtype)
+    for lo in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - lo)
+        shape = (n, b, n_cells)
+        used = n * b * n_cells
+        u = u_buf[:used].reshape(shape)
+        idx = idx_buf[:used].reshape(shape)
+        x = x_buf[:used].reshape(shape)
+        rng.random(out=u, dtype=np.float32)  # as _resample: index floor(u * n'), n' < n
+        u *= scale
+        idx[...] = u
+        idx += offsets
+        digits.take(idx, out=x, mode="clip")
+        total = np.add.reduce(x, axis=0)
+        codes[lo : lo + b] = total if exact32 else np.rint(total)
+    # Every resample holds n answers, so the top digit follows from the others:
+    # dropping it keeps the codes small.
+    top_digit = base ** (n_scale - 1)
+    distinct, which = _distinct_codes(codes % top_digit)
+    low_digits = [(distinct // base**k) % base for k in range(n_scale - 1)]
+    low_digits.append(base - 1 - np.sum(low_digits, axis=0))
+    return np.stack(low_digits, axis=1).astype(np.float64), which
+
+
+def _scale_count_moments(
+    counts: FloatArray, grid: FloatArray, low: float, n: int
+) -> tuple[FloatArray, FloatArray]:
+    """Mean and sd (ddof=1) of resamples with scale ``counts`` ``(D, K)`` over ``grid``.
+
+    Integral ``grid - low`` only: the sums are then exact integers and the moments
+    bit-identical to :func:`_resample`'s packed sums (same expressions, same order).
+    """
+    shifted = grid - low
+    s1_shift = counts @ shifted
+    s2_shift = counts @ (shifted * shifted)
+    s1 = s1_shift + n * low
+    s2 = s2_shift + 2.0 * low * s1_shift + n * low * low
+    mean = s1 / n
+    sd = np.sqrt(np.maximum((s2 - s1 * mean) / (n - 1), 0.0))
+    return mean, sd
+
+
+def _counts_give_moments(table: FloatArray, grid: FloatArray, n: int, n_scale: int) -> bool:
+    """Whether :func:`_redraw_scale_counts` and :func:`_scale_count_moments` reproduce
+    :func:`_resample`'s sums exactly for the ratings ``table`` (integral steps from its
+    minimum, packed sums and codes below 2**53)."""
+    low = float(table.min())
+    shifted = grid - low
+    top = float(table.max()) - low
+    base = n * top + 1.0
+    return (
+        bool(np.all(shifted == np.round(shifted)))
+        and n * (top * top * base + top) < 2.0**53
+        and float(n + 1) ** n_scale < 2.0**53
+    )
 
 
 def _binomial_cdf(n: int, q: FloatArray) -> FloatArray:
@@ -1095,9 +1195,48 @@ def _rerun_bootstrap_features(
                     order, starts, keys = _segments(q_g)
                     k_high = _two_valued_draws(n_high[p_g, q_g], n, n_boot, rng)[:, order]
                     p_g, q_g = p_g[order], q_g[order]
-                    mean, sd = _two_valued_moments(low[p_g, q_g], high[p_g, q_g], k_high, n)
                     if feats is not None and feature_total is not None:
                         _two_valued_feature_change(feats, p_g, q_g, k_high, n, feature_total)
+                    # Each cell's changes depend on its K only: tabulated over K = 0..n
+                    # (the same expressions as below, so the same values) and gathered.
+                    mean_tab, sd_tab = _two_valued_moments(
+                        low[p_g, q_g][:, None], high[p_g, q_g][:, None], np.arange(n + 1), n
+                    )
+                    m_tab = mean_tab - centre[q_g][:, None]
+                    m0 = centred[p_g, q_g][:, None]
+                    pick = np.arange(len(p_g), dtype=np.intp) * (n + 1) + k_high
+                    for change, table in (
+                        (d1, m_tab - m0),
+                        (d2, m_tab * m_tab - m0 * m0),
+                        (dsig, sd_tab - sigma[p_g, q_g][:, None]),
+                    ):
+                        change[:, keys] += np.add.reduceat(table.take(pick), starts, axis=1)
+                    continue
+                elif (
+                    feats is not None
+                    and feats.positions is not None
+                    and feats.grid is not None
+                    and _counts_give_moments(values[p_g, q_g, :n], feats.grid, n, feats.n_scale)
+                ):
+                    # One gather per drawn rating (scale digits) instead of two: the
+                    # moments follow from each distinct count vector.
+                    distinct, drawn = _redraw_scale_counts(
+                        feats.positions[p_g, q_g, :n], feats.n_scale, n, n_boot, rng
+                    )
+                    if feature_total is not None:
+                        _multi_valued_feature_change(
+                            feats,
+                            p_g,
+                            q_g,
+                            _Redrawn(None, None, n + 1, distinct=distinct, which=drawn),
+                            feature_total,
+                        )
+                    low_value = float(values[p_g, q_g, :n].min())
+                    mean_d, sd_d = _scale_count_moments(distinct, feats.grid, low_value, n)
+                    order, starts, keys = _segments(q_g)
+                    which = drawn[:, order]
+                    p_g, q_g = p_g[order], q_g[order]
+                    mean, sd = mean_d.take(which), sd_d.take(which)
                 else:
                     positions = None if feats is None else feats.positions
                     s1, s2, redrawn = _resample(
