@@ -1059,13 +1059,17 @@ def _two_valued_draws(
     if n < 64:
         k_high = np.zeros((n_boot, n_cells), dtype=np.uint8)
         below = np.empty((chunk, n_cells), dtype=bool)
+        # Contiguous CDF rows and a uint8 view of the comparison: both operands of each
+        # pass are then plain vectors, which runs about twice as fast as a strided one.
+        steps = np.ascontiguousarray(cdf.T)
         for lo in range(0, n_boot, chunk):
             b = min(chunk, n_boot - lo)
             u = rng.random((b, n_cells))
             k, hit = k_high[lo : lo + b], below[:b]
-            for step in range(n):
-                np.greater_equal(u, cdf[:, step], out=hit)
-                k += hit
+            as_count = hit.view(np.uint8)
+            for step in steps:
+                np.greater_equal(u, step, out=hit)
+                np.add(k, as_count, out=k)
         return k_high
     k_wide = np.empty((n_boot, n_cells), dtype=np.intp)
     kinds, first, kind_of = np.unique(n_high, return_index=True, return_inverse=True)
