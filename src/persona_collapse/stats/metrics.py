@@ -1156,9 +1156,9 @@ def _rerun_bootstrap_features(
     n_p, n_q = mu.shape
     counts = cells.counts
     values = cells.values
-    with np.errstate(invalid="ignore"):
-        low = np.nanmin(values, axis=2)
-        high = np.nanmax(values, axis=2)
+    # fmin/fmax skip NaN padding as nanmin/nanmax do, without their masked copies.
+    low = np.fmin.reduce(values, axis=2)
+    high = np.fmax.reduce(values, axis=2)
     n_low = np.sum(values == low[..., None], axis=2)
     n_high = np.sum(values == high[..., None], axis=2)
     varying = (counts >= 2) & (high > low)
