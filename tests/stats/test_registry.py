@@ -311,3 +311,22 @@ def test_count_estimates_equal_one_statistic_at_a_time(n_scopes: int) -> None:
         for name, est in want.items():
             assert repr(have[name]) == repr(est), name
         assert repr(have["mean_distinct_answers"]) == repr(missing)  # its features missing
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 9, 400, 2001])
+def test_bootstrap_sd_is_numpys(n: int) -> None:
+    """The replicates' sd is np.std(ddof=1) bit for bit (also on a strided view); NaN
+    and infinite replicates are left out, NaN when fewer than two remain."""
+    rng = np.random.default_rng(n)
+    for scale in (1e-6, 1.0, 1e6):
+        values = rng.random(n) * scale
+        assert registry._bootstrap_sd(values) == float(np.std(values, ddof=1))
+        if n >= 4:
+            view = values[::2]
+            assert registry._bootstrap_sd(view) == float(np.std(view, ddof=1))
+    values = rng.random(n)
+    values[0], values[-1] = np.nan, np.inf
+    finite = values[1:-1]
+    want = float(np.std(finite, ddof=1)) if len(finite) >= 2 else np.nan
+    assert repr(registry._bootstrap_sd(values)) == repr(want)
+    assert registry._bootstrap_sd(values[:1]) == 0.0
