@@ -19,6 +19,9 @@ from persona_collapse.stats.instability import (
     non_unanimity,
     normalised_gini,
     rating_distribution,
+    row_argmax,
+    row_max,
+    row_sums,
 )
 
 FOLLOWUPS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "costa2026-followups"
@@ -51,6 +54,42 @@ def test_bad_inputs_name_the_parameter() -> None:
         rating_distribution([1, 7], scale=range(6))
     with pytest.raises(ValueError, match="cell_keys and answers"):
         answer_counts([0, 1], [1])
+
+
+@pytest.mark.parametrize("n_cols", range(1, 11))
+def test_row_reductions_are_numpys_bit_for_bit(n_cols: int) -> None:
+    """The column-by-column row sums, maxima and argmaxima equal numpy's reductions
+    exactly (values spanning 16 orders of magnitude, so any other order of additions
+    shows; ties, zeros, -0.0 rows and NaN), in C and Fortran order; a numpy that sums
+    short rows differently fails here."""
+    rng = np.random.default_rng(n_cols)
+    values = rng.random((4000, n_cols)) * 10.0 ** rng.integers(-8, 8, size=(4000, n_cols))
+    values[:500] = rng.integers(0, 3, size=(500, n_cols))  # ties and zeros
+    values[500] = -0.0
+    values[501, -1] = np.nan
+    for arr in (values, np.asfortranarray(values), values[::2]):
+        for mine, numpys in (
+            (row_sums, arr.sum(axis=1)),
+            (row_max, arr.max(axis=1)),
+            (row_argmax, arr.argmax(axis=1)),
+        ):
+            got = mine(arr)
+            assert got.dtype == numpys.dtype
+            np.testing.assert_array_equal(got, numpys, strict=True)
+            assert np.array_equal(np.signbit(got), np.signbit(numpys))
+
+
+def test_entropy_bits_keeps_the_definition() -> None:
+    """0 log 0 = 0 (and an empty row's NaN shares give 0), -p log2 p summed per row."""
+    p = np.array([[0.5, 0.25, 0.25, 0.0], [1.0, 0.0, 0.0, 0.0], [np.nan] * 4])
+    assert entropy_bits(p).tolist() == [1.5, 0.0, 0.0]
+    assert not np.signbit(entropy_bits(p)).any()
+    rng = np.random.default_rng(0)
+    q = rng.random((50, 6))
+    q /= q.sum(axis=1, keepdims=True)
+    expected = np.where(q > 0, -q * np.log2(np.where(q > 0, q, 1.0)), 0.0).sum(axis=1)
+    np.testing.assert_array_equal(entropy_bits(q), expected)
+    assert float(entropy_bits(q[0])) == expected[0]
 
 
 def test_rating_distribution() -> None:

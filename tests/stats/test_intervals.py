@@ -206,3 +206,71 @@ def test_the_other_estimator_leaves_the_chosen_one_unchanged() -> None:
     )
     assert flipped.other is not None and flipped.other.estimator == "reference"
     assert flipped.test("insecure", "S").estimate == both.verdict("insecure", "S").estimate
+
+
+def _foundation_run(n_p: int, rng: np.random.Generator) -> RunCells:
+    """A run of 9 items in three foundations, one of a single item, uneven cell sizes."""
+    n_q = 9
+    counts = rng.integers(1, 12, size=(n_p, n_q))
+    mu = rng.normal(2.5, 0.8, size=(n_p, n_q)) * 10.0 ** rng.integers(-3, 3, size=(n_p, n_q))
+    sigma = np.where(counts >= 2, rng.gamma(2.0, 0.3, size=(n_p, n_q)), 0.0)
+    names = ["care"] * 5 + ["fairness"] * 3 + ["loyalty"]
+    return RunCells(
+        persona_ids=np.arange(n_p, dtype=np.int64),
+        item_ids=np.array([4, 1, 9, 2, 7, 3, 8, 5, 6], dtype=np.int64),
+        mu=mu,
+        sigma=sigma,
+        counts=counts.astype(np.int64),
+        cells=None,
+        method="sampling",
+        excluded_personas=(),
+        foundations={i: names[k] for k, i in enumerate([4, 1, 9, 2, 7, 3, 8, 5, 6])},
+    )
+
+
+def test_jackknife_of_all_scopes_equals_scope_by_scope() -> None:
+    """The scope-vectorised leave-one-out values and jackknife SE / df are the per-scope
+    functions' floats exactly (also for a one-item scope)."""
+    from persona_collapse.stats import significance as sig
+
+    run = _foundation_run(40, np.random.default_rng(5))
+    averaged = sig._averaged(run, "corrected")
+    scopes = list(sig._scopes({"run": run}).values())
+    assert min(len(cols) for cols in scopes) == 1
+    for hook, name in ((sig._leave_one_out_corrected_s, "S"),):
+        want = np.stack([hook(run.mu, averaged, cols) for cols in scopes])
+        got = sig._leave_one_out_scopes(name, run.mu, averaged, scopes)
+        np.testing.assert_array_equal(got, want, strict=True)
+        wide = [cols for cols in scopes if len(cols) >= 2]
+        np.testing.assert_array_equal(
+            sig._leave_one_out_corrected_s_scopes(run.mu, averaged, wide),
+            np.stack([hook(run.mu, averaged, cols) for cols in wide]),
+            strict=True,
+        )
+    loo = np.stack([sig._leave_one_out_corrected_s(run.mu, averaged, c) for c in scopes])
+    ses, dfs = sig._jackknife_rows(loo)
+    for row, se, df in zip(loo, ses, dfs, strict=True):
+        spread = row - row.mean()
+        assert se == float(math.sqrt((len(row) - 1) / len(row) * float(spread @ spread)))
+        assert df == jackknife_df(row) and se == jackknife_se(row)
+
+
+def test_corrected_estimates_without_draws_equal_those_with_draws() -> None:
+    """With a seed no bootstrap draw is made (every corrected SE is a jackknife one);
+    the estimates equal those of the drawing path, which a Generator still takes (and
+    advances, as before)."""
+    run = _foundation_run(30, np.random.default_rng(6))
+    seeded = run_estimates(run, n_boot=500, rng=3)
+    generator = np.random.default_rng(3)
+    drawn = run_estimates(run, n_boot=500, rng=generator)
+    assert generator.bit_generator.state != np.random.default_rng(3).bit_generator.state
+    assert list(seeded) == list(drawn) == [OVERALL, "care", "fairness", "loyalty"]
+    for scope, est in seeded.items():
+        assert repr(est.to_dict()) == repr(drawn[scope].to_dict()), scope
+
+
+def test_c4_of_whole_cell_sizes_equals_the_float_path() -> None:
+    sizes = np.random.default_rng(1).integers(0, 300, size=(50, 30))
+    np.testing.assert_array_equal(c4(sizes), c4(sizes.astype(np.float64)), strict=True)
+    small = c4(np.array([0, 1, 2]))
+    assert np.isnan(small[:2]).all() and small[2] == pytest.approx(math.sqrt(2 / math.pi))

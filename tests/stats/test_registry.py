@@ -262,3 +262,71 @@ def test_pooled_shares_are_computed_once_per_estimate() -> None:
     after = registry.pooled_shares(sums)
     after[0, 0] = 0.0  # writable: not the memo's read-only copy
     assert registry.pooled_shares(sums)[0, 0] == 0.125
+
+
+def _one_statistic_at_a_time(
+    features: dict[str, registry.FeatureSums], scale: np.ndarray
+) -> list[dict[str, Estimate]]:
+    """The plain definition: each statistic's combine per kind, the sd of each scope's
+    replicates (registry._column_sd), the kinds' variances added."""
+    n_scopes = len(next(iter(features.values())).point)
+    out: list[dict[str, Estimate]] = [{} for _ in range(n_scopes)]
+    for stat in registry.statistics():
+        if stat.features is None or stat.combine is None or stat.features.name not in features:
+            continue
+        sums = features[stat.features.name]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = stat.combine(sums.point, scale)
+            variance = np.zeros(n_scopes)
+            for d in sums.draws:
+                flat = np.ascontiguousarray(d).reshape(-1, d.shape[2])
+                replicates = stat.combine(flat, scale).reshape(-1, n_scopes)
+                variance += registry._column_sd(replicates) ** 2
+        for s in range(n_scopes):
+            se = float(np.sqrt(variance[s])) if np.isfinite(values[s]) else np.nan
+            out[s][stat.name] = Estimate(float(values[s]), se)
+    return out
+
+
+@pytest.mark.parametrize("n_scopes", [1, 3])
+def test_count_estimates_equal_one_statistic_at_a_time(n_scopes: int) -> None:
+    """All statistics' replicates are summarised at once (one sd over every column) and
+    read through memoised per-draw quantities, with the same floats as one statistic
+    at a time, also for one scope (numpy sums a single column pairwise) and for a
+    statistic with NaN replicates (an empty scope in some draws)."""
+    rng = np.random.default_rng(n_scopes)
+    counts = rng.integers(0, 40, size=(300, n_scopes, 6)).astype(np.float64)
+    counts[:7, 0] = 0.0  # scope 0 empty in 7 persona draws: NaN shares there
+    rerun = rng.integers(0, 40, size=(40, n_scopes, 6)).astype(np.float64)
+    cell = rng.random((300, n_scopes, 2)) * 50
+    features = {
+        "scale_counts": registry.FeatureSums(counts[0], [counts, rerun]),
+        "mean_gini": registry.FeatureSums(cell[0], [cell, cell[:40] * 0.5]),
+        "non_unanimity_rate": registry.FeatureSums(cell[1], [cell[::-1]]),
+    }
+    scale = np.arange(6.0)
+    got = registry.estimate_count_statistics(features, scale)
+    missing = registry.Estimate(np.nan, np.nan)
+    for want, have in zip(_one_statistic_at_a_time(features, scale), got, strict=True):
+        for name, est in want.items():
+            assert repr(have[name]) == repr(est), name
+        assert repr(have["mean_distinct_answers"]) == repr(missing)  # its features missing
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 9, 400, 2001])
+def test_bootstrap_sd_is_numpys(n: int) -> None:
+    """The replicates' sd is np.std(ddof=1) bit for bit (also on a strided view); NaN
+    and infinite replicates are left out, NaN when fewer than two remain."""
+    rng = np.random.default_rng(n)
+    for scale in (1e-6, 1.0, 1e6):
+        values = rng.random(n) * scale
+        assert registry._bootstrap_sd(values) == float(np.std(values, ddof=1))
+        if n >= 4:
+            view = values[::2]
+            assert registry._bootstrap_sd(view) == float(np.std(view, ddof=1))
+    values = rng.random(n)
+    values[0], values[-1] = np.nan, np.inf
+    finite = values[1:-1]
+    want = float(np.std(finite, ddof=1)) if len(finite) >= 2 else np.nan
+    assert repr(registry._bootstrap_sd(values)) == repr(want)
+    assert registry._bootstrap_sd(values[:1]) == 0.0

@@ -135,11 +135,71 @@ class RatingDistribution:
         return math.log2(len(self.scale))
 
 
+_SHORT_ROW = 8
+"""numpy sums fewer numbers than this one after another (its pairwise summation starts
+at blocks of 8), so :func:`row_sums` may add such rows column by column."""
+
+
+def row_sums(values: FloatArray) -> FloatArray:
+    """``values.sum(axis=1)`` of a 2-D array, bit for bit, cheaper for short rows.
+
+    numpy reduces each short row in a separate inner loop, which costs far more than
+    the additions; for rows of fewer than 8 numbers it adds them in order from +0.0,
+    so a few whole-column additions give the same floats (the final ``+ 0.0`` turns a
+    row of -0.0s into 0.0, as numpy's sum does). ``tests/stats/test_instability.py``
+    checks the equality, so a numpy that sums differently is caught.
+    """
+    n_cols = values.shape[1]
+    if not 2 <= n_cols < _SHORT_ROW:
+        return np.asarray(values.sum(axis=1), dtype=np.float64)
+    out = values[:, 0] + values[:, 1]
+    for k in range(2, n_cols):
+        out += values[:, k]
+    out += 0.0
+    return out
+
+
+def row_max(values: FloatArray) -> FloatArray:
+    """``values.max(axis=1)`` of a 2-D array with at least one column (NaN wins, as in
+    numpy), cheaper for short rows: a few whole-column maxima instead of one short
+    reduction per row."""
+    n_cols = values.shape[1]
+    if n_cols >= _SHORT_ROW:
+        return np.asarray(values.max(axis=1), dtype=np.float64)
+    out = values[:, 0].copy()
+    for k in range(1, n_cols):
+        np.maximum(out, values[:, k], out=out)
+    return out
+
+
+def row_argmax(values: FloatArray) -> IntArray:
+    """``values.argmax(axis=1)`` of a 2-D array with at least one column (the first
+    maximum; the first NaN when a row holds one), cheaper for short rows: a few
+    whole-column comparisons instead of one short search per row."""
+    n_cols = values.shape[1]
+    if n_cols >= _SHORT_ROW or np.isnan(values).any():
+        return np.asarray(values.argmax(axis=1), dtype=np.int64)
+    best = values[:, 0].copy()
+    index = np.zeros(len(values), dtype=np.int64)
+    for k in range(1, n_cols):
+        column = values[:, k]
+        higher = column > best  # strictly: the first maximum wins a tie
+        index[higher] = k
+        np.maximum(best, column, out=best)
+    return index
+
+
 def entropy_bits(shares: ArrayLike) -> FloatArray:
     """Shannon entropy in bits of each row of ``shares`` (last axis), ``0 log 0 = 0``."""
     p = np.asarray(shares, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, -p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+    positive = p > 0
+    # The terms -p log2 p where p > 0 and 0 elsewhere, computed in place with masks
+    # (one pass each) instead of two np.where copies; the same floats.
+    terms = np.zeros_like(p)  # p's memory order: the masked passes stay contiguous
+    np.log2(p, out=terms, where=positive)
+    np.multiply(np.negative(p), terms, out=terms, where=positive)
+    if terms.ndim == 2:
+        return row_sums(terms)
     return np.asarray(terms.sum(axis=-1), dtype=np.float64)
 
 
@@ -200,6 +260,9 @@ __all__ = [
     "non_unanimity",
     "normalised_gini",
     "rating_distribution",
+    "row_argmax",
+    "row_max",
+    "row_sums",
 ]
 
 

@@ -48,6 +48,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from persona_collapse.core.errors import UnknownNameError
+from persona_collapse.stats.instability import row_sums
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ ExactFeaturesFn = Callable[[FloatArray, "int | None"], FloatArray]
 """``((N, K)`` stored probabilities, repetitions or None) -> ``(N, F)`` (NaN if undefined)."""
 
 CombineFn = Callable[[FloatArray, FloatArray], FloatArray]
-"""``((B, F)`` feature sums over the cells in scope, ``(K,)`` scale values) -> ``(B,)``."""
+"""``((B, F)`` feature sums over the cells in scope, ``(K,)`` scale values) -> ``(B,)``.
+
+Row-wise (each replicate on its own); the sums may come in either memory order
+(:func:`estimate_count_statistics` passes columns contiguous)."""
 
 GROUPS = ("persona", "instability", "distribution")
 """Display order of statistic groups (others follow, in registration order)."""
@@ -252,10 +256,24 @@ def _bootstrap_sd(replicates: FloatArray) -> float:
     """
     if len(replicates) < 2:
         return 0.0
+    sd = _sd(replicates)
+    if math.isfinite(sd):  # then every replicate is finite (any other poisons the sum)
+        return sd
     finite = replicates[np.isfinite(replicates)]
     if len(finite) == len(replicates):
-        return float(np.std(replicates, ddof=1))
-    return float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
+        return sd
+    return _sd(finite) if len(finite) >= 2 else math.nan
+
+
+def _sd(values: FloatArray) -> float:
+    """``float(np.std(values, ddof=1))`` of a 1-D array: the same operations (pairwise
+    sums, the mean subtracted, squared, summed, divided by ``n - 1``) without
+    np.std's generic axis and dtype handling, which costs more than the arithmetic for
+    the few thousand replicates of a bootstrap."""
+    n = len(values)
+    deviations = values - np.add.reduce(values) / n
+    np.square(deviations, out=deviations)
+    return math.sqrt(np.add.reduce(deviations) / (n - 1))
 
 
 def reciprocal(value: float) -> float:
@@ -274,6 +292,22 @@ def _column_sd(replicates: FloatArray) -> FloatArray:
     return np.array([_bootstrap_sd(replicates[:, s]) for s in range(n_cols)])
 
 
+def _count_statistics() -> list[Statistic]:
+    return [s for s in statistics() if s.features is not None and s.combine is not None]
+
+
+def _set_name(stat: Statistic) -> str:
+    if stat.features is None:
+        raise ValueError(f"statistic {stat.name!r} is not a count statistic")
+    return stat.features.name
+
+
+def _combine(stat: Statistic) -> CombineFn:
+    if stat.combine is None:
+        raise ValueError(f"statistic {stat.name!r} is not a count statistic")
+    return stat.combine
+
+
 def estimate_count_statistics(
     features: Mapping[str, FeatureSums], scale: Sequence[float] | FloatArray
 ) -> list[dict[str, Estimate]]:
@@ -290,37 +324,68 @@ def estimate_count_statistics(
     """
     grid = np.asarray(scale, dtype=np.float64)
     n_scopes = len(next(iter(features.values())).point) if features else 1
-    out: list[dict[str, Estimate]] = [{} for _ in range(n_scopes)]
-    nan = Estimate(math.nan, math.nan)
-    # Each feature set's replicate sums are reshaped once, so statistics sharing a set
-    # get the same arrays and pooled_shares normalises them once for all of them.
-    flat_draws = {
-        name: [d.reshape(d.shape[0] * n_scopes, d.shape[2]) for d in sums.draws]
-        for name, sums in features.items()
-    }
-    token = _SHARES_MEMO.set({})
+    counted = _count_statistics()
+    found = [s for s in counted if s.features is not None and s.features.name in features]
+    # Each feature set's replicate sums are flattened once, so statistics sharing a set
+    # get the same arrays and the memoised per-draw quantities (pooled_shares) are
+    # computed once for all of them. Flattened column by column (Fortran order): the
+    # statistics work on whole columns (a feature, or a scale point, over all draws and
+    # scopes), which are then contiguous instead of strided by the feature width.
+    by_set = {name: [_columns_contiguous(d) for d in sums.draws] for name, sums in features.items()}
+    flat_draws = [by_set[_set_name(s)] for s in found]
+    values = np.empty((len(found), n_scopes))
+    variance = np.zeros((len(found), n_scopes))
+    token = _MEMO.set({})
     try:
-        for stat in statistics():
-            if stat.features is None or stat.combine is None:
-                continue
-            sums = features.get(stat.features.name)
-            if sums is None:
-                for scope in out:
-                    scope[stat.name] = nan
-                continue
-            with np.errstate(invalid="ignore", divide="ignore"):
-                values = stat.combine(sums.point, grid)
-                variance = np.zeros(n_scopes)
-                for flat in flat_draws[stat.features.name]:
-                    replicates = stat.combine(flat, grid).reshape(-1, n_scopes)
-                    variance += _column_sd(replicates) ** 2
-            for s, scope in enumerate(out):
-                value = float(values[s])
-                se = math.sqrt(variance[s]) if math.isfinite(value) else math.nan
-                scope[stat.name] = Estimate(value, se)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for j, stat in enumerate(found):
+                values[j] = _combine(stat)(features[_set_name(stat)].point, grid)
+            for kind in range(max((len(d) for d in flat_draws), default=0)):
+                # The statistics' replicates of one kind side by side, so that one sd
+                # call serves them all (grouped by draw count, which they share).
+                by_size: dict[int, list[int]] = {}
+                for j, draws in enumerate(flat_draws):
+                    if kind < len(draws):
+                        by_size.setdefault(len(draws[kind]) // max(n_scopes, 1), []).append(j)
+                for n_boot, members in by_size.items():
+                    block = np.empty((n_boot, len(members), n_scopes))
+                    for m, j in enumerate(members):
+                        replicates = _combine(found[j])(flat_draws[j][kind], grid)
+                        block[:, m, :] = replicates.reshape(n_boot, n_scopes)
+                    variance[members] += _block_sd(block) ** 2
     finally:
-        _SHARES_MEMO.reset(token)
+        _MEMO.reset(token)
+    se = np.where(np.isfinite(values), np.sqrt(variance), math.nan)
+    nan = Estimate(math.nan, math.nan)
+    out: list[dict[str, Estimate]] = [{} for _ in range(n_scopes)]
+    rows = {stat.name: j for j, stat in enumerate(found)}
+    value_rows, se_rows = values.tolist(), se.tolist()
+    for stat in counted:
+        row = rows.get(stat.name)
+        for s, scope in enumerate(out):
+            scope[stat.name] = nan if row is None else Estimate(value_rows[row][s], se_rows[row][s])
     return out
+
+
+def _columns_contiguous(draws: FloatArray) -> FloatArray:
+    """``(B, S, F)`` draws as ``(B * S, F)`` with each column contiguous (one copy)."""
+    n_boot, n_scopes, width = draws.shape
+    by_column = np.ascontiguousarray(np.moveaxis(draws, 2, 0), dtype=np.float64)
+    return by_column.reshape(width, n_boot * n_scopes).T
+
+
+def _block_sd(block: FloatArray) -> FloatArray:
+    """:func:`_column_sd` of each statistic's ``(B, S)`` replicates in ``(B, n, S)``.
+
+    One np.std over all ``n * S`` columns gives each column the same floats as a call
+    per statistic (a reduction down the first axis adds row by row, whatever the
+    width), except for a single column, which numpy sums pairwise: one scope, or a
+    statistic with NaN replicates, is done per statistic as before.
+    """
+    n_boot, n_stats, n_scopes = block.shape
+    if n_scopes >= 2 and (n_boot < 2 or np.isfinite(block).all()):
+        return _column_sd(block.reshape(n_boot, n_stats * n_scopes)).reshape(n_stats, n_scopes)
+    return np.stack([_column_sd(block[:, j, :]) for j in range(n_stats)])
 
 
 def count_statistic_draws(
@@ -344,7 +409,7 @@ def count_statistic_draws(
     """
     grid = np.asarray(scale, dtype=np.float64)
     out: dict[str, FloatArray] = {}
-    token = _SHARES_MEMO.set({})
+    token = _MEMO.set({})
     try:
         for stat in statistics():
             if stat.features is None or stat.combine is None:
@@ -355,7 +420,7 @@ def count_statistic_draws(
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[stat.name] = np.asarray(stat.combine(found, grid), dtype=np.float64)
     finally:
-        _SHARES_MEMO.reset(token)
+        _MEMO.reset(token)
     return out
 
 
@@ -477,26 +542,49 @@ def mean_over_cells(sums: FloatArray, scale: FloatArray) -> FloatArray:
         return np.where(sums[:, 0] > 0, sums[:, 1] / sums[:, 0], math.nan)
 
 
-_SHARES_MEMO: ContextVar[dict[int, tuple[FloatArray, FloatArray]] | None] = ContextVar(
-    "pooled_shares_memo", default=None
+_MEMO: ContextVar[dict[tuple[str, int], tuple[FloatArray, FloatArray]] | None] = ContextVar(
+    "per_draw_memo", default=None
 )
-"""Shares already computed, by input array, while :func:`estimate_count_statistics` runs
-(its arrays are not changed meanwhile); None outside it."""
+"""Per-draw quantities already computed, by name and input array, while
+:func:`estimate_count_statistics` or :func:`count_statistic_draws` runs (their arrays
+are not changed meanwhile); None outside them."""
+
+
+def _memoised(
+    name: str, sums: FloatArray, compute: Callable[[FloatArray], FloatArray]
+) -> FloatArray:
+    """``compute(sums)``, once per array while an estimate runs (read-only then: it is
+    shared by several statistics)."""
+    memo = _MEMO.get()
+    if memo is None:
+        return compute(sums)
+    key = (name, id(sums))
+    hit = memo.get(key)
+    if hit is not None and hit[0] is sums:
+        return hit[1]
+    out = compute(sums)
+    out.flags.writeable = False
+    memo[key] = (sums, out)
+    return out
+
+
+def _totals(sums: FloatArray) -> FloatArray:
+    return row_sums(np.asarray(sums, dtype=np.float64))
+
+
+def pooled_totals(sums: FloatArray) -> FloatArray:
+    """Row sums of :data:`SCALE_COUNTS` sums: the ratings pooled in each replicate."""
+    return _memoised("totals", sums, _totals)
+
+
+def _shares(sums: FloatArray) -> FloatArray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(sums / pooled_totals(sums)[:, None], dtype=np.float64)
 
 
 def pooled_shares(sums: FloatArray) -> FloatArray:
     """Row-normalised :data:`SCALE_COUNTS` sums: the pooled distribution per replicate."""
-    memo = _SHARES_MEMO.get()
-    if memo is not None:
-        hit = memo.get(id(sums))
-        if hit is not None and hit[0] is sums:
-            return hit[1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shares = sums / sums.sum(axis=1, keepdims=True)
-    if memo is not None:
-        shares.flags.writeable = False  # shared by several statistics
-        memo[id(sums)] = (sums, shares)
-    return shares
+    return _memoised("shares", sums, _shares)
 
 
 # --- the built-in moment statistics -------------------------------------------------------
@@ -550,6 +638,7 @@ __all__ = [
     "get_statistic",
     "mean_over_cells",
     "pooled_shares",
+    "pooled_totals",
     "reciprocal",
     "register_statistic",
     "statistic_names",

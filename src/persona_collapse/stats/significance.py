@@ -528,7 +528,18 @@ def c4(n: ArrayLike) -> FloatArray:
     Returns:
         Float array of the shape of ``n``.
     """
-    arr = np.asarray(n, dtype=np.float64)
+    given = np.asarray(n)
+    if given.dtype.kind in "iu" and given.size and given.min() >= 0 and given.max() <= 65536:
+        # Cell sizes (whole numbers): a lookup table by size instead of sorting the
+        # cells to find the distinct sizes; the same factors (NaN below 2).
+        table = np.full(int(given.max()) + 1, np.nan)
+        for m in np.flatnonzero(np.bincount(given.ravel())).tolist():
+            if m >= 2:
+                table[m] = math.sqrt(2.0 / (m - 1.0)) * math.exp(
+                    math.lgamma(m / 2.0) - math.lgamma((m - 1.0) / 2.0)
+                )
+        return np.asarray(table[given], dtype=np.float64)
+    arr = given.astype(np.float64)
     out = np.full(arr.shape, np.nan)
     ok = arr >= 2
     if np.any(ok):
@@ -632,11 +643,9 @@ def jackknife_se(leave_one_out: FloatArray) -> float:
     r"""Delete-one jackknife SE from the ``P`` leave-one-out values of a statistic:
     :math:`\mathrm{se}^2 = \frac{P-1}{P}\sum_p (\theta_{(-p)} - \bar\theta_{(\cdot)})^2`
     (NaN with fewer than 3 values)."""
-    n_p = len(leave_one_out)
-    if n_p < 3:
+    if len(leave_one_out) < 3:
         return math.nan
-    spread = leave_one_out - leave_one_out.mean()
-    return float(math.sqrt((n_p - 1) / n_p * float(spread @ spread)))
+    return _jackknife_rows(np.asarray(leave_one_out, dtype=np.float64)[None, :])[0][0]
 
 
 def jackknife_df(leave_one_out: FloatArray) -> int:
@@ -663,15 +672,31 @@ def jackknife_df(leave_one_out: FloatArray) -> int:
     n_p = len(leave_one_out)
     if n_p < 3:
         raise ValueError(f"need at least 3 leave-one-out values, got {n_p}")
-    spread = leave_one_out - leave_one_out.mean()
-    m2 = float(np.mean(spread * spread))
-    if not (math.isfinite(m2) and m2 > 0):
-        return n_p - 1
-    excess_kurtosis = float(np.mean(spread**4)) / (m2 * m2) - 3.0
-    relative_variance = 2.0 / (n_p - 1) + excess_kurtosis / n_p
-    if relative_variance <= 2.0 / (n_p - 1):
-        return n_p - 1
-    return max(1, min(n_p - 1, int(2.0 / relative_variance + 0.5)))
+    return _jackknife_rows(np.asarray(leave_one_out, dtype=np.float64)[None, :])[1][0]
+
+
+def _jackknife_rows(leave_one_out: FloatArray) -> tuple[list[float], list[int]]:
+    """:func:`jackknife_se` and :func:`jackknife_df` of each row of ``(S, P)``
+    leave-one-out values (``P >= 3``), the array work done once for all rows (a row's
+    means and sums are numpy's 1-D ones: each row is reduced on its own)."""
+    n_p = leave_one_out.shape[1]
+    spread = leave_one_out - leave_one_out.mean(axis=1, keepdims=True)
+    m2s = (spread * spread).mean(axis=1).tolist()
+    m4s = (spread**4).mean(axis=1).tolist()
+    ses: list[float] = []
+    dfs: list[int] = []
+    for row, m2, m4 in zip(spread, m2s, m4s, strict=True):
+        ses.append(float(math.sqrt((n_p - 1) / n_p * float(row @ row))))
+        if not (math.isfinite(m2) and m2 > 0):
+            dfs.append(n_p - 1)
+            continue
+        excess_kurtosis = m4 / (m2 * m2) - 3.0
+        relative_variance = 2.0 / (n_p - 1) + excess_kurtosis / n_p
+        if relative_variance <= 2.0 / (n_p - 1):
+            dfs.append(n_p - 1)
+        else:
+            dfs.append(max(1, min(n_p - 1, int(2.0 / relative_variance + 0.5))))
+    return ses, dfs
 
 
 def jackknife_se_corrected_s(mu: FloatArray, averaged: FloatArray, cols: NDArray[np.intp]) -> float:
@@ -713,6 +738,67 @@ _JACKKNIFE_HOOKS: dict[str, JackknifeFn] = {
     "S": _leave_one_out_corrected_s,
     "sigma_bar": _leave_one_out_corrected_sigma_bar,
 }
+
+
+def _leave_one_out_corrected_s_scopes(
+    mu: FloatArray, averaged: FloatArray, scopes: Sequence[NDArray[np.intp]]
+) -> FloatArray:
+    """:func:`_leave_one_out_corrected_s` of every scope, ``(S, P)``: the per-cell terms
+    are computed once over all items, then averaged per scope.
+
+    The same floats as scope by scope: the columns are taken as that function takes
+    them (fancy indexing, which lays them out column by column), so each column's sums
+    over personas are the same reductions of the same contiguous numbers, and each
+    scope's average over its items reads its columns in the same layout. A scope of
+    one item (where layouts may coincide differently) is done on its own.
+    """
+    n_p, n_q = mu.shape
+    if any(len(cols) < 2 for cols in scopes):
+        return np.stack([_leave_one_out_corrected_s(mu, averaged, cols) for cols in scopes])
+    every = np.arange(n_q)
+    columns = mu[:, every]
+    centred = columns - columns.mean(axis=0)
+    noise = averaged[:, n_q + every]
+    s1, s2, sn = centred.sum(axis=0), (centred * centred).sum(axis=0), noise.sum(axis=0)
+    mean = (s1 - centred) / (n_p - 1)
+    var = ((s2 - centred * centred) - (n_p - 1) * mean * mean) / (n_p - 2)
+    per_cell = np.sqrt(np.maximum(var - (sn - noise) / (n_p - 1), 0.0))
+    return np.stack([per_cell[:, cols].mean(axis=1) for cols in scopes])
+
+
+def _leave_one_out_scopes(
+    name: str, mu: FloatArray, averaged: FloatArray, scopes: Sequence[NDArray[np.intp]]
+) -> FloatArray:
+    """``(S, P)`` leave-one-out values of statistic ``name`` (a key of
+    :data:`_JACKKNIFE_HOOKS`) on each scope."""
+    if name == "S" and _JACKKNIFE_HOOKS["S"] is _leave_one_out_corrected_s:
+        return _leave_one_out_corrected_s_scopes(mu, averaged, scopes)
+    hook = _JACKKNIFE_HOOKS[name]
+    return np.stack([hook(mu, averaged, cols) for cols in scopes])
+
+
+def _jackknife_scopes(
+    run: RunCells,
+    columns: FloatArray,
+    scopes: Mapping[str, NDArray[np.intp]],
+    point: Mapping[str, Mapping[str, float]],
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """Scope -> jackknife SE and degrees of freedom of each corrected statistic with a
+    jackknife hook (those in the scope's ``point`` values; none under 3 personas)."""
+    se: dict[str, dict[str, float]] = {scope: {} for scope in scopes}
+    df: dict[str, dict[str, int]] = {scope: {} for scope in scopes}
+    if run.n_personas < 3:
+        return se, df
+    for name in _JACKKNIFE_HOOKS:
+        names = [scope for scope in scopes if name in point[scope]]
+        if not names:
+            continue
+        loo = _leave_one_out_scopes(name, run.mu, columns, [scopes[n] for n in names])
+        ses, dfs = _jackknife_rows(loo)
+        for scope, se_s, df_s in zip(names, ses, dfs, strict=True):
+            se[scope][name] = se_s
+            df[scope][name] = df_s
+    return se, df
 
 
 def _t_two_sided(t: float, df: int) -> float:
@@ -1140,12 +1226,16 @@ def corrected_keys(estimate: MetricEstimate) -> dict[str, Any]:
     """``estimate.to_dict()`` with every key labelled as corrected: ``S`` ->
     ``S_corrected``, ``S_se`` -> ``S_corrected_se``, ``sigma_bar_ci_low`` ->
     ``sigma_bar_corrected_ci_low``, ..."""
-    # longest names first, so that a name never matches another's prefix
-    names = sorted(estimate.estimates, key=len, reverse=True)
+    # The keys of to_dict, in its order, built with the label in place (no prefix
+    # matching of every key against every name).
     out: dict[str, Any] = {}
-    for key, value in estimate.to_dict().items():
-        stat = next(n for n in names if key == n or key.startswith(f"{n}_"))
-        out[f"{stat}_corrected{key[len(stat) :]}"] = value
+    for name, est in estimate.estimates.items():
+        out[f"{name}_corrected"] = est.value
+        out[f"{name}_corrected_se"] = est.se
+    for name, (low, high) in estimate.intervals.items():
+        out[f"{name}_corrected_ci_low"] = low
+        out[f"{name}_corrected_ci_high"] = high
+        out[f"{name}_corrected_interval"] = estimate.interval_methods.get(name, "")
     return out
 
 
@@ -1506,17 +1596,7 @@ def draw_estimators(
         if estimator == "corrected":
             jackknife, jack_df = {}, {}
             for k, run in runs.items():
-                columns = parts[k][index]
-                jackknife[k], jack_df[k] = {}, {}
-                for scope, cols in scopes.items():
-                    jackknife[k][scope], jack_df[k][scope] = {}, {}
-                    if run.n_personas < 3:
-                        continue
-                    for name, hook in _JACKKNIFE_HOOKS.items():
-                        if name in point[k][scope]:
-                            loo = hook(run.mu, columns, cols)
-                            jackknife[k][scope][name] = jackknife_se(loo)
-                            jack_df[k][scope][name] = jackknife_df(loo)
+                jackknife[k], jack_df[k] = _jackknife_scopes(run, parts[k][index], scopes, point[k])
         out[estimator] = EstimatorDraws(
             point=point,
             persona=persona,
@@ -2036,7 +2116,11 @@ def run_estimates(
         and set(_CORRECTED_HOOKS) <= set(_JACKKNIFE_HOOKS)
     ):
         # Every corrected statistic gets its SE from the jackknife: the persona
-        # bootstrap's replicates would go unused, so draw the fewest it allows.
+        # bootstrap's replicates would go unused. With a seed (or None) the generator
+        # is this call's own, so no draw is made at all; a caller's Generator still
+        # advances as before (the fewest draws the bootstrap allows).
+        if not isinstance(rng, np.random.Generator):
+            return _jackknife_estimates(run, confidence)
         n_boot = 2
     draws = _draw(
         {"run": run},
@@ -2047,6 +2131,33 @@ def run_estimates(
         rng=generator,
     )
     return draw_estimates(draws, variance, confidence=confidence)["run"]
+
+
+def _jackknife_estimates(run: RunCells, confidence: float) -> dict[str, MetricEstimate]:
+    """:func:`run_estimates` of the corrected estimators under the persona scheme when
+    every SE is a jackknife one: the point values as :func:`draw_estimators` makes them
+    and the jackknife of every scope at once, without bootstrap draws."""
+    scopes = _scopes({"run": run})
+    tested = statistics_tested()
+    columns = _averaged(run, "corrected")
+    sd = np.std(run.mu, axis=0, ddof=1)
+    avg = columns.mean(axis=0)
+    point = {
+        scope: {
+            name: float(v) for name, v in _scope_values(sd, avg, cols, "corrected", tested).items()
+        }
+        for scope, cols in scopes.items()
+    }
+    se, df = _jackknife_scopes(run, columns, scopes, point)
+    draws = EstimatorDraws(
+        point={"run": point},
+        persona={"run": {scope: {} for scope in scopes}},  # never read: all SEs are jackknife
+        rerun=None,
+        jackknife={"run": se},
+        n_personas={"run": run.n_personas},
+        jackknife_df={"run": df},
+    )
+    return draw_estimates(draws, "persona", confidence=confidence)["run"]
 
 
 def study_significance(

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from persona_collapse.stats.instability import row_argmax
 from persona_collapse.stats.registry import (
     SCALE_COUNTS,
     FloatArray,
     Statistic,
+    pooled_totals,
     register_statistic,
 )
 
 
 def _top_rating(sums: FloatArray, scale: FloatArray) -> FloatArray:
-    top = scale[np.argmax(sums, axis=1)]
-    return np.where(sums.sum(axis=1) > 0, top, np.nan)
+    top = scale[row_argmax(sums)]
+    return np.where(pooled_totals(sums) > 0, top, np.nan)
 
 
 TOP1_RATING = register_statistic(

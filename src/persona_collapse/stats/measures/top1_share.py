@@ -6,6 +6,7 @@ run, of the mean of the cells' stored distributions.
 
 from __future__ import annotations
 
+from persona_collapse.stats.instability import row_max
 from persona_collapse.stats.registry import (
     SCALE_COUNTS,
     FloatArray,
@@ -16,7 +17,7 @@ from persona_collapse.stats.registry import (
 
 
 def _top_share(sums: FloatArray, scale: FloatArray) -> FloatArray:
-    return pooled_shares(sums).max(axis=1)
+    return row_max(pooled_shares(sums))
 
 
 TOP1_SHARE = register_statistic(
