@@ -243,8 +243,11 @@ def load_runs(
         else:
             csv_inputs.append(p)
     if csv_inputs:
+        # One instrument for every file (building MFQ-30 anew for each costs as much as
+        # checking a file's item ids).
+        inst = instrument if instrument is not None else mfq30(include_catch=True)
         for csv_path in iter_csv_files(csv_inputs):
-            runs.append(_run_from_csv(csv_path, instrument))
+            runs.append(_run_from_csv(csv_path, inst))
     if kind is not None:
         runs = [r for r in runs if r.kind == kind]
     if not runs:

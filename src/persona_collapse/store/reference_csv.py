@@ -144,8 +144,9 @@ def _not_csv_problem(path: Path, head: bytes) -> str | None:
 
 def _text_kind(path: Path, head: bytes) -> str | None:
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    first = lines[0].strip() if lines else ""
+    # Only the first line that is neither blank nor a comment counts: stop there.
+    lines = (ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#"))
+    first = next(lines, "").strip()
     if first.startswith(("{", "[")):
         return "a JSON file"
     if "," in first and "rating" in first:
@@ -292,13 +293,20 @@ def _shared_slot_rows(ints: Mapping[str, np.ndarray]) -> np.ndarray:
     slot_cols = [ints[c] for c in ("persona_id", "item_id", "repetition") if c in ints]
     n = len(slot_cols[0])
     key = np.zeros(n, dtype=np.int64)
+    size = 1  # keys lie in range(size)
     for values in slot_cols:
         low, high = int(values.min()), int(values.max())
         span = high - low + 1
-        if int(key.max(initial=0)) * span + span >= 2**62:  # cannot pack: every row counts
+        if size * span >= 2**62:  # cannot pack: every row counts
             return np.arange(n)
         key *= span
-        key += values - low
+        key += values  # in int64: int32 columns must not wrap round
+        key -= low
+        size *= span
+    if size <= 4 * n + 1024:
+        # Slot ids are dense (the usual persona x item x repetition grid): a count per
+        # key finds the shared ones without sorting, already in row order.
+        return np.flatnonzero(np.bincount(key, minlength=size)[key] > 1)
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     del key
@@ -512,8 +520,8 @@ def _checked_ints(
         personas = np.full(n, SELF_PERSONA_ID, dtype=np.int64)
     failures = ints["failures"] if "failures" in ints else np.zeros(n, dtype=np.int64)
 
-    unknown = ~np.isin(items, np.fromiter(known_items, dtype=np.int64))
-    if unknown.any():
+    if not _all_known(items, known_items):
+        unknown = ~np.isin(items, np.fromiter(known_items, dtype=np.int64))
         row = int(np.flatnonzero(unknown)[0])
         raise _bad_row_error(
             file,
@@ -543,6 +551,18 @@ def _checked_ints(
         row = int(np.flatnonzero(bad_fail)[0])
         raise _bad_row_error(file, row, "failures", f"must be >= 0, got {failures[row]}")
     return personas, items, repetitions, ratings, failures
+
+
+def _all_known(items: np.ndarray, known: frozenset[int]) -> bool:
+    """Whether every value of ``items`` is in ``known`` (a presence table: no sorting)."""
+    if not len(items):
+        return True
+    low, high = int(items.min()), int(items.max())
+    if not known or low < min(known) or high > max(known):
+        return False
+    table = np.zeros(high - low + 1, dtype=bool)
+    table[[k - low for k in known if low <= k <= high]] = True
+    return bool(table[items - low].all())
 
 
 def _warn_repeated(file: Path, repeated: np.ndarray) -> None:
@@ -710,29 +730,161 @@ class RatingColumns:
         )
 
 
+_COMMA, _NEWLINE, _CARRIAGE, _QUOTE, _MINUS, _ZERO = (ord(c) for c in ',\n\r"-0')
+
+
 def _parse_integers(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
-    """Decimal integers in ``buf[starts[i]:ends[i]]`` (optional leading '-'); None if any is not."""
+    """Decimal integers in ``buf[starts[i]:ends[i]]`` (optional leading '-', at most nine
+    digits) as int32; None if any field is not one."""
     lengths = ends - starts
-    if not len(lengths) or lengths.min() < 1 or lengths.max() > _MAX_DIGITS + 1:
+    if not len(lengths):
         return None
-    last = len(buf) - 1
-    negative = buf[starts] == ord("-")
-    if negative.any():
-        if bool((negative & (lengths < 2)).any()):
+    shortest, width = int(lengths.min()), int(lengths.max())
+    if shortest < 1 or width > _MAX_DIGITS + 1:
+        return None
+    values = np.zeros(len(ends), dtype=np.int32)
+    negative: np.ndarray | None = None
+    # One character position at a time from the right (fields are short: one or two
+    # passes); subtracting '0' from a uint8 wraps every non-digit byte above 9.
+    scale = 1
+    for k in range(1, width + 1):
+        digit = buf[ends - k] - np.uint8(_ZERO)
+        if k > shortest:
+            digit[lengths < k] = 0  # left of the field: a leading zero
+        if k <= _MAX_DIGITS and int(digit.max()) <= 9:
+            values += digit * np.int32(scale)
+            scale *= 10
+            continue
+        # A non-digit (or a tenth character): only a '-' opening a field may be one.
+        bad = digit > 9 if k <= _MAX_DIGITS else lengths >= k
+        sign = bad & (lengths == k) & (buf[ends - k] == _MINUS)
+        if k == 1 or not np.array_equal(bad, sign):
             return None
-        starts = starts + negative
-        lengths = lengths - negative
-        if int(lengths.max()) > _MAX_DIGITS:
+        digit[sign] = 0
+        values += digit * np.int32(scale)
+        scale *= 10
+        negative = sign if negative is None else negative | sign
+    if negative is not None:
+        np.negative(values, out=values, where=negative)
+    return values
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8, decoding only its non-ASCII bytes when they are few.
+
+    A multi-byte sequence holds no ASCII byte, so the data is valid exactly when
+    every run of non-ASCII bytes is. Those runs, each followed by the ASCII byte
+    after it (which ends any sequence the run leaves open), are usually a tiny part
+    of a reply file and decode far faster than all of it.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if not len(buf) or int(buf.max()) < 0x80:
+        return True
+    high = buf >= 0x80
+    if int(np.count_nonzero(high)) > len(buf) // 16:  # mostly non-ASCII text
+        picked = data
+    else:
+        at = np.flatnonzero(high)
+        after = at[np.append(at[1:] != at[:-1] + 1, True)] + 1  # the byte after each run
+        picked = buf[np.sort(np.concatenate((at, after[after < len(buf)])))].tobytes()
+    try:
+        picked.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _numpy_header(file: Path, data: bytes) -> list[str] | None:
+    """The header fields of a file whose bytes (BOM removed) are ``data``; None if odd.
+
+    A first line without quotes or stray carriage returns is split here, which is
+    what the csv module makes of it; any other first line goes through the csv module.
+    """
+    line = data[: data.find(b"\n")]
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if line and len(line) <= csv.field_size_limit() and not re.search(b'["\r\x00]', line):
+        fields = line.decode("utf-8").split(",")
+    else:
+        first = next(_records(file), None)
+        if first is None or first[0] != 1:
             return None
-    values = np.zeros(len(starts), dtype=np.int64)
-    # One digit position at a time: fields are short, so a few passes over the rows.
-    for k in range(int(lengths.max())):
-        digit = buf[np.minimum(starts + k, last)].astype(np.int64) - ord("0")
-        inside = k < lengths
-        if bool(((digit < 0) | (digit > 9))[inside].any()):
-            return None
-        values = np.where(inside, values * 10 + digit, values)
-    return np.where(negative, -values, values)
+        fields = first[1]
+    header = [c.strip() for c in fields]
+    if len(set(header)) != len(header) or any(not c for c in header):
+        return None
+    return header
+
+
+def _field_ends(data: bytes, buf: np.ndarray, width: int) -> np.ndarray | None:
+    """Where each field ends (its unquoted comma or newline), one row of ``width`` per record.
+
+    None unless every record has ``width`` fields, there are at least two records
+    (header and data), and every unquoted carriage return ends a line.
+    """
+    newline = buf == _NEWLINE
+    separator = buf == _COMMA
+    separator |= newline
+    bounds = np.flatnonzero(separator)
+    del separator
+    quotes: np.ndarray | None = None
+    if b'"' in data:
+        quotes = np.flatnonzero(buf == _QUOTE)
+        bounds = _unquoted(bounds, quotes)
+        n_lines = len(_unquoted(np.flatnonzero(newline), quotes))
+    else:
+        n_lines = int(np.count_nonzero(newline))
+    del newline
+    if len(bounds) % width or len(bounds) < 2 * width:
+        return None
+    ends = bounds.reshape(-1, width)
+    # Every record ends a line and no field inside one does: as many lines as records,
+    # each record's last bound a newline.
+    last = ends[:, -1]
+    if n_lines != len(ends) or not bool((buf[last] == _NEWLINE).all()):
+        return None
+    if b"\r" in data and not _carriage_returns_end_lines(buf, last, quotes):
+        return None
+    return ends
+
+
+def _unquoted(positions: np.ndarray, quotes: np.ndarray) -> np.ndarray:
+    """The sorted ``positions`` outside quotes: those with an even number of quotes before them.
+
+    Each pair of quotes opens and closes a quoted span; placing the (fewer) quotes
+    among the positions gives the index range of the positions each span holds.
+    """
+    edges = np.searchsorted(positions, quotes)
+    if len(edges) % 2:  # an unclosed quote runs to the end
+        edges = np.append(edges, len(positions))
+    opens = edges[0::2]
+    sizes = edges[1::2] - opens
+    quoted = int(sizes.sum())
+    if not quoted:
+        return positions
+    opens, sizes = opens[sizes > 0], sizes[sizes > 0]
+    # Indices of every quoted position: each span's range, laid end to end.
+    inside = np.arange(quoted) + np.repeat(opens - (np.cumsum(sizes) - sizes), sizes)
+    keep = np.ones(len(positions), dtype=bool)
+    keep[inside] = False
+    return positions[keep]
+
+
+def _carriage_returns_end_lines(
+    buf: np.ndarray, record_ends: np.ndarray, quotes: np.ndarray | None
+) -> bool:
+    """Whether every unquoted carriage return in ``buf`` comes right before a newline.
+
+    Counting settles the usual CRLF file in one pass (every carriage return right
+    before a record's newline); anything else is checked one by one.
+    """
+    n_carriage = int(np.count_nonzero(buf == _CARRIAGE))
+    if n_carriage == int(np.count_nonzero(buf[record_ends - 1] == _CARRIAGE)):
+        return True
+    carriage = np.flatnonzero(buf == _CARRIAGE)
+    if quotes is not None:
+        carriage = _unquoted(carriage, quotes)
+    return bool((buf[np.minimum(carriage + 1, len(buf) - 1)] == _NEWLINE).all())
 
 
 def _parse_numpy(file: Path) -> _Parsed | None:
@@ -740,63 +892,40 @@ def _parse_numpy(file: Path) -> _Parsed | None:
 
     Record and field bounds come from the unquoted commas and newlines (a quote
     toggles the state; a doubled quote toggles it twice). Returns None for
-    anything unusual (carriage returns, blank lines, a short row, a bad cell, an
-    odd header...): the general reader then names the line of the problem.
+    anything unusual (carriage returns inside a line, blank lines, a short row, a
+    bad cell, an odd header...): the general reader then names the line of the
+    problem.
     """
     try:
         data = file.read_bytes()
-        # ASCII is UTF-8: only a file with other bytes needs decoding to be checked.
-        if data and int(np.frombuffer(data, dtype=np.uint8).max()) >= 0x80:
-            data.decode("utf-8")
-    except (OSError, UnicodeDecodeError):
+    except OSError:
+        return None
+    if not _is_utf8(data):
         return None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if not data.endswith(b"\n"):
         data += b"\n"
-    first = next(_records(file), None)
-    if first is None or first[0] != 1:
-        return None
-    header = [c.strip() for c in first[1]]
-    if len(set(header)) != len(header) or any(not c for c in header):
+    header = _numpy_header(file, data)
+    if header is None:
         return None
     kind, mapping = _resolve_columns(file, header)
     buf = np.frombuffer(data, dtype=np.uint8)
-    newline = buf == ord("\n")
-    comma = buf == ord(",")
-    carriage = buf == ord("\r")
-    quotes = np.flatnonzero(buf == ord('"'))
-    if len(quotes):
-        # A character is quoted when an odd number of quotes precede it.
-        for mask in (newline, comma, carriage):
-            at = np.flatnonzero(mask)
-            mask[at[np.searchsorted(quotes, at) % 2 == 1]] = False
-    # CRLF line ends are fine; a carriage return anywhere else is left to the general reader.
-    crs = np.flatnonzero(carriage)
-    del carriage
-    if len(crs) and not bool(newline[np.minimum(crs + 1, len(buf) - 1)].all()):
-        return None
-    bounds = np.flatnonzero(newline | comma)
     width = len(header)
-    if len(bounds) % width:
+    ends = _field_ends(data, buf, width)
+    if ends is None:
         return None
-    ends = bounds.reshape(-1, width)
-    is_newline = newline[ends]
-    if is_newline[:, :-1].any() or not is_newline[:, -1].all() or len(ends) < 2:
-        return None
-    starts = np.empty_like(ends)
-    starts[:, 1:] = ends[:, :-1] + 1
-    starts[0, 0] = 0
-    starts[1:, 0] = ends[:-1, -1] + 1
-    if len(crs):  # the last field of a CRLF line ends before the carriage return
-        ends = ends.copy()
-        ends[:, -1] -= buf[ends[:, -1] - 1] == ord("\r")
+    crlf = b"\r" in data
     ints: dict[str, np.ndarray] = {}
     for frame_col in _INT_COLUMNS:
         if frame_col not in mapping:
             continue
         j = header.index(mapping[frame_col])
-        values = _parse_integers(buf, starts[1:, j], ends[1:, j])
+        field_ends = ends[1:, j]
+        field_starts = ends[1:, j - 1] + 1 if j else ends[:-1, -1] + 1
+        if j == width - 1 and crlf:  # the last field of a CRLF line ends before the CR
+            field_ends = field_ends - (buf[field_ends - 1] == _CARRIAGE)
+        values = _parse_integers(buf, field_starts, field_ends)
         if values is None:
             return None
         ints[frame_col] = values
@@ -807,8 +936,9 @@ def _parse_numpy(file: Path) -> _Parsed | None:
         repeated = np.zeros(n, dtype=bool)
         if len(rows):
             int_positions = {header.index(mapping[c]) for c in ints}
+            row_ends = ends[1:, -1] - (buf[ends[1:, -1] - 1] == _CARRIAGE)
             repeated[rows] = _repeated_records(
-                data, starts[1:, 0], ends[1:, -1], ints, rows, int_positions
+                data, ends[:-1, -1] + 1, row_ends, ints, rows, int_positions
             )
     return _Parsed(kind, mapping, n, ints, {}, repeated)
 
@@ -860,9 +990,10 @@ def read_rating_columns(
     inst = instrument if instrument is not None else mfq30(include_catch=True)
     lo, hi = scale if scale is not None else (inst.scale_min, inst.scale_max)
     personas, items, repetitions, ratings, failures = _checked_ints(file, parsed, inst, lo, hi)
-    # int32 halves what a run holds while the others are read (values have <= 9 digits).
+    # int32 halves what a run holds while the others are read (values have <= 9 digits);
+    # the parsed columns are int32 already and are kept as they are.
     personas, items, repetitions, ratings, failures = (
-        a.astype(np.int32) for a in (personas, items, repetitions, ratings, failures)
+        a.astype(np.int32, copy=False) for a in (personas, items, repetitions, ratings, failures)
     )
     columns = RatingColumns(personas, items, repetitions, ratings, failures, parsed.kind, str(file))
     repeated = parsed.repeated
