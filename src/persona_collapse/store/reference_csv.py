@@ -731,39 +731,43 @@ class RatingColumns:
 
 
 _COMMA, _NEWLINE, _CARRIAGE, _QUOTE, _MINUS, _ZERO = (ord(c) for c in ',\n\r"-0')
+_FEW_QUOTES = 512  # up to this many quotes, quoted spans are blanked out one by one
 
 
-def _parse_integers(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
-    """Decimal integers in ``buf[starts[i]:ends[i]]`` (optional leading '-', at most nine
-    digits) as int32; None if any field is not one."""
-    lengths = ends - starts
+def _parse_integers(buf: np.ndarray, ends: np.ndarray, lengths: np.ndarray) -> np.ndarray | None:
+    """Decimal integers of ``lengths[i]`` characters ending before ``ends[i]`` in ``buf``
+    (optional leading '-', at most nine digits) as int32; None if any field is not one."""
     if not len(lengths):
         return None
     shortest, width = int(lengths.min()), int(lengths.max())
     if shortest < 1 or width > _MAX_DIGITS + 1:
         return None
-    values = np.zeros(len(ends), dtype=np.int32)
+    values = np.zeros(0, dtype=np.int32)
     negative: np.ndarray | None = None
     # One character position at a time from the right (fields are short: one or two
     # passes); subtracting '0' from a uint8 wraps every non-digit byte above 9.
+    at = ends - 1
     scale = 1
     for k in range(1, width + 1):
-        digit = buf[ends - k] - np.uint8(_ZERO)
+        if k > 1:
+            at -= 1
+        digit = buf[at]
+        digit -= np.uint8(_ZERO)
         if k > shortest:
             digit[lengths < k] = 0  # left of the field: a leading zero
-        if k <= _MAX_DIGITS and int(digit.max()) <= 9:
+        if k > _MAX_DIGITS or int(digit.max()) > 9:
+            # A non-digit (or a tenth character): only a '-' opening a field may be one.
+            bad = digit > 9 if k <= _MAX_DIGITS else lengths >= k
+            sign = bad & (lengths == k) & (buf[at] == _MINUS)
+            if k == 1 or not np.array_equal(bad, sign):
+                return None
+            digit[sign] = 0
+            negative = sign if negative is None else negative | sign
+        if k == 1:
+            values = digit.astype(np.int32)
+        else:
             values += digit * np.int32(scale)
-            scale *= 10
-            continue
-        # A non-digit (or a tenth character): only a '-' opening a field may be one.
-        bad = digit > 9 if k <= _MAX_DIGITS else lengths >= k
-        sign = bad & (lengths == k) & (buf[ends - k] == _MINUS)
-        if k == 1 or not np.array_equal(bad, sign):
-            return None
-        digit[sign] = 0
-        values += digit * np.int32(scale)
         scale *= 10
-        negative = sign if negative is None else negative | sign
     if negative is not None:
         np.negative(values, out=values, where=negative)
     return values
@@ -824,16 +828,22 @@ def _field_ends(data: bytes, buf: np.ndarray, width: int) -> np.ndarray | None:
     """
     newline = buf == _NEWLINE
     separator = buf == _COMMA
+    quotes = np.flatnonzero(buf == _QUOTE) if b'"' in data else None
+    if quotes is not None and len(quotes) <= _FEW_QUOTES:
+        # A few quoted spans (replies with a comma): blank them out of the masks,
+        # cheaper than sifting the bounds afterwards.
+        closes = quotes[1::2].tolist() + ([len(buf)] if len(quotes) % 2 else [])
+        for start, stop in zip(quotes[0::2].tolist(), closes, strict=True):
+            separator[start:stop] = False
+            newline[start:stop] = False
     separator |= newline
     bounds = np.flatnonzero(separator)
     del separator
-    quotes: np.ndarray | None = None
-    if b'"' in data:
-        quotes = np.flatnonzero(buf == _QUOTE)
+    if quotes is None or len(quotes) <= _FEW_QUOTES:
+        n_lines = int(np.count_nonzero(newline))
+    else:
         bounds = _unquoted(bounds, quotes)
         n_lines = len(_unquoted(np.flatnonzero(newline), quotes))
-    else:
-        n_lines = int(np.count_nonzero(newline))
     del newline
     if len(bounds) % width or len(bounds) < 2 * width:
         return None
@@ -922,10 +932,15 @@ def _parse_numpy(file: Path) -> _Parsed | None:
             continue
         j = header.index(mapping[frame_col])
         field_ends = ends[1:, j]
-        field_starts = ends[1:, j - 1] + 1 if j else ends[:-1, -1] + 1
+        # A field runs from the bound before it (the previous record's newline for the
+        # first field) to its own.
+        lengths = field_ends - (ends[1:, j - 1] if j else ends[:-1, -1])
+        lengths -= 1
         if j == width - 1 and crlf:  # the last field of a CRLF line ends before the CR
-            field_ends = field_ends - (buf[field_ends - 1] == _CARRIAGE)
-        values = _parse_integers(buf, field_starts, field_ends)
+            carriage = buf[field_ends - 1] == _CARRIAGE
+            field_ends = field_ends - carriage
+            lengths -= carriage
+        values = _parse_integers(buf, field_ends, lengths)
         if values is None:
             return None
         ints[frame_col] = values
