@@ -38,6 +38,9 @@ GOOD_INPUTS: dict[str, str | bytes] = {
     "carriage return inside quotes": HEADER + '0,1,1,4,0,"a\rb",t\n0,1,2,3,0,"c\r",t\n',
     "non-ascii replies": HEADER + '0,1,1,4,0,"é, ü — 中\n",t\n0,1,2,3,0,ß,t\n',
     "signs and leading zeros": HEADER + "007,01,1,-1,0,r,t\n0,1,2,-0,00,r,t\n",
+    # Over 512 quotes: the quoted bounds are sifted out rather than blanked span by span.
+    "many quoted replies": HEADER
+    + "".join(f'{p},{q},1,{q % 6},0,"{q}, ""{p}""\n,",t\n' for p in range(9) for q in range(1, 31)),
     "quoted number": HEADER + '0,1,1,"4",0,r,t\n',  # left to the general reader
     "ten-digit id": HEADER + "4000000000,1,1,3,0,r,t\n0,1,1,4,0,r,t\n",  # likewise (int32)
     "blank line": HEADER + "0,1,1,4,0,r,t\n\n0,1,2,3,0,r,t\n",  # likewise
@@ -131,7 +134,12 @@ def test_well_formed_files_are_read_without_pandas(tmp_path: Path) -> None:
 
 
 def test_replies_with_odd_characters_are_read_without_pandas(tmp_path: Path) -> None:
-    names = ("carriage return inside quotes", "non-ascii replies", "signs and leading zeros")
+    names = (
+        "carriage return inside quotes",
+        "non-ascii replies",
+        "signs and leading zeros",
+        "many quoted replies",
+    )
     paths = [write(tmp_path, GOOD_INPUTS[name], f"{i}.csv") for i, name in enumerate(names)]
     code = (
         "import json, sys\n"
@@ -143,7 +151,7 @@ def test_replies_with_odd_characters_are_read_without_pandas(tmp_path: Path) -> 
         [sys.executable, "-c", code, *map(str, paths)], check=True, capture_output=True, text=True
     )
     rows, pandas_loaded = json.loads(out.stdout)
-    assert rows == [[4, 3], [4, 3], [-1, 0]]
+    assert rows == [[4, 3], [4, 3], [-1, 0], [q % 6 for _ in range(9) for q in range(1, 31)]]
     assert not pandas_loaded
 
 
