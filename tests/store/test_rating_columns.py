@@ -180,3 +180,13 @@ def test_utf8_check_of_the_non_ascii_bytes_agrees_with_decoding() -> None:
         except UnicodeDecodeError:
             valid = False
         assert _is_utf8(data) == valid, data
+
+
+def test_failed_parse_marker_below_a_scale_with_a_gap(tmp_path: Path) -> None:
+    # On a 2..4 scale, -1 is still the failed-parse marker; 0 and 1 are out of scale.
+    good = write(tmp_path, HEADER + "0,1,1,-1,0,r,t\n0,1,2,3,0,r,t\n", "good.csv")
+    assert read_rating_columns(good, scale=(2, 4)).rating.tolist() == [-1, 3]
+    bad = write(tmp_path, HEADER + "0,1,1,-1,0,r,t\n0,1,2,3,0,r,t\n0,1,3,1,0,r,t\n", "bad.csv")
+    with pytest.raises(InputFileError, match=r"rating 1 outside the scale 2\.\.4") as info:
+        read_rating_columns(bad, scale=(2, 4))
+    assert info.value.line == 4

@@ -502,6 +502,8 @@ def _checked_ints(
         InputFileError: naming the file, line and column of the first bad value.
     """
     kind, mapping, n, ints = parsed.kind, parsed.mapping, parsed.n, parsed.ints
+    # Each check first looks at the column's minimum (and maximum): one pass when all is
+    # well; the mask that finds the first bad row is only built when something is wrong.
     known_items = _known_item_ids(inst)
     item_col = mapping["item_id"]
     rep_col = mapping["repetition"]
@@ -510,8 +512,8 @@ def _checked_ints(
     ratings = ints["rating"]
     if kind == "persona":
         personas = ints["persona_id"]
-        negative = personas < 0
-        if negative.any():
+        if _below(personas, 0):
+            negative = personas < 0
             row = int(np.flatnonzero(negative)[0])
             raise _bad_row_error(
                 file, row, "persona_id", f"persona ids must be >= 0, got {personas[row]}"
@@ -530,8 +532,12 @@ def _checked_ints(
             f"unknown item id {items[row]} for instrument {inst.name!r} "
             f"(known ids {min(known_items)}-{max(known_items)})",
         )
-    out_of_scale = ((ratings < lo) | (ratings > hi)) & (ratings != INVALID_RATING)
-    if out_of_scale.any():
+    out_of_scale = (
+        None
+        if _on_scale(ratings, lo, hi)
+        else ((ratings < lo) | (ratings > hi)) & (ratings != INVALID_RATING)
+    )
+    if out_of_scale is not None and out_of_scale.any():
         row = int(np.flatnonzero(out_of_scale)[0])
         raise _bad_row_error(
             file,
@@ -540,17 +546,36 @@ def _checked_ints(
             f"rating {ratings[row]} outside the scale {lo}..{hi} "
             f"(use {INVALID_RATING} for a failed parse)",
         )
-    bad_rep = repetitions < 1
-    if bad_rep.any():
+    if _below(repetitions, 1):
+        bad_rep = repetitions < 1
         row = int(np.flatnonzero(bad_rep)[0])
         raise _bad_row_error(
             file, row, rep_col, f"repetition index must be >= 1, got {repetitions[row]}"
         )
-    bad_fail = failures < 0
-    if bad_fail.any():
+    if _below(failures, 0):
+        bad_fail = failures < 0
         row = int(np.flatnonzero(bad_fail)[0])
         raise _bad_row_error(file, row, "failures", f"must be >= 0, got {failures[row]}")
     return personas, items, repetitions, ratings, failures
+
+
+def _below(values: np.ndarray, low: int) -> bool:
+    """Whether some value is below ``low``."""
+    return bool(len(values)) and int(values.min()) < low
+
+
+def _on_scale(ratings: np.ndarray, lo: int, hi: int) -> bool:
+    """True when min and max show every rating is in ``lo..hi`` or the failed-parse marker.
+
+    False means "look closer": a marker with a gap above it to ``lo`` is not settled here.
+    """
+    if not len(ratings):
+        return True
+    low, high = int(ratings.min()), int(ratings.max())
+    if high > hi:
+        return False
+    # Nothing lies between the marker and the scale when the scale starts right above it.
+    return low >= lo or (low >= INVALID_RATING and lo <= INVALID_RATING + 1)
 
 
 def _all_known(items: np.ndarray, known: frozenset[int]) -> bool:
