@@ -951,15 +951,18 @@ def _parse_numpy(file: Path) -> _Parsed | None:
     if ends is None:
         return None
     crlf = b"\r" in data
+    # One column per row: each field's bounds are then read in sequence, not one cache
+    # line per record (several reads of every column follow).
+    by_column = np.ascontiguousarray(ends.T)
     ints: dict[str, np.ndarray] = {}
     for frame_col in _INT_COLUMNS:
         if frame_col not in mapping:
             continue
         j = header.index(mapping[frame_col])
-        field_ends = ends[1:, j]
+        field_ends = by_column[j, 1:]
         # A field runs from the bound before it (the previous record's newline for the
         # first field) to its own.
-        lengths = field_ends - (ends[1:, j - 1] if j else ends[:-1, -1])
+        lengths = field_ends - (by_column[j - 1, 1:] if j else by_column[-1, :-1])
         lengths -= 1
         if j == width - 1 and crlf:  # the last field of a CRLF line ends before the CR
             carriage = buf[field_ends - 1] == _CARRIAGE
@@ -976,9 +979,10 @@ def _parse_numpy(file: Path) -> _Parsed | None:
         repeated = np.zeros(n, dtype=bool)
         if len(rows):
             int_positions = {header.index(mapping[c]) for c in ints}
-            row_ends = ends[1:, -1] - (buf[ends[1:, -1] - 1] == _CARRIAGE)
+            line_ends = by_column[-1]
+            row_ends = line_ends[1:] - (buf[line_ends[1:] - 1] == _CARRIAGE)
             repeated[rows] = _repeated_records(
-                data, ends[:-1, -1] + 1, row_ends, ints, rows, int_positions
+                data, line_ends[:-1] + 1, row_ends, ints, rows, int_positions
             )
     return _Parsed(kind, mapping, n, ints, {}, repeated)
 
