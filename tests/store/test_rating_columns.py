@@ -31,6 +31,8 @@ GOOD_INPUTS: dict[str, str | bytes] = {
     "no final newline": HEADER + "0,1,1,4,0,r,t\n1,2,3,5,0,r,t",
     "self": SELF_HEADER + "1,1,5,0,5,t1\n1,2,4,0,4,t2\n2,1,-1,3,??,t3\n",
     "export names": "persona_id,item_id,repetition,rating\n3,7,1,2\n3,7,2,2\n",
+    # An integer in the last column of a CRLF line ends before the carriage return.
+    "export names crlf": "persona_id,item_id,repetition,rating\r\n3,7,1,2\r\n3,7,2,-1\r\n",
     "columns reordered": "rating,run_index,question_id,persona_id,collected_at\n4,1,2,10,t\n",
     "exact repeats": HEADER
     + "0,1,1,4,0,four,t1\n0,1,1,4,0,four,t1\n0,1,1,4,0,four,t2\n"
@@ -139,6 +141,7 @@ def test_replies_with_odd_characters_are_read_without_pandas(tmp_path: Path) -> 
         "non-ascii replies",
         "signs and leading zeros",
         "many quoted replies",
+        "export names crlf",
     )
     paths = [write(tmp_path, GOOD_INPUTS[name], f"{i}.csv") for i, name in enumerate(names)]
     code = (
@@ -151,7 +154,8 @@ def test_replies_with_odd_characters_are_read_without_pandas(tmp_path: Path) -> 
         [sys.executable, "-c", code, *map(str, paths)], check=True, capture_output=True, text=True
     )
     rows, pandas_loaded = json.loads(out.stdout)
-    assert rows == [[4, 3], [4, 3], [-1, 0], [q % 6 for _ in range(9) for q in range(1, 31)]]
+    many = [q % 6 for _ in range(9) for q in range(1, 31)]
+    assert rows == [[4, 3], [4, 3], [-1, 0], many, [2, -1]]
     assert not pandas_loaded
 
 
