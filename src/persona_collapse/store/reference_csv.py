@@ -522,7 +522,7 @@ def _checked_ints(
         personas = np.full(n, SELF_PERSONA_ID, dtype=np.int64)
     failures = ints["failures"] if "failures" in ints else np.zeros(n, dtype=np.int64)
 
-    if not _all_known(items, known_items):
+    if not all_in(items, known_items):
         unknown = ~np.isin(items, np.fromiter(known_items, dtype=np.int64))
         row = int(np.flatnonzero(unknown)[0])
         raise _bad_row_error(
@@ -578,8 +578,12 @@ def _on_scale(ratings: np.ndarray, lo: int, hi: int) -> bool:
     return low >= lo or (low >= INVALID_RATING and lo <= INVALID_RATING + 1)
 
 
-def _all_known(items: np.ndarray, known: frozenset[int]) -> bool:
-    """Whether every value of ``items`` is in ``known`` (a presence table: no sorting)."""
+def all_in(items: np.ndarray, known: frozenset[int]) -> bool:
+    """Whether every value of the integer array ``items`` is in ``known``.
+
+    A presence table over the values' range answers without sorting (``np.isin``
+    sorts or builds a table of the ids' range, and always returns a mask).
+    """
     if not len(items):
         return True
     low, high = int(items.min()), int(items.max())
