@@ -17,6 +17,7 @@ from persona_collapse.core.frames import SELF_PERSONA_ID
 from persona_collapse.store.reference_csv import (
     FRAME_COLUMNS,
     RatingColumns,
+    _is_utf8,
     read_rating_columns,
     read_ratings_csv,
 )
@@ -30,11 +31,20 @@ GOOD_INPUTS: dict[str, str | bytes] = {
     "no final newline": HEADER + "0,1,1,4,0,r,t\n1,2,3,5,0,r,t",
     "self": SELF_HEADER + "1,1,5,0,5,t1\n1,2,4,0,4,t2\n2,1,-1,3,??,t3\n",
     "export names": "persona_id,item_id,repetition,rating\n3,7,1,2\n3,7,2,2\n",
+    # An integer in the last column of a CRLF line ends before the carriage return.
+    "export names crlf": "persona_id,item_id,repetition,rating\r\n3,7,1,2\r\n3,7,2,-1\r\n",
     "columns reordered": "rating,run_index,question_id,persona_id,collected_at\n4,1,2,10,t\n",
     "exact repeats": HEADER
     + "0,1,1,4,0,four,t1\n0,1,1,4,0,four,t1\n0,1,1,4,0,four,t2\n"
     + '0,1,1,4,0,"four",t1\n0,2,1,3,0,r,t\n',
+    "carriage return inside quotes": HEADER + '0,1,1,4,0,"a\rb",t\n0,1,2,3,0,"c\r",t\n',
+    "non-ascii replies": HEADER + '0,1,1,4,0,"é, ü — 中\n",t\n0,1,2,3,0,ß,t\n',
+    "signs and leading zeros": HEADER + "007,01,1,-1,0,r,t\n0,1,2,-0,00,r,t\n",
+    # Over 512 quotes: the quoted bounds are sifted out rather than blanked span by span.
+    "many quoted replies": HEADER
+    + "".join(f'{p},{q},1,{q % 6},0,"{q}, ""{p}""\n,",t\n' for p in range(9) for q in range(1, 31)),
     "quoted number": HEADER + '0,1,1,"4",0,r,t\n',  # left to the general reader
+    "ten-digit id": HEADER + "4000000000,1,1,3,0,r,t\n0,1,1,4,0,r,t\n",  # likewise (int32)
     "blank line": HEADER + "0,1,1,4,0,r,t\n\n0,1,2,3,0,r,t\n",  # likewise
 }
 
@@ -123,3 +133,64 @@ def test_well_formed_files_are_read_without_pandas(tmp_path: Path) -> None:
     assert rows == [4, 4, 3, 3]
     assert not pandas_loaded
     assert not pyarrow_loaded
+
+
+def test_replies_with_odd_characters_are_read_without_pandas(tmp_path: Path) -> None:
+    names = (
+        "carriage return inside quotes",
+        "non-ascii replies",
+        "signs and leading zeros",
+        "many quoted replies",
+        "export names crlf",
+    )
+    paths = [write(tmp_path, GOOD_INPUTS[name], f"{i}.csv") for i, name in enumerate(names)]
+    code = (
+        "import json, sys\n"
+        "from persona_collapse.store.reference_csv import read_rating_columns\n"
+        "rows = [read_rating_columns(p).rating.tolist() for p in sys.argv[1:]]\n"
+        "print(json.dumps([rows, 'pandas' in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *map(str, paths)], check=True, capture_output=True, text=True
+    )
+    rows, pandas_loaded = json.loads(out.stdout)
+    many = [q % 6 for _ in range(9) for q in range(1, 31)]
+    assert rows == [[4, 3], [4, 3], [-1, 0], many, [2, -1]]
+    assert not pandas_loaded
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        HEADER.encode() + b"0,1,1,3,0,\xc3\xa9\xe9,t\n",  # a stray byte after a valid one
+        HEADER.encode() + b"0,1,1,3,0,\xed\xa0\x80,t\n",  # an encoded surrogate
+    ],
+    ids=["stray byte", "surrogate"],
+)
+def test_invalid_utf8_is_refused(tmp_path: Path, content: bytes) -> None:
+    with pytest.raises(InputFileError, match="not valid UTF-8"):
+        read_rating_columns(write(tmp_path, content))
+
+
+def test_utf8_check_of_the_non_ascii_bytes_agrees_with_decoding() -> None:
+    samples = [b"", b"plain", "é, ü — 中 🙂".encode()]
+    samples += [b"a\xe2\x82", b"\xe2\x82", b"a\xe2\x82b\xac", b"\xc3\xa9\xe9", b"\x80abc"]
+    samples += [b"\xed\xa0\x80", b"\xc0\xaf", b"x\xf4\x90\x80\x80", "中文".encode() * 50]
+    samples += [("中文" * 50).encode()[:-1], b"abc" * 40 + "é".encode() + b"\xff"]
+    for data in samples:
+        try:
+            data.decode("utf-8")
+            valid = True
+        except UnicodeDecodeError:
+            valid = False
+        assert _is_utf8(data) == valid, data
+
+
+def test_failed_parse_marker_below_a_scale_with_a_gap(tmp_path: Path) -> None:
+    # On a 2..4 scale, -1 is still the failed-parse marker; 0 and 1 are out of scale.
+    good = write(tmp_path, HEADER + "0,1,1,-1,0,r,t\n0,1,2,3,0,r,t\n", "good.csv")
+    assert read_rating_columns(good, scale=(2, 4)).rating.tolist() == [-1, 3]
+    bad = write(tmp_path, HEADER + "0,1,1,-1,0,r,t\n0,1,2,3,0,r,t\n0,1,3,1,0,r,t\n", "bad.csv")
+    with pytest.raises(InputFileError, match=r"rating 1 outside the scale 2\.\.4") as info:
+        read_rating_columns(bad, scale=(2, 4))
+    assert info.value.line == 4

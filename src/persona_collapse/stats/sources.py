@@ -34,7 +34,12 @@ from persona_collapse.stats.metrics import (
     self_profile_from_distributions,
 )
 from persona_collapse.stats.metrics import self_profile as compute_self_profile
-from persona_collapse.store.reference_csv import RatingColumns, iter_csv_files, read_rating_columns
+from persona_collapse.store.reference_csv import (
+    RatingColumns,
+    all_in,
+    iter_csv_files,
+    read_rating_columns,
+)
 
 if TYPE_CHECKING:  # imported where used: metrics of CSV files need neither pandas nor SQLite
     import pandas as pd
@@ -135,11 +140,22 @@ class LoadedRun:
     @property
     def foundations(self) -> dict[int, str]:
         """Item id -> group (foundation, domain...) of the items present in the run."""
-        present = set(self.columns.item_id.tolist())
+        present = _distinct(self.columns.item_id)
         if self.distributions is not None:
             present |= set(self.distributions["item_id"].tolist())
         mapping = {i.id: i.foundation for i in self.instrument.items}
         return {i: mapping[i] for i in sorted(present) if i in mapping}
+
+
+def _distinct(values: np.ndarray) -> set[int]:
+    """The distinct values of an integer array.
+
+    Item ids are small and non-negative: a count per value finds them without
+    turning every row into a Python int.
+    """
+    if len(values) and int(values.min()) >= 0 and int(values.max()) < 4 * len(values) + 1024:
+        return set(np.flatnonzero(np.bincount(values)).tolist())
+    return set(values.tolist())
 
 
 def is_run_store(path: Path) -> bool:
@@ -243,8 +259,11 @@ def load_runs(
         else:
             csv_inputs.append(p)
     if csv_inputs:
+        # One instrument for every file (building MFQ-30 anew for each costs as much as
+        # checking a file's item ids).
+        inst = instrument if instrument is not None else mfq30(include_catch=True)
         for csv_path in iter_csv_files(csv_inputs):
-            runs.append(_run_from_csv(csv_path, instrument))
+            runs.append(_run_from_csv(csv_path, inst))
     if kind is not None:
         runs = [r for r in runs if r.kind == kind]
     if not runs:
@@ -415,7 +434,8 @@ def _repetitions_per_cell(
     if not len(persona):
         return np.zeros(0, dtype=np.int64)
     columns = [persona, item] + ([] if repetition is None else [repetition])
-    spans = [int(c.max()) - int(c.min()) + 1 for c in columns]
+    lows = [int(c.min()) for c in columns]
+    spans = [int(c.max()) - low + 1 for c, low in zip(columns, lows, strict=True)]
     if math.prod(spans) > 8 * len(persona) + 1024:  # sparse ids: let pandas group them
         import pandas as pd
 
@@ -424,15 +444,18 @@ def _repetitions_per_cell(
             return frame.groupby(["p", "q"]).size().clip(upper=1).to_numpy()
         frame["r"] = repetition
         return frame.groupby(["p", "q"])["r"].nunique().to_numpy()
-    key = np.zeros(len(persona), dtype=np.int64)
-    for values, span in zip(columns, spans, strict=True):
+    key = columns[0].astype(np.int64)
+    key -= lows[0]
+    for values, low, span in zip(columns[1:], lows[1:], spans[1:], strict=True):
         key *= span
-        key += values - int(values.min())
+        key += values  # in int64, whatever the columns' type
+        key -= low
     present = np.zeros(math.prod(spans), dtype=bool)
     present[key] = True
     del key
-    cells = np.flatnonzero(present) // (1 if repetition is None else spans[2])
-    counts = np.bincount(cells)
+    # One table row per cell (its repetitions side by side): count each row's marks.
+    per_cell = 1 if repetition is None else spans[2]
+    counts = np.count_nonzero(present.reshape(-1, per_cell), axis=1)
     return counts[counts > 0]
 
 
@@ -454,11 +477,13 @@ def run_completeness(run: LoadedRun, metrics: RunMetrics | None = None) -> Compl
     else:
         persona, item = run.columns.persona_id, run.columns.item_id
         repetition = run.columns.repetition
-    keep = np.isin(item, np.fromiter(scored, dtype=np.int64))
-    keep &= persona >= 0
-    persona = persona[keep]
-    item = item[keep]
-    repetition = None if repetition is None else repetition[keep]
+    # Usually every row counts (scored items, real personas): then nothing is copied.
+    if not all_in(item, scored) or (len(persona) and int(persona.min()) < 0):
+        keep = np.isin(item, np.fromiter(scored, dtype=np.int64))
+        keep &= persona >= 0
+        persona = persona[keep]
+        item = item[keep]
+        repetition = None if repetition is None else repetition[keep]
     per_cell = _repetitions_per_cell(persona, item, repetition)
     # Sorted distinct ids; ids are >= 0 here, and mostly small: a presence count then
     # avoids sorting (np.unique without options would also import numpy.ma, ~20 ms).

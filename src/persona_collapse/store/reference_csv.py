@@ -144,8 +144,9 @@ def _not_csv_problem(path: Path, head: bytes) -> str | None:
 
 def _text_kind(path: Path, head: bytes) -> str | None:
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    first = lines[0].strip() if lines else ""
+    # Only the first line that is neither blank nor a comment counts: stop there.
+    lines = (ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#"))
+    first = next(lines, "").strip()
     if first.startswith(("{", "[")):
         return "a JSON file"
     if "," in first and "rating" in first:
@@ -292,13 +293,20 @@ def _shared_slot_rows(ints: Mapping[str, np.ndarray]) -> np.ndarray:
     slot_cols = [ints[c] for c in ("persona_id", "item_id", "repetition") if c in ints]
     n = len(slot_cols[0])
     key = np.zeros(n, dtype=np.int64)
+    size = 1  # keys lie in range(size)
     for values in slot_cols:
         low, high = int(values.min()), int(values.max())
         span = high - low + 1
-        if int(key.max(initial=0)) * span + span >= 2**62:  # cannot pack: every row counts
+        if size * span >= 2**62:  # cannot pack: every row counts
             return np.arange(n)
         key *= span
-        key += values - low
+        key += values  # in int64: int32 columns must not wrap round
+        key -= low
+        size *= span
+    if size <= 4 * n + 1024:
+        # Slot ids are dense (the usual persona x item x repetition grid): a count per
+        # key finds the shared ones without sorting, already in row order.
+        return np.flatnonzero(np.bincount(key, minlength=size)[key] > 1)
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     del key
@@ -494,6 +502,8 @@ def _checked_ints(
         InputFileError: naming the file, line and column of the first bad value.
     """
     kind, mapping, n, ints = parsed.kind, parsed.mapping, parsed.n, parsed.ints
+    # Each check first looks at the column's minimum (and maximum): one pass when all is
+    # well; the mask that finds the first bad row is only built when something is wrong.
     known_items = _known_item_ids(inst)
     item_col = mapping["item_id"]
     rep_col = mapping["repetition"]
@@ -502,8 +512,8 @@ def _checked_ints(
     ratings = ints["rating"]
     if kind == "persona":
         personas = ints["persona_id"]
-        negative = personas < 0
-        if negative.any():
+        if _below(personas, 0):
+            negative = personas < 0
             row = int(np.flatnonzero(negative)[0])
             raise _bad_row_error(
                 file, row, "persona_id", f"persona ids must be >= 0, got {personas[row]}"
@@ -512,8 +522,8 @@ def _checked_ints(
         personas = np.full(n, SELF_PERSONA_ID, dtype=np.int64)
     failures = ints["failures"] if "failures" in ints else np.zeros(n, dtype=np.int64)
 
-    unknown = ~np.isin(items, np.fromiter(known_items, dtype=np.int64))
-    if unknown.any():
+    if not all_in(items, known_items):
+        unknown = ~np.isin(items, np.fromiter(known_items, dtype=np.int64))
         row = int(np.flatnonzero(unknown)[0])
         raise _bad_row_error(
             file,
@@ -522,8 +532,12 @@ def _checked_ints(
             f"unknown item id {items[row]} for instrument {inst.name!r} "
             f"(known ids {min(known_items)}-{max(known_items)})",
         )
-    out_of_scale = ((ratings < lo) | (ratings > hi)) & (ratings != INVALID_RATING)
-    if out_of_scale.any():
+    out_of_scale = (
+        None
+        if _on_scale(ratings, lo, hi)
+        else ((ratings < lo) | (ratings > hi)) & (ratings != INVALID_RATING)
+    )
+    if out_of_scale is not None and out_of_scale.any():
         row = int(np.flatnonzero(out_of_scale)[0])
         raise _bad_row_error(
             file,
@@ -532,17 +546,52 @@ def _checked_ints(
             f"rating {ratings[row]} outside the scale {lo}..{hi} "
             f"(use {INVALID_RATING} for a failed parse)",
         )
-    bad_rep = repetitions < 1
-    if bad_rep.any():
+    if _below(repetitions, 1):
+        bad_rep = repetitions < 1
         row = int(np.flatnonzero(bad_rep)[0])
         raise _bad_row_error(
             file, row, rep_col, f"repetition index must be >= 1, got {repetitions[row]}"
         )
-    bad_fail = failures < 0
-    if bad_fail.any():
+    if _below(failures, 0):
+        bad_fail = failures < 0
         row = int(np.flatnonzero(bad_fail)[0])
         raise _bad_row_error(file, row, "failures", f"must be >= 0, got {failures[row]}")
     return personas, items, repetitions, ratings, failures
+
+
+def _below(values: np.ndarray, low: int) -> bool:
+    """Whether some value is below ``low``."""
+    return bool(len(values)) and int(values.min()) < low
+
+
+def _on_scale(ratings: np.ndarray, lo: int, hi: int) -> bool:
+    """True when min and max show every rating is in ``lo..hi`` or the failed-parse marker.
+
+    False means "look closer": a marker with a gap above it to ``lo`` is not settled here.
+    """
+    if not len(ratings):
+        return True
+    low, high = int(ratings.min()), int(ratings.max())
+    if high > hi:
+        return False
+    # Nothing lies between the marker and the scale when the scale starts right above it.
+    return low >= lo or (low >= INVALID_RATING and lo <= INVALID_RATING + 1)
+
+
+def all_in(items: np.ndarray, known: frozenset[int]) -> bool:
+    """Whether every value of the integer array ``items`` is in ``known``.
+
+    A presence table over the values' range answers without sorting (``np.isin``
+    sorts or builds a table of the ids' range, and always returns a mask).
+    """
+    if not len(items):
+        return True
+    low, high = int(items.min()), int(items.max())
+    if not known or low < min(known) or high > max(known):
+        return False
+    table = np.zeros(high - low + 1, dtype=bool)
+    table[[k - low for k in known if low <= k <= high]] = True
+    return bool(table[items - low].all())
 
 
 def _warn_repeated(file: Path, repeated: np.ndarray) -> None:
@@ -710,29 +759,171 @@ class RatingColumns:
         )
 
 
-def _parse_integers(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
-    """Decimal integers in ``buf[starts[i]:ends[i]]`` (optional leading '-'); None if any is not."""
-    lengths = ends - starts
-    if not len(lengths) or lengths.min() < 1 or lengths.max() > _MAX_DIGITS + 1:
+_COMMA, _NEWLINE, _CARRIAGE, _QUOTE, _MINUS, _ZERO = (ord(c) for c in ',\n\r"-0')
+_FEW_QUOTES = 512  # up to this many quotes, quoted spans are blanked out one by one
+
+
+def _parse_integers(buf: np.ndarray, ends: np.ndarray, lengths: np.ndarray) -> np.ndarray | None:
+    """Decimal integers of ``lengths[i]`` characters ending before ``ends[i]`` in ``buf``
+    (optional leading '-', at most nine digits) as int32; None if any field is not one."""
+    if not len(lengths):
         return None
-    last = len(buf) - 1
-    negative = buf[starts] == ord("-")
-    if negative.any():
-        if bool((negative & (lengths < 2)).any()):
+    shortest, width = int(lengths.min()), int(lengths.max())
+    if shortest < 1 or width > _MAX_DIGITS + 1:
+        return None
+    values = np.zeros(0, dtype=np.int32)
+    negative: np.ndarray | None = None
+    # One character position at a time from the right (fields are short: one or two
+    # passes); subtracting '0' from a uint8 wraps every non-digit byte above 9.
+    at = ends - 1
+    scale = 1
+    for k in range(1, width + 1):
+        if k > 1:
+            at -= 1
+        digit = buf[at]
+        digit -= np.uint8(_ZERO)
+        if k > shortest:
+            digit[lengths < k] = 0  # left of the field: a leading zero
+        if k > _MAX_DIGITS or int(digit.max()) > 9:
+            # A non-digit (or a tenth character): only a '-' opening a field may be one.
+            bad = digit > 9 if k <= _MAX_DIGITS else lengths >= k
+            sign = bad & (lengths == k) & (buf[at] == _MINUS)
+            if k == 1 or not np.array_equal(bad, sign):
+                return None
+            digit[sign] = 0
+            negative = sign if negative is None else negative | sign
+        if k == 1:
+            values = digit.astype(np.int32)
+        else:
+            values += digit * np.int32(scale)
+        scale *= 10
+    if negative is not None:
+        np.negative(values, out=values, where=negative)
+    return values
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8, decoding only its non-ASCII bytes when they are few.
+
+    A multi-byte sequence holds no ASCII byte, so the data is valid exactly when
+    every run of non-ASCII bytes is. Those runs, each followed by the ASCII byte
+    after it (which ends any sequence the run leaves open), are usually a tiny part
+    of a reply file and decode far faster than all of it.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if not len(buf) or int(buf.max()) < 0x80:
+        return True
+    high = buf >= 0x80
+    if int(np.count_nonzero(high)) > len(buf) // 16:  # mostly non-ASCII text
+        picked = data
+    else:
+        at = np.flatnonzero(high)
+        after = at[np.append(at[1:] != at[:-1] + 1, True)] + 1  # the byte after each run
+        picked = buf[np.sort(np.concatenate((at, after[after < len(buf)])))].tobytes()
+    try:
+        picked.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _numpy_header(file: Path, data: bytes) -> list[str] | None:
+    """The header fields of a file whose bytes (BOM removed) are ``data``; None if odd.
+
+    A first line without quotes or stray carriage returns is split here, which is
+    what the csv module makes of it; any other first line goes through the csv module.
+    """
+    line = data[: data.find(b"\n")]
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if line and len(line) <= csv.field_size_limit() and not re.search(b'["\r\x00]', line):
+        fields = line.decode("utf-8").split(",")
+    else:
+        first = next(_records(file), None)
+        if first is None or first[0] != 1:
             return None
-        starts = starts + negative
-        lengths = lengths - negative
-        if int(lengths.max()) > _MAX_DIGITS:
-            return None
-    values = np.zeros(len(starts), dtype=np.int64)
-    # One digit position at a time: fields are short, so a few passes over the rows.
-    for k in range(int(lengths.max())):
-        digit = buf[np.minimum(starts + k, last)].astype(np.int64) - ord("0")
-        inside = k < lengths
-        if bool(((digit < 0) | (digit > 9))[inside].any()):
-            return None
-        values = np.where(inside, values * 10 + digit, values)
-    return np.where(negative, -values, values)
+        fields = first[1]
+    header = [c.strip() for c in fields]
+    if len(set(header)) != len(header) or any(not c for c in header):
+        return None
+    return header
+
+
+def _field_ends(data: bytes, buf: np.ndarray, width: int) -> np.ndarray | None:
+    """Where each field ends (its unquoted comma or newline), one row of ``width`` per record.
+
+    None unless every record has ``width`` fields, there are at least two records
+    (header and data), and every unquoted carriage return ends a line.
+    """
+    newline = buf == _NEWLINE
+    separator = buf == _COMMA
+    quotes = np.flatnonzero(buf == _QUOTE) if b'"' in data else None
+    if quotes is not None and len(quotes) <= _FEW_QUOTES:
+        # A few quoted spans (replies with a comma): blank them out of the masks,
+        # cheaper than sifting the bounds afterwards.
+        closes = quotes[1::2].tolist() + ([len(buf)] if len(quotes) % 2 else [])
+        for start, stop in zip(quotes[0::2].tolist(), closes, strict=True):
+            separator[start:stop] = False
+            newline[start:stop] = False
+    separator |= newline
+    bounds = np.flatnonzero(separator)
+    del separator
+    if quotes is None or len(quotes) <= _FEW_QUOTES:
+        n_lines = int(np.count_nonzero(newline))
+    else:
+        bounds = _unquoted(bounds, quotes)
+        n_lines = len(_unquoted(np.flatnonzero(newline), quotes))
+    del newline
+    if len(bounds) % width or len(bounds) < 2 * width:
+        return None
+    ends = bounds.reshape(-1, width)
+    # Every record ends a line and no field inside one does: as many lines as records,
+    # each record's last bound a newline.
+    last = ends[:, -1]
+    if n_lines != len(ends) or not bool((buf[last] == _NEWLINE).all()):
+        return None
+    if b"\r" in data and not _carriage_returns_end_lines(buf, last, quotes):
+        return None
+    return ends
+
+
+def _unquoted(positions: np.ndarray, quotes: np.ndarray) -> np.ndarray:
+    """The sorted ``positions`` outside quotes: those with an even number of quotes before them.
+
+    Each pair of quotes opens and closes a quoted span; placing the (fewer) quotes
+    among the positions gives the index range of the positions each span holds.
+    """
+    edges = np.searchsorted(positions, quotes)
+    if len(edges) % 2:  # an unclosed quote runs to the end
+        edges = np.append(edges, len(positions))
+    opens = edges[0::2]
+    sizes = edges[1::2] - opens
+    quoted = int(sizes.sum())
+    if not quoted:
+        return positions
+    opens, sizes = opens[sizes > 0], sizes[sizes > 0]
+    # Indices of every quoted position: each span's range, laid end to end.
+    inside = np.arange(quoted) + np.repeat(opens - (np.cumsum(sizes) - sizes), sizes)
+    keep = np.ones(len(positions), dtype=bool)
+    keep[inside] = False
+    return positions[keep]
+
+
+def _carriage_returns_end_lines(
+    buf: np.ndarray, record_ends: np.ndarray, quotes: np.ndarray | None
+) -> bool:
+    """Whether every unquoted carriage return in ``buf`` comes right before a newline.
+
+    Counting settles the usual CRLF file in one pass (every carriage return right
+    before a record's newline); anything else is checked one by one.
+    """
+    n_carriage = int(np.count_nonzero(buf == _CARRIAGE))
+    if n_carriage == int(np.count_nonzero(buf[record_ends - 1] == _CARRIAGE)):
+        return True
+    carriage = np.flatnonzero(buf == _CARRIAGE)
+    if quotes is not None:
+        carriage = _unquoted(carriage, quotes)
+    return bool((buf[np.minimum(carriage + 1, len(buf) - 1)] == _NEWLINE).all())
 
 
 def _parse_numpy(file: Path) -> _Parsed | None:
@@ -740,63 +931,48 @@ def _parse_numpy(file: Path) -> _Parsed | None:
 
     Record and field bounds come from the unquoted commas and newlines (a quote
     toggles the state; a doubled quote toggles it twice). Returns None for
-    anything unusual (carriage returns, blank lines, a short row, a bad cell, an
-    odd header...): the general reader then names the line of the problem.
+    anything unusual (carriage returns inside a line, blank lines, a short row, a
+    bad cell, an odd header...): the general reader then names the line of the
+    problem.
     """
     try:
         data = file.read_bytes()
-        # ASCII is UTF-8: only a file with other bytes needs decoding to be checked.
-        if data and int(np.frombuffer(data, dtype=np.uint8).max()) >= 0x80:
-            data.decode("utf-8")
-    except (OSError, UnicodeDecodeError):
+    except OSError:
+        return None
+    if not _is_utf8(data):
         return None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if not data.endswith(b"\n"):
         data += b"\n"
-    first = next(_records(file), None)
-    if first is None or first[0] != 1:
-        return None
-    header = [c.strip() for c in first[1]]
-    if len(set(header)) != len(header) or any(not c for c in header):
+    header = _numpy_header(file, data)
+    if header is None:
         return None
     kind, mapping = _resolve_columns(file, header)
     buf = np.frombuffer(data, dtype=np.uint8)
-    newline = buf == ord("\n")
-    comma = buf == ord(",")
-    carriage = buf == ord("\r")
-    quotes = np.flatnonzero(buf == ord('"'))
-    if len(quotes):
-        # A character is quoted when an odd number of quotes precede it.
-        for mask in (newline, comma, carriage):
-            at = np.flatnonzero(mask)
-            mask[at[np.searchsorted(quotes, at) % 2 == 1]] = False
-    # CRLF line ends are fine; a carriage return anywhere else is left to the general reader.
-    crs = np.flatnonzero(carriage)
-    del carriage
-    if len(crs) and not bool(newline[np.minimum(crs + 1, len(buf) - 1)].all()):
-        return None
-    bounds = np.flatnonzero(newline | comma)
     width = len(header)
-    if len(bounds) % width:
+    ends = _field_ends(data, buf, width)
+    if ends is None:
         return None
-    ends = bounds.reshape(-1, width)
-    is_newline = newline[ends]
-    if is_newline[:, :-1].any() or not is_newline[:, -1].all() or len(ends) < 2:
-        return None
-    starts = np.empty_like(ends)
-    starts[:, 1:] = ends[:, :-1] + 1
-    starts[0, 0] = 0
-    starts[1:, 0] = ends[:-1, -1] + 1
-    if len(crs):  # the last field of a CRLF line ends before the carriage return
-        ends = ends.copy()
-        ends[:, -1] -= buf[ends[:, -1] - 1] == ord("\r")
+    crlf = b"\r" in data
+    # One column per row: each field's bounds are then read in sequence, not one cache
+    # line per record (several reads of every column follow).
+    by_column = np.ascontiguousarray(ends.T)
     ints: dict[str, np.ndarray] = {}
     for frame_col in _INT_COLUMNS:
         if frame_col not in mapping:
             continue
         j = header.index(mapping[frame_col])
-        values = _parse_integers(buf, starts[1:, j], ends[1:, j])
+        field_ends = by_column[j, 1:]
+        # A field runs from the bound before it (the previous record's newline for the
+        # first field) to its own.
+        lengths = field_ends - (by_column[j - 1, 1:] if j else by_column[-1, :-1])
+        lengths -= 1
+        if j == width - 1 and crlf:  # the last field of a CRLF line ends before the CR
+            carriage = buf[field_ends - 1] == _CARRIAGE
+            field_ends = field_ends - carriage
+            lengths -= carriage
+        values = _parse_integers(buf, field_ends, lengths)
         if values is None:
             return None
         ints[frame_col] = values
@@ -807,8 +983,10 @@ def _parse_numpy(file: Path) -> _Parsed | None:
         repeated = np.zeros(n, dtype=bool)
         if len(rows):
             int_positions = {header.index(mapping[c]) for c in ints}
+            line_ends = by_column[-1]
+            row_ends = line_ends[1:] - (buf[line_ends[1:] - 1] == _CARRIAGE)
             repeated[rows] = _repeated_records(
-                data, starts[1:, 0], ends[1:, -1], ints, rows, int_positions
+                data, line_ends[:-1] + 1, row_ends, ints, rows, int_positions
             )
     return _Parsed(kind, mapping, n, ints, {}, repeated)
 
@@ -860,9 +1038,10 @@ def read_rating_columns(
     inst = instrument if instrument is not None else mfq30(include_catch=True)
     lo, hi = scale if scale is not None else (inst.scale_min, inst.scale_max)
     personas, items, repetitions, ratings, failures = _checked_ints(file, parsed, inst, lo, hi)
-    # int32 halves what a run holds while the others are read (values have <= 9 digits).
+    # int32 halves what a run holds while the others are read (values have <= 9 digits);
+    # the parsed columns are int32 already and are kept as they are.
     personas, items, repetitions, ratings, failures = (
-        a.astype(np.int32) for a in (personas, items, repetitions, ratings, failures)
+        a.astype(np.int32, copy=False) for a in (personas, items, repetitions, ratings, failures)
     )
     columns = RatingColumns(personas, items, repetitions, ratings, failures, parsed.kind, str(file))
     repeated = parsed.repeated
