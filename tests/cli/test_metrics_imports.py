@@ -1,4 +1,5 @@
-"""``pcollapse metrics`` on CSV files loads neither pandas nor the run store (issue 11.8)."""
+"""``pcollapse metrics`` on CSV files loads neither pandas nor the run store (issue 11.8), nor
+Typer's help renderer (issue 11: only help screens need it)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-HEAVY = ("pandas", "pyarrow", "persona_collapse.store.sqlite", "persona_collapse.core.config")
+HEAVY = (
+    "pandas",
+    "pyarrow",
+    "persona_collapse.store.sqlite",
+    "persona_collapse.core.config",
+    "typer.rich_utils",
+)
 
 
 def _ratings_file(path: Path, *, personas: int = 4, items: int = 30, reps: int = 3) -> Path:
