@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -15,8 +16,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.control import strip_control_codes
+from rich.measure import Measurement
+from rich.segment import Segment
 from rich.table import Table
+from rich.text import Text
 
 from persona_collapse.core.errors import BackendError, UserError
 from persona_collapse.core.formatting import fmt_pct, fmt_pm, json_safe
@@ -85,7 +91,6 @@ def _use_whole_names_help_table() -> None:
     """Typer's help tables, from now on: option names never wrap, help text folds."""
     import typer.rich_utils as rich_utils
     from rich.table import Table as RichTable
-    from rich.text import Text
 
     if getattr(rich_utils.Table, "keeps_names_whole", False):
         return
@@ -259,6 +264,119 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n")
 
 
+class PlainCell:
+    """A table cell of plain text (never markup) that renders exactly as ``Text(text)``,
+    with less work where the text fits its column on one line (every cell of the
+    metrics tables on a 160-column console).
+
+    Rich renders a ``Text`` cell by wrapping it into lines, justifying them and joining
+    them again: most of the time of printing a table of 1400 cells. A text that fits
+    needs none of that; it becomes one segment padded to the column width, the segment
+    ``Text`` would yield. Anything else (a narrow column, a tab, a line break, another
+    justification) is left to ``Text`` itself.
+    """
+
+    __slots__ = ("_fast", "_one_line", "_text", "_width")
+
+    def __init__(self, text: str) -> None:
+        self._text = strip_control_codes(text)  # as Text does
+        self._width = cell_len(self._text)
+        # No line break or tab (control characters and line separators are not printable).
+        self._one_line = self._text.isprintable()
+        # Text would strip a trailing space (right-justified) and expand tabs.
+        self._fast = self._one_line and not self._text[-1:].isspace()
+
+    def __str__(self) -> str:
+        return self._text
+
+    @property
+    def width(self) -> int:
+        """Cells of the widest line (the maximum of the measurement)."""
+        return self._width if self._one_line else self._measure()[1]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        justify = options.justify
+        if self._fast and self._width <= width and justify in ("left", "right"):
+            pad = " " * (width - self._width)
+            yield Segment(self._text + pad if justify == "left" else pad + self._text)
+            yield Segment("\n")  # Text's end
+        else:
+            yield Text(self._text)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(*self._measure())
+
+    def _measure(self) -> tuple[int, int]:
+        """Text's measurement: the widest word and the widest line."""
+        if self._one_line:
+            widest = self._width
+        else:
+            lines = self._text.splitlines()
+            widest = max(map(cell_len, lines)) if lines else 0
+        words = self._text.split()
+        return (max(map(cell_len, words)) if words else widest), widest
+
+
+class PlainTable(Table):
+    """A rich ``Table`` of :class:`PlainCell` cells that prints exactly as ``Table``, and
+    skips measuring every cell where the table fits its console at natural widths.
+
+    Rich measures each cell (through its padding) to size the columns, a third of the
+    time of printing the metrics tables. The natural width of a column is its widest
+    cell, which a plain cell knows; when those widths fit, they are the widths rich
+    would choose, so they are given to (copies of) the columns as fixed widths and
+    rich skips the measuring. Otherwise (a narrow console, other cells, settings that
+    size columns differently) rich sizes the columns itself, as always.
+    """
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        widths = self._natural_widths(console, options)
+        if widths is None:
+            yield from super().__rich_console__(console, options)
+            return
+        table = copy.copy(self)
+        table.columns = [copy.copy(column) for column in self.columns]
+        for column, width in zip(table.columns, widths, strict=True):
+            column.width = width
+        yield from Table.__rich_console__(table, console, options)
+
+    def _natural_widths(self, console: Console, options: ConsoleOptions) -> list[int] | None:
+        """Each column's content width when the table fits at those widths, else None."""
+        if (
+            self.width is not None
+            or self.expand
+            or self.min_width is not None
+            or self.show_footer
+            or self.padding != (0, 1, 0, 1)
+            or not self.pad_edge
+            or self.collapse_padding
+        ):
+            return None
+        # As Table sizes its columns: within the console width less the borders.
+        inner = options.update_width(options.max_width - self._extra_width)
+        widths = []
+        for column in self.columns:
+            given = list(column.cells)
+            cells = [cell for cell in given if isinstance(cell, PlainCell)]
+            if (
+                column.width is not None
+                or column.min_width is not None
+                or column.max_width is not None
+                or column.ratio is not None
+                or len(cells) != len(given)
+            ):
+                return None
+            header = (
+                Measurement.get(console, inner, column.header).maximum if self.show_header else 0
+            )
+            widths.append(max([header, *(cell.width for cell in cells)]))
+        padding = 2  # one space either side of every cell (the checks above)
+        if sum(widths) + padding * len(widths) > inner.max_width:
+            return None
+        return widths
+
+
 def metrics_table(
     rows: Mapping[str, RunMetrics],
     *,
@@ -276,7 +394,6 @@ def metrics_table(
     adds the bias-corrected S and R beside the paper's, and the S band then follows the
     corrected S."""
     from rich.console import Group
-    from rich.text import Text
 
     from persona_collapse.stats.compare import check_band
     from persona_collapse.stats.registry import statistics
@@ -293,7 +410,7 @@ def metrics_table(
             "SE), which the S band follows. " + next(iter(corr.values()))["estimates_explanation"]
         )
     caption = "\n".join(notes) or None
-    table = Table(
+    table = PlainTable(
         title="Susceptibility and robustness",
         title_justify="left",
         caption=caption,
@@ -319,6 +436,7 @@ def metrics_table(
             for k in ("S", "R")
         ]
 
+    blank = PlainCell("")
     for name, m in rows.items():
         fields = corr.get(name)
         band_check = check_band(m.S if fields is None else fields["S_corrected"], band)
@@ -326,11 +444,11 @@ def metrics_table(
         if coverage is not None:
             c = coverage[name]
             extra.append(f"{c.slots}/{c.planned}" + ("" if c.complete else " incomplete"))
-        # Cells as Text: plain text (a run name is never read as markup), and Rich
-        # renders them a third faster than strings (bench/metrics_bench.py).
+        # Cells as PlainCell: plain text (a run name is never read as markup), and Rich
+        # renders them faster than strings or Text (bench/metrics_bench.py).
         table.add_row(
             *map(
-                Text,
+                PlainCell,
                 (
                     f"{name} † not interpretable" if name in failing else name,
                     *(_fmt_estimate(m.estimate(st.name), st.digits) for st in persona),
@@ -347,15 +465,18 @@ def metrics_table(
         if per_foundation:
             by_group = (fields or {}).get("corrected_by_foundation", {})
             for foundation, fm in m.per_foundation.items():
-                table.add_row(
-                    Text(f"  {foundation}"),
-                    *(Text(_fmt_estimate(fm.estimate(st.name), st.digits)) for st in persona),
-                    *map(Text, corrected_cells(by_group.get(foundation))),
-                )
+                cells = [
+                    PlainCell(f"  {foundation}"),
+                    *(PlainCell(_fmt_estimate(fm.estimate(st.name), st.digits)) for st in persona),
+                    *map(PlainCell, corrected_cells(by_group.get(foundation))),
+                ]
+                # Blank cells given, not left to the table: it would render a string
+                # (markup parsing) for each.
+                table.add_row(*cells, *(blank for _ in range(len(columns) - len(cells))))
     if not others:
         return Group(table)
     # A second table, so that neither is too wide for a terminal.
-    instability = Table(
+    instability = PlainTable(
         title="Scale-free instability and rating distribution",
         title_justify="left",
     )
@@ -363,13 +484,14 @@ def metrics_table(
         instability.add_column(col, justify="left" if col == "run" else "right")
     for name, m in rows.items():
         instability.add_row(
-            Text(name), *(Text(_fmt_estimate(m.estimate(st.name), st.digits)) for st in others)
+            PlainCell(name),
+            *(PlainCell(_fmt_estimate(m.estimate(st.name), st.digits)) for st in others),
         )
         if per_foundation:
             for foundation, fm in m.per_foundation.items():
                 instability.add_row(
-                    Text(f"  {foundation}"),
-                    *(Text(_fmt_estimate(fm.estimate(st.name), st.digits)) for st in others),
+                    PlainCell(f"  {foundation}"),
+                    *(PlainCell(_fmt_estimate(fm.estimate(st.name), st.digits)) for st in others),
                 )
     return Group(table, instability)
 
