@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from rich.theme import Theme
 
 from persona_collapse.cli._app import PlainCell, PlainTable
 
@@ -28,13 +29,14 @@ TEXTS = [
 ]
 
 
-def _print(renderable: object, width: int, *, color: bool) -> str:
+def _print(renderable: object, width: int, *, color: bool, theme: Theme | None = None) -> str:
     console = Console(
         file=io.StringIO(),
         width=width,
         soft_wrap=True,
         force_terminal=color,
         color_system="truecolor",
+        theme=theme,
     )
     console.print(renderable)
     out = console.file.getvalue()
@@ -75,10 +77,13 @@ def _table(cell: type, table_type: type[Table] = Table, **settings: object) -> T
 def test_a_table_of_cells_prints_as_a_table_of_text(
     width: int, settings: dict[str, object]
 ) -> None:
-    for color in (False, True):
-        expected = _print(_table(Text, **settings), width, color=color)
-        assert _print(_table(PlainCell, **settings), width, color=color) == expected
-        assert _print(_table(PlainCell, PlainTable, **settings), width, color=color) == expected
+    # A theme that styles padding ("none") shows a cell's padding styled as rich's.
+    for color, theme in ((False, None), (True, None), (True, Theme({"none": "on blue"}))):
+        expected = _print(_table(Text, **settings), width, color=color, theme=theme)
+        for cell, table in ((PlainCell, Table), (PlainCell, PlainTable)):
+            assert _print(_table(cell, table, **settings), width, color=color, theme=theme) == (
+                expected
+            )
 
 
 def test_a_plain_table_that_fits_measures_no_cell(monkeypatch: pytest.MonkeyPatch) -> None:

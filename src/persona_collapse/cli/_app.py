@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import os
@@ -17,9 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.cells import cell_len
-from rich.console import Console, ConsoleOptions, RenderResult
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.control import strip_control_codes
 from rich.measure import Measurement
+from rich.padding import Padding
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
@@ -264,6 +266,9 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n")
 
 
+_ONE_SEGMENT = ("left", "right")
+
+
 class PlainCell:
     """A table cell of plain text (never markup) that renders exactly as ``Text(text)``,
     with less work where the text fits its column on one line (every cell of the
@@ -294,12 +299,18 @@ class PlainCell:
         """Cells of the widest line (the maximum of the measurement)."""
         return self._width if self._one_line else self._measure()[1]
 
+    def fits(self, options: ConsoleOptions) -> bool:
+        """Whether this renders as one segment with ``options``."""
+        return self._fast and self._width <= options.max_width and options.justify in _ONE_SEGMENT
+
+    def line(self, options: ConsoleOptions) -> list[Segment]:
+        """The one segment, padded to the width (for ``options`` that :meth:`fits`)."""
+        pad = " " * (options.max_width - self._width)
+        return [Segment(self._text + pad if options.justify == "left" else pad + self._text)]
+
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = options.max_width
-        justify = options.justify
-        if self._fast and self._width <= width and justify in ("left", "right"):
-            pad = " " * (width - self._width)
-            yield Segment(self._text + pad if justify == "left" else pad + self._text)
+        if self.fits(options):
+            yield from self.line(options)
             yield Segment("\n")  # Text's end
         else:
             yield Text(self._text)
@@ -318,16 +329,41 @@ class PlainCell:
         return (max(map(cell_len, words)) if words else widest), widest
 
 
-class PlainTable(Table):
-    """A rich ``Table`` of :class:`PlainCell` cells that prints exactly as ``Table``, and
-    skips measuring every cell where the table fits its console at natural widths.
+class _PaddedCell:
+    """A cell with one space either side: the segments of ``Padding(cell, (0, 1))``."""
 
-    Rich measures each cell (through its padding) to size the columns, a third of the
-    time of printing the metrics tables. The natural width of a column is its widest
-    cell, which a plain cell knows; when those widths fit, they are the widths rich
-    would choose, so they are given to (copies of) the columns as fixed widths and
-    rich skips the measuring. Otherwise (a narrow console, other cells, settings that
-    size columns differently) rich sizes the columns itself, as always.
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: RenderableType) -> None:
+        self._cell = cell
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        cell = self._cell
+        inner = options.update_width(options.max_width - 2)
+        if isinstance(cell, PlainCell) and cell.fits(inner):
+            style = console.get_style("none")  # Padding's default style
+            line = cell.line(inner)
+            space = Segment(" ", style)
+            yield space
+            yield from Segment.apply_style(line, style) if style else line
+            yield space
+            yield Segment.line()
+        else:
+            yield Padding(cell, (0, 1))
+
+
+class PlainTable(Table):
+    """A rich ``Table`` of :class:`PlainCell` cells that prints exactly as ``Table``, with
+    less work where the table fits its console at natural widths.
+
+    Rich measures each cell (through its padding) to size the columns, and renders each
+    cell inside a ``Padding``: two thirds of the time of printing the metrics tables
+    once the cells are plain. The natural width of a column is its widest cell, which a
+    plain cell knows; when those widths fit, they are the widths rich would choose, so
+    a copy of the table gets them as fixed widths (rich then measures no cell) and
+    cells that yield the segments of their padding themselves. Otherwise (a narrow
+    console, other cells, settings that size columns differently) rich sizes and pads
+    the columns itself, as always.
     """
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -335,10 +371,19 @@ class PlainTable(Table):
         if widths is None:
             yield from super().__rich_console__(console, options)
             return
+        # The copy pads its cells itself: each plain cell yields the segments that
+        # rich's Padding around it would (one renderable and one line split fewer).
         table = copy.copy(self)
-        table.columns = [copy.copy(column) for column in self.columns]
-        for column, width in zip(table.columns, widths, strict=True):
-            column.width = width
+        table.padding = 0
+        table.columns = [
+            dataclasses.replace(
+                column,
+                width=width + 2,
+                header=Padding(column.header, (0, 1)),
+                _cells=[_PaddedCell(cell) for cell in column.cells],
+            )
+            for column, width in zip(self.columns, widths, strict=True)
+        ]
         yield from Table.__rich_console__(table, console, options)
 
     def _natural_widths(self, console: Console, options: ConsoleOptions) -> list[int] | None:
