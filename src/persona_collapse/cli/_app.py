@@ -284,10 +284,12 @@ class PlainCell:
     __slots__ = ("_fast", "_one_line", "_text", "_width")
 
     def __init__(self, text: str) -> None:
-        self._text = strip_control_codes(text)  # as Text does
-        self._width = cell_len(self._text)
         # No line break or tab (control characters and line separators are not printable).
-        self._one_line = self._text.isprintable()
+        self._one_line = text.isprintable()
+        # Control codes stripped as Text does (a printable text has none).
+        self._text = text if self._one_line else strip_control_codes(text)
+        self._one_line = self._one_line or self._text.isprintable()
+        self._width = cell_len(self._text)
         # Text would strip a trailing space (right-justified) and expand tabs.
         self._fast = self._one_line and not self._text[-1:].isspace()
 
