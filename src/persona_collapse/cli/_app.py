@@ -275,10 +275,10 @@ class PlainCell:
     metrics tables on a 160-column console).
 
     Rich renders a ``Text`` cell by wrapping it into lines, justifying them and joining
-    them again: most of the time of printing a table of 1400 cells. A text that fits
-    needs none of that; it becomes one segment padded to the column width, the segment
-    ``Text`` would yield. Anything else (a narrow column, a tab, a line break, another
-    justification) is left to ``Text`` itself.
+    them again: ~40 % of the time of printing the metrics tables (1400 cells) with Text
+    cells. A text that fits needs none of that; it becomes one segment padded to the
+    column width, the segment ``Text`` would yield. Anything else (a narrow column, a
+    tab, a line break, another justification) is left to ``Text`` itself.
     """
 
     __slots__ = ("_fast", "_one_line", "_text", "_width")
@@ -292,9 +292,6 @@ class PlainCell:
         self._width = cell_len(self._text)
         # Text would strip a trailing space (right-justified) and expand tabs.
         self._fast = self._one_line and not self._text[-1:].isspace()
-
-    def __str__(self) -> str:
-        return self._text
 
     @property
     def width(self) -> int:
@@ -359,8 +356,8 @@ class PlainTable(Table):
     less work where the table fits its console at natural widths.
 
     Rich measures each cell (through its padding) to size the columns, and renders each
-    cell inside a ``Padding``: two thirds of the time of printing the metrics tables
-    once the cells are plain. The natural width of a column is its widest cell, which a
+    cell inside a ``Padding``: ~40 % of the time of printing the metrics tables once the
+    cells are plain. The natural width of a column is its widest cell, which a
     plain cell knows; when those widths fit, they are the widths rich would choose, so
     a copy of the table gets them as fixed widths (rich then measures no cell) and
     cells that yield the segments of their padding themselves. Otherwise (a narrow
@@ -375,6 +372,7 @@ class PlainTable(Table):
             return
         # The copy pads its cells itself: each plain cell yields the segments that
         # rich's Padding around it would (one renderable and one line split fewer).
+        # ``_cells`` is the field of rich's Column dataclass holding its cells.
         table = copy.copy(self)
         table.padding = 0
         table.columns = [
