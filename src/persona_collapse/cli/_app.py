@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import json
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.control import strip_control_codes
+from rich.measure import Measurement
+from rich.padding import Padding
+from rich.segment import Segment
 from rich.table import Table
+from rich.text import Text
 
 from persona_collapse.core.errors import BackendError, UserError
 from persona_collapse.core.formatting import fmt_pct, fmt_pm, json_safe
@@ -53,10 +62,37 @@ def keep_option_names_whole() -> None:
     Here every column but the last two (value type, help text) never wraps: rich
     then takes the room from the type and help columns, which wrap; a word too
     long for the help column folds instead of being cut.
+
+    The table is swapped only when a help screen is about to be rendered (Typer's
+    ``format_help``, which every help path goes through: ``--help``, no arguments,
+    a group without its subcommand): the swap imports ``typer.rich_utils`` and with
+    it rich's markdown and traceback modules, ~0.07 s CPU that a command run such
+    as ``pcollapse metrics FILES`` never needs.
     """
+    from typer.core import TyperCommand, TyperGroup
+
+    for cls in (TyperCommand, TyperGroup):
+        if getattr(cls.format_help, "keeps_names_whole", False):
+            continue
+        cls.format_help = _whole_names_first(cls.format_help)  # type: ignore[method-assign]
+
+
+def _whole_names_first(format_help: Callable[..., None]) -> Callable[..., None]:
+    """``format_help`` that first swaps in the help table keeping names whole."""
+
+    @functools.wraps(format_help)
+    def wrapper(self: Any, ctx: Any, formatter: Any) -> None:
+        _use_whole_names_help_table()
+        format_help(self, ctx, formatter)
+
+    wrapper.keeps_names_whole = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _use_whole_names_help_table() -> None:
+    """Typer's help tables, from now on: option names never wrap, help text folds."""
     import typer.rich_utils as rich_utils
     from rich.table import Table as RichTable
-    from rich.text import Text
 
     if getattr(rich_utils.Table, "keeps_names_whole", False):
         return
@@ -230,6 +266,162 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n")
 
 
+_ONE_SEGMENT = ("left", "right")
+
+
+class PlainCell:
+    """A table cell of plain text (never markup) that renders exactly as ``Text(text)``,
+    with less work where the text fits its column on one line (every cell of the
+    metrics tables on a 160-column console).
+
+    Rich renders a ``Text`` cell by wrapping it into lines, justifying them and joining
+    them again: ~40 % of the time of printing the metrics tables (1400 cells) with Text
+    cells. A text that fits needs none of that; it becomes one segment padded to the
+    column width, the segment ``Text`` would yield. Anything else (a narrow column, a
+    tab, a line break, another justification) is left to ``Text`` itself.
+    """
+
+    __slots__ = ("_fast", "_one_line", "_text", "_width")
+
+    def __init__(self, text: str) -> None:
+        # No line break or tab (control characters and line separators are not printable).
+        self._one_line = text.isprintable()
+        # Control codes stripped as Text does (a printable text has none).
+        self._text = text if self._one_line else strip_control_codes(text)
+        self._one_line = self._one_line or self._text.isprintable()
+        self._width = cell_len(self._text)
+        # Text would strip a trailing space (right-justified) and expand tabs.
+        self._fast = self._one_line and not self._text[-1:].isspace()
+
+    @property
+    def width(self) -> int:
+        """Cells of the widest line (the maximum of the measurement)."""
+        return self._width if self._one_line else self._measure()[1]
+
+    def fits(self, options: ConsoleOptions) -> bool:
+        """Whether this renders as one segment with ``options``."""
+        return self._fast and self._width <= options.max_width and options.justify in _ONE_SEGMENT
+
+    def line(self, options: ConsoleOptions) -> list[Segment]:
+        """The one segment, padded to the width (for ``options`` that :meth:`fits`)."""
+        pad = " " * (options.max_width - self._width)
+        return [Segment(self._text + pad if options.justify == "left" else pad + self._text)]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.fits(options):
+            yield from self.line(options)
+            yield Segment("\n")  # Text's end
+        else:
+            yield Text(self._text)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(*self._measure())
+
+    def _measure(self) -> tuple[int, int]:
+        """Text's measurement: the widest word and the widest line."""
+        if self._one_line:
+            widest = self._width
+        else:
+            lines = self._text.splitlines()
+            widest = max(map(cell_len, lines)) if lines else 0
+        words = self._text.split()
+        return (max(map(cell_len, words)) if words else widest), widest
+
+
+class _PaddedCell:
+    """A cell with one space either side: the segments of ``Padding(cell, (0, 1))``."""
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: RenderableType) -> None:
+        self._cell = cell
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        cell = self._cell
+        inner = options.update_width(options.max_width - 2)
+        if isinstance(cell, PlainCell) and cell.fits(inner):
+            style = console.get_style("none")  # Padding's default style
+            line = cell.line(inner)
+            space = Segment(" ", style)
+            yield space
+            yield from Segment.apply_style(line, style) if style else line
+            yield space
+            yield Segment.line()
+        else:
+            yield Padding(cell, (0, 1))
+
+
+class PlainTable(Table):
+    """A rich ``Table`` of :class:`PlainCell` cells that prints exactly as ``Table``, with
+    less work where the table fits its console at natural widths.
+
+    Rich measures each cell (through its padding) to size the columns, and renders each
+    cell inside a ``Padding``: ~40 % of the time of printing the metrics tables once the
+    cells are plain. The natural width of a column is its widest cell, which a
+    plain cell knows; when those widths fit, they are the widths rich would choose, so
+    a copy of the table gets them as fixed widths (rich then measures no cell) and
+    cells that yield the segments of their padding themselves. Otherwise (a narrow
+    console, other cells, settings that size columns differently) rich sizes and pads
+    the columns itself, as always.
+    """
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        widths = self._natural_widths(console, options)
+        if widths is None:
+            yield from super().__rich_console__(console, options)
+            return
+        # The copy pads its cells itself: each plain cell yields the segments that
+        # rich's Padding around it would (one renderable and one line split fewer).
+        # ``_cells`` is the field of rich's Column dataclass holding its cells.
+        table = copy.copy(self)
+        table.padding = 0
+        table.columns = [
+            dataclasses.replace(
+                column,
+                width=width + 2,
+                header=Padding(column.header, (0, 1)),
+                _cells=[_PaddedCell(cell) for cell in column.cells],
+            )
+            for column, width in zip(self.columns, widths, strict=True)
+        ]
+        yield from Table.__rich_console__(table, console, options)
+
+    def _natural_widths(self, console: Console, options: ConsoleOptions) -> list[int] | None:
+        """Each column's content width when the table fits at those widths, else None."""
+        if (
+            self.width is not None
+            or self.expand
+            or self.min_width is not None
+            or self.show_footer
+            or self.padding != (0, 1, 0, 1)
+            or not self.pad_edge
+            or self.collapse_padding
+        ):
+            return None
+        # As Table sizes its columns: within the console width less the borders.
+        inner = options.update_width(options.max_width - self._extra_width)
+        widths = []
+        for column in self.columns:
+            given = list(column.cells)
+            cells = [cell for cell in given if isinstance(cell, PlainCell)]
+            if (
+                column.width is not None
+                or column.min_width is not None
+                or column.max_width is not None
+                or column.ratio is not None
+                or len(cells) != len(given)
+            ):
+                return None
+            header = (
+                Measurement.get(console, inner, column.header).maximum if self.show_header else 0
+            )
+            widths.append(max([header, *(cell.width for cell in cells)]))
+        padding = 2  # one space either side of every cell (the checks above)
+        if sum(widths) + padding * len(widths) > inner.max_width:
+            return None
+        return widths
+
+
 def metrics_table(
     rows: Mapping[str, RunMetrics],
     *,
@@ -247,7 +439,6 @@ def metrics_table(
     adds the bias-corrected S and R beside the paper's, and the S band then follows the
     corrected S."""
     from rich.console import Group
-    from rich.text import Text
 
     from persona_collapse.stats.compare import check_band
     from persona_collapse.stats.registry import statistics
@@ -264,7 +455,7 @@ def metrics_table(
             "SE), which the S band follows. " + next(iter(corr.values()))["estimates_explanation"]
         )
     caption = "\n".join(notes) or None
-    table = Table(
+    table = PlainTable(
         title="Susceptibility and robustness",
         title_justify="left",
         caption=caption,
@@ -290,6 +481,7 @@ def metrics_table(
             for k in ("S", "R")
         ]
 
+    blank = PlainCell("")
     for name, m in rows.items():
         fields = corr.get(name)
         band_check = check_band(m.S if fields is None else fields["S_corrected"], band)
@@ -297,11 +489,11 @@ def metrics_table(
         if coverage is not None:
             c = coverage[name]
             extra.append(f"{c.slots}/{c.planned}" + ("" if c.complete else " incomplete"))
-        # Cells as Text: plain text (a run name is never read as markup), and Rich
-        # renders them a third faster than strings (bench/metrics_bench.py).
+        # Cells as PlainCell: plain text (a run name is never read as markup), and Rich
+        # renders them faster than strings or Text (bench/metrics_bench.py).
         table.add_row(
             *map(
-                Text,
+                PlainCell,
                 (
                     f"{name} † not interpretable" if name in failing else name,
                     *(_fmt_estimate(m.estimate(st.name), st.digits) for st in persona),
@@ -318,15 +510,18 @@ def metrics_table(
         if per_foundation:
             by_group = (fields or {}).get("corrected_by_foundation", {})
             for foundation, fm in m.per_foundation.items():
-                table.add_row(
-                    Text(f"  {foundation}"),
-                    *(Text(_fmt_estimate(fm.estimate(st.name), st.digits)) for st in persona),
-                    *map(Text, corrected_cells(by_group.get(foundation))),
-                )
+                cells = [
+                    PlainCell(f"  {foundation}"),
+                    *(PlainCell(_fmt_estimate(fm.estimate(st.name), st.digits)) for st in persona),
+                    *map(PlainCell, corrected_cells(by_group.get(foundation))),
+                ]
+                # Blank cells given, not left to the table: it would render a string
+                # (markup parsing) for each.
+                table.add_row(*cells, *(blank for _ in range(len(columns) - len(cells))))
     if not others:
         return Group(table)
     # A second table, so that neither is too wide for a terminal.
-    instability = Table(
+    instability = PlainTable(
         title="Scale-free instability and rating distribution",
         title_justify="left",
     )
@@ -334,13 +529,14 @@ def metrics_table(
         instability.add_column(col, justify="left" if col == "run" else "right")
     for name, m in rows.items():
         instability.add_row(
-            Text(name), *(Text(_fmt_estimate(m.estimate(st.name), st.digits)) for st in others)
+            PlainCell(name),
+            *(PlainCell(_fmt_estimate(m.estimate(st.name), st.digits)) for st in others),
         )
         if per_foundation:
             for foundation, fm in m.per_foundation.items():
                 instability.add_row(
-                    Text(f"  {foundation}"),
-                    *(Text(_fmt_estimate(fm.estimate(st.name), st.digits)) for st in others),
+                    PlainCell(f"  {foundation}"),
+                    *(PlainCell(_fmt_estimate(fm.estimate(st.name), st.digits)) for st in others),
                 )
     return Group(table, instability)
 
