@@ -122,7 +122,8 @@ def _whole_process(files: list[str], *, repeat: int) -> tuple[list[float], float
     command = [
         sys.executable,
         "-c",
-        "import sys; from persona_collapse.cli import main; sys.exit(main(sys.argv[1:]))",
+        # The console script's own entry point (what `pcollapse` runs), exit included.
+        "from persona_collapse.cli import entry_point; entry_point()",
         "metrics",
         *files,
         "--per-foundation",

@@ -187,7 +187,13 @@ def _print_error(message: str) -> None:
 
 def entry_point() -> None:
     """The ``pcollapse`` console script."""
-    sys.exit(main())
+    code = main()
+    # The process ends here: spare the interpreter's final cyclic collections over
+    # everything the command loaded (~0.07 s of `pcollapse metrics`, a tenth of it).
+    # Exit handlers, stream flushes and module teardown still run; only objects the
+    # collector would free in cycles are left to the OS with the rest of the memory.
+    gc.freeze()
+    sys.exit(code)
 
 
 __all__ = ["app", "entry_point", "main"]

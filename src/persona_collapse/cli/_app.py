@@ -375,15 +375,19 @@ class PlainTable(Table):
         # ``_cells`` is the field of rich's Column dataclass holding its cells.
         table = copy.copy(self)
         table.padding = 0
-        table.columns = [
-            dataclasses.replace(
-                column,
-                width=width + 2,
-                header=Padding(column.header, (0, 1)),
-                _cells=[_PaddedCell(cell) for cell in column.cells],
-            )
-            for column, width in zip(self.columns, widths, strict=True)
-        ]
+        try:
+            table.columns = [
+                dataclasses.replace(
+                    column,
+                    width=width + 2,
+                    header=Padding(column.header, (0, 1)),
+                    _cells=[_PaddedCell(cell) for cell in column.cells],
+                )
+                for column, width in zip(self.columns, widths, strict=True)
+            ]
+        except (TypeError, AttributeError):  # a rich whose Column has other fields
+            yield from super().__rich_console__(console, options)
+            return
         yield from Table.__rich_console__(table, console, options)
 
     def _natural_widths(self, console: Console, options: ConsoleOptions) -> list[int] | None:
@@ -399,7 +403,10 @@ class PlainTable(Table):
         ):
             return None
         # As Table sizes its columns: within the console width less the borders.
-        inner = options.update_width(options.max_width - self._extra_width)
+        extra = getattr(self, "_extra_width", None)  # rich's own (private) border width
+        if not isinstance(extra, int):
+            return None
+        inner = options.update_width(options.max_width - extra)
         widths = []
         for column in self.columns:
             given = list(column.cells)
