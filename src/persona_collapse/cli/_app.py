@@ -447,7 +447,7 @@ def metrics_table(
     corrected S."""
     from rich.console import Group
 
-    from persona_collapse.stats.compare import check_band
+    from persona_collapse.core.band import check_band
     from persona_collapse.stats.registry import statistics
 
     persona = [st for st in statistics() if st.group == "persona"]

@@ -100,7 +100,7 @@ def metrics(
     from persona_collapse.cli.controls import control_files, control_metrics
 
     # Not AnalysisConfig: the configuration models cost a tenth of a second to import.
-    from persona_collapse.stats.compare import DEFAULT_S_BAND
+    from persona_collapse.core.band import DEFAULT_S_BAND
     from persona_collapse.stats.sources import (
         Bootstrap,
         instrument_option,

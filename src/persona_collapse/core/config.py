@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from persona_collapse.core.band import DEFAULT_S_BAND
 from persona_collapse.core.em_questions import question_ids
 from persona_collapse.core.errors import ConfigError, format_validation_error
 from persona_collapse.core.files import FilePaths
@@ -157,10 +158,6 @@ class BootstrapSettings(BaseModel):
 
     seed: int = Field(default=0, ge=0)
     """Seed of the bootstrap draws; recorded with every result."""
-
-
-DEFAULT_S_BAND = (0.66, 0.83)
-"""Band of S spanned by frontier base models at T = 0.1 (the reference's figure)."""
 
 
 def check_s_band(v: tuple[float, float]) -> tuple[float, float]:

@@ -17,10 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# The S band lives in core (configuration defaults use it); re-exported here, where it
+# has always been importable from.
+from persona_collapse.core.band import DEFAULT_S_BAND as DEFAULT_S_BAND
+from persona_collapse.core.band import BandCheck as BandCheck
+from persona_collapse.core.band import check_band as check_band
+from persona_collapse.core.band import in_band as in_band
 from persona_collapse.stats.registry import statistic_names, statistics
-
-DEFAULT_S_BAND: tuple[float, float] = (0.66, 0.83)
-"""Susceptibility band of the reference frontier models (``frontier_S_band``)."""
 
 METRIC_NAMES: tuple[str, ...] = statistic_names()
 """The metrics compared: every registered statistic (:mod:`persona_collapse.stats.registry`)."""
@@ -150,20 +153,6 @@ class AverageChange:
             "variants": {k: v.to_dict() for k, v in self.variants.items()},
             "excess": None if self.excess is None else self.excess.to_dict(),
         }
-
-
-@dataclass(frozen=True)
-class BandCheck:
-    """Whether a susceptibility lies in a band (inclusive)."""
-
-    value: float
-    low: float
-    high: float
-    inside: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form."""
-        return {"value": self.value, "low": self.low, "high": self.high, "inside": self.inside}
 
 
 def relative_change(value: float, base: float) -> float:
@@ -325,24 +314,3 @@ def average_changes(families: Sequence[FamilyComparison]) -> AverageChange:
         variants=variants,
         excess=_mean_variant(excesses) if excesses else None,
     )
-
-
-def _check_band(band: tuple[float, float]) -> tuple[float, float]:
-    if len(band) != 2:
-        raise ValueError(f"band must be (low, high), got {band!r}")
-    low, high = float(band[0]), float(band[1])
-    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-        raise ValueError(f"band must be finite with low <= high, got {band!r}")
-    return low, high
-
-
-def in_band(s: float, band: tuple[float, float] = DEFAULT_S_BAND) -> bool:
-    """Whether susceptibility ``s`` lies in ``band`` (inclusive; NaN is outside)."""
-    low, high = _check_band(band)
-    return low <= s <= high
-
-
-def check_band(s: float, band: tuple[float, float] = DEFAULT_S_BAND) -> BandCheck:
-    """:func:`in_band` with the value and bounds kept for reports."""
-    low, high = _check_band(band)
-    return BandCheck(value=float(s), low=low, high=high, inside=low <= s <= high)

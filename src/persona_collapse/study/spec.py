@@ -137,8 +137,8 @@ from pydantic import (
     model_validator,
 )
 
+from persona_collapse.core.band import DEFAULT_S_BAND
 from persona_collapse.core.config import (
-    DEFAULT_S_BAND,
     AnalysisConfig,
     BootstrapSettings,
     PacingSettings,
