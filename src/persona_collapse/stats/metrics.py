@@ -23,10 +23,12 @@ runs, 2000 + 400 draws, per-foundation values) takes well under a second.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -300,13 +302,24 @@ def resolve_rng(rng: np.random.Generator | int | None) -> tuple[np.random.Genera
     return np.random.default_rng(seed), seed
 
 
+@functools.cache
+def _mfq30_foundations() -> Mapping[int, str]:
+    """MFQ-30's item -> foundation map (catch items included), built once per process:
+    building the instrument costs more than grouping a run's items (read-only view)."""
+    return MappingProxyType(mfq30(include_catch=True).foundation_of())
+
+
+@functools.cache
+def _mfq30_scale() -> tuple[int, ...]:
+    """MFQ-30's scale values (see :func:`_mfq30_foundations`)."""
+    return mfq30().scale
+
+
 def _foundation_groups(
     item_ids: IntArray, foundations: Mapping[int, str] | None
 ) -> dict[str, NDArray[np.intp]]:
     """Column indices of each foundation, foundations in mapping order."""
-    mapping = (
-        mfq30(include_catch=True).foundation_of() if foundations is None else dict(foundations)
-    )
+    mapping = _mfq30_foundations() if foundations is None else dict(foundations)
     missing = [int(i) for i in item_ids if int(i) not in mapping]
     if missing:
         raise ValueError(f"foundations has no entry for item id(s) {missing}")
@@ -1399,14 +1412,34 @@ def _counted(
         return None
     point = feats.by_persona.sum(axis=0)  # (G, width)
     point = np.concatenate([point, point.sum(axis=0, keepdims=True)])
-    reps = [
-        np.concatenate([d, d.sum(axis=1, keepdims=True)], axis=1) for d in draws if d is not None
-    ]
+    reps = [_with_total(d) for d in draws if d is not None]
     sums = {
         name: FeatureSums(point=point[:, cols], draws=[d[:, :, cols] for d in reps])
         for name, cols in feats.slices.items()
     }
     return estimate_count_statistics(sums, scale)
+
+
+def _with_total(draws: FloatArray) -> FloatArray:
+    """``(B, G, width)`` draws with the sum over groups appended, as ``(B, G + 1, width)``.
+
+    The result is a view of a ``(width, B, G + 1)`` array: the count statistics take
+    each feature set's columns column by column (``_columns_contiguous`` in the
+    registry), which for a slice of features is then a view, not a second copy.
+    """
+    n_boot, n_groups, width = draws.shape
+    by_column = np.empty((width, n_boot, n_groups + 1))
+    source = draws.transpose(2, 0, 1)  # (width, B, G): written in by_column's order
+    by_column[:, :, :n_groups] = source
+    # Groups added one after another, as draws.sum(axis=1) does (same floats).
+    total = by_column[:, :, n_groups]
+    if n_groups < 2:
+        total[...] = source.sum(axis=2)
+    else:
+        np.add(source[:, :, 0], source[:, :, 1], out=total)
+        for g in range(2, n_groups):
+            np.add(total, source[:, :, g], out=total)
+    return by_column.transpose(1, 2, 0)
 
 
 def _assemble(
@@ -1486,7 +1519,7 @@ def complete_cells(cells: CellRatings) -> tuple[CellRatings, tuple[int, ...]]:
 
 def _default_scale(scale: Sequence[float] | None) -> tuple[float, ...]:
     """The scale's values, ascending (MFQ-30's when None)."""
-    values = mfq30().scale if scale is None else scale
+    values = _mfq30_scale() if scale is None else scale
     grid = tuple(sorted(float(v) for v in values))
     if len(grid) < 2 or len(set(grid)) != len(grid):
         raise ValueError(f"scale must hold at least two distinct values, got {list(values)}")
