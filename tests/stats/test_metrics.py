@@ -473,3 +473,31 @@ def test_rerun_draws_with_count_features_equal_the_plain_rerun_bootstrap(
     assert counted[2] is not None
     np.testing.assert_array_equal(counted[0], plain[0])
     np.testing.assert_array_equal(counted[1], plain[1])
+
+
+def test_segment_sums_equal_a_reduceat_per_column() -> None:
+    # Columns of non-negative integers are summed packed as digits (several per float64,
+    # several words when their bounds do not fit one); the rest one by one. Every column
+    # must hold exactly the floats of a reduceat of its own gathered draws.
+    from persona_collapse.stats.metrics import _segment_sums
+
+    rng = np.random.default_rng(11)
+    n_rows = 50
+    columns = [
+        rng.integers(0, 11, n_rows).astype(np.float64),  # answer counts
+        rng.integers(0, 2, n_rows).astype(np.float64),  # a flag
+        rng.random(n_rows) * 3,  # not integral: summed alone
+        rng.integers(0, 11, n_rows) * 1e12,  # large integers: a second word
+        rng.integers(-5, 5, n_rows).astype(np.float64),  # negative: summed alone
+        rng.integers(0, 11, n_rows) * 2.0**50,  # sums may round: summed alone
+        rng.integers(0, 7, n_rows).astype(np.float64),
+    ]
+    values = np.stack(columns, axis=1)
+    values[3, 2] = np.nan
+    which = rng.integers(0, n_rows, (23, 40)).astype(np.intp)
+    starts = np.array([0, 3, 4, 21], dtype=np.intp)
+    sizes = np.diff(np.r_[starts, which.shape[1]])
+    sums = _segment_sums(values, which, starts, sizes)
+    for col in range(values.shape[1]):
+        expected = np.add.reduceat(values[:, col].take(which), starts, axis=1)
+        np.testing.assert_array_equal(sums[:, :, col], expected)

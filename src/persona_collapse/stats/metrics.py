@@ -680,9 +680,12 @@ def _two_valued_feature_change(
     cell_key = group * per_group + pair_of.ravel() * (n + 1)  # (C,)
     bins = n_boot * feats.n_groups * per_group
     if bins <= max(4 * n_boot * n_cells, 1 << 16):
-        replicate = np.arange(n_boot)[:, None] * (feats.n_groups * per_group)
-        keys = (replicate + cell_key + k_high).ravel()
-        hist = np.bincount(keys, minlength=bins).astype(np.float64)
+        replicate = np.arange(n_boot, dtype=np.intp)[:, None] * (feats.n_groups * per_group)
+        # One (B, C) buffer built in place: no second temporary for the drawn K.
+        keys = np.empty((n_boot, n_cells), dtype=np.intp)
+        np.add(replicate, cell_key, out=keys)
+        keys += k_high
+        hist = np.bincount(keys.ravel(), minlength=bins).astype(np.float64)
         by_row = hist.reshape(n_boot * feats.n_groups, per_group)
         _add_product(total.reshape(n_boot * feats.n_groups, feats.width), by_row, table)
         return
@@ -729,8 +732,59 @@ def _multi_valued_feature_change(
     fixed = np.flatnonzero(constant)
     if len(fixed):
         total[:, keys[:, None], fixed[None, :]] += sizes[:, None] * values[0, fixed][None, :]
-    for col in np.flatnonzero(~constant):  # one column at a time: (B, cells) at most
-        total[:, keys, col] += np.add.reduceat(values[:, col].take(which), starts, axis=1)
+    varying = np.flatnonzero(~constant)
+    if len(varying):
+        sums = _segment_sums(values[:, varying], which, starts, sizes)
+        total[:, keys[:, None], varying[None, :]] += sums
+
+
+def _segment_sums(
+    values: FloatArray,
+    which: NDArray[np.intp],
+    starts: NDArray[np.intp],
+    sizes: NDArray[np.intp],
+) -> FloatArray:
+    """``(B, S, V)`` sums of ``values[which]`` ``(B, C, V)`` over the ``S`` runs of cells
+    starting at ``starts`` (``sizes`` long): per column the floats of
+    ``np.add.reduceat(values[:, v].take(which), starts, axis=1)``.
+
+    Columns of non-negative integers (answer counts, distinct answers, flags) have
+    exact sums whatever the order of the additions, so several are packed as digits
+    into one float64 (while every run's sum stays an exact integer below 2**53) and
+    summed with one gather and one reduceat, then unpacked: fewer passes over the
+    ``(B, C)`` draws. Other columns are summed one at a time, as before.
+    """
+    n_boot, n_cols = which.shape[0], values.shape[1]
+    out = np.empty((n_boot, len(starts), n_cols))
+    longest = int(sizes.max(initial=0))
+    whole = np.all(np.isfinite(values) & (values == np.round(values)) & ~np.signbit(values), axis=0)
+    words: list[list[tuple[int, int]]] = []  # (column, digit base) per packed word
+    span = 1
+    for col in range(n_cols):
+        if not whole[col]:
+            out[:, :, col] = np.add.reduceat(values[:, col].take(which), starts, axis=1)
+            continue
+        # A run's sum of this column is at most its largest value times the run length.
+        bound = int(values[:, col].max()) * longest + 1
+        if bound >= 2**53:  # sums may round: summed alone, in the order above
+            out[:, :, col] = np.add.reduceat(values[:, col].take(which), starts, axis=1)
+            continue
+        if not words or span * bound >= 2**53:
+            words.append([])
+            span = 1
+        words[-1].append((col, span))
+        span *= bound
+    for word in words:
+        packed = np.zeros(len(values))
+        for col, place in word:
+            packed += values[:, col] * float(place)  # exact: integers below 2**53
+        run_sums = np.add.reduceat(packed.take(which), starts, axis=1).astype(np.int64)
+        for j, (col, place) in enumerate(word):
+            digits = run_sums // place
+            if j + 1 < len(word):
+                digits %= word[j + 1][1] // place
+            out[:, :, col] = digits
+    return out
 
 
 def _distinct_codes(codes: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.intp]]:
