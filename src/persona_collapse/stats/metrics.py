@@ -800,9 +800,9 @@ def _distinct_codes(codes: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArra
     present = np.zeros(top, dtype=bool)
     present[codes.ravel()] = True
     distinct = np.flatnonzero(present)
-    lookup = np.empty(top, dtype=np.int32)  # only the entries at codes are read
-    lookup[distinct] = np.arange(len(distinct), dtype=np.int32)
-    return distinct.astype(np.int64), lookup[codes].astype(np.intp)
+    lookup = np.empty(top, dtype=np.intp)  # only the entries at codes are read
+    lookup[distinct] = np.arange(len(distinct), dtype=np.intp)
+    return distinct.astype(np.int64), lookup[codes]
 
 
 # --- bootstrap engines ------------------------------------------------------------------------
@@ -1021,10 +1021,10 @@ def _redraw_scale_counts(
     n_cells = positions.shape[0]
     base = n + 1
     exact32 = n * float(base) ** (n_scale - 1) < 2.0**24
-    digits = (float(base) ** positions.astype(np.float64)).astype(
-        np.float32 if exact32 else np.float64
-    )
-    digits = digits.ravel()
+    # Every resample holds n answers, so the top digit follows from the others: the top
+    # scale point counts 0, which keeps the codes small (no remainder to take later).
+    digits = np.where(positions == n_scale - 1, 0.0, float(base) ** positions.astype(np.float64))
+    digits = digits.astype(np.float32 if exact32 else np.float64).ravel()
     codes = np.empty((n_boot, n_cells), dtype=np.int64)
     offsets = np.arange(n_cells, dtype=np.int32) * n
     scale = np.nextafter(np.float32(n), np.float32(0))
@@ -1047,10 +1047,7 @@ def _redraw_scale_counts(
         digits.take(idx, out=x, mode="clip")
         total = np.add.reduce(x, axis=0)
         codes[lo : lo + b] = total if exact32 else np.rint(total)
-    # Every resample holds n answers, so the top digit follows from the others:
-    # dropping it keeps the codes small.
-    top_digit = base ** (n_scale - 1)
-    distinct, which = _distinct_codes(codes % top_digit)
+    distinct, which = _distinct_codes(codes)
     low_digits = [(distinct // base**k) % base for k in range(n_scale - 1)]
     low_digits.append(base - 1 - np.sum(low_digits, axis=0))
     return np.stack(low_digits, axis=1).astype(np.float64), which
