@@ -851,17 +851,23 @@ def _persona_bootstrap_sums(
     # single-threaded: threaded BLAS on a busy 2-core machine is several times slower.
     rows = max(1, _SMALL_PRODUCT // max(n_p * design.shape[1], 1))
     sums = np.empty((chunk, design.shape[1]))
+    var_buf = np.empty((chunk, n_q))
     for lo in range(0, n_boot, chunk):
         b = min(chunk, n_boot - lo)
         draws = rng.integers(0, n_p, size=(b, n_p))
-        flat = (draws + (np.arange(b) * n_p)[:, None]).ravel()
-        weights = np.bincount(flat, minlength=b * n_p).reshape(b, n_p).astype(np.float64)
+        draws += (np.arange(b) * n_p)[:, None]  # one bin per replicate and persona
+        weights = np.bincount(draws.ravel(), minlength=b * n_p).reshape(b, n_p).astype(np.float64)
         for r in range(0, b, rows):
             np.matmul(weights[r : r + rows], design, out=sums[r : min(r + rows, b)])
         s1, s2, s_sig = sums[:b, :n_q], sums[:b, n_q : 2 * n_q], sums[:b, 2 * n_q :]
-        var = (s2 - s1 * s1 / n_p) / (n_p - 1)
-        sd_mu[lo : lo + b] = np.sqrt(np.maximum(var, 0.0))
-        mean_sig[lo : lo + b] = s_sig / n_p
+        # (s2 - s1 * s1 / n_p) / (n_p - 1), step by step in one buffer (same operations).
+        var = np.multiply(s1, s1, out=var_buf[:b])
+        var /= n_p
+        np.subtract(s2, var, out=var)
+        var /= n_p - 1
+        np.maximum(var, 0.0, out=var)
+        np.sqrt(var, out=sd_mu[lo : lo + b])
+        np.divide(s_sig, n_p, out=mean_sig[lo : lo + b])
         if extra is not None and extra_sums is not None:
             # A separate product, so that the moment columns are computed exactly as
             # without features (same blocks, same rounding).
