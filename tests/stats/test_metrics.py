@@ -501,3 +501,26 @@ def test_segment_sums_equal_a_reduceat_per_column() -> None:
     for col in range(values.shape[1]):
         expected = np.add.reduceat(values[:, col].take(which), starts, axis=1)
         np.testing.assert_array_equal(sums[:, :, col], expected)
+
+
+@pytest.mark.parametrize(
+    "grid", [[0.0, 1, 2, 3, 4, 5], [-2.5, -1.5, -0.5, 0.5], [0.0, 0.5, 1.0, 2.0]]
+)
+def test_scale_positions_find_each_value_or_report_off_scale(grid: list[float]) -> None:
+    # Unit-step scales take a rounded offset instead of a search: same indices, and a
+    # value between or beyond the points (or a near miss) still makes the run off-scale.
+    from persona_collapse.stats.metrics import _scale_positions
+
+    points = np.asarray(grid)
+    rng = np.random.default_rng(2)
+    index = rng.integers(0, len(points), (4, 3, 5))
+    values = points[index]
+    values[0, 0, 3:] = np.nan
+    found = _scale_positions(values, points)
+    assert found is not None
+    expected = np.where(np.isnan(values), -1, index)
+    np.testing.assert_array_equal(found, expected)
+    for off in (points[0] - 1, points[-1] + 1, points[1] + 0.25, np.nextafter(points[1], 9)):
+        bad = values.copy()
+        bad[1, 2, 0] = off
+        assert _scale_positions(bad, points) is None

@@ -526,8 +526,15 @@ CountFeatures = _Features
 def _scale_positions(values: FloatArray, grid: FloatArray) -> NDArray[np.intp] | None:
     """Scale index of each value (-1 for NaN padding); None when a value is off the scale."""
     present = ~np.isnan(values)
-    position = np.searchsorted(grid, np.where(present, values, grid[0]))
-    clipped = np.minimum(position, len(grid) - 1)
+    filled = np.where(present, values, grid[0])
+    last = len(grid) - 1
+    if np.array_equal(grid, grid[0] + np.arange(len(grid))):
+        # Unit steps (MFQ-30's 0..5): the index is the rounded offset from the first
+        # point, checked against the grid below as a search's would be; a binary
+        # search per value costs several times more.
+        clipped = np.clip(np.rint(filled - grid[0]), 0, last).astype(np.intp)
+    else:
+        clipped = np.minimum(np.searchsorted(grid, filled), last)
     on_scale = grid[clipped] == values
     if np.any(present & ~on_scale):
         return None
@@ -605,6 +612,8 @@ def _make_features(
     for g in range(len(groups)):
         by_persona[:, g] = cells[:, group_of_item == g].sum(axis=1)
     linear_cols = np.asarray(linear, dtype=np.intp)
+    linear_mask = np.zeros(start, dtype=bool)  # a mask, not np.isin (which sorts)
+    linear_mask[linear_cols] = True
     return _Features(
         sets=sets,
         slices=slices,
@@ -617,7 +626,7 @@ def _make_features(
         n_scale=n_scale,
         linear_cols=linear_cols,
         linear_map=np.concatenate(maps, axis=1) if maps else np.empty((n_scale, 0)),
-        other_cols=np.flatnonzero(~np.isin(np.arange(start), linear_cols)).astype(np.intp),
+        other_cols=np.flatnonzero(~linear_mask).astype(np.intp),
         grid=grid,
     )
 
