@@ -524,3 +524,16 @@ def test_scale_positions_find_each_value_or_report_off_scale(grid: list[float]) 
         bad = values.copy()
         bad[1, 2, 0] = off
         assert _scale_positions(bad, points) is None
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.uint64, np.float64])
+def test_cell_ratings_same_cells_for_any_integer_id_type(dtype: type) -> None:
+    # Small non-negative ids are indexed by a presence count (uint64 by a scatter, which
+    # bincount does not take); every id type must give the same cells.
+    persona_ids, item_ids, ratings = columns(ROWS)
+    expected = cell_ratings(persona_ids, item_ids, ratings)
+    got = cell_ratings(persona_ids.astype(dtype), item_ids.astype(dtype), ratings)
+    np.testing.assert_array_equal(got.values, expected.values)
+    np.testing.assert_array_equal(got.counts, expected.counts)
+    np.testing.assert_array_equal(got.persona_ids, expected.persona_ids)
+    np.testing.assert_array_equal(got.item_ids, expected.item_ids)

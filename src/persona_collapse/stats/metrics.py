@@ -371,10 +371,11 @@ def cell_ratings(
     if rat.dtype.kind == "f":
         valid &= np.isfinite(rat)
     cell_type = np.int32 if n_p * n_q < 2**31 else np.int64
-    cell = p_idx[valid].astype(cell_type)
+    every = bool(valid.all())  # then no masked copies
+    cell = (p_idx if every else p_idx[valid]).astype(cell_type)
     del p_idx
     cell *= n_q
-    cell += q_idx[valid]
+    np.add(cell, q_idx if every else q_idx[valid], out=cell)
     del q_idx
     counts = np.bincount(cell, minlength=n_p * n_q)
     width = max(int(counts.max(initial=0)), 1)
@@ -385,7 +386,14 @@ def cell_ratings(
     position = np.arange(len(cell_sorted), dtype=cell_type)
     np.subtract(position, starts[cell_sorted], out=position)
     values = np.full((n_p * n_q, width), np.nan)
-    values[cell_sorted, position] = rat[valid][order]
+    # One flat index instead of a (cell, position) pair: a 1-D scatter is about twice
+    # as fast (numpy would make both index arrays intp anyway).
+    flat = cell_sorted.astype(np.intp)
+    del cell_sorted
+    flat *= width
+    np.add(flat, position, out=flat)
+    del position
+    values.reshape(-1)[flat] = (rat if every else rat[valid])[order]
     return CellRatings(
         values=values.reshape(n_p, n_q, width),
         counts=counts.reshape(n_p, n_q).astype(np.int64),
@@ -410,12 +418,15 @@ def _dense_index(ids: NDArray[Any]) -> tuple[IntArray, NDArray[np.intp]]:
     if ids.dtype.kind in "iu" and len(ids):
         low, high = int(ids.min()), int(ids.max())
         if low >= 0 and high < 4 * len(ids) + 1024:
-            present = np.zeros(high + 1, dtype=bool)
-            present[ids] = True
+            if ids.dtype != np.uint64:  # bincount takes what casts safely to int64
+                present = np.bincount(ids, minlength=high + 1) > 0  # faster than a scatter
+            else:
+                present = np.zeros(high + 1, dtype=bool)
+                present[ids] = True
             distinct = np.flatnonzero(present)
             lookup = np.cumsum(present, dtype=np.int64) - 1
             small = np.int32 if len(distinct) < 2**31 else np.int64
-            return distinct.astype(np.int64), lookup.astype(small)[ids]
+            return distinct.astype(np.int64), np.take(lookup.astype(small), ids)
     distinct, inverse = np.unique(ids.astype(np.int64, copy=False), return_inverse=True)
     return distinct, inverse
 
