@@ -1540,14 +1540,21 @@ def _assemble(
     **extra: Any,
 ) -> RunMetrics:
     counted = _counted(feats, feature_draws, scale)
+    # The replicate columns put in foundation order once, so that each foundation's
+    # are a slice (a view) instead of a gathered copy per foundation and array.
+    order = np.concatenate([np.empty(0, dtype=np.intp), *groups.values()])
+    grouped = [(sd[:, order], sg[:, order]) for sd, sg in boots]
     per_foundation = {}
+    start = 0
     for g, (name, cols) in enumerate(groups.items()):
+        span = slice(start, start + len(cols))
+        start += len(cols)
         per_foundation[name] = FoundationMetrics(
             items=tuple(int(i) for i in item_ids[cols]),
             estimates=estimate_statistics(
                 mu[:, cols],
                 sigma[:, cols],
-                [(sd[:, cols], sg[:, cols]) for sd, sg in boots],
+                [(sd[:, span], sg[:, span]) for sd, sg in grouped],
                 counted=None if counted is None else counted[g],
             ),
         )
