@@ -822,7 +822,7 @@ def _distinct_codes(codes: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArra
     distinct = np.flatnonzero(present)
     lookup = np.empty(top, dtype=np.intp)  # only the entries at codes are read
     lookup[distinct] = np.arange(len(distinct), dtype=np.intp)
-    return distinct.astype(np.int64), lookup[codes]
+    return distinct.astype(np.int64), lookup.take(codes)  # take: faster than indexing
 
 
 # --- bootstrap engines ------------------------------------------------------------------------
