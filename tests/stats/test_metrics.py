@@ -473,3 +473,67 @@ def test_rerun_draws_with_count_features_equal_the_plain_rerun_bootstrap(
     assert counted[2] is not None
     np.testing.assert_array_equal(counted[0], plain[0])
     np.testing.assert_array_equal(counted[1], plain[1])
+
+
+def test_segment_sums_equal_a_reduceat_per_column() -> None:
+    # Columns of non-negative integers are summed packed as digits (several per float64,
+    # several words when their bounds do not fit one); the rest one by one. Every column
+    # must hold exactly the floats of a reduceat of its own gathered draws.
+    from persona_collapse.stats.metrics import _segment_sums
+
+    rng = np.random.default_rng(11)
+    n_rows = 50
+    columns = [
+        rng.integers(0, 11, n_rows).astype(np.float64),  # answer counts
+        rng.integers(0, 2, n_rows).astype(np.float64),  # a flag
+        rng.random(n_rows) * 3,  # not integral: summed alone
+        rng.integers(0, 11, n_rows) * 1e12,  # large integers: a second word
+        rng.integers(-5, 5, n_rows).astype(np.float64),  # negative: summed alone
+        rng.integers(0, 11, n_rows) * 2.0**50,  # sums may round: summed alone
+        rng.integers(0, 7, n_rows).astype(np.float64),
+    ]
+    values = np.stack(columns, axis=1)
+    values[3, 2] = np.nan
+    which = rng.integers(0, n_rows, (23, 40)).astype(np.intp)
+    starts = np.array([0, 3, 4, 21], dtype=np.intp)
+    sizes = np.diff(np.r_[starts, which.shape[1]])
+    sums = _segment_sums(values, which, starts, sizes)
+    for col in range(values.shape[1]):
+        expected = np.add.reduceat(values[:, col].take(which), starts, axis=1)
+        np.testing.assert_array_equal(sums[:, :, col], expected)
+
+
+@pytest.mark.parametrize(
+    "grid", [[0.0, 1, 2, 3, 4, 5], [-2.5, -1.5, -0.5, 0.5], [0.0, 0.5, 1.0, 2.0]]
+)
+def test_scale_positions_find_each_value_or_report_off_scale(grid: list[float]) -> None:
+    # Unit-step scales take a rounded offset instead of a search: same indices, and a
+    # value between or beyond the points (or a near miss) still makes the run off-scale.
+    from persona_collapse.stats.metrics import _scale_positions
+
+    points = np.asarray(grid)
+    rng = np.random.default_rng(2)
+    index = rng.integers(0, len(points), (4, 3, 5))
+    values = points[index]
+    values[0, 0, 3:] = np.nan
+    found = _scale_positions(values, points)
+    assert found is not None
+    expected = np.where(np.isnan(values), -1, index)
+    np.testing.assert_array_equal(found, expected)
+    for off in (points[0] - 1, points[-1] + 1, points[1] + 0.25, np.nextafter(points[1], 9)):
+        bad = values.copy()
+        bad[1, 2, 0] = off
+        assert _scale_positions(bad, points) is None
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.uint64, np.float64])
+def test_cell_ratings_same_cells_for_any_integer_id_type(dtype: type) -> None:
+    # Small non-negative ids are indexed by a presence count (uint64 by a scatter, which
+    # bincount does not take); every id type must give the same cells.
+    persona_ids, item_ids, ratings = columns(ROWS)
+    expected = cell_ratings(persona_ids, item_ids, ratings)
+    got = cell_ratings(persona_ids.astype(dtype), item_ids.astype(dtype), ratings)
+    np.testing.assert_array_equal(got.values, expected.values)
+    np.testing.assert_array_equal(got.counts, expected.counts)
+    np.testing.assert_array_equal(got.persona_ids, expected.persona_ids)
+    np.testing.assert_array_equal(got.item_ids, expected.item_ids)

@@ -23,10 +23,12 @@ runs, 2000 + 400 draws, per-foundation values) takes well under a second.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -300,13 +302,24 @@ def resolve_rng(rng: np.random.Generator | int | None) -> tuple[np.random.Genera
     return np.random.default_rng(seed), seed
 
 
+@functools.cache
+def _mfq30_foundations() -> Mapping[int, str]:
+    """MFQ-30's item -> foundation map (catch items included), built once per process:
+    building the instrument costs more than grouping a run's items (read-only view)."""
+    return MappingProxyType(mfq30(include_catch=True).foundation_of())
+
+
+@functools.cache
+def _mfq30_scale() -> tuple[int, ...]:
+    """MFQ-30's scale values (see :func:`_mfq30_foundations`)."""
+    return mfq30().scale
+
+
 def _foundation_groups(
     item_ids: IntArray, foundations: Mapping[int, str] | None
 ) -> dict[str, NDArray[np.intp]]:
     """Column indices of each foundation, foundations in mapping order."""
-    mapping = (
-        mfq30(include_catch=True).foundation_of() if foundations is None else dict(foundations)
-    )
+    mapping = _mfq30_foundations() if foundations is None else dict(foundations)
     missing = [int(i) for i in item_ids if int(i) not in mapping]
     if missing:
         raise ValueError(f"foundations has no entry for item id(s) {missing}")
@@ -358,10 +371,11 @@ def cell_ratings(
     if rat.dtype.kind == "f":
         valid &= np.isfinite(rat)
     cell_type = np.int32 if n_p * n_q < 2**31 else np.int64
-    cell = p_idx[valid].astype(cell_type)
+    every = bool(valid.all())  # then no masked copies
+    cell = (p_idx if every else p_idx[valid]).astype(cell_type)
     del p_idx
     cell *= n_q
-    cell += q_idx[valid]
+    np.add(cell, q_idx if every else q_idx[valid], out=cell)
     del q_idx
     counts = np.bincount(cell, minlength=n_p * n_q)
     width = max(int(counts.max(initial=0)), 1)
@@ -372,7 +386,14 @@ def cell_ratings(
     position = np.arange(len(cell_sorted), dtype=cell_type)
     np.subtract(position, starts[cell_sorted], out=position)
     values = np.full((n_p * n_q, width), np.nan)
-    values[cell_sorted, position] = rat[valid][order]
+    # One flat index instead of a (cell, position) pair: a 1-D scatter is about twice
+    # as fast (numpy would make both index arrays intp anyway).
+    flat = cell_sorted.astype(np.intp)
+    del cell_sorted
+    flat *= width
+    np.add(flat, position, out=flat)
+    del position
+    values.reshape(-1)[flat] = (rat if every else rat[valid])[order]
     return CellRatings(
         values=values.reshape(n_p, n_q, width),
         counts=counts.reshape(n_p, n_q).astype(np.int64),
@@ -397,12 +418,15 @@ def _dense_index(ids: NDArray[Any]) -> tuple[IntArray, NDArray[np.intp]]:
     if ids.dtype.kind in "iu" and len(ids):
         low, high = int(ids.min()), int(ids.max())
         if low >= 0 and high < 4 * len(ids) + 1024:
-            present = np.zeros(high + 1, dtype=bool)
-            present[ids] = True
+            if ids.dtype != np.uint64:  # bincount takes what casts safely to int64
+                present = np.bincount(ids, minlength=high + 1) > 0  # faster than a scatter
+            else:
+                present = np.zeros(high + 1, dtype=bool)
+                present[ids] = True
             distinct = np.flatnonzero(present)
             lookup = np.cumsum(present, dtype=np.int64) - 1
             small = np.int32 if len(distinct) < 2**31 else np.int64
-            return distinct.astype(np.int64), lookup.astype(small)[ids]
+            return distinct.astype(np.int64), np.take(lookup.astype(small), ids)
     distinct, inverse = np.unique(ids.astype(np.int64, copy=False), return_inverse=True)
     return distinct, inverse
 
@@ -513,8 +537,15 @@ CountFeatures = _Features
 def _scale_positions(values: FloatArray, grid: FloatArray) -> NDArray[np.intp] | None:
     """Scale index of each value (-1 for NaN padding); None when a value is off the scale."""
     present = ~np.isnan(values)
-    position = np.searchsorted(grid, np.where(present, values, grid[0]))
-    clipped = np.minimum(position, len(grid) - 1)
+    filled = np.where(present, values, grid[0])
+    last = len(grid) - 1
+    if np.array_equal(grid, grid[0] + np.arange(len(grid))):
+        # Unit steps (MFQ-30's 0..5): the index is the rounded offset from the first
+        # point, checked against the grid below as a search's would be; a binary
+        # search per value costs several times more.
+        clipped = np.clip(np.rint(filled - grid[0]), 0, last).astype(np.intp)
+    else:
+        clipped = np.minimum(np.searchsorted(grid, filled), last)
     on_scale = grid[clipped] == values
     if np.any(present & ~on_scale):
         return None
@@ -592,6 +623,8 @@ def _make_features(
     for g in range(len(groups)):
         by_persona[:, g] = cells[:, group_of_item == g].sum(axis=1)
     linear_cols = np.asarray(linear, dtype=np.intp)
+    linear_mask = np.zeros(start, dtype=bool)  # a mask, not np.isin (which sorts)
+    linear_mask[linear_cols] = True
     return _Features(
         sets=sets,
         slices=slices,
@@ -604,7 +637,7 @@ def _make_features(
         n_scale=n_scale,
         linear_cols=linear_cols,
         linear_map=np.concatenate(maps, axis=1) if maps else np.empty((n_scale, 0)),
-        other_cols=np.flatnonzero(~np.isin(np.arange(start), linear_cols)).astype(np.intp),
+        other_cols=np.flatnonzero(~linear_mask).astype(np.intp),
         grid=grid,
     )
 
@@ -667,9 +700,12 @@ def _two_valued_feature_change(
     cell_key = group * per_group + pair_of.ravel() * (n + 1)  # (C,)
     bins = n_boot * feats.n_groups * per_group
     if bins <= max(4 * n_boot * n_cells, 1 << 16):
-        replicate = np.arange(n_boot)[:, None] * (feats.n_groups * per_group)
-        keys = (replicate + cell_key + k_high).ravel()
-        hist = np.bincount(keys, minlength=bins).astype(np.float64)
+        replicate = np.arange(n_boot, dtype=np.intp)[:, None] * (feats.n_groups * per_group)
+        # One (B, C) buffer built in place: no second temporary for the drawn K.
+        keys = np.empty((n_boot, n_cells), dtype=np.intp)
+        np.add(replicate, cell_key, out=keys)
+        keys += k_high
+        hist = np.bincount(keys.ravel(), minlength=bins).astype(np.float64)
         by_row = hist.reshape(n_boot * feats.n_groups, per_group)
         _add_product(total.reshape(n_boot * feats.n_groups, feats.width), by_row, table)
         return
@@ -716,8 +752,59 @@ def _multi_valued_feature_change(
     fixed = np.flatnonzero(constant)
     if len(fixed):
         total[:, keys[:, None], fixed[None, :]] += sizes[:, None] * values[0, fixed][None, :]
-    for col in np.flatnonzero(~constant):  # one column at a time: (B, cells) at most
-        total[:, keys, col] += np.add.reduceat(values[:, col].take(which), starts, axis=1)
+    varying = np.flatnonzero(~constant)
+    if len(varying):
+        sums = _segment_sums(values[:, varying], which, starts, sizes)
+        total[:, keys[:, None], varying[None, :]] += sums
+
+
+def _segment_sums(
+    values: FloatArray,
+    which: NDArray[np.intp],
+    starts: NDArray[np.intp],
+    sizes: NDArray[np.intp],
+) -> FloatArray:
+    """``(B, S, V)`` sums of ``values[which]`` ``(B, C, V)`` over the ``S`` runs of cells
+    starting at ``starts`` (``sizes`` long): per column the floats of
+    ``np.add.reduceat(values[:, v].take(which), starts, axis=1)``.
+
+    Columns of non-negative integers (answer counts, distinct answers, flags) have
+    exact sums whatever the order of the additions, so several are packed as digits
+    into one float64 (while every run's sum stays an exact integer below 2**53) and
+    summed with one gather and one reduceat, then unpacked: fewer passes over the
+    ``(B, C)`` draws. Other columns are summed one at a time, as before.
+    """
+    n_boot, n_cols = which.shape[0], values.shape[1]
+    out = np.empty((n_boot, len(starts), n_cols))
+    longest = int(sizes.max(initial=0))
+    whole = np.all(np.isfinite(values) & (values == np.round(values)) & ~np.signbit(values), axis=0)
+    words: list[list[tuple[int, int]]] = []  # (column, digit base) per packed word
+    span = 1
+    for col in range(n_cols):
+        if not whole[col]:
+            out[:, :, col] = np.add.reduceat(values[:, col].take(which), starts, axis=1)
+            continue
+        # A run's sum of this column is at most its largest value times the run length.
+        bound = int(values[:, col].max()) * longest + 1
+        if bound >= 2**53:  # sums may round: summed alone, in the order above
+            out[:, :, col] = np.add.reduceat(values[:, col].take(which), starts, axis=1)
+            continue
+        if not words or span * bound >= 2**53:
+            words.append([])
+            span = 1
+        words[-1].append((col, span))
+        span *= bound
+    for word in words:
+        packed = np.zeros(len(values))
+        for col, place in word:
+            packed += values[:, col] * float(place)  # exact: integers below 2**53
+        run_sums = np.add.reduceat(packed.take(which), starts, axis=1).astype(np.int64)
+        for j, (col, place) in enumerate(word):
+            digits = run_sums // place
+            if j + 1 < len(word):
+                digits %= word[j + 1][1] // place
+            out[:, :, col] = digits
+    return out
 
 
 def _distinct_codes(codes: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.intp]]:
@@ -733,9 +820,9 @@ def _distinct_codes(codes: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArra
     present = np.zeros(top, dtype=bool)
     present[codes.ravel()] = True
     distinct = np.flatnonzero(present)
-    lookup = np.empty(top, dtype=np.int32)  # only the entries at codes are read
-    lookup[distinct] = np.arange(len(distinct), dtype=np.int32)
-    return distinct.astype(np.int64), lookup[codes].astype(np.intp)
+    lookup = np.empty(top, dtype=np.intp)  # only the entries at codes are read
+    lookup[distinct] = np.arange(len(distinct), dtype=np.intp)
+    return distinct.astype(np.int64), lookup.take(codes)  # take: faster than indexing
 
 
 # --- bootstrap engines ------------------------------------------------------------------------
@@ -784,17 +871,23 @@ def _persona_bootstrap_sums(
     # single-threaded: threaded BLAS on a busy 2-core machine is several times slower.
     rows = max(1, _SMALL_PRODUCT // max(n_p * design.shape[1], 1))
     sums = np.empty((chunk, design.shape[1]))
+    var_buf = np.empty((chunk, n_q))
     for lo in range(0, n_boot, chunk):
         b = min(chunk, n_boot - lo)
         draws = rng.integers(0, n_p, size=(b, n_p))
-        flat = (draws + (np.arange(b) * n_p)[:, None]).ravel()
-        weights = np.bincount(flat, minlength=b * n_p).reshape(b, n_p).astype(np.float64)
+        draws += (np.arange(b) * n_p)[:, None]  # one bin per replicate and persona
+        weights = np.bincount(draws.ravel(), minlength=b * n_p).reshape(b, n_p).astype(np.float64)
         for r in range(0, b, rows):
             np.matmul(weights[r : r + rows], design, out=sums[r : min(r + rows, b)])
         s1, s2, s_sig = sums[:b, :n_q], sums[:b, n_q : 2 * n_q], sums[:b, 2 * n_q :]
-        var = (s2 - s1 * s1 / n_p) / (n_p - 1)
-        sd_mu[lo : lo + b] = np.sqrt(np.maximum(var, 0.0))
-        mean_sig[lo : lo + b] = s_sig / n_p
+        # (s2 - s1 * s1 / n_p) / (n_p - 1), step by step in one buffer (same operations).
+        var = np.multiply(s1, s1, out=var_buf[:b])
+        var /= n_p
+        np.subtract(s2, var, out=var)
+        var /= n_p - 1
+        np.maximum(var, 0.0, out=var)
+        np.sqrt(var, out=sd_mu[lo : lo + b])
+        np.divide(s_sig, n_p, out=mean_sig[lo : lo + b])
         if extra is not None and extra_sums is not None:
             # A separate product, so that the moment columns are computed exactly as
             # without features (same blocks, same rounding).
@@ -954,10 +1047,10 @@ def _redraw_scale_counts(
     n_cells = positions.shape[0]
     base = n + 1
     exact32 = n * float(base) ** (n_scale - 1) < 2.0**24
-    digits = (float(base) ** positions.astype(np.float64)).astype(
-        np.float32 if exact32 else np.float64
-    )
-    digits = digits.ravel()
+    # Every resample holds n answers, so the top digit follows from the others: the top
+    # scale point counts 0, which keeps the codes small (no remainder to take later).
+    digits = np.where(positions == n_scale - 1, 0.0, float(base) ** positions.astype(np.float64))
+    digits = digits.astype(np.float32 if exact32 else np.float64).ravel()
     codes = np.empty((n_boot, n_cells), dtype=np.int64)
     offsets = np.arange(n_cells, dtype=np.int32) * n
     scale = np.nextafter(np.float32(n), np.float32(0))
@@ -980,10 +1073,7 @@ def _redraw_scale_counts(
         digits.take(idx, out=x, mode="clip")
         total = np.add.reduce(x, axis=0)
         codes[lo : lo + b] = total if exact32 else np.rint(total)
-    # Every resample holds n answers, so the top digit follows from the others:
-    # dropping it keeps the codes small.
-    top_digit = base ** (n_scale - 1)
-    distinct, which = _distinct_codes(codes % top_digit)
+    distinct, which = _distinct_codes(codes)
     low_digits = [(distinct // base**k) % base for k in range(n_scale - 1)]
     low_digits.append(base - 1 - np.sum(low_digits, axis=0))
     return np.stack(low_digits, axis=1).astype(np.float64), which
@@ -1156,11 +1246,19 @@ def _rerun_bootstrap_features(
     n_p, n_q = mu.shape
     counts = cells.counts
     values = cells.values
-    # fmin/fmax skip NaN padding as nanmin/nanmax do, without their masked copies.
-    low = np.fmin.reduce(values, axis=2)
-    high = np.fmax.reduce(values, axis=2)
-    n_low = np.sum(values == low[..., None], axis=2)
-    n_high = np.sum(values == high[..., None], axis=2)
+    # fmin/fmax skip NaN padding as nanmin/nanmax do, without their masked copies. One
+    # (P, Q) pass per rating slot (the same fmin/fmax sequence as a reduction over the
+    # slots, exact counts) is faster than reductions over the short last axis.
+    slots = np.moveaxis(values, 2, 0)
+    low, high = slots[0].copy(), slots[0].copy()
+    for slot in slots[1:]:
+        np.fmin(low, slot, out=low)
+        np.fmax(high, slot, out=high)
+    n_low = np.zeros((n_p, n_q), dtype=np.int64)
+    n_high = np.zeros((n_p, n_q), dtype=np.int64)
+    for slot in slots:
+        n_low += slot == low
+        n_high += slot == high
     varying = (counts >= 2) & (high > low)
     two_valued = n_low + n_high == counts
     centre = mu.mean(axis=0)
@@ -1399,14 +1497,34 @@ def _counted(
         return None
     point = feats.by_persona.sum(axis=0)  # (G, width)
     point = np.concatenate([point, point.sum(axis=0, keepdims=True)])
-    reps = [
-        np.concatenate([d, d.sum(axis=1, keepdims=True)], axis=1) for d in draws if d is not None
-    ]
+    reps = [_with_total(d) for d in draws if d is not None]
     sums = {
         name: FeatureSums(point=point[:, cols], draws=[d[:, :, cols] for d in reps])
         for name, cols in feats.slices.items()
     }
     return estimate_count_statistics(sums, scale)
+
+
+def _with_total(draws: FloatArray) -> FloatArray:
+    """``(B, G, width)`` draws with the sum over groups appended, as ``(B, G + 1, width)``.
+
+    The result is a view of a ``(width, B, G + 1)`` array: the count statistics take
+    each feature set's columns column by column (``_columns_contiguous`` in the
+    registry), which for a slice of features is then a view, not a second copy.
+    """
+    n_boot, n_groups, width = draws.shape
+    by_column = np.empty((width, n_boot, n_groups + 1))
+    source = draws.transpose(2, 0, 1)  # (width, B, G): written in by_column's order
+    by_column[:, :, :n_groups] = source
+    # Groups added one after another, as draws.sum(axis=1) does (same floats).
+    total = by_column[:, :, n_groups]
+    if n_groups < 2:
+        total[...] = source.sum(axis=2)
+    else:
+        np.add(source[:, :, 0], source[:, :, 1], out=total)
+        for g in range(2, n_groups):
+            np.add(total, source[:, :, g], out=total)
+    return by_column.transpose(1, 2, 0)
 
 
 def _assemble(
@@ -1422,14 +1540,21 @@ def _assemble(
     **extra: Any,
 ) -> RunMetrics:
     counted = _counted(feats, feature_draws, scale)
+    # The replicate columns put in foundation order once, so that each foundation's
+    # are a slice (a view) instead of a gathered copy per foundation and array.
+    order = np.concatenate([np.empty(0, dtype=np.intp), *groups.values()])
+    grouped = [(sd[:, order], sg[:, order]) for sd, sg in boots]
     per_foundation = {}
+    start = 0
     for g, (name, cols) in enumerate(groups.items()):
+        span = slice(start, start + len(cols))
+        start += len(cols)
         per_foundation[name] = FoundationMetrics(
             items=tuple(int(i) for i in item_ids[cols]),
             estimates=estimate_statistics(
                 mu[:, cols],
                 sigma[:, cols],
-                [(sd[:, cols], sg[:, cols]) for sd, sg in boots],
+                [(sd[:, span], sg[:, span]) for sd, sg in grouped],
                 counted=None if counted is None else counted[g],
             ),
         )
@@ -1486,7 +1611,7 @@ def complete_cells(cells: CellRatings) -> tuple[CellRatings, tuple[int, ...]]:
 
 def _default_scale(scale: Sequence[float] | None) -> tuple[float, ...]:
     """The scale's values, ascending (MFQ-30's when None)."""
-    values = mfq30().scale if scale is None else scale
+    values = _mfq30_scale() if scale is None else scale
     grid = tuple(sorted(float(v) for v in values))
     if len(grid) < 2 or len(set(grid)) != len(grid):
         raise ValueError(f"scale must hold at least two distinct values, got {list(values)}")
