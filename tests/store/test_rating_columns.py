@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,21 +116,28 @@ def test_bad_input_gives_the_frame_readers_error(
     assert info.value.line == line
 
 
-def test_well_formed_files_are_read_without_pandas(tmp_path: Path) -> None:
-    paths = [
-        write(tmp_path, GOOD_INPUTS[name], f"{i}.csv")
-        for i, name in enumerate(("multiline", "crlf and bom", "self", "exact repeats"))
-    ]
+def _read_in_a_fresh_process(paths: list[Path], value: str) -> tuple[list[Any], bool, bool]:
+    """``value`` (an expression of ``columns``) for each file read by read_rating_columns in
+    a new interpreter, and whether pandas and pyarrow were loaded there."""
     code = (
         "import json, sys\n"
         "from persona_collapse.store.reference_csv import read_rating_columns\n"
-        "rows = [len(read_rating_columns(p)) for p in sys.argv[1:]]\n"
+        f"rows = [{value} for columns in map(read_rating_columns, sys.argv[1:])]\n"
         "print(json.dumps([rows, 'pandas' in sys.modules, 'pyarrow' in sys.modules]))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, *map(str, paths)], check=True, capture_output=True, text=True
     )
     rows, pandas_loaded, pyarrow_loaded = json.loads(out.stdout)
+    return rows, pandas_loaded, pyarrow_loaded
+
+
+def test_well_formed_files_are_read_without_pandas(tmp_path: Path) -> None:
+    paths = [
+        write(tmp_path, GOOD_INPUTS[name], f"{i}.csv")
+        for i, name in enumerate(("multiline", "crlf and bom", "self", "exact repeats"))
+    ]
+    rows, pandas_loaded, pyarrow_loaded = _read_in_a_fresh_process(paths, "len(columns)")
     assert rows == [4, 4, 3, 3]
     assert not pandas_loaded
     assert not pyarrow_loaded
@@ -144,16 +152,7 @@ def test_replies_with_odd_characters_are_read_without_pandas(tmp_path: Path) -> 
         "export names crlf",
     )
     paths = [write(tmp_path, GOOD_INPUTS[name], f"{i}.csv") for i, name in enumerate(names)]
-    code = (
-        "import json, sys\n"
-        "from persona_collapse.store.reference_csv import read_rating_columns\n"
-        "rows = [read_rating_columns(p).rating.tolist() for p in sys.argv[1:]]\n"
-        "print(json.dumps([rows, 'pandas' in sys.modules]))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, *map(str, paths)], check=True, capture_output=True, text=True
-    )
-    rows, pandas_loaded = json.loads(out.stdout)
+    rows, pandas_loaded, _ = _read_in_a_fresh_process(paths, "columns.rating.tolist()")
     many = [q % 6 for _ in range(9) for q in range(1, 31)]
     assert rows == [[4, 3], [4, 3], [-1, 0], many, [2, -1]]
     assert not pandas_loaded

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -934,6 +934,42 @@ class _Redrawn:
     which: NDArray[np.intp] | None = None
 
 
+def _resample_indices(
+    n_cells: int, n: int, n_boot: int, rng: np.random.Generator
+) -> Iterator[tuple[int, int, NDArray[np.int32]]]:
+    """Indices of ``n_boot`` with-replacement resamples of ``n`` values from each of
+    ``n_cells`` rows (row ``c`` holds flat indices ``c * n .. c * n + n - 1``).
+
+    Yields:
+        ``(start, size, idx)`` per chunk of replicates: ``idx`` ``(n, size, n_cells)``
+        int32, laid out so the sum over a resample is a reduction over the outer axis
+        (``n`` contiguous vector adds). Its buffer is reused by the next chunk.
+
+    Draws are float32 uniforms ``u < 1`` in this layout, chunk after chunk; the index
+    is ``floor(u * n')`` with ``n'`` the float32 just below ``n``: ``u * n`` would round
+    up to ``n`` for ``u`` near 1, ``u * n'`` never does. Every caller that resamples
+    rows gets the same resamples from the same generator state.
+    """
+    offsets = np.arange(n_cells, dtype=np.int32) * n
+    scale = np.nextafter(np.float32(n), np.float32(0))
+    chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // (n_cells * n)))
+    # Buffers reused across chunks: fresh large arrays would page-fault every time.
+    size = n * chunk * n_cells
+    u_buf = np.empty(size, dtype=np.float32)
+    idx_buf = np.empty(size, dtype=np.int32)
+    for lo in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - lo)
+        shape = (n, b, n_cells)
+        used = n * b * n_cells
+        u = u_buf[:used].reshape(shape)
+        idx = idx_buf[:used].reshape(shape)
+        rng.random(out=u, dtype=np.float32)
+        u *= scale
+        idx[...] = u
+        idx += offsets
+        yield lo, b, idx
+
+
 def _resample(
     table: FloatArray,
     positions: NDArray[np.intp] | None,
@@ -969,8 +1005,6 @@ def _resample(
     dtype = np.float32 if packed and bound < 2.0**24 else np.float64
     codes = (shifted * shifted * base + shifted if packed else shifted).astype(dtype).ravel()
     squares = None if packed else (shifted * shifted).astype(dtype).ravel()
-    offsets = np.arange(n_cells, dtype=np.int32) * n
-    scale = np.nextafter(np.float32(n), np.float32(0))
     s1 = np.empty((n_boot, n_cells))
     s2 = np.empty((n_boot, n_cells))
     scale_codes = counts = digits = None
@@ -980,27 +1014,11 @@ def _resample(
             scale_codes = np.empty((n_boot, n_cells))
         else:
             counts = np.empty((n_boot, n_cells, n_scale))
-    chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // (n_cells * n)))
-    # Buffers reused across chunks: fresh large arrays would page-fault every time.
-    # Draws are laid out (n, B, C) so the sum over a resample is a reduction over
-    # the outer axis, i.e. n contiguous vector adds.
-    size = n * chunk * n_cells
-    u_buf = np.empty(size, dtype=np.float32)
-    idx_buf = np.empty(size, dtype=np.int32)
-    x_buf = np.empty(size, dtype=dtype)
-    for lo in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - lo)
-        shape = (n, b, n_cells)
-        used = n * b * n_cells
-        u = u_buf[:used].reshape(shape)
-        idx = idx_buf[:used].reshape(shape)
-        x = x_buf[:used].reshape(shape)
-        # Index floor(u * n') from float32 uniforms u < 1, with n' the float32 just
-        # below n: u * n would round up to n for u near 1, u * n' never does.
-        rng.random(out=u, dtype=np.float32)
-        u *= scale
-        idx[...] = u
-        idx += offsets
+    x_buf = None
+    for lo, b, idx in _resample_indices(n_cells, n, n_boot, rng):
+        if x_buf is None:  # the first chunk is the largest
+            x_buf = np.empty(idx.size, dtype=dtype)
+        x = x_buf[: idx.size].reshape(idx.shape)
         codes.take(idx, out=x, mode="clip")  # indices are in range; "clip" avoids a copy
         total = np.add.reduce(x, axis=0).astype(np.float64)
         if squares is None:  # packed codes
@@ -1031,7 +1049,7 @@ def _redraw_scale_counts(
 ) -> tuple[FloatArray, NDArray[np.intp]]:
     """Scale counts of ``n_boot`` with-replacement resamples of each row of ``positions``.
 
-    The same uniforms as :func:`_resample` (same chunks, same order), so the same
+    The indices of :func:`_resample_indices`, as :func:`_resample` draws them, so the same
     resamples; only the scale counts are summed, as digits ``(n + 1)**position``
     (float32 while the codes stay below 2**24), and returned as the distinct count
     vectors and each resample's index among them. Every statistic of a resampled
@@ -1052,24 +1070,11 @@ def _redraw_scale_counts(
     digits = np.where(positions == n_scale - 1, 0.0, float(base) ** positions.astype(np.float64))
     digits = digits.astype(np.float32 if exact32 else np.float64).ravel()
     codes = np.empty((n_boot, n_cells), dtype=np.int64)
-    offsets = np.arange(n_cells, dtype=np.int32) * n
-    scale = np.nextafter(np.float32(n), np.float32(0))
-    chunk = min(n_boot, max(1, _CHUNK_ELEMENTS // (n_cells * n)))
-    size = n * chunk * n_cells
-    u_buf = np.empty(size, dtype=np.float32)
-    idx_buf = np.empty(size, dtype=np.int32)
-    x_buf = np.empty(size, dtype=digits.dtype)
-    for lo in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - lo)
-        shape = (n, b, n_cells)
-        used = n * b * n_cells
-        u = u_buf[:used].reshape(shape)
-        idx = idx_buf[:used].reshape(shape)
-        x = x_buf[:used].reshape(shape)
-        rng.random(out=u, dtype=np.float32)  # as _resample: index floor(u * n'), n' < n
-        u *= scale
-        idx[...] = u
-        idx += offsets
+    x_buf = None
+    for lo, b, idx in _resample_indices(n_cells, n, n_boot, rng):
+        if x_buf is None:  # the first chunk is the largest
+            x_buf = np.empty(idx.size, dtype=digits.dtype)
+        x = x_buf[: idx.size].reshape(idx.shape)
         digits.take(idx, out=x, mode="clip")
         total = np.add.reduce(x, axis=0)
         codes[lo : lo + b] = total if exact32 else np.rint(total)
