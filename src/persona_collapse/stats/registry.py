@@ -256,7 +256,8 @@ def _bootstrap_sd(replicates: FloatArray) -> float:
     """
     if len(replicates) < 2:
         return 0.0
-    sd = _sd(replicates)
+    with np.errstate(invalid="ignore"):  # an infinite replicate: inf - inf, left out below
+        sd = _sd(replicates)
     if math.isfinite(sd):  # then every replicate is finite (any other poisons the sum)
         return sd
     finite = replicates[np.isfinite(replicates)]
