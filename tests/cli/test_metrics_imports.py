@@ -1,11 +1,9 @@
 """``pcollapse metrics`` on CSV files loads neither pandas nor the run store (issue 11.8), nor
-Typer's help renderer nor the other commands' modules (issue 11: only help screens need
-them)."""
+Typer's help renderer (issue 11: only help screens need it)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,11 +17,6 @@ HEAVY = (
     "persona_collapse.store.sqlite",
     "persona_collapse.core.config",
     "typer.rich_utils",
-    # Command modules metrics does not use (help and the full app import them all).
-    "persona_collapse.cli.instruments",
-    "persona_collapse.cli.study",
-    "persona_collapse.cli.verify",
-    "persona_collapse.cli.watch",
 )
 
 
@@ -87,49 +80,3 @@ def test_metrics_help_is_unchanged_by_the_shortcut(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         typer.main.get_command(app)(["metrics", "--help"], prog_name="pcollapse")
     assert capsys.readouterr().out == alone
-
-
-def test_every_command_is_mapped_to_the_modules_that_register_it() -> None:
-    """A command run imports only the modules the map names: they must register it whole."""
-    from persona_collapse.cli import _GROUP_MODULES, _MODULES_OF, app
-
-    prefix = "persona_collapse.cli."
-    names = set()
-    for info in app.registered_commands:
-        assert info.callback is not None
-        name = info.name or info.callback.__name__.replace("_", "-")
-        names.add(name)
-        assert info.callback.__module__.removeprefix(prefix) in _MODULES_OF[name], name
-    for group in app.registered_groups:
-        assert group.name is not None and group.typer_instance is not None
-        names.add(group.name)
-        modules = {c.callback.__module__ for c in group.typer_instance.registered_commands}
-        assert {m.removeprefix(prefix) for m in modules} <= set(_MODULES_OF[group.name])
-        assert _GROUP_MODULES[group.name] in _MODULES_OF[group.name]
-    assert names == set(_MODULES_OF)
-
-
-def test_help_lists_the_commands_alike_whatever_ran_before() -> None:
-    """Commands run first import their own modules first; the full help keeps its order."""
-    code = (
-        "import contextlib, io, sys\n"
-        "from persona_collapse.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    for first in sys.argv[1:]:\n"
-        "        assert main([first, '--help']) == 0\n"
-        "import persona_collapse.cli.instruments\n"
-        "assert main(['--help']) == 0\n"
-    )
-    env = {**os.environ, "COLUMNS": "100"}
-    screens = {
-        subprocess.run(
-            [sys.executable, "-c", code, *first],
-            check=True,
-            capture_output=True,
-            text=True,
-            env=env,
-        ).stdout
-        for first in ([], ["watch", "metrics", "study"], ["verify", "datasets"])
-    }
-    assert len(screens) == 1
-    assert "compare-instruments" in screens.pop()
