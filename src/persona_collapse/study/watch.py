@@ -128,14 +128,7 @@ def watch_checkpoints(
         name = checkpoint_run_name(prefix, step)
         options = {**config.backend_options, adapter_option: str(path)}
         run_config = config.model_copy(update={"name": name, "backend_options": options})
-        logger.info("watch: measuring %s (%s)", name, path)
-        try:
-            outcome = execute_run(run_config, backend_builder=backend_builder, preflight=False)
-        except TooFewPersonasError as exc:
-            # The answers are stored; only S and R cannot be computed from them yet.
-            logger.warning("watch: %s", exc)
-            return MeasuredCheckpoint(step, path, name, None, str(exc))
-        return MeasuredCheckpoint(step=step, folder=path, name=name, outcome=outcome)
+        return _measure_checkpoint(run_config, step, name, backend_builder, folder=path)
 
     return _poll_and_measure(
         lambda: find_checkpoints(root),
@@ -147,6 +140,27 @@ def watch_checkpoints(
         on_measured=on_measured,
         sleep=sleep,
     )
+
+
+def _measure_checkpoint(
+    run_config: RunConfig,
+    step: int,
+    name: str,
+    backend_builder: BackendBuilder,
+    *,
+    folder: Path | None = None,
+    model: str | None = None,
+) -> MeasuredCheckpoint:
+    """Collect and compute one checkpoint's run (``folder``: an adapter; ``model``: an API
+    checkpoint's model id)."""
+    logger.info("watch: measuring %s (%s)", name, folder or model)
+    try:
+        outcome = execute_run(run_config, backend_builder=backend_builder, preflight=False)
+    except TooFewPersonasError as exc:
+        # The answers are stored; only S and R cannot be computed from them yet.
+        logger.warning("watch: %s", exc)
+        return MeasuredCheckpoint(step, folder, name, None, str(exc), model=model)
+    return MeasuredCheckpoint(step, folder, name, outcome, model=model)
 
 
 def _check_watch(
@@ -251,13 +265,7 @@ def watch_openai_checkpoints(
     def measure(step: int, model: str) -> MeasuredCheckpoint:
         name = checkpoint_run_name(prefix, step)
         run_config = config.model_copy(update={"name": name, "model": model})
-        logger.info("watch: measuring %s (%s)", name, model)
-        try:
-            outcome = execute_run(run_config, backend_builder=backend_builder, preflight=False)
-        except TooFewPersonasError as exc:
-            logger.warning("watch: %s", exc)
-            return MeasuredCheckpoint(step, None, name, None, str(exc), model=model)
-        return MeasuredCheckpoint(step, None, name, outcome, model=model)
+        return _measure_checkpoint(run_config, step, name, backend_builder, model=model)
 
     # The job is retrieved before its checkpoints are listed: once it has finished,
     # that poll's list is complete.
