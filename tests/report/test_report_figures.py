@@ -90,16 +90,21 @@ def test_strip_and_curve_plots(hostile_outcome: StudyOutcome) -> None:
         figures.plot_temperature_curves(results, "sigma_bar")
 
 
-def test_delta_bars_carry_the_tests_95_percent_intervals(hostile_outcome: StudyOutcome) -> None:
-    # Issue 10.7: the whiskers are the CIs of significance.csv, in % of the base.
-    results = hostile_outcome.results
-    ax = figures.plot_deltas(results, "S")
-    whiskers = sorted(
+def _whiskers(ax: Axes) -> list[tuple[float, float]]:
+    """(low, high) of every error bar drawn on ``ax``, sorted, rounded to 9 places."""
+    return sorted(
         (round(float(seg[0][1]), 9), round(float(seg[1][1]), 9))
         for c in ax.containers
         if isinstance(c, ErrorbarContainer)
         for seg in c.lines[2][0].get_segments()
     )
+
+
+def test_delta_bars_carry_the_tests_95_percent_intervals(hostile_outcome: StudyOutcome) -> None:
+    # Issue 10.7: the whiskers are the CIs of significance.csv, in % of the base.
+    results = hostile_outcome.results
+    ax = figures.plot_deltas(results, "S")
+    whiskers = _whiskers(ax)
     # Issue 16: where the verdicts follow the bias-corrected test, so do the bars.
     assert figures.deltas_corrected(results, "S")
     key = "_corrected"
@@ -128,12 +133,7 @@ def test_delta_bars_fall_back_to_the_papers_test_without_a_corrected_one(
     results = dataclasses.replace(results, significance=paper_only)
     assert not figures.deltas_corrected(results, "S")
     ax = figures.plot_deltas(results, "S")
-    whiskers = sorted(
-        (round(float(seg[0][1]), 9), round(float(seg[1][1]), 9))
-        for c in ax.containers
-        if isinstance(c, ErrorbarContainer)
-        for seg in c.lines[2][0].get_segments()
-    )
+    whiskers = _whiskers(ax)
     expected = sorted(
         (round(100 * float(row["ci_low"]), 9), round(100 * float(row["ci_high"]), 9))
         for row in paper_only
