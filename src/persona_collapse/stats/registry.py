@@ -326,7 +326,7 @@ def estimate_count_statistics(
     grid = np.asarray(scale, dtype=np.float64)
     n_scopes = len(next(iter(features.values())).point) if features else 1
     counted = _count_statistics()
-    found = [s for s in counted if s.features is not None and s.features.name in features]
+    found = [s for s in counted if _set_name(s) in features]
     # Each feature set's replicate sums are flattened once, so statistics sharing a set
     # get the same arrays and the memoised per-draw quantities (pooled_shares) are
     # computed once for all of them. Flattened column by column (Fortran order): the
@@ -412,14 +412,12 @@ def count_statistic_draws(
     out: dict[str, FloatArray] = {}
     token = _MEMO.set({})
     try:
-        for stat in statistics():
-            if stat.features is None or stat.combine is None:
-                continue
-            found = sums.get(stat.features.name)
+        for stat in _count_statistics():
+            found = sums.get(_set_name(stat))
             if found is None:
                 continue
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[stat.name] = np.asarray(stat.combine(found, grid), dtype=np.float64)
+                out[stat.name] = np.asarray(_combine(stat)(found, grid), dtype=np.float64)
     finally:
         _MEMO.reset(token)
     return out
