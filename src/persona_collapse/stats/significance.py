@@ -618,14 +618,22 @@ def _leave_one_out_corrected_s(
 ) -> FloatArray:
     """Each persona's leave-one-out corrected ``S`` over ``cols``, in closed form from the
     column sums (no refitting; needs at least 3 personas)."""
-    n_p, n_q = mu.shape
-    centred = mu[:, cols] - mu[:, cols].mean(axis=0)
-    noise = averaged[:, n_q + cols]
+    n_q = mu.shape[1]
+    values: FloatArray = _leave_one_out_corrected_cells(mu[:, cols], averaged[:, n_q + cols])
+    return values.mean(axis=1)
+
+
+def _leave_one_out_corrected_cells(columns: FloatArray, noise: FloatArray) -> FloatArray:
+    """``(P, q)``: per persona left out, each column's corrected across-persona sd, from
+    the ``(P, q)`` cell means ``columns`` and their noise terms (closed form from the
+    column sums; at least 3 personas)."""
+    n_p = columns.shape[0]
+    centred = columns - columns.mean(axis=0)
     s1, s2, sn = centred.sum(axis=0), (centred * centred).sum(axis=0), noise.sum(axis=0)
     mean = (s1 - centred) / (n_p - 1)
     var = ((s2 - centred * centred) - (n_p - 1) * mean * mean) / (n_p - 2)
-    values: FloatArray = np.sqrt(np.maximum(var - (sn - noise) / (n_p - 1), 0.0)).mean(axis=1)
-    return values
+    cells: FloatArray = np.sqrt(np.maximum(var - (sn - noise) / (n_p - 1), 0.0))
+    return cells
 
 
 def _leave_one_out_corrected_sigma_bar(
@@ -752,17 +760,11 @@ def _leave_one_out_corrected_s_scopes(
     scope's average over its items reads its columns in the same layout. A scope of
     one item (where layouts may coincide differently) is done on its own.
     """
-    n_p, n_q = mu.shape
+    n_q = mu.shape[1]
     if any(len(cols) < 2 for cols in scopes):
         return np.stack([_leave_one_out_corrected_s(mu, averaged, cols) for cols in scopes])
     every = np.arange(n_q)
-    columns = mu[:, every]
-    centred = columns - columns.mean(axis=0)
-    noise = averaged[:, n_q + every]
-    s1, s2, sn = centred.sum(axis=0), (centred * centred).sum(axis=0), noise.sum(axis=0)
-    mean = (s1 - centred) / (n_p - 1)
-    var = ((s2 - centred * centred) - (n_p - 1) * mean * mean) / (n_p - 2)
-    per_cell = np.sqrt(np.maximum(var - (sn - noise) / (n_p - 1), 0.0))
+    per_cell = _leave_one_out_corrected_cells(mu[:, every], averaged[:, n_q + every])
     return np.stack([per_cell[:, cols].mean(axis=1) for cols in scopes])
 
 
