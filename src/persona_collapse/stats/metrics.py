@@ -736,9 +736,7 @@ def _multi_valued_feature_change(
         # answers, so the last digit follows from the others: dropping it keeps codes small.
         base, top_digit = redrawn.base, redrawn.base ** (feats.n_scale - 1)
         distinct, which = _distinct_codes(redrawn.codes[:, order].astype(np.int64) % top_digit)
-        digits = [(distinct // base**k) % base for k in range(feats.n_scale - 1)]
-        digits.append(base - 1 - np.sum(digits, axis=0))
-        counts = np.stack(digits, axis=1).astype(np.float64)
+        counts = _counts_of_codes(distinct, base, feats.n_scale)
     elif redrawn.counts is not None:
         ordered = redrawn.counts[:, order]
         counts = ordered.reshape(-1, feats.n_scale)
@@ -1079,9 +1077,16 @@ def _redraw_scale_counts(
         total = np.add.reduce(x, axis=0)
         codes[lo : lo + b] = total if exact32 else np.rint(total)
     distinct, which = _distinct_codes(codes)
-    low_digits = [(distinct // base**k) % base for k in range(n_scale - 1)]
-    low_digits.append(base - 1 - np.sum(low_digits, axis=0))
-    return np.stack(low_digits, axis=1).astype(np.float64), which
+    return _counts_of_codes(distinct, base, n_scale), which
+
+
+def _counts_of_codes(codes: NDArray[np.int64], base: int, n_scale: int) -> FloatArray:
+    """``(D, n_scale)`` scale counts of resamples of ``base - 1`` answers from their codes
+    (the counts of all but the top scale point as base-``base`` digits; the top point
+    holds the rest)."""
+    digits = [(codes // base**k) % base for k in range(n_scale - 1)]
+    digits.append(base - 1 - np.sum(digits, axis=0))
+    return np.stack(digits, axis=1).astype(np.float64)
 
 
 def _scale_count_moments(
