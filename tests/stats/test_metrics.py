@@ -11,6 +11,7 @@ import pytest
 from persona_collapse.core.instrument import FOUNDATIONS
 from persona_collapse.stats.metrics import (
     RunMetrics,
+    _persona_weights,
     _resample_sums,
     _resample_two_valued,
     _two_valued_draws,
@@ -190,6 +191,29 @@ def test_resample_sums_equal_a_direct_resampling(table: list[list[float]]) -> No
     x = values[np.arange(len(values))[None, None, :], idx]
     np.testing.assert_allclose(s1, x.sum(axis=0), rtol=1e-12)
     np.testing.assert_allclose(s2, (x * x).sum(axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.MT19937])
+def test_persona_weights_are_the_draws_and_leave_the_generator_as_drawing_does(
+    bit_generator: type[np.random.BitGenerator],
+) -> None:
+    """Stored weights come back for a state met before; the stream goes on unchanged."""
+
+    def drawn(rng: np.random.Generator, n_boot: int, n_p: int) -> np.ndarray:
+        picks = rng.integers(0, n_p, size=(n_boot, n_p))
+        return np.stack([np.bincount(row, minlength=n_p) for row in picks]).astype(float)
+
+    for n_boot, n_p in [(300, 7), (5, 40), (300, 7)]:
+        plain = np.random.Generator(bit_generator(11))
+        expected, after_plain = drawn(plain, n_boot, n_p), plain.random(3)
+        for _ in range(2):  # the second time comes from the store
+            rng = np.random.Generator(bit_generator(11))
+            weights = _persona_weights(rng, n_boot, n_p)
+            np.testing.assert_array_equal(weights, expected)
+            np.testing.assert_array_equal(rng.random(3), after_plain)
+            assert not weights.flags.writeable
+    other = np.random.Generator(np.random.PCG64(12))
+    assert not np.array_equal(_persona_weights(other, 300, 7), expected)
 
 
 def test_two_valued_cells_resample_as_binomial_counts() -> None:

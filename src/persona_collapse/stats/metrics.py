@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -872,9 +873,7 @@ def _persona_bootstrap_sums(
     var_buf = np.empty((chunk, n_q))
     for lo in range(0, n_boot, chunk):
         b = min(chunk, n_boot - lo)
-        draws = rng.integers(0, n_p, size=(b, n_p))
-        draws += (np.arange(b) * n_p)[:, None]  # one bin per replicate and persona
-        weights = np.bincount(draws.ravel(), minlength=b * n_p).reshape(b, n_p).astype(np.float64)
+        weights = _persona_weights(rng, b, n_p)
         for r in range(0, b, rows):
             np.matmul(weights[r : r + rows], design, out=sums[r : min(r + rows, b)])
         s1, s2, s_sig = sums[:b, :n_q], sums[:b, n_q : 2 * n_q], sums[:b, 2 * n_q :]
@@ -894,6 +893,57 @@ def _persona_bootstrap_sums(
                 top = min(r + e_rows, b)
                 np.matmul(weights[r:top], extra, out=extra_sums[lo + r : lo + top])
     return sd_mu, mean_sig, extra_sums
+
+
+def _persona_weights(rng: np.random.Generator, n_boot: int, n_p: int) -> FloatArray:
+    """How often each persona is drawn in each of ``n_boot`` with-replacement resamples.
+
+    Returns:
+        ``(n_boot, n_p)`` float64 counts, read-only; the generator advances exactly as
+        by drawing them (``n_boot * n_p`` integers below ``n_p``).
+
+    The counts are a function of the generator's state: when that state (and the
+    shape) was met recently, the stored counts are returned and the generator is
+    moved to the state the draw left it in. Every run analysed with one seed and
+    persona count (the runs of a family in ``pcollapse metrics``) draws the same
+    matrix, so it is drawn once.
+    """
+    bit_generator = rng.bit_generator
+    key = (_frozen(bit_generator.state), n_boot, n_p)
+    with _WEIGHTS_LOCK:
+        found = _WEIGHTS_SEEN.pop(key, None)
+        if found is not None:
+            _WEIGHTS_SEEN[key] = found  # most recently used last
+    if found is not None:
+        weights, after = found
+        bit_generator.state = after
+        return weights
+    draws = rng.integers(0, n_p, size=(n_boot, n_p))
+    draws += (np.arange(n_boot) * n_p)[:, None]  # one bin per replicate and persona
+    weights = np.bincount(draws.ravel(), minlength=n_boot * n_p).astype(np.float64)
+    weights = weights.reshape(n_boot, n_p)
+    weights.flags.writeable = False
+    with _WEIGHTS_LOCK:
+        _WEIGHTS_SEEN[key] = (weights, bit_generator.state)
+        while len(_WEIGHTS_SEEN) > _WEIGHTS_KEPT:
+            del _WEIGHTS_SEEN[next(iter(_WEIGHTS_SEEN))]
+    return weights
+
+
+def _frozen(state: Any) -> Any:
+    """A bit generator's ``state`` (nested dicts, ints, arrays) as a hashable value."""
+    if isinstance(state, dict):
+        return tuple((name, _frozen(value)) for name, value in sorted(state.items()))
+    if isinstance(state, np.ndarray):
+        return (state.dtype.str, state.shape, state.tobytes())
+    return state
+
+
+# Recent persona-weight matrices by generator state (see _persona_weights). Each holds
+# at most one chunk (about _CHUNK_ELEMENTS counts, 2 MB), so the store stays small.
+_WEIGHTS_KEPT = 4
+_WEIGHTS_SEEN: dict[Any, tuple[FloatArray, Mapping[str, Any]]] = {}
+_WEIGHTS_LOCK = threading.Lock()
 
 
 def _resample_sums(
