@@ -9,13 +9,13 @@ Prints the time to load the CSV files, the time to compute every run's metrics
 then the whole-process CPU time and peak RSS of ``pcollapse metrics --per-foundation``
 on the same 12 files (best of ``--repeat`` fresh processes; targets 0.67 s CPU, the
 reference pipeline's 16.8 s / 25, and 112 MB, its peak RSS; best and median), and how
-that CPU time splits: interpreter start, imports (numpy; typer, click and rich; pydantic,
-which typer's option parsing loads; the package), reading the files, computing every
-registered statistic (first, cold, as the command does), the bias-corrected estimates, and
-printing the table; then, apart, S, R and σ̄ alone (the reference pipeline's work, warm).
+that CPU time splits: interpreter start, imports (numpy; typer, its click and rich; the
+package), reading the files, computing every registered statistic (first, cold, as the
+command does), the bias-corrected estimates, and printing the table; then, apart, S, R
+and σ̄ alone (the reference pipeline's work, warm).
 The split applies the process settings ``pcollapse metrics`` makes (one BLAS thread, freed
-memory kept, a higher cycle-collector threshold); it leaves out Typer's option parsing (its
-pydantic adapters and pydantic's plugin loader importing ``importlib.metadata``) and exit.
+memory kept, a higher cycle-collector threshold); it leaves out Typer's option parsing and
+the exit.
 With ``--max-seconds`` the exit status is 1 when the best compute time exceeds it.
 Exits with status 0 and a message when the reference data is absent. The package's
 bytecode is compiled first, as an install does: with ``PYTHONDONTWRITEBYTECODE`` set
@@ -168,8 +168,6 @@ import numpy, numpy.random
 marks.append(time.process_time())
 import typer.main, rich.console, rich.table
 marks.append(time.process_time())
-import typer._adapters  # pydantic: typer builds its option parsers with it
-marks.append(time.process_time())
 from persona_collapse.cli import main
 import persona_collapse.cli.core, persona_collapse.cli.controls, persona_collapse.stats.compare
 from persona_collapse.cli._app import metrics_table
@@ -211,7 +209,6 @@ _PHASES = (
     "interpreter",
     "numpy",
     "typer+click+rich",
-    "pydantic (typer)",
     "package",
     "read",
     "compute every statistic",

@@ -1,5 +1,6 @@
 """``pcollapse metrics`` on CSV files loads neither pandas nor the run store (issue 11.8), nor
-Typer's help renderer (issue 11: only help screens need it)."""
+Typer's help renderer (issue 11: only help screens need it), nor pydantic (no configuration
+is read; pyproject keeps Typer below 0.29, which parses options with pydantic)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ HEAVY = (
     "persona_collapse.store.sqlite",
     "persona_collapse.core.config",
     "typer.rich_utils",
+    "pydantic",
 )
 
 

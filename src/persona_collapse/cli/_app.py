@@ -126,9 +126,9 @@ HelpOpt = Annotated[
         help="Show this message and exit.",
     ),
 ]
-"""A group's --help as a plain bool flag (use with ``add_help_option=False``): Typer's
-built-in one builds a pydantic adapter for its unset value on every subcommand call,
-which doubles the CPU cost of ``pcollapse CMD --help`` (bench/startup_bench.py)."""
+"""A group's --help as a plain bool flag (use with ``add_help_option=False``): in Typer
+0.29 the built-in one builds a pydantic adapter for its unset value on every subcommand
+call, which doubled the CPU cost of ``pcollapse CMD --help`` (bench/startup_bench.py)."""
 
 OutputFormat = Literal["table", "json"]
 Paths = Annotated[
